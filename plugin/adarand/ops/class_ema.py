@@ -1,0 +1,53 @@
+"""Per-class running means of the features (AdaRand Eq. 14-15).
+
+For every class c present in the batch,
+``m_c <- alpha * m_c + (1 - alpha) * mean_{i: y_i = c} f_i``; absent classes keep
+their value. Two phases — per-class sums and counts, then the update — with the
+sums and counts all-reduced in between under torch.distributed, so every rank ends
+with the same running means.
+"""
+import torch
+
+from ..distributed import all_reduce_sum_
+from .backend import resolve
+from .target_loss import accumulation_dtype
+
+
+def _class_sums_ref(features, labels, num_classes):
+    """C x (D + 1): per-class feature sums, with the per-class count in the last column."""
+    acc = accumulation_dtype(features.dtype)
+    rows = torch.cat([features.to(acc), features.new_ones(features.shape[0], 1, dtype=acc)], dim=1)
+    return rows.new_zeros(num_classes, rows.shape[1]).index_add_(0, labels, rows)
+
+
+def _ema_apply_ref_(running_mean, sums_and_counts, alpha):
+    """Apply Eq. 15 in place to the classes with a nonzero count."""
+    sums, counts = sums_and_counts[:, :-1], sums_and_counts[:, -1:]
+    batch_mean = (sums / counts.clamp(min=1)).to(running_mean.dtype)
+    updated = torch.lerp(batch_mean, running_mean, alpha)  # alpha * m + (1 - alpha) * mean
+    running_mean.copy_(torch.where(counts > 0, updated, running_mean))
+
+
+def class_sums(features, labels, num_classes, impl=None):
+    if resolve(features, impl) == "triton":
+        from .class_ema_triton import class_sums_triton
+
+        return class_sums_triton(features, labels, num_classes)
+    return _class_sums_ref(features, labels, num_classes)
+
+
+def ema_apply_(running_mean, sums_and_counts, alpha, impl=None):
+    if resolve(running_mean, impl) == "triton":
+        from .class_ema_triton import ema_apply_triton_
+
+        return ema_apply_triton_(running_mean, sums_and_counts, alpha)
+    return _ema_apply_ref_(running_mean, sums_and_counts, alpha)
+
+
+@torch.no_grad()
+def class_ema_(running_mean, features, labels, alpha, impl=None):
+    """Update ``running_mean`` (C x D) in place from one batch; one all-reduce when distributed."""
+    sums_and_counts = class_sums(features, labels, running_mean.shape[0], impl)
+    all_reduce_sum_(sums_and_counts)
+    ema_apply_(running_mean, sums_and_counts, alpha, impl)
+    return running_mean

@@ -1,0 +1,157 @@
+"""The class-conditional prior of AdaRand (Yamaguchi et al., CVPR 2024, Sec. 3).
+
+Class c has a diagonal Gaussian ``N(mu_c, diag(sigma_c^2))`` over the D-dimensional
+penultimate features; ``running_mean`` holds the per-class feature means ``m_c``
+tracked during fine-tuning. One module serves every random-target method: a
+class-agnostic prior (RandReg) is the same module with all rows equal.
+"""
+import torch
+from torch import nn
+
+from . import ops
+from .validation import check_features_labels, check_finite
+
+
+def prior_alignment_loss(mu, running_mean, use_mean=True, use_dist=True):
+    """``L_mean + L_dist`` (Eq. 11-13).
+
+    ``L_mean = mean_c (1 - cos(mu_c, m_c))^2`` pulls each prior mean towards the class's
+    running feature mean; ``L_dist = mean_{c != c'} cos(mu_c, mu_c')^2`` pushes prior
+    means of different classes apart. ``L_dist`` uses the C x C Gram matrix of the
+    normalized means, or the D x D one when C > D (``||U U^T||_F = ||U^T U||_F``), so
+    memory never grows like C^2 * D.
+    """
+    unit = nn.functional.normalize(mu, dim=1)
+    loss = mu.new_zeros(())
+    if use_mean:
+        cos = (unit * nn.functional.normalize(running_mean.to(mu.dtype), dim=1)).sum(dim=1)
+        loss = loss + (1 - cos).pow(2).mean()
+    num_classes, feat_dim = mu.shape
+    if use_dist and num_classes > 1:
+        gram = unit @ unit.T if num_classes <= feat_dim else unit.T @ unit
+        self_cos_sq = unit.pow(2).sum(dim=1).pow(2)  # cos(mu_c, mu_c)^2: 1, or 0 for a zero row
+        off_diagonal = gram.pow(2).sum() - self_cos_sq.sum()
+        loss = loss + off_diagonal / (num_classes * (num_classes - 1))
+    return loss
+
+
+class ClassConditionalPrior(nn.Module):
+    """Per-class diagonal Gaussians with per-class running feature means.
+
+    ``mu`` is an ``nn.Parameter`` with ``requires_grad=False``: the network's loss never
+    reaches it (samples are detached), and only the prior's own optimizer (owned by the
+    regularizer) updates it from :meth:`prior_loss`. So an outer optimizer built from
+    ``model.parameters()`` or a DDP wrapper never sees it as trainable.
+
+    Args:
+        num_classes: C. feat_dim: D.
+        alpha: EMA factor of the running means (Eq. 15).
+        noise: ``"normal"`` for Gaussian priors, ``"uniform"`` for U(low, high) priors.
+        check_values: validate label ranges and finiteness (host sync); ``None`` = on CPU only.
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, noise: str = "normal",
+                 check_values=None):
+        super().__init__()
+        if num_classes < 1 or feat_dim < 1:
+            raise ValueError(f"num_classes and feat_dim must be positive; got {num_classes}, {feat_dim}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
+        if noise not in ops.NOISES:
+            raise ValueError(f"unknown noise {noise!r}; choose one of {ops.NOISES}")
+        self.num_classes, self.feat_dim, self.alpha, self.noise = num_classes, feat_dim, alpha, noise
+        self.check_values = check_values
+        self.mu = nn.Parameter(torch.zeros(num_classes, feat_dim), requires_grad=False)
+        self.register_buffer("sigma", torch.ones(num_classes, feat_dim))
+        self.register_buffer("running_mean", torch.zeros(num_classes, feat_dim))
+        self.initialized = False
+
+    def extra_repr(self):
+        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, alpha={self.alpha}, noise={self.noise}"
+
+    # -- initialisation -------------------------------------------------------------
+    def _as_rows(self, name, value):
+        value = torch.as_tensor(value, dtype=self.mu.dtype, device=self.mu.device)
+        if value.dim() == 0:
+            value = value.expand(self.feat_dim)
+        if value.dim() == 1:
+            if value.shape[0] != self.feat_dim:
+                raise ValueError(f"{name} must have {self.feat_dim} entries; got {value.shape[0]}")
+            value = value.expand(self.num_classes, self.feat_dim)
+        if tuple(value.shape) != (self.num_classes, self.feat_dim):
+            raise ValueError(f"{name} must have shape ({self.num_classes}, {self.feat_dim}); got {tuple(value.shape)}")
+        check_finite(name, value)
+        return value
+
+    @torch.no_grad()
+    def _set(self, mean, std):
+        self.mu.copy_(mean)
+        self.sigma.copy_(std)
+        self.running_mean.copy_(mean)
+        self.initialized = True
+        return self
+
+    def init_from_stats(self, mean, std):
+        """Eq. 9-10: ``mu_c``, ``sigma_c`` = per-class mean and std of pre-trained features (C x D).
+
+        D-vectors or scalars give a class-agnostic Gaussian (every class the same).
+        Also resets ``running_mean`` to ``mu``.
+        """
+        if self.noise != "normal":
+            raise ValueError("init_from_stats needs a prior built with noise='normal'")
+        mean, std = self._as_rows("mean", mean), self._as_rows("std", std)
+        if (std < 0).any():
+            raise ValueError("std must be non-negative")
+        return self._set(mean, std)
+
+    def init_normal(self, mean=0.0, std=1.0):
+        """Class-agnostic ``N(mean, std^2)`` (RandReg with N(0, 1), or with pre-trained statistics)."""
+        return self.init_from_stats(mean, std)
+
+    def init_uniform(self, low=0.0, high=1.0):
+        """Class-agnostic ``U(low, high)`` per coordinate (RandReg U(0,1); PtR's U[0, 2m))."""
+        if self.noise != "uniform":
+            raise ValueError("init_uniform needs a prior built with noise='uniform'")
+        if not high > low:
+            raise ValueError(f"need high > low; got low={low}, high={high}")
+        return self._set(self._as_rows("low", (low + high) / 2), self._as_rows("width", high - low))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.initialized = True
+
+    # -- the three operations of a training step -------------------------------------
+    def _check(self, features, labels):
+        if not self.initialized:
+            raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
+        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+
+    def sample(self, labels, generator=None):
+        """Eq. 8: ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` (B x D), never differentiable w.r.t. mu."""
+        if not self.initialized:
+            raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
+        check_features_labels(self.mu.new_empty(labels.shape[0], self.feat_dim), labels, self.num_classes,
+                              self.feat_dim, self.check_values)
+        eps = ops.draw_noise((labels.shape[0], self.feat_dim), self.noise, self.mu.device, self.mu.dtype, generator)
+        return self.mu.detach()[labels] + self.sigma[labels] * eps
+
+    def regression_loss(self, features, labels, generator=None, impl=None):
+        """``mean_{i,d} (f_id - r_id)^2`` with fresh references r (Eq. 1-3 without lambda).
+
+        On CUDA the fused kernel draws the noise in-kernel, so r never exists in memory.
+        """
+        self._check(features, labels)
+        return ops.target_loss(features, labels, self.mu, self.sigma, noise=self.noise, generator=generator, impl=impl)
+
+    @torch.no_grad()
+    def update_running_mean(self, features, labels, impl=None):
+        """Eq. 14-15 for every class present in the batch (summed over all ranks); absent classes untouched."""
+        self._check(features, labels)
+        ops.class_ema_(self.running_mean, features.detach(), labels, self.alpha, impl=impl)
+
+    def prior_loss(self, use_mean=True, use_dist=True, mu=None):
+        """``L_mean + L_dist`` of Eq. 11-13 evaluated at ``mu`` (default: ``self.mu``).
+
+        Pass a leaf tensor as ``mu`` to differentiate; gradients reach mu only.
+        """
+        return prior_alignment_loss(self.mu if mu is None else mu, self.running_mean, use_mean, use_dist)

@@ -1,0 +1,59 @@
+"""The prior's own optimizer: Adam with a cosine learning-rate schedule (AdaRand Sec. 3.3).
+
+Its moments are buffers, so they live in the owning module's ``state_dict()`` as plain
+tensors (Detectron2's checkpointer accepts nothing else) and resume restores them.
+The update is the one of ``torch.optim.Adam`` (no weight decay, no amsgrad) followed
+by ``CosineAnnealingLR(T_max=total_steps, eta_min=0)``; a test checks it against both.
+It reads nothing back to the host, so it does not synchronize a CUDA stream.
+"""
+import math
+
+import torch
+from torch import nn
+
+
+class PriorAdam(nn.Module):
+    """Adam over one C x D tensor, ``lr_t = lr * (1 + cos(pi * t / total_steps)) / 2``.
+
+    ``total_steps=None`` keeps the learning rate constant.
+    """
+
+    def __init__(self, shape, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, total_steps=None):
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"prior learning rate must be positive; got {lr}")
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"total_steps must be positive or None; got {total_steps}")
+        self.lr, self.betas, self.eps, self.total_steps = lr, betas, eps, total_steps
+        self.register_buffer("exp_avg", torch.zeros(shape))
+        self.register_buffer("exp_avg_sq", torch.zeros(shape))
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))
+        self.steps_taken = 0  # host mirror of num_steps, so the schedule never reads the device
+
+    def extra_repr(self):
+        return f"lr={self.lr}, betas={self.betas}, total_steps={self.total_steps}"
+
+    def current_lr(self) -> float:
+        if self.total_steps is None:
+            return self.lr
+        progress = min(self.steps_taken, self.total_steps) / self.total_steps
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    @torch.no_grad()
+    def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:
+        """One Adam update of ``param`` in place, then advance the schedule."""
+        lr = self.current_lr()
+        beta1, beta2 = self.betas
+        t = self.steps_taken + 1
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (self.exp_avg_sq / (1 - beta2**t)).sqrt_().add_(self.eps)
+        param.addcdiv_(self.exp_avg, denom, value=-lr / (1 - beta1**t))
+        self.steps_taken = t
+        self.num_steps.fill_(t)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        key = prefix + "num_steps"
+        if key in state_dict:
+            self.steps_taken = int(state_dict[key])

@@ -1,0 +1,233 @@
+"""Every regularizer of the two source papers behind one interface.
+
+``loss = reg(features, labels, logits=None, classifier_weight=None)`` returns lambda
+times the regularization term, differentiable w.r.t. ``features``; after the model's
+optimizer step, ``reg.step(features.detach(), labels)`` updates whatever the method
+adapts (AdaRand's running means and prior). ``reg.on_epoch_end()`` closes an epoch
+(PtR's switch-on threshold). Methods that start from pre-trained statistics have
+``needs_stats`` set and are initialised with ``reg.init_from_stats(stats)``.
+"""
+import inspect
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import ops
+from .diagnostics import ce_feature_grad_norm
+from .prior import ClassConditionalPrior
+from .prior_optim import PriorAdam
+from .validation import check_features_labels
+
+
+class Regularizer(nn.Module):
+    """Base class: plain fine-tuning (``none``), zero loss, nothing to update."""
+
+    needs_stats = False
+
+    def __init__(self, num_classes: int, feat_dim: int, lam: float = 1.0, check_values=None):
+        super().__init__()
+        self.num_classes, self.feat_dim, self.lam, self.check_values = num_classes, feat_dim, lam, check_values
+
+    def extra_repr(self):
+        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, lam={self.lam}"
+
+    def forward(self, features, labels, logits=None, classifier_weight=None):
+        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        return features.new_zeros((), dtype=torch.float32)
+
+    def step(self, features, labels):
+        """Update after the model's optimizer step (nothing for this method)."""
+
+    def on_epoch_end(self):
+        """Close an epoch (nothing for this method)."""
+
+    def init_from_stats(self, stats):
+        """Initialise from pre-trained class statistics (nothing for this method)."""
+
+
+class FeatureNormPenalty(Regularizer):
+    """FNP: ``lambda * mean_{i,d} f_id^2``, i.e. regression onto the zero target."""
+
+    def forward(self, features, labels, logits=None, classifier_weight=None):
+        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        return self.lam * ops.target_loss(features)
+
+
+class RandomTargetRegression(Regularizer):
+    """RandReg: ``lambda * mean_{i,d} (f_id - r_id)^2`` with ``r_i`` drawn from a fixed prior.
+
+    ``prior_init``: ``uniform`` (U(0,1)), ``normal`` (N(0,1)), ``pretrained`` (one
+    N(mean, std) from the pre-trained features of all classes) or ``class-conditional``
+    (per-class N(mu_c, sigma_c), Eq. 9-10).
+    """
+
+    PRIOR_INITS = ("uniform", "normal", "pretrained", "class-conditional")
+
+    def __init__(self, num_classes, feat_dim, prior_init="class-conditional", lam=1.0, alpha=0.5, check_values=None):
+        super().__init__(num_classes, feat_dim, lam, check_values)
+        if prior_init not in self.PRIOR_INITS:
+            raise ValueError(f"unknown prior_init {prior_init!r}; choose one of {self.PRIOR_INITS}")
+        self.prior_init = prior_init
+        noise = "uniform" if prior_init == "uniform" else "normal"
+        self.prior = ClassConditionalPrior(num_classes, feat_dim, alpha=alpha, noise=noise, check_values=check_values)
+        if prior_init == "uniform":
+            self.prior.init_uniform(0.0, 1.0)
+        elif prior_init == "normal":
+            self.prior.init_normal(0.0, 1.0)
+
+    @property
+    def needs_stats(self):
+        return self.prior_init in ("pretrained", "class-conditional")
+
+    def init_from_stats(self, stats):
+        if self.prior_init == "pretrained":
+            self.prior.init_from_stats(stats.global_mean, stats.global_std)
+        elif self.prior_init == "class-conditional":
+            self.prior.init_from_stats(stats.mean, stats.std)
+
+    def forward(self, features, labels, logits=None, classifier_weight=None):
+        return self.lam * self.prior.regression_loss(features, labels)
+
+
+class AdaRand(RandomTargetRegression):
+    """AdaRand: class-conditional RandReg whose prior means adapt during fine-tuning.
+
+    Each :meth:`step` updates the running class means (Eq. 14-15) and takes one Adam
+    step on ``L_mean + L_dist`` (Eq. 11-13) w.r.t. mu; sigma stays fixed.
+    ``use_mean=False`` / ``use_dist=False`` give the paper's ablations.
+    """
+
+    def __init__(self, num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None,
+                 use_mean=True, use_dist=True, check_values=None):
+        super().__init__(num_classes, feat_dim, "class-conditional", lam, alpha, check_values)
+        if not (use_mean or use_dist):
+            raise ValueError("AdaRand needs at least one of use_mean / use_dist")
+        self.use_mean, self.use_dist = use_mean, use_dist
+        self.prior_optimizer = PriorAdam((num_classes, feat_dim), lr=prior_lr, total_steps=total_steps)
+
+    def step(self, features, labels):
+        """EMA of the class means, then one prior update; returns the prior loss (detached)."""
+        if self.use_mean:
+            self.prior.update_running_mean(features, labels)
+        with torch.enable_grad():
+            mu = self.prior.mu.detach().requires_grad_(True)
+            loss = self.prior.prior_loss(self.use_mean, self.use_dist, mu=mu)
+            (grad,) = torch.autograd.grad(loss, mu)
+        self.prior_optimizer.step(self.prior.mu, grad)
+        return loss.detach()
+
+
+class PtR(Regularizer):
+    """Pseudo-task regularization (Zhong & Maki, CVPR 2020).
+
+    Regress features onto ``t ~ U[0, 2m)`` (smooth-L1 or L2, mean over coordinates) with
+    weight ``w = G_ce / (G_ptr * R)``, where G_ce and G_ptr are the batch means of the
+    per-sample gradient norms of the two losses w.r.t. the representation (G_ce
+    analytic from the linear head). The term is off until the mean CE of an epoch
+    falls below ``threshold`` (T), then stays on.
+    """
+
+    LOSSES = ("smooth_l1", "l2")
+
+    def __init__(self, num_classes, feat_dim, lam=1.0, ratio=3.0, target_scale=1.0, threshold=1.0,
+                 loss="smooth_l1", check_values=None):
+        super().__init__(num_classes, feat_dim, lam, check_values)
+        if loss not in self.LOSSES:
+            raise ValueError(f"unknown PtR loss {loss!r}; choose one of {self.LOSSES}")
+        self.ratio, self.threshold, self.loss = ratio, threshold, loss
+        self.prior = ClassConditionalPrior(num_classes, feat_dim, noise="uniform", check_values=check_values)
+        self.prior.init_uniform(0.0, 2.0 * target_scale)
+        self.register_buffer("enabled", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("epoch_ce_sum", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("epoch_ce_count", torch.zeros((), dtype=torch.float64))
+
+    def regression_terms(self, features, targets):
+        """Per-sample regression losses (B,) and their gradients w.r.t. the features (B x D)."""
+        diff = features.float() - targets.float()
+        dim = features.shape[1]
+        if self.loss == "smooth_l1":
+            per_sample = F.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=1.0).mean(dim=1)
+            grad = diff.detach().clamp(-1.0, 1.0) / dim
+        else:
+            per_sample = diff.pow(2).mean(dim=1)
+            grad = 2.0 * diff.detach() / dim
+        return per_sample, grad
+
+    def forward(self, features, labels, logits=None, classifier_weight=None):
+        if logits is None or classifier_weight is None:
+            raise ValueError("ptr needs the logits and the classifier weight (K x D) of the linear head")
+        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        per_sample, grad = self.regression_terms(features, self.prior.sample(labels))
+        with torch.no_grad():
+            g_ce = ce_feature_grad_norm(logits, labels, classifier_weight).mean()
+            g_ptr = grad.norm(dim=1).mean()
+            weight = g_ce / (g_ptr * self.ratio).clamp(min=1e-12)
+            self.epoch_ce_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            self.epoch_ce_count += labels.shape[0]
+        loss = self.lam * weight * per_sample.sum() / max(per_sample.shape[0], 1)
+        return torch.where(self.enabled, loss, torch.zeros_like(loss))
+
+    @torch.no_grad()
+    def on_epoch_end(self):
+        """Switch on once an epoch's mean CE is below T (no host read)."""
+        mean_ce = self.epoch_ce_sum / self.epoch_ce_count.clamp(min=1)
+        self.enabled |= (self.epoch_ce_count > 0) & (mean_ce < self.threshold)
+        self.epoch_ce_sum.zero_()
+        self.epoch_ce_count.zero_()
+
+
+def _randreg(prior_init):
+    def build(num_classes, feat_dim, lam=1.0, check_values=None):
+        return RandomTargetRegression(num_classes, feat_dim, prior_init, lam=lam, check_values=check_values)
+
+    return build
+
+
+def _adarand(use_mean, use_dist):
+    def build(num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None, check_values=None):
+        return AdaRand(num_classes, feat_dim, lam, alpha, prior_lr, total_steps, use_mean, use_dist, check_values)
+
+    return build
+
+
+_REGISTRY = {
+    "none": Regularizer,
+    "fnp": FeatureNormPenalty,
+    "randreg-uniform": _randreg("uniform"),
+    "randreg-normal": _randreg("normal"),
+    "randreg-pretrained": _randreg("pretrained"),
+    "randreg-cp": _randreg("class-conditional"),
+    "adarand": _adarand(True, True),
+    "adarand-no-mean": _adarand(False, True),
+    "adarand-no-dist": _adarand(True, False),
+    "ptr": PtR,
+}
+
+
+def available_regularizers():
+    """Names accepted by :func:`build_regularizer`."""
+    return list(_REGISTRY)
+
+
+def regularizer_options(name):
+    """The keyword options ``name`` accepts (beyond num_classes and feat_dim), with defaults."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown regularizer {name!r}; available: {', '.join(_REGISTRY)}")
+    params = inspect.signature(_REGISTRY[name]).parameters.values()
+    return {p.name: p.default for p in params if p.name not in ("num_classes", "feat_dim")}
+
+
+def build_regularizer(name, num_classes, feat_dim, **options):
+    """Build the regularizer ``name`` for C classes and D-dimensional features.
+
+    Options (each method takes a subset; see :func:`regularizer_options`): ``lam``
+    (lambda), ``alpha`` (EMA), ``prior_lr``, ``total_steps`` (cosine schedule length of
+    the prior optimizer), ``ratio`` (PtR's R), ``target_scale`` (PtR's m),
+    ``threshold`` (PtR's T), ``loss`` (PtR: ``smooth_l1``/``l2``), ``check_values``.
+    """
+    accepted = regularizer_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"regularizer {name!r} does not take option(s) {unknown}; it takes {sorted(accepted)}")
+    return _REGISTRY[name](num_classes, feat_dim, **options)

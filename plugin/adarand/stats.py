@@ -1,0 +1,146 @@
+"""Class-wise statistics of a pre-trained extractor's features (AdaRand Eq. 9-10).
+
+One streaming pass accumulates, in float64, per-class sums, sums of squares and
+counts; features are never all held in memory. Under torch.distributed the sums and
+counts (never the means) are all-reduced, so every rank gets the statistics of the
+whole dataset. Standard deviations are population ones (divide by N): a class seen
+once has std 0, so its prior draws exactly its one feature vector.
+"""
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .distributed import all_reduce_sum_
+from .validation import check_finite
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ClassStats:
+    """Per-class mean/std (C x D), class-agnostic mean/std (D), samples per class (C)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    count: torch.Tensor
+    global_mean: torch.Tensor
+    global_std: torch.Tensor
+    extractor: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.mean.shape[0]
+
+    @property
+    def feat_dim(self) -> int:
+        return self.mean.shape[1]
+
+    @classmethod
+    def from_sums(cls, sums, sq_sums, counts, extractor="", meta=None):
+        """Build from float64 per-class sums (C x D), squared sums (C x D) and counts (C)."""
+        missing = (counts == 0).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"no sample of class(es) {missing}: every class needs at least one sample")
+        per_class = counts.to(sums.dtype)[:, None]
+        mean = sums / per_class
+        std = (sq_sums / per_class - mean.pow(2)).clamp(min=0).sqrt()
+        total = counts.sum().to(sums.dtype)
+        global_mean = sums.sum(0) / total
+        global_std = (sq_sums.sum(0) / total - global_mean.pow(2)).clamp(min=0).sqrt()
+        return cls(mean.float(), std.float(), counts.long(), global_mean.float(), global_std.float(),
+                   extractor, dict(meta or {}))
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "num_classes": self.num_classes,
+            "feat_dim": self.feat_dim,
+            "extractor": self.extractor,
+            "meta": self.meta,
+            **{k: getattr(self, k).cpu() for k in ("mean", "std", "count", "global_mean", "global_std")},
+        }
+
+    def save(self, path) -> None:
+        """Write atomically (temporary file, then rename): a crash never leaves half a file."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".stats-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(self.to_dict(), f)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path, num_classes=None, feat_dim=None) -> "ClassStats":
+        """Read a file written by :meth:`save`, checking C and D when given."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"class statistics file not found: {path}")
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path} is not an AdaRand class-statistics file (format {FORMAT_VERSION})")
+        stats = cls(data["mean"], data["std"], data["count"], data["global_mean"], data["global_std"],
+                    data["extractor"], data["meta"])
+        for name, want, got in (("num_classes", num_classes, stats.num_classes), ("feat_dim", feat_dim, stats.feat_dim)):
+            if want is not None and want != got:
+                raise ValueError(f"{path}: statistics have {name}={got}, expected {want}")
+        for name in ("mean", "std"):
+            check_finite(f"{path}: {name}", getattr(stats, name))
+        return stats
+
+
+class ClassStatsAccumulator:
+    """Float64 per-class sums, squared sums and counts, fed batch by batch."""
+
+    def __init__(self, num_classes: int, device=None):
+        self.num_classes, self.device = num_classes, device
+        self.sums = self.sq_sums = self.counts = None
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if features.dim() != 2:
+            raise ValueError(f"the extractor must return (batch, dim) features; got {tuple(features.shape)}")
+        check_finite("features", features)
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}); got [{labels.min()}, {labels.max()}]")
+        z = features.double()
+        if self.sums is None:
+            shape = (self.num_classes, z.shape[1])
+            self.sums = z.new_zeros(shape)
+            self.sq_sums = z.new_zeros(shape)
+            self.counts = torch.zeros(self.num_classes, dtype=torch.float64, device=z.device)
+        elif z.shape[1] != self.sums.shape[1]:
+            raise ValueError(f"feature dimension changed from {self.sums.shape[1]} to {z.shape[1]}")
+        labels = labels.to(z.device)
+        self.sums.index_add_(0, labels, z)
+        self.sq_sums.index_add_(0, labels, z * z)
+        self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+
+    def finalize(self, extractor="", meta=None) -> ClassStats:
+        if self.sums is None:
+            raise ValueError("no features were seen: the data loader is empty")
+        all_reduce_sum_(self.sums, self.sq_sums, self.counts)
+        return ClassStats.from_sums(self.sums, self.sq_sums, self.counts, extractor, meta)
+
+
+@torch.no_grad()
+def compute_class_stats(extractor, loader, num_classes: int, device=None, name=None, progress=True) -> ClassStats:
+    """Per-class mean/std of ``extractor(images)`` over ``loader`` (batches of (images, labels)).
+
+    ``extractor`` is called as is (put a network in eval mode first so BatchNorm
+    statistics are untouched). ``name`` is recorded in the file's metadata.
+    """
+    acc = ClassStatsAccumulator(num_classes)
+    for images, labels in tqdm(loader, desc="class statistics", disable=not progress, leave=False):
+        if device is not None:
+            images = images.to(device, non_blocking=True)
+        acc.update(extractor(images), torch.as_tensor(labels))
+    name = name if name is not None else type(extractor).__name__
+    return acc.finalize(extractor=name)

@@ -1,0 +1,43 @@
+"""Input checks that name the problem before any state is touched.
+
+Shape checks are free and always run. Value checks (label range, NaN/Inf) read the
+data back to the host, which on CUDA is a synchronization on every step: they run by
+default on CPU tensors and on CUDA only when the caller asks (``check_values=True``).
+"""
+import torch
+
+
+def should_check_values(tensor: torch.Tensor, check_values) -> bool:
+    return (not tensor.is_cuda) if check_values is None else bool(check_values)
+
+
+def check_finite(name: str, tensor: torch.Tensor) -> None:
+    if not torch.isfinite(tensor).all():
+        bad = (~torch.isfinite(tensor)).sum().item()
+        raise ValueError(f"{name} contains {bad} NaN/Inf value(s)")
+
+
+def check_features(features: torch.Tensor, feat_dim: int, check_values=None) -> None:
+    if features.dim() != 2 or features.shape[1] != feat_dim:
+        raise ValueError(
+            f"features must have shape (batch, {feat_dim}); got {tuple(features.shape)} "
+            "(feature-dimension mismatch with the prior)"
+        )
+    if should_check_values(features, check_values):
+        check_finite("features", features)
+
+
+def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int, check_values=None) -> None:
+    if labels.dim() != 1 or labels.shape[0] != batch_size:
+        raise ValueError(f"labels must have shape ({batch_size},); got {tuple(labels.shape)}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"labels must be an integer tensor; got {labels.dtype}")
+    if batch_size and should_check_values(labels, check_values):
+        low, high = labels.min().item(), labels.max().item()
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}); got values in [{low}, {high}]")
+
+
+def check_features_labels(features, labels, num_classes, feat_dim, check_values=None) -> None:
+    check_features(features, feat_dim, check_values)
+    check_labels(labels, features.shape[0], num_classes, check_values)

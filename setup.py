@@ -1,0 +1,33 @@
+"""Install the AdaRand package from ``plugin/adarand`` (import name ``adarand``).
+
+``import adarand`` (prior, regularizers, kernels) needs only torch. The trainers'
+extras are optional: ``pip install -e .[cls,det]``.
+"""
+from setuptools import find_packages, setup
+
+CLASSIFICATION = ["torchvision", "fvcore", "yacs", "tqdm", "tensorboard", "matplotlib", "scipy", "pillow"]
+DETECTION = [
+    # detectron2 itself is installed by tools/install_detectron2.sh (see README).
+    "fvcore", "iopath", "yacs", "pycocotools", "omegaconf>=2.1,<2.4", "hydra-core", "termcolor",
+    "tabulate", "cloudpickle", "matplotlib", "setuptools<81", "pillow",
+]
+DEMO = ["scikit-learn", "scikit-image"]
+TEST = ["pytest", "pytest-timeout"]
+
+setup(
+    name="adarand",
+    version="0.1.0",
+    description="Adaptive random feature regularization (AdaRand, CVPR 2024) for fine-tuning, "
+    "with RandReg/PtR, FNP, a classification trainer and a Detectron2 plugin",
+    package_dir={"": "plugin"},
+    packages=find_packages("plugin"),
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4", "numpy", "tqdm"],
+    extras_require={
+        "cls": CLASSIFICATION,
+        "det": DETECTION,
+        "demo": DEMO,
+        "test": TEST,
+        "all": sorted(set(CLASSIFICATION + DETECTION + DEMO + TEST)),
+    },
+)
