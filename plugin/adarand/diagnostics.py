@@ -8,6 +8,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from .ops.target_loss import accumulation_dtype
+
 
 def feature_norm(features: torch.Tensor) -> torch.Tensor:
     """``mean_i ||f_i||_2``."""
@@ -20,9 +22,10 @@ def ce_feature_grad_norm(logits, labels, classifier_weight) -> torch.Tensor:
     Analytic for a linear head ``z = W f + b`` (``classifier_weight`` is K x D): no
     second backward pass.
     """
-    residual = F.softmax(logits.float(), dim=1)
+    acc = accumulation_dtype(logits.dtype)
+    residual = F.softmax(logits.detach().to(acc), dim=1)
     residual[torch.arange(labels.shape[0], device=labels.device), labels] -= 1.0
-    return (residual @ classifier_weight.float()).norm(dim=1)
+    return (residual @ classifier_weight.detach().to(acc)).norm(dim=1)
 
 
 def _covariance(features: torch.Tensor) -> torch.Tensor:

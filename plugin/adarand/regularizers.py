@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from . import ops
 from .diagnostics import ce_feature_grad_norm
+from .ops.target_loss import accumulation_dtype
 from .prior import ClassConditionalPrior
 from .prior_optim import PriorAdam
 from .validation import check_features_labels
@@ -144,7 +145,8 @@ class PtR(Regularizer):
 
     def regression_terms(self, features, targets):
         """Per-sample regression losses (B,) and their gradients w.r.t. the features (B x D)."""
-        diff = features.float() - targets.float()
+        acc = accumulation_dtype(features.dtype)
+        diff = features.to(acc) - targets.to(acc)
         dim = features.shape[1]
         if self.loss == "smooth_l1":
             per_sample = F.smooth_l1_loss(diff, torch.zeros_like(diff), reduction="none", beta=1.0).mean(dim=1)
@@ -163,7 +165,7 @@ class PtR(Regularizer):
             g_ce = ce_feature_grad_norm(logits, labels, classifier_weight).mean()
             g_ptr = grad.norm(dim=1).mean()
             weight = g_ce / (g_ptr * self.ratio).clamp(min=1e-12)
-            self.epoch_ce_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            self.epoch_ce_sum += F.cross_entropy(logits.detach().double(), labels, reduction="sum")
             self.epoch_ce_count += labels.shape[0]
         loss = self.lam * weight * per_sample.sum() / max(per_sample.shape[0], 1)
         return torch.where(self.enabled, loss, torch.zeros_like(loss))

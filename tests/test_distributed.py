@@ -1,0 +1,78 @@
+"""Two gloo processes keep bit-identical priors that equal one process fed both batches."""
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from adarand import ClassStatsAccumulator, build_regularizer
+
+C, D, B, STEPS = 5, 7, 6, 4
+
+
+def shard_batches(rank):
+    """Step s: rank r sees rows [r*B, (r+1)*B) of the global batch (unequal class counts per rank)."""
+    out = []
+    for step in range(STEPS):
+        g = torch.Generator().manual_seed(100 + step)
+        features = torch.randn(2 * B, D, generator=g, dtype=torch.float64)
+        labels = torch.tensor([0, 0, 0, 1, 2, 2, 4, 1, 1, 1, 1, 2])  # class 3 absent throughout
+        out.append((features[rank * B:(rank + 1) * B], labels[rank * B:(rank + 1) * B]) if rank is not None
+                   else (features, labels))
+    return out
+
+
+def make_reg():
+    reg = build_regularizer("adarand", num_classes=C, feat_dim=D, total_steps=STEPS).double()
+    g = torch.Generator().manual_seed(0)
+    reg.prior.init_from_stats(torch.randn(C, D, generator=g, dtype=torch.float64), torch.ones(C, D))
+    return reg
+
+
+def shard_stats(batches):
+    """Class statistics over 3 classes (labels mod 3), all-reduced when distributed."""
+    acc = ClassStatsAccumulator(3)
+    for features, labels in batches:
+        acc.update(features, labels % 3)
+    return acc.finalize()
+
+
+def worker(rank, world_size, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        reg = make_reg()
+        torch.manual_seed(rank)  # each rank draws its own noise
+        for features, labels in shard_batches(rank):
+            f = features.clone().requires_grad_(True)
+            reg(f, labels).backward()
+            reg.step(features, labels)
+        stats = shard_stats(shard_batches(rank))
+        torch.save({"reg": reg.state_dict(), "stats_mean": stats.mean, "stats_count": stats.count},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for key in ranks[0]["reg"]:
+        assert torch.equal(ranks[0]["reg"][key], ranks[1]["reg"][key]), f"ranks differ in {key}"
+
+    single = make_reg()
+    for features, labels in shard_batches(None):
+        single.step(features, labels)
+    for key, value in single.state_dict().items():
+        torch.testing.assert_close(ranks[0]["reg"][key], value, rtol=1e-12, atol=1e-12, msg=key)
+    assert not torch.equal(single.prior.mu, make_reg().prior.mu)  # the prior did move
+
+    whole = shard_stats(shard_batches(None))  # counts summed over ranks, never means averaged
+    for rank in ranks:
+        assert torch.equal(rank["stats_count"], whole.count)
+        torch.testing.assert_close(rank["stats_mean"], whole.mean, rtol=1e-6, atol=1e-6)
