@@ -1,0 +1,179 @@
+"""Fused Triton kernels of the random-target loss ``mean_{i,d} (f_id - r_id)^2``.
+
+``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` is never stored. The forward kernel draws
+``eps`` in registers with Philox (``tl.randn`` / ``tl.rand``), keyed by a 64-bit seed
+and by the element's flat index ``i * D + d``; the backward kernel regenerates the
+same ``eps`` from the same seed and writes ``dL/df = g * 2 (f - r) / (B D)``.
+
+The seed is drawn by torch's RNG on the device (honouring ``generator``) and read by
+the kernels from memory: no host sync, and the launch is CUDA-graph capturable. The
+loss is reduced deterministically: one partial sum per program, then a fixed-order
+``torch.sum`` of the partials (no float atomics).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .target_loss import NOISES, accumulation_dtype
+
+_NOISE_CODE = {"normal": 0, "uniform": 1}
+_MAX_ELEMENTS = 2**31  # Philox offsets are int32 element indices
+
+
+@triton.jit
+def _noise(seed, offsets, NOISE: tl.constexpr):
+    """eps ~ N(0, 1) (NOISE = 0) or U[-0.5, 0.5) (NOISE = 1), float32, one per offset."""
+    if NOISE == 0:
+        eps = tl.randn(seed, offsets)
+    else:
+        eps = tl.rand(seed, offsets) - 0.5
+    return eps
+
+
+@triton.jit
+def _residual(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, B, D, rows, cols,
+              HAS_MU: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr):
+    """``f - (mu_y + sigma_y * eps)`` on a BLOCK_B x BLOCK_D tile, in the ACC dtype (0 outside the matrix)."""
+    mask = (rows < B)[:, None] & (cols < D)[None, :]
+    offsets = rows[:, None] * D + cols[None, :]
+    f = tl.load(f_ptr + offsets, mask=mask, other=0.0).to(ACC)
+    if HAS_MU:
+        y = tl.load(labels_ptr + rows, mask=rows < B, other=0)
+        prior_offsets = y.to(tl.int64)[:, None] * D + cols[None, :]
+        mu = tl.load(mu_ptr + prior_offsets, mask=mask, other=0.0).to(ACC)
+        sigma = tl.load(sigma_ptr + prior_offsets, mask=mask, other=0.0).to(ACC)
+        eps = _noise(tl.load(seed_ptr), offsets, NOISE).to(ACC)
+        f = f - (mu + sigma * eps)
+    return tl.where(mask, f, 0.0)
+
+
+@triton.jit
+def _target_loss_fwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, partial_ptr, B, D,
+                            HAS_MU: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr,
+                            BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """partial[program] = sum over its tile of (f - r)^2."""
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    diff = _residual(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, B, D, rows, cols, HAS_MU, NOISE, ACC)
+    tl.store(partial_ptr + pid_b * tl.num_programs(1) + pid_d, tl.sum(tl.sum(diff * diff, axis=1), axis=0))
+
+
+@triton.jit
+def _target_loss_bwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, grad_out_ptr, grad_f_ptr,
+                            B, D, scale, HAS_MU: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr,
+                            BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """grad_f = grad_out * scale * (f - r), scale = 2 / (B D), with r regenerated from the seed."""
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    diff = _residual(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, B, D, rows, cols, HAS_MU, NOISE, ACC)
+    g = tl.load(grad_out_ptr).to(ACC) * scale
+    mask = (rows < B)[:, None] & (cols < D)[None, :]
+    tl.store(grad_f_ptr + rows[:, None] * D + cols[None, :], (g * diff).to(grad_f_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _noise_kernel(seed_ptr, out_ptr, B, D, NOISE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Debug: write the eps the loss kernels draw for element (i, d)."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask = (rows < B)[:, None] & (cols < D)[None, :]
+    offsets = rows[:, None] * D + cols[None, :]
+    tl.store(out_ptr + offsets, _noise(tl.load(seed_ptr), offsets, NOISE), mask=mask)
+
+
+def _tiles(batch, dim):
+    """Tile shape and grid: a tile of at most 4096 elements, as wide as D allows (up to 512)."""
+    block_d = min(triton.next_power_of_2(dim), 512)
+    block_b = min(triton.next_power_of_2(max(batch, 1)), max(1, 4096 // block_d))
+    return block_b, block_d, (triton.cdiv(batch, block_b), triton.cdiv(dim, block_d))
+
+
+def _tl_acc(dtype):
+    return tl.float64 if accumulation_dtype(dtype) == torch.float64 else tl.float32
+
+
+def draw_seed(device, generator=None) -> torch.Tensor:
+    """A 1-element int64 seed drawn by torch's RNG (``generator``'s device, else ``device``), on ``device``."""
+    source = generator.device if generator is not None else device
+    seed = torch.randint(0, torch.iinfo(torch.int64).max, (1,), device=source, dtype=torch.int64, generator=generator)
+    return seed.to(device, non_blocking=True)
+
+
+def _noise_from_seed(seed, shape, noise="normal") -> torch.Tensor:
+    """Debug helper: the float32 eps (``shape`` = (B, D)) the loss kernels draw for ``seed`` (1-element int64)."""
+    batch, dim = shape
+    out = torch.empty(batch, dim, dtype=torch.float32, device=seed.device)
+    if out.numel():
+        block_b, block_d, grid = _tiles(batch, dim)
+        _noise_kernel[grid](seed, out, batch, dim, NOISE=_NOISE_CODE[noise], BLOCK_B=block_b, BLOCK_D=block_d)
+    return out
+
+
+def _launch_args(features, labels, mu, sigma, seed):
+    """Pointers for the kernels; without a prior (FNP) the features stand in for the unread ones."""
+    if mu is None:
+        return (features, features, features, features), False
+    return (labels, mu, sigma, seed), True
+
+
+class _TargetLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features, labels, mu, sigma, seed, noise):
+        ctx.noise = noise
+        ctx.save_for_backward(features, labels, mu, sigma, seed)
+        acc = accumulation_dtype(features.dtype)
+        batch, dim = features.shape
+        if batch == 0:
+            return features.new_zeros((), dtype=acc)
+        (lab, m, s, sd), has_mu = _launch_args(features, labels, mu, sigma, seed)
+        block_b, block_d, grid = _tiles(batch, dim)
+        partials = torch.empty(grid[0] * grid[1], dtype=acc, device=features.device)
+        _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, batch, dim, HAS_MU=has_mu,
+                                      NOISE=_NOISE_CODE[noise], ACC=_tl_acc(features.dtype),
+                                      BLOCK_B=block_b, BLOCK_D=block_d)
+        return partials.sum() / (batch * dim)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        features, labels, mu, sigma, seed = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        grad_f = torch.empty_like(features)
+        batch, dim = features.shape
+        if batch:
+            (lab, m, s, sd), has_mu = _launch_args(features, labels, mu, sigma, seed)
+            block_b, block_d, grid = _tiles(batch, dim)
+            _target_loss_bwd_kernel[grid](features, lab, m, s, sd, grad_out.contiguous(), grad_f, batch, dim,
+                                          2.0 / (batch * dim), HAS_MU=has_mu, NOISE=_NOISE_CODE[ctx.noise],
+                                          ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d)
+        return grad_f, None, None, None, None, None
+
+
+def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator=None, seed=None):
+    """Fused ``mean_{i,d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2``; ``mu=None``: target 0.
+
+    ``seed`` (1-element int64 tensor on the features' device) fixes the noise, for
+    tests; by default a fresh one is drawn from torch's RNG (``generator`` if given).
+    """
+    if noise not in NOISES:
+        raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
+    if features.dim() != 2:
+        raise ValueError(f"features must be B x D; got shape {tuple(features.shape)}")
+    if features.numel() >= _MAX_ELEMENTS:
+        raise ValueError(f"the fused target loss takes fewer than 2**31 elements; got {features.numel()}")
+    features = features.contiguous()
+    if mu is None:
+        labels = sigma = None
+    else:
+        if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
+            raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
+        labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
+    if mu is None:
+        seed = None  # no noise without a prior
+    elif seed is None:
+        seed = draw_seed(features.device, generator)
+    return _TargetLoss.apply(features, labels, mu, sigma, seed, noise)
