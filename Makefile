@@ -19,7 +19,7 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/demo.py
+	$(PY) tools/quickstart.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
