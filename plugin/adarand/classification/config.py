@@ -1,0 +1,117 @@
+"""Configuration of the classification trainer: an fvcore ``CfgNode`` of defaults.
+
+``get_cfg()`` returns a fresh copy; YAML files may name a ``_BASE_`` file (resolved
+relative to themselves) and may only set keys defined here: an unknown key is an error
+that names the file and the key. Defaults are the paper's ResNet-50 recipe.
+"""
+from fvcore.common.config import CfgNode as CN
+
+_C = CN()
+
+_C.MODEL = CN()
+_C.MODEL.BACKBONE = "resnet50"  # resnet50 | vit_b_32 | vit_b_16 | mobilenet_v2 | resnet18 | timm:<x> | clip:<x>
+_C.MODEL.WEIGHTS = ""  # pre-trained weights: torchvision name, "imagenet-offline", or a local file ("" = random init)
+_C.MODEL.CHECKPOINT_FORMAT = "torchvision"  # key layout of a local WEIGHTS file (torchvision | simclr | barlowtwins ...)
+
+_C.DATASET = CN()
+_C.DATASET.NAME = ""  # aircraft | cub | cars | dtd | flowers | pets | cifar10 | imagenet | digits | imagefolder ...
+_C.DATASET.ROOT = "datasets"  # directory holding the dataset in its official layout
+_C.DATASET.FRACTION = 1.0  # per-class fraction of the training set kept (paper: 0.1 / 0.25 / 0.5 of Cars)
+_C.DATASET.VAL_FRACTION = 0.1  # held-out share of the (kept) training set, evaluated with eval transforms
+_C.DATASET.SEED = 0  # seed of the subset and of the train/val split (fixed across training seeds)
+_C.DATASET.TEST_SPLIT = "test"  # split the best-validation checkpoint is evaluated on
+
+_C.INPUT = CN()
+_C.INPUT.SIZE = 224  # square crop side in pixels
+_C.INPUT.MEAN = []  # normalisation mean; empty = the loaded weights' own (model.input_mean)
+_C.INPUT.STD = []  # normalisation std; empty = the loaded weights' own (model.input_std)
+
+_C.REGULARIZER = CN()
+_C.REGULARIZER.NAME = "none"  # any of adarand.available_regularizers()
+_C.REGULARIZER.LAMBDA = 1.0  # lambda, weight of the feature regression (Eq. 1)
+_C.REGULARIZER.ALPHA = 0.5  # alpha, EMA factor of the running class means (Eq. 14)
+_C.REGULARIZER.PRIOR_LR = 1e-2  # Adam lr of the prior update (Eq. 11-13), cosine-decayed over the run
+_C.REGULARIZER.PTR_RATIO = 3.0  # PtR: R in w = G_ce / (G_ptr R)
+_C.REGULARIZER.PTR_TARGET_SCALE = 1.0  # PtR: m in t ~ U[0, 2m)
+_C.REGULARIZER.PTR_THRESHOLD = 1.0  # PtR: T, epoch-mean CE below which the term switches on
+_C.REGULARIZER.PTR_LOSS = "smooth_l1"  # PtR: smooth_l1 | l2
+
+_C.BASELINE = CN()
+_C.BASELINE.NAME = ""  # "" | l2sp | delta | bss (added to any regularizer)
+_C.BASELINE.ALPHA = 0.01  # L2-SP: alpha/2 ||w - w0||^2 on the backbone; DELTA: weight of the feature-map distance
+_C.BASELINE.BETA = 0.01  # L2-SP / DELTA: beta/2 ||w_head||^2 on the new head
+_C.BASELINE.DELTA_LAYERS = []  # DELTA: names of backbone submodules whose outputs are compared ([] = penultimate)
+_C.BASELINE.BSS_ETA = 0.001  # BSS: eta
+_C.BASELINE.BSS_K = 1  # BSS: number of smallest singular values penalised
+
+_C.SOLVER = CN()
+_C.SOLVER.OPTIMIZER = "sgd"  # sgd | adamw
+_C.SOLVER.BASE_LR = 0.01
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = True
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.EPOCHS = 200
+_C.SOLVER.LR_SCHEDULE = "multistep"  # multistep | cosine (stepped once per epoch)
+_C.SOLVER.MILESTONES = [60, 120, 160]  # epochs at which multistep multiplies the lr by GAMMA
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.BATCH_SIZE = 64  # total over all processes
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4
+
+_C.TEST = CN()
+_C.TEST.WEIGHTS = ""  # --eval-only: checkpoint of this trainer to evaluate ("" = OUTPUT_DIR/best.pth)
+_C.TEST.BATCH_SIZE = 128  # per process
+
+_C.AMP = "off"  # off | bf16 | fp16 (autocast, CUDA only)
+_C.CHANNELS_LAST = True  # channels-last memory format (CUDA only)
+_C.DIAGNOSTICS = True  # feature norm / entropy / MI / CE grad norm every epoch (Fig. 2)
+_C.LOG_PERIOD = 20  # steps between progress-bar updates (each one reads values back from the device)
+_C.OUTPUT_DIR = "output/classification"
+_C.SEED = 0  # training seed; rank r seeds with SEED + r so each rank draws its own noise
+
+CHOICES = {
+    "SOLVER.OPTIMIZER": ("sgd", "adamw"),
+    "SOLVER.LR_SCHEDULE": ("multistep", "cosine"),
+    "AMP": ("off", "bf16", "fp16"),
+    "BASELINE.NAME": ("", "l2sp", "delta", "bss"),
+}
+
+
+def get_cfg() -> CN:
+    """A fresh copy of the defaults."""
+    return _C.clone()
+
+
+def check_cfg(cfg: CN) -> None:
+    """Reject values outside the documented choices, naming the key."""
+    for key, allowed in CHOICES.items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        if value not in allowed:
+            raise ValueError(f"config key {key} = {value!r}; expected one of {allowed}")
+    if not 0.0 < cfg.DATASET.FRACTION <= 1.0:
+        raise ValueError(f"config key DATASET.FRACTION = {cfg.DATASET.FRACTION}; expected 0 < x <= 1")
+    if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:
+        raise ValueError(f"config key DATASET.VAL_FRACTION = {cfg.DATASET.VAL_FRACTION}; expected 0 <= x < 1")
+
+
+def load_cfg(config_file: str = "", opts=()) -> CN:
+    """Defaults, then ``config_file`` (with its ``_BASE_`` chain), then ``KEY VALUE`` overrides; frozen."""
+    cfg = get_cfg()
+    if config_file:
+        try:
+            cfg.merge_from_file(config_file)
+        except (KeyError, AssertionError) as err:  # yacs reports unknown keys with either
+            raise KeyError(f"{config_file}: {err.args[0]}") from None
+    if opts:
+        if len(opts) % 2:
+            raise ValueError(f"overrides must be KEY VALUE pairs, got {list(opts)}")
+        try:
+            cfg.merge_from_list(list(opts))
+        except (KeyError, AssertionError) as err:
+            raise KeyError(f"command-line override: {err.args[0]}") from None
+    check_cfg(cfg)
+    cfg.freeze()
+    return cfg

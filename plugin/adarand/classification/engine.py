@@ -1,0 +1,153 @@
+"""Training and evaluation loops of the classification trainer.
+
+One step (Eq. 1): ``features, logits = model.forward_features(x)``;
+``loss = CE(logits, y) + reg(features, y) + baseline``; model optimizer step; then
+``reg.step(features, y)`` (running means + prior update). ``reg.on_epoch_end()`` closes
+each epoch. Running sums stay on the device; values are read back only every
+``LOG_PERIOD`` steps for the progress bar and once at the end of the epoch.
+"""
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import datasets
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class FeaturesAndLogits(nn.Module):
+    """``forward`` = ``model.forward_features``, so DDP sees the call that builds the graph."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model.forward_features(images)
+
+
+def world() -> tuple:
+    """(rank, world size), (0, 1) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_(tensor):
+    if world()[1] > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def autocast(cfg, device):
+    """bf16/fp16 autocast on CUDA when AMP asks for it; a no-op context otherwise."""
+    if device.type == "cuda" and cfg.AMP in AMP_DTYPES:
+        return torch.autocast("cuda", dtype=AMP_DTYPES[cfg.AMP])
+    return contextlib.nullcontext()
+
+
+def to_device(cfg, images, labels, device):
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda" and cfg.CHANNELS_LAST:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True):
+    """One pass over ``loader``; returns the epoch means over all ranks and the train time."""
+    net.train()
+    if baseline is not None:
+        baseline.train()
+    sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, ce, reg, baseline, correct, count
+    zero = torch.zeros((), device=device)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}", disable=not progress, leave=False)
+    start = time.perf_counter()
+    for step, (images, labels) in enumerate(bar):
+        images, labels = to_device(cfg, images, labels, device)
+        with autocast(cfg, device):
+            features, logits = net(images)
+        features, logits = features.float(), logits.float()
+        ce = F.cross_entropy(logits, labels)
+        reg_loss = reg(features, labels, logits=logits, classifier_weight=model.head.weight)
+        base_loss = baseline(images, features) if baseline is not None else zero
+        loss = ce + reg_loss + base_loss
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        reg.step(features.detach(), labels)
+        with torch.no_grad():
+            n = labels.shape[0]
+            correct = (logits.argmax(1) == labels).sum()
+            sums += torch.stack([loss.detach() * n, ce.detach() * n, reg_loss.detach() * n,
+                                 base_loss.detach() * n, correct.to(sums.dtype), sums.new_tensor(n)])
+        if progress and step % cfg.LOG_PERIOD == 0:
+            s = sums.tolist()
+            bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")
+    reg.on_epoch_end()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    s = all_reduce_(sums).tolist()
+    count = max(s[5], 1.0)
+    return {"train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
+            "train_baseline": s[3] / count, "train_top1": s[4] / count,
+            "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1)}
+
+
+@dataclass
+class Evaluation:
+    top1: float
+    mean_class_acc: float
+    features: torch.Tensor = None  # N x D on the CPU, every rank's samples (when kept)
+    logits: torch.Tensor = None
+    labels: torch.Tensor = None
+
+
+def _gather_cpu(tensor):
+    """Concatenate a CPU tensor over ranks (rank order)."""
+    if world()[1] == 1:
+        return tensor
+    parts = [None] * world()[1]
+    dist.all_gather_object(parts, tensor)
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def evaluate(cfg, model, loader, num_classes, device, class_indices=None, keep_features=False, progress=True):
+    """Top-1 and mean per-class accuracy (counts summed over ranks). ``class_indices`` keeps
+    only those logits (ImageNet-R/-A: 200 of the 1000 ImageNet classes)."""
+    model.eval()
+    correct = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    total = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    kept = {"features": [], "logits": [], "labels": []}
+    for images, labels in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        images, labels = to_device(cfg, images, labels, device)
+        with autocast(cfg, device):
+            features, logits = model.forward_features(images)
+        features, logits = features.float(), logits.float()
+        if class_indices is not None:
+            logits = datasets.restrict_logits(logits, class_indices)
+        hit = (logits.argmax(1) == labels).to(correct.dtype)
+        correct.index_add_(0, labels, hit)
+        total.index_add_(0, labels, torch.ones_like(hit))
+        if keep_features:
+            kept["features"].append(features.cpu())
+            kept["logits"].append(logits.cpu())
+            kept["labels"].append(labels.cpu())
+    all_reduce_(correct)
+    all_reduce_(total)
+    seen = total > 0
+    top1 = (correct.sum() / total.sum().clamp(min=1)).item()
+    mean_class = (correct[seen] / total[seen]).mean().item() if seen.any() else 0.0
+    result = Evaluation(top1, mean_class)
+    if keep_features:
+        for key, parts in kept.items():
+            setattr(result, key, _gather_cpu(torch.cat(parts)))
+    return result
