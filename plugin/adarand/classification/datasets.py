@@ -1,0 +1,384 @@
+"""Datasets of the classification trainer, read from their official on-disk layouts.
+
+``build_dataset(name, root, split)`` returns a ``torch.utils.data.Dataset`` of
+``(image, label)`` pairs with ``.targets`` (list[int]), ``.classes`` (list[str]) and
+``.num_classes``. ``split`` is ``"train"`` (the official training set; train+val where
+the dataset publishes both, as the AdaRand paper does) or ``"test"``. Nothing is ever
+downloaded: a missing tree raises ``FileNotFoundError`` naming the expected layout.
+Layouts are listed in ``docs/classification_data.md``.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import ConcatDataset, Dataset
+
+DATASETS = (
+    "aircraft", "cub", "cars", "dtd", "flowers", "pets", "cifar10", "imagenet", "imagenet-r",
+    "imagenet-sketch", "imagenet-a", "imagenet-v2", "imagefolder", "digits",
+)
+SPLITS = ("train", "test")
+TEST_ONLY = ("imagenet-r", "imagenet-sketch", "imagenet-a", "imagenet-v2")
+
+LAYOUTS = {
+    "aircraft": "<root>/fgvc-aircraft-2013b/data/{images/<id>.jpg, variants.txt, "
+                "images_variant_trainval.txt, images_variant_test.txt}",
+    "cub": "<root>/CUB_200_2011/{images/<class>/<file>.jpg, images.txt, train_test_split.txt, "
+           "image_class_labels.txt, classes.txt}",
+    "cars": "<root>/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, "
+            "cars_test_annos_withlabels.mat, cars_test/}",
+    "dtd": "<root>/dtd/dtd/{images/<class>/<file>.jpg, labels/train1.txt, labels/val1.txt, labels/test1.txt}",
+    "flowers": "<root>/flowers-102/{jpg/image_00001.jpg ..., imagelabels.mat, setid.mat}",
+    "pets": "<root>/oxford-iiit-pet/{images/<id>.jpg, annotations/trainval.txt, annotations/test.txt}",
+    "cifar10": "<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}",
+    "imagenet": "<root>/{train,val}/<wnid>/<file>.JPEG (val sorted into wnid folders)",
+    "imagenet-r": "<root>/<wnid>/<file> (200 wnids) and the 1000 ImageNet wnids in <root>/wnids.txt "
+                  "or <root>/../imagenet/train/<wnid>/",
+    "imagenet-a": "<root>/<wnid>/<file> (200 wnids) and the 1000 ImageNet wnids in <root>/wnids.txt "
+                  "or <root>/../imagenet/train/<wnid>/",
+    "imagenet-sketch": "<root>/<wnid>/<file> (1000 wnids, or fewer with <root>/wnids.txt)",
+    "imagenet-v2": "<root>/<k>/<file> with k = 0..999 the ImageNet class index",
+    "imagefolder": "<root>/train/<class>/<file> and <root>/test/<class>/<file> (or <root>/val/)",
+    "digits": "(none: scikit-learn's load_digits, root is ignored)",
+}
+
+
+def _missing(name, root, detail=""):
+    extra = f" ({detail})" if detail else ""
+    return FileNotFoundError(
+        f"dataset {name!r} not found under {str(root)!r}{extra}; expected layout: {LAYOUTS[name]}. "
+        "Nothing is downloaded: put the official files there.")
+
+
+def _describe(ds, targets, classes):
+    """Attach the common attributes to ``ds`` and return it."""
+    ds.targets = [int(t) for t in targets]
+    ds.classes = [str(c) for c in classes]
+    ds.num_classes = len(ds.classes)
+    return ds
+
+
+class _Concat(ConcatDataset):
+    """Two official splits as one (train + val), with the common attributes."""
+
+    def __init__(self, parts):
+        super().__init__(parts)
+        if any(p.classes != parts[0].classes for p in parts):
+            raise ValueError("the concatenated splits disagree on the class list")
+        _describe(self, [t for p in parts for t in p.targets], parts[0].classes)
+
+
+class _FixedClassFolder(Dataset):
+    """An ``ImageFolder`` whose class -> index map is given instead of derived from the folders."""
+
+    def __init__(self, directory, class_to_idx, transform=None):
+        from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
+
+        present = {c: i for c, i in class_to_idx.items() if (Path(directory) / c).is_dir()}
+        self.samples = make_dataset(str(directory), present, extensions=IMG_EXTENSIONS)
+        self.loader, self.transform = default_loader, transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        image = self.loader(path)
+        return (self.transform(image) if self.transform else image), label
+
+
+def _folder(directory, classes, transform, class_to_idx=None):
+    class_to_idx = class_to_idx or {c: i for i, c in enumerate(classes)}
+    ds = _FixedClassFolder(directory, class_to_idx, transform)
+    return _describe(ds, [label for _, label in ds.samples], classes)
+
+
+def _subfolders(directory):
+    return sorted(e.name for e in os.scandir(directory) if e.is_dir())
+
+
+def _torchvision(name, root, build):
+    """Call a torchvision constructor with download=False; its "not found" becomes FileNotFoundError."""
+    try:
+        return build()
+    except RuntimeError as err:
+        if "not found" in str(err).lower():
+            raise _missing(name, root, str(err)) from None
+        raise
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise _missing(name, root, str(err)) from None
+
+
+def _aircraft(root, split, transform):
+    from torchvision.datasets import FGVCAircraft
+
+    tv_split = "trainval" if split == "train" else "test"
+    ds = _torchvision("aircraft", root, lambda: FGVCAircraft(
+        root, split=tv_split, annotation_level="variant", transform=transform, download=False))
+    return _describe(ds, ds._labels, ds.classes)
+
+
+def _cars(root, split, transform):
+    from torchvision.datasets import StanfordCars
+
+    ds = _torchvision("cars", root, lambda: StanfordCars(root, split=split, transform=transform, download=False))
+    return _describe(ds, [t for _, t in ds._samples], ds.classes)
+
+
+def _dtd(root, split, transform):
+    from torchvision.datasets import DTD
+
+    def part(s):
+        ds = _torchvision("dtd", root, lambda: DTD(root, split=s, partition=1, transform=transform, download=False))
+        return _describe(ds, ds._labels, ds.classes)
+
+    return _Concat([part("train"), part("val")]) if split == "train" else part("test")
+
+
+def _flowers_class():
+    from torchvision.datasets import Flowers102
+
+    class PresentFlowers102(Flowers102):
+        """Flowers102 that checks the files are present instead of their md5 (see the docs)."""
+
+        def _check_integrity(self):
+            return self._images_folder.is_dir() and all(
+                (self._base_folder / self._file_dict[k][0]).is_file() for k in ("label", "setid"))
+
+    return PresentFlowers102
+
+
+def _flowers(root, split, transform):
+    from scipy.io import loadmat
+
+    cls = _flowers_class()
+
+    def part(s):
+        ds = _torchvision("flowers", root, lambda: cls(root, split=s, transform=transform, download=False))
+        labels = loadmat(ds._base_folder / "imagelabels.mat", squeeze_me=True)["labels"]
+        num_classes = int(np.max(labels))  # 102 for the real dataset
+        return _describe(ds, ds._labels, cls.classes[:num_classes])
+
+    return _Concat([part("train"), part("val")]) if split == "train" else part("test")
+
+
+def _pets(root, split, transform):
+    from torchvision.datasets import OxfordIIITPet
+
+    tv_split = "trainval" if split == "train" else "test"
+    ds = _torchvision("pets", root, lambda: OxfordIIITPet(
+        root, split=tv_split, target_types="category", transform=transform, download=False))
+    return _describe(ds, ds._labels, ds.classes)
+
+
+def _cifar10_class():
+    from torchvision.datasets import CIFAR10
+
+    class PresentCIFAR10(CIFAR10):
+        """CIFAR10 that checks the batch files are present instead of their md5 (see the docs)."""
+
+        def _files(self):
+            names = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+            return [os.path.join(self.root, self.base_folder, f) for f in names]
+
+        def _check_integrity(self):
+            return all(os.path.isfile(f) for f in self._files())
+
+        def _load_meta(self):
+            import pickle
+
+            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    return PresentCIFAR10
+
+
+def _cifar10(root, split, transform):
+    cls = _cifar10_class()
+    ds = _torchvision("cifar10", root, lambda: cls(root, train=split == "train", transform=transform))
+    return _describe(ds, ds.targets, ds.classes)
+
+
+def _read_index(path):
+    """``{first field: rest of the line}`` of a CUB index file (``<id> <value>`` per line)."""
+    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+
+
+class _CUB(Dataset):
+    """CUB-200-2011 from its index files: images.txt, train_test_split.txt (1 = train),
+    image_class_labels.txt (1-based class ids) and classes.txt."""
+
+    FILES = ("images.txt", "train_test_split.txt", "image_class_labels.txt", "classes.txt")
+
+    def __init__(self, root, split, transform=None):
+        from torchvision.datasets.folder import default_loader
+
+        base = Path(root) / "CUB_200_2011"
+        absent = [f for f in self.FILES + ("images",) if not (base / f).exists()]
+        if absent:
+            raise _missing("cub", root, f"missing {absent} in {base}")
+        paths, is_train = _read_index(base / "images.txt"), _read_index(base / "train_test_split.txt")
+        labels, names = _read_index(base / "image_class_labels.txt"), _read_index(base / "classes.txt")
+        keep = "1" if split == "train" else "0"
+        ids = sorted((i for i in paths if is_train[i].strip() == keep), key=int)
+        self.samples = [(str(base / "images" / paths[i].strip()), int(labels[i]) - 1) for i in ids]
+        classes = [names[k].strip() for k in sorted(names, key=int)]
+        self.loader, self.transform = default_loader, transform
+        _describe(self, [y for _, y in self.samples], classes)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        image = self.loader(path)
+        return (self.transform(image) if self.transform else image), label
+
+
+def _imagenet(root, split, transform):
+    folders = {s: Path(root) / ("train" if s == "train" else "val") for s in SPLITS}
+    if not folders["train"].is_dir() or not folders[split].is_dir():
+        raise _missing("imagenet", root, "the class list is read from train/")
+    return _folder(folders[split], _subfolders(folders["train"]), transform)
+
+
+def imagenet_wnids(root):
+    """The 1000 ImageNet-1k wnids in model class-index order (sorted), for a dataset at ``root``:
+    read from ``<root>/wnids.txt`` (one wnid a line) or from the folders of ``<root>/../imagenet/train``."""
+    listed, tree = Path(root) / "wnids.txt", Path(root).resolve().parent / "imagenet" / "train"
+    if listed.is_file():
+        wnids = [w.strip() for w in listed.read_text().splitlines() if w.strip()]
+    elif tree.is_dir():
+        wnids = _subfolders(tree)
+    else:
+        raise FileNotFoundError(
+            f"the ImageNet-1k wnid list is needed to map {str(root)!r} to ImageNet classes: "
+            f"put the 1000 wnids in {listed} or an ImageNet train tree at {tree}")
+    return wnids
+
+
+def _imagenet_subset(name, root, transform):
+    """ImageNet-R/-A/-Sketch: wnid folders; labels follow the dataset's own (sorted) class order."""
+    if not Path(root).is_dir():
+        raise _missing(name, root)
+    classes = _subfolders(root)
+    if not classes:
+        raise _missing(name, root, "no class folders")
+    ds = _folder(root, classes, transform)
+    if name == "imagenet-sketch" and len(classes) == 1000 and not (Path(root) / "wnids.txt").is_file():
+        reference = classes
+    else:
+        reference = imagenet_wnids(root)
+    index = {w: i for i, w in enumerate(reference)}
+    unknown = [w for w in classes if w not in index]
+    if unknown:
+        raise ValueError(f"{name}: class folder(s) {unknown[:5]} are not in the ImageNet wnid list")
+    ds.imagenet_class_indices = [index[w] for w in classes]
+    return ds
+
+
+def _imagenet_v2(root, transform):
+    """ImageNet-V2: folders named by the ImageNet class index (0..999); labels are that index."""
+    if not Path(root).is_dir():
+        raise _missing("imagenet-v2", root)
+    folders = [c for c in _subfolders(root) if c.isdigit() and int(c) < 1000]
+    if not folders:
+        raise _missing("imagenet-v2", root, "no folders named 0..999")
+    ds = _folder(root, [str(k) for k in range(1000)], transform, {c: int(c) for c in folders})
+    ds.imagenet_class_indices = list(range(1000))
+    return ds
+
+
+def _imagefolder(root, split, transform):
+    base = Path(root)
+    folder = base / "train" if split == "train" else next(
+        (base / s for s in ("test", "val") if (base / s).is_dir()), base / "test")
+    if not (base / "train").is_dir() or not folder.is_dir():
+        raise _missing("imagefolder", root)
+    return _folder(folder, _subfolders(base / "train"), transform)
+
+
+class Digits(Dataset):
+    """scikit-learn's 1,797 8x8 handwritten digits as RGB PIL images of ``size`` pixels
+    (grey levels 0..16 scaled to 0..255, bilinear upsampling). Train: the first 1,000; test: the rest."""
+
+    NUM_TRAIN = 1000
+
+    def __init__(self, split, transform=None, size=32):
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        rows = slice(0, self.NUM_TRAIN) if split == "train" else slice(self.NUM_TRAIN, None)
+        self.images = (digits.images[rows] * (255.0 / 16.0)).round().astype(np.uint8)
+        self.size, self.transform = size, transform
+        _describe(self, digits.target[rows].tolist(), [str(d) for d in range(10)])
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        image = Image.fromarray(self.images[index]).resize((self.size, self.size), Image.BILINEAR).convert("RGB")
+        return (self.transform(image) if self.transform else image), self.targets[index]
+
+
+def build_dataset(name, root, split, transform=None):
+    """The ``split`` ("train" | "test") of dataset ``name`` (one of ``DATASETS``) read from ``root``."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    if split not in SPLITS:
+        raise ValueError(f"dataset split {split!r}; expected one of {SPLITS}")
+    if name in TEST_ONLY and split != "test":
+        raise ValueError(f"dataset {name!r} is evaluation-only: it has no {split!r} split")
+    root = os.path.expanduser(str(root))
+    if name == "digits":
+        return Digits(split, transform)
+    if name in ("imagenet-r", "imagenet-a", "imagenet-sketch"):
+        return _imagenet_subset(name, root, transform)
+    if name == "imagenet-v2":
+        return _imagenet_v2(root, transform)
+    builders = {"aircraft": _aircraft, "cub": _CUB, "cars": _cars, "dtd": _dtd, "flowers": _flowers,
+                "pets": _pets, "cifar10": _cifar10, "imagenet": _imagenet, "imagefolder": _imagefolder}
+    return builders[name](root, split, transform)
+
+
+def restrict_logits(logits, class_indices):
+    """Keep the columns ``class_indices`` of 1000-way ImageNet logits (e.g. the 200 of ImageNet-R/-A),
+    so ``argmax`` over the result is a label in the dataset's own class order."""
+    index = torch.as_tensor(class_indices, dtype=torch.long, device=logits.device)
+    return logits.index_select(-1, index)
+
+
+def _by_class(targets):
+    targets = np.asarray(targets, dtype=np.int64)
+    return [np.flatnonzero(targets == c) for c in np.unique(targets)]
+
+
+def train_val_split(targets, val_fraction=0.1, seed=0):
+    """Seeded stratified split: round(val_fraction * n_c) of each class to val, never all of it.
+
+    Returns sorted ``(train_indices, val_indices)``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction = {val_fraction}; expected 0 <= x < 1")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for members in _by_class(targets):
+        order = rng.permutation(members)
+        n_val = min(int(round(val_fraction * len(members))), len(members) - 1)
+        val.extend(order[:n_val].tolist())
+        train.extend(order[n_val:].tolist())
+    return sorted(train), sorted(val)
+
+
+def per_class_subset(targets, fraction, seed=0):
+    """Seeded per-class sample keeping max(1, round(fraction * n_c)) indices of each class (sorted)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction = {fraction}; expected 0 < x <= 1")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for members in _by_class(targets):
+        n_keep = max(1, int(round(fraction * len(members))))
+        keep.extend(rng.permutation(members)[:n_keep].tolist())
+    return sorted(keep)
