@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 
+def _at_least_fp32(x):
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def head_l2(head: nn.Module) -> torch.Tensor:
     """``||w_head||^2`` over every parameter of the new head (weight and bias)."""
     return sum(p.pow(2).sum() for p in head.parameters())
@@ -79,7 +83,7 @@ class DELTA(nn.Module):
             pairs = [(self._live.pop(n), self._ref.pop(n)) for n in self.layers]
         else:
             pairs = [(features, ref_features)]
-        distance = sum((a.float() - b.float()).pow(2).flatten(1).sum(1).mean() for a, b in pairs)
+        distance = sum((_at_least_fp32(a) - _at_least_fp32(b)).pow(2).flatten(1).sum(1).mean() for a, b in pairs)
         return self.alpha * distance + 0.5 * self.beta * head_l2(self.head)
 
 
@@ -91,7 +95,7 @@ class BSS(nn.Module):
         self.eta, self.k = eta, k
 
     def forward(self, images=None, features=None):
-        singular = torch.linalg.svdvals(features.float())  # descending
+        singular = torch.linalg.svdvals(_at_least_fp32(features))  # descending
         return self.eta * singular[-self.k:].pow(2).sum()
 
 
