@@ -1,0 +1,45 @@
+"""Kernel tests run the compiled kernels on CUDA, else Triton's interpreter on the CPU.
+
+``TRITON_INTERPRET`` is read when ``@triton.jit`` decorates a function, so it is set
+here, at import time, and the tests import the ``*_triton`` kernel modules only inside
+the test functions. Triton's own jit helpers (``tl.randn``, ``tl.sum``, ...) are
+decorated when ``triton`` is first imported; if that happened before this file ran
+(``tests/conftest.py`` imports ``adarand``, which imports ``triton``), they are
+re-decorated once in interpreter mode. Setting ``TRITON_INTERPRET=1`` in the
+environment (or in ``tests/conftest.py`` before ``import adarand``) makes that a no-op.
+"""
+import importlib
+import os
+import sys
+
+import pytest
+import torch
+
+ON_CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+if not ON_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+triton = pytest.importorskip("triton", reason="the fused kernels need triton")
+
+
+def _interpret_triton_language():
+    """Re-run the decorators of triton.language's jit helpers now that the interpreter is on."""
+    import triton.language as tl
+    from triton.runtime.jit import JITFunction
+
+    if not isinstance(tl.randn, JITFunction):
+        return  # triton was imported with the interpreter already on
+    for module_name in ("triton.language.random", "triton.language.standard"):
+        module = importlib.reload(sys.modules[module_name])
+        for name in dir(tl):
+            if isinstance(getattr(tl, name), JITFunction) and hasattr(module, name):
+                setattr(tl, name, getattr(module, name))
+
+
+if not ON_CUDA:
+    _interpret_triton_language()
+
+
+@pytest.fixture
+def device():
+    return torch.device("cuda" if ON_CUDA else "cpu")
