@@ -1,0 +1,124 @@
+"""Fused per-class sums and EMA apply vs the PyTorch reference path."""
+import pytest
+import torch
+
+from adarand.ops.class_ema import _class_sums_ref, _ema_apply_ref_, class_ema_
+
+# (B, C, D, dominant): empty and single-row batches, one class, C > B, odd feature sizes, and
+# detection-like batches where 90% of the rows are one class spread over many row blocks
+_SHAPES = [(0, 3, 41, False), (1, 1, 129, False), (7, 10, 41, False), (100, 1, 5, False), (5, 40, 8, False),
+           (300, 20, 41, True), (70, 10, 129, True)]
+# (dtype, atol, rtol) of the running means, kept in the features' dtype
+_DTYPES = [
+    (torch.float32, 1e-6, 1e-5),
+    (torch.bfloat16, 1e-2, 1.6e-2),
+    (torch.float16, 1e-3, 2e-3),
+    (torch.float64, 1e-12, 1e-12),
+]
+
+
+def _batch(batch, num_classes, dim, dtype, device, dominant=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(batch, dim, generator=g).to(device, dtype)
+    labels = torch.randint(0, num_classes, (batch,), generator=g)
+    if dominant:
+        labels[torch.rand(batch, generator=g) < 0.9] = num_classes // 2
+    return features, labels.to(device)
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", _DTYPES)
+@pytest.mark.parametrize("batch, num_classes, dim, dominant", _SHAPES)
+def test_class_sums_match_reference(device, batch, num_classes, dim, dominant, dtype, atol, rtol):
+    from adarand.ops.class_ema_triton import class_sums_triton
+
+    f, y = _batch(batch, num_classes, dim, dtype, device, dominant)
+    out = class_sums_triton(f, y, num_classes)
+    ref = _class_sums_ref(f, y, num_classes)
+    assert out.shape == (num_classes, dim + 1) and out.dtype == ref.dtype
+    assert torch.equal(out[:, -1], ref[:, -1])  # counts are exact
+    torch.testing.assert_close(out, ref, atol=1e-5 if dtype != torch.float64 else 1e-12, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", _DTYPES)
+@pytest.mark.parametrize("batch, num_classes, dim, dominant", _SHAPES)
+def test_ema_apply_matches_reference_and_leaves_absent_classes(device, batch, num_classes, dim, dominant, dtype,
+                                                               atol, rtol):
+    from adarand.ops.class_ema_triton import ema_apply_triton_
+
+    f, y = _batch(batch, num_classes, dim, dtype, device, dominant)
+    sums = _class_sums_ref(f, y, num_classes)
+    start = torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    ours, ref = start.clone(), start.clone()
+    ema_apply_triton_(ours, sums, 0.3)
+    _ema_apply_ref_(ref, sums, 0.3)
+    torch.testing.assert_close(ours, ref, atol=atol, rtol=rtol)
+    absent = sums[:, -1] == 0
+    assert torch.equal(ours[absent], start[absent])  # bit-for-bit untouched
+
+
+def test_class_ema_through_public_op_matches_explicit_loop(device):
+    """Eq. 14-15 against a per-class loop in float64, through class_ema_(impl='triton')."""
+    f, y = _batch(300, 20, 41, torch.float32, device, dominant=True)
+    running = torch.randn(20, 41, generator=torch.Generator().manual_seed(2)).to(device, torch.float64)
+    expected = running.clone()
+    for c in range(20):
+        rows = f.double()[y == c]
+        if len(rows):
+            expected[c] = 0.5 * expected[c] + 0.5 * rows.mean(0)
+    class_ema_(running, f, y, 0.5, impl="triton")
+    torch.testing.assert_close(running, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_single_class_filling_the_batch(device):
+    from adarand.ops.class_ema_triton import class_sums_triton, ema_apply_triton_
+
+    f, _ = _batch(257, 5, 129, torch.float32, device)
+    y = torch.full((257,), 4, device=device)
+    out = class_sums_triton(f, y, 5)
+    torch.testing.assert_close(out[4, :-1], f.double().sum(0).float(), atol=1e-4, rtol=1e-5)
+    assert out[4, -1].item() == 257 and not out[:4].any()
+    running = torch.zeros(5, 129, device=device)
+    ema_apply_triton_(running, out, 0.0)
+    torch.testing.assert_close(running[4], f.mean(0), atol=1e-6, rtol=1e-5)
+    assert not running[:4].any()
+
+
+def test_int32_labels_and_non_contiguous_inputs(device):
+    from adarand.ops.class_ema_triton import class_sums_triton, ema_apply_triton_
+
+    f, y = _batch(40, 6, 82, torch.float32, device)
+    f = f[:, ::2]  # 40 x 41, strided
+    out = class_sums_triton(f, y.int(), 6)
+    torch.testing.assert_close(out, _class_sums_ref(f, y, 6))
+    storage = torch.randn(6, 82, device=device)
+    running, ref = storage[:, ::2], storage[:, ::2].clone()
+    ema_apply_triton_(running, out, 0.5)
+    _ema_apply_ref_(ref, out, 0.5)
+    torch.testing.assert_close(storage[:, ::2], ref)
+
+
+def test_deterministic_mode_is_bit_identical(device):
+    from adarand.ops.class_ema_triton import class_sums_triton, ema_apply_triton_
+
+    f, y = _batch(300, 20, 129, torch.float32, device, dominant=True)
+    previous = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        runs = []
+        for _ in range(2):
+            sums = class_sums_triton(f, y, 20)
+            running = torch.ones(20, 129, device=device)
+            runs.append((sums, ema_apply_triton_(running, sums, 0.5)))
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_bad_shapes_name_the_problem(device):
+    from adarand.ops.class_ema_triton import class_sums_triton, ema_apply_triton_
+
+    f, y = _batch(4, 3, 8, torch.float32, device)
+    with pytest.raises(ValueError, match="B labels"):
+        class_sums_triton(f, y[:3], 3)
+    with pytest.raises(ValueError, match="sums_and_counts must be 3 x 9"):
+        ema_apply_triton_(torch.zeros(3, 8, device=device), torch.zeros(3, 8, device=device), 0.5)
