@@ -20,9 +20,20 @@ def num_test(per_class):
     return max(1, per_class // 2)
 
 
+def class_colour(label):
+    """The mean RGB colour of class ``label``'s fake images."""
+    return np.array([(67 * label) % 256, (151 * label + 40) % 256, (29 * label + 200) % 256], dtype=np.float64)
+
+
+def nearest_class(image, num_classes):
+    """The class whose colour is closest to ``image``'s mean colour (checks a label belongs to its image)."""
+    mean = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(0)
+    return int(np.argmin([np.abs(mean - class_colour(c)).sum() for c in range(num_classes)]))
+
+
 def _pixels(label, index, size):
     rng = np.random.default_rng(1000 * label + index)
-    base = np.array([(67 * label) % 256, (151 * label + 40) % 256, (29 * label + 200) % 256], dtype=np.float64)
+    base = class_colour(label)
     noise = rng.normal(0, 12, size=(size, size, 3))
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 

