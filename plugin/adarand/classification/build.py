@@ -66,7 +66,7 @@ def build_data(cfg, raw, mean, std) -> Data:
     else:
         train_pos, val_pos = range(len(keep)), []
     train_idx, val_idx = [keep[i] for i in train_pos], [keep[i] for i in val_pos]
-    train_t = transforms.build_transforms(True, size=cfg.INPUT.SIZE, mean=mean, std=std)
+    train_t = transforms.build_transforms(cfg.INPUT.AUGMENT, size=cfg.INPUT.SIZE, mean=mean, std=std)
     eval_t = transforms.build_transforms(False, size=cfg.INPUT.SIZE, mean=mean, std=std)
     test = datasets.build_dataset(d.NAME, d.ROOT, d.TEST_SPLIT, transform=eval_t)
     return Data(

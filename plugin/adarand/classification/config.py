@@ -12,6 +12,7 @@ _C.MODEL = CN()
 _C.MODEL.BACKBONE = "resnet50"  # resnet50 | vit_b_32 | vit_b_16 | mobilenet_v2 | resnet18 | timm:<x> | clip:<x>
 _C.MODEL.WEIGHTS = ""  # pre-trained weights: torchvision name, "imagenet-offline", or a local file ("" = random init)
 _C.MODEL.CHECKPOINT_FORMAT = "torchvision"  # key layout of a local WEIGHTS file (torchvision | simclr | barlowtwins ...)
+_C.MODEL.FREEZE_BN = False  # BatchNorm layers stay in eval mode (pre-trained statistics; affine weights still train)
 
 _C.DATASET = CN()
 _C.DATASET.NAME = ""  # aircraft | cub | cars | dtd | flowers | pets | cifar10 | imagenet | digits | imagefolder ...
@@ -23,6 +24,7 @@ _C.DATASET.TEST_SPLIT = "test"  # split the best-validation checkpoint is evalua
 
 _C.INPUT = CN()
 _C.INPUT.SIZE = 224  # square crop side in pixels
+_C.INPUT.AUGMENT = True  # training images: random resized crop + flip (False: the eval transforms)
 _C.INPUT.MEAN = []  # normalisation mean; empty = the loaded weights' own (model.input_mean)
 _C.INPUT.STD = []  # normalisation std; empty = the loaded weights' own (model.input_std)
 

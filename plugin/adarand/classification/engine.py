@@ -62,6 +62,10 @@ def to_device(cfg, images, labels, device):
 def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True):
     """One pass over ``loader``; returns the epoch means over all ranks and the train time."""
     net.train()
+    if cfg.MODEL.FREEZE_BN:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     if baseline is not None:
         baseline.train()
     sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, ce, reg, baseline, correct, count

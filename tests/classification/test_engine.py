@@ -1,0 +1,159 @@
+"""End-to-end runs of the classification trainer on a tiny CNN and a fake ImageFolder tree."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import adarand
+from adarand.classification.config import load_cfg
+from adarand.classification.trainer import fit
+
+from fake_trees import make_fake_imagefolder  # noqa: E402  (tests/classification is on sys.path under pytest)
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TOOLS = os.path.join(ROOT, "tools")
+sys.path.insert(0, TOOLS)
+import plot_features  # noqa: E402
+import summarize  # noqa: E402
+import train_cls  # noqa: E402
+
+NUM_CLASSES, PER_CLASS = 3, 10  # 30 training images: 24 train + 6 val; 15 test
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_fake_imagefolder(tmp_path_factory.mktemp("data") / "tree", NUM_CLASSES, PER_CLASS, image_size=16)
+
+
+def opts(data_root, out, **extra):
+    """Flat KEY VALUE list: tiny_cnn, 16 px, 2 epochs of 3 steps (batch 8), no workers."""
+    values = {"MODEL.BACKBONE": "tiny_cnn", "MODEL.WEIGHTS": "", "DATASET.NAME": "imagefolder",
+              "DATASET.ROOT": str(data_root), "DATASET.VAL_FRACTION": 0.2, "INPUT.SIZE": 16,
+              "SOLVER.EPOCHS": 2, "SOLVER.BATCH_SIZE": 8, "SOLVER.MILESTONES": "[1]",
+              "DATALOADER.NUM_WORKERS": 0, "TEST.BATCH_SIZE": 16, "LOG_PERIOD": 1, "OUTPUT_DIR": str(out)}
+    values.update(extra)
+    return [str(x) for kv in values.items() for x in kv]
+
+
+def run(data_root, out, resume=False, callbacks=(), **extra):
+    return fit(load_cfg("", opts(data_root, out, **extra)), resume=resume, progress=False, epoch_callbacks=callbacks)
+
+
+METHODS = [(name, "") for name in adarand.available_regularizers()] + [("none", b) for b in ("l2sp", "delta", "bss")]
+
+
+@pytest.fixture(scope="module")
+def method_runs(data_root, tmp_path_factory):
+    """One 2-epoch run per regularizer and baseline; {(reg, baseline): run dir}."""
+    base = tmp_path_factory.mktemp("runs")
+    dirs = {}
+    for reg, baseline in METHODS:
+        out = base / f"{reg}{baseline}"
+        run(data_root, out, **{"REGULARIZER.NAME": reg, "BASELINE.NAME": baseline})
+        dirs[(reg, baseline)] = str(out)
+    return dirs
+
+
+@pytest.mark.parametrize("reg,baseline", METHODS)
+def test_two_epoch_run_writes_everything(method_runs, reg, baseline):
+    out = method_runs[(reg, baseline)]
+    for name in ("config.yaml", "last.pth", "best.pth", "metrics.jsonl", "results.json", "features_test.pt"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(out, "tensorboard")))
+    needs_stats = adarand.build_regularizer(reg, num_classes=NUM_CLASSES, feat_dim=4).needs_stats
+    assert os.path.isfile(os.path.join(out, "class_stats.pt")) == needs_stats
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["lr"] == pytest.approx(0.1 * records[0]["lr"])  # x GAMMA at milestone 1
+    for key in ("train_loss", "train_reg", "val_top1", "val_feature_norm", "val_mutual_information",
+                "val_ce_grad_norm", "val_feature_entropy", "epoch_time_s"):
+        assert key in records[0] and records[0][key] == records[0][key], key  # present, not NaN
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["dataset"] == "imagefolder" and results["seed"] == 0
+    assert 0.0 <= results["test_top1"] <= 1.0 and 0.0 <= results["test_mean_class_acc"] <= 1.0
+    assert results["best_epoch"] in (1, 2)
+    assert results["val_top1"] == max(r["val_top1"] for r in records)
+    saved = torch.load(os.path.join(out, "features_test.pt"))
+    assert saved["features"].shape[0] == NUM_CLASSES * PER_CLASS // 2
+
+
+def _kill_after_first_epoch(epoch, run_state):
+    if epoch == 0:
+        raise KeyboardInterrupt("simulated kill after epoch 1")
+
+
+@pytest.mark.parametrize("reg", ["adarand", "ptr"])
+def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path, reg):
+    extra = {"REGULARIZER.NAME": reg, "REGULARIZER.PTR_THRESHOLD": 100.0}  # PtR switches on after epoch 1
+    straight = run(data_root, tmp_path / "straight", **extra)
+    with pytest.raises(KeyboardInterrupt):
+        run(data_root, tmp_path / "resumed", callbacks=[_kill_after_first_epoch], **extra)
+    resumed = run(data_root, tmp_path / "resumed", resume=True, **extra)
+    a = torch.load(tmp_path / "straight" / "last.pth", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "last.pth", weights_only=False)
+    for part in ("model", "regularizer"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+    assert len(open(tmp_path / "resumed" / "metrics.jsonl").readlines()) == 2
+    for key in ("test_top1", "val_top1", "best_epoch"):
+        assert straight[key] == resumed[key]
+
+
+def test_resume_reuses_cached_class_stats(data_root, tmp_path):
+    run(data_root, tmp_path, **{"REGULARIZER.NAME": "randreg-cp", "SOLVER.EPOCHS": 1})
+    path = tmp_path / "class_stats.pt"
+    stats = torch.load(path, weights_only=False)
+    os.utime(path, (0, 0))
+    run(data_root, tmp_path, resume=True, **{"REGULARIZER.NAME": "randreg-cp", "SOLVER.EPOCHS": 1})
+    assert os.stat(path).st_mtime == 0  # not recomputed
+    assert torch.load(path, weights_only=False).keys() == stats.keys()
+
+
+def test_two_process_gloo_ddp_matches_single_process(data_root, tmp_path):
+    """2 ranks x 4 images per step == 1 process x 8 images (DistributedSampler, DDP mean gradients).
+
+    BatchNorm is frozen: trainable BN normalises each rank's 4 images on their own (as torchvision's
+    reference does without SyncBN), which no single-process run reproduces."""
+    extra = {"REGULARIZER.NAME": "fnp", "INPUT.AUGMENT": False, "DIAGNOSTICS": False, "MODEL.FREEZE_BN": True}
+    run(data_root, tmp_path / "single", **extra)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           os.path.join(TOOLS, "train_cls.py"), "--no-progress"] + opts(data_root, tmp_path / "ddp", **extra)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = torch.load(tmp_path / "single" / "last.pth", weights_only=False)
+    ddp = torch.load(tmp_path / "ddp" / "last.pth", weights_only=False)
+    assert len(ddp["rng"]) == 2
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    results = json.load(open(tmp_path / "ddp" / "results.json"))
+    assert results["world_size"] == 2
+
+
+def test_cli_eval_only_and_errors(method_runs, data_root, tmp_path, capsys):
+    out = method_runs[("adarand", "")]
+    train_cls.main(["--eval-only", "--no-progress"] + opts(data_root, out))
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["test_top1"] == json.load(open(os.path.join(out, "results.json")))["test_top1"]
+    with pytest.raises(KeyError, match="SOLVER.EPOCHZ"):
+        train_cls.main(opts(data_root, tmp_path) + ["SOLVER.EPOCHZ", "3"])
+    missing = tmp_path / "no_such_dataset"
+    with pytest.raises(FileNotFoundError, match="no_such_dataset"):
+        run(missing, tmp_path / "out")
+
+
+def test_plots_and_summary_from_real_runs(method_runs, tmp_path):
+    runs = [method_runs[("none", "")], method_runs[("adarand", "")], method_runs[("ptr", "")]]
+    pngs = plot_features.main(runs + ["--out-dir", str(tmp_path)])
+    for png in pngs:
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    table = summarize.main(list(method_runs.values()) + ["--out", str(tmp_path / "table.md")])
+    lines = table.strip().splitlines()
+    assert "imagefolder" in lines[0] and len(lines) == 2 + len(METHODS)
+    ft = json.load(open(os.path.join(method_runs[("none", "")], "results.json")))["test_top1"]
+    assert lines[2].startswith("| ft | ") and f"{100 * ft:.2f} ± 0.00 (1)" in lines[2]
