@@ -123,7 +123,6 @@ def load_torchvision_model(arch, weights=""):
 
     if arch not in TORCHVISION:
         raise ValueError(f"unknown torchvision backbone {arch!r}; expected one of {TORCHVISION}")
-    model = getattr(models, arch)()
     if weights == "imagenet-offline":
         if arch != "mobilenet_v2":
             raise ValueError(f"weights 'imagenet-offline' exist only for mobilenet_v2, not {arch}")
@@ -132,9 +131,9 @@ def load_torchvision_model(arch, weights=""):
         state = _read_checkpoint(weights)
     elif weights:
         state = _torchvision_weights(arch, weights)
-    else:
-        return model
-    model.load_state_dict(state, strict=True)
+    model = getattr(models, arch)()
+    if weights:
+        model.load_state_dict(state, strict=True)
     return model
 
 
