@@ -1,4 +1,5 @@
 """MobileNetV2-FPN backbone: shapes, freezing, weight conversion, and real ImageNet behaviour."""
+import hashlib
 import importlib.util
 import math
 import os
@@ -139,3 +140,11 @@ def test_packaged_weights_are_imagenet_mobilenet_v2(torchvision_net, photo, labe
     with torch.no_grad():
         logits = torchvision_net(_photo(getattr(skdata, photo)()))
     assert logits.argmax(1).item() == label
+
+
+def test_packaged_file_is_torchvisions_by_its_hash():
+    digest = hashlib.sha256()
+    with open(default_weights_path(), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    assert digest.hexdigest().startswith("b0353104")  # torchvision names its files by this prefix
