@@ -1,8 +1,8 @@
 """Fused Triton kernels of the random-target loss ``mean_{i,d} (f_id - r_id)^2``.
 
 ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` is never stored. The forward kernel draws
-``eps`` in registers with Philox (``tl.randn`` / ``tl.rand``), keyed by a 64-bit seed
-and by the element's flat index ``i * D + d``; the backward kernel regenerates the
+``eps`` in registers with Philox (``tl.randn4x`` / ``tl.rand4x``: four draws per call),
+keyed by a 64-bit seed and an element counter; the backward kernel regenerates the
 same ``eps`` from the same seed and writes ``dL/df = g * 2 (f - r) / (B D)``.
 
 The seed is drawn by torch's RNG on the device (honouring ``generator``) and read by
@@ -17,34 +17,51 @@ import triton.language as tl
 from .target_loss import NOISES, accumulation_dtype
 
 _NOISE_CODE = {"normal": 0, "uniform": 1}
-_MAX_ELEMENTS = 2**31  # Philox offsets are int32 element indices
+_MAX_ELEMENTS = 2**31  # Philox counters are int32 element indices
 
 
 @triton.jit
-def _noise(seed, offsets, NOISE: tl.constexpr):
-    """eps ~ N(0, 1) (NOISE = 0) or U[-0.5, 0.5) (NOISE = 1), float32, one per offset."""
+def _noise4(seed, counters, NOISE: tl.constexpr):
+    """Four float32 noise blocks from one Philox call per counter: N(0, 1) (NOISE = 0) or U[-0.5, 0.5)."""
     if NOISE == 0:
-        eps = tl.randn(seed, offsets)
+        e0, e1, e2, e3 = tl.randn4x(seed, counters)
     else:
-        eps = tl.rand(seed, offsets) - 0.5
-    return eps
+        e0, e1, e2, e3 = tl.rand4x(seed, counters)
+        e0, e1, e2, e3 = e0 - 0.5, e1 - 0.5, e2 - 0.5, e3 - 0.5
+    return e0, e1, e2, e3
 
 
 @triton.jit
-def _residual(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, B, D, rows, cols,
-              HAS_MU: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr):
-    """``f - (mu_y + sigma_y * eps)`` on a BLOCK_B x BLOCK_D tile, in the ACC dtype (0 outside the matrix)."""
+def _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, cols, y, eps, HAS_MU: tl.constexpr, ACC: tl.constexpr):
+    """``f - (mu_y + sigma_y * eps)`` on a rows x cols block, in the ACC dtype (0 outside the matrix)."""
     mask = (rows < B)[:, None] & (cols < D)[None, :]
-    offsets = rows[:, None] * D + cols[None, :]
-    f = tl.load(f_ptr + offsets, mask=mask, other=0.0).to(ACC)
+    f = tl.load(f_ptr + rows[:, None] * D + cols[None, :], mask=mask, other=0.0).to(ACC)
     if HAS_MU:
-        y = tl.load(labels_ptr + rows, mask=rows < B, other=0)
-        prior_offsets = y.to(tl.int64)[:, None] * D + cols[None, :]
+        prior_offsets = y[:, None] * D + cols[None, :]
         mu = tl.load(mu_ptr + prior_offsets, mask=mask, other=0.0).to(ACC)
         sigma = tl.load(sigma_ptr + prior_offsets, mask=mask, other=0.0).to(ACC)
-        eps = _noise(tl.load(seed_ptr), offsets, NOISE).to(ACC)
-        f = f - (mu + sigma * eps)
+        f = f - (mu + sigma * eps.to(ACC))
     return tl.where(mask, f, 0.0)
+
+
+@triton.jit
+def _tile(B, D, labels_ptr, seed_ptr, HAS_MU: tl.constexpr, NOISE: tl.constexpr,
+          BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's rows, the first of its 4 column blocks, the labels and the noise of each block.
+
+    Column block k holds columns ``base + k * BLOCK_D / 4``; element (i, base_j + k BLOCK_D / 4)
+    takes output k of the Philox counter ``i * D + base_j``, so one call serves 4 elements.
+    Without a prior (``HAS_MU`` false) there are no labels and no noise (FNP).
+    """
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    base = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D // 4)
+    if HAS_MU:
+        y = tl.load(labels_ptr + rows, mask=rows < B, other=0).to(tl.int64)
+        e0, e1, e2, e3 = _noise4(tl.load(seed_ptr), rows[:, None] * D + base[None, :], NOISE)
+    else:
+        y = rows.to(tl.int64)
+        e0, e1, e2, e3 = 0.0, 0.0, 0.0, 0.0
+    return rows, base, y, e0, e1, e2, e3
 
 
 @triton.jit
@@ -52,12 +69,21 @@ def _target_loss_fwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, part
                             HAS_MU: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr,
                             BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """partial[program] = sum over its tile of (f - r)^2."""
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    diff = _residual(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, B, D, rows, cols, HAS_MU, NOISE, ACC)
-    tl.store(partial_ptr + pid_b * tl.num_programs(1) + pid_d, tl.sum(tl.sum(diff * diff, axis=1), axis=0))
+    Q: tl.constexpr = BLOCK_D // 4
+    rows, base, y, e0, e1, e2, e3 = _tile(B, D, labels_ptr, seed_ptr, HAS_MU, NOISE, BLOCK_B, BLOCK_D)
+    d0 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base, y, e0, HAS_MU, ACC)
+    d1 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + Q, y, e1, HAS_MU, ACC)
+    d2 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 2 * Q, y, e2, HAS_MU, ACC)
+    d3 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 3 * Q, y, e3, HAS_MU, ACC)
+    square = d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3
+    tl.store(partial_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
+             tl.sum(tl.sum(square, axis=1), axis=0))
+
+
+@triton.jit
+def _store_block(ptr, B, D, rows, cols, value):
+    mask = (rows < B)[:, None] & (cols < D)[None, :]
+    tl.store(ptr + rows[:, None] * D + cols[None, :], value.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -65,31 +91,42 @@ def _target_loss_bwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, grad
                             B, D, scale, HAS_MU: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr,
                             BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """grad_f = grad_out * scale * (f - r), scale = 2 / (B D), with r regenerated from the seed."""
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    diff = _residual(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, B, D, rows, cols, HAS_MU, NOISE, ACC)
+    Q: tl.constexpr = BLOCK_D // 4
+    rows, base, y, e0, e1, e2, e3 = _tile(B, D, labels_ptr, seed_ptr, HAS_MU, NOISE, BLOCK_B, BLOCK_D)
     g = tl.load(grad_out_ptr).to(ACC) * scale
-    mask = (rows < B)[:, None] & (cols < D)[None, :]
-    tl.store(grad_f_ptr + rows[:, None] * D + cols[None, :], (g * diff).to(grad_f_ptr.dtype.element_ty), mask=mask)
+    _store_block(grad_f_ptr, B, D, rows, base,
+                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base, y, e0, HAS_MU, ACC))
+    _store_block(grad_f_ptr, B, D, rows, base + Q,
+                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + Q, y, e1, HAS_MU, ACC))
+    _store_block(grad_f_ptr, B, D, rows, base + 2 * Q,
+                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 2 * Q, y, e2, HAS_MU, ACC))
+    _store_block(grad_f_ptr, B, D, rows, base + 3 * Q,
+                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 3 * Q, y, e3, HAS_MU, ACC))
 
 
 @triton.jit
 def _noise_kernel(seed_ptr, out_ptr, B, D, NOISE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Debug: write the eps the loss kernels draw for element (i, d)."""
+    """Debug: write the eps the loss kernels draw for every element (i, d)."""
+    Q: tl.constexpr = BLOCK_D // 4
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask = (rows < B)[:, None] & (cols < D)[None, :]
-    offsets = rows[:, None] * D + cols[None, :]
-    tl.store(out_ptr + offsets, _noise(tl.load(seed_ptr), offsets, NOISE), mask=mask)
+    base = tl.program_id(1) * BLOCK_D + tl.arange(0, Q)
+    e0, e1, e2, e3 = _noise4(tl.load(seed_ptr), rows[:, None] * D + base[None, :], NOISE)
+    _store_block(out_ptr, B, D, rows, base, e0)
+    _store_block(out_ptr, B, D, rows, base + Q, e1)
+    _store_block(out_ptr, B, D, rows, base + 2 * Q, e2)
+    _store_block(out_ptr, B, D, rows, base + 3 * Q, e3)
 
 
 def _tiles(batch, dim):
-    """Tile shape and grid: a tile of at most 4096 elements, as wide as D allows (up to 512)."""
-    block_d = min(triton.next_power_of_2(dim), 512)
-    block_b = min(triton.next_power_of_2(max(batch, 1)), max(1, 4096 // block_d))
-    return block_b, block_d, (triton.cdiv(batch, block_b), triton.cdiv(dim, block_d))
+    """Tile shape, grid and warps: at most 2048 elements, as wide as D allows (4 to 512 columns).
+
+    The noise of element (i, d) depends on the tile width, a function of D alone, so the
+    forward, backward and debug kernels (all tiled here) draw the same eps.
+    """
+    block_d = max(4, min(triton.next_power_of_2(dim), 512))
+    block_b = min(triton.next_power_of_2(max(batch, 1)), max(1, 2048 // block_d))
+    warps = 8 if block_b * block_d >= 2048 else 4
+    return block_b, block_d, (triton.cdiv(batch, block_b), triton.cdiv(dim, block_d)), warps
 
 
 def _tl_acc(dtype):
@@ -108,8 +145,9 @@ def _noise_from_seed(seed, shape, noise="normal") -> torch.Tensor:
     batch, dim = shape
     out = torch.empty(batch, dim, dtype=torch.float32, device=seed.device)
     if out.numel():
-        block_b, block_d, grid = _tiles(batch, dim)
-        _noise_kernel[grid](seed, out, batch, dim, NOISE=_NOISE_CODE[noise], BLOCK_B=block_b, BLOCK_D=block_d)
+        block_b, block_d, grid, warps = _tiles(batch, dim)
+        _noise_kernel[grid](seed, out, batch, dim, NOISE=_NOISE_CODE[noise], BLOCK_B=block_b, BLOCK_D=block_d,
+                            num_warps=warps)
     return out
 
 
@@ -130,11 +168,11 @@ class _TargetLoss(torch.autograd.Function):
         if batch == 0:
             return features.new_zeros((), dtype=acc)
         (lab, m, s, sd), has_mu = _launch_args(features, labels, mu, sigma, seed)
-        block_b, block_d, grid = _tiles(batch, dim)
+        block_b, block_d, grid, warps = _tiles(batch, dim)
         partials = torch.empty(grid[0] * grid[1], dtype=acc, device=features.device)
         _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, batch, dim, HAS_MU=has_mu,
                                       NOISE=_NOISE_CODE[noise], ACC=_tl_acc(features.dtype),
-                                      BLOCK_B=block_b, BLOCK_D=block_d)
+                                      BLOCK_B=block_b, BLOCK_D=block_d, num_warps=warps)
         return partials.sum() / (batch * dim)
 
     @staticmethod
@@ -146,10 +184,11 @@ class _TargetLoss(torch.autograd.Function):
         batch, dim = features.shape
         if batch:
             (lab, m, s, sd), has_mu = _launch_args(features, labels, mu, sigma, seed)
-            block_b, block_d, grid = _tiles(batch, dim)
+            block_b, block_d, grid, warps = _tiles(batch, dim)
             _target_loss_bwd_kernel[grid](features, lab, m, s, sd, grad_out.contiguous(), grad_f, batch, dim,
                                           2.0 / (batch * dim), HAS_MU=has_mu, NOISE=_NOISE_CODE[ctx.noise],
-                                          ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d)
+                                          ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d,
+                                          num_warps=warps)
         return grad_f, None, None, None, None, None
 
 
