@@ -113,3 +113,22 @@ def test_rerun_is_a_no_op_and_same_seed_gives_same_files(tree, tmp_path):
         names = sorted(os.listdir(os.path.join(voc, kind)))
         match, mismatch, errors = filecmp.cmpfiles(os.path.join(voc, kind), os.path.join(again, kind), names, False)
         assert not mismatch and not errors, kind
+
+
+def test_project_voc_loader_reads_the_tree_as_single_category_instances(tree):
+    pytest.importorskip("detectron2")
+    import pycocotools.mask as mask_util
+
+    from adarand.detection.voc import load_voc_detection, load_voc_instance_segmentation
+
+    _, voc = tree
+    for split in ("train", "val"):
+        seg = load_voc_instance_segmentation(voc, split, single_category=True)
+        det = load_voc_detection(voc, split)
+        assert [d["image_id"] for d in seg] == [d["image_id"] for d in det] == _ids(voc, split)
+        for s, d in zip(seg, det):
+            inst = np.array(Image.open(os.path.join(voc, "SegmentationObject", f"{s['image_id']}.png")))
+            assert len(s["annotations"]) == len(d["annotations"]) == inst[inst != 255].max()
+            for k, (a, b) in enumerate(zip(s["annotations"], d["annotations"]), 1):
+                assert np.array_equal(mask_util.decode(a["segmentation"]).astype(bool), inst == k)
+                assert a["bbox"] == b["bbox"] and VOC_CLASSES[a["category_id"]] in ("cat", "horse", "person")
