@@ -1,0 +1,79 @@
+"""``AdaRandTrainer``: DefaultTrainer with VOC/COCO evaluators, the prior hook and prior init."""
+import os
+import urllib.parse
+
+from detectron2.engine import DefaultTrainer, hooks
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
+from detectron2.data import MetadataCatalog
+
+from .hooks import AdaRandPriorHook
+from .prior_init import init_prior
+
+
+def has_fast_coco_eval():
+    """True when detectron2 was built with its ``_C`` ops (the fast COCO evaluation)."""
+    try:
+        from detectron2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_evaluator(cfg, dataset_name, output_folder):
+    """COCO-style bbox (+ segm when masks exist) AP; plus VOC AP50 on the detection splits."""
+    meta = MetadataCatalog.get(dataset_name)
+    kind = meta.get("evaluator_type", "coco")
+    fast = has_fast_coco_eval()
+    if kind == "pascal_voc":
+        return DatasetEvaluators([
+            COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=fast),
+            PascalVOCDetectionEvaluator(dataset_name),
+        ])
+    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder, use_fast_impl=fast)
+
+
+def check_weights(path):
+    """Clear error for MODEL.WEIGHTS that is neither a local file nor fetchable."""
+    if not path:
+        return
+    scheme = urllib.parse.urlparse(path).scheme
+    if scheme in ("", "file"):
+        local = path[len("file://"):] if scheme == "file" else path
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"MODEL.WEIGHTS not found: {path}")
+        return
+    from detectron2.utils.file_io import PathManager
+
+    try:
+        PathManager.get_local_path(path)
+    except Exception as e:
+        raise RuntimeError(f"could not fetch MODEL.WEIGHTS {path} ({type(e).__name__}: {e}). Offline? "
+                           "Download it elsewhere and pass the local file as MODEL.WEIGHTS.") from e
+
+
+class AdaRandTrainer(DefaultTrainer):
+    """Fine-tunes with ``AdaRandROIHeads``: prior initialised at start, stepped after every step."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        a = self.cfg.MODEL.ADARAND
+        epoch_iters = a.PTR_EPOCH_ITERS if a.METHOD == "ptr" else 0
+        prior_hook = AdaRandPriorHook(a.PRIOR_UPDATE_PERIOD, epoch_iters)
+        # Before the checkpointer and evaluation, so a checkpoint at step k holds prior step k.
+        later = [i for i, h in enumerate(ret) if isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook))]
+        ret.insert(later[0] if later else len(ret), prior_hook)
+        return ret
+
+    def resume_or_load(self, resume=True):
+        """Resume (prior restored from the checkpoint) or load MODEL.WEIGHTS and initialise the prior."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        if not resuming:
+            check_weights(self.cfg.MODEL.WEIGHTS)
+        super().resume_or_load(resume=resume)
+        if not resuming:
+            init_prior(self.cfg, self.model)

@@ -1,0 +1,193 @@
+"""Pascal VOC in its official layout: detection splits and instance-segmentation splits.
+
+Registered names (root: ``$DETECTRON2_DATASETS``, default ``./datasets``):
+
+- ``voc_{2007,2012}_det_{train,val,trainval}`` (+ ``voc_2007_det_test``): boxes from
+  ``Annotations/*.xml``, image list ``ImageSets/Main/<split>.txt``;
+- ``voc_2012_seg_{train,val}``: images of ``ImageSets/Segmentation/<split>.txt`` with boxes
+  from the XML and instance masks (RLE) from ``SegmentationObject/*.png``;
+- ``voc_2012_seg_{train,val}_single``: the paper's subset, images whose objects all
+  belong to one category (the full ``voc_2012_seg_*`` is the multi-category setting).
+
+``SegmentationObject`` PNGs hold instance ids (the i-th ``<object>`` of the XML is id
+i + 1; 0 = background, 255 = void border); each instance's class is checked against
+``SegmentationClass``. Objects without a single pixel in the PNG are dropped from the
+segmentation splits (they cannot be scored by mask AP). Boxes follow detectron2's VOC
+convention: XML coordinates are 1-based inclusive, so xmin/ymin lose 1.
+"""
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+from PIL import Image
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+VOID = 255
+DET_SPLITS = {
+    "2007": ("train", "val", "trainval", "test"),
+    "2012": ("train", "val", "trainval"),
+}
+SEG_SPLITS = ("train", "val")
+
+
+def _read_ids(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VOC image list not found: {path}")
+    with open(path) as f:
+        ids = [line.split()[0] for line in f if line.strip()]
+    if not ids:
+        raise ValueError(f"VOC image list is empty: {path}")
+    return ids
+
+
+def _text(node, tag, path):
+    child = node.find(tag)
+    if child is None or child.text is None:
+        raise ValueError(f"{path}: missing <{tag}>")
+    return child.text.strip()
+
+
+def parse_voc_xml(path, class_names=VOC_CLASSES):
+    """(height, width, [object dicts in XML order]) of one VOC annotation file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VOC annotation not found: {path}")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise ValueError(f"malformed VOC annotation {path}: {e}") from e
+    try:
+        size = root.find("size")
+        if size is None:
+            raise ValueError(f"{path}: missing <size>")
+        height, width = int(_text(size, "height", path)), int(_text(size, "width", path))
+        objects = []
+        for obj in root.findall("object"):
+            name = _text(obj, "name", path)
+            if name not in class_names:
+                raise ValueError(f"{path}: unknown class {name!r}")
+            box = obj.find("bndbox")
+            if box is None:
+                raise ValueError(f"{path}: object {name!r} has no <bndbox>")
+            x0, y0, x1, y1 = (float(_text(box, k, path)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            difficult = obj.find("difficult")
+            objects.append({
+                "category_id": class_names.index(name),
+                "bbox": [x0 - 1.0, y0 - 1.0, x1, y1],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "difficult": int(difficult.text) if difficult is not None and difficult.text else 0,
+            })
+    except (TypeError, ValueError) as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"malformed VOC annotation {path}: {e}") from e
+    return height, width, objects
+
+
+def _read_index_png(path, shape):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VOC segmentation PNG not found: {path}")
+    with Image.open(path) as im:
+        if im.mode not in ("P", "L"):
+            raise ValueError(f"{path}: expected a palette (P) or grey (L) PNG, got mode {im.mode}")
+        array = np.asarray(im)
+    if array.shape != shape:
+        raise ValueError(f"{path}: size {array.shape} differs from the annotation's {shape}")
+    return array
+
+
+def instance_masks(object_png, class_png, objects, class_names=VOC_CLASSES):
+    """Boolean H x W mask per XML object (id i + 1), checked against the class PNG."""
+    ids = np.unique(object_png)
+    ids = ids[(ids != 0) & (ids != VOID)]
+    if ids.size and ids.max() > len(objects):
+        raise ValueError(f"instance id {int(ids.max())} but only {len(objects)} objects in the XML")
+    masks = []
+    for i, obj in enumerate(objects):
+        mask = object_png == i + 1
+        if mask.any():
+            classes, counts = np.unique(class_png[mask], return_counts=True)
+            label = int(classes[counts.argmax()])
+            if label != obj["category_id"] + 1:
+                raise ValueError(f"instance {i + 1} is {class_names[obj['category_id']]!r} in the XML but "
+                                 f"class {label} in SegmentationClass")
+        masks.append(mask)
+    return masks
+
+
+def load_voc_detection(root, split, class_names=VOC_CLASSES):
+    """Detectron2 dicts of ``ImageSets/Main/<split>.txt`` under ``root`` (e.g. .../VOC2007)."""
+    dicts = []
+    for image_id in _read_ids(os.path.join(root, "ImageSets", "Main", split + ".txt")):
+        height, width, objects = parse_voc_xml(os.path.join(root, "Annotations", image_id + ".xml"), class_names)
+        dicts.append({"file_name": os.path.join(root, "JPEGImages", image_id + ".jpg"), "image_id": image_id,
+                      "height": height, "width": width, "annotations": objects})
+    return dicts
+
+
+def load_voc_instance_segmentation(root, split, single_category=False, class_names=VOC_CLASSES):
+    """Dicts of ``ImageSets/Segmentation/<split>.txt`` with RLE instance masks.
+
+    ``single_category``: keep only images whose objects all have one class (the paper's subset).
+    """
+    import pycocotools.mask as mask_util
+
+    dicts = []
+    for image_id in _read_ids(os.path.join(root, "ImageSets", "Segmentation", split + ".txt")):
+        xml = os.path.join(root, "Annotations", image_id + ".xml")
+        height, width, objects = parse_voc_xml(xml, class_names)
+        if single_category and len({o["category_id"] for o in objects}) != 1:
+            continue
+        obj_path = os.path.join(root, "SegmentationObject", image_id + ".png")
+        cls_path = os.path.join(root, "SegmentationClass", image_id + ".png")
+        obj_png = _read_index_png(obj_path, (height, width))
+        cls_png = _read_index_png(cls_path, (height, width))
+        try:
+            masks = instance_masks(obj_png, cls_png, objects, class_names)
+        except ValueError as e:
+            raise ValueError(f"{obj_path}: {e}") from e
+        annotations = []
+        for obj, mask in zip(objects, masks):
+            if mask.any():
+                rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+                annotations.append({**obj, "segmentation": rle})
+        dicts.append({"file_name": os.path.join(root, "JPEGImages", image_id + ".jpg"), "image_id": image_id,
+                      "height": height, "width": width, "annotations": annotations})
+    return dicts
+
+
+def _register(name, loader, **metadata):
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, loader)
+    MetadataCatalog.get(name).set(thing_classes=list(VOC_CLASSES), **metadata)
+
+
+def register_voc(root=None):
+    """Register every split above under ``root`` (default ``$DETECTRON2_DATASETS`` or ``datasets``).
+
+    Calling it again re-points the names (harmless). Returns the registered names.
+    """
+    root = root if root is not None else os.getenv("DETECTRON2_DATASETS", "datasets")
+    names = []
+    for year, splits in DET_SPLITS.items():
+        dirname = os.path.join(root, f"VOC{year}")
+        for split in splits:
+            name = f"voc_{year}_det_{split}"
+            _register(name, lambda d=dirname, s=split: load_voc_detection(d, s),
+                      dirname=dirname, year=int(year), split=split, evaluator_type="pascal_voc")
+            names.append(name)
+    dirname = os.path.join(root, "VOC2012")
+    for split in SEG_SPLITS:
+        for single in (False, True):
+            name = f"voc_2012_seg_{split}" + ("_single" if single else "")
+            _register(name, lambda s=split, o=single: load_voc_instance_segmentation(dirname, s, o),
+                      dirname=dirname, year=2012, split=split, evaluator_type="coco")
+            names.append(name)
+    return names

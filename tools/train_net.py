@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Fine-tune Mask R-CNN with AdaRand (or any regularizer of the library) in Detectron2.
+
+    python tools/train_net.py --config-file configs/detection/mask_rcnn_R_50_FPN_voc2012_single_adarand.yaml
+    python tools/train_net.py --config-file ... --num-gpus 8 [--resume] [KEY VALUE ...]
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
+"""
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from adarand.detection import AdaRandTrainer, add_adarand_config
+from adarand.detection.mobilenet_fpn import add_mobilenet_config
+from adarand.detection.trainer import check_weights
+
+
+def setup(args):
+    """get_cfg + the plugin's keys, merged with the file and the command-line overrides."""
+    cfg = get_cfg()
+    add_adarand_config(cfg)
+    add_mobilenet_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adarand")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = AdaRandTrainer.build_model(cfg)
+        check_weights(cfg.MODEL.WEIGHTS)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = AdaRandTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+
+    trainer = AdaRandTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
