@@ -59,38 +59,50 @@ def to_device(cfg, images, labels, device):
     return images, labels.to(device, non_blocking=True)
 
 
-def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True):
-    """One pass over ``loader``; returns the epoch means over all ranks and the train time."""
+def train_step(cfg, net, model, reg, baseline, images, labels, optimizer, scaler):
+    """One optimisation step (Eq. 1, then the prior update); returns detached
+    (loss, ce, reg_loss, baseline_loss, logits)."""
+    with autocast(cfg, images.device):
+        features, logits = net(images)
+    features, logits = features.float(), logits.float()
+    ce = F.cross_entropy(logits, labels)
+    reg_loss = reg(features, labels, logits=logits, classifier_weight=model.head.weight)
+    base_loss = baseline(images, features) if baseline is not None else torch.zeros((), device=images.device)
+    loss = ce + reg_loss + base_loss
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    reg.step(features.detach(), labels)
+    return loss.detach(), ce.detach(), reg_loss.detach(), base_loss.detach(), logits.detach()
+
+
+def set_train_mode(cfg, net, baseline):
+    """Training mode; BatchNorm kept in eval mode when MODEL.FREEZE_BN."""
     net.train()
     if cfg.MODEL.FREEZE_BN:
-        for module in model.modules():
+        for module in net.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
     if baseline is not None:
         baseline.train()
+
+
+def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True):
+    """One pass over ``loader``; returns the epoch means over all ranks and the train time."""
+    set_train_mode(cfg, net, baseline)
     sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, ce, reg, baseline, correct, count
-    zero = torch.zeros((), device=device)
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}", disable=not progress, leave=False)
     start = time.perf_counter()
     for step, (images, labels) in enumerate(bar):
         images, labels = to_device(cfg, images, labels, device)
-        with autocast(cfg, device):
-            features, logits = net(images)
-        features, logits = features.float(), logits.float()
-        ce = F.cross_entropy(logits, labels)
-        reg_loss = reg(features, labels, logits=logits, classifier_weight=model.head.weight)
-        base_loss = baseline(images, features) if baseline is not None else zero
-        loss = ce + reg_loss + base_loss
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        reg.step(features.detach(), labels)
+        loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, baseline, images, labels,
+                                                           optimizer, scaler)
         with torch.no_grad():
             n = labels.shape[0]
             correct = (logits.argmax(1) == labels).sum()
-            sums += torch.stack([loss.detach() * n, ce.detach() * n, reg_loss.detach() * n,
-                                 base_loss.detach() * n, correct.to(sums.dtype), sums.new_tensor(n)])
+            sums += torch.stack([loss * n, ce * n, reg_loss * n, base_loss * n, correct.to(sums.dtype),
+                                 sums.new_tensor(n)])
         if progress and step % cfg.LOG_PERIOD == 0:
             s = sums.tolist()
             bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")

@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Training-step time and peak memory of plain fine-tuning and of each regularizer / baseline.
+
+Every method runs the trainer's own step (``engine.train_step``: forward, CE + term,
+backward, optimizer step, prior update) on the same model and the same batch:
+ResNet-50 (random init), 224 px, 196 classes (Stanford Cars), batch 64 with bf16 +
+channels-last on a GPU, batch 8 in fp32 on a CPU.
+
+Time: methods are timed round-robin, one step each per round, so slow drifts of a shared
+machine hit every method alike; median over the timed rounds after warm-up rounds
+(CUDA synchronised around each step). Memory: on CUDA the peak allocated bytes of a
+method's steps (``torch.cuda.max_memory_allocated`` after a reset); on a CPU each method
+runs a few steps in a fresh process and reports the growth of its peak RSS
+(``ru_maxrss`` after the steps minus the resident size before them) (tracemalloc does not see torch's allocator).
+
+    python tools/bench_cls_step.py [--batch 8] [--size 224] [--rounds 5] [--warmup 1]
+        [--methods ft adarand ...] [--out benchmarks/cls_step.md]
+
+Prints a table, writes it to --out, and prints one JSON object on its last line.
+"""
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import time
+
+import torch
+
+import adarand
+from adarand.classification import backbones
+from adarand.classification.baselines import build_baseline
+from adarand.classification.build import build_optimizer, build_regularizer
+from adarand.classification.config import get_cfg
+from adarand.classification.engine import FeaturesAndLogits, set_train_mode, train_step
+
+METHODS = [("ft", "none", ""), ("fnp", "fnp", ""), ("randreg-cp", "randreg-cp", ""), ("adarand", "adarand", ""),
+           ("ptr", "ptr", ""), ("l2sp", "none", "l2sp"), ("delta", "none", "delta"), ("bss", "none", "bss")]
+NUM_CLASSES = 196
+
+
+def make_cfg(device, regularizer, baseline):
+    cfg = get_cfg()
+    cfg.REGULARIZER.NAME, cfg.BASELINE.NAME = regularizer, baseline
+    cfg.AMP = "bf16" if device.type == "cuda" else "off"
+    cfg.freeze()
+    return cfg
+
+
+class Setup:
+    """Model, optimizer, regularizer and baseline of one method; the shared batch."""
+
+    def __init__(self, name, regularizer, baseline, device, batch, size, model=None):
+        self.name, self.device = name, device
+        self.cfg = make_cfg(device, regularizer, baseline)
+        torch.manual_seed(0)
+        if model is None:
+            model = backbones.build_classifier("resnet50", NUM_CLASSES, weights="").to(device)
+            if device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+        self.model, self.net = model, FeaturesAndLogits(model)
+        self.reg = build_regularizer(self.cfg, NUM_CLASSES, model.feat_dim, total_steps=1000).to(device)
+        if self.reg.needs_stats:
+            acc = adarand.ClassStatsAccumulator(NUM_CLASSES, device=device)
+            acc.update(torch.rand(2 * NUM_CLASSES, model.feat_dim, device=device),
+                       torch.arange(NUM_CLASSES, device=device).repeat(2))
+            self.reg.init_from_stats(acc.finalize())
+        self.baseline = build_baseline(self.cfg, model)
+        if self.baseline is not None:
+            self.baseline.to(device)
+        self.optimizer = build_optimizer(self.cfg, model)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=False)
+        g = torch.Generator().manual_seed(1)
+        self.images = torch.randn(batch, 3, size, size, generator=g).to(device)
+        if device.type == "cuda":
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
+        self.labels = torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
+
+    def step(self):
+        set_train_mode(self.cfg, self.net, self.baseline)
+        train_step(self.cfg, self.net, self.model, self.reg, self.baseline, self.images, self.labels,
+                   self.optimizer, self.scaler)
+
+
+def timed(setup):
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    setup.step()
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_methods(methods, device, batch, size, rounds, warmup):
+    """Median step time (s) per method, timed round-robin on one shared model."""
+    setups = []
+    for name, reg, base in methods:
+        setups.append(Setup(name, reg, base, device, batch, size, model=setups[0].model if setups else None))
+    times = {s.name: [] for s in setups}
+    for r in range(warmup + rounds):
+        for s in setups:
+            t = timed(s)
+            if r >= warmup:
+                times[s.name].append(t)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def current_rss_kb():
+    """Resident set size now (Linux /proc), in kB like ru_maxrss."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def cpu_peak_child(method, batch, size, steps, queue):
+    """Child process: set-up, then ``steps`` steps; peak-RSS growth in MB."""
+    setup = Setup(*method, torch.device("cpu"), batch, size)
+    before = current_rss_kb()
+    for _ in range(steps):
+        setup.step()
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0)
+
+
+def peak_memory(methods, device, batch, size, steps):
+    """Peak MB per method (CUDA: allocated; CPU: peak RSS growth in a fresh process)."""
+    out = {}
+    for name, reg, base in methods:
+        if device.type == "cuda":
+            setup = Setup(name, reg, base, device, batch, size)
+            setup.step()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            for _ in range(steps):
+                setup.step()
+            torch.cuda.synchronize()
+            out[name] = torch.cuda.max_memory_allocated() / 2**20
+            del setup
+            torch.cuda.empty_cache()
+        else:
+            ctx = mp.get_context("spawn")
+            queue = ctx.Queue()
+            proc = ctx.Process(target=cpu_peak_child, args=((name, reg, base), batch, size, steps, queue))
+            proc.start()
+            out[name] = queue.get()
+            proc.join()
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=0, help="batch size (default 64 on CUDA, 8 on CPU)")
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (default 20 on CUDA, 5 on CPU)")
+    parser.add_argument("--warmup", type=int, default=0, help="warm-up rounds (default 5 on CUDA, 1 on CPU)")
+    parser.add_argument("--size", type=int, default=224, help="input side in pixels")
+    parser.add_argument("--methods", nargs="*", default=[m[0] for m in METHODS],
+                        help=f"subset of {[m[0] for m in METHODS]} (ft is always included)")
+    parser.add_argument("--out", default="benchmarks/cls_step.md")
+    args = parser.parse_args(argv)
+    unknown = set(args.methods) - {m[0] for m in METHODS}
+    if unknown:
+        parser.error(f"unknown method(s) {sorted(unknown)}")
+    methods = [m for m in METHODS if m[0] == "ft" or m[0] in args.methods]
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    batch, size = args.batch or (64 if cuda else 8), args.size
+    rounds, warmup = args.rounds or (20 if cuda else 5), args.warmup or (5 if cuda else 1)
+    step_s = time_methods(methods, device, batch, size, rounds, warmup)
+    memory = peak_memory(methods, device, batch, size, steps=2 if cuda else 1)
+    name = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    mem_kind = "peak allocated MB" if cuda else "peak RSS growth MB"
+    lines = [f"# Classification training step: ResNet-50, {size} px, batch {batch}, {NUM_CLASSES} classes",
+             "", f"{name}; torch {torch.__version__}; {'bf16 autocast + channels-last' if cuda else 'fp32'}; "
+             f"median of {rounds} round-robin steps after {warmup} warm-up; "
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+             f"prior backend {adarand.get_backend()}", "",
+             f"| method | step ms (p50) | time / FT | {mem_kind} | memory / FT |", "|---|---|---|---|---|"]
+    ft_t, ft_m = step_s["ft"], memory["ft"]
+    summary = {"device": name, "batch": batch, "size": size, "ft_step_ms": round(1e3 * ft_t, 2),
+               "ft_peak_mb": round(ft_m, 1)}
+    for method, *_ in methods:
+        t, m = step_s[method], memory[method]
+        mem_ratio = m / ft_m if ft_m > 0 else float("nan")
+        lines.append(f"| {method} | {1e3 * t:.1f} | {t / ft_t:.3f}x | {m:.0f} | {mem_ratio:.3f}x |")
+        summary[f"{method}_time_ratio"] = round(t / ft_t, 4)
+        summary[f"{method}_mem_ratio"] = round(mem_ratio, 4)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
