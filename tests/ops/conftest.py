@@ -9,7 +9,9 @@ re-decorated once in interpreter mode. Setting ``TRITON_INTERPRET=1`` in the
 environment (or in ``tests/conftest.py`` before ``import adarand``) makes that a no-op.
 """
 import importlib
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -43,3 +45,33 @@ if not ON_CUDA:
 @pytest.fixture
 def device():
     return torch.device("cuda" if ON_CUDA else "cpu")
+
+
+_COMPILE_FOR_SM90 = """
+import importlib, json, sys
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+for module, kernel, signature, constexprs in json.loads(sys.argv[1]):
+    fn = getattr(importlib.import_module(module), kernel)
+    constexprs = {k: getattr(tl, v[3:]) if str(v).startswith("tl.") else v for k, v in constexprs.items()}
+    triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+"""
+
+
+@pytest.fixture
+def compile_for_sm90():
+    """Compile kernels ahead of time for an H100 (sm_90, Triton's bundled ptxas) with no GPU present.
+
+    The interpreter never builds the compiled path; this does, down to a cubin, in a child
+    process where TRITON_INTERPRET is off. Each job: (module, kernel, signature, constexprs),
+    with dtype constexprs spelt ``"tl.float32"``.
+    """
+    def run(jobs):
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90, json.dumps(jobs)], env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-4000:]
+
+    return run

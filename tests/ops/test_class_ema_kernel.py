@@ -114,6 +114,26 @@ def test_deterministic_mode_is_bit_identical(device):
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA every other test runs the compiled kernels")
+@pytest.mark.parametrize("dtype, acc", [("bf16", "fp32"), ("fp64", "fp64")])
+def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
+    module = "adarand.ops.class_ema_triton"
+    acc_tl = "tl.float64" if acc == "fp64" else "tl.float32"
+    const = {"ACC": "constexpr", "BLOCK_D": "constexpr"}
+    compile_for_sm90([
+        (module, "_segment_sums_kernel",
+         {"f_ptr": f"*{dtype}", "order_ptr": "*i64", "seg_ptr": "*i64", "partial_ptr": f"*{acc}", "B": "i32", "D": "i32",
+          "NSEG": "i32", "ACC": "constexpr", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
+         {"ACC": acc_tl, "BLOCK_R": 32, "BLOCK_D": 128}),
+        (module, "_class_reduce_kernel",
+         {"partial_ptr": f"*{acc}", "seg_ptr": "*i64", "starts_ptr": "*i64", "ends_ptr": "*i64", "out_ptr": f"*{acc}",
+          "D": "i32", **const}, {"ACC": acc_tl, "BLOCK_D": 128}),
+        (module, "_ema_apply_kernel",
+         {"mean_ptr": f"*{dtype}", "sums_ptr": f"*{acc}", "D": "i32", "alpha_hi": "fp32", "alpha_lo": "fp32", **const},
+         {"ACC": acc_tl, "BLOCK_D": 128}),
+    ])
+
+
 def test_bad_shapes_name_the_problem(device):
     from adarand.ops.class_ema_triton import class_sums_triton, ema_apply_triton_
 

@@ -154,6 +154,27 @@ def test_deterministic_mode_is_bit_identical(device):
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA every other test runs the compiled kernels")
+def test_kernels_compile_for_sm90(compile_for_sm90):
+    module = "adarand.ops.target_loss_triton"
+    args = {"f_ptr": "*bf16", "labels_ptr": "*i64", "mu_ptr": "*fp32", "sigma_ptr": "*fp32", "seed_ptr": "*i64"}
+    tiles = {"ACC": "tl.float32", "BLOCK_B": 4, "BLOCK_D": 512}
+    jobs = []
+    for noise in (0, 1):
+        for has_mu in (True, False):
+            flags = {"HAS_MU": has_mu, "NOISE": noise, **tiles}
+            jobs.append((module, "_target_loss_fwd_kernel",
+                         {**args, "partial_ptr": "*fp32", "B": "i32", "D": "i32", **dict.fromkeys(flags, "constexpr")},
+                         flags))
+            jobs.append((module, "_target_loss_bwd_kernel",
+                         {**args, "grad_out_ptr": "*fp32", "grad_f_ptr": "*bf16", "B": "i32", "D": "i32", "scale": "fp32",
+                          **dict.fromkeys(flags, "constexpr")}, flags))
+    jobs.append((module, "_noise_kernel", {"seed_ptr": "*i64", "out_ptr": "*fp32", "B": "i32", "D": "i32", "NOISE": "constexpr",
+                                           "BLOCK_B": "constexpr", "BLOCK_D": "constexpr"},
+                 {"NOISE": 0, "BLOCK_B": 4, "BLOCK_D": 512}))
+    compile_for_sm90(jobs)
+
+
 def test_bad_input_names_the_problem(device):
     from adarand.ops.target_loss_triton import target_loss_triton
 
