@@ -121,7 +121,7 @@ def test_two_process_gloo_ddp_matches_single_process(data_root, tmp_path):
     extra = {"REGULARIZER.NAME": "fnp", "INPUT.AUGMENT": False, "DIAGNOSTICS": False, "MODEL.FREEZE_BN": True}
     run(data_root, tmp_path / "single", **extra)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            os.path.join(TOOLS, "train_cls.py"), "--no-progress"] + opts(data_root, tmp_path / "ddp", **extra)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
