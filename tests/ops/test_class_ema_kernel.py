@@ -127,7 +127,7 @@ def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
          {"ACC": acc_tl, "BLOCK_R": 32, "BLOCK_D": 128}),
         (module, "_class_reduce_kernel",
          {"partial_ptr": f"*{acc}", "seg_ptr": "*i64", "starts_ptr": "*i64", "ends_ptr": "*i64", "out_ptr": f"*{acc}",
-          "D": "i32", **const}, {"ACC": acc_tl, "BLOCK_D": 128}),
+          "D": "i32", "NSEG": "i32", **const}, {"ACC": acc_tl, "BLOCK_D": 128}),
         (module, "_ema_apply_kernel",
          {"mean_ptr": f"*{dtype}", "sums_ptr": f"*{acc}", "D": "i32", "alpha_hi": "fp32", "alpha_lo": "fp32", **const},
          {"ACC": acc_tl, "BLOCK_D": 128}),

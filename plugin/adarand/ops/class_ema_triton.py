@@ -42,7 +42,7 @@ def _segment_sums_kernel(f_ptr, order_ptr, seg_ptr, partial_ptr, B, D, NSEG, ACC
 
 
 @triton.jit
-def _class_reduce_kernel(partial_ptr, seg_ptr, starts_ptr, ends_ptr, out_ptr, D, ACC: tl.constexpr,
+def _class_reduce_kernel(partial_ptr, seg_ptr, starts_ptr, ends_ptr, out_ptr, D, NSEG, ACC: tl.constexpr,
                          BLOCK_D: tl.constexpr):
     """out[c, :D] = sum of class c's segments in order (0 if absent); out[c, D] = n_c."""
     c = tl.program_id(0)
@@ -56,7 +56,7 @@ def _class_reduce_kernel(partial_ptr, seg_ptr, starts_ptr, ends_ptr, out_ptr, D,
     seg_hi = tl.load(seg_ptr + end - 1, mask=present, other=-1)
     acc = tl.zeros([BLOCK_D], dtype=ACC)
     for s in range(seg_lo, seg_hi + 1):
-        acc += tl.load(partial_ptr + s * D + cols, mask=col_mask, other=0.0)
+        acc += tl.load(partial_ptr + s * D + cols, mask=col_mask & (s < NSEG), other=0.0)
     row = out_ptr + c.to(tl.int64) * (D + 1)
     tl.store(row + cols, acc, mask=col_mask)
     tl.store(row + D, (end - start).to(ACC), mask=pid_d == 0)
@@ -121,7 +121,7 @@ def class_sums_triton(features, labels, num_classes):
     _segment_sums_kernel[(row_blocks, triton.cdiv(dim, block_d))](
         features, order, seg, partial, batch, dim, max_segments, ACC=acc_tl, BLOCK_R=BLOCK_R, BLOCK_D=block_d)
     _class_reduce_kernel[(num_classes, triton.cdiv(dim, block_d))](
-        partial, seg, starts, ends, out, dim, ACC=acc_tl, BLOCK_D=block_d)
+        partial, seg, starts, ends, out, dim, max_segments, ACC=acc_tl, BLOCK_D=block_d)
     return out
 
 
