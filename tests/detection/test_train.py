@@ -1,0 +1,142 @@
+"""End to end on the fake VOC tree: train, prior moves, checkpoints, resume, eval, CLI, stats."""
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from fake_voc import TRAIN_LAYOUTS
+from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
+
+import adarand
+from adarand.detection import AdaRandTrainer, compute_box_head_stats, prior_init
+from adarand.detection.voc import VOC_CLASSES
+
+PRIOR_KEYS = ("prior.mu", "prior.running_mean", "prior.sigma", "prior_optimizer.exp_avg",
+              "prior_optimizer.exp_avg_sq", "prior_optimizer.num_steps")
+
+
+def _train(cfg, resume=False):
+    cfg.freeze()
+    trainer = AdaRandTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    start_mu = trainer.model.roi_heads.regularizer.prior.mu.detach().clone()
+    trainer.train()
+    return trainer, start_mu
+
+
+def _prior_state(state_dict):
+    return {k: state_dict["roi_heads.regularizer." + k] for k in PRIOR_KEYS}
+
+
+@pytest.fixture(scope="module")
+def run(fake_voc, tmp_path_factory):
+    """4 iterations of AdaRand on the single-category split, checkpoints every 2."""
+    out = tmp_path_factory.mktemp("run")
+    trainer, start_mu = _train(tiny_cfg(out, max_iter=4))
+    return out, trainer, start_mu
+
+
+def test_training_adds_finite_loss_and_moves_the_prior(run):
+    out, trainer, start_mu = run
+    history = trainer.storage.history("loss_adarand").values()
+    assert len(history) == 4 and all(torch.isfinite(torch.tensor(v)) for v, _ in history)
+    assert all(v > 0 for v, _ in history)
+    assert len(trainer.storage.history("adarand/prior_loss").values()) == 4
+    reg = trainer.model.roi_heads.regularizer
+    assert not torch.equal(reg.prior.mu, start_mu)
+    assert int(reg.prior_optimizer.num_steps) == 4
+    stats = adarand.ClassStats.load(os.path.join(out, "adarand_stats.pt"), num_classes=20, feat_dim=64)
+    torch.testing.assert_close(start_mu, stats.mean)  # the prior started from the cached statistics
+
+
+def test_checkpoints_hold_the_prior(run):
+    out, trainer, _ = run
+    saved = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
+    live = trainer.model.state_dict()
+    for key, value in _prior_state(saved).items():
+        torch.testing.assert_close(value, live["roi_heads.regularizer." + key], msg=key)
+    assert int(saved["roi_heads.regularizer.prior_optimizer.num_steps"]) == 4
+    # Round trip into a fresh model through DetectionCheckpointer.
+    cfg = tiny_cfg(out)
+    fresh = build_model(cfg)
+    DetectionCheckpointer(fresh).load(os.path.join(out, "model_final.pth"))
+    for key, value in _prior_state(fresh.state_dict()).items():
+        torch.testing.assert_close(value, live["roi_heads.regularizer." + key], msg=key)
+    mid = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
+    assert mid["iteration"] == 1 and int(mid["model"]["roi_heads.regularizer.prior_optimizer.num_steps"]) == 2
+
+
+def test_resume_continues_the_run(run):
+    out, trainer, _ = run
+    final = _prior_state(trainer.model.state_dict())
+    with mock.patch.object(prior_init, "compute_box_head_stats", side_effect=AssertionError("recomputed")):
+        resumed, start_mu = _train(tiny_cfg(out, max_iter=6), resume=True)
+    assert resumed.start_iter == 4 and resumed.iter == 6  # iterations 4 and 5 ran
+    torch.testing.assert_close(start_mu, final["prior.mu"])  # restored, not re-initialised
+    assert int(resumed.model.roi_heads.regularizer.prior_optimizer.num_steps) == 6
+
+
+def test_multi_category_images_train_with_background(fake_voc, tmp_path):
+    cfg = tiny_cfg(tmp_path, max_iter=2, **{"DATASETS.TRAIN": ("voc_2012_seg_train",),
+                                           "MODEL.ADARAND.REGULARIZE_BACKGROUND": True})
+    trainer, start_mu = _train(cfg)
+    assert start_mu.shape == (21, 64)
+    assert all(torch.isfinite(torch.tensor(v)) for v, _ in trainer.storage.history("loss_adarand").values())
+    assert not torch.equal(trainer.model.roi_heads.regularizer.prior.mu, start_mu)
+
+
+def test_stats_count_every_gt_box_and_name_missing_classes(fake_voc, tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    model = build_model(cfg)
+    stats = compute_box_head_stats(cfg, model)
+    expected = torch.zeros(20, dtype=torch.long)
+    for names in TRAIN_LAYOUTS:
+        if len(set(names)) == 1:
+            for name in names:
+                expected[VOC_CLASSES.index(name)] += 1
+    assert torch.equal(stats.count, expected)
+    assert model.training  # mode restored
+    cfg.merge_from_list(["MODEL.ADARAND.STATS_MAX_IMAGES", "3"])
+    with pytest.raises(ValueError, match="'boat'"):
+        compute_box_head_stats(cfg, model)
+
+
+def test_missing_weights_and_stats_files_are_clear_errors(fake_voc, tmp_path):
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.STATS_FILE": str(tmp_path / "none.pt")})
+    model = build_model(cfg)
+    with pytest.raises(FileNotFoundError, match="none.pt"):
+        prior_init.init_prior(cfg, model)
+    from adarand.detection.trainer import check_weights
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS not found"):
+        check_weights(str(tmp_path / "w.pkl"))
+    with pytest.raises(RuntimeError, match="could not fetch MODEL.WEIGHTS"):
+        check_weights("http://127.0.0.1:9/model.pkl")
+
+
+def _cli(args, fake_voc):
+    env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", BASE_CONFIG,
+                           *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def test_cli_eval_only_prints_bbox_and_mask_ap(run, fake_voc):
+    out, _, _ = run
+    proc = _cli(["--eval-only", *tiny_opts(out / "eval"), "MODEL.WEIGHTS", str(out / "model_final.pth"),
+                 "DATASETS.TEST", "('voc_2012_seg_val',)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"], fake_voc)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    (out / "cli_eval.log").write_text(log)  # kept for debugging
+    assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log
+
+
+def test_cli_trains_with_overrides(fake_voc, tmp_path):
+    proc = _cli([*tiny_opts(tmp_path, max_iter=1), "MODEL.ADARAND.METHOD", "fnp",
+                 "DATASETS.TRAIN", "('voc_2007_det_trainval',)", "MODEL.MASK_ON", "False"], fake_voc)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "loss_adarand" in log and os.path.isfile(tmp_path / "model_final.pth")
+    assert not os.path.exists(tmp_path / "adarand_stats.pt")  # fnp needs no statistics
