@@ -205,14 +205,11 @@ def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator
     if features.numel() >= _MAX_ELEMENTS:
         raise ValueError(f"the fused target loss takes fewer than 2**31 elements; got {features.numel()}")
     features = features.contiguous()
-    if mu is None:
-        labels = sigma = None
-    else:
-        if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
-            raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
-        labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
-    if mu is None:
-        seed = None  # no noise without a prior
-    elif seed is None:
+    if mu is None:  # FNP: no labels, no noise
+        return _TargetLoss.apply(features, None, None, None, None, noise)
+    if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
+        raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
+    labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
+    if seed is None:
         seed = draw_seed(features.device, generator)
     return _TargetLoss.apply(features, labels, mu, sigma, seed, noise)
