@@ -122,8 +122,8 @@ def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
     const = {"ACC": "constexpr", "BLOCK_D": "constexpr"}
     compile_for_sm90([
         (module, "_segment_sums_kernel",
-         {"f_ptr": f"*{dtype}", "order_ptr": "*i64", "seg_ptr": "*i64", "partial_ptr": f"*{acc}", "B": "i32", "D": "i32",
-          "NSEG": "i32", "ACC": "constexpr", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
+         {"f_ptr": f"*{dtype}", "order_ptr": "*i64", "seg_ptr": "*i64", "partial_ptr": f"*{acc}", "B": "i32",
+          "D": "i32", "NSEG": "i32", "ACC": "constexpr", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
          {"ACC": acc_tl, "BLOCK_R": 32, "BLOCK_D": 128}),
         (module, "_class_reduce_kernel",
          {"partial_ptr": f"*{acc}", "seg_ptr": "*i64", "starts_ptr": "*i64", "ends_ptr": "*i64", "out_ptr": f"*{acc}",

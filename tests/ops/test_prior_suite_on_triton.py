@@ -18,4 +18,5 @@ def test_core_prior_suite_passes_on_the_triton_backend():
     env = dict(os.environ, ADARAND_BACKEND="triton", TRITON_INTERPRET="1")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
                             cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"core suite failed on the triton backend:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    assert result.returncode == 0, (f"core suite failed on the triton backend:\n"
+                                    f"{result.stdout[-6000:]}\n{result.stderr[-2000:]}")

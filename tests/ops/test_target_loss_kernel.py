@@ -164,13 +164,13 @@ def test_kernels_compile_for_sm90(compile_for_sm90):
         for has_mu in (True, False):
             flags = {"HAS_MU": has_mu, "NOISE": noise, **tiles}
             jobs.append((module, "_target_loss_fwd_kernel",
-                         {**args, "partial_ptr": "*fp32", "B": "i32", "D": "i32", **dict.fromkeys(flags, "constexpr")},
-                         flags))
-            jobs.append((module, "_target_loss_bwd_kernel",
-                         {**args, "grad_out_ptr": "*fp32", "grad_f_ptr": "*bf16", "B": "i32", "D": "i32", "scale": "fp32",
+                         {**args, "partial_ptr": "*fp32", "B": "i32", "D": "i32",
                           **dict.fromkeys(flags, "constexpr")}, flags))
-    jobs.append((module, "_noise_kernel", {"seed_ptr": "*i64", "out_ptr": "*fp32", "B": "i32", "D": "i32", "NOISE": "constexpr",
-                                           "BLOCK_B": "constexpr", "BLOCK_D": "constexpr"},
+            jobs.append((module, "_target_loss_bwd_kernel",
+                         {**args, "grad_out_ptr": "*fp32", "grad_f_ptr": "*bf16", "B": "i32", "D": "i32",
+                          "scale": "fp32", **dict.fromkeys(flags, "constexpr")}, flags))
+    jobs.append((module, "_noise_kernel", {"seed_ptr": "*i64", "out_ptr": "*fp32", "B": "i32", "D": "i32",
+                                           "NOISE": "constexpr", "BLOCK_B": "constexpr", "BLOCK_D": "constexpr"},
                  {"NOISE": 0, "BLOCK_B": 4, "BLOCK_D": 512}))
     compile_for_sm90(jobs)
 
