@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Class-wise box-head statistics of a pre-trained detector (AdaRand's prior, Eq. 9-10).
+
+    python tools/compute_prior.py --config-file configs/detection/<x>.yaml [--output stats.pt] [KEY VALUE ...]
+
+Loads MODEL.WEIGHTS, runs backbone -> ROIPooler on the GT boxes of DATASETS.TRAIN ->
+box head, and saves an ``adarand.ClassStats`` file (default: OUTPUT_DIR/adarand_stats.pt,
+the cache train_net.py looks for). Pass it to training as MODEL.ADARAND.STATS_FILE.
+"""
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, launch
+from detectron2.modeling import build_model
+from detectron2.utils import comm
+
+from adarand.detection import compute_box_head_stats, stats_path
+from adarand.detection.trainer import check_weights
+from train_net import setup
+
+
+def main(args):
+    cfg = setup(args)
+    model = build_model(cfg)
+    check_weights(cfg.MODEL.WEIGHTS)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    stats = compute_box_head_stats(cfg, model)
+    path = args.output or stats_path(cfg)
+    if comm.is_main_process():
+        stats.save(path)
+        print(f"saved class statistics of {stats.num_classes} classes x {stats.feat_dim} features "
+              f"({int(stats.count.sum())} boxes) to {path}")
+
+
+if __name__ == "__main__":
+    parser = default_argument_parser()
+    parser.add_argument("--output", default="", help="statistics file (default: OUTPUT_DIR/adarand_stats.pt)")
+    args = parser.parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
