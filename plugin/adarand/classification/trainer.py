@@ -134,7 +134,7 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
         run.reg.init_from_stats(class_stats(cfg, run.model, run.data, device, rank, size))
     last = os.path.join(out, "last.pth")
     if resume and os.path.isfile(last):
-        run.restore(load_checkpoint(last, map_location=device))
+        run.restore(load_checkpoint(last))  # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
     else:
         seed_all(cfg.SEED + rank)  # each rank draws its own noise and augmentation
         run.generator.manual_seed(cfg.SEED + rank)
