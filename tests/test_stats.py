@@ -60,3 +60,21 @@ def test_save_load_round_trip_with_metadata(tmp_path):
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an AdaRand class-statistics file"):
         ClassStats.load(tmp_path / "other.pt")
+
+
+def test_missing_classes_allowed_on_request_get_zero_rows_that_never_move():
+    from adarand import ClassStatsAccumulator, build_regularizer
+
+    acc = ClassStatsAccumulator(C)
+    features = torch.randn(6, D)
+    acc.update(features, torch.tensor([0, 0, 2, 2, 2, 0]))
+    stats = acc.finalize(allow_missing=True)
+    assert stats.count.tolist() == [3, 0, 3]
+    assert torch.equal(stats.mean[1], torch.zeros(D)) and torch.equal(stats.std[1], torch.zeros(D))
+    torch.testing.assert_close(stats.mean[2], features[2:5].mean(0))
+    reg = build_regularizer("adarand", num_classes=C, feat_dim=D)
+    reg.init_from_stats(stats)
+    for _ in range(3):
+        reg.step(torch.randn(4, D), torch.tensor([0, 2, 2, 0]))
+    assert torch.equal(reg.prior.mu[1], torch.zeros(D))  # the absent class's row stays zero
+    assert torch.isfinite(reg.prior.mu).all() and not torch.equal(reg.prior.mu[0], stats.mean[0])

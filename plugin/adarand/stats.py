@@ -40,12 +40,20 @@ class ClassStats:
         return self.mean.shape[1]
 
     @classmethod
-    def from_sums(cls, sums, sq_sums, counts, extractor="", meta=None):
-        """Build from float64 per-class sums (C x D), squared sums (C x D) and counts (C)."""
+    def from_sums(cls, sums, sq_sums, counts, extractor="", meta=None, allow_missing=False):
+        """Build from float64 per-class sums (C x D), squared sums (C x D) and counts (C).
+
+        A class without samples is an error, unless ``allow_missing``: then its mean and
+        std are 0. Such a class never appears as a label, so its prior row is never
+        sampled, and a zero row gets zero gradient from L_mean and L_dist: it stays put
+        and does not push the other classes.
+        """
         missing = (counts == 0).nonzero().flatten().tolist()
-        if missing:
+        if missing and not allow_missing:
             raise ValueError(f"no sample of class(es) {missing}: every class needs at least one sample")
-        per_class = counts.to(sums.dtype)[:, None]
+        if counts.sum() == 0:
+            raise ValueError("no sample of any class")
+        per_class = counts.clamp(min=1).to(sums.dtype)[:, None]
         mean = sums / per_class
         std = (sq_sums / per_class - mean.pow(2)).clamp(min=0).sqrt()
         total = counts.sum().to(sums.dtype)
@@ -123,11 +131,12 @@ class ClassStatsAccumulator:
         self.sq_sums.index_add_(0, labels, z * z)
         self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
 
-    def finalize(self, extractor="", meta=None) -> ClassStats:
+    def finalize(self, extractor="", meta=None, allow_missing=False) -> ClassStats:
+        """All-reduce (when distributed) and build the statistics; see ClassStats.from_sums."""
         if self.sums is None:
             raise ValueError("no features were seen: the data loader is empty")
         all_reduce_sum_(self.sums, self.sq_sums, self.counts)
-        return ClassStats.from_sums(self.sums, self.sq_sums, self.counts, extractor, meta)
+        return ClassStats.from_sums(self.sums, self.sq_sums, self.counts, extractor, meta, allow_missing)
 
 
 @torch.no_grad()
