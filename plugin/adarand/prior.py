@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .validation import check_features_labels, check_finite
+from .validation import check_features_labels, check_finite, check_labels
 
 
 def prior_alignment_loss(mu, running_mean, use_mean=True, use_dist=True):
@@ -130,8 +130,7 @@ class ClassConditionalPrior(nn.Module):
         """Eq. 8: ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` (B x D), never differentiable w.r.t. mu."""
         if not self.initialized:
             raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
-        check_features_labels(self.mu.new_empty(labels.shape[0], self.feat_dim), labels, self.num_classes,
-                              self.feat_dim, self.check_values)
+        check_labels(labels, labels.shape[0], self.num_classes, self.check_values)
         eps = ops.draw_noise((labels.shape[0], self.feat_dim), self.noise, self.mu.device, self.mu.dtype, generator)
         return self.mu.detach()[labels] + self.sigma[labels] * eps
 
