@@ -8,10 +8,15 @@ channels-last on a GPU, batch 8 in fp32 on a CPU.
 
 Time: methods are timed round-robin, one step each per round, so slow drifts of a shared
 machine hit every method alike; median over the timed rounds after warm-up rounds
-(CUDA synchronised around each step). Memory: on CUDA the peak allocated bytes of a
+(CUDA synchronised around each step); ratios use wall time on CUDA and the process's CPU
+time on a CPU, where torch runs one thread (``--threads``): a single-threaded process's
+CPU time is barely disturbed by other jobs, while idle OpenMP threads spin and inflate it
+when cores are oversubscribed. Memory: on CUDA the peak allocated bytes of a
 method's steps (``torch.cuda.max_memory_allocated`` after a reset); on a CPU each method
 runs a few steps in a fresh process and reports the growth of its peak RSS
-(``ru_maxrss`` after the steps minus the resident size before them) (tracemalloc does not see torch's allocator).
+(``ru_maxrss`` after the steps minus the resident size before them): this leaves out what
+the set-up holds (L2-SP's copy of the starting weights, DELTA's frozen network), which the
+CUDA figure includes (tracemalloc does not see torch's allocator).
 
     python tools/bench_cls_step.py [--batch 8] [--size 224] [--rounds 5] [--warmup 1]
         [--methods ft adarand ...] [--out benchmarks/cls_step.md]
@@ -86,17 +91,18 @@ class Setup:
 
 
 def timed(setup):
+    """(wall seconds, process CPU seconds over all threads) of one step."""
     if setup.device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     setup.step()
     if setup.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def time_methods(methods, device, batch, size, rounds, warmup):
-    """Median step time (s) per method, timed round-robin on one shared model."""
+    """Median (wall, CPU) step seconds per method, timed round-robin on one shared model."""
     setups = []
     for name, reg, base in methods:
         setups.append(Setup(name, reg, base, device, batch, size, model=setups[0].model if setups else None))
@@ -106,7 +112,8 @@ def time_methods(methods, device, batch, size, rounds, warmup):
             t = timed(s)
             if r >= warmup:
                 times[s.name].append(t)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+            for name, t in times.items()}
 
 
 def current_rss_kb():
@@ -115,8 +122,9 @@ def current_rss_kb():
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-def cpu_peak_child(method, batch, size, steps, queue):
+def cpu_peak_child(method, batch, size, steps, threads, queue):
     """Child process: set-up, then ``steps`` steps; peak-RSS growth in MB."""
+    torch.set_num_threads(threads)
     setup = Setup(*method, torch.device("cpu"), batch, size)
     before = current_rss_kb()
     for _ in range(steps):
@@ -124,7 +132,7 @@ def cpu_peak_child(method, batch, size, steps, queue):
     queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0)
 
 
-def peak_memory(methods, device, batch, size, steps):
+def peak_memory(methods, device, batch, size, steps, threads=1):
     """Peak MB per method (CUDA: allocated; CPU: peak RSS growth in a fresh process)."""
     out = {}
     for name, reg, base in methods:
@@ -142,7 +150,7 @@ def peak_memory(methods, device, batch, size, steps):
         else:
             ctx = mp.get_context("spawn")
             queue = ctx.Queue()
-            proc = ctx.Process(target=cpu_peak_child, args=((name, reg, base), batch, size, steps, queue))
+            proc = ctx.Process(target=cpu_peak_child, args=((name, reg, base), batch, size, steps, threads, queue))
             proc.start()
             out[name] = queue.get()
             proc.join()
@@ -157,6 +165,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=224, help="input side in pixels")
     parser.add_argument("--methods", nargs="*", default=[m[0] for m in METHODS],
                         help=f"subset of {[m[0] for m in METHODS]} (ft is always included)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (default 1, see above)")
     parser.add_argument("--out", default="benchmarks/cls_step.md")
     args = parser.parse_args(argv)
     unknown = set(args.methods) - {m[0] for m in METHODS}
@@ -165,25 +174,31 @@ def main(argv=None):
     methods = [m for m in METHODS if m[0] == "ft" or m[0] in args.methods]
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
+    if not cuda:
+        torch.set_num_threads(args.threads)
     batch, size = args.batch or (64 if cuda else 8), args.size
     rounds, warmup = args.rounds or (20 if cuda else 5), args.warmup or (5 if cuda else 1)
     step_s = time_methods(methods, device, batch, size, rounds, warmup)
-    memory = peak_memory(methods, device, batch, size, steps=2 if cuda else 1)
-    name = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    memory = peak_memory(methods, device, batch, size, steps=2 if cuda else 1, threads=args.threads)
+    name = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), {args.threads} torch thread(s)"
     mem_kind = "peak allocated MB" if cuda else "peak RSS growth MB"
     lines = [f"# Classification training step: ResNet-50, {size} px, batch {batch}, {NUM_CLASSES} classes",
              "", f"{name}; torch {torch.__version__}; {'bf16 autocast + channels-last' if cuda else 'fp32'}; "
              f"median of {rounds} round-robin steps after {warmup} warm-up; "
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-             f"prior backend {adarand.get_backend()}", "",
-             f"| method | step ms (p50) | time / FT | {mem_kind} | memory / FT |", "|---|---|---|---|---|"]
-    ft_t, ft_m = step_s["ft"], memory["ft"]
-    summary = {"device": name, "batch": batch, "size": size, "ft_step_ms": round(1e3 * ft_t, 2),
+             f"prior backend {adarand.get_backend()}; load average {os.getloadavg()[0]:.1f} at the end", "",
+             "Ratios use " + ("wall time" if cuda else "the process's CPU time (one torch thread), which a "
+                              "shared CPU disturbs far less than wall time"), "",
+             f"| method | step ms (p50) | CPU ms (p50) | time / FT | {mem_kind} | memory / FT |",
+             "|---|---|---|---|---|---|"]
+    ft_t, ft_m = step_s["ft"][0 if cuda else 1], memory["ft"]
+    summary = {"device": name, "batch": batch, "size": size, "ft_step_ms": round(1e3 * step_s["ft"][0], 2),
                "ft_peak_mb": round(ft_m, 1)}
     for method, *_ in methods:
-        t, m = step_s[method], memory[method]
+        (wall, cpu), m = step_s[method], memory[method]
+        t = wall if cuda else cpu
         mem_ratio = m / ft_m if ft_m > 0 else float("nan")
-        lines.append(f"| {method} | {1e3 * t:.1f} | {t / ft_t:.3f}x | {m:.0f} | {mem_ratio:.3f}x |")
+        lines.append(f"| {method} | {1e3 * wall:.1f} | {1e3 * cpu:.1f} | {t / ft_t:.3f}x | {m:.0f} | {mem_ratio:.3f}x |")
         summary[f"{method}_time_ratio"] = round(t / ft_t, 4)
         summary[f"{method}_mem_ratio"] = round(mem_ratio, 4)
     text = "\n".join(lines) + "\n"
