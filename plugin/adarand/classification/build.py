@@ -114,10 +114,6 @@ def build_regularizer(cfg, num_classes, feat_dim, total_steps):
     values = {"lam": r.LAMBDA, "alpha": r.ALPHA, "prior_lr": r.PRIOR_LR, "total_steps": total_steps,
               "ratio": r.PTR_RATIO, "target_scale": r.PTR_TARGET_SCALE, "threshold": r.PTR_THRESHOLD,
               "loss": r.PTR_LOSS}
-    if r.NAME == "ptr":
-        # Workaround: ClassConditionalPrior.sample value-checks uninitialised memory (new_empty) and can
-        # fail at random on CPU; reported for the core. Shapes are still checked.
-        values["check_values"] = False
     accepted = adarand.regularizer_options(r.NAME)
     return adarand.build_regularizer(r.NAME, num_classes, feat_dim, **{k: v for k, v in values.items() if k in accepted})
 
