@@ -140,3 +140,16 @@ def test_cli_trains_with_overrides(fake_voc, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "loss_adarand" in log and os.path.isfile(tmp_path / "model_final.pth")
     assert not os.path.exists(tmp_path / "adarand_stats.pt")  # fnp needs no statistics
+
+
+def test_cli_compute_prior_writes_the_statistics(run, fake_voc, tmp_path):
+    out, _, _ = run
+    env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compute_prior.py"), "--config-file",
+                           BASE_CONFIG, "--output", str(tmp_path / "stats.pt"), *tiny_opts(tmp_path),
+                           "MODEL.WEIGHTS", str(out / "model_final.pth")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    stats = adarand.ClassStats.load(str(tmp_path / "stats.pt"), num_classes=20, feat_dim=64)
+    cached = adarand.ClassStats.load(os.path.join(out, "adarand_stats.pt"))
+    assert torch.equal(stats.count, cached.count)
