@@ -19,7 +19,7 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/quickstart.py
+	$(PY) tools/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

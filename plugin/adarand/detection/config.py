@@ -21,6 +21,10 @@ def add_adarand_config(cfg):
     # False: regularize foreground ROIs only (the paper). True: also background ROIs, as an
     # extra class with index NUM_CLASSES (the prior then has NUM_CLASSES + 1 classes).
     cfg.MODEL.ADARAND.REGULARIZE_BACKGROUND = False
+    # A class with no ground-truth box in DATASETS.TRAIN is an error (False), or gets a zero
+    # prior row that is never sampled and never moves (True: for a target set covering only
+    # part of the label space, such as the offline demo's 3 of VOC's 20 classes).
+    cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES = False
     # Images used to compute the statistics (0 = the whole training set).
     cfg.MODEL.ADARAND.STATS_MAX_IMAGES = 0
     # PtR only: R (gradient-norm ratio), m (targets ~ U[0, 2m)), T (CE threshold that

@@ -71,14 +71,16 @@ def compute_box_head_stats(cfg, model, loader=None):
         model.train(was_training)
     try:
         return acc.finalize(extractor=f"{cfg.MODEL.META_ARCHITECTURE} box head ({cfg.MODEL.WEIGHTS or 'random init'})",
-                            meta={"datasets": list(cfg.DATASETS.TRAIN)})
+                            meta={"datasets": list(cfg.DATASETS.TRAIN)},
+                            allow_missing=cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES)
     except ValueError:
         if acc.counts is None:
             raise
         names = list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", [])) + ["background"]
         missing = [names[i] if i < len(names) else str(i) for i in (acc.counts == 0).nonzero().flatten().tolist()]
         raise ValueError(f"no ground-truth box of class(es) {missing} in {list(cfg.DATASETS.TRAIN)}: every class "
-                         "needs at least one to initialise the prior (fix ROI_HEADS.NUM_CLASSES or the data)") from None
+                         "needs at least one to initialise the prior (fix ROI_HEADS.NUM_CLASSES or the data, or set "
+                         "MODEL.ADARAND.ALLOW_MISSING_CLASSES True)") from None
 
 
 def stats_path(cfg):
