@@ -18,10 +18,11 @@ CUDA it says so and exits 0.
 import argparse
 import datetime
 import json
-import os
 import sys
 
 import torch
+
+from bench_common import write_report
 
 SHAPES = {"cars": (64, 196, 2048, None), "det": (8192, 20, 1024, 0.9)}  # B, C, D, share of the dominant class
 OPS = ("target_fwd", "target_fwd_bwd", "class_sums", "ema_apply", "prior_step")
@@ -181,12 +182,7 @@ def main():
               f"features {args.dtype}, torch {torch.__version__}, triton {triton.__version__}, {stamp}.\n"
               f"Shapes: {shapes}. DRAM peak {summary['dram_peak_tbps']} TB/s. Bandwidth counts the minimum bytes "
               f"an op must move (features, labels, the prior rows in use, outputs) over the median time.\n\n{table}\n")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(report)
-    print(table)
-    print(f"written to {args.out}")
-    print(json.dumps(summary))
+    write_report(args.out, report, table, summary)
     return 0
 
 

@@ -16,7 +16,6 @@ Prints a table, writes it to --out, and prints the key figures as one JSON line 
 """
 import argparse
 import datetime
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -27,6 +26,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from bench_common import write_report
 
 SHAPES = {"cars-r50": (64, 196, 2048), "imagenet-vitb": (64, 1000, 768)}
 
@@ -164,12 +165,7 @@ def main():
               f"update), measured by `tools/bench_prior.py` on {device_label}, torch {torch.__version__}, {stamp}.\n"
               f"Peak MB: {'CUDA peak allocated' if args.device == 'cuda' else 'growth of peak RSS over set-up'} "
               f"(each provider in its own process).\n\n{table}\n")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(report)
-    print(table)
-    print(f"written to {args.out}")
-    print(json.dumps(summary))
+    write_report(args.out, report, table, summary)
 
 
 if __name__ == "__main__":

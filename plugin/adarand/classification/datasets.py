@@ -70,15 +70,8 @@ class _Concat(ConcatDataset):
         _describe(self, [t for p in parts for t in p.targets], parts[0].classes)
 
 
-class _FixedClassFolder(Dataset):
-    """An ``ImageFolder`` whose class -> index map is given instead of derived from the folders."""
-
-    def __init__(self, directory, class_to_idx, transform=None):
-        from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
-
-        present = {c: i for c, i in class_to_idx.items() if (Path(directory) / c).is_dir()}
-        self.samples = make_dataset(str(directory), present, extensions=IMG_EXTENSIONS)
-        self.loader, self.transform = default_loader, transform
+class _ImageList(Dataset):
+    """(image path, label) pairs in ``self.samples``, read with ``self.loader``, transformed lazily."""
 
     def __len__(self):
         return len(self.samples)
@@ -87,6 +80,17 @@ class _FixedClassFolder(Dataset):
         path, label = self.samples[index]
         image = self.loader(path)
         return (self.transform(image) if self.transform else image), label
+
+
+class _FixedClassFolder(_ImageList):
+    """An ``ImageFolder`` whose class -> index map is given instead of derived from the folders."""
+
+    def __init__(self, directory, class_to_idx, transform=None):
+        from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
+
+        present = {c: i for c, i in class_to_idx.items() if (Path(directory) / c).is_dir()}
+        self.samples = make_dataset(str(directory), present, extensions=IMG_EXTENSIONS)
+        self.loader, self.transform = default_loader, transform
 
 
 def _folder(directory, classes, transform, class_to_idx=None):
@@ -207,7 +211,7 @@ def _read_index(path):
     return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
 
 
-class _CUB(Dataset):
+class _CUB(_ImageList):
     """CUB-200-2011 from its index files: images.txt, train_test_split.txt (1 = train),
     image_class_labels.txt (1-based class ids) and classes.txt."""
 
@@ -228,14 +232,6 @@ class _CUB(Dataset):
         classes = [names[k].strip() for k in sorted(names, key=int)]
         self.loader, self.transform = default_loader, transform
         _describe(self, [y for _, y in self.samples], classes)
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        path, label = self.samples[index]
-        image = self.loader(path)
-        return (self.transform(image) if self.transform else image), label
 
 
 def _imagenet(root, split, transform):
