@@ -101,9 +101,9 @@ def detection(out, iters):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_output")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="more seeds give mean ± std (each costs ~8 min)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cls-epochs", type=int, default=8)
-    parser.add_argument("--det-iters", type=int, default=40)
+    parser.add_argument("--det-iters", type=int, default=60)
     parser.add_argument("--skip", choices=["classification", "detection"], nargs="*", default=[])
     args = parser.parse_args()
     out = os.path.abspath(args.out)
