@@ -103,7 +103,7 @@ def step(model, optimizer, batch):
     heads = model.roi_heads
     if hasattr(heads, "regularizer"):
         features, labels = heads.pop_regularized()
-        kept_rows[0] = labels.numel()
+        kept_rows[0] = int((labels != adarand.IGNORE_INDEX).sum())
         heads.regularizer.step(features, labels)
     sync()
     return time.perf_counter() - start, saved[0]

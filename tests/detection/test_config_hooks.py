@@ -4,6 +4,7 @@ import os
 from unittest import mock
 
 import pytest
+import torch
 from detectron2.config import get_cfg
 from tiny import REPO
 
@@ -63,7 +64,9 @@ def _fake_trainer(model, iters):
 def test_hook_period(period, epoch_iters, steps, epochs):
     heads = mock.Mock()
     heads.regularizer.step.return_value = None
-    heads.pop_regularized.return_value = ("f", "y")
+    kept = (torch.ones(2, 3), torch.tensor([0, -100]))
+    heads.pop_regularized.return_value = kept
+    heads.regularizer.num_classes = 2
     model = mock.Mock(spec=["module"])
     model.module = mock.Mock(roi_heads=heads)  # a DDP-wrapped model
     hook = AdaRandPriorHook(period, epoch_iters)
@@ -75,7 +78,7 @@ def test_hook_period(period, epoch_iters, steps, epochs):
     assert heads.regularizer.step.call_count == steps
     assert heads.regularizer.on_epoch_end.call_count == epochs
     if steps:
-        heads.regularizer.step.assert_called_with("f", "y")
+        heads.regularizer.step.assert_called_with(*kept)
 
 
 def test_hook_ignores_models_without_adarand_heads():

@@ -4,8 +4,10 @@ In training, the box-head features ``f_i`` of the sampled proposals whose matche
 ``y_i`` is foreground (and background, class index NUM_CLASSES, when
 ``MODEL.ADARAND.REGULARIZE_BACKGROUND``) give ``loss_adarand = lambda * mean_{i,d}
 (f_id - r_id)^2`` with ``r_i ~ N(mu_{y_i}, sigma_{y_i}^2)`` (or the chosen method's term).
-The regularized rows are kept, detached, for :class:`AdaRandPriorHook`, which steps the
-prior after the optimizer step. The regularizer is a submodule, so its whole state
+The other rows are not removed (a boolean-mask selection would sync the device with the
+host every step): their labels become ``adarand.IGNORE_INDEX``, which the regularizer
+skips. All rows are kept, detached, for :class:`AdaRandPriorHook`, which steps the prior
+after the optimizer step and logs the regularized ROIs' count and feature norm. The regularizer is a submodule, so its whole state
 (prior, prior optimizer) is in every model checkpoint.
 """
 import math
@@ -15,9 +17,8 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes
-from detectron2.utils.events import get_event_storage
 
-from adarand import build_regularizer
+from adarand import IGNORE_INDEX, build_regularizer
 
 from .config import regularizer_kwargs
 
@@ -53,23 +54,22 @@ class AdaRandROIHeads(StandardROIHeads):
         return ret
 
     def pop_regularized(self):
-        """(features, labels) regularized in the last training forward (detached), then forget them."""
+        """(features, labels) of every sampled ROI in the last training forward (detached), then forget them.
+
+        Rows of classes that are not regularized carry the label ``IGNORE_INDEX``.
+        """
         kept, self._kept = self._kept, None
         return kept
 
     def regularization_loss(self, box_features, class_logits, proposals):
-        """``loss_adarand`` over the sampled ROIs of the regularized classes."""
+        """``loss_adarand`` over the sampled ROIs of the regularized classes (the others labelled IGNORE_INDEX)."""
         labels = cat([p.gt_classes for p in proposals], dim=0)
         keep = labels <= self.num_classes if self.regularize_background else labels < self.num_classes
-        features = box_features.flatten(1)[keep]
-        labels = labels[keep]
-        loss = self.regularizer(features, labels, logits=class_logits[keep],
+        labels = torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX))
+        features = box_features.flatten(1)
+        loss = self.regularizer(features, labels, logits=class_logits,
                                 classifier_weight=self.box_predictor.cls_score.weight)
-        self._kept = (features.detach(), labels.detach())
-        storage = get_event_storage()
-        storage.put_scalar("adarand/num_rois", labels.numel())
-        if labels.numel():
-            storage.put_scalar("adarand/feature_norm", features.detach().norm(dim=1).mean())
+        self._kept = (features.detach(), labels)
         return loss
 
     def _forward_box(self, features, proposals):
