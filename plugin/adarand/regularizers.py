@@ -22,7 +22,7 @@ from .diagnostics import ce_feature_grad_norm
 from .ops.target_loss import accumulation_dtype
 from .prior import ClassConditionalPrior
 from .prior_optim import PriorAdam
-from .validation import check_features_labels
+from .validation import check_features_labels, check_hyperparameter, check_logits_head
 
 
 class Regularizer(nn.Module):
@@ -32,6 +32,9 @@ class Regularizer(nn.Module):
 
     def __init__(self, num_classes: int, feat_dim: int, lam: float = 1.0, check_values=None):
         super().__init__()
+        if int(num_classes) < 1 or int(feat_dim) < 1:
+            raise ValueError(f"num_classes and feat_dim must be positive; got {num_classes}, {feat_dim}")
+        lam = check_hyperparameter("lam", lam)
         self.num_classes, self.feat_dim, self.lam, self.check_values = num_classes, feat_dim, lam, check_values
 
     def extra_repr(self):
@@ -42,7 +45,8 @@ class Regularizer(nn.Module):
         return features.new_zeros((), dtype=torch.float32)
 
     def step(self, features, labels):
-        """Update after the model's optimizer step (nothing for this method)."""
+        """Update after the model's optimizer step (nothing for this method but the input checks)."""
+        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
 
     def on_epoch_end(self):
         """Close an epoch (nothing for this method)."""
@@ -108,11 +112,13 @@ class AdaRand(RandomTargetRegression):
         super().__init__(num_classes, feat_dim, "class-conditional", lam, alpha, check_values)
         if not (use_mean or use_dist):
             raise ValueError("AdaRand needs at least one of use_mean / use_dist")
+        prior_lr = check_hyperparameter("prior_lr", prior_lr, positive=True)
         self.use_mean, self.use_dist = use_mean, use_dist
         self.prior_optimizer = PriorAdam((num_classes, feat_dim), lr=prior_lr, total_steps=total_steps)
 
     def step(self, features, labels):
         """EMA of the class means, then one prior update; returns the prior loss (detached)."""
+        super().step(features, labels)
         if self.use_mean:
             self.prior.update_running_mean(features, labels)
         with torch.enable_grad():
@@ -140,6 +146,9 @@ class PtR(Regularizer):
         super().__init__(num_classes, feat_dim, lam, check_values)
         if loss not in self.LOSSES:
             raise ValueError(f"unknown PtR loss {loss!r}; choose one of {self.LOSSES}")
+        ratio = check_hyperparameter("ratio", ratio, positive=True)
+        target_scale = check_hyperparameter("target_scale", target_scale, positive=True)
+        threshold = check_hyperparameter("threshold", threshold)
         self.ratio, self.threshold, self.loss = ratio, threshold, loss
         self.prior = ClassConditionalPrior(num_classes, feat_dim, noise="uniform", check_values=check_values)
         self.prior.init_uniform(0.0, 2.0 * target_scale)
@@ -161,9 +170,8 @@ class PtR(Regularizer):
         return per_sample, grad
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
-        if logits is None or classifier_weight is None:
-            raise ValueError("ptr needs the logits and the classifier weight (K x D) of the linear head")
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        check_logits_head(logits, classifier_weight, features.shape[0], self.num_classes, self.feat_dim)
         active = ops.active_rows(labels, self.num_classes)
         count = active.sum()
         y = ops.safe_labels(labels, active)
