@@ -7,12 +7,11 @@ Loads MODEL.WEIGHTS, runs backbone -> ROIPooler on the GT boxes of DATASETS.TRAI
 box head, and saves an ``adarand.ClassStats`` file (default: OUTPUT_DIR/adarand_stats.pt,
 the cache train_net.py looks for). Pass it to training as MODEL.ADARAND.STATS_FILE.
 """
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
-from adarand.detection import compute_box_head_stats, stats_path
+from adarand.detection import SafeDetectionCheckpointer, compute_box_head_stats, stats_path
 from adarand.detection.trainer import check_weights
 from train_net import setup
 
@@ -21,7 +20,7 @@ def main(args):
     cfg = setup(args)
     model = build_model(cfg)
     check_weights(cfg.MODEL.WEIGHTS)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    SafeDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     stats = compute_box_head_stats(cfg, model)
     path = args.output or stats_path(cfg)
     if comm.is_main_process():

@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from adarand.files import load_torch  # noqa: E402
+
 PANELS = [("feature_norm", "feature norm"), ("feature_entropy", "feature entropy H(Z)"),
           ("ce_grad_norm", "CE gradient norm"), ("mutual_information", "I(Z; Y)")]
 
@@ -77,7 +79,7 @@ def plot_pca(run_dirs, labels, path):
         file = os.path.join(run_dir, "features_test.pt")
         if not os.path.isfile(file):
             raise FileNotFoundError(f"{run_dir}: no features_test.pt (the run has not finished)")
-        saved = torch.load(file, map_location="cpu")
+        saved = load_torch(file, what="features file")
         xy = pca_2d(saved["features"])
         ax.scatter(xy[:, 0], xy[:, 1], c=saved["labels"].numpy(), cmap="tab10", s=6)
         ax.set_title(label)

@@ -10,6 +10,7 @@ SOLVER.BATCH_SIZE is the total over all processes.
 """
 import argparse
 import json
+import logging
 
 import torch.distributed as dist
 
@@ -30,6 +31,7 @@ def get_args_parser():
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     cfg = load_cfg(args.config_file, args.opts)
     try:
         results = eval_only(cfg) if args.eval_only else fit(cfg, resume=args.resume, progress=not args.no_progress)

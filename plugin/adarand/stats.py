@@ -6,8 +6,6 @@ counts (never the means) are all-reduced, so every rank gets the statistics of t
 whole dataset. Standard deviations are population ones (divide by N): a class seen
 once has std 0, so its prior draws exactly its one feature vector.
 """
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .ops.target_loss import IGNORE_INDEX
 from .distributed import all_reduce_sum_
+from .files import load_torch, save_torch
 from .validation import check_finite
 
 FORMAT_VERSION = 1
@@ -74,29 +73,20 @@ class ClassStats:
         }
 
     def save(self, path) -> None:
-        """Write atomically (temporary file, then rename): a crash never leaves half a file."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".stats-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.to_dict(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        """Write atomically (unique temporary file, fsync, rename): a crash never leaves half a file."""
+        save_torch(self.to_dict(), path)
 
     @classmethod
     def load(cls, path, num_classes=None, feat_dim=None) -> "ClassStats":
         """Read a file written by :meth:`save`, checking C and D when given."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"class statistics file not found: {path}")
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_torch(path, what="class statistics file")
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path} is not an AdaRand class-statistics file (format {FORMAT_VERSION})")
-        stats = cls(data["mean"], data["std"], data["count"], data["global_mean"], data["global_std"],
-                    data["extractor"], data["meta"])
+        try:
+            stats = cls(data["mean"], data["std"], data["count"], data["global_mean"], data["global_std"],
+                        data["extractor"], data["meta"])
+        except KeyError as err:
+            raise ValueError(f"{path}: class-statistics file without the entry {err}") from None
         for name, want, got in (("num_classes", num_classes, stats.num_classes), ("feat_dim", feat_dim, stats.feat_dim)):
             if want is not None and want != got:
                 raise ValueError(f"{path}: statistics have {name}={got}, expected {want}")

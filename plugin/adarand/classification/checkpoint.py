@@ -1,27 +1,35 @@
-"""Atomic checkpoints and the random-number-generator state they carry.
+"""Checkpoints of the classification trainer and the random-number-generator state they carry.
 
-A checkpoint is written to ``<path>.tmp`` and moved over ``<path>`` with ``os.replace``,
-so a run killed mid-write leaves the previous checkpoint intact.
+Checkpoints are written with :func:`adarand.files.save_torch` (unique temporary file,
+fsync, rename: a run killed mid-write leaves the previous checkpoint intact) and read with
+:func:`adarand.files.load_torch` (``weights_only=True``: nothing in a checkpoint can execute
+code). RNG states are stored as tensors and plain Python types for that reason.
 """
-import os
 import random
 
 import numpy as np
 import torch
 
+from adarand.files import load_torch
 
-def atomic_save(obj, path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then rename over it."""
-    tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+
+def _numpy_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
 
 
 def rng_state(loader_generator=None) -> dict:
     """Python, NumPy, torch (CPU and every CUDA device) and DataLoader generator states."""
+    version, internal, gauss_next = random.getstate()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -32,8 +40,9 @@ def rng_state(loader_generator=None) -> dict:
 
 def set_rng_state(state: dict, loader_generator=None) -> None:
     """Inverse of :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    _set_numpy_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -42,7 +51,8 @@ def set_rng_state(state: dict, loader_generator=None) -> None:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint written by this trainer, with a clear error when it is missing."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """Read a checkpoint written by this trainer (weights_only=True; errors name the file)."""
+    ckpt = load_torch(path, what="checkpoint", map_location=map_location)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a checkpoint of the classification trainer (no 'model' entry)")
+    return ckpt

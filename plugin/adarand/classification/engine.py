@@ -3,10 +3,12 @@
 One step (Eq. 1): ``features, logits = model.forward_features(x)``;
 ``loss = CE(logits, y) + reg(features, y) + baseline``; model optimizer step; then
 ``reg.step(features, y)`` (running means + prior update). ``reg.on_epoch_end()`` closes
-each epoch. Running sums stay on the device; values are read back only every
-``LOG_PERIOD`` steps for the progress bar and once at the end of the epoch.
+each epoch. Running sums and the divergence flags (:class:`adarand.finite_guard.FiniteGuard`)
+stay on the device; values are read back only every ``LOG_PERIOD`` steps (progress bar,
+divergence check) and once at the end of the epoch.
 """
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 
@@ -15,6 +17,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
+
+from adarand.finite_guard import FiniteGuard, check_finite_weights
 
 from . import datasets
 
@@ -100,25 +104,56 @@ def set_train_mode(cfg, net, baseline):
         baseline.train()
 
 
-def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True):
-    """One pass over ``loader``; returns the epoch means over all ranks and the train time."""
+LOSS_TERMS = ("loss", "ce", "regularizer", "baseline")
+
+
+def new_guard(device):
+    """Divergence flags of the loss terms of :func:`train_step`."""
+    return FiniteGuard(LOSS_TERMS, device)
+
+
+def check_diverged(guard, model, where):
+    """``FloatingPointError`` when a loss term or a weight went non-finite (one read-back)."""
+    guard.check(where)
+    check_finite_weights(model, where)
+
+
+def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True,
+                    guard=None):
+    """One pass over ``loader``; returns the epoch means over all ranks and the train time.
+
+    ``guard`` (:func:`new_guard`) records non-finite loss terms; it is checked every
+    ``LOG_PERIOD`` steps and at the end of the epoch (``FloatingPointError``).
+    """
+    guard = guard if guard is not None else new_guard(device)
+    where = f"epoch {epoch + 1}"
     set_train_mode(cfg, net, baseline)
     sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, ce, reg, baseline, correct, count
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}", disable=not progress, leave=False)
     start = time.perf_counter()
     for step, (images, labels) in enumerate(bar):
         images, labels = to_device(cfg, images, labels, device)
-        loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, baseline, images, labels,
-                                                           optimizer, scaler)
+        try:
+            loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, baseline, images, labels,
+                                                               optimizer, scaler)
+        except ValueError:  # e.g. the regularizer's NaN-feature check: name the divergence that caused it
+            check_diverged(guard, model, where)
+            raise
+        guard.update(epoch * len(loader) + step, loss, ce, reg_loss, base_loss)
         accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels)
-        if progress and step % cfg.LOG_PERIOD == 0:
-            s = sums.tolist()
-            bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")
+        if step % cfg.LOG_PERIOD == 0:
+            guard.check(where)
+            if progress:
+                s = sums.tolist()
+                bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")
+    check_diverged(guard, model, where)
     reg.on_epoch_end()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     s = all_reduce_(sums).tolist()
+    if not all(math.isfinite(v) for v in s[:4]):  # another process diverged (its own check names the term)
+        raise FloatingPointError(f"training diverged ({where}): non-finite epoch loss sums {s[:4]} over all processes")
     count = max(s[5], 1.0)
     return {"train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
             "train_baseline": s[3] / count, "train_top1": s[4] / count,

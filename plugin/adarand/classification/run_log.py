@@ -2,6 +2,8 @@
 import json
 import os
 
+from adarand.files import append_line, write_text
+
 
 class RunLog:
     """Writes on rank 0 only. ``history`` (the records of earlier epochs, from a checkpoint)
@@ -14,10 +16,7 @@ class RunLog:
         self.writer = None
         if not enabled:
             return
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in self.history)
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.history))
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional: metrics.jsonl holds the same numbers
@@ -28,8 +27,7 @@ class RunLog:
         self.history.append(record)
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
         if self.writer is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)):
@@ -39,14 +37,6 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def write_json(path, obj) -> None:
-    """Atomic JSON write."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def read_jsonl(path) -> list:

@@ -1,10 +1,12 @@
 """The fit loop: set-up, class statistics, epochs, checkpoints, resume, final test.
 
-Files in ``cfg.OUTPUT_DIR``: ``config.yaml`` (resolved config), ``class_stats.pt``
-(pre-trained class statistics, reused on resume), ``last.pth`` (everything needed to
+Files in ``cfg.OUTPUT_DIR``: ``.lock`` (held while a process uses the directory),
+``config.yaml`` (resolved config), ``class_stats.pt`` (pre-trained class statistics with
+the identity of what produced them, reused when it matches), ``last.pth`` (everything needed to
 resume, written atomically each epoch), ``best.pth`` (model of the best validation
 epoch), ``metrics.jsonl`` + ``tensorboard/`` (per epoch), ``features_test.pt`` (test
-features of the best model, for PCA), ``results.json``.
+features of the best model, for PCA), ``results.json``. A directory holds one run: a
+new (non-resume) run refuses a directory that holds another run's checkpoint.
 """
 import os
 import random
@@ -15,12 +17,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import adarand
+from adarand.files import claim_output_dir, save_torch, write_json, write_text
+from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build
 from .baselines import build_baseline
-from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from .engine import FeaturesAndLogits, evaluate, train_one_epoch, world
-from .run_log import RunLog, write_json
+from .checkpoint import load_checkpoint, rng_state, set_rng_state
+from .engine import FeaturesAndLogits, check_diverged, evaluate, new_guard, train_one_epoch, world
+from .run_log import RunLog
+
+CHECKPOINTS = ("last.pth", "best.pth")  # a directory holding one of them holds a run
 
 
 def setup_distributed():
@@ -50,18 +56,27 @@ def _gather_objects(obj):
     return out
 
 
+def stats_identity(cfg, model, data):
+    """What the class statistics depend on: extractor, its weights, the images and their transform."""
+    d = cfg.DATASET
+    return {"trainer": "classification", "backbone": cfg.MODEL.BACKBONE, "weights": cfg.MODEL.WEIGHTS,
+            "checkpoint_format": cfg.MODEL.CHECKPOINT_FORMAT, "weights_sha256": state_dict_digest(model.backbone),
+            "dataset": d.NAME, "root": os.path.abspath(d.ROOT), "split": "train", "fraction": d.FRACTION,
+            "val_fraction": d.VAL_FRACTION, "split_seed": d.SEED, "num_images": len(data.train_eval),
+            "transform": repr(data.train_eval.transform)}
+
+
 def class_stats(cfg, model, data, device, rank, size):
-    """Pre-trained class statistics over the training split (eval mode, eval transforms), cached."""
-    path = os.path.join(cfg.OUTPUT_DIR, "class_stats.pt")
-    if os.path.isfile(path):
-        return adarand.ClassStats.load(path, num_classes=data.num_classes, feat_dim=model.feat_dim)
-    model.eval()
-    loader = build.eval_loader(cfg, data.train_eval, rank, size)
-    stats = adarand.compute_class_stats(model.features, loader, data.num_classes, device=device,
-                                        name=cfg.MODEL.BACKBONE, progress=rank == 0)
-    if rank == 0:
-        stats.save(path)
-    return stats
+    """Pre-trained class statistics over the training split (eval mode, eval transforms), cached in
+    OUTPUT_DIR/class_stats.pt and reused only when produced by the same extractor, weights and data."""
+    def compute():
+        model.eval()
+        loader = build.eval_loader(cfg, data.train_eval, rank, size)
+        return adarand.compute_class_stats(model.features, loader, data.num_classes, device=device,
+                                           name=cfg.MODEL.BACKBONE, progress=rank == 0)
+
+    return load_or_compute_stats(os.path.join(cfg.OUTPUT_DIR, "class_stats.pt"), stats_identity(cfg, model, data),
+                                 compute, num_classes=data.num_classes, feat_dim=model.feat_dim, save=rank == 0)
 
 
 class Run:
@@ -96,6 +111,7 @@ class Run:
         self.scheduler = build.build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.AMP == "fp16")
         self.start_epoch, self.best_top1, self.best_epoch, self.history = 0, -1.0, -1, []
+        self.guard = new_guard(device)  # divergence flags, on the device
 
     def checkpoint(self, epoch):
         rngs = _gather_objects(rng_state(self.generator))
@@ -125,10 +141,9 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
     device = setup_distributed()
     rank, size = world()
     out = cfg.OUTPUT_DIR
-    os.makedirs(out, exist_ok=True)
     if rank == 0:
-        with open(os.path.join(out, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
+        claim_output_dir(out, resume, CHECKPOINTS)  # refuses another run's directory; held until exit
+        write_text(os.path.join(out, "config.yaml"), cfg.dump())
     run = Run(cfg, device)
     if run.reg.needs_stats:
         run.reg.init_from_stats(class_stats(cfg, run.model, run.data, device, rank, size))
@@ -143,7 +158,8 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
         run.train_loader.sampler.set_epoch(epoch)
         record = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
         record.update(train_one_epoch(cfg, run.net, run.model, run.reg, run.baseline, run.train_loader,
-                                      run.optimizer, run.scaler, device, epoch, progress and rank == 0))
+                                      run.optimizer, run.scaler, device, epoch, progress and rank == 0,
+                                      guard=run.guard))
         run.scheduler.step()
         ev = evaluate(cfg, run.model, run.eval_loader, run.data.num_classes, device,
                       keep_features=cfg.DIAGNOSTICS, progress=False)
@@ -156,12 +172,13 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
         if ev.top1 > run.best_top1:
             run.best_top1, run.best_epoch = ev.top1, epoch + 1
             if rank == 0:
-                atomic_save({"model": run.model.state_dict(), "epoch": epoch + 1, "top1": ev.top1},
+                save_torch({"model": run.model.state_dict(), "epoch": epoch + 1, "top1": ev.top1},
                             os.path.join(out, "best.pth"))
         run.history.append(record)
         state = run.checkpoint(epoch)
         if rank == 0:
-            atomic_save(state, last)
+            check_diverged(run.guard, run.model, f"epoch {epoch + 1}")  # nothing non-finite is ever saved
+            save_torch(state, last)
             log.log(record)
         for callback in epoch_callbacks:
             callback(epoch, run)
@@ -186,7 +203,7 @@ def finish(cfg, run, device, rank):
         "world_size": run.size,
     }
     if rank == 0:
-        torch.save({"features": test.features, "labels": test.labels, "classes": run.data.classes},
+        save_torch({"features": test.features, "labels": test.labels, "classes": run.data.classes},
                    os.path.join(cfg.OUTPUT_DIR, "features_test.pt"))
         write_json(os.path.join(cfg.OUTPUT_DIR, "results.json"), results)
     return results

@@ -11,7 +11,8 @@ and set ``MODEL.ROI_HEADS.NAME: AdaRandROIHeads``. Train with :class:`AdaRandTra
 (or add :class:`AdaRandPriorHook` and call :func:`init_prior` in your own trainer).
 """
 from . import mobilenet_fpn  # noqa: F401  (registers the MobileNetV2-FPN backbone)
-from .config import add_adarand_config, regularizer_kwargs
+from .checkpoint import SafeDetectionCheckpointer
+from .config import add_adarand_config, check_adarand_config, regularizer_kwargs
 from .hooks import AdaRandPriorHook, adarand_roi_heads, unwrap
 from .prior_init import compute_box_head_stats, init_prior, stats_path
 from .roi_heads import AdaRandROIHeads
@@ -21,8 +22,8 @@ from .voc import VOC_CLASSES, load_voc_detection, load_voc_instance_segmentation
 register_voc()
 
 __all__ = [
-    "AdaRandPriorHook", "AdaRandROIHeads", "AdaRandTrainer", "VOC_CLASSES", "adarand_roi_heads",
-    "add_adarand_config", "build_evaluator", "compute_box_head_stats", "init_prior",
+    "AdaRandPriorHook", "AdaRandROIHeads", "AdaRandTrainer", "SafeDetectionCheckpointer", "VOC_CLASSES",
+    "adarand_roi_heads", "add_adarand_config", "check_adarand_config", "build_evaluator", "compute_box_head_stats", "init_prior",
     "load_voc_detection", "load_voc_instance_segmentation", "register_voc", "regularizer_kwargs",
     "stats_path", "unwrap",
 ]

@@ -1,4 +1,6 @@
-"""``add_adarand_config``: the ``MODEL.ADARAND`` keys of the Detectron2 plugin."""
+"""``add_adarand_config``: the ``MODEL.ADARAND`` keys of the Detectron2 plugin; ``check_adarand_config``."""
+import math
+
 from detectron2.config import CfgNode as CN
 
 
@@ -39,10 +41,24 @@ def add_adarand_config(cfg):
     return cfg
 
 
+def check_adarand_config(cfg):
+    """Refuse values of ``MODEL.ADARAND`` that cannot train, naming the key (call after merging)."""
+    a = cfg.MODEL.ADARAND
+    checks = (
+        ("LAMBDA", a.LAMBDA, lambda v: v >= 0, "finite and >= 0"),
+        ("ALPHA", a.ALPHA, lambda v: 0 <= v <= 1, "in [0, 1]"),
+        ("PRIOR_LR", a.PRIOR_LR, lambda v: v > 0, "finite and > 0"),
+    )
+    for key, value, ok, expected in checks:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise ValueError(f"config key MODEL.ADARAND.{key} = {value!r}; expected {expected}")
+
+
 def regularizer_kwargs(cfg):
     """Options of ``adarand.build_regularizer`` from the config, keeping those the method accepts."""
     from adarand import regularizer_options
 
+    check_adarand_config(cfg)
     a = cfg.MODEL.ADARAND
     candidates = {
         "lam": a.LAMBDA, "alpha": a.ALPHA, "prior_lr": a.PRIOR_LR, "total_steps": cfg.SOLVER.MAX_ITER,

@@ -25,13 +25,14 @@ Inputs: torchvision's normalisation, i.e. ``INPUT.FORMAT "RGB"``,
 """
 import os
 
-import torch
 from detectron2.config import CfgNode as CN
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
 from torchvision.models import mobilenet_v2
+
+from adarand.files import load_torch, save_torch
 
 # (name, first block, end block, output channels, stride) of torchvision's MobileNetV2 features.
 STAGES = (
@@ -157,7 +158,7 @@ def convert_torchvision_state_dict(state_dict, prefix="backbone.bottom_up."):
 
 def convert_weights_file(src, dst):
     """Write torchvision's ImageNet file ``src`` as a Detectron2 checkpoint ``dst`` (MODEL.WEIGHTS)."""
-    state = torch.load(src, map_location="cpu", weights_only=True)
+    state = load_torch(src, what="MobileNetV2 weights file")
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     ckpt = {
@@ -165,8 +166,5 @@ def convert_weights_file(src, dst):
         "__author__": f"torchvision ImageNet MobileNetV2 ({os.path.basename(src)})",
         "matching_heuristics": False,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, dst)
+    save_torch(ckpt, dst)
     return dst

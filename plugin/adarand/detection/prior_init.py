@@ -7,7 +7,6 @@ With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the
 features of the background proposals the ROI sampler draws, as in training.
 Under torch.distributed each rank reads its shard and the sums are all-reduced.
 """
-import logging
 import os
 
 import torch
@@ -18,12 +17,12 @@ from detectron2.data import transforms as T
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
-from adarand import ClassStats, ClassStatsAccumulator
+from adarand import ClassStatsAccumulator
+from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from .hooks import adarand_roi_heads, unwrap
 
 STATS_NAME = "adarand_stats.pt"
-logger = logging.getLogger(__name__)
 
 
 def build_stats_loader(cfg):
@@ -52,6 +51,30 @@ def _update(acc, model, heads, batch, background):
         acc.update(bg, torch.full((bg.shape[0],), heads.num_classes, dtype=torch.long, device=bg.device))
 
 
+def stats_identity(cfg, model):
+    """What the box-head statistics depend on (a plain dict: add a key for any new setting)."""
+    model = unwrap(model)
+    heads = adarand_roi_heads(model)
+    background = bool(heads.regularize_background)
+    parts = {"backbone": model.backbone, "box_pooler": heads.box_pooler, "box_head": heads.box_head}
+    if background:
+        parts["proposal_generator"] = model.proposal_generator
+    weights = {f"{p}.{k}": v for p, m in parts.items() for k, v in m.state_dict().items()}
+    return {
+        "trainer": "detection", "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "backbone": cfg.MODEL.BACKBONE.NAME, "roi_heads": cfg.MODEL.ROI_HEADS.NAME,
+        "box_head": cfg.MODEL.ROI_BOX_HEAD.NAME, "weights": cfg.MODEL.WEIGHTS,
+        "weights_sha256": state_dict_digest(weights),
+        "datasets": list(cfg.DATASETS.TRAIN),
+        "dataset_dirs": [os.path.abspath(str(MetadataCatalog.get(d).get("dirname", ""))) for d in cfg.DATASETS.TRAIN],
+        "max_images": cfg.MODEL.ADARAND.STATS_MAX_IMAGES,
+        "features": "box_head(box_pooler(ground-truth boxes))" + (" + sampled background proposals" if background else ""),
+        "num_classes": heads.num_classes + int(background),
+        "transform": f"ResizeShortestEdge({cfg.INPUT.MIN_SIZE_TEST}, {cfg.INPUT.MAX_SIZE_TEST}) {cfg.INPUT.FORMAT} "
+                     f"mean={list(cfg.MODEL.PIXEL_MEAN)} std={list(cfg.MODEL.PIXEL_STD)}",
+    }
+
+
 def compute_box_head_stats(cfg, model, loader=None):
     """``ClassStats`` of the box-head features on GT boxes of ``cfg.DATASETS.TRAIN``."""
     model = unwrap(model)
@@ -71,7 +94,7 @@ def compute_box_head_stats(cfg, model, loader=None):
         model.train(was_training)
     try:
         return acc.finalize(extractor=f"{cfg.MODEL.META_ARCHITECTURE} box head ({cfg.MODEL.WEIGHTS or 'random init'})",
-                            meta={"datasets": list(cfg.DATASETS.TRAIN)},
+                            meta={"datasets": list(cfg.DATASETS.TRAIN), "identity": stats_identity(cfg, model)},
                             allow_missing=cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES)
     except ValueError:
         if acc.counts is None:
@@ -89,25 +112,23 @@ def stats_path(cfg):
 
 
 def init_prior(cfg, model):
-    """Initialise the prior of a model that needs statistics; compute and cache them if absent.
+    """Initialise the prior of a model that needs statistics (Eq. 9-10).
 
-    Returns the statistics used (None when the method needs none).
+    The statistics come from MODEL.ADARAND.STATS_FILE (refused unless produced by this
+    model's weights and data, see :func:`stats_identity`), else from the cache
+    OUTPUT_DIR/adarand_stats.pt when it has the same identity, else are computed and
+    cached. Returns the statistics used (None when the method needs none).
     """
     heads = adarand_roi_heads(model)
     if heads is None or not heads.regularizer.needs_stats:
         return None
     reg, path = heads.regularizer, stats_path(cfg)
-    if os.path.isfile(path):
-        logger.info("AdaRand prior: statistics from %s", path)
-        stats = ClassStats.load(path, num_classes=reg.num_classes, feat_dim=reg.feat_dim)
-    elif cfg.MODEL.ADARAND.STATS_FILE:
+    explicit = bool(cfg.MODEL.ADARAND.STATS_FILE)
+    if explicit and not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL.ADARAND.STATS_FILE not found: {path}")
-    else:
-        logger.info("AdaRand prior: computing box-head statistics on %s", list(cfg.DATASETS.TRAIN))
-        stats = compute_box_head_stats(cfg, model)
-        if comm.is_main_process():
-            stats.save(path)
-            logger.info("AdaRand prior: statistics cached in %s", path)
-        comm.synchronize()
+    stats = load_or_compute_stats(path, stats_identity(cfg, model), lambda: compute_box_head_stats(cfg, model),
+                                  explicit=explicit, num_classes=reg.num_classes, feat_dim=reg.feat_dim,
+                                  save=comm.is_main_process())
+    comm.synchronize()
     reg.init_from_stats(stats)
     return stats

@@ -6,6 +6,7 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.data import MetadataCatalog
 
+from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
 from .prior_init import init_prior
 
@@ -60,6 +61,10 @@ class AdaRandTrainer(DefaultTrainer):
         return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
     def build_hooks(self):
+        # DefaultTrainer.__init__ builds its checkpointer just before the hooks that use it:
+        # swap in the safe one (weights_only loading, atomic writes, no non-finite save).
+        old = self.checkpointer
+        self.checkpointer = SafeDetectionCheckpointer(old.model, old.save_dir, **old.checkpointables)
         ret = super().build_hooks()
         a = self.cfg.MODEL.ADARAND
         epoch_iters = a.PTR_EPOCH_ITERS if a.METHOD == "ptr" else 0

@@ -14,7 +14,14 @@ i + 1; 0 = background, 255 = void border); each instance's class is checked agai
 ``SegmentationClass``. Objects without a single pixel in the PNG are dropped from the
 segmentation splits (they cannot be scored by mask AP). Boxes follow detectron2's VOC
 convention: XML coordinates are 1-based inclusive, so xmin/ymin lose 1.
+
+Box checks (:func:`checked_box`): an inverted box (xmax < xmin or ymax < ymin), a box of
+zero width or height (xmax = xmin - 1 or ymax = ymin - 1: empty in the inclusive convention)
+and a box entirely outside the image are errors naming the file and the object. A box
+that only extends past the image border is clipped to it, as Detectron2's mapper would
+do, and each split logs one warning counting such boxes.
 """
+import logging
 import os
 import xml.etree.ElementTree as ET
 
@@ -34,6 +41,7 @@ DET_SPLITS = {
     "2012": ("train", "val", "trainval"),
 }
 SEG_SPLITS = ("train", "val")
+logger = logging.getLogger(__name__)
 
 
 def _read_ids(path):
@@ -53,8 +61,26 @@ def _text(node, tag, path):
     return child.text.strip()
 
 
-def parse_voc_xml(path, class_names=VOC_CLASSES):
-    """(height, width, [object dicts in XML order]) of one VOC annotation file."""
+def checked_box(path, index, name, raw, width, height):
+    """Detectron2 box ``[xmin - 1, ymin - 1, xmax, ymax]`` of the 1-based XML ``raw``, clipped to the
+    image; returns (box, clipped). Inverted, empty and fully outside boxes raise ``ValueError``."""
+    x0, y0, x1, y1 = raw[0] - 1.0, raw[1] - 1.0, raw[2], raw[3]
+    what = f"{path}: object {index} ({name!r}) box (xmin, ymin, xmax, ymax) = {tuple(raw)}"
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"{what} is inverted (xmax < xmin or ymax < ymin)")
+    if x1 == x0 or y1 == y0:
+        raise ValueError(f"{what} has zero area")
+    box = [max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))]
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"{what} lies outside the {width} x {height} image")
+    return box, box != [x0, y0, x1, y1]
+
+
+def parse_voc_xml(path, class_names=VOC_CLASSES, clipped=None):
+    """(height, width, [object dicts in XML order]) of one VOC annotation file.
+
+    ``clipped``: a list to which the index of every object clipped to the image is appended.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VOC annotation not found: {path}")
     try:
@@ -67,18 +93,21 @@ def parse_voc_xml(path, class_names=VOC_CLASSES):
             raise ValueError(f"{path}: missing <size>")
         height, width = int(_text(size, "height", path)), int(_text(size, "width", path))
         objects = []
-        for obj in root.findall("object"):
+        for index, obj in enumerate(root.findall("object"), start=1):
             name = _text(obj, "name", path)
             if name not in class_names:
                 raise ValueError(f"{path}: unknown class {name!r}")
             box = obj.find("bndbox")
             if box is None:
                 raise ValueError(f"{path}: object {name!r} has no <bndbox>")
-            x0, y0, x1, y1 = (float(_text(box, k, path)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            raw = [float(_text(box, k, path)) for k in ("xmin", "ymin", "xmax", "ymax")]
+            bbox, was_clipped = checked_box(path, index, name, raw, width, height)
+            if was_clipped and clipped is not None:
+                clipped.append(index)
             difficult = obj.find("difficult")
             objects.append({
                 "category_id": class_names.index(name),
-                "bbox": [x0 - 1.0, y0 - 1.0, x1, y1],
+                "bbox": bbox,
                 "bbox_mode": BoxMode.XYXY_ABS,
                 "difficult": int(difficult.text) if difficult is not None and difficult.text else 0,
             })
@@ -122,12 +151,20 @@ def instance_masks(object_png, class_png, objects, class_names=VOC_CLASSES):
 
 def load_voc_detection(root, split, class_names=VOC_CLASSES):
     """Detectron2 dicts of ``ImageSets/Main/<split>.txt`` under ``root`` (e.g. .../VOC2007)."""
-    dicts = []
+    dicts, clipped = [], []
     for image_id in _read_ids(os.path.join(root, "ImageSets", "Main", split + ".txt")):
-        height, width, objects = parse_voc_xml(os.path.join(root, "Annotations", image_id + ".xml"), class_names)
+        height, width, objects = parse_voc_xml(os.path.join(root, "Annotations", image_id + ".xml"), class_names,
+                                               clipped)
         dicts.append({"file_name": os.path.join(root, "JPEGImages", image_id + ".jpg"), "image_id": image_id,
                       "height": height, "width": width, "annotations": objects})
+    _warn_clipped(clipped, root, split)
     return dicts
+
+
+def _warn_clipped(clipped, root, split):
+    if clipped:
+        logger.warning("VOC %s split %r: %d box(es) extended past their image and were clipped to it",
+                       root, split, len(clipped))
 
 
 def load_voc_instance_segmentation(root, split, single_category=False, class_names=VOC_CLASSES):
@@ -137,10 +174,10 @@ def load_voc_instance_segmentation(root, split, single_category=False, class_nam
     """
     import pycocotools.mask as mask_util
 
-    dicts = []
+    dicts, clipped = [], []
     for image_id in _read_ids(os.path.join(root, "ImageSets", "Segmentation", split + ".txt")):
         xml = os.path.join(root, "Annotations", image_id + ".xml")
-        height, width, objects = parse_voc_xml(xml, class_names)
+        height, width, objects = parse_voc_xml(xml, class_names, clipped)
         if single_category and len({o["category_id"] for o in objects}) != 1:
             continue
         obj_path = os.path.join(root, "SegmentationObject", image_id + ".png")
@@ -158,6 +195,7 @@ def load_voc_instance_segmentation(root, split, single_category=False, class_nam
                 annotations.append({**obj, "segmentation": rle})
         dicts.append({"file_name": os.path.join(root, "JPEGImages", image_id + ".jpg"), "image_id": image_id,
                       "height": height, "width": width, "annotations": annotations})
+    _warn_clipped(clipped, root, split)
     return dicts
 
 

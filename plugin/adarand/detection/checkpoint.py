@@ -1,0 +1,85 @@
+"""``SafeDetectionCheckpointer``: Detectron2's checkpointer, reading nothing that can execute code.
+
+- ``.pth`` and other torch files: ``torch.load(weights_only=True)`` (:func:`adarand.files.load_torch`);
+  a file holding other objects is refused with an error naming it.
+- ``.pkl`` (Detectron2 / Caffe2 model zoo): unpickled with an allow-list of numpy array
+  and plain-container constructors only, so a payload cannot run.
+- Saving: refuses a model with NaN/Inf weights (``FloatingPointError``) and writes through
+  :func:`adarand.files.save_torch` (unique temporary file, fsync, rename), so a crash or a
+  full disk never leaves half a checkpoint. ``save_dir`` must be a local directory.
+"""
+import os
+import pickle
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+from adarand.files import UnsafeFileError, load_torch, save_torch, write_text
+from adarand.finite_guard import check_finite_weights
+
+# (module, name) pairs a model-zoo .pkl may reference: numpy arrays, dtypes and scalars.
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        return super().find_class(module, name)
+
+
+def load_pickle_weights(path):
+    """A model-zoo ``.pkl`` holding only numpy arrays and plain containers; anything else is refused."""
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        if "is not allowed" in str(err):
+            raise UnsafeFileError(f"refusing to load weights file {path}: it references {err.args[0].split()[1]}, "
+                                  "not only numpy arrays and plain types (it could execute code)") from None
+        raise ValueError(f"cannot read weights file {path}: corrupt ({err})") from None
+    except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        raise ValueError(f"cannot read weights file {path}: truncated or corrupt ({type(err).__name__}: {err})") \
+            from None
+
+
+class SafeDetectionCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer with safe loading, atomic writes and no non-finite checkpoint."""
+
+    def _load_file(self, filename):
+        if filename.endswith(".pkl"):
+            data = load_pickle_weights(filename)
+            if not isinstance(data, dict):
+                raise ValueError(f"weights file {filename} does not hold a dict")
+            if "model" in data and "__author__" in data:  # Detectron2 model-zoo layout
+                self.logger.info("Reading a file from '%s'", data["__author__"])
+                return data
+            blobs = data.get("blobs", data)  # Caffe2 / Detectron1 layout
+            weights = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+            return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+        if filename.endswith(".pyth"):
+            load_torch(filename, what="weights file")  # refuses unsafe content before upstream reads it
+        return super()._load_file(filename)
+
+    def _torch_load(self, f):
+        return load_torch(f, what="checkpoint")
+
+    def save(self, name, **kwargs):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        check_finite_weights(self.model, f"before saving checkpoint {name}")
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", path)
+        save_torch(data, path)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        if self.save_to_disk:
+            write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)

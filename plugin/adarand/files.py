@@ -1,0 +1,153 @@
+"""Reading and writing the project's files so that nothing executes and nothing is lost.
+
+- :func:`load_torch`: ``torch.load(weights_only=True)``; a file holding anything but
+  tensors and plain types is refused, a truncated or corrupt one is an error naming it.
+- :func:`atomic_write` (and :func:`save_torch`, :func:`write_json`): a uniquely named
+  temporary file in the target's directory, flushed and fsync'ed, then ``os.replace``'d
+  over the target; removed on any failure, so a crash or a full disk never leaves half a
+  file or a stray ``.tmp``.
+- :func:`append_line`: one line appended under an exclusive ``flock`` (never interleaved).
+- :func:`claim_output_dir`: one run per output directory (refuses another run's
+  checkpoint unless resuming; ``OUTPUT_DIR/.lock`` keeps a second process out).
+"""
+import contextlib
+import fcntl
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+LOCK_NAME = ".lock"
+_held_locks = {}  # absolute output dir -> open lock file, kept for the life of the process
+
+
+class UnsafeFileError(ValueError):
+    """A file holds objects that ``torch.load(weights_only=True)`` refuses to build."""
+
+
+def load_torch(path, what="file", map_location="cpu"):
+    """``torch.load(path, weights_only=True)`` with errors that name ``path`` (``what`` says what it is)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise UnsafeFileError(
+                f"refusing to load {what} {path}: it holds objects other than tensors and plain Python "
+                f"types, which could execute code when unpickled (loaded with weights_only=True). "
+                f"Detail: {str(err).splitlines()[0]}") from None
+        raise ValueError(f"cannot read {what} {path}: corrupt file ({err})") from None
+    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError,
+            IndexError, TypeError) as err:
+        raise ValueError(f"cannot read {what} {path}: truncated or corrupt ({type(err).__name__}: {err})") from None
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Yield a file object whose content replaces ``path`` only when the block completes.
+
+    The temporary file is ``.<name>.<random>.tmp`` beside ``path`` (two writers never share
+    one); it is flushed and fsync'ed before the rename and deleted on failure. A failure is
+    re-raised naming ``path``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None:
+            raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from err
+        if isinstance(err, RuntimeError):  # torch.save reports a full disk as a RuntimeError
+            raise RuntimeError(f"could not write {path}: {err}") from err
+        raise
+
+
+def save_torch(obj, path) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def write_json(path, obj) -> None:
+    """JSON (indented) through :func:`atomic_write`."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def write_text(path, text) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def append_line(path, line: str) -> None:
+    """Append ``line`` + newline under an exclusive lock, flushed to disk."""
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            f.write(line.rstrip("\n") + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+class OutputDirInUse(RuntimeError):
+    """Another process holds ``OUTPUT_DIR/.lock``, or the directory holds another run."""
+
+
+def lock_output_dir(output_dir) -> None:
+    """Take ``output_dir/.lock`` (``flock``, exclusive, non-blocking) for the rest of this process.
+
+    The kernel drops the lock when the process exits, however it exits, so a crashed run
+    never leaves a stale lock. Taking it twice in one process is a no-op.
+    """
+    key = os.path.abspath(output_dir)
+    if key in _held_locks:
+        return
+    os.makedirs(key, exist_ok=True)
+    f = open(os.path.join(key, LOCK_NAME), "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise OutputDirInUse(f"OUTPUT_DIR {output_dir} is in use by another process (it holds "
+                             f"{os.path.join(output_dir, LOCK_NAME)}); wait for it to finish or choose "
+                             "a new OUTPUT_DIR") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held_locks[key] = f
+
+
+def release_output_dir(output_dir) -> None:
+    """Give the lock back before the process ends (tests, several runs in one process)."""
+    f = _held_locks.pop(os.path.abspath(output_dir), None)
+    if f is not None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
+
+
+def claim_output_dir(output_dir, resume: bool, checkpoint_names) -> None:
+    """Lock ``output_dir`` and, unless ``resume``, refuse it when it holds one of ``checkpoint_names``."""
+    lock_output_dir(output_dir)
+    if resume:
+        return
+    found = [n for n in checkpoint_names if os.path.exists(os.path.join(output_dir, n))]
+    if found:
+        release_output_dir(output_dir)
+        raise OutputDirInUse(f"OUTPUT_DIR {output_dir} already holds a run ({', '.join(found)}): pass --resume to "
+                             "continue it, or choose a new OUTPUT_DIR for a new run")

@@ -1,0 +1,52 @@
+"""Divergence detection without a host synchronisation per step.
+
+:class:`FiniteGuard` keeps, on the device, the first iteration at which each named loss
+term was NaN/Inf (``update`` is a few device ops, no read-back). The trainer calls
+``check`` only where it reads values back anyway (log period, end of an epoch, before an
+evaluation or a checkpoint); it raises ``FloatingPointError`` naming the term and the
+iteration. :func:`check_finite_weights` does the same for a model's parameters and
+buffers, before anything is saved.
+"""
+import torch
+
+
+class FiniteGuard:
+    """First non-finite iteration of each of ``names`` (-1 = always finite so far), on ``device``."""
+
+    def __init__(self, names, device=None):
+        self.names = list(names)
+        self.first_bad = torch.full((len(self.names),), -1, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def update(self, iteration: int, *terms) -> None:
+        """Record ``terms`` (scalars, in the order of ``names``) of ``iteration``; no host sync."""
+        values = torch.stack([t.detach().float().reshape(()) for t in terms]).to(self.first_bad.device)
+        newly_bad = ~torch.isfinite(values) & (self.first_bad < 0)
+        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, iteration), self.first_bad)
+
+    def bad_terms(self) -> list:
+        """[(name, iteration)] of the terms that went non-finite (reads the flag back)."""
+        return [(n, i) for n, i in zip(self.names, self.first_bad.tolist()) if i >= 0]
+
+    def check(self, where: str) -> None:
+        """Raise ``FloatingPointError`` if any term went non-finite; ``where`` says when (e.g. "epoch 3")."""
+        bad = self.bad_terms()
+        if bad:
+            terms = ", ".join(f"{name} first at iteration {it}" for name, it in bad)
+            raise FloatingPointError(f"training diverged ({where}): non-finite loss term(s): {terms}. "
+                                     "Nothing was saved from this point; lower the learning rate.")
+
+
+@torch.no_grad()
+def check_finite_weights(module: torch.nn.Module, where: str) -> None:
+    """Raise ``FloatingPointError`` naming the first parameter/buffer of ``module`` with NaN/Inf."""
+    tensors = [(n, t) for n, t in list(module.named_parameters()) + list(module.named_buffers())
+               if t.is_floating_point() or t.is_complex()]
+    if not tensors:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for _, t in tensors])
+    if bool(finite.all()):
+        return
+    name = tensors[int((~finite).nonzero()[0])][0]
+    raise FloatingPointError(f"training diverged ({where}): weight {name!r} (and maybe others) is NaN/Inf. "
+                             "Nothing was saved from this point; lower the learning rate.")

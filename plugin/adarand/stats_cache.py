@@ -1,0 +1,103 @@
+"""Load or compute class statistics, guarded by the identity of what produced them.
+
+A statistics file records, in ``meta["identity"]``, a plain dict built by the caller:
+architecture, a hash of the extractor's weights (:func:`state_dict_digest`), dataset,
+root, split, fraction, split seed, transform, ... Both trainers go through
+:func:`load_or_compute_stats`:
+
+- cached file (the trainer's own cache in OUTPUT_DIR) with the run's identity: reused;
+- cached file with another identity (or none): recomputed and overwritten, and the log
+  names the keys that differ; a cache that cannot be read is an error naming it;
+- file given explicitly by the user with another identity: refused (``ValueError``
+  naming the file and the keys), never silently replaced;
+- explicit file missing: ``FileNotFoundError``.
+"""
+import hashlib
+import logging
+import os
+
+import torch
+
+from .stats import ClassStats
+
+logger = logging.getLogger(__name__)
+IDENTITY_KEY = "identity"
+
+
+def state_dict_digest(module_or_state) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a state dict's tensors (in key order)."""
+    state = module_or_state.state_dict() if hasattr(module_or_state, "state_dict") else module_or_state
+    h = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        if not torch.is_tensor(value):
+            continue
+        t = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _plain(identity: dict) -> dict:
+    """Identity as stored (tuples become lists), so it compares equal after a round trip."""
+    def convert(v):
+        if isinstance(v, (list, tuple)):
+            return [convert(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): convert(x) for k, x in v.items()}
+        return v
+    return convert(identity)
+
+
+def identity_mismatch(stored, wanted: dict) -> list:
+    """Keys whose values differ (every wanted key when nothing is stored)."""
+    if not isinstance(stored, dict):
+        return sorted(wanted)
+    return sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+
+
+def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_classes=None, feat_dim=None,
+                          save=True) -> ClassStats:
+    """Statistics for ``identity``: from ``path`` when it was produced by the same thing, else
+    ``compute()`` (saved to ``path`` when ``save``; pass False on non-main ranks).
+
+    ``explicit``: the user named ``path``; a missing file or another identity is an error.
+    ``compute`` must be called on every rank of a distributed run: every rank reads the
+    same file, so they all take the same branch.
+    """
+    identity = _plain(identity)
+    if os.path.isfile(path):
+        stats = ClassStats.load(path)  # an unreadable file is an error naming it, cache or not
+        differ = identity_mismatch(stats.meta.get(IDENTITY_KEY), identity)
+        if not differ:
+            _check_shape(path, stats, num_classes, feat_dim)
+            logger.info("class statistics: reusing %s (same extractor, weights and data)", path)
+            return stats
+        detail = _describe(stats.meta.get(IDENTITY_KEY), identity, differ)
+        if explicit:
+            raise ValueError(f"class statistics file {path} was produced by another set-up ({detail}); "
+                             "recompute it for this run or leave the setting empty to compute them in OUTPUT_DIR")
+        logger.warning("class statistics: %s was produced by another set-up (%s): recomputing", path, detail)
+    elif explicit:
+        raise FileNotFoundError(f"class statistics file not found: {path}")
+    else:
+        logger.info("class statistics: computing them (cache %s)", path)
+    stats = compute()
+    stats.meta = {**stats.meta, IDENTITY_KEY: identity}
+    if save:
+        stats.save(path)
+        logger.info("class statistics: saved to %s", path)
+    return stats
+
+
+def _check_shape(path, stats, num_classes, feat_dim):
+    for name, want, got in (("num_classes", num_classes, stats.num_classes), ("feat_dim", feat_dim, stats.feat_dim)):
+        if want is not None and want != got:
+            raise ValueError(f"{path}: statistics have {name}={got}, expected {want}")
+
+
+def _describe(stored, wanted, keys, limit=4) -> str:
+    if not isinstance(stored, dict):
+        return "the file records no identity"
+    parts = [f"{k}: file {stored.get(k)!r} vs run {wanted.get(k)!r}" for k in keys[:limit]]
+    return "; ".join(parts) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
