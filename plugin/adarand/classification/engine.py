@@ -4,7 +4,9 @@ One step (Eq. 1): ``features, logits = model.forward_features(x)``;
 ``loss = CE(logits, y) + reg(features, y) + baseline``; model optimizer step; then
 ``reg.step(features, y)`` (running means + prior update). ``reg.on_epoch_end()`` closes
 each epoch. Running sums stay on the device; values are read back only every
-``LOG_PERIOD`` steps for the progress bar and once at the end of the epoch.
+``LOG_PERIOD`` steps for the progress bar and once at the end of the epoch. With
+``DIAGNOSTICS``, the paper's per-batch diagnostics of the training features are averaged
+over the epoch (``adarand.TrainingDiagnostics``) and returned as ``train_<name>``.
 """
 import contextlib
 import time
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+import adarand
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
@@ -61,7 +65,7 @@ def to_device(cfg, images, labels, device):
 
 def train_step(cfg, net, model, reg, baseline, images, labels, optimizer, scaler):
     """One optimisation step (Eq. 1, then the prior update); returns detached
-    (loss, ce, reg_loss, baseline_loss, logits)."""
+    (loss, ce, reg_loss, baseline_loss, logits, features)."""
     with autocast(cfg, images.device):
         features, logits = net(images)
     features, logits = features.float(), logits.float()
@@ -74,7 +78,7 @@ def train_step(cfg, net, model, reg, baseline, images, labels, optimizer, scaler
     scaler.step(optimizer)
     scaler.update()
     reg.step(features.detach(), labels)
-    return loss.detach(), ce.detach(), reg_loss.detach(), base_loss.detach(), logits.detach()
+    return loss.detach(), ce.detach(), reg_loss.detach(), base_loss.detach(), logits.detach(), features.detach()
 
 
 def set_train_mode(cfg, net, baseline):
@@ -88,16 +92,23 @@ def set_train_mode(cfg, net, baseline):
         baseline.train()
 
 
-def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True):
-    """One pass over ``loader``; returns the epoch means over all ranks and the train time."""
+def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True,
+                    iteration_scheduler=None):
+    """One pass over ``loader``; returns the epoch means over all ranks and the train time.
+    ``iteration_scheduler`` (when given) is stepped after every optimizer step."""
     set_train_mode(cfg, net, baseline)
+    diagnostics = adarand.TrainingDiagnostics(device) if cfg.DIAGNOSTICS else None
     sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, ce, reg, baseline, correct, count
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}", disable=not progress, leave=False)
     start = time.perf_counter()
     for step, (images, labels) in enumerate(bar):
         images, labels = to_device(cfg, images, labels, device)
-        loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, baseline, images, labels,
-                                                           optimizer, scaler)
+        loss, ce, reg_loss, base_loss, logits, features = train_step(cfg, net, model, reg, baseline, images, labels,
+                                                                     optimizer, scaler)
+        if iteration_scheduler is not None:
+            iteration_scheduler.step()
+        if diagnostics is not None:
+            diagnostics.update(features, logits, labels)
         with torch.no_grad():
             n = labels.shape[0]
             correct = (logits.argmax(1) == labels).sum()
@@ -112,9 +123,12 @@ def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, d
     seconds = time.perf_counter() - start
     s = all_reduce_(sums).tolist()
     count = max(s[5], 1.0)
-    return {"train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
-            "train_baseline": s[3] / count, "train_top1": s[4] / count,
-            "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1)}
+    record = {"train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
+              "train_baseline": s[3] / count, "train_top1": s[4] / count,
+              "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1)}
+    if diagnostics is not None:
+        record.update({f"train_{name}": value for name, value in diagnostics.means().items()})
+    return record
 
 
 @dataclass
