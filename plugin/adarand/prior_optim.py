@@ -1,7 +1,7 @@
 """The prior's own optimizer: Adam with a per-step learning-rate schedule.
 
-The paper gives the prior's optimizer as Adam, lr 1e-2, and no schedule; the default
-schedule here is the official code's (``config/04_adarand/*.yaml``: ``optimizer_g`` Adam,
+The paper does not state the prior's optimizer; Adam with lr 1e-2 and the default
+schedule here are the official code's (``config/04_adarand/*.yaml``: ``optimizer_g`` Adam,
 ``lr_milestone: cosine``, i.e. ``util/train_util.py``'s per-iteration
 ``lr_t = lr * max(0, cos(pi * 7/16 * t/T))``, T = iterations of the run). See docs/fidelity.md.
 Its moments are buffers, so they live in the owning module's ``state_dict()`` as plain
