@@ -88,9 +88,10 @@ def _kill_after_first_epoch(epoch, run_state):
         raise KeyboardInterrupt("simulated kill after epoch 1")
 
 
-@pytest.mark.parametrize("reg", ["adarand", "ptr"])
-def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path, reg):
-    extra = {"REGULARIZER.NAME": reg, "REGULARIZER.PTR_THRESHOLD": 100.0}  # PtR switches on after epoch 1
+@pytest.mark.parametrize("reg,schedule", [("adarand", "multistep"), ("ptr", "multistep"), ("adarand", "cosine_7_16")])
+def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path, reg, schedule):
+    extra = {"REGULARIZER.NAME": reg, "REGULARIZER.PTR_THRESHOLD": 100.0,  # PtR switches on after epoch 1
+             "SOLVER.LR_SCHEDULE": schedule, "SOLVER.WARMUP_ITERS": 2 if schedule == "cosine_7_16" else 0}
     straight = run(data_root, tmp_path / "straight", **extra)
     with pytest.raises(KeyboardInterrupt):
         run(data_root, tmp_path / "resumed", callbacks=[_kill_after_first_epoch], **extra)
