@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """The paper's feature plots from run directories of tools/train_cls.py.
 
-    python tools/plot_features.py RUN_DIR [RUN_DIR ...] --out-dir figures [--labels FT AdaRand]
+    python tools/plot_features.py RUN_DIR [RUN_DIR ...] --out-dir figures [--labels FT AdaRand] [--gaussian]
 
-fig2_diagnostics.png: feature norm, feature entropy, CE gradient norm w.r.t. the features
-and mutual information I(Z;Y) per epoch (from metrics.jsonl; validation features, or test
-features when a run has no validation split), one line per run (Fig. 2).
+fig2_diagnostics.png: the paper's Fig. 2 measures per epoch, on training features (epoch means
+of per-batch values, from metrics.jsonl): the norm of the mean feature, the pairwise entropy
+estimate of Eq. 4 and the norm of the CE gradient w.r.t. the classifier weights, one line per
+run. --gaussian adds this project's own extra measures on the validation features: the
+Gaussian-fit entropy and mutual information I(Z;Y) (not the paper's estimators).
 fig3_pca.png: 2-D PCA of each run's test features (features_test.pt), coloured by class (Fig. 3).
 """
 import argparse
@@ -20,8 +22,11 @@ import torch  # noqa: E402
 
 from adarand.files import load_torch  # noqa: E402
 
-PANELS = [("feature_norm", "feature norm"), ("feature_entropy", "feature entropy H(Z)"),
-          ("ce_grad_norm", "CE gradient norm"), ("mutual_information", "I(Z; Y)")]
+PAPER_PANELS = [("train_mean_feature_norm", "feature norm ||mean f||"),
+                ("train_pairwise_entropy", "feature entropy H(Z) (Eq. 4)"),
+                ("train_ce_weight_grad_norm", "CE gradient norm ||dL/dW||")]
+GAUSSIAN_PANELS = [("val_gaussian_entropy", "Gaussian H(Z), val (ours)"),
+                   ("val_gaussian_mi", "Gaussian I(Z; Y), val (ours)")]
 
 
 def run_label(run_dir):
@@ -40,23 +45,21 @@ def read_metrics(run_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def series(records, name):
-    """(epochs, values) of ``val_<name>`` or else ``test_<name>``."""
-    for prefix in ("val_", "test_"):
-        points = [(r["epoch"], r[prefix + name]) for r in records if prefix + name in r]
-        if points:
-            return [p[0] for p in points], [p[1] for p in points]
-    return [], []
+def series(records, key):
+    """(epochs, values) of ``key`` over the records that have it."""
+    points = [(r["epoch"], r[key]) for r in records if key in r]
+    return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_diagnostics(run_dirs, labels, path):
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
+def plot_diagnostics(run_dirs, labels, path, panels=PAPER_PANELS):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for run_dir, label in zip(run_dirs, labels):
         records = read_metrics(run_dir)
-        for ax, (key, title) in zip(axes, PANELS):
+        for ax, (key, title) in zip(axes, panels):
             epochs, values = series(records, key)
             if not epochs:
-                raise KeyError(f"{run_dir}/metrics.jsonl has no {key} (train with DIAGNOSTICS True)")
+                raise KeyError(f"{run_dir}/metrics.jsonl has no {key} (train with DIAGNOSTICS True; "
+                               "val_* columns need DATASET.VAL_FRACTION > 0)")
             ax.plot(epochs, values, marker="o", markersize=3, label=label)
             ax.set_title(title)
             ax.set_xlabel("epoch")
@@ -95,13 +98,15 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", help="run directories of tools/train_cls.py")
     parser.add_argument("--out-dir", default=".", help="where the PNG files go")
     parser.add_argument("--labels", nargs="*", default=None, help="legend labels (default: each run's method)")
+    parser.add_argument("--gaussian", action="store_true",
+                        help="also draw our Gaussian-fit entropy and MI of the validation features")
     args = parser.parse_args(argv)
     labels = args.labels or [run_label(r) for r in args.runs]
     if len(labels) != len(args.runs):
         parser.error(f"{len(labels)} labels for {len(args.runs)} runs")
     os.makedirs(args.out_dir, exist_ok=True)
     outputs = [os.path.join(args.out_dir, "fig2_diagnostics.png"), os.path.join(args.out_dir, "fig3_pca.png")]
-    plot_diagnostics(args.runs, labels, outputs[0])
+    plot_diagnostics(args.runs, labels, outputs[0], PAPER_PANELS + (GAUSSIAN_PANELS if args.gaussian else []))
     plot_pca(args.runs, labels, outputs[1])
     print("\n".join(outputs))
     return outputs

@@ -4,8 +4,8 @@ The prior, the regularizers and the kernels need only torch. The trainers live i
 ``adarand.classification`` and ``adarand.detection`` (extra dependencies).
 """
 from .diagnostics import (
-    ce_feature_grad_norm, conditional_entropy, feature_diagnostics, feature_norm, gaussian_entropy,
-    mutual_information,
+    TrainingDiagnostics, ce_feature_grad_norm, ce_weight_grad_norm, conditional_entropy, feature_diagnostics,
+    feature_norm, gaussian_entropy, mean_feature_norm, mutual_information, pairwise_entropy,
 )
 from .ops import IGNORE_INDEX, get_backend, set_backend
 from .prior import ClassConditionalPrior, prior_alignment_loss
@@ -20,8 +20,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaRand", "ClassConditionalPrior", "IGNORE_INDEX", "ClassStats", "ClassStatsAccumulator", "FeatureNormPenalty",
-    "PriorAdam", "PtR", "RandomTargetRegression", "Regularizer", "available_regularizers",
-    "build_regularizer", "ce_feature_grad_norm", "compute_class_stats", "conditional_entropy",
-    "feature_diagnostics", "feature_norm", "gaussian_entropy", "get_backend", "mutual_information",
-    "prior_alignment_loss", "regularizer_options", "set_backend",
+    "PriorAdam", "PtR", "RandomTargetRegression", "Regularizer", "TrainingDiagnostics", "available_regularizers",
+    "build_regularizer", "ce_feature_grad_norm", "ce_weight_grad_norm", "compute_class_stats",
+    "conditional_entropy", "feature_diagnostics", "feature_norm", "gaussian_entropy", "get_backend",
+    "mean_feature_norm", "mutual_information", "pairwise_entropy", "prior_alignment_loss", "regularizer_options",
+    "set_backend",
 ]

@@ -1,5 +1,10 @@
 """Feature diagnostics of AdaRand Sec. 4.2 / Fig. 2.
 
+The paper's (computed "on training samples"; the official code logs them for every training
+batch, ``updater/adarand.py``): :func:`pairwise_entropy` (Eq. 4), :func:`mean_feature_norm`
+and :func:`ce_weight_grad_norm`; :class:`TrainingDiagnostics` averages them over an epoch's
+batches without keeping any feature. The Gaussian fits (:func:`gaussian_entropy`,
+:func:`mutual_information`) and the per-sample norms are this project's own extra measures.
 Functions return tensors and never call ``.item()``, so a training loop can
 accumulate them on the device and read them back once per epoch.
 """
@@ -8,12 +13,74 @@ import math
 import torch
 from torch.nn import functional as F
 
+from .distributed import all_reduce_sum_
 from .ops.target_loss import accumulation_dtype
 
 
 def feature_norm(features: torch.Tensor) -> torch.Tensor:
-    """``mean_i ||f_i||_2``."""
+    """``mean_i ||f_i||_2`` (ours; the paper's is :func:`mean_feature_norm`)."""
     return features.float().norm(dim=1).mean()
+
+
+def mean_feature_norm(features: torch.Tensor) -> torch.Tensor:
+    """``||mean_i f_i||_2``: the feature norm the official code logs per batch."""
+    return features.to(accumulation_dtype(features.dtype)).mean(dim=0).norm()
+
+
+def pairwise_entropy(features: torch.Tensor, min_distance: float = 1e-6) -> torch.Tensor:
+    """Eq. 4, the paper's entropy estimate: ``D / (N (N-1)) sum_{i != j} log ||f_i - f_j||_2``.
+
+    Distances below ``min_distance`` count as ``min_distance``, so identical rows give a
+    finite value (the official code adds 1e-6 inside the norm for the same reason). N >= 2.
+    """
+    z = features.detach().to(accumulation_dtype(features.dtype))
+    n, d = z.shape
+    if n < 2:
+        raise ValueError(f"the pairwise entropy needs at least 2 features, got {n}")
+    dist = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").clamp_min(min_distance)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    return d * dist.log().masked_fill(~off_diagonal, 0.0).sum() / (n * (n - 1))
+
+
+def ce_weight_grad_norm(logits, labels, features) -> torch.Tensor:
+    """``||d CE / d W||_F`` for a linear head ``z = W f + b`` and the batch-mean CE:
+    ``||(softmax(Z) - onehot(Y))^T F||_F / B`` (what the official code logs as ``grad_norm``,
+    the norm of the classifier weight's gradient, Eq. 5)."""
+    acc = accumulation_dtype(logits.dtype)
+    residual = F.softmax(logits.detach().to(acc), dim=1)
+    residual[torch.arange(labels.shape[0], device=labels.device), labels] -= 1.0
+    return (residual.T @ features.detach().to(acc)).norm() / labels.shape[0]
+
+
+class TrainingDiagnostics:
+    """Epoch means, over training batches, of the paper's three per-batch diagnostics.
+
+    ``update`` adds one batch's values to a device tensor (no host sync); ``means`` sums
+    over ranks and returns ``{"pairwise_entropy", "mean_feature_norm", "ce_weight_grad_norm"}``
+    as floats. Batches of a single sample have no pairwise entropy and are not counted.
+    """
+
+    NAMES = ("pairwise_entropy", "mean_feature_norm", "ce_weight_grad_norm")
+
+    def __init__(self, device):
+        self.sums = torch.zeros(len(self.NAMES), dtype=torch.float64, device=device)
+        self.batches = 0
+
+    @torch.no_grad()
+    def update(self, features, logits, labels):
+        if features.shape[0] < 2:
+            return
+        values = (pairwise_entropy(features), mean_feature_norm(features),
+                  ce_weight_grad_norm(logits, labels, features))
+        self.sums += torch.stack([v.to(self.sums.dtype) for v in values])
+        self.batches += 1
+
+    def means(self) -> dict:
+        totals = torch.cat([self.sums, self.sums.new_tensor([self.batches])])
+        all_reduce_sum_(totals)
+        values = totals.tolist()
+        count = values[-1]
+        return {name: (v / count if count else float("nan")) for name, v in zip(self.NAMES, values)}
 
 
 def ce_feature_grad_norm(logits, labels, classifier_weight) -> torch.Tensor:
@@ -65,12 +132,15 @@ def mutual_information(features, labels, num_classes: int, ridge: float = 1e-3) 
 
 
 def feature_diagnostics(features, labels, num_classes: int, logits=None, classifier_weight=None) -> dict:
-    """Everything Fig. 2 plots, as plain floats (reads back: call once per evaluation, not per step)."""
-    out = {
-        "feature_norm": feature_norm(features).item(),
-        "feature_entropy": gaussian_entropy(features).item(),
-        "mutual_information": mutual_information(features, labels, num_classes).item(),
-    }
+    """This project's extra measures on a set of features, as plain floats (reads back: call once
+    per evaluation, not per step): mean per-sample norm, Gaussian entropy and mutual information,
+    mean per-sample CE gradient norm w.r.t. the features. None of them is the paper's estimator.
+    The Gaussian fits are left out when the features are too few (fewer than 2; no class with 2)."""
+    out = {"sample_norm": feature_norm(features).item()}
+    if features.shape[0] >= 2:
+        out["gaussian_entropy"] = gaussian_entropy(features).item()
+    if int(torch.bincount(labels, minlength=num_classes).max()) >= 2:
+        out["gaussian_mi"] = mutual_information(features, labels, num_classes).item()
     if logits is not None and classifier_weight is not None:
-        out["ce_grad_norm"] = ce_feature_grad_norm(logits, labels, classifier_weight).mean().item()
+        out["ce_feature_grad_norm"] = ce_feature_grad_norm(logits, labels, classifier_weight).mean().item()
     return out

@@ -1,43 +1,51 @@
-"""The prior's own optimizer: Adam with a cosine learning-rate schedule (AdaRand Sec. 3.3).
+"""The prior's own optimizer: Adam with a per-step learning-rate schedule.
 
+The paper does not state the prior's optimizer; Adam with lr 1e-2 and the default
+schedule here are the official code's (``config/04_adarand/*.yaml``: ``optimizer_g`` Adam,
+``lr_milestone: cosine``, i.e. ``util/train_util.py``'s per-iteration
+``lr_t = lr * max(0, cos(pi * 7/16 * t/T))``, T = iterations of the run). See docs/fidelity.md.
 Its moments are buffers, so they live in the owning module's ``state_dict()`` as plain
 tensors (Detectron2's checkpointer accepts nothing else) and resume restores them.
-The update is the one of ``torch.optim.Adam`` (no weight decay, no amsgrad) followed
-by ``CosineAnnealingLR(T_max=total_steps, eta_min=0)``; a test checks it against both.
+The update is the one of ``torch.optim.Adam`` (no weight decay, no amsgrad).
 It reads nothing back to the host, so it does not synchronize a CUDA stream.
 """
-import math
-
 import torch
 from torch import nn
 
+from .schedules import SCHEDULES, lr_factor
+
 
 class PriorAdam(nn.Module):
-    """Adam over one C x D tensor, ``lr_t = lr * (1 + cos(pi * t / total_steps)) / 2``.
+    """Adam over one C x D tensor with ``lr_t = lr * factor(t)``, t = updates taken so far.
 
-    ``total_steps=None`` keeps the learning rate constant.
+    ``schedule``: ``"cosine_7_16"`` (default, the official code's:
+    ``max(0, cos(pi * 7/16 * t / total_steps))``), ``"half_cosine"``
+    (``(1 + cos(pi * t / total_steps)) / 2``, 0 from ``total_steps`` on) or ``"constant"``.
+    ``total_steps=None`` keeps the learning rate constant whatever the schedule.
     """
 
-    def __init__(self, shape, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, total_steps=None):
+    def __init__(self, shape, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, total_steps=None, schedule="cosine_7_16"):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"prior learning rate must be positive; got {lr}")
         if total_steps is not None and total_steps < 1:
             raise ValueError(f"total_steps must be positive or None; got {total_steps}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"prior lr schedule {schedule!r}; expected one of {SCHEDULES}")
         self.lr, self.betas, self.eps, self.total_steps = lr, betas, eps, total_steps
+        self.schedule = schedule
         self.register_buffer("exp_avg", torch.zeros(shape))
         self.register_buffer("exp_avg_sq", torch.zeros(shape))
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))
         self.steps_taken = 0  # host mirror of num_steps, so the schedule never reads the device
 
     def extra_repr(self):
-        return f"lr={self.lr}, betas={self.betas}, total_steps={self.total_steps}"
+        return f"lr={self.lr}, betas={self.betas}, total_steps={self.total_steps}, schedule={self.schedule}"
 
     def current_lr(self) -> float:
         if self.total_steps is None:
             return self.lr
-        progress = min(self.steps_taken, self.total_steps) / self.total_steps
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.lr * lr_factor(self.schedule, self.steps_taken, self.total_steps)
 
     @torch.no_grad()
     def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:

@@ -108,13 +108,14 @@ class AdaRand(RandomTargetRegression):
     """
 
     def __init__(self, num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None,
-                 use_mean=True, use_dist=True, check_values=None):
+                 use_mean=True, use_dist=True, check_values=None, prior_schedule="cosine_7_16"):
         super().__init__(num_classes, feat_dim, "class-conditional", lam, alpha, check_values)
         if not (use_mean or use_dist):
             raise ValueError("AdaRand needs at least one of use_mean / use_dist")
         prior_lr = check_hyperparameter("prior_lr", prior_lr, positive=True)
         self.use_mean, self.use_dist = use_mean, use_dist
-        self.prior_optimizer = PriorAdam((num_classes, feat_dim), lr=prior_lr, total_steps=total_steps)
+        self.prior_optimizer = PriorAdam((num_classes, feat_dim), lr=prior_lr, total_steps=total_steps,
+                                         schedule=prior_schedule)
 
     def step(self, features, labels):
         """EMA of the class means, then one prior update; returns the prior loss (detached)."""
@@ -208,8 +209,10 @@ def _randreg(prior_init):
 
 
 def _adarand(use_mean, use_dist):
-    def build(num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None, check_values=None):
-        return AdaRand(num_classes, feat_dim, lam, alpha, prior_lr, total_steps, use_mean, use_dist, check_values)
+    def build(num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None, check_values=None,
+              prior_schedule="cosine_7_16"):
+        return AdaRand(num_classes, feat_dim, lam, alpha, prior_lr, total_steps, use_mean, use_dist, check_values,
+                       prior_schedule)
 
     return build
 
@@ -245,8 +248,9 @@ def build_regularizer(name, num_classes, feat_dim, **options):
     """Build the regularizer ``name`` for C classes and D-dimensional features.
 
     Options (each method takes a subset; see :func:`regularizer_options`): ``lam``
-    (lambda), ``alpha`` (EMA), ``prior_lr``, ``total_steps`` (cosine schedule length of
-    the prior optimizer), ``ratio`` (PtR's R), ``target_scale`` (PtR's m),
+    (lambda), ``alpha`` (EMA), ``prior_lr``, ``total_steps`` (schedule length of
+    the prior optimizer), ``prior_schedule`` (``cosine_7_16``, the official code's, or
+    ``half_cosine`` / ``constant``; see :class:`PriorAdam`), ``ratio`` (PtR's R), ``target_scale`` (PtR's m),
     ``threshold`` (PtR's T), ``loss`` (PtR: ``smooth_l1``/``l2``), ``check_values``.
     """
     accepted = regularizer_options(name)

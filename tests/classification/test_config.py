@@ -48,6 +48,6 @@ def test_every_shipped_config_loads():
     for path in files:
         load_cfg(path)
     vit = load_cfg(os.path.join(CONFIG_DIR, "cars_vitb16_adarand.yaml"))
-    assert (vit.SOLVER.OPTIMIZER, vit.SOLVER.BASE_LR, vit.SOLVER.LR_SCHEDULE) == ("adamw", 3e-5, "cosine")
+    assert (vit.SOLVER.OPTIMIZER, vit.SOLVER.BASE_LR, vit.SOLVER.LR_SCHEDULE) == ("adamw", 3e-5, "cosine_7_16")
     sub = load_cfg(os.path.join(CONFIG_DIR, "cars25_r50_adarand.yaml"))
     assert (sub.DATASET.NAME, sub.DATASET.FRACTION, sub.REGULARIZER.NAME) == ("cars", 0.25, "adarand")

@@ -160,12 +160,42 @@ def test_train_val_split_is_stratified_and_seeded():
     train, val = train_val_split(targets, val_fraction=0.2, seed=0)
     assert sorted(train + val) == list(range(len(targets))) and not set(train) & set(val)
     val_counts = collections.Counter(targets[i] for i in val)
-    assert [val_counts[c] for c in range(4)] == [0, 0, 2, 6]  # round(0.2 n), never the whole class
+    # 0.2 * 44 = 8.8 -> 9 in total: floors (0, 0, 2, 6), the missing one to the largest remainder (0.4)
+    assert [val_counts[c] for c in range(4)] == [0, 1, 2, 6]
     assert all(collections.Counter(targets[i] for i in train)[c] >= 1 for c in range(4))
     assert train_val_split(targets, 0.2, seed=0) == (train, val)
     assert train_val_split(targets, 0.2, seed=1) != (train, val)
     assert train_val_split(targets, 0.0) == (list(range(len(targets))), [])
-    assert train_val_split(_targets([1]), 0.5) == ([0], [])
+    with pytest.raises(ValueError, match="no validation image"):  # a single image never leaves training
+        train_val_split(_targets([1]), 0.5)
+
+
+def _reference_val_counts(sizes, fraction):
+    """Hamilton's method, written out: floors, then +1 by decreasing remainder, never a whole class."""
+    quotas = [fraction * n for n in sizes]
+    counts = [int(q) for q in quotas]
+    total = int(fraction * sum(sizes) + 0.5)
+    for c in sorted(range(len(sizes)), key=lambda c: -(quotas[c] - counts[c])):
+        if sum(counts) < total and counts[c] + 1 < sizes[c]:
+            counts[c] += 1
+    return counts
+
+
+@pytest.mark.parametrize("sizes,fraction", [([4, 4, 4, 4], 0.1), ([3, 7, 11, 2, 9], 0.1), ([5, 6, 7], 0.3),
+                                            ([20, 1, 1, 1], 0.15)])
+def test_train_val_split_total_is_rounded_fraction_of_all_images(sizes, fraction):
+    targets = _targets(sizes)
+    train, val = train_val_split(targets, fraction, seed=2)
+    assert len(val) == round(fraction * len(targets) + 1e-9) and len(val) > 0
+    counts = collections.Counter(targets[i] for i in val)
+    if len(set(q % 1 for q in (fraction * n for n in sizes))) == len(sizes):  # no tie: counts are determined
+        assert [counts[c] for c in range(len(sizes))] == _reference_val_counts(sizes, fraction)
+    assert all(counts[c] < n for c, n in enumerate(sizes))  # never a whole class
+
+
+def test_train_val_split_names_the_key_when_nothing_can_be_held_out():
+    with pytest.raises(ValueError, match="VAL_FRACTION"):
+        train_val_split(_targets([2, 2]), 0.1)  # round(0.4) = 0
 
 
 def test_per_class_subset_counts():

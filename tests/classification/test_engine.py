@@ -1,5 +1,6 @@
 """End-to-end runs of the classification trainer on a tiny CNN and a fake ImageFolder tree."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -68,13 +69,15 @@ def test_two_epoch_run_writes_everything(method_runs, reg, baseline):
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[1]["lr"] == pytest.approx(0.1 * records[0]["lr"])  # x GAMMA at milestone 1
-    for key in ("train_loss", "train_reg", "val_top1", "val_feature_norm", "val_mutual_information",
-                "val_ce_grad_norm", "val_feature_entropy", "epoch_time_s"):
+    for key in ("train_loss", "train_reg", "val_top1", "train_pairwise_entropy", "train_mean_feature_norm",
+                "train_ce_weight_grad_norm", "val_sample_norm", "val_gaussian_mi", "val_ce_feature_grad_norm",
+                "val_gaussian_entropy", "epoch_time_s"):
         assert key in records[0] and records[0][key] == records[0][key], key  # present, not NaN
+    assert not [k for r in records for k in r if k.startswith("test")]
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["dataset"] == "imagefolder" and results["seed"] == 0
     assert 0.0 <= results["test_top1"] <= 1.0 and 0.0 <= results["test_mean_class_acc"] <= 1.0
-    assert results["best_epoch"] in (1, 2)
+    assert results["best_epoch"] in (1, 2) and results["selection"] == "best_val_top1"
     assert results["val_top1"] == max(r["val_top1"] for r in records)
     saved = torch.load(os.path.join(out, "features_test.pt"))
     assert saved["features"].shape[0] == NUM_CLASSES * PER_CLASS // 2
@@ -85,9 +88,10 @@ def _kill_after_first_epoch(epoch, run_state):
         raise KeyboardInterrupt("simulated kill after epoch 1")
 
 
-@pytest.mark.parametrize("reg", ["adarand", "ptr"])
-def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path, reg):
-    extra = {"REGULARIZER.NAME": reg, "REGULARIZER.PTR_THRESHOLD": 100.0}  # PtR switches on after epoch 1
+@pytest.mark.parametrize("reg,schedule", [("adarand", "multistep"), ("ptr", "multistep"), ("adarand", "cosine_7_16")])
+def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path, reg, schedule):
+    extra = {"REGULARIZER.NAME": reg, "REGULARIZER.PTR_THRESHOLD": 100.0,  # PtR switches on after epoch 1
+             "SOLVER.LR_SCHEDULE": schedule, "SOLVER.WARMUP_ITERS": 2 if schedule == "cosine_7_16" else 0}
     straight = run(data_root, tmp_path / "straight", **extra)
     with pytest.raises(KeyboardInterrupt):
         run(data_root, tmp_path / "resumed", callbacks=[_kill_after_first_epoch], **extra)
@@ -148,7 +152,7 @@ def test_cli_eval_only_and_errors(method_runs, data_root, tmp_path, capsys):
 
 def test_plots_and_summary_from_real_runs(method_runs, tmp_path):
     runs = [method_runs[("none", "")], method_runs[("adarand", "")], method_runs[("ptr", "")]]
-    pngs = plot_features.main(runs + ["--out-dir", str(tmp_path)])
+    pngs = plot_features.main(runs + ["--out-dir", str(tmp_path), "--gaussian"])
     for png in pngs:
         with open(png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -157,3 +161,61 @@ def test_plots_and_summary_from_real_runs(method_runs, tmp_path):
     assert "imagefolder" in lines[0] and len(lines) == 2 + len(METHODS)
     ft = json.load(open(os.path.join(method_runs[("none", "")], "results.json")))["test_top1"]
     assert lines[2].startswith("| ft | ") and f"{100 * ft:.2f} ± 0.00 (1)" in lines[2]
+
+
+def _tensorboard_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(run_dir, "tensorboard"))
+    events.Reload()
+    return events.Tags()["scalars"]
+
+
+def _count_test_evaluations(monkeypatch):
+    """Wrap the trainer's ``evaluate``; returns the list of evaluated splits ("val" | "test")."""
+    from adarand.classification import trainer
+
+    seen, original = [], trainer.evaluate
+
+    def counting(cfg, model, loader, *args, **kwargs):
+        seen.append("test" if loader.dataset.__class__.__name__ != "TransformedSubset" else "val")
+        return original(cfg, model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", counting)
+    return seen
+
+
+@pytest.mark.parametrize("val_fraction", [0.1, 0.0])
+def test_small_subset_never_selects_on_the_test_split(tmp_path, monkeypatch, val_fraction):
+    """4 classes x 4 images: 0.1 holds out round(1.6) = 2 images (per-class rounding gave none);
+    no epoch record carries a test metric, and the test split is evaluated exactly once."""
+    root = make_fake_imagefolder(tmp_path / "tree", num_classes=4, per_class=4, image_size=16)
+    evaluated = _count_test_evaluations(monkeypatch)
+    out = tmp_path / "run"
+    results = run(root, out, **{"DATASET.VAL_FRACTION": val_fraction, "REGULARIZER.NAME": "adarand",
+                                "SOLVER.EPOCHS": 3, "SOLVER.BATCH_SIZE": 4})
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert len(records) == 3 and evaluated.count("test") == 1 and evaluated[-1] == "test"
+    keys = {k for r in records for k in r} | set(_tensorboard_tags(str(out)))
+    assert not [k for k in keys if "test" in k], keys
+    assert all("train_pairwise_entropy" in r for r in records)
+    if val_fraction:
+        assert evaluated.count("val") == 3 and all("val_top1" in r for r in records)
+        assert results["selection"] == "best_val_top1" and results["val_top1"] is not None
+    else:
+        assert evaluated == ["test"] and not [k for k in keys if k.startswith("val")]
+        assert results["selection"] == "last_epoch" and results["best_epoch"] == 3 and results["val_top1"] is None
+    assert json.load(open(out / "results.json"))["selection"] == results["selection"]
+
+
+def test_official_per_iteration_schedule_with_warmup(data_root, tmp_path):
+    """cosine_7_16 steps every iteration: after 2 epochs of 3 steps with 2 warm-up steps the
+    lr is base * cos(pi 7/16 (6 - 2) / (6 - 2)); the first epoch starts at 0 (warm-up)."""
+    run(data_root, tmp_path, **{"SOLVER.LR_SCHEDULE": "cosine_7_16", "SOLVER.WARMUP_ITERS": 2,
+                                "SOLVER.OPTIMIZER": "adamw", "SOLVER.BASE_LR": 1e-3, "DATALOADER.DROP_LAST": True})
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert records[0]["lr"] == 0.0  # lr of the first iteration: t / WARMUP_ITERS with t = 0
+    ckpt = torch.load(tmp_path / "last.pth", weights_only=False)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * math.cos(math.pi * 7 / 16))
+    with pytest.raises(ValueError, match="WARMUP_ITERS"):
+        load_cfg("", ["SOLVER.WARMUP_ITERS", "5"])  # warm-up only with cosine_7_16

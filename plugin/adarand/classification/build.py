@@ -1,4 +1,5 @@
 """Builders: config -> data, loaders, model, regularizer, optimizer, schedule."""
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -6,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 import adarand
+from adarand.schedules import cosine_7_16
 
 from . import backbones, datasets, transforms
 
@@ -97,7 +99,7 @@ def train_loader(cfg, dataset, rank, world, generator):
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.DATASET.SEED)
     return DataLoader(dataset, batch_size=cfg.SOLVER.BATCH_SIZE // world, sampler=sampler,
                       num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=torch.cuda.is_available(),
-                      generator=generator, persistent_workers=False)
+                      generator=generator, persistent_workers=False, drop_last=cfg.DATALOADER.DROP_LAST)
 
 
 def eval_loader(cfg, dataset, rank, world, batch_size=None):
@@ -112,6 +114,7 @@ def build_regularizer(cfg, num_classes, feat_dim, total_steps):
     """The core regularizer REGULARIZER.NAME with the options it accepts."""
     r = cfg.REGULARIZER
     values = {"lam": r.LAMBDA, "alpha": r.ALPHA, "prior_lr": r.PRIOR_LR, "total_steps": total_steps,
+              "prior_schedule": r.PRIOR_LR_SCHEDULE,
               "ratio": r.PTR_RATIO, "target_scale": r.PTR_TARGET_SCALE, "threshold": r.PTR_THRESHOLD,
               "loss": r.PTR_LOSS}
     accepted = adarand.regularizer_options(r.NAME)
@@ -129,11 +132,21 @@ def build_optimizer(cfg, model: nn.Module):
     raise ValueError(f"config key SOLVER.OPTIMIZER = {s.OPTIMIZER!r}; expected sgd or adamw")
 
 
-def build_scheduler(cfg, optimizer):
-    """Stepped once per epoch: x GAMMA at MILESTONES, or cosine to 0 over EPOCHS."""
+def schedule_per_iteration(cfg):
+    """True when the scheduler is stepped after every optimizer step, False once per epoch."""
+    return cfg.SOLVER.LR_SCHEDULE == "cosine_7_16"
+
+
+def build_scheduler(cfg, optimizer, iters_per_epoch):
+    """multistep (x GAMMA at MILESTONES) and cosine (to 0 over EPOCHS) step per epoch;
+    cosine_7_16 steps per iteration: ``adarand.schedules.cosine_7_16`` over EPOCHS * iters_per_epoch
+    iterations after WARMUP_ITERS of linear warm-up."""
     s = cfg.SOLVER
     if s.LR_SCHEDULE == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.MILESTONES), gamma=s.GAMMA)
     if s.LR_SCHEDULE == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.EPOCHS)
-    raise ValueError(f"config key SOLVER.LR_SCHEDULE = {s.LR_SCHEDULE!r}; expected multistep or cosine")
+    if s.LR_SCHEDULE == "cosine_7_16":
+        total, warmup = s.EPOCHS * iters_per_epoch, s.WARMUP_ITERS
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(cosine_7_16, total=total, warmup=warmup))
+    raise ValueError(f"config key SOLVER.LR_SCHEDULE = {s.LR_SCHEDULE!r}; expected multistep, cosine or cosine_7_16")

@@ -2,7 +2,8 @@
 
 ``get_cfg()`` returns a fresh copy; YAML files may name a ``_BASE_`` file (resolved
 relative to themselves) and may only set keys defined here: an unknown key is an error
-that names the file and the key. Defaults are the paper's ResNet-50 recipe.
+that names the file and the key. The paper configs (configs/classification/Base-*.yaml) set
+the official code's values; docs/fidelity.md lists them against the paper and these defaults.
 """
 from fvcore.common.config import CfgNode as CN
 
@@ -18,21 +19,26 @@ _C.DATASET = CN()
 _C.DATASET.NAME = ""  # aircraft | cub | cars | dtd | flowers | pets | cifar10 | imagenet | digits | imagefolder ...
 _C.DATASET.ROOT = "datasets"  # directory holding the dataset in its official layout
 _C.DATASET.FRACTION = 1.0  # per-class fraction of the training set kept (paper: 0.1 / 0.25 / 0.5 of Cars)
-_C.DATASET.VAL_FRACTION = 0.1  # held-out share of the (kept) training set, evaluated with eval transforms
+# Held-out share of the (kept) training set: round(VAL_FRACTION * N) images, stratified (largest
+# remainder), evaluated with eval transforms; selects the best epoch. 0 = no validation, the last epoch counts.
+_C.DATASET.VAL_FRACTION = 0.1
 _C.DATASET.SEED = 0  # seed of the subset and of the train/val split (fixed across training seeds)
 _C.DATASET.TEST_SPLIT = "test"  # split the best-validation checkpoint is evaluated on
 
 _C.INPUT = CN()
 _C.INPUT.SIZE = 224  # square crop side in pixels
 _C.INPUT.AUGMENT = True  # training images: random resized crop + flip (False: the eval transforms)
-_C.INPUT.MEAN = []  # normalisation mean; empty = the loaded weights' own (model.input_mean)
-_C.INPUT.STD = []  # normalisation std; empty = the loaded weights' own (model.input_std)
+_C.INPUT.MEAN = []  # normalisation mean; empty = the loaded weights' own (model.input_mean); official: 0.5
+_C.INPUT.STD = []  # normalisation std; empty = the loaded weights' own (model.input_std); official: 0.5
 
 _C.REGULARIZER = CN()
 _C.REGULARIZER.NAME = "none"  # any of adarand.available_regularizers()
 _C.REGULARIZER.LAMBDA = 1.0  # lambda, weight of the feature regression (Eq. 1)
 _C.REGULARIZER.ALPHA = 0.5  # alpha, EMA factor of the running class means (Eq. 14)
-_C.REGULARIZER.PRIOR_LR = 1e-2  # Adam lr of the prior update (Eq. 11-13), cosine-decayed over the run
+_C.REGULARIZER.PRIOR_LR = 1e-2  # Adam lr of the prior update (Eq. 11-13)
+# Per-iteration schedule of PRIOR_LR over the run: cosine_7_16 (the official code's
+# max(0, cos(pi 7/16 t/T))) | half_cosine ((1 + cos(pi t/T)) / 2) | constant
+_C.REGULARIZER.PRIOR_LR_SCHEDULE = "cosine_7_16"
 _C.REGULARIZER.PTR_RATIO = 3.0  # PtR: R in w = G_ce / (G_ptr R)
 _C.REGULARIZER.PTR_TARGET_SCALE = 1.0  # PtR: m in t ~ U[0, 2m)
 _C.REGULARIZER.PTR_THRESHOLD = 1.0  # PtR: T, epoch-mean CE below which the term switches on
@@ -53,28 +59,35 @@ _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = True
 _C.SOLVER.WEIGHT_DECAY = 1e-4
 _C.SOLVER.EPOCHS = 200
-_C.SOLVER.LR_SCHEDULE = "multistep"  # multistep | cosine (stepped once per epoch)
+# multistep, cosine: stepped once per epoch (cosine: CosineAnnealingLR to 0 over EPOCHS);
+# cosine_7_16: stepped every iteration, lr * max(0, cos(pi 7/16 t/T)) after WARMUP_ITERS (official AdamW runs)
+_C.SOLVER.LR_SCHEDULE = "multistep"
+_C.SOLVER.WARMUP_ITERS = 0  # cosine_7_16 only: linear warm-up lr * t / WARMUP_ITERS over the first iterations
 _C.SOLVER.MILESTONES = [60, 120, 160]  # epochs at which multistep multiplies the lr by GAMMA
 _C.SOLVER.GAMMA = 0.1
 _C.SOLVER.BATCH_SIZE = 64  # total over all processes
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.DROP_LAST = False  # drop each epoch's last incomplete training batch (official: True)
 
 _C.TEST = CN()
 _C.TEST.WEIGHTS = ""  # --eval-only: checkpoint of this trainer to evaluate ("" = OUTPUT_DIR/best.pth)
 _C.TEST.BATCH_SIZE = 128  # per process
 
-_C.AMP = "off"  # off | bf16 | fp16 (autocast, CUDA only)
+_C.AMP = "off"  # precision: off (fp32, official) | bf16 | fp16 (autocast, CUDA only)
 _C.CHANNELS_LAST = True  # channels-last memory format (CUDA only)
-_C.DIAGNOSTICS = True  # feature norm / entropy / MI / CE grad norm every epoch (Fig. 2)
+# Fig. 2 every epoch: the paper's pairwise entropy, mean-feature norm and classifier gradient norm
+# on training batches (train_*), and our Gaussian entropy / MI on validation features (val_gaussian_*)
+_C.DIAGNOSTICS = True
 _C.LOG_PERIOD = 20  # steps between progress-bar updates (each one reads values back from the device)
 _C.OUTPUT_DIR = "output/classification"
 _C.SEED = 0  # training seed; rank r seeds with SEED + r so each rank draws its own noise
 
 CHOICES = {
     "SOLVER.OPTIMIZER": ("sgd", "adamw"),
-    "SOLVER.LR_SCHEDULE": ("multistep", "cosine"),
+    "SOLVER.LR_SCHEDULE": ("multistep", "cosine", "cosine_7_16"),
+    "REGULARIZER.PRIOR_LR_SCHEDULE": ("cosine_7_16", "half_cosine", "constant"),
     "AMP": ("off", "bf16", "fp16"),
     "BASELINE.NAME": ("", "l2sp", "delta", "bss"),
 }
@@ -97,6 +110,9 @@ def check_cfg(cfg: CN) -> None:
         raise ValueError(f"config key DATASET.FRACTION = {cfg.DATASET.FRACTION}; expected 0 < x <= 1")
     if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:
         raise ValueError(f"config key DATASET.VAL_FRACTION = {cfg.DATASET.VAL_FRACTION}; expected 0 <= x < 1")
+    if cfg.SOLVER.WARMUP_ITERS < 0 or (cfg.SOLVER.WARMUP_ITERS and cfg.SOLVER.LR_SCHEDULE != "cosine_7_16"):
+        raise ValueError(f"config key SOLVER.WARMUP_ITERS = {cfg.SOLVER.WARMUP_ITERS}: a warm-up needs "
+                         f"SOLVER.LR_SCHEDULE cosine_7_16 (got {cfg.SOLVER.LR_SCHEDULE!r}) and a value >= 0")
 
 
 def load_cfg(config_file: str = "", opts=()) -> CN:

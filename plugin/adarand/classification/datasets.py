@@ -7,6 +7,7 @@ the dataset publishes both, as the AdaRand paper does) or ``"test"``. Nothing is
 downloaded: a missing tree raises ``FileNotFoundError`` naming the expected layout.
 Layouts are listed in ``docs/classification_data.md``.
 """
+import math
 import os
 from pathlib import Path
 
@@ -353,16 +354,37 @@ def _by_class(targets):
 
 
 def train_val_split(targets, val_fraction=0.1, seed=0):
-    """Seeded stratified split: round(val_fraction * n_c) of each class to val, never all of it.
+    """Seeded stratified split with ``round(val_fraction * N)`` validation images in total.
 
+    Largest-remainder apportionment over classes: class c gets ``floor(val_fraction * n_c)``
+    images, and the images still missing to reach the total (``val_fraction * N`` rounded half
+    up) go one each to the classes with the largest remainders ``val_fraction * n_c - floor``
+    (ties in a seeded random order). A class never gives all of its images, so a class of one
+    image stays in training. Raises ``ValueError`` when ``val_fraction > 0`` but no image can
+    be held out (the trainer would otherwise have no validation split to select with).
     Returns sorted ``(train_indices, val_indices)``."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction = {val_fraction}; expected 0 <= x < 1")
     rng = np.random.default_rng(seed)
+    classes = _by_class(targets)
+    quotas = [val_fraction * len(members) for members in classes]
+    counts = [int(math.floor(q)) for q in quotas]
+    missing = int(math.floor(val_fraction * len(targets) + 0.5)) - sum(counts)
+    tie_break = rng.permutation(len(classes))
+    for c in sorted(range(len(classes)), key=lambda c: (counts[c] - quotas[c], tie_break[c])):
+        if missing <= 0:
+            break
+        if counts[c] + 1 < len(classes[c]):  # never the whole class
+            counts[c] += 1
+            missing -= 1
+    if val_fraction > 0 and sum(counts) == 0:
+        raise ValueError(
+            f"DATASET.VAL_FRACTION = {val_fraction} leaves no validation image out of {len(targets)} training "
+            f"images in {len(classes)} classes (round({val_fraction} * {len(targets)}) = 0, or every class has a "
+            "single image); raise VAL_FRACTION, or set it to 0 to keep the last epoch's model")
     train, val = [], []
-    for members in _by_class(targets):
+    for members, n_val in zip(classes, counts):
         order = rng.permutation(members)
-        n_val = min(int(round(val_fraction * len(members))), len(members) - 1)
         val.extend(order[:n_val].tolist())
         train.extend(order[n_val:].tolist())
     return sorted(train), sorted(val)

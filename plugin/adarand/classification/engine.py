@@ -5,7 +5,9 @@ One step (Eq. 1): ``features, logits = model.forward_features(x)``;
 ``reg.step(features, y)`` (running means + prior update). ``reg.on_epoch_end()`` closes
 each epoch. Running sums and the divergence flags (:class:`adarand.finite_guard.FiniteGuard`)
 stay on the device; values are read back only every ``LOG_PERIOD`` steps (progress bar,
-divergence check) and once at the end of the epoch.
+divergence check) and once at the end of the epoch. With ``DIAGNOSTICS``, the paper's
+per-batch diagnostics of the training features are averaged over the epoch
+(``adarand.TrainingDiagnostics``) and returned as ``train_<name>``.
 """
 import contextlib
 import math
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import adarand
 from adarand.finite_guard import FiniteGuard, check_finite_weights
 
 from . import datasets
@@ -65,7 +68,7 @@ def to_device(cfg, images, labels, device):
 
 def train_step(cfg, net, model, reg, baseline, images, labels, optimizer, scaler):
     """One optimisation step (Eq. 1, then the prior update); returns detached
-    (loss, ce, reg_loss, baseline_loss, logits)."""
+    (loss, ce, reg_loss, baseline_loss, logits, features)."""
     with autocast(cfg, images.device):
         features, logits = net(images)
     features, logits = features.float(), logits.float()
@@ -78,7 +81,7 @@ def train_step(cfg, net, model, reg, baseline, images, labels, optimizer, scaler
     scaler.step(optimizer)
     scaler.update()
     reg.step(features.detach(), labels)
-    return loss.detach(), ce.detach(), reg_loss.detach(), base_loss.detach(), logits.detach()
+    return loss.detach(), ce.detach(), reg_loss.detach(), base_loss.detach(), logits.detach(), features.detach()
 
 
 @torch.no_grad()
@@ -119,26 +122,32 @@ def check_diverged(guard, model, where):
 
 
 def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True,
-                    guard=None):
+                    guard=None, iteration_scheduler=None):
     """One pass over ``loader``; returns the epoch means over all ranks and the train time.
 
     ``guard`` (:func:`new_guard`) records non-finite loss terms; it is checked every
     ``LOG_PERIOD`` steps and at the end of the epoch (``FloatingPointError``).
+    ``iteration_scheduler`` (when given) is stepped after every optimizer step.
     """
     guard = guard if guard is not None else new_guard(device)
     where = f"epoch {epoch + 1}"
     set_train_mode(cfg, net, baseline)
+    diagnostics = adarand.TrainingDiagnostics(device) if cfg.DIAGNOSTICS else None
     sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, ce, reg, baseline, correct, count
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}", disable=not progress, leave=False)
     start = time.perf_counter()
     for step, (images, labels) in enumerate(bar):
         images, labels = to_device(cfg, images, labels, device)
         try:
-            loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, baseline, images, labels,
-                                                               optimizer, scaler)
+            loss, ce, reg_loss, base_loss, logits, features = train_step(cfg, net, model, reg, baseline, images,
+                                                                         labels, optimizer, scaler)
         except ValueError:  # e.g. the regularizer's NaN-feature check: name the divergence that caused it
             check_diverged(guard, model, where)
             raise
+        if iteration_scheduler is not None:
+            iteration_scheduler.step()
+        if diagnostics is not None:
+            diagnostics.update(features, logits, labels)
         guard.update(epoch * len(loader) + step, loss, ce, reg_loss, base_loss)
         accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels)
         if step % cfg.LOG_PERIOD == 0:
@@ -155,9 +164,12 @@ def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, d
     if not all(math.isfinite(v) for v in s[:4]):  # another process diverged (its own check names the term)
         raise FloatingPointError(f"training diverged ({where}): non-finite epoch loss sums {s[:4]} over all processes")
     count = max(s[5], 1.0)
-    return {"train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
-            "train_baseline": s[3] / count, "train_top1": s[4] / count,
-            "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1)}
+    record = {"train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
+              "train_baseline": s[3] / count, "train_top1": s[4] / count,
+              "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1)}
+    if diagnostics is not None:
+        record.update({f"train_{name}": value for name, value in diagnostics.means().items()})
+    return record
 
 
 @dataclass

@@ -1,12 +1,17 @@
 """The fit loop: set-up, class statistics, epochs, checkpoints, resume, final test.
 
+Model selection never looks at the test split: with a validation split (VAL_FRACTION > 0)
+the best validation epoch is kept; without one, the last epoch. The test split is evaluated
+once, at the end, on that model; no per-epoch record holds a test metric.
+
 Files in ``cfg.OUTPUT_DIR``: ``.lock`` (held while a process uses the directory),
 ``config.yaml`` (resolved config), ``class_stats.pt`` (pre-trained class statistics with
-the identity of what produced them, reused when it matches), ``last.pth`` (everything needed to
-resume, written atomically each epoch), ``best.pth`` (model of the best validation
-epoch), ``metrics.jsonl`` + ``tensorboard/`` (per epoch), ``features_test.pt`` (test
-features of the best model, for PCA), ``results.json``. A directory holds one run: a
-new (non-resume) run refuses a directory that holds another run's checkpoint.
+the identity of what produced them, reused when it matches), ``last.pth`` (everything needed
+to resume, written atomically each epoch), ``best.pth`` (the selected model: best validation
+epoch, or the last epoch), ``metrics.jsonl`` + ``tensorboard/`` (per epoch: training and
+validation values only), ``features_test.pt`` (test features of the selected model, for
+PCA), ``results.json``. A directory holds one run: a new (non-resume) run refuses a
+directory that holds another run's checkpoint.
 """
 import os
 import random
@@ -94,11 +99,13 @@ class Run:
         self.data = build.build_data(cfg, raw, mean, std)
         self.generator = torch.Generator()
         self.train_loader = build.train_loader(cfg, self.data.train, self.rank, self.size, self.generator)
-        if len(self.train_loader) == 0:
+        if len(self.data.train) == 0:
             raise ValueError(f"the training split of {cfg.DATASET.NAME!r} under {cfg.DATASET.ROOT!r} is empty")
-        eval_set = self.data.val if self.data.val is not None else self.data.test
-        self.eval_name = "val" if self.data.val is not None else "test"
-        self.eval_loader = build.eval_loader(cfg, eval_set, self.rank, self.size)
+        if len(self.train_loader) == 0:
+            raise ValueError(f"DATALOADER.DROP_LAST leaves no training batch: {len(self.data.train)} training "
+                             f"images < SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}")
+        self.val_loader = build.eval_loader(cfg, self.data.val, self.rank, self.size) \
+            if self.data.val is not None else None
         total_steps = cfg.SOLVER.EPOCHS * len(self.train_loader)
         self.reg = build.build_regularizer(cfg, self.data.num_classes, self.model.feat_dim, total_steps).to(device)
         self.baseline = build_baseline(cfg, self.model)
@@ -108,7 +115,8 @@ class Run:
         self.net = DistributedDataParallel(wrapped, device_ids=[device] if device.type == "cuda" else None) \
             if self.size > 1 else wrapped
         self.optimizer = build.build_optimizer(cfg, self.model)
-        self.scheduler = build.build_scheduler(cfg, self.optimizer)
+        self.scheduler = build.build_scheduler(cfg, self.optimizer, len(self.train_loader))
+        self.per_iteration = build.schedule_per_iteration(cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.AMP == "fp16")
         self.start_epoch, self.best_top1, self.best_epoch, self.history = 0, -1.0, -1, []
         self.guard = new_guard(device)  # divergence flags, on the device
@@ -134,7 +142,7 @@ class Run:
 
 
 def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
-    """Train, validate each epoch, test the best-validation model; returns the results dict.
+    """Train, validate each epoch, test the selected model once; returns the results dict.
 
     ``epoch_callbacks`` are called as ``cb(epoch, run)`` after each epoch's checkpoint.
     """
@@ -159,20 +167,16 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
         record = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
         record.update(train_one_epoch(cfg, run.net, run.model, run.reg, run.baseline, run.train_loader,
                                       run.optimizer, run.scaler, device, epoch, progress and rank == 0,
-                                      guard=run.guard))
-        run.scheduler.step()
-        ev = evaluate(cfg, run.model, run.eval_loader, run.data.num_classes, device,
-                      keep_features=cfg.DIAGNOSTICS, progress=False)
-        record[f"{run.eval_name}_top1"], record[f"{run.eval_name}_mean_class_acc"] = ev.top1, ev.mean_class_acc
-        if cfg.DIAGNOSTICS:
-            weight = run.model.head.weight.detach().float().cpu()
-            diag = adarand.feature_diagnostics(ev.features, ev.labels, run.data.num_classes,
-                                               logits=ev.logits, classifier_weight=weight)
-            record.update({f"{run.eval_name}_{k}": v for k, v in diag.items()})
-        if ev.top1 > run.best_top1:
-            run.best_top1, run.best_epoch = ev.top1, epoch + 1
+                                      guard=run.guard,
+                                      iteration_scheduler=run.scheduler if run.per_iteration else None))
+        if not run.per_iteration:
+            run.scheduler.step()
+        if run.val_loader is not None:
+            record.update(validate(cfg, run, epoch, out, rank))
+        elif epoch + 1 == cfg.SOLVER.EPOCHS:  # no validation split: the last epoch is the selected model
+            run.best_epoch = epoch + 1
             if rank == 0:
-                save_torch({"model": run.model.state_dict(), "epoch": epoch + 1, "top1": ev.top1},
+                save_torch({"model": run.model.state_dict(), "epoch": epoch + 1, "top1": None},
                             os.path.join(out, "best.pth"))
         run.history.append(record)
         state = run.checkpoint(epoch)
@@ -186,8 +190,27 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
     return finish(cfg, run, device, rank)
 
 
+def validate(cfg, run, epoch, out, rank):
+    """Validation accuracy (and our Gaussian diagnostics) of this epoch; keeps the best model."""
+    ev = evaluate(cfg, run.model, run.val_loader, run.data.num_classes, run.device,
+                  keep_features=cfg.DIAGNOSTICS, progress=False)
+    record = {"val_top1": ev.top1, "val_mean_class_acc": ev.mean_class_acc}
+    if cfg.DIAGNOSTICS:
+        weight = run.model.head.weight.detach().float().cpu()
+        diag = adarand.feature_diagnostics(ev.features, ev.labels, run.data.num_classes,
+                                           logits=ev.logits, classifier_weight=weight)
+        record.update({f"val_{k}": v for k, v in diag.items()})
+    if ev.top1 > run.best_top1:
+        run.best_top1, run.best_epoch = ev.top1, epoch + 1
+        if rank == 0:
+            save_torch({"model": run.model.state_dict(), "epoch": epoch + 1, "top1": ev.top1},
+                        os.path.join(out, "best.pth"))
+    return record
+
+
 def finish(cfg, run, device, rank):
-    """Evaluate the best-validation model on the test split; write features and results.json."""
+    """Evaluate the selected model (best validation epoch, or the last) on the test split, once;
+    write its features and results.json."""
     best = load_checkpoint(os.path.join(cfg.OUTPUT_DIR, "best.pth"), map_location=device)
     run.model.load_state_dict(best["model"])
     test = evaluate(cfg, run.model, build.eval_loader(cfg, run.data.test, run.rank, run.size),
@@ -196,6 +219,7 @@ def finish(cfg, run, device, rank):
     results = {
         "method": method_name(cfg), "dataset": cfg.DATASET.NAME, "backbone": cfg.MODEL.BACKBONE,
         "seed": cfg.SEED, "fraction": cfg.DATASET.FRACTION, "epochs": cfg.SOLVER.EPOCHS,
+        "selection": "best_val_top1" if run.data.val is not None else "last_epoch",
         "best_epoch": best["epoch"], "val_top1": run.best_top1 if run.data.val is not None else None,
         "test_top1": test.top1, "test_mean_class_acc": test.mean_class_acc,
         "time_per_epoch_s": float(np.mean([r["epoch_time_s"] for r in history])) if history else None,
