@@ -28,7 +28,8 @@ def get_args_parser():
     parser.add_argument("--seeds", type=int, nargs="+", default=list(reproduce.SEEDS), help="training seeds")
     parser.add_argument("--root", default="output/reproduce", help="runs go to ROOT/<cell id>/seed<k>")
     parser.add_argument("--cells", nargs="+", default=[], metavar="ID", help="only these cells of the table")
-    parser.add_argument("--data-dir", default="", help="DATASET.ROOT becomes DATA_DIR/<dataset> (default: the configs')")
+    parser.add_argument("--data-dir", default="",
+                        help="DATASET.ROOT becomes DATA_DIR/<dataset> (default: the configs')")
     parser.add_argument("--weights", nargs="+", default=[], metavar="TAG=FILE",
                         help=f"pre-trained weights files, TAG one of {list(reproduce.PRETRAININGS)}")
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -54,8 +55,9 @@ def main(argv=None):
     runs = reproduce.build_runs(table, root, args.seeds, args.cells, args.data_dir,
                                 reproduce.parse_weights(args.weights), args.opts)
     status = [r.status() for r in runs]
-    summary = (f"table {table.name}: {len(runs)} runs ({len(runs) // len(args.seeds)} cells x {len(args.seeds)} "
-               f"seeds): {status.count('done')} finished, {status.count('resume')} to resume, {status.count('new')} new")
+    cells = len(runs) // len(args.seeds)
+    summary = (f"table {table.name}: {len(runs)} runs ({cells} cells x {len(args.seeds)} seeds): "
+               f"{status.count('done')} finished, {status.count('resume')} to resume, {status.count('new')} new")
     if args.dry_run:
         for run in runs:
             print(reproduce.command_line(run, nproc_per_node=args.gpus))

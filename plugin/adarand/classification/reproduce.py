@@ -16,7 +16,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 CONFIG_DIR = "configs/classification"
 SEEDS = (0, 1, 2)
@@ -90,7 +90,7 @@ class Run:
     cell: Cell
     seed: int
     output_dir: str
-    opts: tuple = field(default=())  # cell opts + SEED + OUTPUT_DIR + user overrides
+    opts: tuple = ()  # cell opts + SEED + OUTPUT_DIR + user overrides
 
     def status(self):
         """``done`` (results.json), ``resume`` (last.pth) or ``new``."""
@@ -152,7 +152,8 @@ def _table3():
 def _table4():
     cells = [_cell("cars", "r50", m, METHODS[m], label, prefix=f"cars{p}")
              for p, label in CARS_FRACTIONS.items() for m in TABLE3_METHODS]
-    return Table("4", "Table 4: Cars reduced to 10/25/50 % of its training set, ImageNet ResNet-50 (top-1 test acc., %)",
+    return Table("4", "Table 4: Cars reduced to 10/25/50 % of its training set, ImageNet ResNet-50 "
+                 "(top-1 test acc., %)",
                  tuple(METHODS[m] for m in TABLE3_METHODS), tuple(CARS_FRACTIONS.values()), tuple(cells),
                  "Table 4 is missing from our text of the paper: its rows (Table 3's methods), the fractions "
                  "10/25/50 % and its published numbers are not taken from the paper.")
@@ -178,7 +179,8 @@ def _alpha():
         else:
             cells.append(Cell(f"cars_r50_adarand_alpha{a:g}", _cfg("cars_r50_adarand"), f"alpha={a:g}", col,
                               ("REGULARIZER.ALPHA", repr(float(a)))))
-    return Table("alpha", "Appendix: AdaRand's EMA decay alpha (Eq. 14) on Cars, ImageNet ResNet-50 (top-1 test acc., %)",
+    return Table("alpha", "Appendix: AdaRand's EMA decay alpha (Eq. 14) on Cars, ImageNet ResNet-50 "
+                 "(top-1 test acc., %)",
                  tuple(f"alpha={a:g}" for a in ALPHAS), (col,), tuple(cells),
                  "The appendix's alpha values and numbers are missing from our text of the paper; the grid is ours.")
 
