@@ -156,13 +156,12 @@ def test_interrupted_run_resumes_and_finished_run_is_skipped(tmp_path):
 
 TINY = ["MODEL.BACKBONE", "tiny_cnn", "MODEL.WEIGHTS", "", "INPUT.SIZE", "16", "SOLVER.EPOCHS", "1",
         "SOLVER.BATCH_SIZE", "4", "SOLVER.MILESTONES", "[1]", "DATASET.VAL_FRACTION", "0.25",
-        "DATALOADER.NUM_WORKERS", "0", "TEST.BATCH_SIZE", "16", "AMP", "off", "CHANNELS_LAST", "False",
-        "DIAGNOSTICS", "False"]
+        "DATALOADER.NUM_WORKERS", "0", "TEST.BATCH_SIZE", "16", "AMP", "off"]
 
 
 def test_launch_runs_a_tiny_grid_locally_then_summarize_prints_it(tmp_path):
     """Two Table-5 cells x 1 seed through submitit's local executor on a fake Stanford Cars tree."""
-    data = fake_trees.make_fake("cars", tmp_path / "data", num_classes=3, per_class=4)
+    data = fake_trees.make_fake("cars", tmp_path / "data", num_classes=3, per_class=8)
     root = tmp_path / "runs"
     argv = ["--table", "5", "--cells", "cars_r50_ft", "cars_r50_fnp", "--seeds", "0", "--root", str(root),
             "--data-dir", os.path.dirname(data), "--launch", "--no-progress", *TINY]
@@ -202,3 +201,17 @@ def test_a_position_with_several_cells_shows_the_best_and_std_is_over_seeds(tmp_
     assert best.mean == pytest.approx(88.0) and best.std == pytest.approx(2 * 2 ** 0.5)
     row = next(x for x in paper_table.render(table, str(tmp_path)).splitlines() if x.startswith("| CLIP / ViT-B/32"))
     assert f"88.00 ± 2.83 (2) cars_vitb32clip_randreg-normal | 86.83 | {88.0 - 86.83:+.2f}" in row
+
+
+def test_slurm_executor_gets_partition_gpus_cpus_and_time(tmp_path, monkeypatch):
+    """submitit's SLURM executor needs ``srun`` on PATH to be built: a stub stands in (nothing is submitted)."""
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+    executor = reproduce.make_executor(str(tmp_path / "jobs"), "slurm", partition="gpu", gpus=4, cpus=8,
+                                       timeout_min=90)
+    params = executor._executor.parameters
+    assert (params["partition"], params["gpus_per_node"], params["cpus_per_task"], params["time"]) == ("gpu", 4, 8, 90)
+    assert (params["nodes"], params["ntasks_per_node"]) == (1, 1)
