@@ -87,6 +87,8 @@ def test_paper_numbers_sit_at_positions_of_the_layout():
         for row, cols in values.items():
             assert row in table.rows, (name, row)
             assert set(cols) <= set(table.cols), (name, row, cols)
+        for column in paper["tables"][name].get("paper_columns", {}).values():
+            assert set(column) == set(table.rows), name
         if name in ("1", "2", "3", "5"):  # every published position is there; every runnable one has a number
             assert set(values) == set(table.rows)
             assert all(values[c.row].get(c.col) is not None for c in table.cells)
@@ -174,9 +176,9 @@ def test_launch_runs_a_tiny_grid_locally_then_summarize_prints_it(tmp_path):
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
             for line in table.splitlines() if line.startswith("| ")}
     ft = 100 * results["ft"]["test_top1"]
-    assert rows["Fine-tuning"][:3] == [f"{ft:.2f} ± 0.00 (1)", "88.29", f"{ft - 88.29:+.2f} |"]
+    assert rows["Fine-tuning"][:3] == [f"{ft:.2f} ± 0.00 (1)", "88.29", f"{ft - 88.29:+.2f}"]
     assert rows["AdaRand"][0] == paper_table.MISSING and rows["AdaRand"][1] == "91.17"
-    assert rows["UOT"][0] == "not implemented"
+    assert rows["UOT"][0] == "not implemented" and rows["UOT"][-2:] == ["12.405", "14,293 |"]  # time, memory
 
     # a finished run is skipped; one whose results.json is gone but last.pth is there resumes
     stamp = os.path.getmtime(root / "cars_r50_ft" / "seed0" / "results.json")

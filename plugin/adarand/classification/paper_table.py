@@ -59,7 +59,9 @@ def render(table, root, metric="test_top1", paper=None):
     paper = paper if paper is not None else load_paper_results()
     published = paper["tables"].get(table.name, {})
     values = published.get("values", {})
-    header = ["", *(h for col in table.cols for h in (f"{col} (ours)", "paper", "Δ"))]
+    extra = published.get("paper_columns", {})  # published columns that are not accuracies, shown as printed
+    header = ["", *(h for col in table.cols for h in (f"{col} (ours)", "paper", "Δ")),
+              *(f"{c} (paper)" for c in extra)]
     lines = [f"{table.title}; ours: {metric} over seeds under {root}", "",
              "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for row in table.rows:
@@ -76,6 +78,7 @@ def render(table, root, metric="test_top1", paper=None):
                 cells.append(f"{ours.mean:.2f} ± {ours.std:.2f} ({ours.n})" + (f" {ours.cell_id}" if several else ""))
             cells.append(MISSING if theirs is None else f"{theirs:.2f}")
             cells.append(f"{ours.mean - theirs:+.2f}" if ours is not None and theirs is not None else MISSING)
+        cells += [str(column.get(row, MISSING)) for column in extra.values()]
         lines.append("| " + " | ".join(cells) + " |")
     notes = ([table.notes] if table.notes else []) + list(published.get("notes", []))
     if published.get("source"):
