@@ -5,7 +5,8 @@ extras are optional: ``pip install -e .[cls,det]``.
 """
 from setuptools import find_packages, setup
 
-CLASSIFICATION = ["torchvision", "fvcore", "yacs", "tqdm", "tensorboard", "matplotlib", "scipy", "pillow"]
+CLASSIFICATION = ["torchvision", "fvcore", "yacs", "tqdm", "tensorboard", "matplotlib", "scipy", "pillow",
+                  "submitit>=1.5"]  # submitit: tools/reproduce.py --launch
 DETECTION = [
     # detectron2 itself is installed by tools/install_detectron2.sh (see README).
     "fvcore", "iopath", "yacs", "pycocotools", "omegaconf>=2.1,<2.4", "hydra-core", "termcolor",
@@ -21,6 +22,7 @@ setup(
     "with RandReg/PtR, FNP, a classification trainer and a Detectron2 plugin",
     package_dir={"": "plugin"},
     packages=find_packages("plugin"),
+    package_data={"adarand.classification": ["paper_results.json"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "tqdm"],
     extras_require={

@@ -2,8 +2,13 @@
 """Markdown table of finished runs: method x dataset, mean ± std over seeds.
 
     python tools/summarize.py output/classification/* [--metric test_mean_class_acc] [--out table.md]
+    python tools/summarize.py --table 3 [--root output/reproduce]   # a paper table, ours beside the paper's
 
 Each argument is a run directory holding ``results.json`` or a folder searched for them.
+With ``--table N`` (1-5, alpha) the runs are those of ``tools/reproduce.py --table N`` under
+``--root``; each cell shows ours, the paper's published number and the difference; a cell
+without finished runs shows "—".
+
 Cells are percentages, ``mean ± std (n)``; std is the sample standard deviation (0 for n = 1).
 """
 import argparse
@@ -12,6 +17,8 @@ import json
 import os
 import statistics
 import sys
+
+from adarand.classification import paper_table, reproduce
 
 
 def find_results(paths):
@@ -59,11 +66,18 @@ def markdown(table, metric):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories, or folders holding them")
+    parser.add_argument("runs", nargs="*", help="run directories, or folders holding them")
+    parser.add_argument("--table", default="", help=f"a paper table: one of {list(reproduce.TABLES)}")
+    parser.add_argument("--root", default="output/reproduce", help="with --table: the runs' root (reproduce.py --root)")
     parser.add_argument("--metric", default="test_top1", help="results.json key (test_top1, test_mean_class_acc, ...)")
     parser.add_argument("--out", default="", help="also write the table to this file")
     args = parser.parse_args(argv)
-    text = markdown(collect(find_results(args.runs), args.metric), args.metric)
+    if args.table:
+        text = paper_table.render(reproduce.get_table(args.table), args.root, args.metric)
+    elif args.runs:
+        text = markdown(collect(find_results(args.runs), args.metric), args.metric)
+    else:
+        parser.error("give run directories, or --table N")
     sys.stdout.write(text)
     if args.out:
         with open(args.out, "w") as f:

@@ -93,6 +93,33 @@ def _read_checkpoint(path):
     return state
 
 
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".pth.tar", ".ckpt", ".safetensors")
+
+
+def weights_file_wanted(backbone, checkpoint_format):
+    """What file MODEL.WEIGHTS must name for this backbone and checkpoint format (for error messages)."""
+    if checkpoint_format == "simclr":
+        return (f"a SimCLR {backbone} checkpoint: a state dict of the ResNet trunk in torchvision's key names, "
+                "optionally under module./backbone./encoder./encoder_q. (projection head keys are dropped)")
+    if checkpoint_format == "barlowtwins":
+        return f"the Barlow Twins {backbone} trunk (resnet50.pth of the official release: torchvision keys, no fc)"
+    if backbone.startswith("clip:"):
+        return (f"a state dict of CLIP {backbone[len('clip:'):]} (open_clip / OpenAI key names, the image tower "
+                "under visual.*, e.g. open_clip's open_clip_pytorch_model.bin); an OpenAI TorchScript .pt archive "
+                "must first be saved as a state dict (torch.jit.load(f).state_dict())")
+    return f"a torchvision {backbone} state dict, or a torchvision weights name such as IMAGENET1K_V1"
+
+
+def check_weights_file(weights, backbone, checkpoint_format="torchvision", key="MODEL.WEIGHTS"):
+    """Raise FileNotFoundError naming ``key`` and the file wanted when ``weights`` is meant to be a local
+    file (a path, a weights suffix, or a self-supervised format) and there is no such file."""
+    is_path = os.sep in weights or "/" in weights or weights.endswith(WEIGHT_SUFFIXES)
+    needs_file = checkpoint_format != "torchvision" or is_path
+    if needs_file and not os.path.isfile(weights):
+        raise FileNotFoundError(f"{key} = {weights!r}: no such file; give "
+                                f"{weights_file_wanted(backbone, checkpoint_format)}")
+
+
 def _torchvision_weights(arch, name):
     """The state dict of torchvision's weights enum ``name`` for ``arch`` (hub cache, else download)."""
     from torchvision.models import get_model_weights
@@ -204,16 +231,31 @@ def _timm_backbone(arch, weights):
     return model, model.num_features, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
 
 
+def clip_visual_state(state):
+    """The image tower's keys of a CLIP state dict: ``module.`` stripped, then ``visual.*`` with the
+    prefix removed when present (a whole CLIP model), else every key (a file of the tower alone)."""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    if any(k.startswith("visual.") for k in state):
+        state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    return state
+
+
 def _clip_backbone(arch, weights):
-    """open_clip's image tower (its output is the projected image embedding)."""
+    """open_clip's image tower (its output is the projected image embedding).
+
+    ``weights``: "" random, a local state-dict file (read with ``weights_only=True`` and loaded
+    strictly into the tower), or an open_clip pretrained tag ("openai"; open_clip fetches it)."""
     if arch not in CLIP:
         raise ValueError(f"unknown CLIP backbone {arch!r}; expected one of {CLIP}")
     try:
         import open_clip
     except ImportError:
         raise ImportError(f"backbone 'clip:{arch}' needs open_clip: pip install open_clip_torch") from None
-    model = open_clip.create_model(arch, pretrained=weights or None)
+    local = bool(weights) and os.path.isfile(weights)
+    model = open_clip.create_model(arch, pretrained=None if local or not weights else weights)
     visual = model.visual
+    if local:
+        visual.load_state_dict(clip_visual_state(_read_checkpoint(weights)), strict=True)
     mean = getattr(visual, "image_mean", None) or CLIP_MEAN
     std = getattr(visual, "image_std", None) or CLIP_STD
     return visual, visual.output_dim, mean, std

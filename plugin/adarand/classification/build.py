@@ -82,6 +82,7 @@ def build_data(cfg, raw, mean, std) -> Data:
 
 def build_model(cfg, num_classes):
     m = cfg.MODEL
+    backbones.check_weights_file(m.WEIGHTS, m.BACKBONE, m.CHECKPOINT_FORMAT)
     return backbones.build_classifier(m.BACKBONE, num_classes, weights=m.WEIGHTS, checkpoint_format=m.CHECKPOINT_FORMAT)
 
 

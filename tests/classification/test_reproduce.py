@@ -1,0 +1,219 @@
+"""tools/reproduce.py and summarize.py --table: every paper cell as a loadable command, a tiny grid end to end."""
+import contextlib
+import io
+import json
+import os
+import shlex
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from adarand.classification import backbones, paper_table, reproduce
+from adarand.classification.build import build_model
+from adarand.classification.config import load_cfg
+
+import fake_trees  # noqa: E402  (tests/classification is on sys.path under pytest)
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import reproduce as reproduce_tool  # noqa: E402
+import summarize  # noqa: E402
+
+# cells of each table, counted from the paper's layout (Table 4 and alpha: see reproduce.py)
+EXPECTED_CELLS = {"1": 4 * 5, "2": 8 * 6, "3": 6 * 7, "4": 3 * 7, "5": 12, "alpha": 7}
+BACKBONE_OF_TAG = {"r50": "resnet50", "r50simclr": "resnet50", "r50barlowtwins": "resnet50", "r50clip": "clip:RN50",
+                   "vitb32": "vit_b_32", "vitb16": "vit_b_16", "vitb32clip": "clip:ViT-B-32",
+                   "vitb16clip": "clip:ViT-B-16"}
+FORMAT_OF_TAG = {"r50simclr": "simclr", "r50barlowtwins": "barlowtwins"}
+
+
+def run_tool(main, argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def check_cell_config(cell, cfg, seed, out):
+    """The loaded config is the cell's method, pre-training, dataset, subset, seed and output dir."""
+    prefix, tag, method = os.path.basename(cell.config)[:-len(".yaml")].split("_")
+    if method in ("l2sp", "delta", "bss"):
+        assert (cfg.REGULARIZER.NAME, cfg.BASELINE.NAME) == ("none", method)
+    else:
+        assert (cfg.REGULARIZER.NAME, cfg.BASELINE.NAME) == ({"ft": "none"}.get(method, method), "")
+    assert cfg.MODEL.BACKBONE == BACKBONE_OF_TAG[tag]
+    assert cfg.MODEL.CHECKPOINT_FORMAT == FORMAT_OF_TAG.get(tag, "torchvision")
+    assert cfg.DATASET.NAME == cell.dataset and cfg.DATASET.ROOT == f"datasets/{cell.dataset}"
+    fraction = int(prefix[len("cars"):]) / 100 if prefix.startswith("cars") and prefix != "cars" else 1.0
+    assert cfg.DATASET.FRACTION == pytest.approx(fraction)
+    assert (cfg.SEED, cfg.OUTPUT_DIR) == (seed, out)
+    # the official code: SGD for the ImageNet ResNet-50 only, AdamW for every other pre-training
+    assert cfg.SOLVER.OPTIMIZER == ("sgd" if tag == "r50" else "adamw")
+
+
+@pytest.mark.parametrize("table", list(EXPECTED_CELLS))
+def test_dry_run_lists_every_cell_and_seed_with_a_loadable_config(table, tmp_path):
+    root = tmp_path / "runs"
+    code, out, err = run_tool(reproduce_tool.main, ["--table", table, "--dry-run", "--root", str(root)])
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == EXPECTED_CELLS[table] * 3
+    assert f"{EXPECTED_CELLS[table]} cells x 3 seeds" in err
+    cells = {c.id: c for c in reproduce.get_table(table).cells}
+    outputs = set()
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[:3] == ["python", "tools/train_cls.py", "--config-file"]
+        config, opts = argv[3], argv[4:]
+        assert os.path.isfile(os.path.join(REPO, config)), config
+        cfg = load_cfg(os.path.join(REPO, config), opts)
+        cell_id, seed_dir = os.path.relpath(cfg.OUTPUT_DIR, root).split(os.sep)
+        seed = int(seed_dir[len("seed"):])
+        check_cell_config(cells[cell_id], cfg, seed, str(root / cell_id / seed_dir))
+        outputs.add(cfg.OUTPUT_DIR)
+    assert len(outputs) == len(lines)
+    if table == "alpha":
+        alphas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).REGULARIZER.ALPHA for x in lines}
+        assert alphas == set(reproduce.ALPHAS)
+
+
+def test_paper_numbers_sit_at_positions_of_the_layout():
+    paper = paper_table.load_paper_results()
+    assert set(paper["tables"]) == set(reproduce.TABLES)
+    for name, table in reproduce.TABLES.items():
+        values = paper["tables"][name]["values"]
+        for row, cols in values.items():
+            assert row in table.rows, (name, row)
+            assert set(cols) <= set(table.cols), (name, row, cols)
+        for column in paper["tables"][name].get("paper_columns", {}).values():
+            assert set(column) == set(table.rows), name
+        if name in ("1", "2", "3", "5"):  # every published position is there; every runnable one has a number
+            assert set(values) == set(table.rows)
+            assert all(values[c.row].get(c.col) is not None for c in table.cells)
+    # Table 2's RandReg-Best for ResNet-50 is the row maximum of Table 1's three priors
+    t1, t2 = paper["tables"]["1"]["values"], paper["tables"]["2"]["values"]
+    randreg = [reproduce.METHODS[m] for m in reproduce.RANDREG]
+    for pretraining, row in t1.items():
+        assert t2[f"{pretraining} / RN-50"]["RandReg-Best"] == max(row[m] for m in randreg)
+
+
+def test_missing_user_weights_name_the_key_and_the_file_wanted(tmp_path):
+    runs = reproduce.build_runs(reproduce.get_table("1"), str(tmp_path), seeds=[0], cell_ids=["cars_r50simclr_ft"])
+    with pytest.raises(FileNotFoundError, match=r"MODEL\.WEIGHTS = 'weights/simclr_resnet50\.pth'.*SimCLR.*"
+                                                r"--weights r50simclr=FILE"):
+        reproduce.check_runs(runs, REPO)
+    weights = tmp_path / "simclr.pth"
+    weights.write_bytes(b"")
+    runs = reproduce.build_runs(reproduce.get_table("1"), str(tmp_path), seeds=[0], cell_ids=["cars_r50simclr_ft"],
+                                weights=reproduce.parse_weights([f"r50simclr={weights}"]))
+    reproduce.check_runs(runs, REPO)  # exists: checked, not read
+    cfg = load_cfg(os.path.join(REPO, "configs/classification/cars_r50clip_adarand.yaml"))
+    with pytest.raises(FileNotFoundError, match=r"MODEL\.WEIGHTS = 'weights/clip_RN50\.pth'.*state dict of CLIP RN50"):
+        build_model(cfg, num_classes=3)
+    with pytest.raises(ValueError, match="TAG=FILE"):
+        reproduce.parse_weights(["simclr=/x.pth"])
+
+
+class FakeTower(nn.Module):
+    output_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.proj(x.mean(dim=(2, 3)))
+
+
+def test_clip_file_is_read_with_weights_only_and_loaded_strictly_into_the_image_tower(tmp_path, monkeypatch):
+    """open_clip stands in as a stub: what is under test is our reading and key mapping of the file."""
+    monkeypatch.setitem(sys.modules, "open_clip", types.SimpleNamespace(
+        create_model=lambda arch, pretrained=None: types.SimpleNamespace(visual=FakeTower())))
+    source = FakeTower()
+    state = {f"module.visual.{k}": v for k, v in source.state_dict().items()}
+    state["module.transformer.weight"] = torch.ones(2)  # the text tower is dropped
+    path = tmp_path / "clip.pth"
+    torch.save(state, path)
+    model = backbones.build_classifier("clip:RN50", 3, weights=str(path))
+    assert torch.equal(model.backbone.proj.weight, source.proj.weight) and model.feat_dim == 4
+    torch.save({"visual.proj.weight": source.proj.weight}, path)  # a key missing: strict load refuses
+    with pytest.raises(RuntimeError, match="proj.bias"):
+        backbones.build_classifier("clip:RN50", 3, weights=str(path))
+    torch.save({"visual.proj.weight": types.SimpleNamespace()}, path)  # not tensors: weights_only refuses
+    with pytest.raises(ValueError, match="cannot read weights file"):
+        backbones.build_classifier("clip:RN50", 3, weights=str(path))
+
+
+def test_interrupted_run_resumes_and_finished_run_is_skipped(tmp_path):
+    run, = reproduce.build_runs(reproduce.get_table("5"), str(tmp_path), seeds=[1], cell_ids=["cars_r50_ft"])
+    assert run.status() == "new" and "--resume" not in run.argv()
+    os.makedirs(run.output_dir)
+    open(os.path.join(run.output_dir, "last.pth"), "w").close()
+    assert run.status() == "resume" and "--resume" in run.argv()
+    open(os.path.join(run.output_dir, "results.json"), "w").close()
+    assert run.status() == "done"
+
+
+TINY = ["MODEL.BACKBONE", "tiny_cnn", "MODEL.WEIGHTS", "", "INPUT.SIZE", "16", "SOLVER.EPOCHS", "1",
+        "SOLVER.BATCH_SIZE", "4", "SOLVER.MILESTONES", "[1]", "DATASET.VAL_FRACTION", "0.25",
+        "DATALOADER.NUM_WORKERS", "0", "TEST.BATCH_SIZE", "16", "AMP", "off"]
+
+
+def test_launch_runs_a_tiny_grid_locally_then_summarize_prints_it(tmp_path):
+    """Two Table-5 cells x 1 seed through submitit's local executor on a fake Stanford Cars tree."""
+    data = fake_trees.make_fake("cars", tmp_path / "data", num_classes=3, per_class=8)
+    root = tmp_path / "runs"
+    argv = ["--table", "5", "--cells", "cars_r50_ft", "cars_r50_fnp", "--seeds", "0", "--root", str(root),
+            "--data-dir", os.path.dirname(data), "--launch", "--no-progress", *TINY]
+    code, _, err = run_tool(reproduce_tool.main, argv)
+    assert code == 0, err
+    results = {m: json.load(open(root / f"cars_r50_{m}" / "seed0" / "results.json")) for m in ("ft", "fnp")}
+    assert results["fnp"]["method"] == "fnp" and results["ft"]["dataset"] == "cars"
+
+    code, table, _ = run_tool(summarize.main, ["--table", "5", "--root", str(root)])
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+            for line in table.splitlines() if line.startswith("| ")}
+    ft = 100 * results["ft"]["test_top1"]
+    assert rows["Fine-tuning"][:3] == [f"{ft:.2f} ± 0.00 (1)", "88.29", f"{ft - 88.29:+.2f}"]
+    assert rows["AdaRand"][0] == paper_table.MISSING and rows["AdaRand"][1] == "91.17"
+    assert rows["UOT"][0] == "not implemented" and rows["UOT"][-2:] == ["12.405", "14,293 |"]  # time, memory
+
+    # a finished run is skipped; one whose results.json is gone but last.pth is there resumes
+    stamp = os.path.getmtime(root / "cars_r50_ft" / "seed0" / "results.json")
+    os.remove(root / "cars_r50_fnp" / "seed0" / "results.json")
+    code, _, err = run_tool(reproduce_tool.main, argv)
+    assert code == 0 and "1 finished, 1 to resume, 0 new" in err
+    assert os.path.getmtime(root / "cars_r50_ft" / "seed0" / "results.json") == stamp
+    assert json.load(open(root / "cars_r50_fnp" / "seed0" / "results.json"))["method"] == "fnp"
+
+
+def test_a_position_with_several_cells_shows_the_best_and_std_is_over_seeds(tmp_path):
+    """Table 2's RandReg-Best: the prior with the highest mean; std is the sample std over seeds."""
+    accuracies = {"randreg-uniform": [0.80, 0.84], "randreg-normal": [0.86, 0.90], "randreg-pretrained": [0.70]}
+    for method, values in accuracies.items():
+        for seed, value in enumerate(values):
+            run_dir = tmp_path / f"cars_vitb32clip_{method}" / f"seed{seed}"
+            run_dir.mkdir(parents=True)
+            (run_dir / "results.json").write_text(json.dumps({"test_top1": value}))
+    table = reproduce.get_table("2")
+    best = paper_table.position_result(table, "CLIP / ViT-B/32", "RandReg-Best", str(tmp_path))
+    assert (best.cell_id, best.n) == ("cars_vitb32clip_randreg-normal", 2)
+    assert best.mean == pytest.approx(88.0) and best.std == pytest.approx(2 * 2 ** 0.5)
+    row = next(x for x in paper_table.render(table, str(tmp_path)).splitlines() if x.startswith("| CLIP / ViT-B/32"))
+    assert f"88.00 ± 2.83 (2) cars_vitb32clip_randreg-normal | 86.83 | {88.0 - 86.83:+.2f}" in row
+
+
+def test_slurm_executor_gets_partition_gpus_cpus_and_time(tmp_path, monkeypatch):
+    """submitit's SLURM executor needs ``srun`` on PATH to be built: a stub stands in (nothing is submitted)."""
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+    executor = reproduce.make_executor(str(tmp_path / "jobs"), "slurm", partition="gpu", gpus=4, cpus=8,
+                                       timeout_min=90)
+    params = executor._executor.parameters
+    assert (params["partition"], params["gpus_per_node"], params["cpus_per_task"], params["time"]) == ("gpu", 4, 8, 90)
+    assert (params["nodes"], params["ntasks_per_node"]) == (1, 1)
