@@ -40,3 +40,12 @@ def ref_gaussian_entropy(z):
     cov = np.cov(z, rowvar=False)
     d = z.shape[1]
     return 0.5 * d * math.log(2 * math.pi * math.e) + 0.5 * np.linalg.slogdet(cov)[1]
+
+
+def ref_regression_active(features, targets, labels, num_classes):
+    """Mean of (f - t)^2 over the rows whose label is in [0, C), by an explicit row loop; 0 without any."""
+    rows = [((features[i].double() - targets[i].double()) ** 2) for i in range(features.shape[0])
+            if 0 <= int(labels[i]) < num_classes]
+    if not rows:
+        return torch.zeros((), dtype=torch.float64)
+    return torch.stack(rows).mean()

@@ -102,7 +102,7 @@ def step(model, optimizer, batch):
     optimizer.step()
     for branch in box_regularizations(model):
         features, labels = branch.pop_regularized()
-        kept_rows[0] = labels.numel()
+        kept_rows[0] = int((labels != adarand.IGNORE_INDEX).sum())
         branch.regularizer.step(features, labels)
     sync()
     return time.perf_counter() - start, saved[0]

@@ -7,7 +7,7 @@ from .diagnostics import (
     ce_feature_grad_norm, conditional_entropy, feature_diagnostics, feature_norm, gaussian_entropy,
     mutual_information,
 )
-from .ops import get_backend, set_backend
+from .ops import IGNORE_INDEX, get_backend, set_backend
 from .prior import ClassConditionalPrior, prior_alignment_loss
 from .prior_optim import PriorAdam
 from .regularizers import (
@@ -19,7 +19,7 @@ from .stats import ClassStats, ClassStatsAccumulator, compute_class_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaRand", "ClassConditionalPrior", "ClassStats", "ClassStatsAccumulator", "FeatureNormPenalty",
+    "AdaRand", "ClassConditionalPrior", "IGNORE_INDEX", "ClassStats", "ClassStatsAccumulator", "FeatureNormPenalty",
     "PriorAdam", "PtR", "RandomTargetRegression", "Regularizer", "available_regularizers",
     "build_regularizer", "ce_feature_grad_norm", "compute_class_stats", "conditional_entropy",
     "feature_diagnostics", "feature_norm", "gaussian_entropy", "get_backend", "mutual_information",

@@ -133,15 +133,19 @@ class ClassConditionalPrior(nn.Module):
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
 
     def sample(self, labels, generator=None):
-        """Eq. 8: ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` (B x D), never differentiable w.r.t. mu."""
+        """Eq. 8: ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` (B x D), never differentiable w.r.t. mu.
+
+        Rows whose label is outside [0, C) (``IGNORE_INDEX``) get class 0's draw: callers mask them.
+        """
         if not self.initialized:
             raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
         check_labels(labels, labels.shape[0], self.num_classes, self.check_values)
         eps = ops.draw_noise((labels.shape[0], self.feat_dim), self.noise, self.mu.device, self.mu.dtype, generator)
-        return self.mu.detach()[labels] + self.sigma[labels] * eps
+        y = ops.safe_labels(labels, ops.active_rows(labels, self.num_classes))
+        return self.mu.detach()[y] + self.sigma[y] * eps
 
     def regression_loss(self, features, labels, generator=None, impl=None):
-        """``mean_{i,d} (f_id - r_id)^2`` with fresh references r (Eq. 1-3 without lambda).
+        """``mean_{i,d} (f_id - r_id)^2`` over the rows not labelled IGNORE_INDEX (Eq. 1-3 without lambda).
 
         On CUDA the fused kernel draws the noise in-kernel, so r never exists in memory.
         """

@@ -6,6 +6,10 @@ optimizer step, ``reg.step(features.detach(), labels)`` updates whatever the met
 adapts (AdaRand's running means and prior). ``reg.on_epoch_end()`` closes an epoch
 (PtR's switch-on threshold). Methods that start from pre-trained statistics have
 ``needs_stats`` set and are initialised with ``reg.init_from_stats(stats)``.
+
+Rows labelled :data:`adarand.IGNORE_INDEX` stay in place and contribute nothing (no
+loss, no gradient, no running-mean update); every regression term is a mean over the
+other rows (zero when there is none), computed on the device without a host sync.
 """
 import inspect
 
@@ -52,7 +56,7 @@ class FeatureNormPenalty(Regularizer):
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
-        return self.lam * ops.target_loss(features)
+        return self.lam * ops.target_loss(features, labels, num_classes=self.num_classes)
 
 
 class RandomTargetRegression(Regularizer):
@@ -160,14 +164,23 @@ class PtR(Regularizer):
         if logits is None or classifier_weight is None:
             raise ValueError("ptr needs the logits and the classifier weight (K x D) of the linear head")
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
-        per_sample, grad = self.regression_terms(features, self.prior.sample(labels))
+        active = ops.active_rows(labels, self.num_classes)
+        count = active.sum()
+        y = ops.safe_labels(labels, active)
+        kept = torch.where(active[:, None], features, torch.zeros((), dtype=features.dtype, device=features.device))
+        per_sample, grad = self.regression_terms(kept, self.prior.sample(labels))
+
+        def active_mean(values):  # mean over the active rows; inactive values (even NaN) are dropped
+            return torch.where(active, values, torch.zeros_like(values)).sum() / count.clamp(min=1)
+
         with torch.no_grad():
-            g_ce = ce_feature_grad_norm(logits, labels, classifier_weight).mean()
-            g_ptr = grad.norm(dim=1).mean()
+            g_ce = active_mean(ce_feature_grad_norm(logits, y, classifier_weight))
+            g_ptr = active_mean(grad.norm(dim=1))
             weight = g_ce / (g_ptr * self.ratio).clamp(min=1e-12)
-            self.epoch_ce_sum += F.cross_entropy(logits.detach().double(), labels, reduction="sum")
-            self.epoch_ce_count += labels.shape[0]
-        loss = self.lam * weight * per_sample.sum() / max(per_sample.shape[0], 1)
+            ce = F.cross_entropy(logits.detach().double(), y, reduction="none")
+            self.epoch_ce_sum += torch.where(active, ce, torch.zeros_like(ce)).sum()
+            self.epoch_ce_count += count
+        loss = self.lam * weight * active_mean(per_sample)
         return torch.where(self.enabled, loss, torch.zeros_like(loss))
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .ops.target_loss import IGNORE_INDEX
 from .distributed import all_reduce_sum_
 from .validation import check_finite
 
@@ -115,6 +116,8 @@ class ClassStatsAccumulator:
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         if features.dim() != 2:
             raise ValueError(f"the extractor must return (batch, dim) features; got {tuple(features.shape)}")
+        kept = labels != IGNORE_INDEX  # ignored rows are not counted (not on the training step: may sync)
+        features, labels = features[kept.to(features.device)], labels[kept]
         check_finite("features", features)
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}); got [{labels.min()}, {labels.max()}]")

@@ -6,6 +6,10 @@ default on CPU tensors and on CUDA only when the caller asks (``check_values=Tru
 """
 import torch
 
+from .ops.target_loss import IGNORE_INDEX
+
+LABEL_DTYPES = (torch.int64, torch.int32)
+
 
 def should_check_values(tensor: torch.Tensor, check_values) -> bool:
     return (not tensor.is_cuda) if check_values is None else bool(check_values)
@@ -30,14 +34,22 @@ def check_features(features: torch.Tensor, feat_dim: int, check_values=None) -> 
 def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int, check_values=None) -> None:
     if labels.dim() != 1 or labels.shape[0] != batch_size:
         raise ValueError(f"labels must have shape ({batch_size},); got {tuple(labels.shape)}")
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"labels must be an integer tensor; got {labels.dtype}")
+    if labels.dtype not in LABEL_DTYPES:
+        raise TypeError(
+            f"labels must be an integer tensor of at least 32 bits (int64 or int32); got {labels.dtype} (uint8/bool tensors index as masks "
+            "and cannot hold IGNORE_INDEX = -100: convert with labels.long())"
+        )
     if batch_size and should_check_values(labels, check_values):
-        low, high = labels.min().item(), labels.max().item()
-        if low < 0 or high >= num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes}); got values in [{low}, {high}]")
+        bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))
+        if bad.any():
+            values = sorted(set(labels[bad].tolist()))
+            raise ValueError(f"labels must lie in [0, {num_classes}) or be IGNORE_INDEX ({IGNORE_INDEX}); "
+                             f"got {bad.sum().item()} label(s) with values {values[:5]}")
 
 
 def check_features_labels(features, labels, num_classes, feat_dim, check_values=None) -> None:
-    check_features(features, feat_dim, check_values)
+    """Shapes, label dtype/range, and the finiteness of the rows not labelled IGNORE_INDEX."""
+    check_features(features, feat_dim, False)
     check_labels(labels, features.shape[0], num_classes, check_values)
+    if should_check_values(features, check_values):
+        check_finite("features", features[labels != IGNORE_INDEX])

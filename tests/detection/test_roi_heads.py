@@ -1,4 +1,6 @@
 """AdaRand ROI heads: loss on the sampled ROIs (checked against the kept rows), labels, refusals."""
+from unittest import mock
+
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -9,7 +11,7 @@ from detectron2.utils.events import EventStorage
 from tiny import tiny_cfg
 
 import adarand
-from adarand.detection import AdaRandTrainer, box_regularizations, check_capable
+from adarand.detection import AdaRandPriorHook, AdaRandTrainer, box_regularizations, check_capable
 from adarand.detection.box_branch import IGNORE_INDEX, SingleCategoryMapper
 
 CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True}
@@ -34,10 +36,13 @@ def test_fnp_loss_is_mean_square_of_foreground_rows(fake_voc, tmp_path):
         losses = model(batch)
     features, labels = _branch(model).pop_regularized()
     assert _branch(model).pop_regularized() is None
+    # Every sampled ROI is kept in place; the background ones are labelled IGNORE_INDEX.
+    assert features.shape == (labels.numel(), 64) and (labels == IGNORE_INDEX).any()
+    kept = labels != IGNORE_INDEX
+    features, labels = features[kept], labels[kept]
     assert labels.numel() > 0 and (labels < 20).all()
     gt = torch.cat([x["instances"].gt_classes for x in batch])
     assert set(labels.tolist()) <= set(gt.tolist())
-    assert features.shape == (labels.numel(), 64)
     torch.testing.assert_close(losses["loss_adarand"], 0.5 * features.pow(2).mean())
     # Gradient reaches the box head.
     losses["loss_adarand"].backward()
@@ -54,6 +59,7 @@ def test_adarand_loss_with_zero_sigma_is_distance_to_class_means(fake_voc, tmp_p
         losses = model(batch)
     features, labels = _branch(model).pop_regularized()
     assert (labels == 20).any() and (labels < 20).any()  # background rows are regularized too
+    assert not (labels == IGNORE_INDEX).any()
     reference = (features.double() - mean.double()[labels]).pow(2).mean()
     torch.testing.assert_close(losses["loss_adarand"].double(), reference, rtol=1e-5, atol=1e-6)
 
@@ -72,7 +78,7 @@ def test_no_foreground_roi_gives_zero_loss(fake_voc, tmp_path, method):
     features = torch.randn(2, 64, requires_grad=True)
     loss = branch.loss(features, torch.randn(2, 21), torch.randn(21, 64), [_sampled([20, 20])])
     assert float(loss) == 0.0
-    assert branch.pop_regularized()[1].numel() == 0
+    assert (branch.pop_regularized()[1] == IGNORE_INDEX).all()
 
 
 def test_roi_and_image_labels(fake_voc, tmp_path):
@@ -144,6 +150,7 @@ def test_cascade_regularizes_the_chosen_stages(fake_voc, tmp_path, stages, names
     assert sorted(k for k in losses if k.startswith("loss_adarand")) == [f"loss_adarand_{n}" for n in names]
     for branch in box_regularizations(model):
         features, labels = branch.pop_regularized()
+        features, labels = features[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX]
         torch.testing.assert_close(losses[f"loss_adarand_{branch.name}"], features.pow(2).mean())
         assert labels.numel() > 0 and (labels < 20).all()
 
@@ -159,3 +166,54 @@ def test_regularizer_state_is_in_the_model_but_not_trained(fake_voc, tmp_path):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and ".adarand." in n]
     assert trainable == []
     assert isinstance(_branch(model).regularizer, adarand.AdaRand)
+
+
+@pytest.mark.parametrize("method", ["adarand", "fnp", "ptr", "randreg-uniform"])
+def test_losses_equal_the_boolean_mask_selection(fake_voc, tmp_path, method):
+    """Same batch, same losses as regularizing the compacted foreground rows (sigma = 0: no noise)."""
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": method})
+    reg = _branch(model).regularizer
+    if reg.needs_stats:
+        reg.prior.init_from_stats(torch.randn(20, 64), torch.ones(20, 64))
+    if hasattr(reg, "prior"):
+        reg.prior.sigma.zero_()
+    if method == "ptr":
+        reg.enabled.fill_(True)
+    with EventStorage():
+        losses = model(batch)
+    features, labels = _branch(model).pop_regularized()
+    keep = labels != IGNORE_INDEX
+    weight = model.roi_heads.box_predictor.cls_score.weight
+    logits = model.roi_heads.box_predictor(features)[0]
+    compacted = reg(features[keep], labels[keep], logits=logits[keep], classifier_weight=weight)
+    torch.testing.assert_close(losses["loss_adarand"], compacted, rtol=1e-6, atol=1e-7)
+    assert losses["loss_adarand"] > 0
+
+
+def test_hook_logs_means_over_its_period(fake_voc, tmp_path):
+    """ROI count, feature norm, prior-mean norm and prior loss: means over the period, read once."""
+    model, batch = _model_and_batch(tmp_path)
+    mu = torch.randn(20, 64)
+    _branch(model).regularizer.prior.init_from_stats(mu, torch.ones(20, 64))
+    trainer = mock.Mock(model=model, max_iter=100)
+    hook = AdaRandPriorHook(log_period=2)
+    hook.trainer = trainer
+    rois, feature_norms, prior_norms = 0, 0.0, 0.0
+    with EventStorage() as storage:
+        trainer.storage = storage
+        for it in range(2):
+            storage.iter = trainer.iter = it
+            with torch.no_grad():
+                model(batch)
+            features, labels = _branch(model)._kept
+            kept = labels != IGNORE_INDEX
+            rois += int(kept.sum())
+            feature_norms += float(features[kept].double().norm(dim=1).sum())
+            prior_norms += float(_branch(model).regularizer.prior.mu[labels[kept]].double().norm(dim=1).sum())
+            hook.after_step()
+            assert ("adarand/num_rois" in storage.latest()) == (it == 1)
+    latest = storage.latest()
+    assert latest["adarand/num_rois"][0] == pytest.approx(rois / 2)
+    assert latest["adarand/feature_norm"][0] == pytest.approx(feature_norms / rois, rel=1e-5)
+    assert latest["adarand/prior_norm"][0] > 0
+    assert "adarand/prior_loss" in latest

@@ -160,15 +160,16 @@ def test_kernels_compile_for_sm90(compile_for_sm90):
     args = {"f_ptr": "*bf16", "labels_ptr": "*i64", "mu_ptr": "*fp32", "sigma_ptr": "*fp32", "seed_ptr": "*i64"}
     tiles = {"ACC": "tl.float32", "BLOCK_B": 4, "BLOCK_D": 512}
     jobs = []
+    sizes = {"B": "i32", "D": "i32", "C": "i32"}
     for noise in (0, 1):
-        for has_mu in (True, False):
-            flags = {"HAS_MU": has_mu, "NOISE": noise, **tiles}
+        for has_labels, has_mu in ((True, True), (True, False), (False, False)):
+            flags = {"HAS_LABELS": has_labels, "HAS_MU": has_mu, "NOISE": noise, **tiles}
             jobs.append((module, "_target_loss_fwd_kernel",
-                         {**args, "partial_ptr": "*fp32", "B": "i32", "D": "i32",
+                         {**args, "partial_ptr": "*fp32", "count_ptr": "*i32", **sizes,
                           **dict.fromkeys(flags, "constexpr")}, flags))
             jobs.append((module, "_target_loss_bwd_kernel",
-                         {**args, "grad_out_ptr": "*fp32", "grad_f_ptr": "*bf16", "B": "i32", "D": "i32",
-                          "scale": "fp32", **dict.fromkeys(flags, "constexpr")}, flags))
+                         {**args, "grad_out_ptr": "*fp32", "count_ptr": "*i64", "grad_f_ptr": "*bf16", **sizes,
+                          **dict.fromkeys(flags, "constexpr")}, flags))
     jobs.append((module, "_noise_kernel", {"seed_ptr": "*i64", "out_ptr": "*fp32", "B": "i32", "D": "i32",
                                            "NOISE": "constexpr", "BLOCK_B": "constexpr", "BLOCK_D": "constexpr"},
                  {"NOISE": 0, "BLOCK_B": 4, "BLOCK_D": 512}))

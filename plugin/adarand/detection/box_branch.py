@@ -20,9 +20,8 @@ import torch
 from detectron2.layers import cat
 from torch import nn
 
+from adarand import IGNORE_INDEX
 
-# Rows with this label stay in place but are not regularized (the library's convention).
-IGNORE_INDEX = -100
 LABELS = ("roi", "image")
 
 UNINITIALISED = (
@@ -110,9 +109,12 @@ class BoxRegularization(nn.Module):
             raise RuntimeError(UNINITIALISED.format(where=where))
 
     def loss(self, features, logits, classifier_weight, proposals):
-        """``loss_adarand`` over the regularized ROIs; keeps them (detached) for the prior step."""
-        labels = self.roi_labels(proposals)
-        features, labels, logits = select_regularized(features.flatten(1), labels, logits)
+        """``loss_adarand`` over the regularized ROIs; keeps every row (detached) for the prior step.
+
+        Rows that are not regularized stay in place, labelled IGNORE_INDEX (selecting them
+        with a boolean mask would sync the device with the host every step).
+        """
+        features, labels = features.flatten(1), self.roi_labels(proposals)
         self._kept = (features.detach(), labels)
         if self._collecting:
             return None
@@ -120,7 +122,10 @@ class BoxRegularization(nn.Module):
         return self.regularizer(features, labels, logits=logits, classifier_weight=classifier_weight)
 
     def pop_regularized(self):
-        """(features, labels) of the last training forward (detached), then forget them."""
+        """(features, labels) of every sampled ROI in the last training forward (detached), then forget them.
+
+        Rows that are not regularized carry the label IGNORE_INDEX.
+        """
         kept, self._kept = self._kept, None
         return kept
 
@@ -132,12 +137,6 @@ class BoxRegularization(nn.Module):
             yield self
         finally:
             self._collecting = False
-
-
-def select_regularized(features, labels, logits):
-    """Rows of the regularized ROIs (labels != IGNORE_INDEX)."""
-    keep = labels != IGNORE_INDEX
-    return features[keep], labels[keep], logits[keep]
 
 
 class RegularizedPredictor:

@@ -2,7 +2,12 @@
 import torch
 from detectron2.engine import HookBase
 
-from .box_branch import IGNORE_INDEX, box_regularizations, check_initialised
+from adarand.ops import active_rows, safe_labels
+
+from .box_branch import box_regularizations, check_initialised
+
+# Device-side sums kept per box branch between two log periods.
+_SUMS = ("rois", "feature_norm", "prior_norm", "prior_loss", "iters", "steps")
 
 
 def aligned_period(log_period, prior_period):
@@ -12,45 +17,45 @@ def aligned_period(log_period, prior_period):
     return -(-log_period // prior_period) * prior_period
 
 
-@torch.no_grad()
-def masked_mean(values, labels):
-    """Mean of ``values`` (B,) over the rows whose label is not IGNORE_INDEX (0 when none), on device."""
-    kept = (labels != IGNORE_INDEX).to(values.dtype)
-    return (values * kept).sum() / kept.sum().clamp(min=1)
-
-
-@torch.no_grad()
-def prior_mean_norms(mu, labels):
-    """``||mu_{y_i}||`` per row (ignored rows read class 0; mask them out with :func:`masked_mean`)."""
-    safe = torch.where(labels == IGNORE_INDEX, torch.zeros_like(labels), labels)
-    return mu.detach().norm(dim=1)[safe]
-
-
 def loss_ratio(latest):
     """``sum of loss_adarand*`` / ``sum of the other loss_*`` from EventStorage.latest() (None if absent)."""
-    ours = sum(v for k, (v, _) in latest.items() if k.startswith("loss_adarand"))
+    ours = [v for k, (v, _) in latest.items() if k.startswith("loss_adarand")]
     others = sum(v for k, (v, _) in latest.items() if k.startswith("loss_") and not k.startswith("loss_adarand"))
-    if not any(k.startswith("loss_adarand") for k in latest) or others == 0:
-        return None
-    return ours / others
+    return sum(ours) / others if ours and others else None
+
+
+@torch.no_grad()
+def scale_sums(features, labels, num_classes, mu, prior_loss):
+    """One step's row of :data:`_SUMS` on the device: active rows, sums of ||f_i|| and ||mu_{y_i}||, prior loss."""
+    active = active_rows(labels, num_classes)
+    zero = torch.zeros((), dtype=torch.float64, device=features.device)
+    feature_norms = torch.where(active, features.norm(dim=1), torch.zeros_like(features[:, 0]))
+    prior_norms = zero if mu is None else torch.where(
+        active, mu.detach().norm(dim=1)[safe_labels(labels, active)], torch.zeros_like(feature_norms)).sum()
+    stepped = prior_loss is not None
+    return torch.stack([active.sum().double(), feature_norms.sum().double(), torch.as_tensor(prior_norms).double(),
+                        prior_loss.detach().double() if stepped else zero, zero + 1, zero + float(stepped)])
 
 
 class AdaRandPriorHook(HookBase):
     """After every ``period``-th step, ``reg.step(features, labels)`` on the ROIs each box branch kept.
 
     ``period`` = 0 never steps. ``epoch_iters`` > 0 calls ``reg.on_epoch_end()`` every that
-    many iterations (PtR's switch-on check; detection trains by iterations). Every
-    ``log_period`` iterations (made a multiple of ``period``) it logs, per regularized box
-    branch: ``adarand/prior_loss``, ``adarand/num_rois``, ``adarand/feature_norm`` (mean norm of
-    the regularized features) and ``adarand/prior_norm`` (mean norm of their prior means
-    mu_y), and ``adarand/loss_ratio`` (loss_adarand / the sum of Detectron2's other losses,
-    from the values the trainer already wrote). Those are the hook's only host reads. The
-    prior syncs itself across ranks (the core library all-reduces its class sums).
+    many iterations (PtR's switch-on check; detection trains by iterations). The prior
+    syncs itself across ranks (the core library all-reduces its class sums).
+
+    Logging reads nothing back on ordinary steps: per box branch, the regularized ROIs'
+    count, their mean feature norm ``adarand/feature_norm``, the mean norm of their prior
+    means ``adarand/prior_norm`` (mean_i ||mu_{y_i}||) and the prior loss are summed on the
+    device and written as means over the last ``log_period`` iterations (rounded up to a
+    multiple of ``period``, and at the last iteration), with ``adarand/loss_ratio`` =
+    loss_adarand / (sum of Detectron2's other losses) from the values the trainer wrote.
     """
 
     def __init__(self, period=1, epoch_iters=0, log_period=20):
         self._period, self._epoch_iters = period, epoch_iters
         self._log_period = aligned_period(log_period, period)
+        self._sums = {}
 
     def before_train(self):
         check_initialised(self.trainer.model)  # fail before the first step, saying how to initialise
@@ -58,28 +63,33 @@ class AdaRandPriorHook(HookBase):
     def after_step(self):
         next_iter = self.trainer.iter + 1
         step = self._period > 0 and next_iter % self._period == 0
-        log = self._log_period > 0 and next_iter % self._log_period == 0
-        storage = self.trainer.storage
-        for reg in box_regularizations(self.trainer.model):
-            kept = reg.pop_regularized()
-            prior_loss = reg.regularizer.step(*kept) if kept is not None and step else None
+        for branch in box_regularizations(self.trainer.model):
+            kept = branch.pop_regularized()
+            reg = branch.regularizer
+            prior_loss = reg.step(*kept) if kept is not None and step else None
             if self._epoch_iters > 0 and next_iter % self._epoch_iters == 0:
-                reg.regularizer.on_epoch_end()
-            if log and kept is not None:
-                self._log(storage, reg, kept, prior_loss)
-        if log:
-            ratio = loss_ratio(storage.latest())
-            if ratio is not None:
-                storage.put_scalar("adarand/loss_ratio", ratio)
+                reg.on_epoch_end()
+            if kept is not None and self._log_period > 0:
+                prior = getattr(reg, "prior", None)
+                mu = prior.mu if prior is not None and prior.initialized else None
+                row = scale_sums(*kept, reg.num_classes, mu, prior_loss)
+                self._sums[branch] = row if branch not in self._sums else self._sums[branch] + row
+        if self._log_period > 0 and (next_iter % self._log_period == 0 or next_iter == self.trainer.max_iter):
+            self._flush()
 
-    @staticmethod
-    def _log(storage, reg, kept, prior_loss):
-        prefix = "adarand/" + (reg.name + "/" if reg.name else "")
-        features, labels = kept
-        storage.put_scalar(prefix + "num_rois", int((labels != IGNORE_INDEX).sum()))
-        storage.put_scalar(prefix + "feature_norm", float(masked_mean(features.norm(dim=1), labels)))
-        prior = getattr(reg.regularizer, "prior", None)
-        if prior is not None and prior.initialized:
-            storage.put_scalar(prefix + "prior_norm", float(masked_mean(prior_mean_norms(prior.mu, labels), labels)))
-        if prior_loss is not None:
-            storage.put_scalar(prefix + "prior_loss", float(prior_loss))
+    def _flush(self):
+        storage = self.trainer.storage
+        for branch, row in self._sums.items():
+            sums = dict(zip(_SUMS, row.tolist()))  # the one read-back, on the log period
+            prefix = "adarand/" + (branch.name + "/" if branch.name else "")
+            storage.put_scalar(prefix + "num_rois", sums["rois"] / sums["iters"])
+            if sums["rois"]:
+                storage.put_scalar(prefix + "feature_norm", sums["feature_norm"] / sums["rois"])
+                if sums["prior_norm"]:
+                    storage.put_scalar(prefix + "prior_norm", sums["prior_norm"] / sums["rois"])
+            if sums["steps"]:
+                storage.put_scalar(prefix + "prior_loss", sums["prior_loss"] / sums["steps"])
+        self._sums = {}
+        ratio = loss_ratio(storage.latest())
+        if ratio is not None:
+            storage.put_scalar("adarand/loss_ratio", ratio)

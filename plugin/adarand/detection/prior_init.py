@@ -24,7 +24,7 @@ from detectron2.utils.events import EventStorage
 
 from adarand import ClassStats, ClassStatsAccumulator
 
-from .box_branch import IGNORE_INDEX, box_regularizations, unwrap
+from .box_branch import box_regularizations, unwrap
 
 STATS_NAME = "adarand_stats.pt"
 logger = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ def _update(accumulators, model, heads, batch, rois):
     needed = rois == "proposals" or any(reg.regularize_background for reg in heads.box_regularizations())
     proposals = _training_proposals(model, images, features, targets) if needed else None
     for acc, (f, y) in zip(accumulators, heads.statistics_rows(features, proposals, targets, rois)):
-        keep = y != IGNORE_INDEX  # statistics pass, not the training step: compaction is fine here
-        acc.update(f[keep], y[keep])
+        acc.update(f, y)  # rows labelled IGNORE_INDEX are not counted
 
 
 def collect_box_head_stats(model, loader, rois="gt", allow_missing=False, extractor="", meta=None, class_names=()):

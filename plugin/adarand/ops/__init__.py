@@ -1,9 +1,9 @@
 """Kernels of the prior: PyTorch reference path and fused Triton path, one dispatch point."""
 from .backend import HAS_TRITON, get_backend, set_backend
 from .class_ema import class_ema_, class_sums, ema_apply_
-from .target_loss import NOISES, draw_noise, target_loss
+from .target_loss import IGNORE_INDEX, NOISES, active_rows, draw_noise, safe_labels, target_loss
 
 __all__ = [
-    "HAS_TRITON", "NOISES", "class_ema_", "class_sums", "draw_noise", "ema_apply_",
+    "HAS_TRITON", "IGNORE_INDEX", "NOISES", "active_rows", "safe_labels", "class_ema_", "class_sums", "draw_noise", "ema_apply_",
     "get_backend", "set_backend", "target_loss",
 ]

@@ -2,7 +2,8 @@
 
 For every class c present in the batch,
 ``m_c <- alpha * m_c + (1 - alpha) * mean_{i: y_i = c} f_i``; absent classes keep
-their value. Two phases — per-class sums and counts, then the update — with the
+their value. Rows whose label is outside [0, C) (``IGNORE_INDEX`` among them) are
+not counted and add nothing. Two phases — per-class sums and counts, then the update — with the
 sums and counts all-reduced in between under torch.distributed, so every rank ends
 with the same running means.
 """
@@ -10,14 +11,16 @@ import torch
 
 from ..distributed import all_reduce_sum_
 from .backend import resolve
-from .target_loss import accumulation_dtype
+from .target_loss import accumulation_dtype, active_rows, safe_labels
 
 
 def _class_sums_ref(features, labels, num_classes):
-    """C x (D + 1): per-class feature sums, with the per-class count in the last column."""
+    """C x (D + 1): per-class feature sums over the active rows, with the per-class count in the last column."""
     acc = accumulation_dtype(features.dtype)
+    active = active_rows(labels, num_classes)
     rows = torch.cat([features.to(acc), features.new_ones(features.shape[0], 1, dtype=acc)], dim=1)
-    return rows.new_zeros(num_classes, rows.shape[1]).index_add_(0, labels, rows)
+    rows = torch.where(active[:, None], rows, torch.zeros((), dtype=acc, device=rows.device))
+    return rows.new_zeros(num_classes, rows.shape[1]).index_add_(0, safe_labels(labels, active), rows)
 
 
 def _ema_apply_ref_(running_mean, sums_and_counts, alpha):

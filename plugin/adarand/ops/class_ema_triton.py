@@ -9,7 +9,8 @@ row block x column block) sums each of its segments into its own row of a partia
 buffer; pass 2 (one program per class x column block) adds the consecutive segments
 of its class in a fixed order. No atomics at all, so the result is bit-reproducible
 whatever ``torch.use_deterministic_algorithms`` says, a dominant class is spread over
-every row block, and every shape is fixed by (B, C, D): no host sync.
+every row block, and every shape is fixed by (B, C, D): no host sync. Rows whose label is outside [0, C)
+(``IGNORE_INDEX`` among them) are given the sort key C: they sort last, in no class's range.
 
 ``ema_apply_triton_``: ``m_c <- alpha m_c + (1 - alpha) s_c / n_c`` where ``n_c > 0``.
 """
@@ -17,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .target_loss import accumulation_dtype
+from .target_loss import accumulation_dtype, active_rows
 
 BLOCK_R = 32  # sorted rows per pass-1 program
 
@@ -38,7 +39,7 @@ def _segment_sums_kernel(f_ptr, order_ptr, seg_ptr, partial_ptr, B, D, NSEG, ACC
     seg_hi = tl.load(seg_ptr + tl.minimum(first + BLOCK_R, B) - 1)
     for s in range(seg_lo, seg_hi + 1):
         part = tl.sum(tl.where((seg == s)[:, None], x, 0.0), axis=0)
-        tl.store(partial_ptr + s * D + cols, part, mask=col_mask & (s < NSEG))  # NSEG: labels out of range
+        tl.store(partial_ptr + s * D + cols, part, mask=col_mask & (s < NSEG))  # NSEG: bounds guard
 
 
 @triton.jit
@@ -90,8 +91,12 @@ def _block_d(dim):
 
 
 def _segments(labels, num_classes):
-    """Sorted order, segment id of every sorted row, and each class's [start, end) in sorted order."""
-    sorted_labels, order = torch.sort(labels, stable=True)
+    """Sorted order, segment id of every sorted row, and each class's [start, end) in sorted order.
+
+    Inactive rows get the key C, so they form at most one extra label after the classes.
+    """
+    keys = torch.where(active_rows(labels, num_classes), labels, torch.full_like(labels, num_classes))
+    sorted_labels, order = torch.sort(keys, stable=True)
     position = torch.arange(labels.shape[0], device=labels.device)
     is_start = position % BLOCK_R == 0
     is_start[1:] |= sorted_labels[1:] != sorted_labels[:-1]
@@ -114,7 +119,7 @@ def class_sums_triton(features, labels, num_classes):
     features, labels = features.contiguous(), labels.contiguous()
     order, seg, starts, ends = _segments(labels, num_classes)
     row_blocks = triton.cdiv(batch, BLOCK_R)
-    max_segments = min(batch, row_blocks + num_classes - 1)  # each segment starts a block or a new label
+    max_segments = min(batch, row_blocks + num_classes)  # each starts a block or a new key (C + 1 keys)
     partial = torch.empty(max_segments, dim, dtype=acc, device=features.device)
     block_d = _block_d(dim)
     acc_tl = _tl_dtype(acc)

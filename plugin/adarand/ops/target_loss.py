@@ -1,14 +1,33 @@
-"""Random-target regression loss: ``mean_{i,d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2``.
+"""Random-target regression loss: ``sum_{i active, d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2 / (n D)``.
 
 AdaRand/RandReg (Eq. 1-3, 8) regress features onto reference vectors drawn from the
 prior; FNP is the same loss with target 0. ``eps`` is standard normal, or uniform on
 [-0.5, 0.5) so that ``mu + sigma * eps`` is U[mu - sigma/2, mu + sigma/2).
+
+Row i is *active* when its label lies in [0, C). Rows labelled :data:`IGNORE_INDEX`
+(as in ``cross_entropy(ignore_index=-100)``) stay in place but contribute nothing: no
+loss, no gradient; ``n`` counts the active rows (on the device, clamped to 1, so an
+all-ignored batch gives 0 without a host sync). Labels outside [0, C) that are not
+IGNORE_INDEX are masked the same way, so nothing is ever read out of bounds; the
+regularizers count them (see ``Regularizer.check_device_errors``).
 """
 import torch
 
 from .backend import resolve
 
 NOISES = ("normal", "uniform")
+IGNORE_INDEX = -100  # label of rows kept in place that contribute nothing (torch's cross_entropy default)
+
+
+def active_rows(labels: torch.Tensor, num_classes=None) -> torch.Tensor:
+    """Bool (B,): ``0 <= y_i < C`` (``num_classes=None``: any ``y_i >= 0``)."""
+    active = labels >= 0
+    return active if num_classes is None else active & (labels < num_classes)
+
+
+def safe_labels(labels: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Labels with the inactive rows sent to class 0, so gathers stay in bounds."""
+    return torch.where(active, labels, torch.zeros_like(labels))
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -25,30 +44,41 @@ def draw_noise(shape, noise: str, device, dtype, generator=None) -> torch.Tensor
     raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
 
 
-def _target_loss_ref(features, labels, mu, sigma, eps):
-    """Reference: the loss with the noise given explicitly (``mu is None``: target 0)."""
+def _target_loss_ref(features, labels, mu, sigma, eps, num_classes=None):
+    """Reference: the loss with the noise given explicitly (``mu is None``: target 0).
+
+    ``labels=None`` makes every row active (FNP without labels); C is ``mu.shape[0]``,
+    or ``num_classes`` without a prior.
+    """
     acc = accumulation_dtype(features.dtype)
     f = features.to(acc)
-    if mu is None:
-        diff = f
+    if labels is None:
+        active = torch.ones(f.shape[0], dtype=torch.bool, device=f.device)
     else:
-        diff = f - (mu[labels].to(acc) + sigma[labels].to(acc) * eps.to(acc))
-    return diff.pow(2).sum() / max(diff.numel(), 1)
+        active = active_rows(labels, mu.shape[0] if mu is not None else num_classes)
+    if mu is not None:
+        y = safe_labels(labels, active)
+        f = f - (mu[y].to(acc) + sigma[y].to(acc) * eps.to(acc))
+    diff = torch.where(active[:, None], f, torch.zeros((), dtype=acc, device=f.device))
+    return diff.pow(2).sum() / (active.sum().clamp(min=1) * max(f.shape[1], 1))
 
 
-def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", generator=None, impl=None):
-    """Mean squared distance of ``features`` (B x D) to reference vectors of ``labels``.
+def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", generator=None, impl=None,
+                num_classes=None):
+    """Mean squared distance of the active rows of ``features`` (B x D) to reference vectors of ``labels``.
 
     ``mu``/``sigma`` are C x D and are never differentiated; ``mu=None`` regresses onto
-    zero (FNP). Returns 0 for an empty batch. ``impl`` overrides the backend.
+    zero (FNP; ``labels``, if given, select the active rows, with ``num_classes`` as C).
+    Returns 0 when no row is active. ``impl`` overrides the backend.
     """
     if mu is not None:
         mu, sigma = mu.detach(), sigma.detach()
     if resolve(features, impl) == "triton":
         from .target_loss_triton import target_loss_triton
 
-        return target_loss_triton(features, labels, mu, sigma, noise=noise, generator=generator)
+        return target_loss_triton(features, labels, mu, sigma, noise=noise, generator=generator,
+                                  num_classes=num_classes)
     eps = None
     if mu is not None:
         eps = draw_noise(features.shape, noise, features.device, accumulation_dtype(features.dtype), generator)
-    return _target_loss_ref(features, labels, mu, sigma, eps)
+    return _target_loss_ref(features, labels, mu, sigma, eps, num_classes)

@@ -1,4 +1,4 @@
-"""Fused Triton kernels of the random-target loss ``mean_{i,d} (f_id - r_id)^2``.
+"""Fused Triton kernels of the random-target loss ``sum_{i active, d} (f_id - r_id)^2 / (n D)``.
 
 ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` is never stored. The forward kernel draws
 ``eps`` in registers with Philox (``tl.randn4x`` / ``tl.rand4x``: four draws per call),
@@ -9,6 +9,10 @@ The seed is drawn by torch's RNG on the device (honouring ``generator``) and rea
 the kernels from memory: no host sync, and the launch is CUDA-graph capturable. The
 loss is reduced deterministically: one partial sum per program, then a fixed-order
 ``torch.sum`` of the partials (no float atomics).
+
+Row i is active when ``0 <= y_i < C`` (see ``target_loss``): inactive rows (IGNORE_INDEX,
+or a label out of range) load no prior row, add nothing and get a zero gradient. The
+forward kernel also writes each program's active-row count, so ``n`` stays on the device.
 """
 import torch
 import triton
@@ -32,9 +36,10 @@ def _noise4(seed, counters, NOISE: tl.constexpr):
 
 
 @triton.jit
-def _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, cols, y, eps, HAS_MU: tl.constexpr, ACC: tl.constexpr):
-    """``f - (mu_y + sigma_y * eps)`` on a rows x cols block, in the ACC dtype (0 outside the matrix)."""
-    mask = (rows < B)[:, None] & (cols < D)[None, :]
+def _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, cols, y, active, eps, HAS_MU: tl.constexpr,
+              ACC: tl.constexpr):
+    """``f - (mu_y + sigma_y * eps)`` on a rows x cols block, in the ACC dtype (0 off the active rows)."""
+    mask = active[:, None] & (cols < D)[None, :]
     f = tl.load(f_ptr + rows[:, None] * D + cols[None, :], mask=mask, other=0.0).to(ACC)
     if HAS_MU:
         prior_offsets = y[:, None] * D + cols[None, :]
@@ -45,39 +50,47 @@ def _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, cols, y, eps, HAS_MU: tl.con
 
 
 @triton.jit
-def _tile(B, D, labels_ptr, seed_ptr, HAS_MU: tl.constexpr, NOISE: tl.constexpr,
+def _tile(B, D, C, labels_ptr, seed_ptr, HAS_LABELS: tl.constexpr, HAS_MU: tl.constexpr, NOISE: tl.constexpr,
           BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """This program's rows, the first of its 4 column blocks, the labels and the noise of each block.
+    """This program's rows, the first of its 4 column blocks, the labels, the active rows and the noise.
 
     Column block k holds columns ``base + k * BLOCK_D / 4``; element (i, base_j + k BLOCK_D / 4)
     takes output k of the Philox counter ``i * D + base_j``, so one call serves 4 elements.
-    Without a prior (``HAS_MU`` false) there are no labels and no noise (FNP).
+    A row is active when ``0 <= y < C``; inactive rows read class 0's pointers, never loaded.
+    Without a prior (``HAS_MU`` false) there is no noise (FNP); without labels every row is active.
     """
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     base = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D // 4)
+    active = rows < B
+    y = rows.to(tl.int64) * 0
+    if HAS_LABELS:
+        y = tl.load(labels_ptr + rows, mask=active, other=-1).to(tl.int64)
+        active = active & (y >= 0) & (y < C)
+        y = tl.where(active, y, 0)
     if HAS_MU:
-        y = tl.load(labels_ptr + rows, mask=rows < B, other=0).to(tl.int64)
         e0, e1, e2, e3 = _noise4(tl.load(seed_ptr), rows[:, None] * D + base[None, :], NOISE)
     else:
-        y = rows.to(tl.int64)
         e0, e1, e2, e3 = 0.0, 0.0, 0.0, 0.0
-    return rows, base, y, e0, e1, e2, e3
+    return rows, base, y, active, e0, e1, e2, e3
 
 
 @triton.jit
-def _target_loss_fwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, partial_ptr, B, D,
-                            HAS_MU: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr,
-                            BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """partial[program] = sum over its tile of (f - r)^2."""
+def _target_loss_fwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, partial_ptr, count_ptr, B, D, C,
+                            HAS_LABELS: tl.constexpr, HAS_MU: tl.constexpr, NOISE: tl.constexpr,
+                            ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """partial[program] = sum over its tile of (f - r)^2; count[program] = its active rows (column block 0)."""
     Q: tl.constexpr = BLOCK_D // 4
-    rows, base, y, e0, e1, e2, e3 = _tile(B, D, labels_ptr, seed_ptr, HAS_MU, NOISE, BLOCK_B, BLOCK_D)
-    d0 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base, y, e0, HAS_MU, ACC)
-    d1 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + Q, y, e1, HAS_MU, ACC)
-    d2 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 2 * Q, y, e2, HAS_MU, ACC)
-    d3 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 3 * Q, y, e3, HAS_MU, ACC)
+    rows, base, y, active, e0, e1, e2, e3 = _tile(B, D, C, labels_ptr, seed_ptr, HAS_LABELS, HAS_MU, NOISE,
+                                                  BLOCK_B, BLOCK_D)
+    d0 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base, y, active, e0, HAS_MU, ACC)
+    d1 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + Q, y, active, e1, HAS_MU, ACC)
+    d2 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 2 * Q, y, active, e2, HAS_MU, ACC)
+    d3 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 3 * Q, y, active, e3, HAS_MU, ACC)
     square = d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3
-    tl.store(partial_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
-             tl.sum(tl.sum(square, axis=1), axis=0))
+    program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    tl.store(partial_ptr + program, tl.sum(tl.sum(square, axis=1), axis=0))
+    first_column_block = (tl.program_id(1) == 0).to(tl.int32)
+    tl.store(count_ptr + program, tl.sum(active.to(tl.int32), axis=0) * first_column_block)
 
 
 @triton.jit
@@ -87,21 +100,23 @@ def _store_block(ptr, B, D, rows, cols, value):
 
 
 @triton.jit
-def _target_loss_bwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, grad_out_ptr, grad_f_ptr,
-                            B, D, scale, HAS_MU: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr,
-                            BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """grad_f = grad_out * scale * (f - r), scale = 2 / (B D), with r regenerated from the seed."""
+def _target_loss_bwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, grad_out_ptr, count_ptr, grad_f_ptr,
+                            B, D, C, HAS_LABELS: tl.constexpr, HAS_MU: tl.constexpr, NOISE: tl.constexpr,
+                            ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+    """grad_f = grad_out * 2 (f - r) / (max(n, 1) D) on active rows (0 elsewhere), r regenerated from the seed."""
     Q: tl.constexpr = BLOCK_D // 4
-    rows, base, y, e0, e1, e2, e3 = _tile(B, D, labels_ptr, seed_ptr, HAS_MU, NOISE, BLOCK_B, BLOCK_D)
-    g = tl.load(grad_out_ptr).to(ACC) * scale
+    rows, base, y, active, e0, e1, e2, e3 = _tile(B, D, C, labels_ptr, seed_ptr, HAS_LABELS, HAS_MU, NOISE,
+                                                  BLOCK_B, BLOCK_D)
+    count = tl.maximum(tl.load(count_ptr), 1).to(ACC)
+    g = tl.load(grad_out_ptr).to(ACC) * 2.0 / (count * D)
     _store_block(grad_f_ptr, B, D, rows, base,
-                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base, y, e0, HAS_MU, ACC))
+                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base, y, active, e0, HAS_MU, ACC))
     _store_block(grad_f_ptr, B, D, rows, base + Q,
-                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + Q, y, e1, HAS_MU, ACC))
+                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + Q, y, active, e1, HAS_MU, ACC))
     _store_block(grad_f_ptr, B, D, rows, base + 2 * Q,
-                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 2 * Q, y, e2, HAS_MU, ACC))
+                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 2 * Q, y, active, e2, HAS_MU, ACC))
     _store_block(grad_f_ptr, B, D, rows, base + 3 * Q,
-                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 3 * Q, y, e3, HAS_MU, ACC))
+                 g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 3 * Q, y, active, e3, HAS_MU, ACC))
 
 
 @triton.jit
@@ -152,51 +167,62 @@ def _noise_from_seed(seed, shape, noise="normal") -> torch.Tensor:
 
 
 def _launch_args(features, labels, mu, sigma, seed):
-    """Pointers for the kernels; without a prior (FNP) the features stand in for the unread ones."""
+    """Pointers for the kernels; the features stand in for the unread ones (no labels, or no prior)."""
+    lab = features if labels is None else labels
     if mu is None:
-        return (features, features, features, features), False
-    return (labels, mu, sigma, seed), True
+        return (lab, features, features, features), labels is not None, False
+    return (lab, mu, sigma, seed), True, True
 
 
 class _TargetLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, labels, mu, sigma, seed, noise):
-        ctx.noise = noise
-        ctx.save_for_backward(features, labels, mu, sigma, seed)
+    def forward(ctx, features, labels, mu, sigma, seed, noise, num_classes):
+        ctx.noise, ctx.num_classes = noise, num_classes
         acc = accumulation_dtype(features.dtype)
         batch, dim = features.shape
         if batch == 0:
+            ctx.save_for_backward(features, labels, mu, sigma, seed, None)
             return features.new_zeros((), dtype=acc)
-        (lab, m, s, sd), has_mu = _launch_args(features, labels, mu, sigma, seed)
+        (lab, m, s, sd), has_labels, has_mu = _launch_args(features, labels, mu, sigma, seed)
         block_b, block_d, grid, warps = _tiles(batch, dim)
         partials = torch.empty(grid[0] * grid[1], dtype=acc, device=features.device)
-        _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, batch, dim, HAS_MU=has_mu,
-                                      NOISE=_NOISE_CODE[noise], ACC=_tl_acc(features.dtype),
-                                      BLOCK_B=block_b, BLOCK_D=block_d, num_warps=warps)
-        return partials.sum() / (batch * dim)
+        counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=features.device)
+        _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, counts, batch, dim, num_classes,
+                                      HAS_LABELS=has_labels, HAS_MU=has_mu, NOISE=_NOISE_CODE[noise],
+                                      ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d,
+                                      num_warps=warps)
+        count = counts.sum()
+        ctx.save_for_backward(features, labels, mu, sigma, seed, count)
+        return partials.sum() / (count.clamp(min=1) * dim)
 
     @staticmethod
     def backward(ctx, grad_out):
-        features, labels, mu, sigma, seed = ctx.saved_tensors
+        features, labels, mu, sigma, seed, count = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         grad_f = torch.empty_like(features)
         batch, dim = features.shape
         if batch:
-            (lab, m, s, sd), has_mu = _launch_args(features, labels, mu, sigma, seed)
+            (lab, m, s, sd), has_labels, has_mu = _launch_args(features, labels, mu, sigma, seed)
             block_b, block_d, grid, warps = _tiles(batch, dim)
-            _target_loss_bwd_kernel[grid](features, lab, m, s, sd, grad_out.contiguous(), grad_f, batch, dim,
-                                          2.0 / (batch * dim), HAS_MU=has_mu, NOISE=_NOISE_CODE[ctx.noise],
-                                          ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d,
-                                          num_warps=warps)
-        return grad_f, None, None, None, None, None
+            _target_loss_bwd_kernel[grid](features, lab, m, s, sd, grad_out.contiguous(), count, grad_f, batch,
+                                          dim, ctx.num_classes, HAS_LABELS=has_labels, HAS_MU=has_mu,
+                                          NOISE=_NOISE_CODE[ctx.noise], ACC=_tl_acc(features.dtype),
+                                          BLOCK_B=block_b, BLOCK_D=block_d, num_warps=warps)
+        return grad_f, None, None, None, None, None, None
 
 
-def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator=None, seed=None):
-    """Fused ``mean_{i,d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2``; ``mu=None``: target 0.
+_NO_CLASS_LIMIT = 2**31 - 1  # C for FNP without num_classes: any label >= 0 is active
 
-    ``seed`` (1-element int64 tensor on the features' device) fixes the noise, for
-    tests; by default a fresh one is drawn from torch's RNG (``generator`` if given).
+
+def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator=None, seed=None,
+                       num_classes=None):
+    """Fused ``sum_{i active, d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2 / (n D)``; ``mu=None``: target 0.
+
+    Active rows: ``0 <= y_i < C`` (C = ``mu.shape[0]``, or ``num_classes`` without a
+    prior; every row when ``labels`` is None). ``seed`` (1-element int64 tensor on the
+    features' device) fixes the noise, for tests; by default a fresh one is drawn from
+    torch's RNG (``generator`` if given).
     """
     if noise not in NOISES:
         raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
@@ -205,11 +231,15 @@ def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator
     if features.numel() >= _MAX_ELEMENTS:
         raise ValueError(f"the fused target loss takes fewer than 2**31 elements; got {features.numel()}")
     features = features.contiguous()
-    if mu is None:  # FNP: no labels, no noise
-        return _TargetLoss.apply(features, None, None, None, None, noise)
+    if labels is not None and tuple(labels.shape) != tuple(features.shape[:1]):
+        raise ValueError(f"labels must have shape ({features.shape[0]},); got {tuple(labels.shape)}")
+    if mu is None:  # FNP: no noise; labels, if any, only select the active rows
+        labels = None if labels is None else labels.contiguous()
+        limit = _NO_CLASS_LIMIT if num_classes is None else num_classes
+        return _TargetLoss.apply(features, labels, None, None, None, noise, limit)
     if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
         raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
     labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
     if seed is None:
         seed = draw_seed(features.device, generator)
-    return _TargetLoss.apply(features, labels, mu, sigma, seed, noise)
+    return _TargetLoss.apply(features, labels, mu, sigma, seed, noise, mu.shape[0])
