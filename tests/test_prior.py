@@ -190,3 +190,15 @@ def test_bad_statistics_and_uninitialised_prior():
     assert not prior.initialized and torch.equal(prior.mu, torch.zeros(C, D))
     with pytest.raises(ValueError, match="noise='uniform'"):
         prior.init_uniform()
+
+
+def test_loading_a_state_without_the_priors_keys_leaves_it_uninitialised():
+    prior = ClassConditionalPrior(C, D)
+    missing = prior.load_state_dict({}, strict=False).missing_keys
+    assert set(missing) == {"mu", "sigma", "running_mean"}
+    assert not prior.initialized
+    with pytest.raises(RuntimeError, match="not initialised"):
+        prior.regression_loss(torch.randn(2, D), torch.tensor([0, 1]))
+    partial = {"mu": torch.ones(C, D)}  # not a whole prior state: still uninitialised
+    prior.load_state_dict(partial, strict=False)
+    assert not prior.initialized

@@ -30,7 +30,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import adarand
-from adarand.detection import add_adarand_config
+from adarand.detection import add_adarand_config, box_regularizations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "detection", "Base-AdaRand-RCNN-FPN.yaml")
@@ -46,7 +46,7 @@ def build(method, device):
     torch.manual_seed(0)
     model = build_model(cfg).train()
     if method != "ft":
-        reg = model.roi_heads.regularizer
+        reg = box_regularizations(model)[0].regularizer
         gen = torch.Generator().manual_seed(1)
         reg.prior.init_from_stats(torch.rand(reg.num_classes, reg.feat_dim, generator=gen).to(device),
                                   0.1 * torch.ones(reg.num_classes, reg.feat_dim, device=device))
@@ -100,11 +100,10 @@ def step(model, optimizer, batch):
     optimizer.zero_grad(set_to_none=False)
     sum(losses.values()).backward()
     optimizer.step()
-    heads = model.roi_heads
-    if hasattr(heads, "regularizer"):
-        features, labels = heads.pop_regularized()
+    for branch in box_regularizations(model):
+        features, labels = branch.pop_regularized()
         kept_rows[0] = int((labels != adarand.IGNORE_INDEX).sum())
-        heads.regularizer.step(features, labels)
+        branch.regularizer.step(features, labels)
     sync()
     return time.perf_counter() - start, saved[0]
 
@@ -154,7 +153,7 @@ def main():
                            else state_bytes(model, optimizer) + saved)
                     peak[method] = max(peak.get(method, 0), mem)
     n_rois = kept_rows[0]
-    reg = runs["adarand"][0].roi_heads.regularizer
+    reg = box_regularizations(runs["adarand"][0])[0].regularizer
     reg_ms = time_regularizer(reg, n_rois)
     # Fine-tuning a pre-trained detector gives up to 25 % x 512 foreground ROIs an image.
     reg_ms_full = time_regularizer(reg, args.images * 128)

@@ -3,15 +3,18 @@
 
     python tools/compute_prior.py --config-file configs/detection/<x>.yaml [--output stats.pt] [KEY VALUE ...]
 
-Loads MODEL.WEIGHTS, runs backbone -> ROIPooler on the GT boxes of DATASETS.TRAIN ->
-box head, and saves an ``adarand.ClassStats`` file (default: OUTPUT_DIR/adarand_stats.pt,
-the cache train_net.py looks for). Pass it to training as MODEL.ADARAND.STATS_FILE.
+Loads MODEL.WEIGHTS, runs backbone -> ROIPooler on the ROIs of DATASETS.TRAIN that
+MODEL.ADARAND.STATS_ROIS names -> box head, and saves an ``adarand.ClassStats`` file
+(default: OUTPUT_DIR/adarand_stats.pt, the cache train_net.py looks for; a cascade head
+regularizing several stages gets one file per stage, ``<stem>_stage<k>.pt``). Pass it to
+training as MODEL.ADARAND.STATS_FILE.
 """
 from detectron2.engine import default_argument_parser, launch
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
-from adarand.detection import SafeDetectionCheckpointer, compute_box_head_stats, stats_path
+from adarand.detection import SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, stats_path
+from adarand.detection.prior_init import branch_path
 from adarand.detection.trainer import check_weights
 from train_net import setup
 
@@ -21,12 +24,12 @@ def main(args):
     model = build_model(cfg)
     check_weights(cfg.MODEL.WEIGHTS)
     SafeDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    stats = compute_box_head_stats(cfg, model)
     path = args.output or stats_path(cfg)
-    if comm.is_main_process():
-        stats.save(path)
-        print(f"saved class statistics of {stats.num_classes} classes x {stats.feat_dim} features "
-              f"({int(stats.count.sum())} boxes) to {path}")
+    for branch, stats in zip(box_regularizations(model), compute_box_head_stats(cfg, model)):
+        if comm.is_main_process():
+            stats.save(branch_path(path, branch))
+            print(f"saved class statistics of {stats.num_classes} classes x {stats.feat_dim} features "
+                  f"({int(stats.count.sum())} ROIs) to {branch_path(path, branch)}")
 
 
 if __name__ == "__main__":

@@ -117,8 +117,14 @@ class ClassConditionalPrior(nn.Module):
         return self._set(self._as_rows("low", (low + high) / 2), self._as_rows("width", high - low))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Initialised by a load only when the state holds this prior's own tensors.
+
+        Detectron2's checkpointer loads with ``strict=False``: pre-trained weights without
+        ``...prior.mu`` must leave an uninitialised prior uninitialised, not N(0, 1).
+        """
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.initialized = True
+        if all(prefix + name in state_dict for name in ("mu", "sigma", "running_mean")):
+            self.initialized = True
 
     # -- the three operations of a training step -------------------------------------
     def _check(self, features, labels):

@@ -4,12 +4,12 @@ import os
 from unittest import mock
 
 import pytest
-import torch
 from detectron2.config import get_cfg
 from tiny import REPO
 
 import adarand
-from adarand.detection import AdaRandPriorHook, add_adarand_config, adarand_roi_heads, regularizer_kwargs
+from adarand.detection import AdaRandPriorHook, add_adarand_config, box_regularizations, regularizer_kwargs
+from adarand.detection.hooks import aligned_period
 
 
 def _cfg():
@@ -22,6 +22,7 @@ def test_defaults_are_the_papers():
     a = _cfg().MODEL.ADARAND
     assert (a.METHOD, a.LAMBDA, a.ALPHA, a.PRIOR_LR, a.STATS_FILE, a.REGULARIZE_BACKGROUND) == (
         "adarand", 1.0, 0.5, 1e-2, "", False)
+    assert (a.LABELS, a.CASCADE_STAGES) == ("roi", "last")
 
 
 def test_wrong_key_is_detectron2s_error(tmp_path):
@@ -49,43 +50,52 @@ def test_every_method_gets_only_accepted_options(method):
 def test_shipped_configs_merge(path):
     cfg = _cfg()
     cfg.merge_from_file(path)
-    assert cfg.MODEL.ROI_HEADS.NAME == "AdaRandROIHeads"
+    assert cfg.MODEL.ROI_HEADS.NAME in ("AdaRandROIHeads", "AdaRandCascadeROIHeads")
     assert cfg.MODEL.ADARAND.METHOD in adarand.available_regularizers()
     assert cfg.INPUT.MASK_FORMAT == "bitmask"
 
 
-def _fake_trainer(model, iters):
+def _fake_trainer(branches):
     trainer = mock.Mock()
-    trainer.model = model
+    trainer.model = mock.Mock(spec=["module"])  # a DDP-wrapped model
+    trainer.model.module = mock.Mock(spec=["modules"])
+    trainer.model.module.modules.return_value = branches
     return trainer
+
+
+def _branch():
+    branch = mock.Mock(spec=adarand.detection.BoxRegularization)
+    branch.regularizer = mock.Mock()
+    branch.regularizer.step.return_value = None
+    branch.pop_regularized.return_value = ("f", "y")
+    return branch
 
 
 @pytest.mark.parametrize("period, epoch_iters, steps, epochs", [(1, 0, 10, 0), (3, 0, 3, 0), (0, 4, 0, 2)])
 def test_hook_period(period, epoch_iters, steps, epochs):
-    heads = mock.Mock()
-    heads.regularizer.step.return_value = None
-    kept = (torch.ones(2, 3), torch.tensor([0, -100]))
-    heads.pop_regularized.return_value = kept
-    heads.regularizer.num_classes = 2
-    model = mock.Mock(spec=["module"])
-    model.module = mock.Mock(roi_heads=heads)  # a DDP-wrapped model
-    hook = AdaRandPriorHook(period, epoch_iters)
-    hook.trainer = _fake_trainer(model, 10)
+    branches = [_branch(), _branch()]  # e.g. two cascade stages
+    hook = AdaRandPriorHook(period, epoch_iters, log_period=0)
+    hook.trainer = _fake_trainer(branches)
+    assert box_regularizations(hook.trainer.model) == branches
     for it in range(10):
         hook.trainer.iter = it
         hook.after_step()
-    assert heads.pop_regularized.call_count == 10  # every step forgets its rows
-    assert heads.regularizer.step.call_count == steps
-    assert heads.regularizer.on_epoch_end.call_count == epochs
-    if steps:
-        heads.regularizer.step.assert_called_with(*kept)
+    for branch in branches:
+        assert branch.pop_regularized.call_count == 10  # every step forgets its rows
+        assert branch.regularizer.step.call_count == steps
+        assert branch.regularizer.on_epoch_end.call_count == epochs
+        if steps:
+            branch.regularizer.step.assert_called_with("f", "y")
 
 
-def test_hook_ignores_models_without_adarand_heads():
-    model = mock.Mock(spec=["roi_heads"])
-    model.roi_heads = object()
-    assert adarand_roi_heads(model) is None
+@pytest.mark.parametrize("log, prior, aligned", [(20, 1, 20), (20, 3, 21), (5, 5, 5), (0, 2, 0), (7, 0, 7)])
+def test_scale_log_period_is_aligned_with_the_prior_period(log, prior, aligned):
+    assert aligned_period(log, prior) == aligned
+
+
+def test_hook_ignores_models_without_box_regularizers():
     hook = AdaRandPriorHook()
-    hook.trainer = _fake_trainer(model, 1)
+    hook.trainer = _fake_trainer([])
     hook.trainer.iter = 0
     hook.after_step()
+    hook.before_train()

@@ -1,20 +1,20 @@
-"""AdaRandROIHeads: loss on the sampled foreground ROIs, checked against the kept rows.
+"""AdaRand ROI heads: loss on the sampled ROIs (checked against the kept rows), labels, refusals."""
+from unittest import mock
 
-The head keeps every sampled ROI and labels the unregularized ones IGNORE_INDEX; the
-losses must equal those of the regularizer on the compacted rows (what the head computed
-when it still selected them with a boolean mask).
-"""
 import pytest
 import torch
-from detectron2.data import build_detection_train_loader
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from tiny import tiny_cfg
 
 import adarand
-from adarand import IGNORE_INDEX
-from adarand.detection import AdaRandPriorHook
+from adarand.detection import AdaRandPriorHook, AdaRandTrainer, box_regularizations, check_capable
+from adarand.detection.box_branch import IGNORE_INDEX, SingleCategoryMapper
+
+CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True}
 
 
 def _model_and_batch(tmp_path, **extra):
@@ -25,12 +25,18 @@ def _model_and_batch(tmp_path, **extra):
     return model, batch
 
 
+def _branch(model):
+    (branch,) = box_regularizations(model)
+    return branch
+
+
 def test_fnp_loss_is_mean_square_of_foreground_rows(fake_voc, tmp_path):
     model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 0.5})
-    with EventStorage() as storage:
+    with EventStorage():
         losses = model(batch)
-    features, labels = model.roi_heads.pop_regularized()
-    assert model.roi_heads.pop_regularized() is None
+    features, labels = _branch(model).pop_regularized()
+    assert _branch(model).pop_regularized() is None
+    # Every sampled ROI is kept in place; the background ones are labelled IGNORE_INDEX.
     assert features.shape == (labels.numel(), 64) and (labels == IGNORE_INDEX).any()
     kept = labels != IGNORE_INDEX
     features, labels = features[kept], labels[kept]
@@ -38,7 +44,6 @@ def test_fnp_loss_is_mean_square_of_foreground_rows(fake_voc, tmp_path):
     gt = torch.cat([x["instances"].gt_classes for x in batch])
     assert set(labels.tolist()) <= set(gt.tolist())
     torch.testing.assert_close(losses["loss_adarand"], 0.5 * features.pow(2).mean())
-    assert "adarand/num_rois" not in storage.latest()  # logged by the hook, on its period
     # Gradient reaches the box head.
     losses["loss_adarand"].backward()
     assert model.roi_heads.box_head.fc2.weight.grad.abs().sum() > 0
@@ -46,60 +51,137 @@ def test_fnp_loss_is_mean_square_of_foreground_rows(fake_voc, tmp_path):
 
 def test_adarand_loss_with_zero_sigma_is_distance_to_class_means(fake_voc, tmp_path):
     model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.REGULARIZE_BACKGROUND": True})
-    reg = model.roi_heads.regularizer
+    reg = _branch(model).regularizer
     assert reg.num_classes == 21
     mean = torch.randn(21, 64)
     reg.prior.init_from_stats(mean, torch.zeros(21, 64))
     with EventStorage():
         losses = model(batch)
-    features, labels = model.roi_heads.pop_regularized()
+    features, labels = _branch(model).pop_regularized()
     assert (labels == 20).any() and (labels < 20).any()  # background rows are regularized too
     assert not (labels == IGNORE_INDEX).any()
     reference = (features.double() - mean.double()[labels]).pow(2).mean()
     torch.testing.assert_close(losses["loss_adarand"].double(), reference, rtol=1e-5, atol=1e-6)
 
 
+def _sampled(classes, image_sizes=(64, 96)):
+    return Instances(image_sizes, proposal_boxes=Boxes(torch.zeros(len(classes), 4)),
+                     gt_classes=torch.tensor(classes))
+
+
 @pytest.mark.parametrize("method", ["adarand", "fnp", "ptr"])
 def test_no_foreground_roi_gives_zero_loss(fake_voc, tmp_path, method):
     cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.METHOD": method})
-    heads = build_model(cfg).roi_heads
-    if heads.regularizer.needs_stats:
-        heads.regularizer.prior.init_normal()
-    proposal = Instances((64, 96), proposal_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20]])),
-                         gt_classes=torch.tensor([20, 20]))
+    branch = _branch(build_model(cfg))
+    if branch.regularizer.needs_stats:
+        branch.regularizer.prior.init_normal()
     features = torch.randn(2, 64, requires_grad=True)
-    with EventStorage():
-        loss = heads.regularization_loss(features, torch.randn(2, 21), [proposal])
+    loss = branch.loss(features, torch.randn(2, 21), torch.randn(21, 64), [_sampled([20, 20])])
     assert float(loss) == 0.0
-    assert (heads.pop_regularized()[1] == IGNORE_INDEX).all()
+    assert (branch.pop_regularized()[1] == IGNORE_INDEX).all()
+
+
+def test_roi_and_image_labels(fake_voc, tmp_path):
+    """roi: matched foreground classes only; image: every ROI gets its image's category."""
+    proposals = [_sampled([3, 20, 3, 20]), _sampled([20, 7])]
+    targets = [Instances((64, 96), gt_classes=torch.tensor([3, 3])), Instances((64, 96), gt_classes=torch.tensor([7]))]
+    roi = _branch(build_model(tiny_cfg(tmp_path)))
+    assert roi.roi_labels(proposals).tolist() == [3, IGNORE_INDEX, 3, IGNORE_INDEX, IGNORE_INDEX, 7]
+    image = _branch(build_model(tiny_cfg(tmp_path, **{"MODEL.ADARAND.LABELS": "image"})))
+    image.set_image_labels(targets)
+    assert image.roi_labels(proposals).tolist() == [3, 3, 3, 3, 7, 7]
+    image.set_image_labels([targets[0], Instances((64, 96), gt_classes=torch.tensor([], dtype=torch.long))])
+    assert image.roi_labels(proposals).tolist() == [3, 3, 3, 3, IGNORE_INDEX, IGNORE_INDEX]  # no box: no label
+    with pytest.raises(RuntimeError, match="single-category"):
+        image.set_image_labels([Instances((64, 96), gt_classes=torch.tensor([3, 5]))])
+    with pytest.raises(ValueError, match="REGULARIZE_BACKGROUND"):
+        build_model(tiny_cfg(tmp_path, **{"MODEL.ADARAND.LABELS": "image", "MODEL.ADARAND.REGULARIZE_BACKGROUND": True}))
+
+
+def test_image_labels_train_on_single_category_images(fake_voc, tmp_path):
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.LABELS": "image", "MODEL.ADARAND.METHOD": "fnp"})
+    with EventStorage():
+        losses = model(batch)
+    features, labels = _branch(model).pop_regularized()
+    images = [set(x["instances"].gt_classes.tolist()) for x in batch]
+    assert set(labels.tolist()) == set().union(*images)
+    assert labels.numel() == 2 * 32  # every sampled ROI, background ones too
+    torch.testing.assert_close(losses["loss_adarand"], features.pow(2).mean())
+
+
+def test_image_labels_refuse_a_multi_category_image_by_name(fake_voc, tmp_path):
+    multi = next(d for d in DatasetCatalog.get("voc_2012_seg_train") if len({a["category_id"] for a in d["annotations"]}) > 1)
+    mapper = SingleCategoryMapper(lambda d: d)
+    with pytest.raises(ValueError, match=f"LABELS 'image' needs single-category images; {multi['file_name']}"):
+        mapper(multi)
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.LABELS": "image", "DATASETS.TRAIN": ("voc_2012_seg_train",)})
+    loader = AdaRandTrainer.build_train_loader(cfg)
+    with pytest.raises(ValueError, match="needs single-category images; .*2012_0000"):
+        for _ in zip(range(20), loader):
+            pass
+
+
+def test_weights_without_the_prior_refuse_to_train(fake_voc, tmp_path):
+    """Detectron2 loads non-strictly: pre-trained weights without prior keys leave it uninitialised."""
+    model, batch = _model_and_batch(tmp_path)
+    plain = {k: v for k, v in model.state_dict().items() if ".adarand." not in k}
+    torch.save({"model": plain}, tmp_path / "pretrained.pth")
+    fresh = build_model(tiny_cfg(tmp_path)).train()
+    DetectionCheckpointer(fresh).load(str(tmp_path / "pretrained.pth"))
+    assert not _branch(fresh).regularizer.prior.initialized
+    with EventStorage(), pytest.raises(RuntimeError, match="not initialised.*tools/compute_prior.py.*init_prior"):
+        fresh(batch)
+
+
+def test_method_without_a_capable_head_is_an_error(fake_voc, tmp_path):
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ROI_HEADS.NAME": "StandardROIHeads"})
+    with pytest.raises(ValueError, match="METHOD is 'adarand' but the model's ROI heads \\(StandardROIHeads\\)"):
+        AdaRandTrainer.build_model(cfg)
+    check_capable("none", build_model(cfg))  # plain fine-tuning needs no such head
+
+
+@pytest.mark.parametrize("stages, names", [("all", ["stage0", "stage1", "stage2"]), ("last", ["stage2"])])
+def test_cascade_regularizes_the_chosen_stages(fake_voc, tmp_path, stages, names):
+    model, batch = _model_and_batch(tmp_path, **CASCADE, **{"MODEL.ADARAND.METHOD": "fnp",
+                                                            "MODEL.ADARAND.CASCADE_STAGES": stages})
+    assert [b.name for b in box_regularizations(model)] == names
+    with EventStorage():
+        losses = model(batch)
+    assert sorted(k for k in losses if k.startswith("loss_adarand")) == [f"loss_adarand_{n}" for n in names]
+    for branch in box_regularizations(model):
+        features, labels = branch.pop_regularized()
+        features, labels = features[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX]
+        torch.testing.assert_close(losses[f"loss_adarand_{branch.name}"], features.pow(2).mean())
+        assert labels.numel() > 0 and (labels < 20).all()
 
 
 def test_regularizer_state_is_in_the_model_but_not_trained(fake_voc, tmp_path):
-    cfg = tiny_cfg(tmp_path)
-    model = build_model(cfg)
-    keys = [k for k in model.state_dict() if k.startswith("roi_heads.regularizer.")]
-    assert {"roi_heads.regularizer.prior.mu", "roi_heads.regularizer.prior.running_mean",
-            "roi_heads.regularizer.prior_optimizer.exp_avg", "roi_heads.regularizer.prior_optimizer.num_steps"} <= set(keys)
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad and "regularizer" in n]
+    model = build_model(tiny_cfg(tmp_path))
+    prefix = "roi_heads.box_predictor.adarand.regularizer."
+    keys = [k for k in model.state_dict() if k.startswith(prefix)]
+    assert {prefix + k for k in ("prior.mu", "prior.running_mean", "prior_optimizer.exp_avg",
+                                 "prior_optimizer.num_steps")} <= set(keys)
+    # Detectron2's own keys are unchanged, so its checkpoints load as they are.
+    assert {"roi_heads.box_predictor.cls_score.weight", "roi_heads.box_head.fc1.weight"} <= set(model.state_dict())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and ".adarand." in n]
     assert trainable == []
-    assert isinstance(model.roi_heads.regularizer, adarand.AdaRand)
+    assert isinstance(_branch(model).regularizer, adarand.AdaRand)
 
 
 @pytest.mark.parametrize("method", ["adarand", "fnp", "ptr", "randreg-uniform"])
 def test_losses_equal_the_boolean_mask_selection(fake_voc, tmp_path, method):
     """Same batch, same losses as regularizing the compacted foreground rows (sigma = 0: no noise)."""
     model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": method})
-    reg = model.roi_heads.regularizer
+    reg = _branch(model).regularizer
     if reg.needs_stats:
         reg.prior.init_from_stats(torch.randn(20, 64), torch.ones(20, 64))
     if hasattr(reg, "prior"):
         reg.prior.sigma.zero_()
     if method == "ptr":
         reg.enabled.fill_(True)
-    torch.manual_seed(1)
     with EventStorage():
         losses = model(batch)
-    features, labels = model.roi_heads.pop_regularized()
+    features, labels = _branch(model).pop_regularized()
     keep = labels != IGNORE_INDEX
     weight = model.roi_heads.box_predictor.cls_score.weight
     logits = model.roi_heads.box_predictor(features)[0]
@@ -108,25 +190,30 @@ def test_losses_equal_the_boolean_mask_selection(fake_voc, tmp_path, method):
     assert losses["loss_adarand"] > 0
 
 
-def test_hook_logs_roi_count_and_norm_on_its_period(fake_voc, tmp_path):
-    from unittest import mock
-
-    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp"})
+def test_hook_logs_means_over_its_period(fake_voc, tmp_path):
+    """ROI count, feature norm, prior-mean norm and prior loss: means over the period, read once."""
+    model, batch = _model_and_batch(tmp_path)
+    mu = torch.randn(20, 64)
+    _branch(model).regularizer.prior.init_from_stats(mu, torch.ones(20, 64))
     trainer = mock.Mock(model=model, max_iter=100)
     hook = AdaRandPriorHook(log_period=2)
     hook.trainer = trainer
-    expected = []
+    rois, feature_norms, prior_norms = 0, 0.0, 0.0
     with EventStorage() as storage:
         trainer.storage = storage
         for it in range(2):
-            model(batch)
-            features, labels = model.roi_heads._kept
+            storage.iter = trainer.iter = it
+            with torch.no_grad():
+                model(batch)
+            features, labels = _branch(model)._kept
             kept = labels != IGNORE_INDEX
-            expected.append((kept.sum().item(), features[kept].norm(dim=1).sum().item()))
-            trainer.iter = it
-            storage.iter = it
+            rois += int(kept.sum())
+            feature_norms += float(features[kept].double().norm(dim=1).sum())
+            prior_norms += float(_branch(model).regularizer.prior.mu[labels[kept]].double().norm(dim=1).sum())
             hook.after_step()
             assert ("adarand/num_rois" in storage.latest()) == (it == 1)
-    rois = sum(n for n, _ in expected)
-    assert storage.latest()["adarand/num_rois"][0] == pytest.approx(rois / 2)
-    assert storage.latest()["adarand/feature_norm"][0] == pytest.approx(sum(s for _, s in expected) / rois)
+    latest = storage.latest()
+    assert latest["adarand/num_rois"][0] == pytest.approx(rois / 2)
+    assert latest["adarand/feature_norm"][0] == pytest.approx(feature_norms / rois, rel=1e-5)
+    assert latest["adarand/prior_norm"][0] > 0
+    assert "adarand/prior_loss" in latest

@@ -12,9 +12,10 @@ from fake_voc import TRAIN_LAYOUTS
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
 import adarand
-from adarand.detection import AdaRandTrainer, compute_box_head_stats, prior_init
+from adarand.detection import AdaRandTrainer, box_regularizations, compute_box_head_stats, prior_init
 from adarand.detection.voc import VOC_CLASSES
 
+PREFIX = "roi_heads.box_predictor.adarand.regularizer."
 PRIOR_KEYS = ("prior.mu", "prior.running_mean", "prior.sigma", "prior_optimizer.exp_avg",
               "prior_optimizer.exp_avg_sq", "prior_optimizer.num_steps")
 
@@ -23,20 +24,24 @@ def _train(cfg, resume=False):
     cfg.freeze()
     trainer = AdaRandTrainer(cfg)
     trainer.resume_or_load(resume=resume)
-    start_mu = trainer.model.roi_heads.regularizer.prior.mu.detach().clone()
+    start_mu = _reg(trainer.model).prior.mu.detach().clone()
     trainer.train()
     return trainer, start_mu
 
 
+def _reg(model):
+    return box_regularizations(model)[-1].regularizer
+
+
 def _prior_state(state_dict):
-    return {k: state_dict["roi_heads.regularizer." + k] for k in PRIOR_KEYS}
+    return {k: state_dict[PREFIX + k] for k in PRIOR_KEYS}
 
 
 @pytest.fixture(scope="module")
 def run(fake_voc, tmp_path_factory):
     """4 iterations of AdaRand on the single-category split, checkpoints every 2."""
     out = tmp_path_factory.mktemp("run")
-    trainer, start_mu = _train(tiny_cfg(out, max_iter=4))
+    trainer, start_mu = _train(tiny_cfg(out, max_iter=4, **{"MODEL.ADARAND.SCALE_LOG_PERIOD": 2}))
     return out, trainer, start_mu
 
 
@@ -45,8 +50,19 @@ def test_training_adds_finite_loss_and_moves_the_prior(run):
     history = trainer.storage.history("loss_adarand").values()
     assert len(history) == 4 and all(torch.isfinite(torch.tensor(v)) for v, _ in history)
     assert all(v > 0 for v, _ in history)
-    assert len(trainer.storage.history("adarand/prior_loss").values()) == 1  # logged on the period / last iter
-    reg = trainer.model.roi_heads.regularizer
+    # The scale, logged every SCALE_LOG_PERIOD = 2 iterations (iterations 1 and 3).
+    storage = trainer.storage
+    for key in ("adarand/prior_loss", "adarand/loss_ratio", "adarand/feature_norm", "adarand/prior_norm",
+                "adarand/num_rois"):
+        assert [it for _, it in storage.history(key).values()] == [1, 3], key
+    def at(key, it):
+        return {i: v for v, i in storage.history(key).values()}[it]
+
+    for ratio, it in storage.history("adarand/loss_ratio").values():
+        others = sum(at(k, it) for k in storage.histories() if k.startswith("loss_") and k != "loss_adarand")
+        assert ratio == pytest.approx(at("loss_adarand", it) / others)
+    assert all(v > 0 for v, _ in storage.history("adarand/prior_norm").values())
+    reg = _reg(trainer.model)
     assert not torch.equal(reg.prior.mu, start_mu)
     assert int(reg.prior_optimizer.num_steps) == 4
     stats = adarand.ClassStats.load(os.path.join(out, "adarand_stats.pt"), num_classes=20, feat_dim=64)
@@ -58,16 +74,16 @@ def test_checkpoints_hold_the_prior(run):
     saved = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
     live = trainer.model.state_dict()
     for key, value in _prior_state(saved).items():
-        torch.testing.assert_close(value, live["roi_heads.regularizer." + key], msg=key)
-    assert int(saved["roi_heads.regularizer.prior_optimizer.num_steps"]) == 4
+        torch.testing.assert_close(value, live[PREFIX + key], msg=key)
+    assert int(saved[PREFIX + "prior_optimizer.num_steps"]) == 4
     # Round trip into a fresh model through DetectionCheckpointer.
     cfg = tiny_cfg(out)
     fresh = build_model(cfg)
     DetectionCheckpointer(fresh).load(os.path.join(out, "model_final.pth"))
     for key, value in _prior_state(fresh.state_dict()).items():
-        torch.testing.assert_close(value, live["roi_heads.regularizer." + key], msg=key)
+        torch.testing.assert_close(value, live[PREFIX + key], msg=key)
     mid = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
-    assert mid["iteration"] == 1 and int(mid["model"]["roi_heads.regularizer.prior_optimizer.num_steps"]) == 2
+    assert mid["iteration"] == 1 and int(mid["model"][PREFIX + "prior_optimizer.num_steps"]) == 2
 
 
 def test_resume_continues_the_run(run):
@@ -77,7 +93,7 @@ def test_resume_continues_the_run(run):
         resumed, start_mu = _train(tiny_cfg(out, max_iter=6), resume=True)
     assert resumed.start_iter == 4 and resumed.iter == 6  # iterations 4 and 5 ran
     torch.testing.assert_close(start_mu, final["prior.mu"])  # restored, not re-initialised
-    assert int(resumed.model.roi_heads.regularizer.prior_optimizer.num_steps) == 6
+    assert int(_reg(resumed.model).prior_optimizer.num_steps) == 6
 
 
 def test_multi_category_images_train_with_background(fake_voc, tmp_path):
@@ -86,13 +102,13 @@ def test_multi_category_images_train_with_background(fake_voc, tmp_path):
     trainer, start_mu = _train(cfg)
     assert start_mu.shape == (21, 64)
     assert all(torch.isfinite(torch.tensor(v)) for v, _ in trainer.storage.history("loss_adarand").values())
-    assert not torch.equal(trainer.model.roi_heads.regularizer.prior.mu, start_mu)
+    assert not torch.equal(_reg(trainer.model).prior.mu, start_mu)
 
 
 def test_stats_count_every_gt_box_and_name_missing_classes(fake_voc, tmp_path):
     cfg = tiny_cfg(tmp_path)
     model = build_model(cfg)
-    stats = compute_box_head_stats(cfg, model)
+    (stats,) = compute_box_head_stats(cfg, model)
     expected = torch.zeros(20, dtype=torch.long)
     for names in TRAIN_LAYOUTS:
         if len(set(names)) == 1:

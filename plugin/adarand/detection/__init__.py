@@ -1,29 +1,34 @@
-"""Detectron2 plugin: AdaRand on Mask R-CNN ROI box-head features.
+"""Detectron2 plugin: AdaRand on the ROI box-head features of R-CNN detectors.
 
 In your own Detectron2 project::
 
-    import adarand.detection  # registers AdaRandROIHeads and the VOC splits
+    import adarand.detection  # registers AdaRandROIHeads, AdaRandCascadeROIHeads and the VOC splits
     from adarand.detection import add_adarand_config
 
     cfg = get_cfg(); add_adarand_config(cfg); cfg.merge_from_file(...)
 
-and set ``MODEL.ROI_HEADS.NAME: AdaRandROIHeads``. Train with :class:`AdaRandTrainer`
-(or add :class:`AdaRandPriorHook` and call :func:`init_prior` in your own trainer).
+and set ``MODEL.ROI_HEADS.NAME: AdaRandROIHeads`` (or ``AdaRandCascadeROIHeads``; any other
+head: mix in :class:`AdaRandHeadsMixin`). Train with :class:`AdaRandTrainer` or
+``tools/lazyconfig_train_net.py`` (or add :class:`AdaRandPriorHook` and call :func:`init_prior`
+in your own trainer).
 """
 from . import mobilenet_fpn  # noqa: F401  (registers the MobileNetV2-FPN backbone)
 from .checkpoint import SafeDetectionCheckpointer
-from .config import add_adarand_config, check_adarand_config, regularizer_kwargs
-from .hooks import AdaRandPriorHook, adarand_roi_heads, unwrap
-from .prior_init import compute_box_head_stats, init_prior, stats_path
-from .roi_heads import AdaRandROIHeads
+from .box_branch import BoxRegularization, box_regularizations, check_capable, check_initialised, unwrap
+from .config import adarand_options, add_adarand_config, check_adarand_config, regularizer_kwargs
+from .hooks import AdaRandPriorHook
+from .prior_init import collect_box_head_stats, compute_box_head_stats, init_prior, stats_path
+from .roi_heads import AdaRandCascadeROIHeads, AdaRandHeadsMixin, AdaRandROIHeads
 from .trainer import AdaRandTrainer, build_evaluator
 from .voc import VOC_CLASSES, load_voc_detection, load_voc_instance_segmentation, register_voc
 
 register_voc()
 
 __all__ = [
-    "AdaRandPriorHook", "AdaRandROIHeads", "AdaRandTrainer", "SafeDetectionCheckpointer", "VOC_CLASSES",
-    "adarand_roi_heads", "add_adarand_config", "check_adarand_config", "build_evaluator", "compute_box_head_stats", "init_prior",
-    "load_voc_detection", "load_voc_instance_segmentation", "register_voc", "regularizer_kwargs",
+    "AdaRandCascadeROIHeads", "AdaRandHeadsMixin", "AdaRandPriorHook", "AdaRandROIHeads", "AdaRandTrainer",
+    "BoxRegularization", "SafeDetectionCheckpointer", "VOC_CLASSES", "adarand_options", "add_adarand_config",
+    "box_regularizations", "check_adarand_config",
+    "build_evaluator", "check_capable", "check_initialised", "collect_box_head_stats", "compute_box_head_stats",
+    "init_prior", "load_voc_detection", "load_voc_instance_segmentation", "register_voc", "regularizer_kwargs",
     "stats_path", "unwrap",
 ]

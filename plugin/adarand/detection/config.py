@@ -38,32 +38,68 @@ def add_adarand_config(cfg):
     cfg.MODEL.ADARAND.PTR_EPOCH_ITERS = 500
     # Prior-update hook: step the prior every PERIOD iterations (1 = every step, 0 = never).
     cfg.MODEL.ADARAND.PRIOR_UPDATE_PERIOD = 1
+    # Label of each regularized ROI. "roi": its matched class (foreground ROIs; any number of
+    # categories per image: this project's reading). "image": the image's single category, for
+    # every sampled ROI, background included (the literal single-label reading; multi-category
+    # images are an error). See docs/detection.md.
+    cfg.MODEL.ADARAND.LABELS = "roi"
+    # ROIs whose pre-trained box-head features give mu_c, sigma_c (Eq. 9-10): "gt" = the
+    # ground-truth boxes; "proposals" = the sampled foreground proposals with their matched
+    # classes, i.e. the rows training regularizes.
+    cfg.MODEL.ADARAND.STATS_ROIS = "gt"
+    # Cascade heads: regularize the box features of "all" stages (one prior each) or the "last".
+    cfg.MODEL.ADARAND.CASCADE_STAGES = "last"
+    # Every this many iterations (rounded up to a multiple of PRIOR_UPDATE_PERIOD; 0 = never),
+    # log loss_adarand / (sum of the other losses) and the regularized features' mean norm
+    # against their prior means' (adarand/*): the only host reads the plugin adds.
+    cfg.MODEL.ADARAND.SCALE_LOG_PERIOD = 20
     return cfg
 
 
 def check_adarand_config(cfg):
     """Refuse values of ``MODEL.ADARAND`` that cannot train, naming the key (call after merging)."""
-    a = cfg.MODEL.ADARAND
+    check_adarand_options(cfg.MODEL.ADARAND)
+
+
+def check_adarand_options(adarand):
+    """The same for the ``MODEL.ADARAND`` keys as a dict or CfgNode (LazyConfigs pass a dict)."""
     checks = (
-        ("LAMBDA", a.LAMBDA, lambda v: v >= 0, "finite and >= 0"),
-        ("ALPHA", a.ALPHA, lambda v: 0 <= v <= 1, "in [0, 1]"),
-        ("PRIOR_LR", a.PRIOR_LR, lambda v: v > 0, "finite and > 0"),
+        ("LAMBDA", lambda v: v >= 0, "finite and >= 0"),
+        ("ALPHA", lambda v: 0 <= v <= 1, "in [0, 1]"),
+        ("PRIOR_LR", lambda v: v > 0, "finite and > 0"),
     )
-    for key, value, ok, expected in checks:
+    for key, ok, expected in checks:
+        value = adarand[key]
         if not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
             raise ValueError(f"config key MODEL.ADARAND.{key} = {value!r}; expected {expected}")
 
 
 def regularizer_kwargs(cfg):
     """Options of ``adarand.build_regularizer`` from the config, keeping those the method accepts."""
+    return regularizer_options_from(cfg.MODEL.ADARAND, cfg.SOLVER.MAX_ITER)
+
+
+def regularizer_options_from(adarand, total_steps):
+    """The same from the ``MODEL.ADARAND`` keys (a dict or CfgNode) and the schedule length."""
     from adarand import regularizer_options
 
-    check_adarand_config(cfg)
-    a = cfg.MODEL.ADARAND
+    check_adarand_options(adarand)
     candidates = {
-        "lam": a.LAMBDA, "alpha": a.ALPHA, "prior_lr": a.PRIOR_LR, "total_steps": cfg.SOLVER.MAX_ITER,
-        "ratio": a.PTR_RATIO, "target_scale": a.PTR_TARGET_SCALE, "threshold": a.PTR_THRESHOLD,
-        "loss": a.PTR_LOSS,
+        "lam": adarand["LAMBDA"], "alpha": adarand["ALPHA"], "prior_lr": adarand["PRIOR_LR"],
+        "total_steps": total_steps, "ratio": adarand["PTR_RATIO"], "target_scale": adarand["PTR_TARGET_SCALE"],
+        "threshold": adarand["PTR_THRESHOLD"], "loss": adarand["PTR_LOSS"],
     }
-    accepted = regularizer_options(a.METHOD)
+    accepted = regularizer_options(adarand["METHOD"])
     return {k: v for k, v in candidates.items() if k in accepted}
+
+
+def adarand_options(**overrides):
+    """The ``MODEL.ADARAND`` defaults as a plain dict, with overrides (for LazyConfigs)."""
+    from detectron2.config import get_cfg
+
+    options = dict(add_adarand_config(get_cfg()).MODEL.ADARAND)
+    unknown = sorted(set(overrides) - set(options))
+    if unknown:
+        raise KeyError(f"unknown MODEL.ADARAND key(s) {unknown}; known: {sorted(options)}")
+    options.update(overrides)
+    return options

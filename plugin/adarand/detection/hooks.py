@@ -1,68 +1,95 @@
-"""``AdaRandPriorHook``: step the regularizer after each optimizer step (PreciseBN-style hook)."""
+"""``AdaRandPriorHook``: step each box regularizer after the optimizer step; log the scale."""
 import torch
 from detectron2.engine import HookBase
 
-from adarand.ops import active_rows
+from adarand.ops import active_rows, safe_labels
+
+from .box_branch import box_regularizations, check_initialised
+
+# Device-side sums kept per box branch between two log periods.
+_SUMS = ("rois", "feature_norm", "prior_norm", "prior_loss", "iters", "steps")
 
 
-def unwrap(model):
-    """The model inside DistributedDataParallel / DataParallel (or the model itself)."""
-    return getattr(model, "module", model)
+def aligned_period(log_period, prior_period):
+    """``log_period`` rounded up to a multiple of ``prior_period`` (0 stays 0 = off)."""
+    if log_period <= 0 or prior_period <= 0:
+        return max(log_period, 0)
+    return -(-log_period // prior_period) * prior_period
 
 
-def adarand_roi_heads(model):
-    """The model's ``AdaRandROIHeads`` (None when the model has another ROI head)."""
-    heads = getattr(unwrap(model), "roi_heads", None)
-    return heads if hasattr(heads, "regularizer") else None
+def loss_ratio(latest):
+    """``sum of loss_adarand*`` / ``sum of the other loss_*`` from EventStorage.latest() (None if absent)."""
+    ours = [v for k, (v, _) in latest.items() if k.startswith("loss_adarand")]
+    others = sum(v for k, (v, _) in latest.items() if k.startswith("loss_") and not k.startswith("loss_adarand"))
+    return sum(ours) / others if ours and others else None
+
+
+@torch.no_grad()
+def scale_sums(features, labels, num_classes, mu, prior_loss):
+    """One step's row of :data:`_SUMS` on the device: active rows, sums of ||f_i|| and ||mu_{y_i}||, prior loss."""
+    active = active_rows(labels, num_classes)
+    zero = torch.zeros((), dtype=torch.float64, device=features.device)
+    feature_norms = torch.where(active, features.norm(dim=1), torch.zeros_like(features[:, 0]))
+    prior_norms = zero if mu is None else torch.where(
+        active, mu.detach().norm(dim=1)[safe_labels(labels, active)], torch.zeros_like(feature_norms)).sum()
+    stepped = prior_loss is not None
+    return torch.stack([active.sum().double(), feature_norms.sum().double(), torch.as_tensor(prior_norms).double(),
+                        prior_loss.detach().double() if stepped else zero, zero + 1, zero + float(stepped)])
 
 
 class AdaRandPriorHook(HookBase):
-    """After every ``period``-th step, ``reg.step(features, labels)`` on the ROIs the head kept.
+    """After every ``period``-th step, ``reg.step(features, labels)`` on the ROIs each box branch kept.
 
     ``period`` = 0 never steps. ``epoch_iters`` > 0 calls ``reg.on_epoch_end()`` every that
     many iterations (PtR's switch-on check; detection trains by iterations). The prior
     syncs itself across ranks (the core library all-reduces its class sums).
 
-    Logging reads nothing back on ordinary steps: the number of regularized ROIs, their mean
-    feature norm and the prior loss are summed on the device and put into the event storage
-    as means over the last ``log_period`` iterations (Detectron2's writers run every 20).
+    Logging reads nothing back on ordinary steps: per box branch, the regularized ROIs'
+    count, their mean feature norm ``adarand/feature_norm``, the mean norm of their prior
+    means ``adarand/prior_norm`` (mean_i ||mu_{y_i}||) and the prior loss are summed on the
+    device and written as means over the last ``log_period`` iterations (rounded up to a
+    multiple of ``period``, and at the last iteration), with ``adarand/loss_ratio`` =
+    loss_adarand / (sum of Detectron2's other losses) from the values the trainer wrote.
     """
 
     def __init__(self, period=1, epoch_iters=0, log_period=20):
-        self._period, self._epoch_iters, self._log_period = period, epoch_iters, log_period
-        self._sums = None  # rois, feature-norm sum, prior-loss sum, iterations, prior steps
+        self._period, self._epoch_iters = period, epoch_iters
+        self._log_period = aligned_period(log_period, period)
+        self._sums = {}
 
-    def _accumulate(self, features, labels, num_classes, prior_loss):
-        active = active_rows(labels, num_classes)
-        norms = torch.where(active, features.norm(dim=1), torch.zeros((), device=features.device))
-        stepped = prior_loss is not None
-        prior_loss = prior_loss.double() if stepped else torch.zeros((), dtype=torch.float64, device=features.device)
-        row = torch.stack([active.sum().double(), norms.sum().double(), prior_loss,
-                           torch.ones_like(prior_loss), torch.full_like(prior_loss, float(stepped))])
-        self._sums = row if self._sums is None else self._sums + row
-
-    def _flush(self):
-        rois, norm_sum, loss_sum, iters, steps = self._sums.tolist()  # the one read-back, on the log period
-        self._sums = None
-        storage = self.trainer.storage
-        storage.put_scalar("adarand/num_rois", rois / iters)
-        if rois:
-            storage.put_scalar("adarand/feature_norm", norm_sum / rois)
-        if steps:
-            storage.put_scalar("adarand/prior_loss", loss_sum / steps)
+    def before_train(self):
+        check_initialised(self.trainer.model)  # fail before the first step, saying how to initialise
 
     def after_step(self):
-        heads = adarand_roi_heads(self.trainer.model)
-        if heads is None:
-            return
-        kept = heads.pop_regularized()
         next_iter = self.trainer.iter + 1
-        prior_loss = None
-        if kept is not None and self._period > 0 and next_iter % self._period == 0:
-            prior_loss = heads.regularizer.step(*kept)
-        if kept is not None:
-            self._accumulate(*kept, heads.regularizer.num_classes, prior_loss)
-        if self._epoch_iters > 0 and next_iter % self._epoch_iters == 0:
-            heads.regularizer.on_epoch_end()
-        if self._sums is not None and (next_iter % self._log_period == 0 or next_iter == self.trainer.max_iter):
+        step = self._period > 0 and next_iter % self._period == 0
+        for branch in box_regularizations(self.trainer.model):
+            kept = branch.pop_regularized()
+            reg = branch.regularizer
+            prior_loss = reg.step(*kept) if kept is not None and step else None
+            if self._epoch_iters > 0 and next_iter % self._epoch_iters == 0:
+                reg.on_epoch_end()
+            if kept is not None and self._log_period > 0:
+                prior = getattr(reg, "prior", None)
+                mu = prior.mu if prior is not None and prior.initialized else None
+                row = scale_sums(*kept, reg.num_classes, mu, prior_loss)
+                self._sums[branch] = row if branch not in self._sums else self._sums[branch] + row
+        if self._log_period > 0 and (next_iter % self._log_period == 0 or next_iter == self.trainer.max_iter):
             self._flush()
+
+    def _flush(self):
+        storage = self.trainer.storage
+        for branch, row in self._sums.items():
+            sums = dict(zip(_SUMS, row.tolist()))  # the one read-back, on the log period
+            prefix = "adarand/" + (branch.name + "/" if branch.name else "")
+            storage.put_scalar(prefix + "num_rois", sums["rois"] / sums["iters"])
+            if sums["rois"]:
+                storage.put_scalar(prefix + "feature_norm", sums["feature_norm"] / sums["rois"])
+                if sums["prior_norm"]:
+                    storage.put_scalar(prefix + "prior_norm", sums["prior_norm"] / sums["rois"])
+            if sums["steps"]:
+                storage.put_scalar(prefix + "prior_loss", sums["prior_loss"] / sums["steps"])
+        self._sums = {}
+        ratio = loss_ratio(storage.latest())
+        if ratio is not None:
+            storage.put_scalar("adarand/loss_ratio", ratio)

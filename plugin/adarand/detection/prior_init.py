@@ -1,11 +1,15 @@
 """Prior initialisation (Eq. 9-10) from the pre-trained detector's box-head features.
 
 For every training image (test-time resize, no flip), in eval mode and without grad:
-backbone -> ``box_pooler`` on the ground-truth boxes -> ``box_head``; the flattened
-features are accumulated per GT class with :class:`adarand.ClassStatsAccumulator`.
-With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the
-features of the background proposals the ROI sampler draws, as in training.
-Under torch.distributed each rank reads its shard and the sums are all-reduced.
+backbone -> ``box_pooler`` on the ROIs given by ``STATS_ROIS`` -> each regularized stage's
+``box_head``; the flattened features are accumulated per class with
+:class:`adarand.ClassStatsAccumulator`, one accumulator per regularized box branch
+(:func:`~adarand.detection.box_branch.box_regularizations`). ``STATS_ROIS "gt"``: the
+ground-truth boxes with their classes; ``"proposals"``: the ROIs the sampler draws from the
+pre-trained RPN's training-mode proposals, labelled as training labels them (``LABELS``).
+With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the features of
+the background proposals the ROI sampler draws, as in training. Under torch.distributed
+each rank reads its shard and the sums are all-reduced.
 """
 import os
 
@@ -20,90 +24,91 @@ from detectron2.utils.events import EventStorage
 from adarand import ClassStatsAccumulator
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
-from .hooks import adarand_roi_heads, unwrap
+from .box_branch import box_regularizations, unwrap
 
 STATS_NAME = "adarand_stats.pt"
 
 
 def build_stats_loader(cfg):
     """Training images with their annotations, resized as at test time, one per batch."""
-    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=True)
-    if cfg.MODEL.ADARAND.STATS_MAX_IMAGES > 0:
-        dicts = dicts[: cfg.MODEL.ADARAND.STATS_MAX_IMAGES]
-    mapper = DatasetMapper(cfg, is_train=True, use_instance_mask=False, recompute_boxes=False,
-                           augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)])
+    return stats_loader(cfg.DATASETS.TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.FORMAT,
+                        cfg.MODEL.ADARAND.STATS_MAX_IMAGES)
+
+
+def stats_loader(dataset_names, min_size, max_size, image_format="BGR", max_images=0):
+    """The statistics loader from explicit arguments (LazyConfigs call this one)."""
+    dicts = get_detection_dataset_dicts(list(dataset_names), filter_empty=True)
+    if max_images > 0:
+        dicts = dicts[:max_images]
+    mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
+                           image_format=image_format, use_instance_mask=False, recompute_boxes=False)
     return build_detection_test_loader(DatasetFromList(dicts, copy=False), mapper=mapper)
 
 
+def _training_proposals(model, images, features, targets):
+    """The RPN's proposals as in training (training-mode top-k), without touching other modules."""
+    rpn = model.proposal_generator
+    mode, rpn.training = rpn.training, True
+    try:
+        return rpn(images, features, targets)[0]
+    finally:
+        rpn.training = mode
+
+
 @torch.no_grad()
-def _update(acc, model, heads, batch, background):
+def _update(accumulators, model, heads, batch, rois):
     images = model.preprocess_image(batch)
     features = model.backbone(images.tensor)
-    box_inputs = [features[f] for f in heads.box_in_features]
     targets = [x["instances"].to(model.device) for x in batch]
-    gt = heads.box_head(heads.box_pooler(box_inputs, [t.gt_boxes for t in targets]))
-    acc.update(gt.flatten(1), torch.cat([t.gt_classes for t in targets]))
-    if background:
-        proposals, _ = model.proposal_generator(images, features, None)
-        sampled = heads.label_and_sample_proposals(proposals, targets)
-        boxes = [p.proposal_boxes[p.gt_classes == heads.num_classes] for p in sampled]
-        bg = heads.box_head(heads.box_pooler(box_inputs, boxes)).flatten(1)
-        acc.update(bg, torch.full((bg.shape[0],), heads.num_classes, dtype=torch.long, device=bg.device))
+    needed = rois == "proposals" or any(reg.regularize_background for reg in heads.box_regularizations())
+    proposals = _training_proposals(model, images, features, targets) if needed else None
+    for acc, (f, y) in zip(accumulators, heads.statistics_rows(features, proposals, targets, rois)):
+        acc.update(f, y)  # rows labelled IGNORE_INDEX are not counted
 
 
-def stats_identity(cfg, model):
-    """What the box-head statistics depend on (a plain dict: add a key for any new setting)."""
+def collect_box_head_stats(model, loader, rois="gt", allow_missing=False, extractor="", meta=None, class_names=()):
+    """``ClassStats`` of each regularized box branch's features over ``loader`` (list, stage order)."""
     model = unwrap(model)
-    heads = adarand_roi_heads(model)
-    background = bool(heads.regularize_background)
-    parts = {"backbone": model.backbone, "box_pooler": heads.box_pooler, "box_head": heads.box_head}
-    if background:
-        parts["proposal_generator"] = model.proposal_generator
-    weights = {f"{p}.{k}": v for p, m in parts.items() for k, v in m.state_dict().items()}
-    return {
-        "trainer": "detection", "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
-        "backbone": cfg.MODEL.BACKBONE.NAME, "roi_heads": cfg.MODEL.ROI_HEADS.NAME,
-        "box_head": cfg.MODEL.ROI_BOX_HEAD.NAME, "weights": cfg.MODEL.WEIGHTS,
-        "weights_sha256": state_dict_digest(weights),
-        "datasets": list(cfg.DATASETS.TRAIN),
-        "dataset_dirs": [os.path.abspath(str(MetadataCatalog.get(d).get("dirname", ""))) for d in cfg.DATASETS.TRAIN],
-        "max_images": cfg.MODEL.ADARAND.STATS_MAX_IMAGES,
-        "features": "box_head(box_pooler(ground-truth boxes))" + (" + sampled background proposals" if background else ""),
-        "num_classes": heads.num_classes + int(background),
-        "transform": f"ResizeShortestEdge({cfg.INPUT.MIN_SIZE_TEST}, {cfg.INPUT.MAX_SIZE_TEST}) {cfg.INPUT.FORMAT} "
-                     f"mean={list(cfg.MODEL.PIXEL_MEAN)} std={list(cfg.MODEL.PIXEL_STD)}",
-    }
-
-
-def compute_box_head_stats(cfg, model, loader=None):
-    """``ClassStats`` of the box-head features on GT boxes of ``cfg.DATASETS.TRAIN``."""
-    model = unwrap(model)
-    heads = adarand_roi_heads(model)
-    if heads is None:
-        raise ValueError("the model has no AdaRandROIHeads (set MODEL.ROI_HEADS.NAME: AdaRandROIHeads)")
-    background = heads.regularize_background
-    acc = ClassStatsAccumulator(heads.num_classes + int(background))
-    loader = loader if loader is not None else build_stats_loader(cfg)
+    regs = box_regularizations(model)
+    heads = getattr(model, "roi_heads", None)
+    if not regs or not hasattr(heads, "statistics_rows"):
+        raise ValueError("the model has no AdaRand ROI heads (set MODEL.ROI_HEADS.NAME: AdaRandROIHeads or "
+                         "AdaRandCascadeROIHeads)")
+    accumulators = [ClassStatsAccumulator(reg.regularizer.num_classes) for reg in regs]
     was_training = model.training
     model.eval()
     try:
         with EventStorage():
             for batch in loader:
-                _update(acc, model, heads, batch, background)
+                _update(accumulators, model, heads, batch, rois)
     finally:
         model.train(was_training)
-    try:
-        return acc.finalize(extractor=f"{cfg.MODEL.META_ARCHITECTURE} box head ({cfg.MODEL.WEIGHTS or 'random init'})",
-                            meta={"datasets": list(cfg.DATASETS.TRAIN), "identity": stats_identity(cfg, model)},
-                            allow_missing=cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES)
-    except ValueError:
-        if acc.counts is None:
-            raise
-        names = list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", [])) + ["background"]
-        missing = [names[i] if i < len(names) else str(i) for i in (acc.counts == 0).nonzero().flatten().tolist()]
-        raise ValueError(f"no ground-truth box of class(es) {missing} in {list(cfg.DATASETS.TRAIN)}: every class "
-                         "needs at least one to initialise the prior (fix ROI_HEADS.NUM_CLASSES or the data, or set "
-                         "MODEL.ADARAND.ALLOW_MISSING_CLASSES True)") from None
+    meta = {**(meta or {}), "stats_rois": rois, "labels": regs[0].labels}
+    out = []
+    for reg, acc in zip(regs, accumulators):
+        try:
+            out.append(acc.finalize(extractor=f"{extractor} box head {reg.stage}".strip(), meta=meta,
+                                    allow_missing=allow_missing))
+        except ValueError:
+            if acc.counts is None:
+                raise
+            names = list(class_names) + ["background"]
+            missing = [names[i] if i < len(names) else str(i) for i in (acc.counts == 0).nonzero().flatten().tolist()]
+            raise ValueError(f"no {'ground-truth box' if rois == 'gt' else 'sampled ROI'} of class(es) {missing} "
+                             f"in {meta.get('datasets', 'the training set')}: every class needs at least one to "
+                             "initialise the prior (fix ROI_HEADS.NUM_CLASSES or the data, or set "
+                             "MODEL.ADARAND.ALLOW_MISSING_CLASSES True)") from None
+    return out
+
+
+def compute_box_head_stats(cfg, model, loader=None):
+    """``ClassStats`` of each regularized box branch on ``cfg.DATASETS.TRAIN`` (list, stage order)."""
+    a = cfg.MODEL.ADARAND
+    return collect_box_head_stats(
+        model, loader if loader is not None else build_stats_loader(cfg), rois=a.STATS_ROIS,
+        allow_missing=a.ALLOW_MISSING_CLASSES, extractor=f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.WEIGHTS or 'random init'})",
+        meta={"datasets": list(cfg.DATASETS.TRAIN)},
+        class_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []))
 
 
 def stats_path(cfg):
@@ -111,24 +116,72 @@ def stats_path(cfg):
     return cfg.MODEL.ADARAND.STATS_FILE or os.path.join(cfg.OUTPUT_DIR, STATS_NAME)
 
 
+def branch_path(path, reg):
+    """The statistics file of one box branch: ``path`` itself, or ``<stem>_stage<k><ext>`` in a cascade."""
+    if not reg.name:
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}_{reg.name}{ext}"
+
+
+def stats_identity(cfg):
+    """What the box-head statistics depend on besides the weights (a plain dict: add a key for any new setting)."""
+    a = cfg.MODEL.ADARAND
+    return {
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "backbone": cfg.MODEL.BACKBONE.NAME,
+        "roi_heads": cfg.MODEL.ROI_HEADS.NAME, "box_head": cfg.MODEL.ROI_BOX_HEAD.NAME, "weights": cfg.MODEL.WEIGHTS,
+        "datasets": list(cfg.DATASETS.TRAIN),
+        "dataset_dirs": [os.path.abspath(str(MetadataCatalog.get(d).get("dirname", ""))) for d in cfg.DATASETS.TRAIN],
+        "max_images": a.STATS_MAX_IMAGES, "stats_rois": a.STATS_ROIS, "labels": a.LABELS,
+        "regularize_background": a.REGULARIZE_BACKGROUND,
+        "transform": f"ResizeShortestEdge({cfg.INPUT.MIN_SIZE_TEST}, {cfg.INPUT.MAX_SIZE_TEST}) {cfg.INPUT.FORMAT} "
+                     f"mean={list(cfg.MODEL.PIXEL_MEAN)} std={list(cfg.MODEL.PIXEL_STD)}",
+    }
+
+
+def weights_identity(model):
+    """The detector's weights, without the regularizers' own state (which training changes)."""
+    state = {k: v for k, v in unwrap(model).state_dict().items() if ".adarand." not in k}
+    return {"trainer": "detection", "weights_sha256": state_dict_digest(state)}
+
+
 def init_prior(cfg, model):
-    """Initialise the prior of a model that needs statistics (Eq. 9-10).
+    """Initialise the priors of a model that needs statistics (Eq. 9-10).
 
     The statistics come from MODEL.ADARAND.STATS_FILE (refused unless produced by this
     model's weights and data, see :func:`stats_identity`), else from the cache
     OUTPUT_DIR/adarand_stats.pt when it has the same identity, else are computed and
-    cached. Returns the statistics used (None when the method needs none).
+    cached. Returns the statistics used (one per regularized box branch), or None when the
+    method needs none.
     """
-    heads = adarand_roi_heads(model)
-    if heads is None or not heads.regularizer.needs_stats:
+    return init_prior_from(model, stats_path(cfg), required=bool(cfg.MODEL.ADARAND.STATS_FILE),
+                           compute=lambda: compute_box_head_stats(cfg, model), identity=stats_identity(cfg))
+
+
+def init_prior_from(model, path, required, compute, identity=None):
+    """Load each branch's statistics from ``path`` (see :func:`branch_path`), or ``compute()`` and save them.
+
+    ``required``: the user gave ``path``; a missing file, or one produced by other weights or
+    data (``identity`` plus the weights' hash, see :mod:`adarand.stats_cache`), is an error
+    instead of a cache miss.
+    """
+    regs = box_regularizations(model)
+    if not any(reg.regularizer.needs_stats for reg in regs):
         return None
-    reg, path = heads.regularizer, stats_path(cfg)
-    explicit = bool(cfg.MODEL.ADARAND.STATS_FILE)
-    if explicit and not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.ADARAND.STATS_FILE not found: {path}")
-    stats = load_or_compute_stats(path, stats_identity(cfg, model), lambda: compute_box_head_stats(cfg, model),
-                                  explicit=explicit, num_classes=reg.num_classes, feat_dim=reg.feat_dim,
-                                  save=comm.is_main_process())
+    base = {**weights_identity(model), **(identity or {})}
+    computed = []
+
+    def compute_branch(index):
+        if not computed:
+            computed.extend(compute())
+        return computed[index]
+
+    stats = [load_or_compute_stats(branch_path(path, reg), {**base, "branch": reg.name or "box"},
+                                   lambda i=i: compute_branch(i), explicit=required,
+                                   num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
+                                   save=comm.is_main_process())
+             for i, reg in enumerate(regs)]
     comm.synchronize()
-    reg.init_from_stats(stats)
+    for reg, st in zip(regs, stats):
+        reg.regularizer.init_from_stats(st)
     return stats

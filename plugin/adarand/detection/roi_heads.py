@@ -1,26 +1,30 @@
-"""``AdaRandROIHeads``: StandardROIHeads plus the feature regularizer on ROI box-head features.
+"""AdaRand on any Detectron2 ROI head: one mixin, registered for the standard and the cascade heads.
 
-In training, the box-head features ``f_i`` of the sampled proposals whose matched class
-``y_i`` is foreground (and background, class index NUM_CLASSES, when
-``MODEL.ADARAND.REGULARIZE_BACKGROUND``) give ``loss_adarand = lambda * mean_{i,d}
-(f_id - r_id)^2`` with ``r_i ~ N(mu_{y_i}, sigma_{y_i}^2)`` (or the chosen method's term).
-The other rows are not removed (a boolean-mask selection would sync the device with the
-host every step): their labels become ``adarand.IGNORE_INDEX``, which the regularizer
-skips. All rows are kept, detached, for :class:`AdaRandPriorHook`, which steps the prior
-after the optimizer step and logs the regularized ROIs' count and feature norm. The regularizer is a submodule, so its whole state
-(prior, prior optimizer) is in every model checkpoint.
+:class:`AdaRandHeadsMixin` goes before a Detectron2 ROI-heads class in the bases. After the
+head is built it attaches a :class:`~adarand.detection.box_branch.BoxRegularization` to the
+box predictor (``StandardROIHeads``) or to the predictors of the cascade stages chosen by
+``CASCADE_STAGES`` (``CascadeROIHeads``: ``"all"`` or ``"last"``); each predictor then adds
+``loss_adarand`` (``loss_adarand_stage{k}`` in a cascade) to its losses. Everything else is
+Detectron2's code. Each regularizer is a submodule, so its whole state (prior, prior
+optimizer) is in every model checkpoint, under ``roi_heads.box_predictor[.k].adarand``.
 """
+import contextlib
+import inspect
 import math
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import cat
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
-from detectron2.structures import Boxes
+from detectron2.modeling.roi_heads import CascadeROIHeads
+from torch import nn
 
-from adarand import IGNORE_INDEX, build_regularizer
+from adarand import build_regularizer
 
-from .config import regularizer_kwargs
+from .box_branch import BoxRegularization, RegularizedPredictor, attach
+from .config import regularizer_options_from
+
+CASCADE_STAGES = ("all", "last")
+STATS_ROIS = ("gt", "proposals")
 
 
 def flat_dim(shape):
@@ -28,62 +32,113 @@ def flat_dim(shape):
     return int(math.prod(s for s in (shape.channels, shape.height, shape.width) if s))
 
 
-@ROI_HEADS_REGISTRY.register()
-class AdaRandROIHeads(StandardROIHeads):
-    """StandardROIHeads whose box branch adds ``loss_adarand`` in training."""
+def _as_list(module):
+    return list(module) if isinstance(module, nn.ModuleList) else [module]
+
+
+class AdaRandHeadsMixin:
+    """Adds the feature regularizer to the box branch of the ROI-heads class it is mixed into.
+
+    Args (besides the head's own):
+        adarand: the ``MODEL.ADARAND`` keys (a dict or CfgNode).
+        prior_total_steps: length of the prior optimizer's cosine schedule (SOLVER.MAX_ITER).
+    """
 
     @configurable
-    def __init__(self, *, regularizer, regularize_background=False, **kwargs):
-        """``regularizer``: an ``adarand.Regularizer`` over NUM_CLASSES (+1 with background) classes."""
+    def __init__(self, *, adarand, prior_total_steps=None, **kwargs):
         super().__init__(**kwargs)
-        self.regularizer = regularizer
-        self.regularize_background = regularize_background
-        expected = self.num_classes + int(regularize_background)
-        if regularizer.num_classes != expected:
-            raise ValueError(f"the regularizer has {regularizer.num_classes} classes, expected {expected}")
-        self._kept = None
+        stages = adarand.get("CASCADE_STAGES", "last")
+        if stages not in CASCADE_STAGES:
+            raise ValueError(f"MODEL.ADARAND.CASCADE_STAGES must be one of {CASCADE_STAGES}; got {stages!r}")
+        predictors, heads = _as_list(self.box_predictor), _as_list(self.box_head)
+        chosen = range(len(predictors)) if stages == "all" else [len(predictors) - 1]
+        background = bool(adarand["REGULARIZE_BACKGROUND"])
+        options = regularizer_options_from(adarand, prior_total_steps)
+        for k in chosen:
+            regularizer = build_regularizer(adarand["METHOD"], self.num_classes + int(background),
+                                            flat_dim(heads[k].output_shape), **options)
+            name = f"stage{k}" if len(predictors) > 1 else ""
+            attach(predictors[k], BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
+                                                    background, stage=k, name=name))
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        background = cfg.MODEL.ADARAND.REGULARIZE_BACKGROUND
-        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES + int(background)
-        feat_dim = flat_dim(ret["box_head"].output_shape)
-        ret["regularizer"] = build_regularizer(cfg.MODEL.ADARAND.METHOD, num_classes, feat_dim, **regularizer_kwargs(cfg))
-        ret["regularize_background"] = background
+        ret["adarand"] = dict(cfg.MODEL.ADARAND)
+        ret["prior_total_steps"] = cfg.SOLVER.MAX_ITER
         return ret
 
-    def pop_regularized(self):
-        """(features, labels) of every sampled ROI in the last training forward (detached), then forget them.
+    def box_regularizations(self):
+        """The regularizations of this head's box predictors, in stage order."""
+        return [p.adarand for p in _as_list(self.box_predictor) if isinstance(p, RegularizedPredictor)]
 
-        Rows of classes that are not regularized carry the label ``IGNORE_INDEX``.
+    def forward(self, images, features, proposals, targets=None):
+        if self.training:
+            for reg in self.box_regularizations():
+                reg.set_image_labels(targets)
+        return super().forward(images, features, proposals, targets)
+
+    @contextlib.contextmanager
+    def _box_branch_training(self):
+        """The training path of the box branch only (box and mask heads keep their mode)."""
+        modules = [self] + _as_list(self.box_predictor)
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.training = True
+        try:
+            with contextlib.ExitStack() as stack:
+                for reg in self.box_regularizations():
+                    stack.enter_context(reg.collecting())
+                yield
+        finally:
+            for m, mode in zip(modules, modes):
+                m.training = mode
+
+    def _sampled_rows(self, features, proposals, targets):
+        """(features, labels) each regularization gets in training, from the ROI sampler's ROIs."""
+        for reg in self.box_regularizations():
+            reg.set_image_labels(targets)
+        with self._box_branch_training():
+            sampled = self.label_and_sample_proposals(proposals, targets)
+            extra = [targets] if "targets" in inspect.signature(self._forward_box).parameters else []
+            self._forward_box(features, sampled, *extra)  # cascade heads re-match each stage to the targets
+        return [reg.pop_regularized() for reg in self.box_regularizations()]
+
+    @torch.no_grad()
+    def statistics_rows(self, features, proposals, targets, rois="gt"):
+        """Box-head features and labels for the prior statistics (Eq. 9-10), per regularization.
+
+        ``rois="gt"``: each stage's box head on the ground-truth boxes, labelled with their
+        classes (plus, with REGULARIZE_BACKGROUND, the sampled background ROIs as class K).
+        ``rois="proposals"``: the ROIs the sampler draws from ``proposals``, labelled as in
+        training (LABELS), i.e. exactly the rows training regularizes.
         """
-        kept, self._kept = self._kept, None
-        return kept
+        if rois not in STATS_ROIS:
+            raise ValueError(f"MODEL.ADARAND.STATS_ROIS must be one of {STATS_ROIS}; got {rois!r}")
+        regs = self.box_regularizations()
+        if rois == "proposals" or any(reg.regularize_background for reg in regs):
+            sampled = self._sampled_rows(features, proposals, targets)
+        if rois == "proposals":
+            return sampled
+        box_heads = _as_list(self.box_head)
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], [t.gt_boxes for t in targets])
+        labels = torch.cat([t.gt_classes for t in targets])
+        out = []
+        for k, reg in enumerate(regs):
+            f, y = box_heads[reg.stage](pooled).flatten(1), labels
+            if reg.regularize_background:
+                sampled_f, sampled_y = sampled[k]
+                bg = sampled_y == self.num_classes
+                f, y = torch.cat([f, sampled_f[bg]]), torch.cat([y, sampled_y[bg]])
+            out.append((f, y))
+        return out
 
-    def regularization_loss(self, box_features, class_logits, proposals):
-        """``loss_adarand`` over the sampled ROIs of the regularized classes (the others labelled IGNORE_INDEX)."""
-        labels = cat([p.gt_classes for p in proposals], dim=0)
-        keep = labels <= self.num_classes if self.regularize_background else labels < self.num_classes
-        labels = torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX))
-        features = box_features.flatten(1)
-        loss = self.regularizer(features, labels, logits=class_logits,
-                                classifier_weight=self.box_predictor.cls_score.weight)
-        self._kept = (features.detach(), labels)
-        return loss
 
-    def _forward_box(self, features, proposals):
-        if not self.training:
-            return super()._forward_box(features, proposals)
-        box_features = self.box_pooler([features[f] for f in self.box_in_features],
-                                       [x.proposal_boxes for x in proposals])
-        box_features = self.box_head(box_features)
-        predictions = self.box_predictor(box_features)
-        losses = self.box_predictor.losses(predictions, proposals)
-        losses["loss_adarand"] = self.regularization_loss(box_features, predictions[0], proposals)
-        if self.train_on_pred_boxes:
-            with torch.no_grad():
-                pred_boxes = self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)
-                for proposals_per_image, boxes in zip(proposals, pred_boxes):
-                    proposals_per_image.proposal_boxes = Boxes(boxes)
-        return losses
+@ROI_HEADS_REGISTRY.register()
+class AdaRandROIHeads(AdaRandHeadsMixin, StandardROIHeads):
+    """StandardROIHeads whose box predictor adds ``loss_adarand``."""
+
+
+@ROI_HEADS_REGISTRY.register()
+class AdaRandCascadeROIHeads(AdaRandHeadsMixin, CascadeROIHeads):
+    """CascadeROIHeads whose stage predictors (CASCADE_STAGES) add ``loss_adarand_stage{k}``."""

@@ -2,10 +2,11 @@
 import os
 import urllib.parse
 
+from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
-from detectron2.data import MetadataCatalog
 
+from .box_branch import SingleCategoryMapper, check_capable
 from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
 from .prior_init import init_prior
@@ -53,8 +54,33 @@ def check_weights(path):
                            "Download it elsewhere and pass the local file as MODEL.WEIGHTS.") from e
 
 
+def build_prior_hook(adarand):
+    """The prior hook from the ``MODEL.ADARAND`` keys."""
+    epoch_iters = adarand["PTR_EPOCH_ITERS"] if adarand["METHOD"] == "ptr" else 0
+    return AdaRandPriorHook(adarand["PRIOR_UPDATE_PERIOD"], epoch_iters, adarand["SCALE_LOG_PERIOD"])
+
+
+def insert_prior_hook(hook_list, prior_hook):
+    """Put the prior hook before the checkpointer and evaluation: a checkpoint at step k holds prior step k."""
+    later = [i for i, h in enumerate(hook_list) if isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook))]
+    hook_list.insert(later[0] if later else len(hook_list), prior_hook)
+    return hook_list
+
+
 class AdaRandTrainer(DefaultTrainer):
-    """Fine-tunes with ``AdaRandROIHeads``: prior initialised at start, stepped after every step."""
+    """Fine-tunes with an AdaRand ROI head: prior initialised at start, stepped after every step."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        check_capable(cfg.MODEL.ADARAND.METHOD, model)
+        return model
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if cfg.MODEL.ADARAND.LABELS != "image":
+            return super().build_train_loader(cfg)
+        return build_detection_train_loader(cfg, mapper=SingleCategoryMapper(DatasetMapper(cfg, True)))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -65,14 +91,7 @@ class AdaRandTrainer(DefaultTrainer):
         # swap in the safe one (weights_only loading, atomic writes, no non-finite save).
         old = self.checkpointer
         self.checkpointer = SafeDetectionCheckpointer(old.model, old.save_dir, **old.checkpointables)
-        ret = super().build_hooks()
-        a = self.cfg.MODEL.ADARAND
-        epoch_iters = a.PTR_EPOCH_ITERS if a.METHOD == "ptr" else 0
-        prior_hook = AdaRandPriorHook(a.PRIOR_UPDATE_PERIOD, epoch_iters)
-        # Before the checkpointer and evaluation, so a checkpoint at step k holds prior step k.
-        later = [i for i, h in enumerate(ret) if isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook))]
-        ret.insert(later[0] if later else len(ret), prior_hook)
-        return ret
+        return insert_prior_hook(super().build_hooks(), build_prior_hook(self.cfg.MODEL.ADARAND))
 
     def resume_or_load(self, resume=True):
         """Resume (prior restored from the checkpoint) or load MODEL.WEIGHTS and initialise the prior."""
