@@ -36,6 +36,17 @@ def add_adarand_config(cfg):
     cfg.MODEL.ADARAND.PTR_EPOCH_ITERS = 500
     # Prior-update hook: step the prior every PERIOD iterations (1 = every step, 0 = never).
     cfg.MODEL.ADARAND.PRIOR_UPDATE_PERIOD = 1
+    add_visualization_config(cfg)
+    return cfg
+
+
+def add_visualization_config(cfg):
+    """Add ``cfg.TEST.VIS_*``: prediction images written by every evaluation (off by default)."""
+    # Draw predictions | ground truth of the first VIS_NUM_IMAGES images of each test set to
+    # <evaluation output folder>/vis/<dataset>/<image>.png (0 = off).
+    cfg.TEST.VIS_NUM_IMAGES = 0
+    # Predictions drawn: those scoring at least this.
+    cfg.TEST.VIS_SCORE_THRESH = 0.5
     return cfg
 
 
