@@ -17,10 +17,10 @@ import json
 import os
 import pickle
 
+import cv2
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils
+from detectron2.data import DatasetCatalog, MetadataCatalog, detection_utils
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.structures import BoxMode
@@ -127,8 +127,6 @@ def draw_predictions(image, records, metadata, score_threshold=0.5, scale=1.0):
 
 
 def _with_title(panel, title):
-    import cv2
-
     strip = np.full((TITLE_HEIGHT, panel.shape[1], 3), 255, np.uint8)
     font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.45
     width = cv2.getTextSize(title, font, size, 1)[0][0]
