@@ -108,7 +108,7 @@ def detection_figure(out, data_root):
         runs += ["--predictions", f"{label}={os.path.join(out, 'detection', method, 'inference', 'instances_predictions.pth')}"]
     run(tool("visualize.py") + ["--config-file", "configs/detection/demo/Base-Demo-MobileNetV2-FPN.yaml",
                                 *runs, "--num-images", str(DET_FIGURE_IMAGES), "--score-threshold", str(DET_FIGURE_SCORE),
-                                "--grid", figure], env={"DETECTRON2_DATASETS": data_root})
+                                "--colors", "256", "--grid", figure], env={"DETECTRON2_DATASETS": data_root})
     return figure
 
 

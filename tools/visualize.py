@@ -43,6 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--num-images", type=int, default=0, help="the first N images of the dataset (0 = all)")
     parser.add_argument("--no-ground-truth", action="store_true", help="predictions only")
     parser.add_argument("--scale", type=float, default=1.0, help="drawing scale of each image")
+    parser.add_argument("--colors", type=int, default=0,
+                        help="save N-colour palette PNGs, several times smaller (0 = full colour)")
     parser.add_argument("--output-dir", help="one PNG per image, named after the image")
     parser.add_argument("--grid", metavar="FILE", help="one PNG with a row per image")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
@@ -74,7 +76,7 @@ def main(argv=None):
     written = visualize_dataset(dataset_name(args), runs=args.predictions, out_dir=args.output_dir,
                                 grid_file=args.grid, score_threshold=args.score_threshold,
                                 num_images=args.num_images, ground_truth=not args.no_ground_truth,
-                                scale=args.scale)
+                                scale=args.scale, colors=args.colors)
     print(f"wrote {len(written)} PNG file(s)" + (f" to {args.output_dir}" if args.output_dir else "")
           + (f"; grid: {args.grid}" if args.grid else ""))
 

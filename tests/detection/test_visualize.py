@@ -12,7 +12,8 @@ from PIL import Image
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
 from adarand.detection import AdaRandTrainer
-from adarand.detection.visualize import GAP, TITLE_HEIGHT, draw_predictions, load_predictions, visualize_dataset
+from adarand.detection.visualize import (GAP, TITLE_HEIGHT, draw_predictions, load_predictions, save_png,
+                                         visualize_dataset)
 
 
 def test_opencv_and_the_detectron2_visualizer_work():
@@ -190,3 +191,13 @@ def test_cli_eval_only_writes_prediction_images(evaluated, fake_voc, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     first = DatasetCatalog.get(VAL)[0]
     assert os.listdir(tmp_path / "inference" / "vis" / VAL) == [first["image_id"] + ".png"]
+
+
+def test_palette_png_keeps_the_size_and_shrinks_the_file(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    save_png(image, str(tmp_path / "full.png"))
+    save_png(image, str(tmp_path / "palette.png"), colors=16)
+    assert np.array_equal(_read_png(tmp_path / "full.png"), image)
+    with Image.open(tmp_path / "palette.png") as im:
+        assert im.mode == "P" and im.size == (64, 48) and len(im.getcolors()) <= 16
+    assert os.path.getsize(tmp_path / "palette.png") < os.path.getsize(tmp_path / "full.png")

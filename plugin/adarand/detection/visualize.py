@@ -175,18 +175,23 @@ def draw_comparison(record, metadata, runs=(), score_threshold=0.5, ground_truth
     return side_by_side(panels, titles)
 
 
-def save_png(image, path):
+def save_png(image, path, colors=0):
+    """RGB PNG; ``colors`` > 0: a palette PNG of that many colours (dithered), several times smaller."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(image).save(path, optimize=True)
+    picture = Image.fromarray(image)
+    if colors > 0:
+        picture = picture.quantize(colors=colors)
+    picture.save(path, optimize=True)
 
 
 def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score_threshold=0.5,
-                      num_images=0, ground_truth=True, scale=1.0, progress=True):
+                      num_images=0, ground_truth=True, scale=1.0, colors=0, progress=True):
     """Draw the first ``num_images`` images (0 = all) of a registered dataset.
 
     ``runs``: [(name, path of instances_predictions.pth or coco_instances_results.json)],
     drawn right of the ground truth. Writes one ``<out_dir>/<image name>.png`` per image
-    and/or one ``grid_file`` (a row per image). Returns the paths written.
+    and/or one ``grid_file`` (a row per image), palette PNGs when ``colors`` > 0. Returns the
+    paths written.
     """
     if out_dir is None and grid_file is None:
         raise ValueError("nothing to write: give out_dir and/or grid_file")
@@ -207,12 +212,12 @@ def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score
         row = draw_comparison(record, metadata, loaded, score_threshold, ground_truth, scale)
         if out_dir is not None:
             path = os.path.join(out_dir, os.path.splitext(os.path.basename(record["file_name"]))[0] + ".png")
-            save_png(row, path)
+            save_png(row, path, colors)
             written.append(path)
         if grid_file is not None:
             rows.append(row)
     if grid_file is not None:
-        save_png(stack_rows(rows), grid_file)
+        save_png(stack_rows(rows), grid_file, colors)
         written.append(grid_file)
     return written
 
