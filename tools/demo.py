@@ -9,7 +9,8 @@ registry packages, on a CPU, in minutes:
    RandReg-CP and AdaRand, identical seeds and budget (``tools/train_cls.py``);
 2. detection — Mask R-CNN with an ImageNet MobileNetV2-FPN backbone fine-tuned on a small
    Pascal-VOC-layout set built from real photos (``tools/make_demo_voc.py``), FT vs AdaRand
-   (``tools/train_net.py``), evaluated by bbox/mask AP.
+   (``tools/train_net.py``), evaluated by bbox/mask AP, drawn side by side with the ground
+   truth (``tools/visualize.py``).
 
 Finished runs are kept and skipped on a re-run. Tables go to stdout and <out>/demo_results.md.
 """
@@ -25,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLS_METHODS = [("ft", "FT"), ("fnp", "FNP"), ("randreg-normal", "RandReg N(0,1)"), ("randreg-cp", "RandReg-CP"),
                ("adarand", "AdaRand")]
 DET_METHODS = [("ft", "FT"), ("adarand", "AdaRand")]
+DET_FIGURE_IMAGES, DET_FIGURE_SCORE = 4, 0.5  # the side-by-side figure: first validation images, score cut
 
 
 def run(cmd, env=None):
@@ -95,7 +97,19 @@ def detection(out, iters):
     for label, ev, step in rows:
         table.append(f"| {label} | {ev['bbox/AP']:.1f} | {ev['bbox/AP50']:.1f} | {ev['segm/AP']:.1f} | "
                      f"{ev['segm/AP50']:.1f} | {step:.2f} | {step / ft_time:.2f} |")
-    return "\n".join(table)
+    return "\n".join(table), detection_figure(out, data_root)
+
+
+def detection_figure(out, data_root):
+    """Ground truth | FT | AdaRand on the first validation images, from the runs' saved predictions."""
+    figure = os.path.join(out, "figures", "detection_comparison.png")
+    runs = []
+    for method, label in DET_METHODS:
+        runs += ["--predictions", f"{label}={os.path.join(out, 'detection', method, 'inference', 'instances_predictions.pth')}"]
+    run(tool("visualize.py") + ["--config-file", "configs/detection/demo/Base-Demo-MobileNetV2-FPN.yaml",
+                                *runs, "--num-images", str(DET_FIGURE_IMAGES), "--score-threshold", str(DET_FIGURE_SCORE),
+                                "--colors", "256", "--grid", figure], env={"DETECTRON2_DATASETS": data_root})
+    return figure
 
 
 def main():
@@ -116,9 +130,10 @@ def main():
                         f"{args.cls_epochs} epochs)\n\n{table}\n\nFigures (Fig. 2 curves, Fig. 3 PCA): {figures}/\n"
                         f"Run directories: {out}/classification/")
     if "detection" not in args.skip:
-        table = detection(out, args.det_iters)
+        table, figure = detection(out, args.det_iters)
         sections.append(f"## Detection: Mask R-CNN, ImageNet MobileNetV2-FPN → demo VOC ({args.det_iters} iterations)"
-                        f"\n\n{table}\n\nRun directories: {out}/detection/")
+                        f"\n\n{table}\n\nGround truth | FT | AdaRand (score ≥ {DET_FIGURE_SCORE}) on the first "
+                        f"{DET_FIGURE_IMAGES} validation images: {figure}\nRun directories: {out}/detection/")
     report = "\n\n".join(sections) + f"\n\nTotal demo time: {(time.time() - start) / 60:.1f} min\n"
     with open(os.path.join(out, "demo_results.md"), "w") as f:
         f.write(report)

@@ -53,6 +53,17 @@ def add_adarand_config(cfg):
     # log loss_adarand / (sum of the other losses) and the regularized features' mean norm
     # against their prior means' (adarand/*): the only host reads the plugin adds.
     cfg.MODEL.ADARAND.SCALE_LOG_PERIOD = 20
+    add_visualization_config(cfg)
+    return cfg
+
+
+def add_visualization_config(cfg):
+    """Add ``cfg.TEST.VIS_*``: prediction images written by every evaluation (off by default)."""
+    # Draw predictions | ground truth of the first VIS_NUM_IMAGES images of each test set to
+    # <evaluation output folder>/vis/<dataset>/<image>.png (0 = off).
+    cfg.TEST.VIS_NUM_IMAGES = 0
+    # Predictions drawn: those scoring at least this.
+    cfg.TEST.VIS_SCORE_THRESH = 0.5
     return cfg
 
 

@@ -22,17 +22,25 @@ def has_fast_coco_eval():
 
 
 def build_evaluator(cfg, dataset_name, output_folder):
-    """COCO-style bbox (+ segm when masks exist) AP; plus VOC AP50 on the detection splits."""
+    """COCO-style bbox (+ segm when masks exist) AP; plus VOC AP50 on the detection splits.
+
+    With ``TEST.VIS_NUM_IMAGES`` > 0, also draws the first images' predictions (``PredictionDrawer``).
+    """
     meta = MetadataCatalog.get(dataset_name)
     kind = meta.get("evaluator_type", "coco")
     fast = has_fast_coco_eval()
     if kind == "pascal_voc":
-        return DatasetEvaluators([
-            COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=fast),
-            PascalVOCDetectionEvaluator(dataset_name),
-        ])
-    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-    return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder, use_fast_impl=fast)
+        evaluators = [COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=fast),
+                      PascalVOCDetectionEvaluator(dataset_name)]
+    else:
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        evaluators = [COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder, use_fast_impl=fast)]
+    if cfg.TEST.VIS_NUM_IMAGES > 0:
+        from .visualize import PredictionDrawer  # imports cv2: only when asked to draw
+
+        evaluators.append(PredictionDrawer(dataset_name, os.path.join(output_folder, "vis", dataset_name),
+                                           cfg.TEST.VIS_NUM_IMAGES, cfg.TEST.VIS_SCORE_THRESH))
+    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
 
 def check_weights(path):

@@ -1,0 +1,265 @@
+"""Ground truth and predictions drawn with Detectron2's Visualizer, runs side by side.
+
+A run's predictions are read from what ``COCOEvaluator`` writes to its output folder:
+
+- ``instances_predictions.pth``: a ``torch.save``d list of ``{"image_id": id, "instances":
+  [COCO json dicts]}``, one per evaluated image (images without detections included), with
+  contiguous class ids. It holds only lists, dicts, strings and numbers, so it loads with
+  ``torch.load(weights_only=True)``: nothing in it can execute code. (A proposal-only model
+  also stores ``Instances`` objects under ``"proposals"``; such a file is refused.)
+- ``coco_instances_results.json``: the same detections as a flat JSON list, with the
+  dataset's class ids (mapped back through ``thing_dataset_id_to_contiguous_id`` when the
+  metadata has it); images without detections are absent from it.
+
+Each class keeps one colour in every panel, so ground truth and runs compare at a glance.
+"""
+import json
+import os
+import pickle
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog, detection_utils
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.structures import BoxMode
+from detectron2.utils import comm
+from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import Visualizer
+from PIL import Image
+from tqdm.auto import tqdm
+
+TITLE_HEIGHT = 20  # pixels of the white strip holding a panel's title
+GAP = 4  # white pixels between panels and between grid rows
+_REQUIRED = ("category_id", "bbox", "score")
+
+
+def _check_records(records, path, num_classes):
+    for r in records:
+        missing = [k for k in _REQUIRED if k not in r]
+        if missing:
+            raise ValueError(f"{path}: a detection of image {r.get('image_id')!r} lacks {missing}")
+        if not 0 <= r["category_id"] < num_classes:
+            raise ValueError(f"{path}: class id {r['category_id']} of image {r.get('image_id')!r} is outside "
+                             f"[0, {num_classes})")
+
+
+def _load_pth(path):
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} holds objects other than lists, dicts, strings and numbers, so it is not "
+                         f"loaded (nothing loaded may execute code); for a proposal-only model's file, draw "
+                         f"coco_instances_results.json instead. ({e})") from e
+    if not isinstance(saved, list) or not all(isinstance(p, dict) and "image_id" in p for p in saved):
+        raise ValueError(f"{path} is not COCOEvaluator's instances_predictions.pth "
+                         f"(a list of dicts with 'image_id' and 'instances')")
+    return {p["image_id"]: list(p.get("instances", [])) for p in saved}
+
+
+def _load_json(path, metadata):
+    try:
+        with open(path) as f:
+            records = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed predictions file {path}: {e}") from e
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "image_id" in r for r in records):
+        raise ValueError(f"{path} is not a COCO results list (dicts with 'image_id', 'category_id', 'bbox', 'score')")
+    to_contiguous = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
+    by_image = {}
+    for r in records:
+        if to_contiguous is not None:
+            if r.get("category_id") not in to_contiguous:
+                raise ValueError(f"{path}: class id {r.get('category_id')!r} is not one of the dataset's")
+            r = {**r, "category_id": to_contiguous[r["category_id"]]}
+        by_image.setdefault(r["image_id"], []).append(r)
+    return by_image
+
+
+def load_predictions(path, metadata):
+    """{image_id: [COCO json detections, contiguous class ids]} of one run (see the module doc)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"predictions file not found: {path}")
+    by_image = _load_json(path, metadata) if path.endswith(".json") else _load_pth(path)
+    for records in by_image.values():
+        _check_records(records, path, len(metadata.thing_classes))
+    return by_image
+
+
+def class_colors(num_classes):
+    """One fixed RGB colour (floats in [0, 1]) per class: Detectron2's colormap, cycled."""
+    palette = colormap(rgb=True, maximum=1)
+    return [tuple(palette[c % len(palette)]) for c in range(num_classes)]
+
+
+def _overlay(image, boxes, classes, masks, labels, metadata, scale):
+    visualizer = Visualizer(image, metadata, scale=scale)
+    if not len(classes):
+        return visualizer.output.get_image()
+    colors = class_colors(len(metadata.thing_classes))
+    drawn = visualizer.overlay_instances(boxes=boxes, labels=labels, masks=masks,
+                                         assigned_colors=[colors[c] for c in classes])
+    return drawn.get_image()
+
+
+def draw_ground_truth(image, record, metadata, scale=1.0):
+    """The dataset dict's boxes, masks and class names drawn on ``image`` (H x W x 3 RGB uint8)."""
+    annotations = record.get("annotations", [])
+    boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations],
+                     dtype=np.float64).reshape(-1, 4)
+    classes = [a["category_id"] for a in annotations]
+    with_masks = bool(annotations) and all("segmentation" in a for a in annotations)
+    masks = [a["segmentation"] for a in annotations] if with_masks else None
+    labels = [metadata.thing_classes[c] for c in classes]
+    return _overlay(image, boxes, classes, masks, labels, metadata, scale)
+
+
+def draw_predictions(image, records, metadata, score_threshold=0.5, scale=1.0):
+    """COCO json detections scoring at least ``score_threshold``, drawn as "class score%"."""
+    kept = [r for r in records if r["score"] >= score_threshold]
+    boxes = BoxMode.convert(np.array([r["bbox"] for r in kept], dtype=np.float64).reshape(-1, 4),
+                            BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+    classes = [r["category_id"] for r in kept]
+    masks = [r["segmentation"] for r in kept] if kept and all("segmentation" in r for r in kept) else None
+    labels = [f"{metadata.thing_classes[r['category_id']]} {r['score']:.0%}" for r in kept]
+    return _overlay(image, boxes, classes, masks, labels, metadata, scale)
+
+
+def _with_title(panel, title):
+    strip = np.full((TITLE_HEIGHT, panel.shape[1], 3), 255, np.uint8)
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    width = cv2.getTextSize(title, font, size, 1)[0][0]
+    size *= min(1.0, (panel.shape[1] - 6) / max(width, 1))  # shrink long titles to the panel's width
+    cv2.putText(strip, title, (3, TITLE_HEIGHT - 6), font, size, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, panel])
+
+
+def _pad(image, height, width):
+    out = np.full((height, width, 3), 255, np.uint8)
+    out[: image.shape[0], : image.shape[1]] = image
+    return out
+
+
+def side_by_side(panels, titles):
+    """Panels left to right, each under its title, ``GAP`` white pixels apart."""
+    titled = [_with_title(p, t) for p, t in zip(panels, titles, strict=True)]
+    height = max(p.shape[0] for p in titled)
+    gap = np.full((height, GAP, 3), 255, np.uint8)
+    row = [gap] * (2 * len(titled) - 1)
+    row[0::2] = [_pad(p, height, p.shape[1]) for p in titled]
+    return np.concatenate(row, axis=1)
+
+
+def stack_rows(rows):
+    """Rows top to bottom, ``GAP`` white pixels apart, padded on the right to the widest."""
+    width = max(r.shape[1] for r in rows)
+    gap = np.full((GAP, width, 3), 255, np.uint8)
+    out = [gap] * (2 * len(rows) - 1)
+    out[0::2] = [_pad(r, r.shape[0], width) for r in rows]
+    return np.concatenate(out)
+
+
+def draw_comparison(record, metadata, runs=(), score_threshold=0.5, ground_truth=True, scale=1.0):
+    """One row for one dataset dict: [ground truth |] run 1 | run 2 ..., runs = [(name, predictions)]."""
+    image = detection_utils.read_image(record["file_name"], format="RGB")
+    detection_utils.check_image_size(record, image)
+    panels, titles = [], []
+    if ground_truth:
+        panels.append(draw_ground_truth(image, record, metadata, scale))
+        titles.append("ground truth")
+    for name, predictions in runs:
+        panels.append(draw_predictions(image, predictions.get(record["image_id"], []), metadata,
+                                       score_threshold, scale))
+        titles.append(f"{name} (score >= {score_threshold:g})")
+    return side_by_side(panels, titles)
+
+
+def save_png(image, path, colors=0):
+    """RGB PNG; ``colors`` > 0: a palette PNG of that many colours (dithered), several times smaller."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    picture = Image.fromarray(image)
+    if colors > 0:
+        picture = picture.quantize(colors=colors)
+    picture.save(path, optimize=True)
+
+
+def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score_threshold=0.5,
+                      num_images=0, ground_truth=True, scale=1.0, colors=0, progress=True):
+    """Draw the first ``num_images`` images (0 = all) of a registered dataset.
+
+    ``runs``: [(name, path of instances_predictions.pth or coco_instances_results.json)],
+    drawn right of the ground truth. Writes one ``<out_dir>/<image name>.png`` per image
+    and/or one ``grid_file`` (a row per image), palette PNGs when ``colors`` > 0. Returns the
+    paths written.
+    """
+    if out_dir is None and grid_file is None:
+        raise ValueError("nothing to write: give out_dir and/or grid_file")
+    if not ground_truth and not runs:
+        raise ValueError("nothing to draw: no ground truth and no predictions")
+    metadata = MetadataCatalog.get(dataset_name)
+    dicts = DatasetCatalog.get(dataset_name)
+    loaded = [(name, load_predictions(path, metadata)) for name, path in runs]
+    known = {d["image_id"] for d in dicts}
+    for (name, predictions), (_, path) in zip(loaded, runs):
+        foreign = [i for i in predictions if i not in known]
+        if foreign:
+            raise ValueError(f"{path} ({name}) has predictions for {len(foreign)} image(s) not in "
+                             f"{dataset_name}, e.g. {foreign[0]!r}: predictions of another dataset?")
+    selected = dicts[:num_images] if num_images > 0 else dicts
+    written, rows = [], []
+    for record in tqdm(selected, desc=f"drawing {dataset_name}", disable=not progress):
+        row = draw_comparison(record, metadata, loaded, score_threshold, ground_truth, scale)
+        if out_dir is not None:
+            path = os.path.join(out_dir, os.path.splitext(os.path.basename(record["file_name"]))[0] + ".png")
+            save_png(row, path, colors)
+            written.append(path)
+        if grid_file is not None:
+            rows.append(row)
+    if grid_file is not None:
+        save_png(stack_rows(rows), grid_file, colors)
+        written.append(grid_file)
+    return written
+
+
+class PredictionDrawer(DatasetEvaluator):
+    """During inference, draws predictions | ground truth of the first ``num_images`` images.
+
+    Main process only (with several processes: the first images of its shard, which are
+    the dataset's first images). One PNG per image in ``out_dir``; nothing is evaluated.
+    """
+
+    def __init__(self, dataset_name, out_dir, num_images, score_threshold=0.5, scale=1.0):
+        self._dataset_name = dataset_name
+        self._out_dir = out_dir
+        self._num_images = num_images
+        self._score_threshold = score_threshold
+        self._scale = scale
+        self._records = None
+        self._drawn = 0
+
+    def reset(self):
+        self._drawn = 0
+
+    def _record(self, inp):
+        if self._records is None:
+            self._records = {d["image_id"]: d for d in DatasetCatalog.get(self._dataset_name)}
+        return self._records.get(inp["image_id"], inp)
+
+    def process(self, inputs, outputs):
+        if not comm.is_main_process():
+            return
+        metadata = MetadataCatalog.get(self._dataset_name)
+        for inp, out in zip(inputs, outputs):
+            if self._drawn >= self._num_images:
+                return
+            record = self._record(inp)
+            detections = instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"])
+            row = draw_comparison(record, metadata, [("predictions", {inp["image_id"]: detections})],
+                                  self._score_threshold, ground_truth="annotations" in record, scale=self._scale)
+            name = os.path.splitext(os.path.basename(record["file_name"]))[0] + ".png"
+            save_png(row, os.path.join(self._out_dir, name))
+            self._drawn += 1
+
+    def evaluate(self):
+        return {}

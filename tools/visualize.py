@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Draw a dataset's ground truth, and runs' predictions side by side, with Detectron2's Visualizer.
+
+Ground truth (boxes, instance masks, class names) of the config's first training set, e.g.
+to check that a VOC tree loads as intended (root: $DETECTRON2_DATASETS, default ./datasets):
+
+    python tools/visualize.py --config-file configs/detection/mask_rcnn_R_50_FPN_voc2012_single_adarand.yaml \\
+        --output-dir vis/train_gt --num-images 50
+
+Predictions of one or several runs on the config's first test set, from the
+instances_predictions.pth that COCO evaluation writes to <OUTPUT_DIR>/inference/,
+right of the ground truth (one PNG per image, or one grid with a row per image):
+
+    python tools/visualize.py --config-file ... \\
+        --predictions FT=output/ft/inference/instances_predictions.pth \\
+        --predictions AdaRand=output/adarand/inference/instances_predictions.pth \\
+        --score-threshold 0.5 --num-images 20 --output-dir vis/ft_vs_adarand [--grid vis/grid.png]
+"""
+import argparse
+
+from detectron2.config import get_cfg
+
+from adarand.detection import add_adarand_config
+from adarand.detection.mobilenet_fpn import add_mobilenet_config
+from adarand.detection.visualize import visualize_dataset
+
+
+def parse_run(text):
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", metavar="FILE", help="config whose DATASETS name the dataset")
+    parser.add_argument("--dataset", help="registered dataset name (default: the config's first DATASETS.TEST "
+                        "with --predictions, else its first DATASETS.TRAIN)")
+    parser.add_argument("--predictions", metavar="NAME=PATH", type=parse_run, action="append", default=[],
+                        help="a run's instances_predictions.pth (or coco_instances_results.json); repeatable")
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="draw predictions scoring at least this")
+    parser.add_argument("--num-images", type=int, default=0, help="the first N images of the dataset (0 = all)")
+    parser.add_argument("--no-ground-truth", action="store_true", help="predictions only")
+    parser.add_argument("--scale", type=float, default=1.0, help="drawing scale of each image")
+    parser.add_argument("--colors", type=int, default=0,
+                        help="save N-colour palette PNGs, several times smaller (0 = full colour)")
+    parser.add_argument("--output-dir", help="one PNG per image, named after the image")
+    parser.add_argument("--grid", metavar="FILE", help="one PNG with a row per image")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    args = parser.parse_args(argv)
+    if not args.output_dir and not args.grid:
+        parser.error("give --output-dir and/or --grid")
+    if not args.dataset and not args.config_file:
+        parser.error("give --dataset or --config-file")
+    return args
+
+
+def dataset_name(args):
+    if args.dataset:
+        return args.dataset
+    cfg = get_cfg()
+    add_adarand_config(cfg)
+    add_mobilenet_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    names = cfg.DATASETS.TEST if args.predictions else cfg.DATASETS.TRAIN
+    if not names:
+        raise SystemExit(f"{args.config_file}: DATASETS.{'TEST' if args.predictions else 'TRAIN'} is empty; "
+                         "pass --dataset")
+    return names[0]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    written = visualize_dataset(dataset_name(args), runs=args.predictions, out_dir=args.output_dir,
+                                grid_file=args.grid, score_threshold=args.score_threshold,
+                                num_images=args.num_images, ground_truth=not args.no_ground_truth,
+                                scale=args.scale, colors=args.colors)
+    print(f"wrote {len(written)} PNG file(s)" + (f" to {args.output_dir}" if args.output_dir else "")
+          + (f"; grid: {args.grid}" if args.grid else ""))
+
+
+if __name__ == "__main__":
+    main()
