@@ -16,7 +16,7 @@ import adarand
 from adarand import IGNORE_INDEX
 from adarand.classification.backbones import build_classifier
 from adarand.classification.config import load_cfg
-from adarand.classification.engine import FeaturesAndLogits, accumulate_step_, train_step
+from adarand.classification.engine import FeaturesAndLogits, accumulate_step_, new_guard, train_step
 from sync_audit import SyncAudit, values_unchecked
 from test_regularizers import NAMES, C, D, make_stats
 
@@ -68,10 +68,13 @@ def test_classification_train_step_issues_no_sync():
     images, labels = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1])
     sums = torch.zeros(6, dtype=torch.float64)
     net = FeaturesAndLogits(model)
-    with SyncAudit() as audit:
-        for _ in range(2):
-            loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, None, images, labels,
-                                                               optimizer, scaler)
+    guard, diagnostics = new_guard(images.device), adarand.TrainingDiagnostics(images.device)
+    with SyncAudit() as audit:  # everything train_one_epoch does per step between its log-period reads
+        for step in range(2):
+            loss, ce, reg_loss, base_loss, logits, features = train_step(cfg, net, model, reg, None, images, labels,
+                                                                         optimizer, scaler)
+            diagnostics.update(features, logits, labels)
+            guard.update(step, loss, ce, reg_loss, base_loss)
             accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels)
     audit.assert_none_ours()
     assert sums[5].item() == 12 and torch.isfinite(sums).all()
