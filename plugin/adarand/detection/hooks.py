@@ -26,6 +26,8 @@ class AdaRandPriorHook(HookBase):
     Logging reads nothing back on ordinary steps: the number of regularized ROIs, their mean
     feature norm and the prior loss are summed on the device and put into the event storage
     as means over the last ``log_period`` iterations (Detectron2's writers run every 20).
+    Then the regularizer's device counters are read too: masked out-of-range labels raise
+    ``ValueError``, AdaRand's skipped non-finite batches are logged (``adarand/skipped_batches``).
     """
 
     def __init__(self, period=1, epoch_iters=0, log_period=20):
@@ -41,10 +43,13 @@ class AdaRandPriorHook(HookBase):
                            torch.ones_like(prior_loss), torch.full_like(prior_loss, float(stepped))])
         self._sums = row if self._sums is None else self._sums + row
 
-    def _flush(self):
+    def _flush(self, regularizer):
         rois, norm_sum, loss_sum, iters, steps = self._sums.tolist()  # the one read-back, on the log period
         self._sums = None
         storage = self.trainer.storage
+        for name, value in regularizer.check_device_errors().items():  # raises on masked bad labels
+            if name != "bad_labels":
+                storage.put_scalar(f"adarand/{name}", value, smoothing_hint=False)
         storage.put_scalar("adarand/num_rois", rois / iters)
         if rois:
             storage.put_scalar("adarand/feature_norm", norm_sum / rois)
@@ -65,4 +70,4 @@ class AdaRandPriorHook(HookBase):
         if self._epoch_iters > 0 and next_iter % self._epoch_iters == 0:
             heads.regularizer.on_epoch_end()
         if self._sums is not None and (next_iter % self._log_period == 0 or next_iter == self.trainer.max_iter):
-            self._flush()
+            self._flush(heads.regularizer)
