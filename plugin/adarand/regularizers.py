@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from . import ops
 from .diagnostics import ce_feature_grad_norm
+from .distributed import all_reduce_sum_
 from .ops.target_loss import accumulation_dtype
 from .prior import ClassConditionalPrior
 from .prior_optim import PriorAdam
@@ -248,7 +249,13 @@ class PtR(Regularizer):
 
     @torch.no_grad()
     def on_epoch_end(self):
-        """Switch on once an epoch's mean CE is below T (no host read)."""
+        """Switch on once an epoch's mean CE over all ranks is below T (no host read).
+
+        The CE sum and count (never means) are all-reduced first, so every rank takes the
+        same decision; ``enabled`` is a buffer, so a resumed run keeps it. Under
+        torch.distributed every rank must call this (it is a collective).
+        """
+        all_reduce_sum_(self.epoch_ce_sum, self.epoch_ce_count)
         mean_ce = self.epoch_ce_sum / self.epoch_ce_count.clamp(min=1)
         self.enabled |= (self.epoch_ce_count > 0) & (mean_ce < self.threshold)
         self.epoch_ce_sum.zero_()
