@@ -108,7 +108,14 @@ def ptr_worker(rank, world_size, port, out_dir):
             local_ce.append(float(torch.nn.functional.cross_entropy(logits, labels)))
             reg.on_epoch_end()
             decisions.append(bool(reg.enabled))
-        torch.save({"decisions": decisions, "local_ce": local_ce, "state": reg.state_dict()},
+        fnp = build_regularizer("fnp", num_classes=C, feat_dim=D, check_values=False)
+        fnp(torch.randn(2, D), torch.tensor([0, C + 3 if rank == 1 else 1]))  # only rank 1 sees a bad label
+        try:
+            fnp.check_device_errors()
+            raised = ""
+        except ValueError as error:
+            raised = str(error)
+        torch.save({"decisions": decisions, "local_ce": local_ce, "state": reg.state_dict(), "raised": raised},
                    os.path.join(out_dir, f"ptr{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -128,3 +135,4 @@ def test_ptr_switch_is_decided_on_the_global_ce_and_survives_resume(tmp_path):
     resumed = build_regularizer("ptr", num_classes=C, feat_dim=D).double()
     resumed.load_state_dict(ranks[1]["state"])
     assert bool(resumed.enabled)
+    assert all(r["raised"].startswith("1 label value(s)") for r in ranks)  # both ranks stop together

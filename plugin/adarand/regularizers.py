@@ -65,9 +65,13 @@ class Regularizer(nn.Module):
     def check_device_errors(self):
         """Read the counters back (a host sync: call on the log period); raise on bad labels, else return them.
 
-        Returns ``{name: int}`` for logging, e.g. AdaRand's ``skipped_batches``.
+        Returns ``{name: int}`` for logging, e.g. AdaRand's ``skipped_batches``. Under
+        torch.distributed the bad-label count is summed over ranks first (every rank must
+        call this at the same step, as the trainers do on their log period), so all raise together.
         """
-        counters = {name: int(value) for name, value in self.device_counters().items()}
+        bad = self.bad_labels.clone()
+        all_reduce_sum_(bad)
+        counters = {name: int(value) for name, value in {**self.device_counters(), "bad_labels": bad}.items()}
         if counters["bad_labels"]:
             raise ValueError(f"{counters['bad_labels']} label value(s) outside [0, {self.num_classes}) that are not "
                              f"IGNORE_INDEX ({ops.IGNORE_INDEX}) were given to the {type(self).__name__} regularizer "
