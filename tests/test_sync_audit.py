@@ -33,7 +33,7 @@ def backend(request):
 def _regularizer(name, feat_dim=D):
     options = {"total_steps": 10} if "total_steps" in adarand.regularizer_options(name) else {}
     reg = values_unchecked(adarand.build_regularizer(name, C, feat_dim, **options))
-    if reg.needs_stats:
+    if reg.needs_stats and feat_dim == D:
         reg.init_from_stats(make_stats())
     if name == "ptr":
         reg.enabled.fill_(True)
@@ -58,11 +58,13 @@ def test_library_step_issues_no_sync(backend, name):
     audit.assert_none_ours()
 
 
-def test_classification_train_step_issues_no_sync():
+@pytest.mark.parametrize("name", ["none", "fnp", "randreg-normal", "adarand", "ptr"])
+def test_classification_train_step_issues_no_sync(name):
     cfg = load_cfg("", [])
     model = build_classifier("tiny_cnn", C)
-    reg = values_unchecked(adarand.build_regularizer("adarand", C, model.feat_dim, total_steps=10))
-    reg.prior.init_normal(0.0, 1.0)
+    reg = _regularizer(name, feat_dim=model.feat_dim)
+    if name == "adarand":
+        reg.prior.init_normal(0.0, 1.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     images, labels = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1])
