@@ -11,7 +11,7 @@ import os
 
 import torch
 from detectron2.data import (
-    DatasetFromList, DatasetMapper, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts,
+    DatasetFromList, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
 from detectron2.utils import comm
@@ -21,6 +21,7 @@ from adarand import ClassStatsAccumulator
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from .hooks import adarand_roi_heads, unwrap
+from .mapper import NamedErrorsMapper
 
 STATS_NAME = "adarand_stats.pt"
 
@@ -30,7 +31,7 @@ def build_stats_loader(cfg):
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=True)
     if cfg.MODEL.ADARAND.STATS_MAX_IMAGES > 0:
         dicts = dicts[: cfg.MODEL.ADARAND.STATS_MAX_IMAGES]
-    mapper = DatasetMapper(cfg, is_train=True, use_instance_mask=False, recompute_boxes=False,
+    mapper = NamedErrorsMapper(cfg, is_train=True, use_instance_mask=False, recompute_boxes=False,
                            augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)])
     return build_detection_test_loader(DatasetFromList(dicts, copy=False), mapper=mapper)
 

@@ -4,10 +4,11 @@ import urllib.parse
 
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
-from detectron2.data import MetadataCatalog
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 
 from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
+from .mapper import NamedErrorsMapper
 from .prior_init import init_prior
 
 
@@ -55,6 +56,14 @@ def check_weights(path):
 
 class AdaRandTrainer(DefaultTrainer):
     """Fine-tunes with ``AdaRandROIHeads``: prior initialised at start, stepped after every step."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=NamedErrorsMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=NamedErrorsMapper(cfg, False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
