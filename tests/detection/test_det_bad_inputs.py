@@ -117,6 +117,25 @@ def test_explicit_statistics_of_other_weights_are_refused(seed0_stats, tmp_path)
         prior_init.init_prior(cfg, _model(cfg, seed=0))
 
 
+def test_statistics_computed_ahead_are_accepted_by_the_trainer(fake_voc, tmp_path):
+    """compute_prior.py's workflow: statistics of MODEL.WEIGHTS, then training with STATS_FILE."""
+    from adarand.detection import AdaRandTrainer
+
+    cfg = tiny_cfg(tmp_path)
+    SafeDetectionCheckpointer(_model(cfg, seed=5), str(tmp_path)).save("pretrained")
+    weights = str(tmp_path / "pretrained.pth")
+    cfg = tiny_cfg(tmp_path / "prior", **{"MODEL.WEIGHTS": weights})
+    model = _model(cfg, seed=0)
+    SafeDetectionCheckpointer(model).load(weights)
+    compute_box_head_stats(cfg, model).save(tmp_path / "stats.pt")
+    cfg = tiny_cfg(tmp_path / "train", **{"MODEL.WEIGHTS": weights, "MODEL.ADARAND.STATS_FILE": str(tmp_path / "stats.pt")})
+    cfg.freeze()
+    trainer = AdaRandTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    expected = torch.load(tmp_path / "stats.pt", weights_only=True)["mean"]
+    torch.testing.assert_close(trainer.model.roi_heads.regularizer.prior.mu, expected)
+
+
 @pytest.mark.parametrize("change", [{"SEED": 1}, {"MODEL.ADARAND.STATS_MAX_IMAGES": 20},
                                     {"DATASETS.TRAIN": ("voc_2012_seg_train",),
                                      "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True}])
