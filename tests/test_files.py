@@ -6,8 +6,6 @@ import logging
 import math
 import os
 import pickle
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -18,21 +16,7 @@ from adarand import files
 from adarand.finite_guard import FiniteGuard, check_finite_weights
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
-MARKER_ENV = "ADARAND_TEST_MARKER"
-
-
-class Payload:
-    """Unpickling this runs ``open(marker, "w")``: the file appears iff code executed."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def write_payload_checkpoint(path, marker):
-    torch.save({"model": {"w": torch.ones(2)}, "extra": Payload(marker)}, path)
+from faults import Payload, hold_lock, write_payload_checkpoint
 
 
 def test_payload_is_refused_and_never_runs(tmp_path):
@@ -119,23 +103,6 @@ def test_concurrent_appends_never_interleave(tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for writer in ("a", "b"):
         assert [r["i"] for r in rows if r["writer"] == writer] == list(range(100))
-
-
-HOLDER = """
-import sys
-from adarand.files import lock_output_dir
-lock_output_dir(sys.argv[1])
-print("locked", flush=True)
-sys.stdin.read()  # hold until the test closes stdin
-"""
-
-
-def hold_lock(directory):
-    """A second process holding ``directory``'s lock until its stdin is closed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
 
 
 def test_lock_keeps_a_second_process_out_and_dies_with_it(tmp_path):

@@ -19,7 +19,7 @@ TRAIN_CLS = os.path.join(ROOT, "tools", "train_cls.py")
 sys.path.insert(0, os.path.dirname(TRAIN_CLS))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import train_cls  # noqa: E402
-from test_files import hold_lock, write_payload_checkpoint  # noqa: E402
+from faults import hold_lock, write_payload_checkpoint  # noqa: E402
 
 NUM_CLASSES, PER_CLASS = 3, 10  # 24 training images after the 0.2 validation share
 

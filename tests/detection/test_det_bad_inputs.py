@@ -23,7 +23,7 @@ from adarand.files import OutputDirInUse, UnsafeFileError
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import train_net  # noqa: E402
-from test_files import Payload, hold_lock, write_payload_checkpoint  # noqa: E402
+from faults import Payload, hold_lock, write_payload_checkpoint  # noqa: E402
 
 
 def _cli(args, fake_voc):
