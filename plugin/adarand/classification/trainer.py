@@ -23,7 +23,7 @@ from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 from . import build
 from .baselines import build_baseline
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .engine import FeaturesAndLogits, check_diverged, evaluate, new_guard, train_one_epoch, world
+from .engine import FeaturesAndLogits, evaluate, new_guard, train_one_epoch, world
 from .run_log import RunLog
 
 CHECKPOINTS = ("last.pth", "best.pth")  # a directory holding one of them holds a run
@@ -111,7 +111,7 @@ class Run:
         self.scheduler = build.build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.AMP == "fp16")
         self.start_epoch, self.best_top1, self.best_epoch, self.history = 0, -1.0, -1, []
-        self.guard = new_guard(device)  # divergence flags, on the device
+        self.guard = new_guard(device)  # divergence flags on the device, checked before evaluation and saving
 
     def checkpoint(self, epoch):
         rngs = _gather_objects(rng_state(self.generator))
@@ -173,11 +173,10 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
             run.best_top1, run.best_epoch = ev.top1, epoch + 1
             if rank == 0:
                 save_torch({"model": run.model.state_dict(), "epoch": epoch + 1, "top1": ev.top1},
-                            os.path.join(out, "best.pth"))
+                           os.path.join(out, "best.pth"))
         run.history.append(record)
         state = run.checkpoint(epoch)
         if rank == 0:
-            check_diverged(run.guard, run.model, f"epoch {epoch + 1}")  # nothing non-finite is ever saved
             save_torch(state, last)
             log.log(record)
         for callback in epoch_callbacks:
