@@ -216,3 +216,25 @@ def test_non_finite_weight_is_named():
     net[1].running_var[0] = math.inf
     with pytest.raises(FloatingPointError, match="'1.running_var'"):
         check_finite_weights(net, "epoch 2")
+
+
+def test_guard_update_reads_nothing_back():
+    """The per-step update launches device ops only: no op that copies a value to the host."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    guard = FiniteGuard(["loss", "ce"])
+    terms = torch.tensor(math.nan), torch.tensor(1.0)
+    with Recorder() as recorder:
+        guard.update(7, *terms)
+    host_reads = [op for op in recorder.ops if any(s in op for s in ("_local_scalar_dense", "is_nonzero", "equal"))]
+    assert recorder.ops and not host_reads, recorder.ops
+    assert guard.bad_terms() == [("loss", 7)]
