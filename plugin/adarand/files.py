@@ -41,7 +41,7 @@ def load_torch(path, what="file", map_location="cpu"):
             raise UnsafeFileError(
                 f"refusing to load {what} {path}: it holds objects other than tensors and plain Python "
                 f"types, which could execute code when unpickled (loaded with weights_only=True; "
-                f"{unsupported[0]})") from None
+                f"{unsupported[0].split(' was not')[0].replace('WeightsUnpickler error: ', '')})") from None
         raise ValueError(f"cannot read {what} {path}: truncated or corrupt (not a torch file: "
                          f"{str(err).strip().splitlines()[-3:][0]})") from None
     except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError,
