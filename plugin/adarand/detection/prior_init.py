@@ -15,7 +15,7 @@ import os
 
 import torch
 from detectron2.data import (
-    DatasetFromList, DatasetMapper, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts,
+    DatasetFromList, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
 from detectron2.utils import comm
@@ -25,6 +25,7 @@ from adarand import ClassStatsAccumulator
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from .box_branch import box_regularizations, unwrap
+from .mapper import NamedErrorsMapper
 
 STATS_NAME = "adarand_stats.pt"
 
@@ -40,8 +41,8 @@ def stats_loader(dataset_names, min_size, max_size, image_format="BGR", max_imag
     dicts = get_detection_dataset_dicts(list(dataset_names), filter_empty=True)
     if max_images > 0:
         dicts = dicts[:max_images]
-    mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
-                           image_format=image_format, use_instance_mask=False, recompute_boxes=False)
+    mapper = NamedErrorsMapper(is_train=True, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
+                               image_format=image_format, use_instance_mask=False, recompute_boxes=False)
     return build_detection_test_loader(DatasetFromList(dicts, copy=False), mapper=mapper)
 
 
