@@ -38,7 +38,8 @@ def build_stats_loader(cfg):
 
 def stats_loader(dataset_names, min_size, max_size, image_format="BGR", max_images=0):
     """The statistics loader from explicit arguments (LazyConfigs call this one)."""
-    dicts = get_detection_dataset_dicts(list(dataset_names), filter_empty=True)
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    dicts = get_detection_dataset_dicts(names, filter_empty=True)
     if max_images > 0:
         dicts = dicts[:max_images]
     mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
