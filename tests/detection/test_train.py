@@ -198,3 +198,45 @@ def test_cascade_trains_steps_every_prior_checkpoints_and_evaluates(fake_voc, tm
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log
+
+
+def test_proposal_statistics_are_those_of_the_sampled_foreground_rois(fake_voc, tmp_path):
+    """STATS_ROIS proposals: per-class mean/std of the ROIs training would regularize (same sampler draws)."""
+    from detectron2.layers import cat
+    from detectron2.utils.events import EventStorage
+
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.STATS_ROIS": "proposals", "MODEL.ADARAND.STATS_MAX_IMAGES": 4,
+                                "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True})
+    model = build_model(cfg)
+    torch.manual_seed(0)
+    (stats,) = compute_box_head_stats(cfg, model)
+    assert stats.meta["stats_rois"] == "proposals"
+
+    torch.manual_seed(0)
+    sums, sq_sums, counts = torch.zeros(20, 64, dtype=torch.float64), torch.zeros(20, 64, dtype=torch.float64), torch.zeros(20)
+    heads, gt_boxes = model.roi_heads, 0
+    model.eval()
+    with torch.no_grad(), EventStorage():
+        for batch in prior_init.build_stats_loader(cfg):
+            images = model.preprocess_image(batch)
+            features = model.backbone(images.tensor)
+            targets = [x["instances"] for x in batch]
+            gt_boxes += sum(len(t) for t in targets)
+            model.proposal_generator.train()
+            proposals, _ = model.proposal_generator(images, features, targets)
+            model.proposal_generator.eval()
+            sampled = heads.label_and_sample_proposals(proposals, targets)
+            f = heads.box_head(heads.box_pooler([features[k] for k in heads.box_in_features],
+                                                [p.proposal_boxes for p in sampled])).flatten(1).double()
+            y = cat([p.gt_classes for p in sampled])
+            for c in y[y < 20].unique().tolist():
+                sums[c] += f[y == c].sum(0)
+                sq_sums[c] += f[y == c].pow(2).sum(0)
+                counts[c] += (y == c).sum()
+    assert torch.equal(stats.count.float(), counts)
+    assert counts.sum() >= gt_boxes  # the GT boxes are among the proposals, plus the overlapping ones
+    seen = counts > 0
+    mean = sums[seen] / counts[seen, None]
+    torch.testing.assert_close(stats.mean[seen].double(), mean, rtol=1e-4, atol=1e-5)
+    std = (sq_sums[seen] / counts[seen, None] - mean.pow(2)).clamp(min=0).sqrt()
+    torch.testing.assert_close(stats.std[seen].double(), std, rtol=1e-3, atol=1e-4)
