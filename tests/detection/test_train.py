@@ -106,7 +106,7 @@ def test_multi_category_images_train_with_background(fake_voc, tmp_path):
 
 
 def test_stats_count_every_gt_box_and_name_missing_classes(fake_voc, tmp_path):
-    cfg = tiny_cfg(tmp_path)
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.STATS_ROIS": "gt"})
     model = build_model(cfg)
     (stats,) = compute_box_head_stats(cfg, model)
     expected = torch.zeros(20, dtype=torch.long)
