@@ -1,4 +1,5 @@
 """AdaRand ROI heads: loss on the sampled ROIs (checked against the kept rows), labels, refusals."""
+import os
 from unittest import mock
 
 import pytest
@@ -11,7 +12,7 @@ from detectron2.utils.events import EventStorage
 from tiny import tiny_cfg
 
 import adarand
-from adarand.detection import AdaRandPriorHook, AdaRandTrainer, box_regularizations, check_capable
+from adarand.detection import AdaRandPriorHook, AdaRandTrainer, box_regularizations, check_capable, init_prior
 from adarand.detection.box_branch import IGNORE_INDEX, SingleCategoryMapper
 
 CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True}
@@ -115,6 +116,9 @@ def test_image_labels_refuse_a_multi_category_image_by_name(fake_voc, tmp_path):
     with pytest.raises(ValueError, match=f"LABELS 'image' needs single-category images; {multi['file_name']}"):
         mapper(multi)
     cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.LABELS": "image", "DATASETS.TRAIN": ("voc_2012_seg_train",)})
+    with pytest.raises(ValueError, match="needs single-category images; .*2012_0000"):
+        init_prior(cfg, build_model(cfg))  # the statistics pass reads every image first
+    assert not os.path.exists(tmp_path / "adarand_stats.pt")
     loader = AdaRandTrainer.build_train_loader(cfg)
     with pytest.raises(ValueError, match="needs single-category images; .*2012_0000"):
         for _ in zip(range(20), loader):

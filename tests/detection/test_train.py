@@ -240,3 +240,15 @@ def test_proposal_statistics_are_those_of_the_sampled_foreground_rois(fake_voc, 
     torch.testing.assert_close(stats.mean[seen].double(), mean, rtol=1e-4, atol=1e-5)
     std = (sq_sums[seen] / counts[seen, None] - mean.pow(2)).clamp(min=0).sqrt()
     torch.testing.assert_close(stats.std[seen].double(), std, rtol=1e-3, atol=1e-4)
+
+
+def test_image_labels_train_end_to_end(fake_voc, tmp_path):
+    """LABELS image: statistics from every sampled ROI under its image's category, then training."""
+    cfg = tiny_cfg(tmp_path, max_iter=2, **{"MODEL.ADARAND.LABELS": "image", "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True})
+    trainer, start_mu = _train(cfg)
+    stats = adarand.ClassStats.load(os.path.join(tmp_path, "adarand_stats.pt"))
+    assert stats.meta["labels"] == "image"
+    # Every sampled ROI counts (foreground and background): far more rows than ground-truth boxes.
+    assert int(stats.count.sum()) > 2 * sum(len(names) for names in TRAIN_LAYOUTS)
+    assert all(torch.isfinite(torch.tensor(v)) for v, _ in trainer.storage.history("loss_adarand").values())
+    assert not torch.equal(_reg(trainer.model).prior.mu, start_mu)

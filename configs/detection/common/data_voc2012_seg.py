@@ -52,4 +52,5 @@ dataloader.stats = L(stats_loader)(
     max_size=1333,
     image_format="${..train.mapper.image_format}",
     max_images="${...model.roi_heads.adarand.STATS_MAX_IMAGES}",
+    labels="${...model.roi_heads.adarand.LABELS}",
 )
