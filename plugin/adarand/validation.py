@@ -4,6 +4,8 @@ Shape checks are free and always run. Value checks (label range, NaN/Inf) read t
 data back to the host, which on CUDA is a synchronization on every step: they run by
 default on CPU tensors and on CUDA only when the caller asks (``check_values=True``).
 """
+import math
+
 import torch
 
 from .ops.target_loss import IGNORE_INDEX
@@ -19,6 +21,17 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
     if not torch.isfinite(tensor).all():
         bad = (~torch.isfinite(tensor)).sum().item()
         raise ValueError(f"{name} contains {bad} NaN/Inf value(s)")
+
+
+def check_hyperparameter(name: str, value, positive: bool = False) -> float:
+    """``value`` as a float, refused unless finite and > 0 (``positive``) or >= 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number; got {value!r}") from None
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}; got {value!r}")
+    return number
 
 
 def check_features(features: torch.Tensor, feat_dim: int, check_values=None) -> None:
@@ -53,3 +66,14 @@ def check_features_labels(features, labels, num_classes, feat_dim, check_values=
     check_labels(labels, features.shape[0], num_classes, check_values)
     if should_check_values(features, check_values):
         check_finite("features", features[labels != IGNORE_INDEX])
+
+
+def check_logits_head(logits, classifier_weight, batch_size, num_classes, feat_dim) -> None:
+    """A linear head's logits (B x K) and weight (K x D), with K >= C so that every label indexes a logit."""
+    if logits is None or classifier_weight is None:
+        raise ValueError("ptr needs the logits and the classifier weight (K x D) of the linear head")
+    if logits.dim() != 2 or logits.shape[0] != batch_size or logits.shape[1] < num_classes:
+        raise ValueError(f"logits must have shape ({batch_size}, K) with K >= {num_classes}; got {tuple(logits.shape)}")
+    if tuple(classifier_weight.shape) != (logits.shape[1], feat_dim):
+        raise ValueError(f"classifier_weight must have shape ({logits.shape[1]}, {feat_dim}) to match the logits "
+                         f"and features; got {tuple(classifier_weight.shape)}")

@@ -77,6 +77,18 @@ def train_step(cfg, net, model, reg, baseline, images, labels, optimizer, scaler
     return loss.detach(), ce.detach(), reg_loss.detach(), base_loss.detach(), logits.detach()
 
 
+@torch.no_grad()
+def accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels):
+    """``sums += [loss n, ce n, reg n, baseline n, correct, n]`` for a batch of n, all on the device.
+
+    ``n`` multiplies device tensors as a host scalar (a kernel argument): no tensor is built
+    from host values and nothing is read back.
+    """
+    n = labels.shape[0]
+    correct = (logits.argmax(1) == labels).sum().to(sums.dtype)
+    sums += torch.stack([loss * n, ce * n, reg_loss * n, base_loss * n, correct, torch.ones_like(correct) * n])
+
+
 def set_train_mode(cfg, net, baseline):
     """Training mode; BatchNorm kept in eval mode when MODEL.FREEZE_BN."""
     net.train()
@@ -98,15 +110,14 @@ def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, d
         images, labels = to_device(cfg, images, labels, device)
         loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, baseline, images, labels,
                                                            optimizer, scaler)
-        with torch.no_grad():
-            n = labels.shape[0]
-            correct = (logits.argmax(1) == labels).sum()
-            sums += torch.stack([loss * n, ce * n, reg_loss * n, base_loss * n, correct.to(sums.dtype),
-                                 sums.new_tensor(n)])
-        if progress and step % cfg.LOG_PERIOD == 0:
-            s = sums.tolist()
-            bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")
+        accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels)
+        if step % cfg.LOG_PERIOD == 0:
+            reg.check_device_errors()  # raises on labels the kernels had to mask (value checks off)
+            if progress:
+                s = sums.tolist()
+                bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")
     reg.on_epoch_end()
+    counters = reg.check_device_errors()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -114,7 +125,8 @@ def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, d
     count = max(s[5], 1.0)
     return {"train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
             "train_baseline": s[3] / count, "train_top1": s[4] / count,
-            "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1)}
+            "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1),
+            **{f"reg_{name}": value for name, value in counters.items() if name != "bad_labels"}}
 
 
 @dataclass

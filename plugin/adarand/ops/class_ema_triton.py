@@ -14,6 +14,8 @@ every row block, and every shape is fixed by (B, C, D): no host sync. Rows whose
 
 ``ema_apply_triton_``: ``m_c <- alpha m_c + (1 - alpha) s_c / n_c`` where ``n_c > 0``.
 """
+import struct
+
 import torch
 import triton
 import triton.language as tl
@@ -138,7 +140,7 @@ def ema_apply_triton_(running_mean, sums_and_counts, alpha):
     target = running_mean if running_mean.is_contiguous() else running_mean.contiguous()
     compute = torch.promote_types(accumulation_dtype(running_mean.dtype), sums_and_counts.dtype)
     alpha = float(alpha)
-    alpha_hi = float(torch.tensor(alpha, dtype=torch.float32))
+    alpha_hi = struct.unpack("f", struct.pack("f", alpha))[0]  # alpha rounded to fp32, on the host
     block_d = _block_d(dim)
     _ema_apply_kernel[(num_classes, triton.cdiv(dim, block_d))](
         target, sums_and_counts.contiguous(), dim, alpha_hi, alpha - alpha_hi, ACC=_tl_dtype(compute), BLOCK_D=block_d)

@@ -1,0 +1,102 @@
+"""Sync audit of the training step: adarand issues no op that would stall a CUDA stream.
+
+Runs on CPU tensors under :class:`sync_audit.SyncAudit`, with value checks at their CUDA
+default (off), on both backends (the fused kernels under Triton's interpreter): every
+regularizer's forward, backward, ``step`` and ``on_epoch_end``, and the classification
+trainer's ``train_step`` with its per-step metric sums. (The detection side is in
+``tests/detection/test_sync_audit_detection.py``.)
+"""
+import os
+import sys
+
+import pytest
+import torch
+
+import adarand
+from adarand import IGNORE_INDEX
+from adarand.classification.backbones import build_classifier
+from adarand.classification.config import load_cfg
+from adarand.classification.engine import FeaturesAndLogits, accumulate_step_, train_step
+from sync_audit import SyncAudit, values_unchecked
+from test_regularizers import NAMES, C, D, make_stats
+
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not adarand.ops.HAS_TRITON, reason="no triton"))]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    adarand.set_backend(request.param)
+    yield request.param
+    adarand.set_backend(None)
+
+
+def _regularizer(name, feat_dim=D):
+    options = {"total_steps": 10} if "total_steps" in adarand.regularizer_options(name) else {}
+    reg = values_unchecked(adarand.build_regularizer(name, C, feat_dim, **options))
+    if reg.needs_stats:
+        reg.init_from_stats(make_stats())
+    if name == "ptr":
+        reg.enabled.fill_(True)
+    return reg
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_library_step_issues_no_sync(backend, name):
+    reg = _regularizer(name)
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(12, D, generator=g, requires_grad=True)
+    labels = torch.randint(0, C, (12,), generator=g)
+    labels[[2, 7]] = IGNORE_INDEX
+    head = torch.randn(C, D, generator=g)
+    with SyncAudit() as audit:
+        for _ in range(2):
+            loss = reg(features, labels, logits=features.detach() @ head.T, classifier_weight=head)
+            if loss.requires_grad:
+                loss.backward()
+            reg.step(features.detach(), labels)
+            reg.on_epoch_end()
+    audit.assert_none_ours()
+
+
+def test_classification_train_step_issues_no_sync():
+    cfg = load_cfg("", [])
+    model = build_classifier("tiny_cnn", C)
+    reg = values_unchecked(adarand.build_regularizer("adarand", C, model.feat_dim, total_steps=10))
+    reg.prior.init_normal(0.0, 1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    images, labels = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1])
+    sums = torch.zeros(6, dtype=torch.float64)
+    net = FeaturesAndLogits(model)
+    with SyncAudit() as audit:
+        for _ in range(2):
+            loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, None, images, labels,
+                                                               optimizer, scaler)
+            accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels)
+    audit.assert_none_ours()
+    assert sums[5].item() == 12 and torch.isfinite(sums).all()
+
+
+def test_audit_catches_each_kind_of_sync():
+    """The helper itself: every listed op is recorded, attributed to the line that issued it."""
+    t = torch.randn(8)
+    first = sys._getframe().f_lineno + 2  # the line of .item() below; one syncing line each up to new_tensor
+    with SyncAudit() as audit:
+        t.sum().item()
+        bool(t.sum() > 0)
+        t[t > 0]
+        t.clone()[t > 0] = 1.0
+        torch.nonzero(t)
+        torch.masked_select(t, t > 0)
+        torch.unique(t)
+        torch.bincount(torch.tensor([1, 2]))
+        torch.repeat_interleave(torch.arange(3), torch.tensor([1, 2, 3]))
+        torch.equal(t, t)
+        t.tolist()
+        t.new_tensor(3)
+        torch.repeat_interleave(torch.arange(3), torch.ones(3, dtype=torch.int64), output_size=3)  # fine
+        torch.where(t > 0, t, 0.0)  # fine
+    lines = {line for _, _, _, line, _ in audit.records}
+    assert lines == set(range(first, first + 12)), audit.report(audit.records)
+    assert all(path == os.path.realpath(__file__) for _, _, path, _, _ in audit.records)
+    assert audit.ours() == []  # issued by this test file, not by the adarand package
