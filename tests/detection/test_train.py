@@ -163,12 +163,17 @@ def test_cli_compute_prior_writes_the_statistics(run, fake_voc, tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compute_prior.py"), "--config-file",
                            BASE_CONFIG, "--output", str(tmp_path / "stats.pt"), *tiny_opts(tmp_path),
-                           "MODEL.WEIGHTS", str(out / "model_final.pth")],
+                           "MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.ADARAND.STATS_ROIS", "gt"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     stats = adarand.ClassStats.load(str(tmp_path / "stats.pt"), num_classes=20, feat_dim=64)
-    cached = adarand.ClassStats.load(os.path.join(out, "adarand_stats.pt"))
-    assert torch.equal(stats.count, cached.count)
+    assert stats.meta["stats_rois"] == "gt"
+    expected = torch.zeros(20, dtype=torch.long)
+    for names in TRAIN_LAYOUTS:
+        if len(set(names)) == 1:
+            for name in names:
+                expected[VOC_CLASSES.index(name)] += 1
+    assert torch.equal(stats.count, expected)  # every ground-truth box of the training split, once
 
 
 CASCADE_CONFIG = os.path.join(REPO, "configs", "detection", "cascade_mask_rcnn_R_50_FPN_voc2012_single_adarand.yaml")
