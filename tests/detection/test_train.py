@@ -257,3 +257,12 @@ def test_image_labels_train_end_to_end(fake_voc, tmp_path):
     assert int(stats.count.sum()) > 2 * sum(len(names) for names in TRAIN_LAYOUTS)
     assert all(torch.isfinite(torch.tensor(v)) for v, _ in trainer.storage.history("loss_adarand").values())
     assert not torch.equal(_reg(trainer.model).prior.mu, start_mu)
+
+
+def test_trainer_without_prior_initialisation_refuses_before_the_first_step(fake_voc, tmp_path):
+    cfg = tiny_cfg(tmp_path, max_iter=2)
+    cfg.freeze()
+    trainer = AdaRandTrainer(cfg)  # resume_or_load (which initialises the prior) never called
+    with pytest.raises(RuntimeError, match="not initialised.*compute_prior.py.*init_prior"):
+        trainer.train()
+    assert trainer.iter == 0 and not os.path.exists(tmp_path / "model_final.pth")
