@@ -140,6 +140,12 @@ def test_new_run_refuses_a_directory_holding_another_run(data_root, finished_run
     assert (finished_run / "last.pth").read_bytes() == before
 
 
+def test_finished_run_gives_the_directory_back(finished_run):
+    holder = hold_lock(finished_run)  # would fail if this process still held the lock
+    holder.stdin.close()
+    assert holder.wait(timeout=60) == 0
+
+
 def test_second_process_is_kept_out_of_a_locked_directory(data_root, tmp_path):
     holder = hold_lock(tmp_path)
     try:
