@@ -108,6 +108,23 @@ def test_non_finite_loss_term_is_named_with_its_iteration(data_root, tmp_path, m
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
 
 
+def test_non_finite_prior_is_never_saved(data_root, tmp_path, monkeypatch):
+    from adarand.classification import engine
+
+    real_step = engine.train_step
+
+    def step(cfg, net, model, reg, *rest):
+        out = real_step(cfg, net, model, reg, *rest)
+        with torch.no_grad():
+            reg.prior.mu[0, 0] = float("nan")  # the prior update of the last step went wrong
+        return out
+
+    monkeypatch.setattr(engine, "train_step", step)
+    with pytest.raises(FloatingPointError, match="epoch 1.*'prior.mu'"):
+        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand", "SOLVER.BATCH_SIZE": 24}))
+    assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
+
+
 # ------------------------------------------------------------------ 3. statistics identity
 
 @pytest.mark.parametrize("change", [{"SEED": 1}, {"DATASET.FRACTION": 0.5}, {"DATASET.SEED": 3},
