@@ -108,6 +108,23 @@ def test_non_finite_loss_term_is_named_with_its_iteration(data_root, tmp_path, m
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
 
 
+def test_non_finite_prior_is_never_saved(data_root, tmp_path, monkeypatch):
+    from adarand.classification import engine
+
+    real_step = engine.train_step
+
+    def step(cfg, net, model, reg, *rest):
+        out = real_step(cfg, net, model, reg, *rest)
+        with torch.no_grad():
+            reg.prior.mu[0, 0] = float("nan")  # the prior update of the last step went wrong
+        return out
+
+    monkeypatch.setattr(engine, "train_step", step)
+    with pytest.raises(FloatingPointError, match="epoch 1.*'prior.mu'"):
+        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand", "SOLVER.BATCH_SIZE": 24}))
+    assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
+
+
 # ------------------------------------------------------------------ 3. statistics identity
 
 @pytest.mark.parametrize("change", [{"SEED": 1}, {"DATASET.FRACTION": 0.5}, {"DATASET.SEED": 3},
@@ -138,6 +155,12 @@ def test_new_run_refuses_a_directory_holding_another_run(data_root, finished_run
     with pytest.raises(OutputDirInUse, match="--resume.*new OUTPUT_DIR"):
         train_cls.main(opts(data_root, finished_run, **{"REGULARIZER.NAME": "adarand"}))
     assert (finished_run / "last.pth").read_bytes() == before
+
+
+def test_finished_run_gives_the_directory_back(finished_run):
+    holder = hold_lock(finished_run)  # would fail if this process still held the lock
+    holder.stdin.close()
+    assert holder.wait(timeout=60) == 0
 
 
 def test_second_process_is_kept_out_of_a_locked_directory(data_root, tmp_path):

@@ -115,10 +115,11 @@ def new_guard(device):
     return FiniteGuard(LOSS_TERMS, device)
 
 
-def check_diverged(guard, model, where):
-    """``FloatingPointError`` when a loss term or a weight went non-finite (one read-back)."""
+def check_diverged(guard, where, *modules):
+    """``FloatingPointError`` when a loss term or a weight/buffer of ``modules`` went non-finite."""
     guard.check(where)
-    check_finite_weights(model, where)
+    for module in modules:
+        check_finite_weights(module, where)
 
 
 def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, device, epoch, progress=True,
@@ -142,7 +143,7 @@ def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, d
             loss, ce, reg_loss, base_loss, logits, features = train_step(cfg, net, model, reg, baseline, images,
                                                                          labels, optimizer, scaler)
         except ValueError:  # e.g. the regularizer's NaN-feature check: name the divergence that caused it
-            check_diverged(guard, model, where)
+            check_diverged(guard, where, model, reg)
             raise
         if iteration_scheduler is not None:
             iteration_scheduler.step()
@@ -156,7 +157,7 @@ def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, d
             if progress:
                 s = sums.tolist()
                 bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")
-    check_diverged(guard, model, where)
+    check_diverged(guard, where, model, reg)
     reg.on_epoch_end()
     counters = reg.check_device_errors()
     if device.type == "cuda":

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import adarand
-from adarand.files import claim_output_dir, save_torch, write_json, write_text
+from adarand.files import claim_output_dir, release_output_dir, save_torch, write_json, write_text
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build
@@ -186,7 +186,10 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
         for callback in epoch_callbacks:
             callback(epoch, run)
     log.close()
-    return finish(cfg, run, device, rank)
+    results = finish(cfg, run, device, rank)
+    if rank == 0:
+        release_output_dir(out)  # a failed run keeps it until its process ends
+    return results
 
 
 def validate(cfg, run, epoch, out, rank):
