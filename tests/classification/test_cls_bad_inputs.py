@@ -96,11 +96,11 @@ def test_non_finite_loss_term_is_named_with_its_iteration(data_root, tmp_path, m
     calls = []
 
     def step(*args):
-        loss, ce, reg, base, logits = real_step(*args)
+        loss, ce, reg, base, logits, features = real_step(*args)
         calls.append(1)
         if len(calls) == 2:  # the regularizer's value of the second step overflows
             reg = torch.full_like(reg, float("inf"))
-        return loss, ce, reg, base, logits
+        return loss, ce, reg, base, logits, features
 
     monkeypatch.setattr(engine, "train_step", step)
     with pytest.raises(FloatingPointError, match="epoch 1.*regularizer first at iteration 1"):
