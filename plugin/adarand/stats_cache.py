@@ -49,6 +49,12 @@ def _plain(identity: dict) -> dict:
     return convert(identity)
 
 
+def stamp_identity(stats: ClassStats, identity: dict) -> ClassStats:
+    """Record ``identity`` in ``stats.meta`` (as stored), e.g. for statistics computed ahead of a run."""
+    stats.meta = {**stats.meta, IDENTITY_KEY: _plain(identity)}
+    return stats
+
+
 def identity_mismatch(stored, wanted: dict) -> list:
     """Keys whose values differ (every wanted key when nothing is stored)."""
     if not isinstance(stored, dict):
@@ -82,8 +88,7 @@ def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_cla
         raise FileNotFoundError(f"class statistics file not found: {path}")
     else:
         logger.info("class statistics: computing them (cache %s)", path)
-    stats = compute()
-    stats.meta = {**stats.meta, IDENTITY_KEY: identity}
+    stats = stamp_identity(compute(), identity)
     if save:
         stats.save(path)
         logger.info("class statistics: saved to %s", path)

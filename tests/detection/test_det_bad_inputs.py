@@ -16,7 +16,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
-from adarand.detection import SafeDetectionCheckpointer, compute_box_head_stats, prior_init
+from adarand.detection import SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, prior_init
 from adarand.detection.voc import load_voc_detection
 from adarand.files import OutputDirInUse, UnsafeFileError
 
@@ -127,13 +127,14 @@ def test_statistics_computed_ahead_are_accepted_by_the_trainer(fake_voc, tmp_pat
     cfg = tiny_cfg(tmp_path / "prior", **{"MODEL.WEIGHTS": weights})
     model = _model(cfg, seed=0)
     SafeDetectionCheckpointer(model).load(weights)
-    compute_box_head_stats(cfg, model).save(tmp_path / "stats.pt")
+    (stats,) = compute_box_head_stats(cfg, model)
+    stats.save(tmp_path / "stats.pt")
     cfg = tiny_cfg(tmp_path / "train", **{"MODEL.WEIGHTS": weights, "MODEL.ADARAND.STATS_FILE": str(tmp_path / "stats.pt")})
     cfg.freeze()
     trainer = AdaRandTrainer(cfg)
     trainer.resume_or_load(resume=False)
     expected = torch.load(tmp_path / "stats.pt", weights_only=True)["mean"]
-    torch.testing.assert_close(trainer.model.roi_heads.regularizer.prior.mu, expected)
+    torch.testing.assert_close(box_regularizations(trainer.model)[0].regularizer.prior.mu, expected)
 
 
 @pytest.mark.parametrize("change", [{"SEED": 1}, {"MODEL.ADARAND.STATS_MAX_IMAGES": 20},
@@ -143,7 +144,7 @@ def test_cached_statistics_of_another_setup_are_recomputed(seed0_stats, tmp_path
     shutil.copy(seed0_stats, tmp_path / "adarand_stats.pt")
     cfg = tiny_cfg(tmp_path, **change)
     with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
-        stats = prior_init.init_prior(cfg, _model(cfg, seed=cfg.SEED))
+        (stats,) = prior_init.init_prior(cfg, _model(cfg, seed=cfg.SEED))
     assert "produced by another set-up" in caplog.text and "recomputing" in caplog.text
     old = torch.load(seed0_stats, weights_only=True)
     assert stats.meta["identity"] != old["meta"]["identity"]

@@ -22,7 +22,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 from adarand import ClassStatsAccumulator
-from adarand.stats_cache import load_or_compute_stats, state_dict_digest
+from adarand.stats_cache import load_or_compute_stats, stamp_identity, state_dict_digest
 
 from .box_branch import SingleCategoryMapper, box_regularizations, unwrap
 from .mapper import NamedErrorsMapper
@@ -109,13 +109,18 @@ def collect_box_head_stats(model, loader, rois="gt", allow_missing=False, extrac
 
 
 def compute_box_head_stats(cfg, model, loader=None):
-    """``ClassStats`` of each regularized box branch on ``cfg.DATASETS.TRAIN`` (list, stage order)."""
+    """``ClassStats`` of each regularized box branch on ``cfg.DATASETS.TRAIN`` (list, stage order),
+    each recording its identity (:func:`branch_identity`), so a file saved from it is accepted as
+    ``STATS_FILE`` by a run of the same set-up."""
     a = cfg.MODEL.ADARAND
-    return collect_box_head_stats(
+    identity = stats_identity(cfg)
+    stats = collect_box_head_stats(
         model, loader if loader is not None else build_stats_loader(cfg), rois=a.STATS_ROIS,
         allow_missing=a.ALLOW_MISSING_CLASSES, extractor=f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.WEIGHTS or 'random init'})",
         meta={"datasets": list(cfg.DATASETS.TRAIN)},
         class_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []))
+    return [stamp_identity(st, branch_identity(model, identity, reg))
+            for st, reg in zip(stats, box_regularizations(model))]
 
 
 def stats_path(cfg):
@@ -152,6 +157,11 @@ def weights_identity(model):
     return {"trainer": "detection", "weights_sha256": state_dict_digest(state)}
 
 
+def branch_identity(model, identity, reg):
+    """The identity of one box branch's statistics: the weights, the caller's settings, the branch."""
+    return {**weights_identity(model), **(identity or {}), "branch": reg.name or "box"}
+
+
 def init_prior(cfg, model):
     """Initialise the priors of a model that needs statistics (Eq. 9-10).
 
@@ -175,7 +185,6 @@ def init_prior_from(model, path, required, compute, identity=None):
     regs = box_regularizations(model)
     if not any(reg.regularizer.needs_stats for reg in regs):
         return None
-    base = {**weights_identity(model), **(identity or {})}
     computed = []
 
     def compute_branch(index):
@@ -183,7 +192,7 @@ def init_prior_from(model, path, required, compute, identity=None):
             computed.extend(compute())
         return computed[index]
 
-    stats = [load_or_compute_stats(branch_path(path, reg), {**base, "branch": reg.name or "box"},
+    stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(model, identity, reg),
                                    lambda i=i: compute_branch(i), explicit=required,
                                    num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
                                    save=comm.is_main_process())
