@@ -37,8 +37,7 @@ import torch
 
 import adarand
 from adarand.classification import backbones
-from adarand.classification.baselines import build_baseline
-from adarand.classification.build import build_optimizer, build_regularizer
+from adarand.classification.build import build_baseline, build_optimizer, build_regularizer
 from adarand.classification.config import get_cfg
 from adarand.classification.engine import FeaturesAndLogits, set_train_mode, train_step
 
@@ -50,6 +49,7 @@ NUM_CLASSES = 196
 def make_cfg(device, regularizer, baseline):
     cfg = get_cfg()
     cfg.REGULARIZER.NAME, cfg.BASELINE.NAME = regularizer, baseline
+    cfg.BASELINE.DELTA_ATTENTION = "none"  # the step costs the same with any fixed channel weights
     cfg.AMP = "bf16" if device.type == "cuda" else "off"
     cfg.freeze()
     return cfg
