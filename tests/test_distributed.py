@@ -1,4 +1,5 @@
-"""Two gloo processes keep bit-identical priors that equal one process fed both batches."""
+"""Two gloo processes keep bit-identical priors that equal one process fed both batches, and
+take PtR's switch-on decision together from the count-weighted CE of all ranks."""
 import os
 
 import torch
@@ -76,3 +77,62 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     for rank in ranks:
         assert torch.equal(rank["stats_count"], whole.count)
         torch.testing.assert_close(rank["stats_mean"], whole.mean, rtol=1e-6, atol=1e-6)
+
+
+def ptr_batches(rank):
+    """Epoch 1: rank 0 has 2 rows of CE ~ 0.01, rank 1 has 2 rows of CE ~ 5 (global mean ~ 2.5 > T = 1).
+    Epoch 2: rank 0 has 6 rows of CE ~ 0.01, rank 1 has 2 rows of CE ~ 2.5: the mean of the rank
+    means (~ 1.25) is above T, the count-weighted global mean (~ 0.63) below it."""
+    def rows(n, margin, g):
+        labels = torch.arange(n) % C
+        logits = torch.randn(n, C, generator=g, dtype=torch.float64) * 0.01
+        logits[torch.arange(n), labels] += margin
+        return labels, logits
+
+    g = torch.Generator().manual_seed(rank)
+    epoch1 = rows(2, 6.0, g) if rank == 0 else rows(2, -5.0, g)
+    epoch2 = rows(6, 6.0, g) if rank == 0 else rows(2, -2.3, g)
+    return [epoch1, epoch2]
+
+
+def ptr_worker(rank, world_size, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        reg = build_regularizer("ptr", num_classes=C, feat_dim=D).double()
+        head = torch.randn(C, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        decisions, local_ce = [], []
+        for labels, logits in ptr_batches(rank):
+            features = torch.randn(labels.shape[0], D, dtype=torch.float64)
+            reg(features, labels, logits=logits, classifier_weight=head)
+            local_ce.append(float(torch.nn.functional.cross_entropy(logits, labels)))
+            reg.on_epoch_end()
+            decisions.append(bool(reg.enabled))
+        fnp = build_regularizer("fnp", num_classes=C, feat_dim=D, check_values=False)
+        fnp(torch.randn(2, D), torch.tensor([0, C + 3 if rank == 1 else 1]))  # only rank 1 sees a bad label
+        try:
+            fnp.check_device_errors()
+            raised = ""
+        except ValueError as error:
+            raised = str(error)
+        torch.save({"decisions": decisions, "local_ce": local_ce, "state": reg.state_dict(), "raised": raised},
+                   os.path.join(out_dir, f"ptr{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ptr_switch_is_decided_on_the_global_ce_and_survives_resume(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(ptr_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"ptr{r}.pt") for r in range(2)]
+    assert ranks[0]["local_ce"][0] < 1.0 < ranks[1]["local_ce"][0]  # alone, rank 0 would switch on in epoch 1
+    assert (ranks[0]["local_ce"][1] + ranks[1]["local_ce"][1]) / 2 > 1.0  # ... and averaging means stays off
+    assert ranks[0]["decisions"] == ranks[1]["decisions"] == [False, True]
+    resumed = build_regularizer("ptr", num_classes=C, feat_dim=D).double()
+    resumed.load_state_dict(ranks[1]["state"])
+    assert bool(resumed.enabled)
+    assert all(r["raised"].startswith("1 label value(s)") for r in ranks)  # both ranks stop together

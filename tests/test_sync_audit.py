@@ -16,7 +16,7 @@ import adarand
 from adarand import IGNORE_INDEX
 from adarand.classification.backbones import build_classifier
 from adarand.classification.config import load_cfg
-from adarand.classification.engine import FeaturesAndLogits, accumulate_step_, train_step
+from adarand.classification.engine import FeaturesAndLogits, accumulate_step_, new_guard, train_step
 from sync_audit import SyncAudit, values_unchecked
 from test_regularizers import NAMES, C, D, make_stats
 
@@ -33,7 +33,7 @@ def backend(request):
 def _regularizer(name, feat_dim=D):
     options = {"total_steps": 10} if "total_steps" in adarand.regularizer_options(name) else {}
     reg = values_unchecked(adarand.build_regularizer(name, C, feat_dim, **options))
-    if reg.needs_stats:
+    if reg.needs_stats and feat_dim == D:
         reg.init_from_stats(make_stats())
     if name == "ptr":
         reg.enabled.fill_(True)
@@ -58,20 +58,25 @@ def test_library_step_issues_no_sync(backend, name):
     audit.assert_none_ours()
 
 
-def test_classification_train_step_issues_no_sync():
+@pytest.mark.parametrize("name", ["none", "fnp", "randreg-normal", "adarand", "ptr"])
+def test_classification_train_step_issues_no_sync(name):
     cfg = load_cfg("", [])
     model = build_classifier("tiny_cnn", C)
-    reg = values_unchecked(adarand.build_regularizer("adarand", C, model.feat_dim, total_steps=10))
-    reg.prior.init_normal(0.0, 1.0)
+    reg = _regularizer(name, feat_dim=model.feat_dim)
+    if name == "adarand":
+        reg.prior.init_normal(0.0, 1.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     images, labels = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1])
     sums = torch.zeros(6, dtype=torch.float64)
     net = FeaturesAndLogits(model)
-    with SyncAudit() as audit:
-        for _ in range(2):
-            loss, ce, reg_loss, base_loss, logits = train_step(cfg, net, model, reg, None, images, labels,
-                                                               optimizer, scaler)
+    guard, diagnostics = new_guard(images.device), adarand.TrainingDiagnostics(images.device)
+    with SyncAudit() as audit:  # everything train_one_epoch does per step between its log-period reads
+        for step in range(2):
+            loss, ce, reg_loss, base_loss, logits, features = train_step(cfg, net, model, reg, None, images, labels,
+                                                                         optimizer, scaler)
+            diagnostics.update(features, logits, labels)
+            guard.update(step, loss, ce, reg_loss, base_loss)
             accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels)
     audit.assert_none_ours()
     assert sums[5].item() == 12 and torch.isfinite(sums).all()

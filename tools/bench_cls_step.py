@@ -6,31 +6,38 @@ backward, optimizer step, prior update) on the same model and the same batch:
 ResNet-50 (random init), 224 px, 196 classes (Stanford Cars), batch 64 with bf16 +
 channels-last on a GPU, batch 8 in fp32 on a CPU.
 
-Time: methods are timed round-robin, one step each per round, so slow drifts of a shared
-machine hit every method alike; median over the timed rounds after warm-up rounds
-(CUDA synchronised around each step); ratios use wall time on CUDA and the process's CPU
-time on a CPU, where torch runs one thread (``--threads``): a single-threaded process's
-CPU time is barely disturbed by other jobs, while idle OpenMP threads spin and inflate it
-when cores are oversubscribed. Memory: on CUDA the peak allocated bytes of a
+Time: methods are timed round-robin (``bench_common.round_robin``), one step each per
+round and a different method first each round, so slow drifts of a shared machine hit
+every method alike (CUDA synchronised around each step). Each method's time ratio to FT
+is the median over rounds of the paired per-round ratios, with a 95 % bootstrap
+confidence interval (rounds resampled, pairs kept); an interval holding 1.0 is reported
+"within noise". Ratios use wall time on CUDA and the process's CPU time on a CPU, where
+torch runs one thread (``--threads``): a single-threaded process's CPU time is barely
+disturbed by other jobs, while idle OpenMP threads spin and inflate it when cores are
+oversubscribed. The load average is recorded before and after. CPU defaults (12 timed
+rounds of ~3 s steps) are meant to give an interval within +-3 % on an idle 2-core
+machine; a loaded machine widens it, which the interval then shows. Memory: on CUDA the peak allocated bytes of a
 method's steps (``torch.cuda.max_memory_allocated`` after a reset); on a CPU each method
 runs a few steps in a fresh process and reports the growth of its peak RSS
 (``ru_maxrss`` after the steps minus the resident size before them): this leaves out what
 the set-up holds (L2-SP's copy of the starting weights, DELTA's frozen network), which the
 CUDA figure includes (tracemalloc does not see torch's allocator).
 
-    python tools/bench_cls_step.py [--batch 8] [--size 224] [--rounds 5] [--warmup 1]
-        [--methods ft adarand ...] [--out benchmarks/cls_step.md]
+    python tools/bench_cls_step.py [--batch 8] [--size 224] [--rounds 12] [--warmup 2]
+        [--methods ft adarand ...] [--out benchmarks/cls_step.md] [--quick]
 
-Prints a table, writes it to --out, and prints one JSON object on its last line.
+``--quick``: a seconds-long smoke run (FT and AdaRand, 32 px, batch 2, 4 rounds, no
+memory figures, no file unless --out is given). Prints a table, writes it to --out, and
+prints one JSON object on its last line: AdaRand's ``time_ratio`` with ``ci_low`` and
+``ci_high``, and every method's ratio and interval.
 """
 import argparse
 import datetime
-import json
 import multiprocessing as mp
 import os
 import platform
 import resource
-import statistics
+import sys
 import time
 
 import torch
@@ -41,9 +48,13 @@ from adarand.classification.build import build_baseline, build_optimizer, build_
 from adarand.classification.config import get_cfg
 from adarand.classification.engine import FeaturesAndLogits, set_train_mode, train_step
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import describe, load_average, paired_ratio, round_robin, write_report  # noqa: E402
+
 METHODS = [("ft", "none", ""), ("fnp", "fnp", ""), ("randreg-cp", "randreg-cp", ""), ("adarand", "adarand", ""),
            ("ptr", "ptr", ""), ("l2sp", "none", "l2sp"), ("delta", "none", "delta"), ("bss", "none", "bss")]
 NUM_CLASSES = 196
+DEFAULT_METHODS = ["ft", "fnp", "randreg-cp", "adarand", "ptr"]  # the regularizers; baselines on request
 
 
 def make_cfg(device, regularizer, baseline):
@@ -102,18 +113,11 @@ def timed(setup):
 
 
 def time_methods(methods, device, batch, size, rounds, warmup):
-    """Median (wall, CPU) step seconds per method, timed round-robin on one shared model."""
+    """{method: [(wall, CPU) seconds of each timed round]}, round-robin on one shared model."""
     setups = []
     for name, reg, base in methods:
         setups.append(Setup(name, reg, base, device, batch, size, model=setups[0].model if setups else None))
-    times = {s.name: [] for s in setups}
-    for r in range(warmup + rounds):
-        for s in setups:
-            t = timed(s)
-            if r >= warmup:
-                times[s.name].append(t)
-    return {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
-            for name, t in times.items()}
+    return round_robin({s.name: (lambda s=s: timed(s)) for s in setups}, rounds, warmup)
 
 
 def current_rss_kb():
@@ -160,14 +164,20 @@ def peak_memory(methods, device, batch, size, steps, threads=1):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=0, help="batch size (default 64 on CUDA, 8 on CPU)")
-    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (default 20 on CUDA, 5 on CPU)")
-    parser.add_argument("--warmup", type=int, default=0, help="warm-up rounds (default 5 on CUDA, 1 on CPU)")
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (default 30 on CUDA, 12 on CPU)")
+    parser.add_argument("--warmup", type=int, default=0, help="warm-up rounds (default 5 on CUDA, 2 on CPU)")
     parser.add_argument("--size", type=int, default=224, help="input side in pixels")
-    parser.add_argument("--methods", nargs="*", default=[m[0] for m in METHODS],
+    parser.add_argument("--methods", nargs="*", default=DEFAULT_METHODS,
                         help=f"subset of {[m[0] for m in METHODS]} (ft is always included)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (default 1, see above)")
-    parser.add_argument("--out", default="benchmarks/cls_step.md")
+    parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples of the rounds")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (see above)")
+    parser.add_argument("--out", default=None, help="report file (default benchmarks/cls_step.md; none with --quick)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.methods, args.size, args.batch = ["ft", "adarand"], 32, args.batch or 2
+        args.rounds, args.warmup, args.resamples = args.rounds or 4, args.warmup or 1, min(args.resamples, 500)
+    out = args.out if args.out is not None else ("" if args.quick else "benchmarks/cls_step.md")
     unknown = set(args.methods) - {m[0] for m in METHODS}
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}")
@@ -177,37 +187,48 @@ def main(argv=None):
     if not cuda:
         torch.set_num_threads(args.threads)
     batch, size = args.batch or (64 if cuda else 8), args.size
-    rounds, warmup = args.rounds or (20 if cuda else 5), args.warmup or (5 if cuda else 1)
-    step_s = time_methods(methods, device, batch, size, rounds, warmup)
-    memory = peak_memory(methods, device, batch, size, steps=2 if cuda else 1, threads=args.threads)
-    name = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), {args.threads} torch thread(s)"
+    rounds, warmup = args.rounds or (30 if cuda else 12), args.warmup or (5 if cuda else 2)
+    load_before = load_average()
+    times = time_methods(methods, device, batch, size, rounds, warmup)
+    load_after = load_average()
+    memory = {} if args.quick else peak_memory(methods, device, batch, size, steps=2 if cuda else 1,
+                                                threads=args.threads)
+    clock = 0 if cuda else 1  # wall on CUDA, CPU time on a CPU
+    name = torch.cuda.get_device_name() if cuda else \
+        f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), {args.threads} torch thread(s)"
     mem_kind = "peak allocated MB" if cuda else "peak RSS growth MB"
     lines = [f"# Classification training step: ResNet-50, {size} px, batch {batch}, {NUM_CLASSES} classes",
+             "", f"`python tools/bench_cls_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
              "", f"{name}; torch {torch.__version__}; {'bf16 autocast + channels-last' if cuda else 'fp32'}; "
-             f"median of {rounds} round-robin steps after {warmup} warm-up; "
-             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-             f"prior backend {adarand.get_backend()}; load average {os.getloadavg()[0]:.1f} at the end", "",
-             "Ratios use " + ("wall time" if cuda else "the process's CPU time (one torch thread), which a "
-                              "shared CPU disturbs far less than wall time"), "",
-             f"| method | step ms (p50) | CPU ms (p50) | time / FT | {mem_kind} | memory / FT |",
+             f"{rounds} round-robin rounds after {warmup} warm-up; "
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; prior backend {adarand.get_backend()}; "
+             f"load average (1, 5, 15 min) {load_before} before the timed rounds, {load_after} after", "",
+             "time / FT: median over rounds of the paired per-round ratio of "
+             + ("wall times" if cuda else "process CPU times (one torch thread), which a shared CPU disturbs far "
+                "less than wall time") + ", with its 95 % bootstrap confidence interval", "",
+             f"| method | step ms (p50) | CPU ms (p50) | time / FT [95 % CI] | {mem_kind} | memory / FT |",
              "|---|---|---|---|---|---|"]
-    ft_t, ft_m = step_s["ft"][0 if cuda else 1], memory["ft"]
-    summary = {"device": name, "batch": batch, "size": size, "ft_step_ms": round(1e3 * step_s["ft"][0], 2),
-               "ft_peak_mb": round(ft_m, 1)}
+    ft_times = [t[clock] for t in times["ft"]]
+    ft_m = memory.get("ft")
+    summary = {"device": name, "batch": batch, "size": size, "rounds": rounds, "load_before": load_before,
+               "load_after": load_after}
     for method, *_ in methods:
-        (wall, cpu), m = step_s[method], memory[method]
-        t = wall if cuda else cpu
-        mem_ratio = m / ft_m if ft_m > 0 else float("nan")
-        lines.append(f"| {method} | {1e3 * wall:.1f} | {1e3 * cpu:.1f} | {t / ft_t:.3f}x | {m:.0f} | {mem_ratio:.3f}x |")
-        summary[f"{method}_time_ratio"] = round(t / ft_t, 4)
-        summary[f"{method}_mem_ratio"] = round(mem_ratio, 4)
+        wall = sorted(t[0] for t in times[method])[len(times[method]) // 2]
+        cpu = sorted(t[1] for t in times[method])[len(times[method]) // 2]
+        ratio = paired_ratio(ft_times, [t[clock] for t in times[method]], resamples=args.resamples)
+        m = memory.get(method)
+        mem = f"{m:.0f} | {m / ft_m:.3f}x" if m is not None and ft_m else "not measured | -"
+        shown = "1 (reference)" if method == "ft" else describe(ratio)
+        lines.append(f"| {method} | {1e3 * wall:.1f} | {1e3 * cpu:.1f} | {shown} | {mem} |")
+        summary[f"{method}_time_ratio"] = round(ratio["ratio"], 4)
+        summary[f"{method}_ci"] = [round(ratio["ci_low"], 4), round(ratio["ci_high"], 4)]
+        if m is not None and ft_m:
+            summary[f"{method}_mem_ratio"] = round(m / ft_m, 4)
+        if method == "adarand":
+            summary.update(time_ratio=summary["adarand_time_ratio"], ci_low=summary["adarand_ci"][0],
+                           ci_high=summary["adarand_ci"][1], within_noise=ratio["within_noise"])
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
-    print(json.dumps(summary))
+    write_report(out, text, text, summary)
     return summary
 
 

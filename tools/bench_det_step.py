@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cost of AdaRand in a Mask R-CNN R50-FPN training step, measured against plain fine-tuning.
 
-    python tools/bench_det_step.py [--size 256] [--images 2] [--iters 4] [--device cpu|cuda]
+    python tools/bench_det_step.py [--size 256] [--images 2] [--rounds 16] [--device cpu|cuda] [--quick]
 
 Both models are built from configs/detection/Base-AdaRand-RCNN-FPN.yaml (random init,
 NORM "BN", 20 classes) on the same synthetic batch: "ft" uses detectron2's
@@ -9,18 +9,26 @@ StandardROIHeads, "adarand" AdaRandROIHeads plus the prior step of the hook. A s
 forward + backward + SGD step (+ prior step). Both models start from the same weights,
 use lr 0 (all the work of a step, weights unchanged) and reseed before each step, so
 they sample the same ROIs and differ only by AdaRand's own work. Steps of the two
-models alternate, each going first every other iteration; the time ratio uses each model's fastest
-step (the least disturbed by other load on the machine), medians are reported too. Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on
-CPU, the bytes of parameters, gradients, momentum, buffers and every tensor saved for
-backward (counted with ``torch.autograd.graph.saved_tensors_hooks``). Prints a table,
-writes ``benchmarks/det_step.md`` and ends with one JSON line.
+models alternate round-robin (``bench_common.round_robin``: each goes first every other
+round); the time ratio is the median over rounds of the paired per-round ratios, with a
+95 % bootstrap confidence interval ("within noise" when it holds 1.0). On CUDA the
+clock is wall time; on a CPU, the process's CPU time with one torch thread (``--threads``),
+which other jobs on a shared machine disturb far less than wall time. The load average
+is recorded before and after. CPU defaults (16 timed rounds) are meant to give an
+interval within +-3 % on an idle 2-core machine. Peak memory:
+``torch.cuda.max_memory_allocated`` on CUDA; on CPU, the bytes of parameters, gradients,
+momentum, buffers and every tensor saved for backward (counted with
+``torch.autograd.graph.saved_tensors_hooks``). Prints a table, writes
+``benchmarks/det_step.md`` and ends with one JSON line (``time_ratio``, ``ci_low``,
+``ci_high``). ``--quick``: a seconds-long smoke run on a ResNet-18-FPN at 64 px (no file
+unless --out is given).
 """
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -32,17 +40,23 @@ from detectron2.utils.events import EventStorage
 import adarand
 from adarand.detection import add_adarand_config, box_regularizations
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import describe, load_average, paired_ratio, round_robin, write_report  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "detection", "Base-AdaRand-RCNN-FPN.yaml")
+QUICK_OPTS = ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.FPN.OUT_CHANNELS", 32,
+              "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+              "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.ROI_MASK_HEAD.NUM_CONV", 1]
 
 
-def build(method, device):
+def build(method, device, extra=()):
     cfg = get_cfg()
     add_adarand_config(cfg)
     cfg.merge_from_file(CONFIG)
     heads = "StandardROIHeads" if method == "ft" else "AdaRandROIHeads"
     cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "MODEL.RESNETS.NORM", "BN",
-                         "MODEL.ROI_HEADS.NAME", heads, "MODEL.ADARAND.METHOD", "adarand"])
+                         "MODEL.ROI_HEADS.NAME", heads, "MODEL.ADARAND.METHOD", "adarand", *map(str, extra)])
     torch.manual_seed(0)
     model = build_model(cfg).train()
     if method != "ft":
@@ -85,7 +99,7 @@ kept_rows = [0]  # ROIs regularized in the last AdaRand step
 
 
 def step(model, optimizer, batch):
-    """One training step; returns (seconds, saved-for-backward bytes)."""
+    """One training step; returns (wall seconds, process CPU seconds, saved-for-backward bytes)."""
     saved = [0]
 
     def pack(t):
@@ -94,7 +108,7 @@ def step(model, optimizer, batch):
 
     sync = torch.cuda.synchronize if batch[0]["image"].is_cuda else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         losses = model(batch)
     optimizer.zero_grad(set_to_none=False)
@@ -105,7 +119,7 @@ def step(model, optimizer, batch):
         kept_rows[0] = int((labels != adarand.IGNORE_INDEX).sum())
         branch.regularizer.step(features, labels)
     sync()
-    return time.perf_counter() - start, saved[0]
+    return time.perf_counter() - start, time.process_time() - cpu_start, saved[0]
 
 
 def time_regularizer(reg, rows, reps=20):
@@ -125,70 +139,92 @@ def time_regularizer(reg, rows, reps=20):
     return 1e3 * statistics.median(times[2:])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (default 30 on CUDA, 16 on CPU)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (default 1, see above)")
+    parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples of the rounds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "det_step.md"))
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (see above)")
+    parser.add_argument("--out", default=None, help="report file (default benchmarks/det_step.md; none with --quick)")
+    args = parser.parse_args(argv)
+    cuda = args.device == "cuda"
+    extra = QUICK_OPTS if args.quick else []
+    if args.quick:
+        args.size, args.images, args.warmup = 64, 1, 1
+        args.rounds, args.resamples = args.rounds or 4, min(args.resamples, 500)
+    rounds = args.rounds or (30 if cuda else 16)
+    out = args.out if args.out is not None else ("" if args.quick else os.path.join(REPO, "benchmarks", "det_step.md"))
+    if not cuda:
+        torch.set_num_threads(args.threads)
 
     batch = make_batch(args.images, args.size, args.device)
-    runs = {m: build(m, args.device) for m in ("ft", "adarand")}
-    times = {m: [] for m in runs}
+    runs = {m: build(m, args.device, extra) for m in ("ft", "adarand")}
     peak = {}
+
+    def provider(method):
+        calls = [0]
+
+        def run():
+            torch.manual_seed(1000 + calls[0])  # both models sample the same ROIs in a round
+            calls[0] += 1
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            wall, cpu, saved = step(*runs[method], batch)
+            mem = torch.cuda.max_memory_allocated() if cuda else state_bytes(*runs[method]) + saved
+            peak[method] = max(peak.get(method, 0), mem)
+            return wall, cpu
+
+        return run
+
+    load_before = load_average()
     with EventStorage():
-        for it in range(args.warmup + args.iters):
-            order = list(runs.items())
-            for method, (model, optimizer) in (order if it % 2 else order[::-1]):
-                torch.manual_seed(1000 + it)
-                if args.device == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                seconds, saved = step(model, optimizer, batch)
-                if it >= args.warmup:
-                    times[method].append(seconds)
-                    mem = (torch.cuda.max_memory_allocated() if args.device == "cuda"
-                           else state_bytes(model, optimizer) + saved)
-                    peak[method] = max(peak.get(method, 0), mem)
+        times = round_robin({m: provider(m) for m in runs}, rounds, args.warmup)
+    load_after = load_average()
+    clock = 0 if cuda else 1
+    ratio = paired_ratio([t[clock] for t in times["ft"]], [t[clock] for t in times["adarand"]],
+                         resamples=args.resamples)
     n_rois = kept_rows[0]
     reg = box_regularizations(runs["adarand"][0])[0].regularizer
     reg_ms = time_regularizer(reg, n_rois)
     # Fine-tuning a pre-trained detector gives up to 25 % x 512 foreground ROIs an image.
     reg_ms_full = time_regularizer(reg, args.images * 128)
-    ms = {m: 1e3 * statistics.median(t) for m, t in times.items()}
-    best = {m: 1e3 * min(t) for m, t in times.items()}
+    ms = {m: {k: 1e3 * statistics.median(t[k] for t in times[m]) for k in (0, 1)} for m in runs}
     mb = {m: b / 2**20 for m, b in peak.items()}
+    device = torch.cuda.get_device_name() if cuda else \
+        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s))"
     result = {
-        "time_ratio": best["adarand"] / best["ft"], "median_time_ratio": ms["adarand"] / ms["ft"],
-        "memory_ratio": mb["adarand"] / mb["ft"], "regularizer_ms": reg_ms, "regularized_rois": n_rois,
-        "regularizer_fraction": reg_ms / best["ft"], "regularizer_ms_full_fg": reg_ms_full,
-        "full_fg_rois": args.images * 128,
-        "ft_min_ms": best["ft"], "adarand_min_ms": best["adarand"], "ft_median_ms": ms["ft"],
-        "adarand_median_ms": ms["adarand"], "ft_peak_mb": mb["ft"], "adarand_peak_mb": mb["adarand"],
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "memory_kind": "cuda max_memory_allocated" if args.device == "cuda" else "state + saved-for-backward bytes",
-        "images": args.images, "size": args.size, "iters": args.iters, "torch": torch.__version__,
-        "adarand_backend": adarand.get_backend(), "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "time_ratio": round(ratio["ratio"], 4), "ci_low": round(ratio["ci_low"], 4),
+        "ci_high": round(ratio["ci_high"], 4), "within_noise": ratio["within_noise"], "rounds": rounds,
+        "clock": "wall" if cuda else "process CPU time", "load_before": load_before, "load_after": load_after,
+        "memory_ratio": round(mb["adarand"] / mb["ft"], 5), "regularizer_ms": round(reg_ms, 3),
+        "regularized_rois": n_rois, "regularizer_fraction": round(reg_ms / ms["ft"][clock], 5),
+        "regularizer_ms_full_fg": round(reg_ms_full, 3), "full_fg_rois": args.images * 128,
+        "ft_median_ms": round(ms["ft"][clock], 1), "adarand_median_ms": round(ms["adarand"][clock], 1),
+        "ft_peak_mb": round(mb["ft"], 1), "adarand_peak_mb": round(mb["adarand"], 1), "device": device,
+        "memory_kind": "cuda max_memory_allocated" if cuda else "state + saved-for-backward bytes",
+        "images": args.images, "size": args.size, "torch": torch.__version__,
+        "adarand_backend": adarand.get_backend(),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    rows = [f"| {m} | {ms[m]:.1f} | {1e3 * min(times[m]):.1f} | {1e3 * max(times[m]):.1f} | {mb[m]:.1f} |" for m in ("ft", "adarand")]
-    table = "\n".join(["| method | median ms | min ms | max ms | peak MB |", "|---|---|---|---|---|", *rows])
-    print(table)
-    summary = (f"AdaRand / FT: time x{result['time_ratio']:.4f} (fastest steps; medians "
-               f"x{result['median_time_ratio']:.4f}), memory x{result['memory_ratio']:.4f}; AdaRand's own work "
+    rows = [f"| {m} | {ms[m][0]:.1f} | {ms[m][1]:.1f} | {mb[m]:.1f} |" for m in ("ft", "adarand")]
+    table = "\n".join(["| method | wall ms (p50) | CPU ms (p50) | peak MB |", "|---|---|---|---|", *rows])
+    summary = (f"AdaRand / FT time ({result['clock']}, median of {rounds} paired rounds, 95 % bootstrap CI): "
+               f"{describe(ratio)}; memory x{result['memory_ratio']:.4f}. AdaRand's own work "
                f"(loss + backward + prior step, {n_rois} ROIs) alone: {reg_ms:.2f} ms = "
-               f"{100 * result['regularizer_fraction']:.3f} % of the fastest FT step; with {args.images * 128} ROIs "
-               f"(the sampler's foreground maximum): {reg_ms_full:.2f} ms")
-    print(summary)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("# Mask R-CNN R50-FPN training step: AdaRand vs plain fine-tuning\n\n"
-                f"`python tools/bench_det_step.py --size {args.size} --images {args.images} --iters {args.iters} "
-                f"--device {args.device}` ({result['timestamp']}, {result['device']}, torch {torch.__version__}).\n"
-                f"Peak memory = {result['memory_kind']}.\n\n{table}\n\n"
-                f"{summary}\n")
-    print(json.dumps(result))
+               f"{100 * result['regularizer_fraction']:.3f} % of the median FT step; with {args.images * 128} ROIs "
+               f"(the sampler's foreground maximum): {reg_ms_full:.2f} ms. Load average (1, 5, 15 min): "
+               f"{load_before} before, {load_after} after.")
+    command = " ".join(["python tools/bench_det_step.py", *(argv if argv is not None else sys.argv[1:])])
+    report = ("# Mask R-CNN R50-FPN training step: AdaRand vs plain fine-tuning\n\n"
+              f"`{command}` ({result['timestamp']}, {device}, torch {torch.__version__}, "
+              f"{args.images} image(s) of {args.size} px, {rounds} rounds after {args.warmup} warm-up).\n"
+              f"Peak memory = {result['memory_kind']}.\n\n{table}\n\n{summary}\n")
+    write_report(out, report, table + "\n" + summary, result)
+    return result
 
 
 if __name__ == "__main__":

@@ -51,8 +51,10 @@ def classification(out, seeds, epochs):
         for seed in seeds:
             run_dir = os.path.join(out, "classification", f"{method}_seed{seed}")
             if not os.path.isfile(os.path.join(run_dir, "results.json")):
-                run(tool("train_cls.py") + ["--config-file", f"configs/classification/digits_mobilenetv2_{method}.yaml",
-                                            "SEED", str(seed), "SOLVER.EPOCHS", str(epochs), "OUTPUT_DIR", run_dir])
+                # --resume: a run killed earlier continues; a new directory starts afresh
+                config = f"configs/classification/digits_mobilenetv2_{method}.yaml"
+                run(tool("train_cls.py") + ["--resume", "--config-file", config, "SEED", str(seed),
+                                            "SOLVER.EPOCHS", str(epochs), "OUTPUT_DIR", run_dir])
             with open(os.path.join(run_dir, "results.json")) as f:
                 results.append(json.load(f))
             run_dirs.append(run_dir)
@@ -83,8 +85,9 @@ def detection(out, iters):
         run_dir = os.path.join(out, "detection", method)
         metrics = os.path.join(run_dir, "metrics.json")
         if not os.path.isfile(os.path.join(run_dir, "model_final.pth")):
-            run(tool("train_net.py") + ["--config-file", f"configs/detection/demo/mask_rcnn_mobilenetv2_fpn_demo_{method}.yaml",
-                                        "MODEL.WEIGHTS", weights, "SOLVER.MAX_ITER", str(iters), "OUTPUT_DIR", run_dir],
+            config = f"configs/detection/demo/mask_rcnn_mobilenetv2_fpn_demo_{method}.yaml"
+            run(tool("train_net.py") + ["--resume", "--config-file", config, "MODEL.WEIGHTS", weights,
+                                        "SOLVER.MAX_ITER", str(iters), "OUTPUT_DIR", run_dir],
                 env={"DETECTRON2_DATASETS": data_root})
         with open(metrics) as f:
             records = [json.loads(line) for line in f if line.strip()]

@@ -36,14 +36,44 @@ def load_torch(path, what="file", map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        unsupported = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+        if unsupported:
             raise UnsafeFileError(
                 f"refusing to load {what} {path}: it holds objects other than tensors and plain Python "
-                f"types, which could execute code when unpickled (loaded with weights_only=True). "
-                f"Detail: {str(err).splitlines()[0]}") from None
-        raise ValueError(f"cannot read {what} {path}: corrupt file ({err})") from None
+                f"types, which could execute code when unpickled (loaded with weights_only=True; "
+                f"{unsupported[0].split(' was not')[0].replace('WeightsUnpickler error: ', '')})") from None
+        raise ValueError(f"cannot read {what} {path}: truncated or corrupt (not a torch file: "
+                         f"{str(err).strip().splitlines()[-3:][0]})") from None
     except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError,
             IndexError, TypeError) as err:
+        raise ValueError(f"cannot read {what} {path}: truncated or corrupt ({type(err).__name__}: {err})") from None
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    def __init__(self, f, allowed, **kwargs):
+        super().__init__(f, **kwargs)
+        self.allowed = allowed
+
+    def find_class(self, module, name):
+        if (module, name) not in self.allowed:
+            raise UnsafeFileError(f"it references {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_pickle(path, what="file", allowed=(), encoding="latin1"):
+    """Unpickle ``path`` allowing only the ``(module, name)`` globals in ``allowed`` (plain
+    containers, numbers and strings need none), so a payload cannot run."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            return _AllowListUnpickler(f, set(allowed), encoding=encoding).load()
+    except UnsafeFileError as err:
+        raise UnsafeFileError(f"refusing to load {what} {path}: {err}, which is not allowed in it "
+                              "(unpickling it could execute code)") from None
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as err:
         raise ValueError(f"cannot read {what} {path}: truncated or corrupt ({type(err).__name__}: {err})") from None
 
 

@@ -154,9 +154,13 @@ class ClassConditionalPrior(nn.Module):
 
     @torch.no_grad()
     def update_running_mean(self, features, labels, impl=None):
-        """Eq. 14-15 for every class present in the batch (summed over all ranks); absent classes untouched."""
+        """Eq. 14-15 for every class present in the batch (summed over all ranks); absent classes untouched.
+
+        A batch with non-finite features (in its non-ignored rows) changes nothing; returns
+        a 0-dim bool device tensor, True when the batch was applied.
+        """
         self._check(features, labels)
-        ops.class_ema_(self.running_mean, features.detach(), labels, self.alpha, impl=impl)
+        return ops.class_ema_(self.running_mean, features.detach(), labels, self.alpha, impl=impl)
 
     def prior_loss(self, use_mean=True, use_dist=True, mu=None):
         """``L_mean + L_dist`` of Eq. 11-13 evaluated at ``mu`` (default: ``self.mu``).

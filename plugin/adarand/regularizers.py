@@ -10,6 +10,13 @@ adapts (AdaRand's running means and prior). ``reg.on_epoch_end()`` closes an epo
 Rows labelled :data:`adarand.IGNORE_INDEX` stay in place and contribute nothing (no
 loss, no gradient, no running-mean update); every regression term is a mean over the
 other rows (zero when there is none), computed on the device without a host sync.
+
+Device-side safety (value checks off, the CUDA default): a label outside [0, C) that is
+not IGNORE_INDEX is masked like an ignored row and counted in the ``bad_labels`` buffer;
+:meth:`Regularizer.check_device_errors`, which the trainers call on their log period,
+reads the counters back and raises ``ValueError`` naming the count. AdaRand skips the
+running-mean and prior update of a batch whose class sums are not finite, on the
+device, and counts it in ``skipped_batches`` (logged).
 """
 import inspect
 
@@ -19,10 +26,11 @@ from torch.nn import functional as F
 
 from . import ops
 from .diagnostics import ce_feature_grad_norm
+from .distributed import all_reduce_sum_
 from .ops.target_loss import accumulation_dtype
 from .prior import ClassConditionalPrior
 from .prior_optim import PriorAdam
-from .validation import check_features_labels, check_hyperparameter, check_logits_head
+from .validation import check_features_labels, check_hyperparameter, check_logits_head, should_check_values
 
 
 class Regularizer(nn.Module):
@@ -36,17 +44,47 @@ class Regularizer(nn.Module):
             raise ValueError(f"num_classes and feat_dim must be positive; got {num_classes}, {feat_dim}")
         lam = check_hyperparameter("lam", lam)
         self.num_classes, self.feat_dim, self.lam, self.check_values = num_classes, feat_dim, lam, check_values
+        # label values outside [0, C) other than IGNORE_INDEX, masked since the last check (not checkpointed:
+        # a run that saw one stops at its next read-back)
+        self.register_buffer("bad_labels", torch.zeros((), dtype=torch.int64), persistent=False)
 
     def extra_repr(self):
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, lam={self.lam}"
 
-    def forward(self, features, labels, logits=None, classifier_weight=None):
+    def check_inputs(self, features, labels):
+        """Shape/dtype checks (always), value checks (``check_values``) or, without them, count bad labels."""
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        if not should_check_values(labels, self.check_values):
+            bad = (labels != ops.IGNORE_INDEX) & ~ops.active_rows(labels, self.num_classes)
+            self.bad_labels += bad.sum().to(self.bad_labels.device)
+
+    def device_counters(self):
+        """The error and skip counters, as device tensors (nothing read back)."""
+        return {"bad_labels": self.bad_labels}
+
+    def check_device_errors(self):
+        """Read the counters back (a host sync: call on the log period); raise on bad labels, else return them.
+
+        Returns ``{name: int}`` for logging, e.g. AdaRand's ``skipped_batches``. Under
+        torch.distributed the bad-label count is summed over ranks first (every rank must
+        call this at the same step, as the trainers do on their log period), so all raise together.
+        """
+        bad = self.bad_labels.clone()
+        all_reduce_sum_(bad)
+        counters = {name: int(value) for name, value in {**self.device_counters(), "bad_labels": bad}.items()}
+        if counters["bad_labels"]:
+            raise ValueError(f"{counters['bad_labels']} label value(s) outside [0, {self.num_classes}) that are not "
+                             f"IGNORE_INDEX ({ops.IGNORE_INDEX}) were given to the {type(self).__name__} regularizer "
+                             "with value checks off; they were masked (no loss, no update), but the labels are wrong")
+        return counters
+
+    def forward(self, features, labels, logits=None, classifier_weight=None):
+        self.check_inputs(features, labels)
         return features.new_zeros((), dtype=torch.float32)
 
     def step(self, features, labels):
         """Update after the model's optimizer step (nothing for this method but the input checks)."""
-        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        self.check_inputs(features, labels)
 
     def on_epoch_end(self):
         """Close an epoch (nothing for this method)."""
@@ -59,7 +97,7 @@ class FeatureNormPenalty(Regularizer):
     """FNP: ``lambda * mean_{i,d} f_id^2``, i.e. regression onto the zero target."""
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
-        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        self.check_inputs(features, labels)
         return self.lam * ops.target_loss(features, labels, num_classes=self.num_classes)
 
 
@@ -96,6 +134,7 @@ class RandomTargetRegression(Regularizer):
             self.prior.init_from_stats(stats.mean, stats.std)
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
+        self.check_inputs(features, labels)
         return self.lam * self.prior.regression_loss(features, labels)
 
 
@@ -116,17 +155,38 @@ class AdaRand(RandomTargetRegression):
         self.use_mean, self.use_dist = use_mean, use_dist
         self.prior_optimizer = PriorAdam((num_classes, feat_dim), lr=prior_lr, total_steps=total_steps,
                                          schedule=prior_schedule)
+        self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.int64))  # non-finite batches
+
+    def device_counters(self):
+        return {**super().device_counters(), "skipped_batches": self.skipped_batches}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the counter existed load with a count of 0.
+        state_dict.setdefault(prefix + "skipped_batches", torch.zeros((), dtype=torch.int64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def step(self, features, labels):
-        """EMA of the class means, then one prior update; returns the prior loss (detached)."""
-        super().step(features, labels)
-        if self.use_mean:
-            self.prior.update_running_mean(features, labels)
+        """EMA of the class means, then one prior update; returns the prior loss (detached).
+
+        A batch whose features are not finite (non-ignored rows) moves nothing (running
+        means, mu, Adam moments), decided on the device; it is counted in ``skipped_batches``.
+        """
+        self.check_inputs(features, labels)
+        applied = self.prior.update_running_mean(features, labels) if self.use_mean else None
         with torch.enable_grad():
             mu = self.prior.mu.detach().requires_grad_(True)
             loss = self.prior.prior_loss(self.use_mean, self.use_dist, mu=mu)
             (grad,) = torch.autograd.grad(loss, mu)
+        if applied is None:  # without L_mean the features never reach the prior
+            self.prior_optimizer.step(self.prior.mu, grad)
+            return loss.detach()
+        state = (self.prior.mu, self.prior_optimizer.exp_avg, self.prior_optimizer.exp_avg_sq)
+        before = [t.clone() for t in state]
         self.prior_optimizer.step(self.prior.mu, grad)
+        with torch.no_grad():
+            for tensor, old in zip(state, before):
+                tensor.copy_(torch.where(applied, tensor, old))
+            self.skipped_batches += (~applied).to(self.skipped_batches.dtype)
         return loss.detach()
 
 
@@ -171,7 +231,7 @@ class PtR(Regularizer):
         return per_sample, grad
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
-        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        self.check_inputs(features, labels)
         check_logits_head(logits, classifier_weight, features.shape[0], self.num_classes, self.feat_dim)
         active = ops.active_rows(labels, self.num_classes)
         count = active.sum()
@@ -194,7 +254,13 @@ class PtR(Regularizer):
 
     @torch.no_grad()
     def on_epoch_end(self):
-        """Switch on once an epoch's mean CE is below T (no host read)."""
+        """Switch on once an epoch's mean CE over all ranks is below T (no host read).
+
+        The CE sum and count (never means) are all-reduced first, so every rank takes the
+        same decision; ``enabled`` is a buffer, so a resumed run keeps it. Under
+        torch.distributed every rank must call this (it is a collective).
+        """
+        all_reduce_sum_(self.epoch_ce_sum, self.epoch_ce_count)
         mean_ce = self.epoch_ce_sum / self.epoch_ce_count.clamp(min=1)
         self.enabled |= (self.epoch_ce_count > 0) & (mean_ce < self.threshold)
         self.epoch_ce_sum.zero_()

@@ -1,4 +1,5 @@
 """AdaRand ROI heads: loss on the sampled ROIs (checked against the kept rows), labels, refusals."""
+import os
 from unittest import mock
 
 import pytest
@@ -11,7 +12,7 @@ from detectron2.utils.events import EventStorage
 from tiny import tiny_cfg
 
 import adarand
-from adarand.detection import AdaRandPriorHook, AdaRandTrainer, box_regularizations, check_capable
+from adarand.detection import AdaRandPriorHook, AdaRandTrainer, box_regularizations, check_capable, init_prior
 from adarand.detection.box_branch import IGNORE_INDEX, SingleCategoryMapper
 
 CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True}
@@ -31,7 +32,8 @@ def _branch(model):
 
 
 def test_fnp_loss_is_mean_square_of_foreground_rows(fake_voc, tmp_path):
-    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 0.5})
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 0.5,
+                                                 "MODEL.ADARAND.NORMALIZER": "regularized"})
     with EventStorage():
         losses = model(batch)
     features, labels = _branch(model).pop_regularized()
@@ -50,7 +52,8 @@ def test_fnp_loss_is_mean_square_of_foreground_rows(fake_voc, tmp_path):
 
 
 def test_adarand_loss_with_zero_sigma_is_distance_to_class_means(fake_voc, tmp_path):
-    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.REGULARIZE_BACKGROUND": True})
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.REGULARIZE_BACKGROUND": True,
+                                                 "MODEL.ADARAND.NORMALIZER": "regularized"})
     reg = _branch(model).regularizer
     assert reg.num_classes == 21
     mean = torch.randn(21, 64)
@@ -99,7 +102,8 @@ def test_roi_and_image_labels(fake_voc, tmp_path):
 
 
 def test_image_labels_train_on_single_category_images(fake_voc, tmp_path):
-    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.LABELS": "image", "MODEL.ADARAND.METHOD": "fnp"})
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.LABELS": "image", "MODEL.ADARAND.METHOD": "fnp",
+                                                 "MODEL.ADARAND.NORMALIZER": "regularized"})
     with EventStorage():
         losses = model(batch)
     features, labels = _branch(model).pop_regularized()
@@ -115,6 +119,9 @@ def test_image_labels_refuse_a_multi_category_image_by_name(fake_voc, tmp_path):
     with pytest.raises(ValueError, match=f"LABELS 'image' needs single-category images; {multi['file_name']}"):
         mapper(multi)
     cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.LABELS": "image", "DATASETS.TRAIN": ("voc_2012_seg_train",)})
+    with pytest.raises(ValueError, match="needs single-category images; .*2012_0000"):
+        init_prior(cfg, build_model(cfg))  # the statistics pass reads every image first
+    assert not os.path.exists(tmp_path / "adarand_stats.pt")
     loader = AdaRandTrainer.build_train_loader(cfg)
     with pytest.raises(ValueError, match="needs single-category images; .*2012_0000"):
         for _ in zip(range(20), loader):
@@ -143,7 +150,8 @@ def test_method_without_a_capable_head_is_an_error(fake_voc, tmp_path):
 @pytest.mark.parametrize("stages, names", [("all", ["stage0", "stage1", "stage2"]), ("last", ["stage2"])])
 def test_cascade_regularizes_the_chosen_stages(fake_voc, tmp_path, stages, names):
     model, batch = _model_and_batch(tmp_path, **CASCADE, **{"MODEL.ADARAND.METHOD": "fnp",
-                                                            "MODEL.ADARAND.CASCADE_STAGES": stages})
+                                                            "MODEL.ADARAND.CASCADE_STAGES": stages,
+                                                            "MODEL.ADARAND.NORMALIZER": "regularized"})
     assert [b.name for b in box_regularizations(model)] == names
     with EventStorage():
         losses = model(batch)
@@ -171,7 +179,7 @@ def test_regularizer_state_is_in_the_model_but_not_trained(fake_voc, tmp_path):
 @pytest.mark.parametrize("method", ["adarand", "fnp", "ptr", "randreg-uniform"])
 def test_losses_equal_the_boolean_mask_selection(fake_voc, tmp_path, method):
     """Same batch, same losses as regularizing the compacted foreground rows (sigma = 0: no noise)."""
-    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": method})
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": method, "MODEL.ADARAND.NORMALIZER": "regularized"})
     reg = _branch(model).regularizer
     if reg.needs_stats:
         reg.prior.init_from_stats(torch.randn(20, 64), torch.ones(20, 64))
@@ -217,3 +225,13 @@ def test_hook_logs_means_over_its_period(fake_voc, tmp_path):
     assert latest["adarand/feature_norm"][0] == pytest.approx(feature_norms / rois, rel=1e-5)
     assert latest["adarand/prior_norm"][0] > 0
     assert "adarand/prior_loss" in latest
+
+
+def test_sampled_normalizer_divides_the_sum_by_all_sampled_rois(fake_voc, tmp_path):
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.NORMALIZER": "sampled"})
+    with EventStorage():
+        losses = model(batch)
+    features, labels = _branch(model).pop_regularized()
+    kept = labels != IGNORE_INDEX
+    reference = features[kept].double().pow(2).sum() / (labels.numel() * features.shape[1])
+    torch.testing.assert_close(losses["loss_adarand"].double(), reference, rtol=1e-5, atol=1e-7)

@@ -14,18 +14,24 @@ from detectron2.utils.events import EventStorage
 from sync_audit import SyncAudit, values_unchecked
 from tiny import tiny_cfg
 
-from adarand.detection import AdaRandPriorHook
+from adarand.detection import AdaRandPriorHook, box_regularizations
 
 
-@pytest.mark.parametrize("method, background", [("adarand", False), ("adarand", True), ("ptr", False),
-                                                ("fnp", False)])
-def test_roi_heads_forward_and_prior_hook_issue_no_sync(fake_voc, tmp_path, method, background):
-    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.METHOD": method, "MODEL.ADARAND.REGULARIZE_BACKGROUND": background})
+CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True,
+           "MODEL.ADARAND.CASCADE_STAGES": "all"}
+
+
+@pytest.mark.parametrize("method, extra", [("adarand", {}), ("adarand", {"MODEL.ADARAND.REGULARIZE_BACKGROUND": True}),
+                                           ("ptr", {}), ("fnp", {}), ("adarand", {"MODEL.ADARAND.LABELS": "image"}),
+                                           ("adarand", CASCADE)])
+def test_roi_heads_forward_and_prior_hook_issue_no_sync(fake_voc, tmp_path, method, extra):
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.METHOD": method, **extra})
     torch.manual_seed(0)
     model = build_model(cfg).train()
-    reg = values_unchecked(model.roi_heads.regularizer)
-    if reg.needs_stats:
-        reg.prior.init_normal()
+    regs = [values_unchecked(branch.regularizer) for branch in box_regularizations(model)]
+    for reg in regs:
+        if reg.needs_stats:
+            reg.prior.init_normal()
     batch = next(iter(build_detection_train_loader(cfg)))
     hook = AdaRandPriorHook(period=1, epoch_iters=2, log_period=20)
     hook.trainer = mock.Mock(model=model, max_iter=100, iter=0)
@@ -35,9 +41,10 @@ def test_roi_heads_forward_and_prior_hook_issue_no_sync(fake_voc, tmp_path, meth
             for it in range(2):
                 hook.trainer.iter = it
                 losses = model(batch)
-                losses["loss_adarand"].backward()
+                sum(v for k, v in losses.items() if k.startswith("loss_adarand")).backward()
                 hook.after_step()
     audit.assert_none_ours()
     assert audit.records  # Detectron2's own syncs were seen, so the audit was on
     if method == "adarand":
-        assert int(reg.prior_optimizer.num_steps) == 2  # the hook did step the prior under the audit
+        for reg in regs:
+            assert int(reg.prior_optimizer.num_steps) == 2  # the hook did step the prior under the audit

@@ -106,7 +106,7 @@ def test_multi_category_images_train_with_background(fake_voc, tmp_path):
 
 
 def test_stats_count_every_gt_box_and_name_missing_classes(fake_voc, tmp_path):
-    cfg = tiny_cfg(tmp_path)
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.STATS_ROIS": "gt"})
     model = build_model(cfg)
     (stats,) = compute_box_head_stats(cfg, model)
     expected = torch.zeros(20, dtype=torch.long)
@@ -163,9 +163,106 @@ def test_cli_compute_prior_writes_the_statistics(run, fake_voc, tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compute_prior.py"), "--config-file",
                            BASE_CONFIG, "--output", str(tmp_path / "stats.pt"), *tiny_opts(tmp_path),
-                           "MODEL.WEIGHTS", str(out / "model_final.pth")],
+                           "MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.ADARAND.STATS_ROIS", "gt"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     stats = adarand.ClassStats.load(str(tmp_path / "stats.pt"), num_classes=20, feat_dim=64)
-    cached = adarand.ClassStats.load(os.path.join(out, "adarand_stats.pt"))
-    assert torch.equal(stats.count, cached.count)
+    assert stats.meta["stats_rois"] == "gt"
+    expected = torch.zeros(20, dtype=torch.long)
+    for names in TRAIN_LAYOUTS:
+        if len(set(names)) == 1:
+            for name in names:
+                expected[VOC_CLASSES.index(name)] += 1
+    assert torch.equal(stats.count, expected)  # every ground-truth box of the training split, once
+
+
+CASCADE_CONFIG = os.path.join(REPO, "configs", "detection", "cascade_mask_rcnn_R_50_FPN_voc2012_single_adarand.yaml")
+
+
+@pytest.mark.parametrize("stages", ["all", "last"])
+def test_cascade_trains_steps_every_prior_checkpoints_and_evaluates(fake_voc, tmp_path, stages):
+    """Tiny Cascade Mask R-CNN: priors initialised per stage, stepped, saved; --eval-only gives bbox + mask AP."""
+    cfg = tiny_cfg(tmp_path, config_file=CASCADE_CONFIG, max_iter=3, **{"MODEL.ADARAND.CASCADE_STAGES": stages})
+    trainer, _ = _train(cfg)
+    branches = box_regularizations(trainer.model)
+    assert [b.stage for b in branches] == ([0, 1, 2] if stages == "all" else [2])
+    saved = torch.load(os.path.join(tmp_path, "model_final.pth"), map_location="cpu", weights_only=True)["model"]
+    for b in branches:
+        key = f"roi_heads.box_predictor.{b.stage}.adarand.regularizer."
+        assert int(b.regularizer.prior_optimizer.num_steps) == 3
+        torch.testing.assert_close(saved[key + "prior.mu"], b.regularizer.prior.mu)
+        stats_file = os.path.join(tmp_path, f"adarand_stats_stage{b.stage}.pt")
+        assert adarand.ClassStats.load(stats_file, num_classes=20, feat_dim=64).count.sum() > 0
+        assert len(trainer.storage.history(f"loss_adarand_stage{b.stage}").values()) == 3
+    if stages == "last":
+        return
+    proc = _cli(["--eval-only", *tiny_opts(tmp_path / "eval"), "MODEL.WEIGHTS", str(tmp_path / "model_final.pth"),
+                 "DATASETS.TEST", "('voc_2012_seg_val',)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                 "MODEL.ROI_HEADS.NAME", "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "True",
+                 "MODEL.ADARAND.CASCADE_STAGES", "all"], fake_voc)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log
+
+
+def test_proposal_statistics_are_those_of_the_sampled_foreground_rois(fake_voc, tmp_path):
+    """STATS_ROIS proposals: per-class mean/std of the ROIs training would regularize (same sampler draws)."""
+    from detectron2.layers import cat
+    from detectron2.utils.events import EventStorage
+
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.STATS_ROIS": "proposals", "MODEL.ADARAND.STATS_MAX_IMAGES": 4,
+                                "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True})
+    model = build_model(cfg)
+    torch.manual_seed(0)
+    (stats,) = compute_box_head_stats(cfg, model)
+    assert stats.meta["stats_rois"] == "proposals"
+
+    torch.manual_seed(0)
+    sums, sq_sums, counts = torch.zeros(20, 64, dtype=torch.float64), torch.zeros(20, 64, dtype=torch.float64), torch.zeros(20)
+    heads, gt_boxes = model.roi_heads, 0
+    model.eval()
+    with torch.no_grad(), EventStorage():
+        for batch in prior_init.build_stats_loader(cfg):
+            images = model.preprocess_image(batch)
+            features = model.backbone(images.tensor)
+            targets = [x["instances"] for x in batch]
+            gt_boxes += sum(len(t) for t in targets)
+            model.proposal_generator.train()
+            proposals, _ = model.proposal_generator(images, features, targets)
+            model.proposal_generator.eval()
+            sampled = heads.label_and_sample_proposals(proposals, targets)
+            f = heads.box_head(heads.box_pooler([features[k] for k in heads.box_in_features],
+                                                [p.proposal_boxes for p in sampled])).flatten(1).double()
+            y = cat([p.gt_classes for p in sampled])
+            for c in y[y < 20].unique().tolist():
+                sums[c] += f[y == c].sum(0)
+                sq_sums[c] += f[y == c].pow(2).sum(0)
+                counts[c] += (y == c).sum()
+    assert torch.equal(stats.count.float(), counts)
+    assert counts.sum() >= gt_boxes  # the GT boxes are among the proposals, plus the overlapping ones
+    seen = counts > 0
+    mean = sums[seen] / counts[seen, None]
+    torch.testing.assert_close(stats.mean[seen].double(), mean, rtol=1e-4, atol=1e-5)
+    std = (sq_sums[seen] / counts[seen, None] - mean.pow(2)).clamp(min=0).sqrt()
+    torch.testing.assert_close(stats.std[seen].double(), std, rtol=1e-3, atol=1e-4)
+
+
+def test_image_labels_train_end_to_end(fake_voc, tmp_path):
+    """LABELS image: statistics from every sampled ROI under its image's category, then training."""
+    cfg = tiny_cfg(tmp_path, max_iter=2, **{"MODEL.ADARAND.LABELS": "image", "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True})
+    trainer, start_mu = _train(cfg)
+    stats = adarand.ClassStats.load(os.path.join(tmp_path, "adarand_stats.pt"))
+    assert stats.meta["labels"] == "image"
+    # Every sampled ROI counts (foreground and background): far more rows than ground-truth boxes.
+    assert int(stats.count.sum()) > 2 * sum(len(names) for names in TRAIN_LAYOUTS)
+    assert all(torch.isfinite(torch.tensor(v)) for v, _ in trainer.storage.history("loss_adarand").values())
+    assert not torch.equal(_reg(trainer.model).prior.mu, start_mu)
+
+
+def test_trainer_without_prior_initialisation_refuses_before_the_first_step(fake_voc, tmp_path):
+    cfg = tiny_cfg(tmp_path, max_iter=2)
+    cfg.freeze()
+    trainer = AdaRandTrainer(cfg)  # resume_or_load (which initialises the prior) never called
+    with pytest.raises(RuntimeError, match="not initialised.*compute_prior.py.*init_prior"):
+        trainer.train()
+    assert trainer.iter == 0 and not os.path.exists(tmp_path / "model_final.pth")

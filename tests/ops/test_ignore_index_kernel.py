@@ -78,5 +78,6 @@ def test_class_sums_and_ema_skip_inactive_rows(device, batch, num_classes, dim):
     assert torch.equal(out[:, -1], ref[:, -1])
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     start = torch.randn(num_classes, dim, generator=g, dtype=torch.float64).to(device)
-    ours = class_ema_(start.clone(), f.double(), y, 0.25, impl="triton")
+    ours = start.clone()
+    assert class_ema_(ours, f.double(), y, 0.25, impl="triton")
     torch.testing.assert_close(ours.cpu(), ref_ema(start.cpu(), f.cpu(), y.cpu(), 0.25), atol=1e-12, rtol=1e-12)

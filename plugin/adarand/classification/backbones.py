@@ -105,12 +105,17 @@ def weights_file_wanted(backbone, checkpoint_format):
     return f"a torchvision {backbone} state dict, or a torchvision weights name such as IMAGENET1K_V1"
 
 
-def check_weights_file(weights, backbone, checkpoint_format="torchvision", key="MODEL.WEIGHTS"):
+def is_weights_path(weights):
+    """Whether a weights value names a file (a directory part or a weights suffix), not a weights name."""
+    return os.sep in weights or "/" in weights or weights.endswith(WEIGHT_SUFFIXES)
+
+
+def check_weights_file(weights, backbone, checkpoint_format="torchvision", key="MODEL.WEIGHTS", cwd="."):
     """Raise FileNotFoundError naming ``key`` and the file wanted when ``weights`` is meant to be a local
-    file (a path, a weights suffix, or a self-supervised format) and there is no such file."""
-    is_path = os.sep in weights or "/" in weights or weights.endswith(WEIGHT_SUFFIXES)
-    needs_file = checkpoint_format != "torchvision" or is_path
-    if needs_file and not os.path.isfile(weights):
+    file (a path, a weights suffix, or a self-supervised format) and there is no such file (relative
+    paths are taken from ``cwd``)."""
+    needs_file = checkpoint_format != "torchvision" or is_weights_path(weights)
+    if needs_file and not os.path.isfile(os.path.join(cwd, weights)):
         raise FileNotFoundError(f"{key} = {weights!r}: no such file; give "
                                 f"{weights_file_wanted(backbone, checkpoint_format)}")
 

@@ -7,6 +7,7 @@ the dataset publishes both, as the AdaRand paper does) or ``"test"``. Nothing is
 downloaded: a missing tree raises ``FileNotFoundError`` naming the expected layout.
 Layouts are listed in ``docs/classification_data.md``.
 """
+import bisect
 import math
 import os
 from pathlib import Path
@@ -192,10 +193,10 @@ def _cifar10_class():
             return all(os.path.isfile(f) for f in self._files())
 
         def _load_meta(self):
-            import pickle
+            from adarand.files import load_pickle
 
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            meta = load_pickle(os.path.join(self.root, self.base_folder, self.meta["filename"]), "CIFAR-10 meta file")
+            self.classes = meta[self.meta["key"]]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     return PresentCIFAR10
@@ -321,6 +322,45 @@ class Digits(Dataset):
         return (self.transform(image) if self.transform else image), self.targets[index]
 
 
+def sample_path(ds, index):
+    """The image file of sample ``index`` of any dataset built here ("" when it has none, e.g. digits)."""
+    if isinstance(ds, ConcatDataset):
+        part = bisect.bisect_right(ds.cumulative_sizes, index)
+        return sample_path(ds.datasets[part], index - (ds.cumulative_sizes[part - 1] if part else 0))
+    for attr, pick in (("samples", 0), ("_samples", 0), ("_image_files", None), ("_images", None)):
+        items = getattr(ds, attr, None)
+        if items is not None:
+            item = items[index]
+            return str(item[pick] if pick is not None else item)
+    return ""
+
+
+class NamedErrors(Dataset):
+    """``dataset`` whose unreadable samples (truncated or corrupt image files) raise an error naming the file.
+
+    Every other attribute (targets, classes, ...) is the wrapped dataset's.
+    """
+
+    def __init__(self, dataset, name):
+        self.dataset, self.name = dataset, name
+
+    def __getattr__(self, attr):
+        if attr in ("dataset", "name"):  # not set yet (unpickling in a worker)
+            raise AttributeError(attr)
+        return getattr(self.dataset, attr)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except (OSError, SyntaxError, ValueError) as err:
+            where = sample_path(self.dataset, index) or f"sample {index}"
+            message = f"cannot read {where} ({self.name} sample {index}): {type(err).__name__}: {err}"
+            raise (ValueError(message) if isinstance(err, ValueError) else OSError(message)) from err
+
+
 def build_dataset(name, root, split, transform=None):
     """The ``split`` ("train" | "test") of dataset ``name`` (one of ``DATASETS``) read from ``root``."""
     if name not in DATASETS:
@@ -333,12 +373,12 @@ def build_dataset(name, root, split, transform=None):
     if name == "digits":
         return Digits(split, transform)
     if name in ("imagenet-r", "imagenet-a", "imagenet-sketch"):
-        return _imagenet_subset(name, root, transform)
+        return NamedErrors(_imagenet_subset(name, root, transform), name)
     if name == "imagenet-v2":
-        return _imagenet_v2(root, transform)
+        return NamedErrors(_imagenet_v2(root, transform), name)
     builders = {"aircraft": _aircraft, "cub": _CUB, "cars": _cars, "dtd": _dtd, "flowers": _flowers,
                 "pets": _pets, "cifar10": _cifar10, "imagenet": _imagenet, "imagefolder": _imagefolder}
-    return builders[name](root, split, transform)
+    return NamedErrors(builders[name](root, split, transform), name)
 
 
 def restrict_logits(logits, class_indices):

@@ -155,11 +155,13 @@ def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, d
         accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels)
         if step % cfg.LOG_PERIOD == 0:
             guard.check(where)
+            reg.check_device_errors()  # raises on labels the kernels had to mask (value checks off)
             if progress:
                 s = sums.tolist()
                 bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")
     check_diverged(guard, model, where)
     reg.on_epoch_end()
+    counters = reg.check_device_errors()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -169,7 +171,8 @@ def train_one_epoch(cfg, net, model, reg, baseline, loader, optimizer, scaler, d
     count = max(s[5], 1.0)
     record = {"train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
               "train_baseline": s[3] / count, "train_top1": s[4] / count,
-              "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1)}
+              "epoch_time_s": seconds, "step_time_s": seconds / max(len(loader), 1),
+              **{f"reg_{name}": value for name, value in counters.items() if name != "bad_labels"}}
     if diagnostics is not None:
         record.update({f"train_{name}": value for name, value in diagnostics.means().items()})
     return record

@@ -212,7 +212,7 @@ def parse_weights(items):
         tag, sep, path = item.partition("=")
         if not sep or tag not in PRETRAININGS or not path:
             raise ValueError(f"--weights {item!r}: expected TAG=FILE with TAG one of {list(PRETRAININGS)}")
-        weights[tag] = path
+        weights[tag] = os.path.abspath(path)  # jobs run in the repository root
     return weights
 
 
@@ -227,8 +227,8 @@ def build_runs(table, root, seeds=SEEDS, cell_ids=(), data_dir="", weights=None,
     runs = []
     for cell in select_cells(table, cell_ids):
         extra = list(cell.opts)
-        if data_dir:
-            extra += ["DATASET.ROOT", os.path.join(data_dir, cell.dataset)]
+        if data_dir:  # absolute: jobs run in the repository root
+            extra += ["DATASET.ROOT", os.path.join(os.path.abspath(data_dir), cell.dataset)]
         if cell.pretraining in weights:
             extra += ["MODEL.WEIGHTS", weights[cell.pretraining]]
         for seed in seeds:
@@ -245,13 +245,14 @@ def load_run_cfg(run, repo_root="."):
 
 
 def check_runs(runs, repo_root="."):
-    """Load every run's config and check that its weights file exists, before anything is launched."""
+    """Load every run's config and check that its weights file exists (relative paths from ``repo_root``,
+    where the jobs run), before anything is launched."""
     from .backbones import check_weights_file
 
     for run in runs:
         cfg = load_run_cfg(run, repo_root)
         try:
-            check_weights_file(cfg.MODEL.WEIGHTS, cfg.MODEL.BACKBONE, cfg.MODEL.CHECKPOINT_FORMAT)
+            check_weights_file(cfg.MODEL.WEIGHTS, cfg.MODEL.BACKBONE, cfg.MODEL.CHECKPOINT_FORMAT, cwd=repo_root)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"cell {run.cell.id} ({run.cell.config}): {err}; or pass "
                                     f"--weights {run.cell.pretraining}=FILE") from None

@@ -27,7 +27,7 @@ from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .engine import FeaturesAndLogits, check_diverged, evaluate, new_guard, train_one_epoch, world
+from .engine import FeaturesAndLogits, evaluate, new_guard, train_one_epoch, world
 from .run_log import RunLog
 
 CHECKPOINTS = ("last.pth", "best.pth")  # a directory holding one of them holds a run
@@ -118,7 +118,7 @@ class Run:
         self.per_iteration = build.schedule_per_iteration(cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.AMP == "fp16")
         self.start_epoch, self.best_top1, self.best_epoch, self.history = 0, -1.0, -1, []
-        self.guard = new_guard(device)  # divergence flags, on the device
+        self.guard = new_guard(device)  # divergence flags on the device, checked before evaluation and saving
 
     def checkpoint(self, epoch):
         rngs = _gather_objects(rng_state(self.generator))
@@ -182,7 +182,6 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
         run.history.append(record)
         state = run.checkpoint(epoch)
         if rank == 0:
-            check_diverged(run.guard, run.model, f"epoch {epoch + 1}")  # nothing non-finite is ever saved
             save_torch(state, last)
             log.log(record)
         for callback in epoch_callbacks:

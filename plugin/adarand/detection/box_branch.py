@@ -23,6 +23,7 @@ from torch import nn
 from adarand import IGNORE_INDEX
 
 LABELS = ("roi", "image")
+NORMALIZERS = ("regularized", "sampled")
 
 UNINITIALISED = (
     "the AdaRand prior of {where} is not initialised (the loaded weights hold no prior): compute the "
@@ -48,14 +49,20 @@ class BoxRegularization(nn.Module):
             ``"image"``: every sampled ROI, foreground or background, is labelled with its
             image's single category (multi-category images are an error).
         regularize_background: see ``labels``; only with ``"roi"``.
+        normalizer: ``"regularized"``: the regularizer's mean over the regularized ROIs;
+            ``"sampled"``: ``loss * n_regularized / n_sampled``, i.e. their sum over all
+            sampled ROIs, as Detectron2 normalises ``loss_box_reg`` (no host sync).
         stage: index of the box head feeding this predictor (cascade stage; 0 otherwise).
         name: suffix of the logged scalars (``""``, or ``"stage2"``).
     """
 
-    def __init__(self, regularizer, num_classes, labels="roi", regularize_background=False, stage=0, name=""):
+    def __init__(self, regularizer, num_classes, labels="roi", regularize_background=False, stage=0, name="",
+                 normalizer="regularized"):
         super().__init__()
         if labels not in LABELS:
             raise ValueError(f"MODEL.ADARAND.LABELS must be one of {LABELS}; got {labels!r}")
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"MODEL.ADARAND.NORMALIZER must be one of {NORMALIZERS}; got {normalizer!r}")
         if labels == "image" and regularize_background:
             raise ValueError("MODEL.ADARAND.LABELS 'image' labels background ROIs with the image's category: "
                              "it cannot be combined with MODEL.ADARAND.REGULARIZE_BACKGROUND True")
@@ -64,13 +71,14 @@ class BoxRegularization(nn.Module):
             raise ValueError(f"the regularizer has {regularizer.num_classes} classes, expected {expected}")
         self.regularizer = regularizer
         self.num_classes, self.labels, self.regularize_background = num_classes, labels, regularize_background
-        self.stage, self.name = stage, name
+        self.stage, self.name, self.normalizer = stage, name, normalizer
         self._kept = None
         self._image_labels = None
         self._collecting = False
 
     def extra_repr(self):
-        return f"labels={self.labels}, regularize_background={self.regularize_background}, stage={self.stage}"
+        return (f"labels={self.labels}, regularize_background={self.regularize_background}, stage={self.stage}, "
+                f"normalizer={self.normalizer}")
 
     # -- labels -------------------------------------------------------------------------
     def set_image_labels(self, targets):
@@ -119,7 +127,10 @@ class BoxRegularization(nn.Module):
         if self._collecting:
             return None
         self.check_initialised()
-        return self.regularizer(features, labels, logits=logits, classifier_weight=classifier_weight)
+        loss = self.regularizer(features, labels, logits=logits, classifier_weight=classifier_weight)
+        if self.normalizer == "sampled":
+            loss = loss * (labels != IGNORE_INDEX).sum() / max(labels.numel(), 1)
+        return loss
 
     def pop_regularized(self):
         """(features, labels) of every sampled ROI in the last training forward (detached), then forget them.

@@ -9,11 +9,10 @@
   full disk never leaves half a checkpoint. ``save_dir`` must be a local directory.
 """
 import os
-import pickle
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from adarand.files import UnsafeFileError, load_torch, save_torch, write_text
+from adarand.files import load_pickle, load_torch, save_torch, write_text
 from adarand.finite_guard import check_finite_weights
 
 # (module, name) pairs a model-zoo .pkl may reference: numpy arrays, dtypes and scalars.
@@ -24,26 +23,9 @@ _PICKLE_ALLOWED = {
 }
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) not in _PICKLE_ALLOWED:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-        return super().find_class(module, name)
-
-
 def load_pickle_weights(path):
     """A model-zoo ``.pkl`` holding only numpy arrays and plain containers; anything else is refused."""
-    try:
-        with open(path, "rb") as f:
-            return _ArrayUnpickler(f, encoding="latin1").load()
-    except pickle.UnpicklingError as err:
-        if "is not allowed" in str(err):
-            raise UnsafeFileError(f"refusing to load weights file {path}: it references {err.args[0].split()[1]}, "
-                                  "not only numpy arrays and plain types (it could execute code)") from None
-        raise ValueError(f"cannot read weights file {path}: corrupt ({err})") from None
-    except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
-        raise ValueError(f"cannot read weights file {path}: truncated or corrupt ({type(err).__name__}: {err})") \
-            from None
+    return load_pickle(path, what="weights file", allowed=_PICKLE_ALLOWED)
 
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):

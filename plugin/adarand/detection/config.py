@@ -13,6 +13,10 @@ def add_adarand_config(cfg):
     cfg.MODEL.ADARAND.METHOD = "adarand"
     # lambda: weight of the feature-to-reference regression term (Eq. 3).
     cfg.MODEL.ADARAND.LAMBDA = 1.0
+    # Normalisation of loss_adarand over the ROIs: "regularized" = the regularizer's mean over
+    # the regularized ROIs (x D); "sampled" = their sum divided by all sampled ROIs (x D), as
+    # Detectron2 normalises loss_box_reg (the detdiag work chooses the default).
+    cfg.MODEL.ADARAND.NORMALIZER = "regularized"
     # alpha: EMA factor of the running class means m_c (Eq. 14-15).
     cfg.MODEL.ADARAND.ALPHA = 0.5
     # Learning rate of the prior's own Adam optimizer (cosine schedule over SOLVER.MAX_ITER).
@@ -20,7 +24,7 @@ def add_adarand_config(cfg):
     # Class-wise statistics of the pre-trained box head (adarand.ClassStats file, Eq. 9-10).
     # "" = computed at the start of training and cached as OUTPUT_DIR/adarand_stats.pt.
     cfg.MODEL.ADARAND.STATS_FILE = ""
-    # False: regularize foreground ROIs only (the paper). True: also background ROIs, as an
+    # False: regularize foreground ROIs only (LABELS "roi"). True: also background ROIs, as an
     # extra class with index NUM_CLASSES (the prior then has NUM_CLASSES + 1 classes).
     cfg.MODEL.ADARAND.REGULARIZE_BACKGROUND = False
     # A class with no ground-truth box in DATASETS.TRAIN is an error (False), or gets a zero
@@ -43,10 +47,11 @@ def add_adarand_config(cfg):
     # every sampled ROI, background included (the literal single-label reading; multi-category
     # images are an error). See docs/detection.md.
     cfg.MODEL.ADARAND.LABELS = "roi"
-    # ROIs whose pre-trained box-head features give mu_c, sigma_c (Eq. 9-10): "gt" = the
-    # ground-truth boxes; "proposals" = the sampled foreground proposals with their matched
-    # classes, i.e. the rows training regularizes.
-    cfg.MODEL.ADARAND.STATS_ROIS = "gt"
+    # ROIs whose pre-trained box-head features give mu_c, sigma_c (Eq. 9-10): "proposals" = the
+    # ROIs the sampler draws from the pre-trained RPN's proposals, labelled as training labels
+    # them (the rows training regularizes); "gt" = the ground-truth boxes with their classes.
+    # Default by measurement (docs/detection.md): on the demo the two means differ (cos 0.82).
+    cfg.MODEL.ADARAND.STATS_ROIS = "proposals"
     # Cascade heads: regularize the box features of "all" stages (one prior each) or the "last".
     cfg.MODEL.ADARAND.CASCADE_STAGES = "last"
     # Every this many iterations (rounded up to a multiple of PRIOR_UPDATE_PERIOD; 0 = never),

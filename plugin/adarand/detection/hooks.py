@@ -50,6 +50,8 @@ class AdaRandPriorHook(HookBase):
     device and written as means over the last ``log_period`` iterations (rounded up to a
     multiple of ``period``, and at the last iteration), with ``adarand/loss_ratio`` =
     loss_adarand / (sum of Detectron2's other losses) from the values the trainer wrote.
+    Then the regularizers' device counters are read too: masked out-of-range labels raise
+    ``ValueError``, AdaRand's skipped non-finite batches are logged (``adarand/skipped_batches``).
     """
 
     def __init__(self, period=1, epoch_iters=0, log_period=20):
@@ -82,6 +84,9 @@ class AdaRandPriorHook(HookBase):
         for branch, row in self._sums.items():
             sums = dict(zip(_SUMS, row.tolist()))  # the one read-back, on the log period
             prefix = "adarand/" + (branch.name + "/" if branch.name else "")
+            for name, value in branch.regularizer.check_device_errors().items():  # raises on masked bad labels
+                if name != "bad_labels":
+                    storage.put_scalar(prefix + name, value, smoothing_hint=False)
             storage.put_scalar(prefix + "num_rois", sums["rois"] / sums["iters"])
             if sums["rois"]:
                 storage.put_scalar(prefix + "feature_norm", sums["feature_norm"] / sums["rois"])

@@ -15,7 +15,7 @@ import os
 
 import torch
 from detectron2.data import (
-    DatasetFromList, DatasetMapper, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts,
+    DatasetFromList, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
 from detectron2.utils import comm
@@ -24,7 +24,8 @@ from detectron2.utils.events import EventStorage
 from adarand import ClassStatsAccumulator
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
-from .box_branch import box_regularizations, unwrap
+from .box_branch import SingleCategoryMapper, box_regularizations, unwrap
+from .mapper import NamedErrorsMapper
 
 STATS_NAME = "adarand_stats.pt"
 
@@ -32,16 +33,22 @@ STATS_NAME = "adarand_stats.pt"
 def build_stats_loader(cfg):
     """Training images with their annotations, resized as at test time, one per batch."""
     return stats_loader(cfg.DATASETS.TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.FORMAT,
-                        cfg.MODEL.ADARAND.STATS_MAX_IMAGES)
+                        cfg.MODEL.ADARAND.STATS_MAX_IMAGES, cfg.MODEL.ADARAND.LABELS)
 
 
-def stats_loader(dataset_names, min_size, max_size, image_format="BGR", max_images=0):
-    """The statistics loader from explicit arguments (LazyConfigs call this one)."""
-    dicts = get_detection_dataset_dicts(list(dataset_names), filter_empty=True)
+def stats_loader(dataset_names, min_size, max_size, image_format="BGR", max_images=0, labels="roi"):
+    """The statistics loader from explicit arguments (LazyConfigs call this one).
+
+    ``labels="image"``: an image with several categories is an error naming it.
+    """
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    dicts = get_detection_dataset_dicts(names, filter_empty=True)
     if max_images > 0:
         dicts = dicts[:max_images]
-    mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
-                           image_format=image_format, use_instance_mask=False, recompute_boxes=False)
+    mapper = NamedErrorsMapper(is_train=True, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
+                               image_format=image_format, use_instance_mask=False, recompute_boxes=False)
+    if labels == "image":
+        mapper = SingleCategoryMapper(mapper)
     return build_detection_test_loader(DatasetFromList(dicts, copy=False), mapper=mapper)
 
 

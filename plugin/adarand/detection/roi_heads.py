@@ -59,7 +59,8 @@ class AdaRandHeadsMixin:
                                             flat_dim(heads[k].output_shape), **options)
             name = f"stage{k}" if len(predictors) > 1 else ""
             attach(predictors[k], BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
-                                                    background, stage=k, name=name))
+                                                    background, stage=k, name=name,
+                                                    normalizer=adarand.get("NORMALIZER", "regularized")))
 
     @classmethod
     def from_config(cls, cfg, input_shape):

@@ -2,13 +2,14 @@
 import os
 import urllib.parse
 
-from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 
 from .box_branch import SingleCategoryMapper, check_capable
 from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
+from .mapper import NamedErrorsMapper
 from .prior_init import init_prior
 
 
@@ -86,9 +87,14 @@ class AdaRandTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if cfg.MODEL.ADARAND.LABELS != "image":
-            return super().build_train_loader(cfg)
-        return build_detection_train_loader(cfg, mapper=SingleCategoryMapper(DatasetMapper(cfg, True)))
+        mapper = NamedErrorsMapper(cfg, True)
+        if cfg.MODEL.ADARAND.LABELS == "image":
+            mapper = SingleCategoryMapper(mapper)
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=NamedErrorsMapper(cfg, False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

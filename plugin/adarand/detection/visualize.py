@@ -161,7 +161,10 @@ def stack_rows(rows):
 
 
 def draw_comparison(record, metadata, runs=(), score_threshold=0.5, ground_truth=True, scale=1.0):
-    """One row for one dataset dict: [ground truth |] run 1 | run 2 ..., runs = [(name, predictions)]."""
+    """One row for one dataset dict: [ground truth |] run 1 | run 2 ..., runs = [(name, predictions)].
+
+    Panels are titled; the first title starts with the image id.
+    """
     image = detection_utils.read_image(record["file_name"], format="RGB")
     detection_utils.check_image_size(record, image)
     panels, titles = [], []
@@ -172,6 +175,7 @@ def draw_comparison(record, metadata, runs=(), score_threshold=0.5, ground_truth
         panels.append(draw_predictions(image, predictions.get(record["image_id"], []), metadata,
                                        score_threshold, scale))
         titles.append(f"{name} (score >= {score_threshold:g})")
+    titles[0] = f"{record['image_id']}: {titles[0]}"
     return side_by_side(panels, titles)
 
 
@@ -207,6 +211,8 @@ def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score
             raise ValueError(f"{path} ({name}) has predictions for {len(foreign)} image(s) not in "
                              f"{dataset_name}, e.g. {foreign[0]!r}: predictions of another dataset?")
     selected = dicts[:num_images] if num_images > 0 else dicts
+    if not selected:
+        raise ValueError(f"dataset {dataset_name} has no images")
     written, rows = [], []
     for record in tqdm(selected, desc=f"drawing {dataset_name}", disable=not progress):
         row = draw_comparison(record, metadata, loaded, score_threshold, ground_truth, scale)

@@ -6,8 +6,11 @@ Registered names (root: ``$DETECTRON2_DATASETS``, default ``./datasets``):
   ``Annotations/*.xml``, image list ``ImageSets/Main/<split>.txt``;
 - ``voc_2012_seg_{train,val}``: images of ``ImageSets/Segmentation/<split>.txt`` with boxes
   from the XML and instance masks (RLE) from ``SegmentationObject/*.png``;
-- ``voc_2012_seg_{train,val}_single``: the paper's subset, images whose objects all
-  belong to one category (the full ``voc_2012_seg_*`` is the multi-category setting).
+- ``voc_2012_seg_{train,val}_single``: the images whose objects all belong to one category.
+  This filter is this project's reading, not a split the paper names: the paper (appendix
+  B.2) says only that the method "can be naïvely applied to the Pascal VOC-2012 because each
+  image has a single category object", which holds for this subset only. The full
+  ``voc_2012_seg_*`` is the multi-category setting.
 
 ``SegmentationObject`` PNGs hold instance ids (the i-th ``<object>`` of the XML is id
 i + 1; 0 = background, 255 = void border); each instance's class is checked against
@@ -170,7 +173,8 @@ def _warn_clipped(clipped, root, split):
 def load_voc_instance_segmentation(root, split, single_category=False, class_names=VOC_CLASSES):
     """Dicts of ``ImageSets/Segmentation/<split>.txt`` with RLE instance masks.
 
-    ``single_category``: keep only images whose objects all have one class (the paper's subset).
+    ``single_category``: keep only images whose objects all have one class (our reading of the
+    paper's "each image has a single category object"; see docs/detection.md).
     """
     import pycocotools.mask as mask_util
 

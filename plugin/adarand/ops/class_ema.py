@@ -49,8 +49,15 @@ def ema_apply_(running_mean, sums_and_counts, alpha, impl=None):
 
 @torch.no_grad()
 def class_ema_(running_mean, features, labels, alpha, impl=None):
-    """Update ``running_mean`` (C x D) in place from one batch; one all-reduce when distributed."""
+    """Update ``running_mean`` (C x D) in place from one batch; one all-reduce when distributed.
+
+    A batch whose (all-reduced) class sums are not all finite leaves every running mean
+    unchanged, decided on the device (its counts are zeroed), so all ranks skip it together.
+    Returns that decision: a 0-dim bool tensor, True when the batch was applied.
+    """
     sums_and_counts = class_sums(features, labels, running_mean.shape[0], impl)
     all_reduce_sum_(sums_and_counts)
+    finite = torch.isfinite(sums_and_counts).all()
+    sums_and_counts = torch.where(finite, sums_and_counts, torch.zeros_like(sums_and_counts))
     ema_apply_(running_mean, sums_and_counts, alpha, impl)
-    return running_mean
+    return finite

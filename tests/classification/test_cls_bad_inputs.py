@@ -1,0 +1,197 @@
+"""Bad inputs and faults through tools/train_cls.py (issue 10, items 1-4 and 9): each case names
+what it feeds in and what must come out."""
+import errno
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from adarand import files
+from adarand.files import OutputDirInUse, UnsafeFileError
+
+from fake_trees import make_fake_imagefolder  # noqa: E402  (tests/classification is on sys.path under pytest)
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TRAIN_CLS = os.path.join(ROOT, "tools", "train_cls.py")
+sys.path.insert(0, os.path.dirname(TRAIN_CLS))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import train_cls  # noqa: E402
+from faults import hold_lock, write_payload_checkpoint  # noqa: E402
+
+NUM_CLASSES, PER_CLASS = 3, 10  # 24 training images after the 0.2 validation share
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_fake_imagefolder(tmp_path_factory.mktemp("data") / "tree", NUM_CLASSES, PER_CLASS, image_size=16)
+
+
+def opts(data_root, out, **extra):
+    values = {"MODEL.BACKBONE": "tiny_cnn", "MODEL.WEIGHTS": "", "DATASET.NAME": "imagefolder",
+              "DATASET.ROOT": str(data_root), "DATASET.VAL_FRACTION": 0.2, "INPUT.SIZE": 16,
+              "SOLVER.EPOCHS": 1, "SOLVER.BATCH_SIZE": 8, "DATALOADER.NUM_WORKERS": 0, "TEST.BATCH_SIZE": 16,
+              "DIAGNOSTICS": False, "OUTPUT_DIR": str(out)}
+    values.update(extra)
+    return ["--no-progress"] + [str(x) for kv in values.items() for x in kv]
+
+
+def cli(args):
+    """tools/train_cls.py in its own process: (exit code, stderr)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, TRAIN_CLS, *args], env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished")
+    train_cls.main(opts(data_root, out, **{"REGULARIZER.NAME": "adarand"}))
+    return out
+
+
+# ------------------------------------------------------------------ 1. nothing loaded executes
+
+def test_payload_in_last_pth_is_refused_on_resume(data_root, tmp_path):
+    marker = tmp_path / "marker"
+    write_payload_checkpoint(tmp_path / "last.pth", marker)
+    with pytest.raises(UnsafeFileError, match="last.pth"):
+        train_cls.main(["--resume"] + opts(data_root, tmp_path))
+    assert not marker.exists()
+
+
+def test_payload_in_eval_weights_is_refused(data_root, tmp_path):
+    marker = tmp_path / "marker"
+    write_payload_checkpoint(tmp_path / "file.pth", marker)
+    with pytest.raises(UnsafeFileError, match="file.pth"):
+        train_cls.main(["--eval-only"] + opts(data_root, tmp_path / "out", **{"TEST.WEIGHTS": tmp_path / "file.pth"}))
+    assert not marker.exists()
+
+
+def test_checkpoint_rng_states_load_with_weights_only(finished_run):
+    ckpt = torch.load(finished_run / "last.pth", weights_only=True)  # raises if anything needs unpickling code
+    assert set(ckpt["rng"][0]) == {"python", "numpy", "torch", "cuda", "loader"}
+
+
+# ------------------------------------------------------------------ 2. divergence stops the run
+
+@pytest.mark.parametrize("batch_size", [24, 4])  # one step per epoch (the whole split), and six
+def test_divergence_exits_non_zero_and_saves_nothing_non_finite(data_root, tmp_path, batch_size):
+    code, err = cli(opts(data_root, tmp_path, **{"SOLVER.BASE_LR": 1e12, "SOLVER.EPOCHS": 3,
+                                                 "SOLVER.BATCH_SIZE": batch_size, "REGULARIZER.NAME": "adarand"}))
+    assert code != 0 and "FloatingPointError: training diverged (epoch " in err, err[-2000:]
+    assert not (tmp_path / "results.json").exists()
+    for name in ("last.pth", "best.pth"):
+        if (tmp_path / name).exists():
+            state = torch.load(tmp_path / name, weights_only=True)["model"]
+            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), name
+
+
+def test_non_finite_loss_term_is_named_with_its_iteration(data_root, tmp_path, monkeypatch):
+    from adarand.classification import engine
+
+    real_step = engine.train_step
+    calls = []
+
+    def step(*args):
+        loss, ce, reg, base, logits = real_step(*args)
+        calls.append(1)
+        if len(calls) == 2:  # the regularizer's value of the second step overflows
+            reg = torch.full_like(reg, float("inf"))
+        return loss, ce, reg, base, logits
+
+    monkeypatch.setattr(engine, "train_step", step)
+    with pytest.raises(FloatingPointError, match="epoch 1.*regularizer first at iteration 1"):
+        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand", "LOG_PERIOD": 100}))
+    assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
+
+
+# ------------------------------------------------------------------ 3. statistics identity
+
+@pytest.mark.parametrize("change", [{"SEED": 1}, {"DATASET.FRACTION": 0.5}, {"DATASET.SEED": 3},
+                                    {"INPUT.SIZE": 12}])
+def test_statistics_of_another_setup_are_recomputed(data_root, finished_run, tmp_path, caplog, change):
+    first = torch.load(finished_run / "class_stats.pt", weights_only=True)
+    (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
+    with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
+        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand", **change}))
+    assert "produced by another set-up" in caplog.text and "recomputing" in caplog.text
+    second = torch.load(tmp_path / "class_stats.pt", weights_only=True)
+    assert second["meta"]["identity"] != first["meta"]["identity"]
+    assert not torch.equal(second["mean"], first["mean"])
+
+
+def test_statistics_of_the_same_setup_are_reused(data_root, finished_run, tmp_path, caplog):
+    (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
+    os.utime(tmp_path / "class_stats.pt", (0, 0))
+    with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
+        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand"}))
+    assert "reusing" in caplog.text and os.stat(tmp_path / "class_stats.pt").st_mtime == 0
+
+
+# ------------------------------------------------------------------ 4. one output directory, one run
+
+def test_new_run_refuses_a_directory_holding_another_run(data_root, finished_run):
+    before = (finished_run / "last.pth").read_bytes()
+    with pytest.raises(OutputDirInUse, match="--resume.*new OUTPUT_DIR"):
+        train_cls.main(opts(data_root, finished_run, **{"REGULARIZER.NAME": "adarand"}))
+    assert (finished_run / "last.pth").read_bytes() == before
+
+
+def test_second_process_is_kept_out_of_a_locked_directory(data_root, tmp_path):
+    holder = hold_lock(tmp_path)
+    try:
+        code, err = cli(opts(data_root, tmp_path))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert code != 0 and "in use by another process" in err, err[-2000:]
+    assert not (tmp_path / "config.yaml").exists()
+
+
+# ------------------------------------------------------------------ 9. errors name files
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_checkpoint_is_named_on_resume(data_root, finished_run, tmp_path):
+    for name in ("last.pth", "class_stats.pt"):
+        (tmp_path / name).write_bytes((finished_run / name).read_bytes())
+    _truncate(tmp_path / "last.pth")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*last.pth: truncated or corrupt"):
+        train_cls.main(["--resume"] + opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand"}))
+
+
+def test_truncated_statistics_cache_is_named(data_root, finished_run, tmp_path):
+    (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
+    _truncate(tmp_path / "class_stats.pt")
+    with pytest.raises(ValueError, match="class statistics file .*class_stats.pt: truncated or corrupt"):
+        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand"}))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_truncated_image_is_named(data_root, tmp_path, split):
+    tree = make_fake_imagefolder(tmp_path / "tree", NUM_CLASSES, PER_CLASS, image_size=16)
+    broken = os.path.join(tree, split, "class_1", sorted(os.listdir(os.path.join(tree, split, "class_1")))[0])
+    with open(broken, "r+b") as f:
+        f.truncate(os.path.getsize(broken) // 2)
+    with pytest.raises(OSError, match=f"cannot read {broken} "):
+        train_cls.main(opts(tree, tmp_path / "out"))
+
+
+@pytest.mark.parametrize("method,target", [("none", "best.pth"), ("adarand", "class_stats.pt")])
+def test_full_disk_names_the_file_and_leaves_no_temporary(data_root, tmp_path, monkeypatch, method, target):
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.torch, "save", full_disk)
+    with pytest.raises(OSError, match=f"could not write .*{target}: No space left on device"):
+        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": method}))
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert not (tmp_path / target).exists()
+

@@ -1,0 +1,36 @@
+"""Faults shared by the bad-input tests: a pickled payload and a second process holding a lock."""
+import subprocess
+import sys
+
+import torch
+
+
+class Payload:
+    """Unpickling this runs ``open(marker, "w")``: the file appears iff code executed."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def write_payload_checkpoint(path, marker):
+    torch.save({"model": {"w": torch.ones(2)}, "extra": Payload(marker)}, path)
+
+
+HOLDER = """
+import sys
+from adarand.files import lock_output_dir
+lock_output_dir(sys.argv[1])
+print("locked", flush=True)
+sys.stdin.read()  # hold until the test closes stdin
+"""
+
+
+def hold_lock(directory):
+    """A second process holding ``directory``'s lock until its stdin is closed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
