@@ -203,7 +203,7 @@ def channel_loss_increase(backbone, head, layers, batches, device=None):
 def attention_weights(loss_increase, mode="supervised"):
     """Channel attention of one layer from its loss increases dL (shape C), scaled to mean 1.
 
-    - ``supervised`` (DELTA paper, Sec. 3.3): ``W_c = C * softmax_c(dL)``.
+    - ``supervised`` (the DELTA paper's supervised attention): ``W_c = C * softmax_c(dL)``.
     - ``supervised-standardized`` (the official DELTA code): ``W_c = C * softmax_c(z_c / 5)``,
       ``z = (dL - mean(dL)) / std(dL)``.
     - ``none``: ``W_c = 1`` (DELTA without attention).
