@@ -44,8 +44,7 @@ import torch
 
 import adarand
 from adarand.classification import backbones
-from adarand.classification.baselines import build_baseline
-from adarand.classification.build import build_optimizer, build_regularizer
+from adarand.classification.build import build_baseline, build_optimizer, build_regularizer
 from adarand.classification.config import get_cfg
 from adarand.classification.engine import FeaturesAndLogits, set_train_mode, train_step
 
@@ -61,6 +60,7 @@ DEFAULT_METHODS = ["ft", "fnp", "randreg-cp", "adarand", "ptr"]  # the regulariz
 def make_cfg(device, regularizer, baseline):
     cfg = get_cfg()
     cfg.REGULARIZER.NAME, cfg.BASELINE.NAME = regularizer, baseline
+    cfg.BASELINE.DELTA_ATTENTION = "none"  # the step costs the same with any fixed channel weights
     cfg.AMP = "bf16" if device.type == "cuda" else "off"
     cfg.freeze()
     return cfg

@@ -74,6 +74,7 @@ def test_two_epoch_run_writes_everything(method_runs, reg, baseline):
                 "val_gaussian_entropy", "epoch_time_s"):
         assert key in records[0] and records[0][key] == records[0][key], key  # present, not NaN
     assert not [k for r in records for k in r if k.startswith("test")]
+    assert (records[0]["train_baseline"] > 0) == bool(baseline)
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["dataset"] == "imagefolder" and results["seed"] == 0
     assert 0.0 <= results["test_top1"] <= 1.0 and 0.0 <= results["test_mean_class_acc"] <= 1.0
@@ -92,6 +93,19 @@ def _kill_after_first_epoch(epoch, run_state):
 def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path, reg, schedule):
     extra = {"REGULARIZER.NAME": reg, "REGULARIZER.PTR_THRESHOLD": 100.0,  # PtR switches on after epoch 1
              "SOLVER.LR_SCHEDULE": schedule, "SOLVER.WARMUP_ITERS": 2 if schedule == "cosine_7_16" else 0}
+    _assert_resume_exact(data_root, tmp_path, extra)
+
+
+@pytest.mark.parametrize("baseline,layers", [("l2sp", "[]"), ("delta", "['2', '5']")])
+def test_kill_and_resume_with_a_baseline_equals_uninterrupted(data_root, tmp_path, baseline, layers):
+    """L2-SP's starting point and DELTA's frozen network and attention are rebuilt identically on resume."""
+    _assert_resume_exact(data_root, tmp_path, {"BASELINE.NAME": baseline, "BASELINE.DELTA_LAYERS": layers,
+                                               "BASELINE.DELTA_ATTENTION_IMAGES": 8})
+
+
+def _assert_resume_exact(data_root, tmp_path, extra):
+    """A run killed after epoch 1 and resumed ends with the weights, regularizer state and results
+    of an uninterrupted run."""
     straight = run(data_root, tmp_path / "straight", **extra)
     with pytest.raises(KeyboardInterrupt):
         run(data_root, tmp_path / "resumed", callbacks=[_kill_after_first_epoch], **extra)

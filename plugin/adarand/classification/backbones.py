@@ -26,7 +26,7 @@ SSL_TRUNK_PREFIXES = ("backbone.", "encoder_q.", "encoder.")
 
 
 class ImageClassifier(nn.Module):
-    """``head(backbone(x))`` plus what the trainer and the baselines need to know."""
+    """``head(backbone(x))`` plus what the trainer needs to know (no copy of the starting weights: L2-SP keeps its own)."""
 
     def __init__(self, backbone, feat_dim, num_classes, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD):
         super().__init__()
@@ -37,7 +37,6 @@ class ImageClassifier(nn.Module):
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
         self.input_mean, self.input_std = tuple(input_mean), tuple(input_std)
-        self._start = {f"backbone.{n}": p.detach().clone() for n, p in backbone.named_parameters()}
 
     def features(self, x):
         """Penultimate features, B x feat_dim."""
@@ -50,10 +49,6 @@ class ImageClassifier(nn.Module):
         """``(features, logits)`` from one backbone pass."""
         f = self.backbone(x)
         return f, self.head(f)
-
-    def pretrained_parameters(self):
-        """Copies of the backbone's parameters as built (pre-trained or not), keyed like ``named_parameters()``."""
-        return {name: p.clone() for name, p in self._start.items()}
 
 
 class TinyCNN(nn.Sequential):

@@ -1,113 +1,367 @@
-"""Fine-tuning baselines that need no source data: L2-SP, DELTA, BSS.
+"""Fine-tuning baselines that need no source data (L2-SP, DELTA, BSS), behind one interface.
 
-Each is a module called as ``baseline(images, features)`` after the model's forward
-pass and returns a scalar added to the loss:
+The interface mirrors the core's regularizers (:func:`adarand.build_regularizer`): a baseline
+is built by name with checked keyword options, ``build_baseline(name, model, **options)``
+(:func:`available_baselines`, :func:`baseline_options`), and called after the model's forward
+pass as ``loss = baseline(features, labels, logits=None, classifier_weight=None)``, which
+returns the term added to the loss. Two additions, because a baseline looks inside the model:
 
-- L2-SP (Li et al., 2018): ``alpha/2 ||w_S - w_S^0||^2 + beta/2 ||w_head||^2``, w_S the
-  parameters that came from the pre-trained model, w_S^0 their starting values.
-- DELTA (Li et al., 2019), unweighted: ``alpha * mean_i sum_j ||FM_j(w, x_i) - FM_j(w^0, x_i)||^2
-  + beta/2 ||w_head||^2``, FM_j the outputs of the chosen backbone layers (default: the
-  penultimate features), w^0 a frozen copy of the starting network in eval mode. The
-  paper's attention weights per channel are not used (every channel weighs 1).
-- BSS (Chen et al., 2019): ``eta * sum_{i<=k} s_{-i}^2``, the k smallest singular values
+- ``with baseline.watch(images): features, logits = model.forward_features(images)``: the
+  forward pass whose intermediate outputs the baseline reads (DELTA). Forward hooks exist only
+  inside this block; the outputs are handed to the next call of the baseline and dropped there.
+- ``baseline.needs_data`` / ``baseline.init_from_data(fit_batches, probe_batches)``: one-off
+  initialisation from training data before training (DELTA's channel attention), like the
+  regularizers' ``needs_stats`` / ``init_from_stats``.
+
+Methods:
+
+- L2-SP (Li et al., ICML 2018): ``alpha/2 ||w_S - w_S^0||^2 + beta/2 ||w_head||^2``, w_S the
+  backbone's parameters, w_S^0 their values when the baseline is built (the pre-trained
+  weights), held by the baseline alone.
+- DELTA (Li et al., ICLR 2019): ``alpha * mean_i sum_j sum_c W_jc ||FM_jc(w, x_i) - FM_jc(w^0, x_i)||^2
+  + beta/2 ||w_head||^2``, FM_jc channel c of the output of backbone layer j, w^0 a frozen copy
+  of the starting backbone in eval mode, W_jc the channel attention (:func:`attention_weights`).
+- BSS (Chen et al., NeurIPS 2019): ``eta * sum_{i<=k} s_{-i}^2``, the k smallest singular values
   of the batch feature matrix (B x D).
 """
+import contextlib
 import copy
+import inspect
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from adarand.validation import check_hyperparameter
+
+# The official DELTA code standardises the loss increases and divides them by 5 before the softmax.
+OFFICIAL_ATTENTION_TEMPERATURE = 5.0
 
 
 def _at_least_fp32(x):
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def head_l2(head: nn.Module) -> torch.Tensor:
-    """``||w_head||^2`` over every parameter of the new head (weight and bias)."""
-    return sum(p.pow(2).sum() for p in head.parameters())
+def head_l2(params) -> torch.Tensor:
+    """``||w_head||^2`` over the given head parameters (weight and bias)."""
+    return sum(p.pow(2).sum() for p in params)
 
 
-class L2SP(nn.Module):
-    """``alpha/2 ||w_S - w_S^0||^2 + beta/2 ||w_head||^2``."""
+class Baseline(nn.Module):
+    """Base class: the hooks of the interface, all no-ops."""
+
+    needs_data = False
+
+    def watch(self, images):
+        """Context manager around the model's forward pass on ``images`` (nothing to watch here)."""
+        return contextlib.nullcontext()
+
+    def init_from_data(self, fit_batches, probe_batches):
+        """One-off initialisation from ``(images, labels)`` batches (nothing for this method)."""
+
+
+class L2SP(Baseline):
+    """``alpha/2 ||w_S - w_S^0||^2 + beta/2 ||w_head||^2``; w_S^0 is copied from ``model.backbone`` here.
+
+    Args:
+        model: an ``ImageClassifier`` (``backbone`` and ``head``) holding its starting weights.
+        alpha: weight of the distance to the starting point.
+        beta: weight of the head's L2 term.
+
+    Shape:
+        - Output: scalar (the inputs of ``forward`` are not used).
+    """
 
     def __init__(self, model, alpha=0.01, beta=0.01):
         super().__init__()
-        self.alpha, self.beta, self.head = alpha, beta, model.head
-        start = model.pretrained_parameters()
-        params = dict(model.named_parameters())
-        missing = sorted(set(start) - set(params))
-        if missing:
-            raise KeyError(f"l2sp: pre-trained parameter(s) {missing[:5]} are not parameters of the model")
-        self.params = [params[name] for name in start]
-        for i, name in enumerate(start):
-            self.register_buffer(f"start_{i}", start[name].detach().clone().to(params[name].dtype))
-        self.names = list(start)
+        self.alpha = check_hyperparameter("alpha", alpha)
+        self.beta = check_hyperparameter("beta", beta)
+        named = list(model.backbone.named_parameters())
+        self.names = [f"backbone.{name}" for name, _ in named]  # keyed like model.named_parameters()
+        self.params = [p for _, p in named]  # the live parameters (a list: not submodules of the baseline)
+        self.head_params = list(model.head.parameters())
+        for i, p in enumerate(self.params):
+            self.register_buffer(f"start_{i}", p.detach().clone())
 
-    def forward(self, images=None, features=None):
-        starts = [getattr(self, f"start_{i}") for i in range(len(self.params))]
-        drift = sum((p - p0).pow(2).sum() for p, p0 in zip(self.params, starts))
-        return 0.5 * self.alpha * drift + 0.5 * self.beta * head_l2(self.head)
+    def starting_point(self):
+        """``{name: w^0}``, keyed like ``model.named_parameters()``."""
+        return {name: getattr(self, f"start_{i}") for i, name in enumerate(self.names)}
+
+    def forward(self, features=None, labels=None, logits=None, classifier_weight=None):
+        drift = sum((p - getattr(self, f"start_{i}")).pow(2).sum() for i, p in enumerate(self.params))
+        return 0.5 * self.alpha * drift + 0.5 * self.beta * head_l2(self.head_params)
 
 
-class DELTA(nn.Module):
-    """Plain feature-map distance to the frozen starting network, plus the head's L2."""
+def _channel_distance(live, ref, weights=None):
+    """``mean_i sum_c W_c ||live_ic - ref_ic||^2`` (channels on dim 1; W = 1 when ``weights`` is None)."""
+    diff = (_at_least_fp32(live) - _at_least_fp32(ref)).pow(2)
+    per_channel = diff.reshape(diff.shape[0], diff.shape[1], -1).sum(2)  # B x C
+    if weights is not None:
+        per_channel = per_channel * weights
+    return per_channel.sum(1).mean()
 
-    def __init__(self, model, alpha=0.01, beta=0.01, layers=()):
+
+@contextlib.contextmanager
+def _capture(modules):
+    """Forward hooks on ``{name: module}`` for the duration of the block; outputs land in the yielded dict."""
+    outputs = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            outputs[name] = output
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _resolve_layers(backbone, layers):
+    """``{name: submodule}`` of ``backbone`` ("" is the backbone itself: the penultimate features)."""
+    modules = dict(backbone.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        raise KeyError(f"delta: backbone has no submodule(s) {missing} (BASELINE.DELTA_LAYERS)")
+    return {name: modules[name] for name in layers}
+
+
+def fit_linear_head(features, labels, num_classes, weight_decay=1e-4, max_iter=200):
+    """A new linear head on fixed features: argmin over (W, b) of ``CE(f W^T + b, y) + wd/2 ||W||^2``
+    (L-BFGS from zero, deterministic).
+
+    Args:
+        features: N x D float tensor.
+        labels: N class indices in [0, num_classes).
+
+    Returns:
+        ``nn.Linear(D, num_classes)`` on the features' device and dtype, without gradient.
+    """
+    head = nn.Linear(features.shape[1], num_classes).to(features.device, features.dtype)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=max_iter, tolerance_change=1e-12,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(head(features), labels) + 0.5 * weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return head.requires_grad_(False)
+
+
+@torch.no_grad()
+def channel_loss_increase(backbone, head, layers, batches, device=None):
+    """``dL_jc = mean_i [CE(head(f^{-jc}(x_i)), y_i) - CE(head(f(x_i)), y_i)]`` for every channel c of
+    every layer j: the increase of the classification loss when channel c of layer j's output is
+    set to zero (for a bias-free convolution: when its c-th filter is removed).
+
+    Args:
+        backbone: the starting network (images -> B x D), run as it is (put it in eval mode).
+        head: a classifier on its features (B x D -> B x C).
+        layers: names of ``backbone`` submodules ("" = the backbone's own output); channels on dim 1.
+        batches: iterable of ``(images, labels)``.
+
+    Returns:
+        A list with one float64 tensor of shape (C_j,) per layer.
+    """
+    modules = _resolve_layers(backbone, layers)
+    sums, count, zeroed = None, 0, {"channel": None}
+
+    def zero_channel(module, inputs, output):
+        output = output.clone()
+        output[:, zeroed["channel"]] = 0
+        return output
+
+    for images, labels in batches:
+        images, labels = images.to(device), labels.to(device)
+        with _capture(modules) as outputs:
+            base = F.cross_entropy(head(backbone(images)).double(), labels, reduction="sum")
+        if sums is None:
+            sums = [torch.zeros(outputs[name].shape[1], dtype=torch.float64, device=images.device)
+                    for name in layers]
+        for j, name in enumerate(layers):
+            handle = modules[name].register_forward_hook(zero_channel)
+            try:
+                for c in range(sums[j].shape[0]):
+                    zeroed["channel"] = c
+                    sums[j][c] += F.cross_entropy(head(backbone(images)).double(), labels, reduction="sum") - base
+            finally:
+                handle.remove()
+        count += labels.shape[0]
+    if not count:
+        raise ValueError("delta: no images to compute the channel attention from")
+    return [s / count for s in sums]
+
+
+def attention_weights(loss_increase, mode="supervised"):
+    """Channel attention of one layer from its loss increases dL (shape C), scaled to mean 1.
+
+    - ``supervised`` (the DELTA paper's supervised attention): ``W_c = C * softmax_c(dL)``.
+    - ``supervised-standardized`` (the official DELTA code): ``W_c = C * softmax_c(z_c / 5)``,
+      ``z = (dL - mean(dL)) / std(dL)``.
+    - ``none``: ``W_c = 1`` (DELTA without attention).
+
+    The factor C (as in the official code) makes uniform attention equal to ``none``, so that
+    ``alpha`` keeps its scale across modes.
+    """
+    channels = loss_increase.shape[0]
+    if mode == "none":
+        return torch.ones_like(loss_increase)
+    if mode == "supervised":
+        return channels * torch.softmax(loss_increase, dim=0)
+    if mode == "supervised-standardized":
+        z = (loss_increase - loss_increase.mean()) / loss_increase.std(unbiased=False).clamp(min=1e-12)
+        return channels * torch.softmax(z / OFFICIAL_ATTENTION_TEMPERATURE, dim=0)
+    raise ValueError(f"delta: unknown attention {mode!r}; expected one of {DELTA.ATTENTION}")
+
+
+class DELTA(Baseline):
+    """``alpha * mean_i sum_j sum_c W_jc ||FM_jc(w, x_i) - FM_jc(w^0, x_i)||^2 + beta/2 ||w_head||^2``.
+
+    The attention W_jc is computed once, before training, by :meth:`init_from_data`: a linear head
+    is fitted to the frozen starting features of ``fit_batches`` (:func:`fit_linear_head`), then
+    each channel's loss increase is averaged over ``probe_batches`` (:func:`channel_loss_increase`)
+    and normalised per layer (:func:`attention_weights`).
+
+    Args:
+        model: an ``ImageClassifier``; its backbone is copied (frozen, eval mode) as w^0.
+        alpha: weight of the feature-map distance.
+        beta: weight of the head's L2 term.
+        layers: names of backbone submodules whose outputs are compared; empty: the penultimate features.
+        attention: ``supervised`` (default, the paper's), ``supervised-standardized`` (the official
+            code's normalisation) or ``none`` (every channel weighs 1).
+
+    Shape:
+        - Layer outputs: (B, C_j, ...), channels on dim 1 (B x D for the penultimate features).
+        - Output: scalar.
+    """
+
+    ATTENTION = ("supervised", "supervised-standardized", "none")
+
+    def __init__(self, model, alpha=0.01, beta=0.01, layers=(), attention="supervised"):
         super().__init__()
-        self.alpha, self.beta, self.head, self.layers = alpha, beta, model.head, list(layers)
-        self.frozen = copy.deepcopy(model).eval().requires_grad_(False)
-        self._live, self._ref = {}, {}
-        live_modules = dict(model.backbone.named_modules())
-        ref_modules = dict(self.frozen.backbone.named_modules())
-        for name in self.layers:
-            if name not in live_modules:
-                raise KeyError(f"delta: backbone has no submodule {name!r} (BASELINE.DELTA_LAYERS)")
-            live_modules[name].register_forward_hook(self._store(self._live, name))
-            ref_modules[name].register_forward_hook(self._store(self._ref, name))
+        if attention not in self.ATTENTION:
+            raise ValueError(f"delta: unknown attention {attention!r}; expected one of {self.ATTENTION}")
+        self.alpha = check_hyperparameter("alpha", alpha)
+        self.beta = check_hyperparameter("beta", beta)
+        self.layers, self.attention = list(layers) or [""], attention
+        self.num_classes = model.head.out_features
+        self.head_params = list(model.head.parameters())
+        self.live = _resolve_layers(model.backbone, self.layers)  # a dict: not submodules of the baseline
+        self.frozen = copy.deepcopy(model.backbone).eval().requires_grad_(False)
+        self.reference = _resolve_layers(self.frozen, self.layers)
+        for j in range(len(self.layers)):
+            self.register_buffer(f"attention_{j}", None)
+        self._maps = None  # (live, reference) outputs of the last watched forward, until the next call
 
-    @staticmethod
-    def _store(bucket, name):
-        def hook(module, inputs, output):
-            bucket[name] = output
-        return hook
+    @property
+    def needs_data(self):
+        return self.attention != "none"
 
     def train(self, mode=True):
         super().train(mode)
         self.frozen.eval()  # the reference network always runs with its pre-trained BN statistics
         return self
 
-    def forward(self, images, features):
+    def init_from_data(self, fit_batches, probe_batches):
+        """Compute the channel attention (see the class docstring) from ``(images, labels)`` batches."""
+        if not self.needs_data:
+            return
+        device = next(self.frozen.parameters()).device
+        features, labels = [], []
         with torch.no_grad():
-            ref_features = self.frozen.features(images)
-        if self.layers:
-            pairs = [(self._live.pop(n), self._ref.pop(n)) for n in self.layers]
-        else:
-            pairs = [(features, ref_features)]
-        distance = sum((_at_least_fp32(a) - _at_least_fp32(b)).pow(2).flatten(1).sum(1).mean() for a, b in pairs)
-        return self.alpha * distance + 0.5 * self.beta * head_l2(self.head)
+            for images, y in fit_batches:
+                features.append(_at_least_fp32(self.frozen(images.to(device))))
+                labels.append(y.to(device))
+        head = fit_linear_head(torch.cat(features), torch.cat(labels), self.num_classes)
+        increase = channel_loss_increase(self.frozen, head, self.layers, probe_batches, device)
+        for j, delta_loss in enumerate(increase):
+            setattr(self, f"attention_{j}", attention_weights(delta_loss, self.attention).float())
+
+    def channel_weights(self):
+        """Per layer: the C_j channel weights, or None (every channel weighs 1)."""
+        weights = [getattr(self, f"attention_{j}") for j in range(len(self.layers))]
+        if self.needs_data and any(w is None for w in weights):
+            raise RuntimeError(f"delta: attention {self.attention!r} is not computed yet; call "
+                               "init_from_data(fit_batches, probe_batches) before training (or use attention 'none')")
+        return weights
+
+    @contextlib.contextmanager
+    def watch(self, images):
+        """Run the frozen network on ``images``, then hook the live layers for the block's forward pass."""
+        with torch.no_grad(), _capture(self.reference) as reference:
+            self.frozen(images)
+        with _capture(self.live) as live:
+            yield
+        self._maps = (live, reference)
+
+    def forward(self, features=None, labels=None, logits=None, classifier_weight=None):
+        if self._maps is None:
+            raise RuntimeError("delta: run the model's forward pass inside `with baseline.watch(images):` "
+                               "before computing the loss")
+        (live, reference), self._maps = self._maps, None
+        missing = [name or "<backbone output>" for name in self.layers if name not in live]
+        if missing:
+            raise RuntimeError(f"delta: layer(s) {missing} did not run in the watched forward pass")
+        weights = self.channel_weights()
+        distance = sum(_channel_distance(live[name], reference[name], w) for name, w in zip(self.layers, weights))
+        return self.alpha * distance + 0.5 * self.beta * head_l2(self.head_params)
 
 
-class BSS(nn.Module):
-    """``eta * sum of the k smallest squared singular values`` of the batch features."""
+class BSS(Baseline):
+    """``eta * sum of the k smallest squared singular values`` of the batch features.
+
+    Shape:
+        - features: (B, D); Output: scalar.
+    """
 
     def __init__(self, eta=0.001, k=1):
         super().__init__()
-        self.eta, self.k = eta, k
+        self.eta = check_hyperparameter("eta", eta)
+        if int(k) != k or k < 1:
+            raise ValueError(f"bss: k must be a positive integer; got {k!r}")
+        self.k = int(k)
 
-    def forward(self, images=None, features=None):
+    def forward(self, features, labels=None, logits=None, classifier_weight=None):
         singular = torch.linalg.svdvals(_at_least_fp32(features))  # descending
         return self.eta * singular[-self.k:].pow(2).sum()
 
 
-def build_baseline(cfg, model):
-    """The baseline ``cfg.BASELINE.NAME`` for ``model`` (None for "")."""
-    name, b = cfg.BASELINE.NAME, cfg.BASELINE
-    if name == "":
-        return None
-    if name == "l2sp":
-        return L2SP(model, b.ALPHA, b.BETA)
-    if name == "delta":
-        return DELTA(model, b.ALPHA, b.BETA, b.DELTA_LAYERS)
-    if name == "bss":
-        return BSS(b.BSS_ETA, b.BSS_K)
-    raise ValueError(f"config key BASELINE.NAME = {name!r}; expected '', l2sp, delta or bss")
+def _bss(model, eta=0.001, k=1):
+    return BSS(eta, k)
+
+
+_REGISTRY = {"l2sp": L2SP, "delta": DELTA, "bss": _bss}
+
+
+def available_baselines():
+    """Names accepted by :func:`build_baseline`."""
+    return list(_REGISTRY)
+
+
+def baseline_options(name):
+    """The keyword options ``name`` accepts (beyond the model), with defaults."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown baseline {name!r}; available: {', '.join(_REGISTRY)}")
+    params = inspect.signature(_REGISTRY[name]).parameters.values()
+    return {p.name: p.default for p in params if p.name != "model"}
+
+
+def build_baseline(name, model, **options):
+    """The baseline ``name`` for ``model`` (an ``ImageClassifier``: ``backbone``, ``head``).
+
+    Options (see :func:`baseline_options`): ``alpha``, ``beta`` (L2-SP, DELTA), ``layers``,
+    ``attention`` (DELTA), ``eta``, ``k`` (BSS).
+    """
+    accepted = baseline_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"baseline {name!r} does not take option(s) {unknown}; it takes {sorted(accepted)}")
+    return _REGISTRY[name](model, **options)

@@ -1,15 +1,15 @@
-"""Builders: config -> data, loaders, model, regularizer, optimizer, schedule."""
+"""Builders: config -> data, loaders, model, regularizer, baseline, optimizer, schedule."""
 import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 import adarand
 from adarand.schedules import cosine_7_16
 
-from . import backbones, datasets, transforms
+from . import backbones, baselines, datasets, transforms
 
 
 class TransformedSubset(Dataset):
@@ -120,6 +120,27 @@ def build_regularizer(cfg, num_classes, feat_dim, total_steps):
               "loss": r.PTR_LOSS}
     accepted = adarand.regularizer_options(r.NAME)
     return adarand.build_regularizer(r.NAME, num_classes, feat_dim, **{k: v for k, v in values.items() if k in accepted})
+
+
+def build_baseline(cfg, model):
+    """The baseline BASELINE.NAME for ``model`` with the options it accepts (None for "")."""
+    b = cfg.BASELINE
+    if not b.NAME:
+        return None
+    values = {"alpha": b.ALPHA, "beta": b.BETA, "layers": list(b.DELTA_LAYERS), "attention": b.DELTA_ATTENTION,
+              "eta": b.BSS_ETA, "k": b.BSS_K}
+    accepted = baselines.baseline_options(b.NAME)
+    return baselines.build_baseline(b.NAME, model, **{k: v for k, v in values.items() if k in accepted})
+
+
+def baseline_data(cfg, data):
+    """``(fit_batches, probe_batches)`` for ``baseline.init_from_data``: every training image, and
+    BASELINE.DELTA_ATTENTION_IMAGES of them drawn with DATASET.SEED; eval transforms, in order, and
+    the whole set in every process (each rank computes the same result, no communication)."""
+    generator = torch.Generator().manual_seed(cfg.DATASET.SEED)
+    probe = torch.randperm(len(data.train_eval), generator=generator)[:cfg.BASELINE.DELTA_ATTENTION_IMAGES]
+    return (eval_loader(cfg, data.train_eval, 0, 1),
+            eval_loader(cfg, Subset(data.train_eval, probe.tolist()), 0, 1))
 
 
 def build_optimizer(cfg, model: nn.Module):

@@ -49,6 +49,12 @@ _C.BASELINE.NAME = ""  # "" | l2sp | delta | bss (added to any regularizer)
 _C.BASELINE.ALPHA = 0.01  # L2-SP: alpha/2 ||w - w0||^2 on the backbone; DELTA: weight of the feature-map distance
 _C.BASELINE.BETA = 0.01  # L2-SP / DELTA: beta/2 ||w_head||^2 on the new head
 _C.BASELINE.DELTA_LAYERS = []  # DELTA: names of backbone submodules whose outputs are compared ([] = penultimate)
+# DELTA: channel attention W_jc, computed once before training from the starting network:
+# supervised (the paper's: C_j softmax_c of the loss increase when channel c of layer j is zeroed) |
+# supervised-standardized (the official code's: the increases standardised, softmax at temperature 5) |
+# none (every channel weighs 1)
+_C.BASELINE.DELTA_ATTENTION = "supervised"
+_C.BASELINE.DELTA_ATTENTION_IMAGES = 256  # DELTA: training images the loss increases are averaged over (official: 4 x 64)
 _C.BASELINE.BSS_ETA = 0.001  # BSS: eta
 _C.BASELINE.BSS_K = 1  # BSS: number of smallest singular values penalised
 
@@ -90,6 +96,7 @@ CHOICES = {
     "REGULARIZER.PRIOR_LR_SCHEDULE": ("cosine_7_16", "half_cosine", "constant"),
     "AMP": ("off", "bf16", "fp16"),
     "BASELINE.NAME": ("", "l2sp", "delta", "bss"),
+    "BASELINE.DELTA_ATTENTION": ("supervised", "supervised-standardized", "none"),
 }
 
 
@@ -113,6 +120,9 @@ def check_cfg(cfg: CN) -> None:
     if cfg.SOLVER.WARMUP_ITERS < 0 or (cfg.SOLVER.WARMUP_ITERS and cfg.SOLVER.LR_SCHEDULE != "cosine_7_16"):
         raise ValueError(f"config key SOLVER.WARMUP_ITERS = {cfg.SOLVER.WARMUP_ITERS}: a warm-up needs "
                          f"SOLVER.LR_SCHEDULE cosine_7_16 (got {cfg.SOLVER.LR_SCHEDULE!r}) and a value >= 0")
+    if cfg.BASELINE.DELTA_ATTENTION_IMAGES < 1:
+        raise ValueError(f"config key BASELINE.DELTA_ATTENTION_IMAGES = {cfg.BASELINE.DELTA_ATTENTION_IMAGES}; "
+                         "expected >= 1")
 
 
 def load_cfg(config_file: str = "", opts=()) -> CN:

@@ -1,7 +1,8 @@
 """Training and evaluation loops of the classification trainer.
 
-One step (Eq. 1): ``features, logits = model.forward_features(x)``;
-``loss = CE(logits, y) + reg(features, y) + baseline``; model optimizer step; then
+One step (Eq. 1): ``features, logits = model.forward_features(x)`` (inside ``baseline.watch(x)``
+when a baseline is used); ``loss = CE(logits, y) + reg(features, y) + baseline(features, y)``; model
+optimizer step; then
 ``reg.step(features, y)`` (running means + prior update). ``reg.on_epoch_end()`` closes
 each epoch. Running sums and the divergence flags (:class:`adarand.finite_guard.FiniteGuard`)
 stay on the device; values are read back only every ``LOG_PERIOD`` steps (progress bar,
@@ -69,12 +70,14 @@ def to_device(cfg, images, labels, device):
 def train_step(cfg, net, model, reg, baseline, images, labels, optimizer, scaler):
     """One optimisation step (Eq. 1, then the prior update); returns detached
     (loss, ce, reg_loss, baseline_loss, logits, features)."""
-    with autocast(cfg, images.device):
+    watch = baseline.watch(images) if baseline is not None else contextlib.nullcontext()
+    with watch, autocast(cfg, images.device):
         features, logits = net(images)
     features, logits = features.float(), logits.float()
     ce = F.cross_entropy(logits, labels)
     reg_loss = reg(features, labels, logits=logits, classifier_weight=model.head.weight)
-    base_loss = baseline(images, features) if baseline is not None else torch.zeros((), device=images.device)
+    base_loss = baseline(features, labels, logits=logits, classifier_weight=model.head.weight) \
+        if baseline is not None else torch.zeros((), device=images.device)
     loss = ce + reg_loss + base_loss
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()

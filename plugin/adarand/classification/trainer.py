@@ -26,7 +26,6 @@ from adarand.files import claim_output_dir, release_output_dir, save_torch, writ
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build
-from .baselines import build_baseline
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .engine import FeaturesAndLogits, evaluate, new_guard, train_one_epoch, world
 from .run_log import RunLog
@@ -108,7 +107,7 @@ class Run:
             if self.data.val is not None else None
         total_steps = cfg.SOLVER.EPOCHS * len(self.train_loader)
         self.reg = build.build_regularizer(cfg, self.data.num_classes, self.model.feat_dim, total_steps).to(device)
-        self.baseline = build_baseline(cfg, self.model)
+        self.baseline = build.build_baseline(cfg, self.model)  # L2-SP / DELTA copy the starting weights here
         if self.baseline is not None:
             self.baseline.to(device)
         wrapped = FeaturesAndLogits(self.model)
@@ -155,6 +154,8 @@ def fit(cfg, resume=False, progress=True, epoch_callbacks=()):
     run = Run(cfg, device)
     if run.reg.needs_stats:
         run.reg.init_from_stats(class_stats(cfg, run.model, run.data, device, rank, size))
+    if run.baseline is not None and run.baseline.needs_data:  # DELTA's attention, recomputed (identically) on resume
+        run.baseline.init_from_data(*build.baseline_data(cfg, run.data))
     last = os.path.join(out, "last.pth")
     if resume and os.path.isfile(last):
         run.restore(load_checkpoint(last))  # CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
