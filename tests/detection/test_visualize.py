@@ -130,7 +130,7 @@ def test_runs_side_by_side_with_ground_truth_in_a_grid(evaluated, tmp_path):
         assert not np.array_equal(panels[0], panels[1])
 
 
-def test_score_threshold_drops_detections(evaluated):
+def test_score_threshold_and_top_k_drop_detections(evaluated):
     _, path = evaluated
     record = DatasetCatalog.get(VAL)[0]
     metadata = MetadataCatalog.get(VAL)
@@ -139,6 +139,9 @@ def test_score_threshold_drops_detections(evaluated):
     raw = _raw(record)
     assert np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=above_all), raw)
     assert not np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=0.0), raw)
+    best = max(detections, key=lambda r: r["score"])
+    assert np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=0.0, top_k=1),
+                          draw_predictions(raw, [best], metadata, score_threshold=0.0))
 
 
 def test_eval_draws_the_first_images(evaluated):
