@@ -234,7 +234,7 @@ def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score
 
 
 class PredictionDrawer(DatasetEvaluator):
-    """During inference, draws predictions | ground truth of the first ``num_images`` images.
+    """During inference, draws ground truth | predictions of the first ``num_images`` images.
 
     Main process only (with several processes: the first images of its shard, which are
     the dataset's first images). One PNG per image in ``out_dir``; nothing is evaluated.
