@@ -5,7 +5,7 @@
     python tools/train_net.py --config-file ... --num-gpus 8 [--resume] [KEY VALUE ...]
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... TEST.VIS_NUM_IMAGES 20
-        (also draws predictions | ground truth of the first 20 test images to OUTPUT_DIR/inference/vis/)
+        (also draws ground truth | predictions of the first 20 test images to OUTPUT_DIR/inference/vis/)
 """
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch

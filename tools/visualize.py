@@ -40,6 +40,8 @@ def parse_args(argv=None):
     parser.add_argument("--predictions", metavar="NAME=PATH", type=parse_run, action="append", default=[],
                         help="a run's instances_predictions.pth (or coco_instances_results.json); repeatable")
     parser.add_argument("--score-threshold", type=float, default=0.5, help="draw predictions scoring at least this")
+    parser.add_argument("--top-k", type=int, default=0,
+                        help="draw at most the K best detections of each image (0 = all above the threshold)")
     parser.add_argument("--num-images", type=int, default=0, help="the first N images of the dataset (0 = all)")
     parser.add_argument("--no-ground-truth", action="store_true", help="predictions only")
     parser.add_argument("--scale", type=float, default=1.0, help="drawing scale of each image")
@@ -74,7 +76,7 @@ def dataset_name(args):
 def main(argv=None):
     args = parse_args(argv)
     written = visualize_dataset(dataset_name(args), runs=args.predictions, out_dir=args.output_dir,
-                                grid_file=args.grid, score_threshold=args.score_threshold,
+                                grid_file=args.grid, score_threshold=args.score_threshold, top_k=args.top_k,
                                 num_images=args.num_images, ground_truth=not args.no_ground_truth,
                                 scale=args.scale, colors=args.colors)
     print(f"wrote {len(written)} PNG file(s)" + (f" to {args.output_dir}" if args.output_dir else "")

@@ -6,14 +6,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, detection_utils
+from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog, detection_utils
 from detectron2.structures import Instances
 from PIL import Image
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
 from adarand.detection import AdaRandTrainer
-from adarand.detection.visualize import (GAP, TITLE_HEIGHT, draw_predictions, load_predictions, save_png,
-                                         visualize_dataset)
+from adarand.detection.visualize import (GAP, TITLE_HEIGHT, class_colors, draw_predictions, load_predictions,
+                                         save_png, visualize_dataset)
 
 
 def test_opencv_and_the_detectron2_visualizer_work():
@@ -130,7 +130,7 @@ def test_runs_side_by_side_with_ground_truth_in_a_grid(evaluated, tmp_path):
         assert not np.array_equal(panels[0], panels[1])
 
 
-def test_score_threshold_drops_detections(evaluated):
+def test_score_threshold_and_top_k_drop_detections(evaluated):
     _, path = evaluated
     record = DatasetCatalog.get(VAL)[0]
     metadata = MetadataCatalog.get(VAL)
@@ -139,6 +139,9 @@ def test_score_threshold_drops_detections(evaluated):
     raw = _raw(record)
     assert np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=above_all), raw)
     assert not np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=0.0), raw)
+    best = max(detections, key=lambda r: r["score"])
+    assert np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=0.0, top_k=1),
+                          draw_predictions(raw, [best], metadata, score_threshold=0.0))
 
 
 def test_eval_draws_the_first_images(evaluated):
@@ -201,3 +204,12 @@ def test_palette_png_keeps_the_size_and_shrinks_the_file(tmp_path):
     with Image.open(tmp_path / "palette.png") as im:
         assert im.mode == "P" and im.size == (64, 48) and len(im.getcolors()) <= 16
     assert os.path.getsize(tmp_path / "palette.png") < os.path.getsize(tmp_path / "full.png")
+
+
+def test_class_colours_are_fixed_saturated_or_the_datasets_own(fake_voc):
+    colors = class_colors(MetadataCatalog.get(VAL))
+    assert len(colors) == 20 and len(set(colors)) == 20  # one per VOC class, all distinct
+    assert all(max(c) - min(c) > 0.2 for c in colors)  # no greys: they vanish on photos
+    assert colors == class_colors(MetadataCatalog.get(VAL))
+    own = Metadata(thing_classes=["a", "b"], thing_colors=[(255, 0, 0), (0, 51, 255)])
+    assert class_colors(own) == [(1.0, 0.0, 0.0), (0.0, 0.2, 1.0)]

@@ -5,7 +5,8 @@ from detectron2.config import CfgNode as CN
 
 
 def add_adarand_config(cfg):
-    """Add ``cfg.MODEL.ADARAND`` (defaults = the paper's) and the keys of the datasets switch."""
+    """Add ``cfg.MODEL.ADARAND`` (defaults = the paper's), the keys of the datasets switch, and
+    ``cfg.TEST.VIS_*`` (:func:`add_visualization_config`)."""
     cfg.MODEL.ADARAND = CN()
     # Regularizer of the ROI box-head features, by name: any of adarand.available_regularizers()
     # ("none" = plain fine-tuning, "fnp", "randreg-*", "adarand", "adarand-no-mean",
@@ -64,7 +65,7 @@ def add_adarand_config(cfg):
 
 def add_visualization_config(cfg):
     """Add ``cfg.TEST.VIS_*``: prediction images written by every evaluation (off by default)."""
-    # Draw predictions | ground truth of the first VIS_NUM_IMAGES images of each test set to
+    # Draw ground truth | predictions of the first VIS_NUM_IMAGES images of each test set to
     # <evaluation output folder>/vis/<dataset>/<image>.png (0 = off).
     cfg.TEST.VIS_NUM_IMAGES = 0
     # Predictions drawn: those scoring at least this.

@@ -87,17 +87,20 @@ def load_predictions(path, metadata):
     return by_image
 
 
-def class_colors(num_classes):
-    """One fixed RGB colour (floats in [0, 1]) per class: Detectron2's colormap, cycled."""
-    palette = colormap(rgb=True, maximum=1)
-    return [tuple(palette[c % len(palette)]) for c in range(num_classes)]
+def class_colors(metadata):
+    """One fixed RGB colour (floats in [0, 1]) per class: the metadata's ``thing_colors`` (0-255)
+    when it has them, else Detectron2's colormap without its greys (which vanish on photos), cycled."""
+    if metadata.get("thing_colors"):
+        return [tuple(v / 255 for v in color) for color in metadata.thing_colors]
+    palette = [c for c in colormap(rgb=True, maximum=1) if c.max() - c.min() > 0.2]
+    return [tuple(palette[c % len(palette)]) for c in range(len(metadata.thing_classes))]
 
 
 def _overlay(image, boxes, classes, masks, labels, metadata, scale):
     visualizer = Visualizer(image, metadata, scale=scale)
     if not len(classes):
         return visualizer.output.get_image()
-    colors = class_colors(len(metadata.thing_classes))
+    colors = class_colors(metadata)
     drawn = visualizer.overlay_instances(boxes=boxes, labels=labels, masks=masks,
                                          assigned_colors=[colors[c] for c in classes])
     return drawn.get_image()
@@ -115,9 +118,11 @@ def draw_ground_truth(image, record, metadata, scale=1.0):
     return _overlay(image, boxes, classes, masks, labels, metadata, scale)
 
 
-def draw_predictions(image, records, metadata, score_threshold=0.5, scale=1.0):
-    """COCO json detections scoring at least ``score_threshold``, drawn as "class score%"."""
-    kept = [r for r in records if r["score"] >= score_threshold]
+def draw_predictions(image, records, metadata, score_threshold=0.5, top_k=0, scale=1.0):
+    """COCO json detections scoring at least ``score_threshold`` (at most the ``top_k`` best when
+    ``top_k`` > 0), drawn as "class score%"."""
+    kept = sorted((r for r in records if r["score"] >= score_threshold), key=lambda r: -r["score"])
+    kept = kept[:top_k] if top_k > 0 else kept
     boxes = BoxMode.convert(np.array([r["bbox"] for r in kept], dtype=np.float64).reshape(-1, 4),
                             BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
     classes = [r["category_id"] for r in kept]
@@ -160,7 +165,7 @@ def stack_rows(rows):
     return np.concatenate(out)
 
 
-def draw_comparison(record, metadata, runs=(), score_threshold=0.5, ground_truth=True, scale=1.0):
+def draw_comparison(record, metadata, runs=(), score_threshold=0.5, top_k=0, ground_truth=True, scale=1.0):
     """One row for one dataset dict: [ground truth |] run 1 | run 2 ..., runs = [(name, predictions)].
 
     Panels are titled; the first title starts with the image id.
@@ -173,8 +178,8 @@ def draw_comparison(record, metadata, runs=(), score_threshold=0.5, ground_truth
         titles.append("ground truth")
     for name, predictions in runs:
         panels.append(draw_predictions(image, predictions.get(record["image_id"], []), metadata,
-                                       score_threshold, scale))
-        titles.append(f"{name} (score >= {score_threshold:g})")
+                                       score_threshold, top_k, scale))
+        titles.append(f"{name} ({f'top {top_k}, ' if top_k > 0 else ''}score >= {score_threshold:g})")
     titles[0] = f"{record['image_id']}: {titles[0]}"
     return side_by_side(panels, titles)
 
@@ -188,7 +193,7 @@ def save_png(image, path, colors=0):
     picture.save(path, optimize=True)
 
 
-def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score_threshold=0.5,
+def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score_threshold=0.5, top_k=0,
                       num_images=0, ground_truth=True, scale=1.0, colors=0, progress=True):
     """Draw the first ``num_images`` images (0 = all) of a registered dataset.
 
@@ -215,7 +220,7 @@ def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score
         raise ValueError(f"dataset {dataset_name} has no images")
     written, rows = [], []
     for record in tqdm(selected, desc=f"drawing {dataset_name}", disable=not progress):
-        row = draw_comparison(record, metadata, loaded, score_threshold, ground_truth, scale)
+        row = draw_comparison(record, metadata, loaded, score_threshold, top_k, ground_truth, scale)
         if out_dir is not None:
             path = os.path.join(out_dir, os.path.splitext(os.path.basename(record["file_name"]))[0] + ".png")
             save_png(row, path, colors)
@@ -229,7 +234,7 @@ def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score
 
 
 class PredictionDrawer(DatasetEvaluator):
-    """During inference, draws predictions | ground truth of the first ``num_images`` images.
+    """During inference, draws ground truth | predictions of the first ``num_images`` images.
 
     Main process only (with several processes: the first images of its shard, which are
     the dataset's first images). One PNG per image in ``out_dir``; nothing is evaluated.
