@@ -22,6 +22,19 @@ from adarand import build_regularizer
 from .config import regularizer_kwargs
 
 
+NORMALIZERS = ("sampled", "regularized")
+
+
+def per_sampled_roi(loss, keep):
+    """Rescale a mean over the kept rows to a sum over them divided by all sampled ROIs.
+
+    ``loss * n_kept / n_sampled``: each regularized ROI then weighs ``1 / n_sampled`` in the
+    loss, as in Detectron2's ``loss_cls`` and ``loss_box_reg``, however few are kept
+    (a mean over the kept rows gives each of them ``1 / n_kept``). No host sync.
+    """
+    return loss * keep.sum() / max(keep.numel(), 1)
+
+
 def flat_dim(shape):
     """Length of a box-head output (a ShapeSpec) once flattened."""
     return int(math.prod(s for s in (shape.channels, shape.height, shape.width) if s))
@@ -32,9 +45,16 @@ class AdaRandROIHeads(StandardROIHeads):
     """StandardROIHeads whose box branch adds ``loss_adarand`` in training."""
 
     @configurable
-    def __init__(self, *, regularizer, regularize_background=False, **kwargs):
-        """``regularizer``: an ``adarand.Regularizer`` over NUM_CLASSES (+1 with background) classes."""
+    def __init__(self, *, regularizer, regularize_background=False, normalizer="sampled", **kwargs):
+        """``regularizer``: an ``adarand.Regularizer`` over NUM_CLASSES (+1 with background) classes.
+
+        ``normalizer``: ``"sampled"`` divides the regularizer's sum over the regularized ROIs by
+        all sampled ROIs (:func:`per_sampled_roi`); ``"regularized"`` keeps its mean over them.
+        """
         super().__init__(**kwargs)
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"unknown MODEL.ADARAND.NORMALIZER {normalizer!r}; choose one of {NORMALIZERS}")
+        self.normalizer = normalizer
         self.regularizer = regularizer
         self.regularize_background = regularize_background
         expected = self.num_classes + int(regularize_background)
@@ -50,6 +70,7 @@ class AdaRandROIHeads(StandardROIHeads):
         feat_dim = flat_dim(ret["box_head"].output_shape)
         ret["regularizer"] = build_regularizer(cfg.MODEL.ADARAND.METHOD, num_classes, feat_dim, **regularizer_kwargs(cfg))
         ret["regularize_background"] = background
+        ret["normalizer"] = cfg.MODEL.ADARAND.NORMALIZER
         return ret
 
     def pop_regularized(self):
@@ -65,6 +86,8 @@ class AdaRandROIHeads(StandardROIHeads):
         labels = labels[keep]
         loss = self.regularizer(features, labels, logits=class_logits[keep],
                                 classifier_weight=self.box_predictor.cls_score.weight)
+        if self.normalizer == "sampled":
+            loss = per_sampled_roi(loss, keep)
         self._kept = (features.detach(), labels.detach())
         storage = get_event_storage()
         storage.put_scalar("adarand/num_rois", labels.numel())
