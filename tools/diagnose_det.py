@@ -47,7 +47,7 @@ def build_cfg(args, method_opts, seed, output_dir):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts + method_opts + ["SEED", str(seed), "SOLVER.MAX_ITER", str(args.iters),
                                                    "OUTPUT_DIR", output_dir, "SOLVER.CHECKPOINT_PERIOD", "1000000",
-                                                   "TEST.EVAL_PERIOD", "0"])
+                                                   "DATASETS.TEST", "()"])  # training only: no evaluation
     cfg.freeze()
     return cfg
 
