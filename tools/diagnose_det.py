@@ -23,8 +23,7 @@ import statistics
 from detectron2.config import get_cfg
 
 from adarand.detection import add_adarand_config, register_voc
-from adarand.detection import AdaRandTrainer
-from adarand.detection.diagnose import loss_sharpness, run_diagnosis
+from adarand.detection.diagnose import loss_sharpness, run_diagnosis, seeded_trainer
 from adarand.detection.mobilenet_fpn import add_mobilenet_config
 
 
@@ -72,8 +71,7 @@ def sharpness(args):
     for spec in args.methods:
         label, method_opts = parse_method(spec)
         for seed in args.seeds:
-            trainer = AdaRandTrainer(build_cfg(args, method_opts, seed, os.path.join(args.out, "sharpness", f"s{seed}")))
-            trainer.resume_or_load(resume=False)
+            trainer = seeded_trainer(build_cfg(args, method_opts, seed, os.path.join(args.out, "sharpness", f"s{seed}")))
             results.append({"method": label, "seed": seed, **loss_sharpness(trainer, seed=seed)})
             print(json.dumps(results[-1]), flush=True)
     os.makedirs(args.out, exist_ok=True)

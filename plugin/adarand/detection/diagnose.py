@@ -126,15 +126,25 @@ def probe_rows(storage):
     return [rows[k] for k in sorted(rows)]
 
 
+def seeded_trainer(cfg, trainer_class=None):
+    """A trainer (default ``AdaRandTrainer``) built and loaded after seeding every RNG with
+    ``cfg.SEED`` (what ``default_setup`` does in ``tools/train_net.py``), prior initialised."""
+    from detectron2.utils.env import seed_all_rng
+
+    if trainer_class is None:
+        from .trainer import AdaRandTrainer as trainer_class
+    seed_all_rng(cfg.SEED)
+    trainer = trainer_class(cfg)
+    trainer.resume_or_load(resume=False)
+    return trainer
+
+
 def run_diagnosis(cfg, trainer_class=None, probe=True):
     """Train ``cfg`` (with a :class:`BoxHeadProbe` if ``probe``); return (rows, iteration of divergence or None).
 
     ``rows`` are the probe's per-iteration values (empty without the probe).
     """
-    if trainer_class is None:
-        from .trainer import AdaRandTrainer as trainer_class
-    trainer = trainer_class(cfg)
-    trainer.resume_or_load(resume=False)
+    trainer = seeded_trainer(cfg, trainer_class)
     if probe:
         trainer.register_hooks([BoxHeadProbe()])
     diverged = None
