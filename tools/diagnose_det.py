@@ -39,6 +39,11 @@ def parse_method(spec):
     return spec, opts
 
 
+def run_name(label):
+    """A directory name for a method label: ``adarand:K=V,K2=V2`` -> ``adarand_KV_K2V2``."""
+    return label.replace(":", "_").replace("=", "").replace(",", "_")
+
+
 def build_cfg(args, method_opts, seed, output_dir):
     cfg = get_cfg()
     add_adarand_config(cfg)
@@ -71,7 +76,8 @@ def sharpness(args):
     for spec in args.methods:
         label, method_opts = parse_method(spec)
         for seed in args.seeds:
-            trainer = seeded_trainer(build_cfg(args, method_opts, seed, os.path.join(args.out, "sharpness", f"s{seed}")))
+            run_dir = os.path.join(args.out, "sharpness", f"{run_name(label)}_s{seed}")
+            trainer = seeded_trainer(build_cfg(args, method_opts, seed, run_dir))
             results.append({"method": label, "seed": seed, **loss_sharpness(trainer, seed=seed)})
             print(json.dumps(results[-1]), flush=True)
     os.makedirs(args.out, exist_ok=True)
@@ -99,7 +105,7 @@ def main(argv=None):
     for spec in args.methods:
         label, method_opts = parse_method(spec)
         for seed in args.seeds:
-            run_dir = os.path.join(args.out, "runs", f"{label.replace(':', '_').replace('=', '').replace(',', '_')}_s{seed}")
+            run_dir = os.path.join(args.out, "runs", f"{run_name(label)}_s{seed}")
             done = os.path.join(run_dir, "probe.json")
             if os.path.isfile(done):
                 with open(done) as f:

@@ -51,3 +51,18 @@ def test_top_hessian_eigenvalue_matches_a_quadratic():
     x = torch.randn(6, generator=gen, dtype=torch.float64, requires_grad=True)
     eig = top_hessian_eigenvalue(lambda: 0.5 * x @ a @ x + b @ x, [x], iters=60)
     assert eig == pytest.approx(torch.linalg.eigvalsh(a).abs().max().item(), rel=1e-4)
+
+
+def test_probe_records_each_term_and_the_feature_scale(fake_voc, tmp_path):
+    """FNP's loss is lambda * the probe's feature mean square x n_fg / n; RPN/mask terms miss the box head."""
+    cfg = tiny_cfg(tmp_path, max_iter=2, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 0.5,
+                                            "SOLVER.CHECKPOINT_PERIOD": 100000})
+    cfg.freeze()
+    rows, diverged = run_diagnosis(cfg)
+    assert diverged is None and [r["iter"] for r in rows] == [0, 1]
+    for r in rows:
+        expected = 0.5 * r["feat_sq"] * r["rois_regularized"] / r["rois_sampled"]
+        assert r["loss/loss_adarand"] == pytest.approx(expected, rel=1e-4)
+        assert r["grad_head/loss_cls"] > 0 and r["grad_head/loss_adarand"] > 0 and r["grad_feat/loss_adarand"] > 0
+        assert r["grad_head/loss_rpn_cls"] == 0 and r["grad_head/loss_mask"] == 0
+        assert 0 < r["feat_active"] <= 1
