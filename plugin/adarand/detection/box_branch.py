@@ -49,15 +49,16 @@ class BoxRegularization(nn.Module):
             ``"image"``: every sampled ROI, foreground or background, is labelled with its
             image's single category (multi-category images are an error).
         regularize_background: see ``labels``; only with ``"roi"``.
-        normalizer: ``"regularized"``: the regularizer's mean over the regularized ROIs;
-            ``"sampled"``: ``loss * n_regularized / n_sampled``, i.e. their sum over all
-            sampled ROIs, as Detectron2 normalises ``loss_box_reg`` (no host sync).
+        normalizer: ``"sampled"`` (default): ``loss * n_regularized / n_sampled``, i.e. their
+            sum over all sampled ROIs, as Detectron2 normalises ``loss_box_reg`` (no host
+            sync; docs/detection_stability.md); ``"regularized"``: the regularizer's mean over
+            the regularized ROIs.
         stage: index of the box head feeding this predictor (cascade stage; 0 otherwise).
         name: suffix of the logged scalars (``""``, or ``"stage2"``).
     """
 
     def __init__(self, regularizer, num_classes, labels="roi", regularize_background=False, stage=0, name="",
-                 normalizer="regularized"):
+                 normalizer="sampled"):
         super().__init__()
         if labels not in LABELS:
             raise ValueError(f"MODEL.ADARAND.LABELS must be one of {LABELS}; got {labels!r}")

@@ -14,10 +14,12 @@ def add_adarand_config(cfg):
     cfg.MODEL.ADARAND.METHOD = "adarand"
     # lambda: weight of the feature-to-reference regression term (Eq. 3).
     cfg.MODEL.ADARAND.LAMBDA = 1.0
-    # Normalisation of loss_adarand over the ROIs: "regularized" = the regularizer's mean over
-    # the regularized ROIs (x D); "sampled" = their sum divided by all sampled ROIs (x D), as
-    # Detectron2 normalises loss_box_reg (the detdiag work chooses the default).
-    cfg.MODEL.ADARAND.NORMALIZER = "regularized"
+    # Normalisation of loss_adarand over the ROIs. "sampled": the regularizer's sum over the
+    # regularized ROIs divided by all sampled ROIs (x D), as Detectron2 normalises loss_box_reg,
+    # so each ROI weighs the same in every term whatever the number of foreground ROIs.
+    # "regularized": a mean over the regularized ROIs (x D) only; diverged on small random-init
+    # Mask R-CNNs (docs/detection_stability.md).
+    cfg.MODEL.ADARAND.NORMALIZER = "sampled"
     # alpha: EMA factor of the running class means m_c (Eq. 14-15).
     cfg.MODEL.ADARAND.ALPHA = 0.5
     # Learning rate of the prior's own Adam optimizer (cosine schedule over SOLVER.MAX_ITER).

@@ -60,7 +60,7 @@ class AdaRandHeadsMixin:
             name = f"stage{k}" if len(predictors) > 1 else ""
             attach(predictors[k], BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
                                                     background, stage=k, name=name,
-                                                    normalizer=adarand.get("NORMALIZER", "regularized")))
+                                                    normalizer=adarand.get("NORMALIZER", "sampled")))
 
     @classmethod
     def from_config(cls, cfg, input_shape):
