@@ -59,7 +59,7 @@ DEFAULT_METHODS = ["ft", "fnp", "randreg-cp", "adarand", "ptr"]  # the regulariz
 
 def make_cfg(device, regularizer, baseline):
     cfg = get_cfg()
-    cfg.REGULARIZER.NAME, cfg.BASELINE.NAME = regularizer, baseline
+    cfg.MODEL.ADARAND.METHOD, cfg.BASELINE.METHOD = regularizer, baseline
     cfg.BASELINE.DELTA_ATTENTION = "none"  # the step costs the same with any fixed channel weights
     cfg.AMP = "bf16" if device.type == "cuda" else "off"
     cfg.freeze()

@@ -3,6 +3,10 @@
 The prior, the regularizers and the kernels need only torch. The trainers live in
 ``adarand.classification`` and ``adarand.detection`` (extra dependencies).
 """
+from .config import (
+    REGULARIZER_KEYS, build_regularizer_from_config, check_regularizer_keys, regularizer_options_from_config,
+    select_options,
+)
 from .diagnostics import (
     TrainingDiagnostics, ce_feature_grad_norm, ce_weight_grad_norm, conditional_entropy, feature_diagnostics,
     feature_norm, gaussian_entropy, mean_feature_norm, mutual_information, pairwise_entropy,
@@ -19,7 +23,8 @@ from .stats import ClassStats, ClassStatsAccumulator, compute_class_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaRand", "ClassConditionalPrior", "IGNORE_INDEX", "ClassStats", "ClassStatsAccumulator", "FeatureNormPenalty",
+    "AdaRand", "ClassConditionalPrior", "REGULARIZER_KEYS", "build_regularizer_from_config",
+    "check_regularizer_keys", "regularizer_options_from_config", "select_options", "IGNORE_INDEX", "ClassStats", "ClassStatsAccumulator", "FeatureNormPenalty",
     "PriorAdam", "PtR", "RandomTargetRegression", "Regularizer", "TrainingDiagnostics", "available_regularizers",
     "build_regularizer", "ce_feature_grad_norm", "ce_weight_grad_norm", "compute_class_stats",
     "conditional_entropy", "feature_diagnostics", "feature_norm", "gaussian_entropy", "get_backend",

@@ -371,7 +371,7 @@ def test_config_keys_map_to_options():
     from adarand.classification.config import load_cfg
 
     model = build_classifier("tiny_cnn", 3)
-    cfg = load_cfg("", ["BASELINE.NAME", "delta", "BASELINE.ALPHA", "0.2", "BASELINE.DELTA_LAYERS", "['2', '5']",
+    cfg = load_cfg("", ["BASELINE.METHOD", "delta", "BASELINE.ALPHA", "0.2", "BASELINE.DELTA_LAYERS", "['2', '5']",
                         "BASELINE.DELTA_ATTENTION", "supervised-standardized"])
     delta = build.build_baseline(cfg, model)
     assert (delta.alpha, delta.layers, delta.attention) == (0.2, ["2", "5"], "supervised-standardized")

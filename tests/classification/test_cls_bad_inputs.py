@@ -48,7 +48,7 @@ def cli(args):
 @pytest.fixture(scope="module")
 def finished_run(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("finished")
-    train_cls.main(opts(data_root, out, **{"REGULARIZER.NAME": "adarand"}))
+    train_cls.main(opts(data_root, out, **{"MODEL.ADARAND.METHOD": "adarand"}))
     return out
 
 
@@ -80,7 +80,7 @@ def test_checkpoint_rng_states_load_with_weights_only(finished_run):
 @pytest.mark.parametrize("batch_size", [24, 4])  # one step per epoch (the whole split), and six
 def test_divergence_exits_non_zero_and_saves_nothing_non_finite(data_root, tmp_path, batch_size):
     code, err = cli(opts(data_root, tmp_path, **{"SOLVER.BASE_LR": 1e12, "SOLVER.EPOCHS": 3,
-                                                 "SOLVER.BATCH_SIZE": batch_size, "REGULARIZER.NAME": "adarand"}))
+                                                 "SOLVER.BATCH_SIZE": batch_size, "MODEL.ADARAND.METHOD": "adarand"}))
     assert code != 0 and "FloatingPointError: training diverged (epoch " in err, err[-2000:]
     assert not (tmp_path / "results.json").exists()
     for name in ("last.pth", "best.pth"):
@@ -104,7 +104,7 @@ def test_non_finite_loss_term_is_named_with_its_iteration(data_root, tmp_path, m
 
     monkeypatch.setattr(engine, "train_step", step)
     with pytest.raises(FloatingPointError, match="epoch 1.*regularizer first at iteration 1"):
-        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand", "LOG_PERIOD": 100}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "LOG_PERIOD": 100}))
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
 
 
@@ -121,7 +121,7 @@ def test_non_finite_prior_is_never_saved(data_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "train_step", step)
     with pytest.raises(FloatingPointError, match="epoch 1.*'prior.mu'"):
-        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand", "SOLVER.BATCH_SIZE": 24}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "SOLVER.BATCH_SIZE": 24}))
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
 
 
@@ -133,7 +133,7 @@ def test_statistics_of_another_setup_are_recomputed(data_root, finished_run, tmp
     first = torch.load(finished_run / "class_stats.pt", weights_only=True)
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
-        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand", **change}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", **change}))
     assert "produced by another set-up" in caplog.text and "recomputing" in caplog.text
     second = torch.load(tmp_path / "class_stats.pt", weights_only=True)
     assert second["meta"]["identity"] != first["meta"]["identity"]
@@ -144,7 +144,7 @@ def test_statistics_of_the_same_setup_are_reused(data_root, finished_run, tmp_pa
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     os.utime(tmp_path / "class_stats.pt", (0, 0))
     with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
-        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand"}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
     assert "reusing" in caplog.text and os.stat(tmp_path / "class_stats.pt").st_mtime == 0
 
 
@@ -153,7 +153,7 @@ def test_statistics_of_the_same_setup_are_reused(data_root, finished_run, tmp_pa
 def test_new_run_refuses_a_directory_holding_another_run(data_root, finished_run):
     before = (finished_run / "last.pth").read_bytes()
     with pytest.raises(OutputDirInUse, match="--resume.*new OUTPUT_DIR"):
-        train_cls.main(opts(data_root, finished_run, **{"REGULARIZER.NAME": "adarand"}))
+        train_cls.main(opts(data_root, finished_run, **{"MODEL.ADARAND.METHOD": "adarand"}))
     assert (finished_run / "last.pth").read_bytes() == before
 
 
@@ -186,14 +186,14 @@ def test_truncated_checkpoint_is_named_on_resume(data_root, finished_run, tmp_pa
         (tmp_path / name).write_bytes((finished_run / name).read_bytes())
     _truncate(tmp_path / "last.pth")
     with pytest.raises(ValueError, match="cannot read checkpoint .*last.pth: truncated or corrupt"):
-        train_cls.main(["--resume"] + opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand"}))
+        train_cls.main(["--resume"] + opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
 
 
 def test_truncated_statistics_cache_is_named(data_root, finished_run, tmp_path):
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     _truncate(tmp_path / "class_stats.pt")
     with pytest.raises(ValueError, match="class statistics file .*class_stats.pt: truncated or corrupt"):
-        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": "adarand"}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -214,7 +214,7 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(data_root, tmp_path, m
 
     monkeypatch.setattr(files.torch, "save", full_disk)
     with pytest.raises(OSError, match=f"could not write .*{target}: No space left on device"):
-        train_cls.main(opts(data_root, tmp_path, **{"REGULARIZER.NAME": method}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": method}))
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     assert not (tmp_path / target).exists()
 

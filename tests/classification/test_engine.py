@@ -53,7 +53,7 @@ def method_runs(data_root, tmp_path_factory):
     dirs = {}
     for reg, baseline in METHODS:
         out = base / f"{reg}{baseline}"
-        run(data_root, out, **{"REGULARIZER.NAME": reg, "BASELINE.NAME": baseline})
+        run(data_root, out, **{"MODEL.ADARAND.METHOD": reg, "BASELINE.METHOD": baseline})
         dirs[(reg, baseline)] = str(out)
     return dirs
 
@@ -91,7 +91,7 @@ def _kill_after_first_epoch(epoch, run_state):
 
 @pytest.mark.parametrize("reg,schedule", [("adarand", "multistep"), ("ptr", "multistep"), ("adarand", "cosine_7_16")])
 def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path, reg, schedule):
-    extra = {"REGULARIZER.NAME": reg, "REGULARIZER.PTR_THRESHOLD": 100.0,  # PtR switches on after epoch 1
+    extra = {"MODEL.ADARAND.METHOD": reg, "MODEL.ADARAND.PTR_THRESHOLD": 100.0,  # PtR switches on after epoch 1
              "SOLVER.LR_SCHEDULE": schedule, "SOLVER.WARMUP_ITERS": 2 if schedule == "cosine_7_16" else 0}
     _assert_resume_exact(data_root, tmp_path, extra)
 
@@ -99,7 +99,7 @@ def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path, reg, schedule
 @pytest.mark.parametrize("baseline,layers", [("l2sp", "[]"), ("delta", "['2', '5']")])
 def test_kill_and_resume_with_a_baseline_equals_uninterrupted(data_root, tmp_path, baseline, layers):
     """L2-SP's starting point and DELTA's frozen network and attention are rebuilt identically on resume."""
-    _assert_resume_exact(data_root, tmp_path, {"BASELINE.NAME": baseline, "BASELINE.DELTA_LAYERS": layers,
+    _assert_resume_exact(data_root, tmp_path, {"BASELINE.METHOD": baseline, "BASELINE.DELTA_LAYERS": layers,
                                                "BASELINE.DELTA_ATTENTION_IMAGES": 8})
 
 
@@ -122,11 +122,11 @@ def _assert_resume_exact(data_root, tmp_path, extra):
 
 
 def test_resume_reuses_cached_class_stats(data_root, tmp_path):
-    run(data_root, tmp_path, **{"REGULARIZER.NAME": "randreg-cp", "SOLVER.EPOCHS": 1})
+    run(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "randreg-cp", "SOLVER.EPOCHS": 1})
     path = tmp_path / "class_stats.pt"
     stats = torch.load(path, weights_only=False)
     os.utime(path, (0, 0))
-    run(data_root, tmp_path, resume=True, **{"REGULARIZER.NAME": "randreg-cp", "SOLVER.EPOCHS": 1})
+    run(data_root, tmp_path, resume=True, **{"MODEL.ADARAND.METHOD": "randreg-cp", "SOLVER.EPOCHS": 1})
     assert os.stat(path).st_mtime == 0  # not recomputed
     assert torch.load(path, weights_only=False).keys() == stats.keys()
 
@@ -136,7 +136,7 @@ def test_two_process_gloo_ddp_matches_single_process(data_root, tmp_path):
 
     BatchNorm is frozen: trainable BN normalises each rank's 4 images on their own (as torchvision's
     reference does without SyncBN), which no single-process run reproduces."""
-    extra = {"REGULARIZER.NAME": "fnp", "INPUT.AUGMENT": False, "DIAGNOSTICS": False, "MODEL.FREEZE_BN": True}
+    extra = {"MODEL.ADARAND.METHOD": "fnp", "INPUT.AUGMENT": False, "DIAGNOSTICS": False, "MODEL.FREEZE_BN": True}
     run(data_root, tmp_path / "single", **extra)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -206,7 +206,7 @@ def test_small_subset_never_selects_on_the_test_split(tmp_path, monkeypatch, val
     root = make_fake_imagefolder(tmp_path / "tree", num_classes=4, per_class=4, image_size=16)
     evaluated = _count_test_evaluations(monkeypatch)
     out = tmp_path / "run"
-    results = run(root, out, **{"DATASET.VAL_FRACTION": val_fraction, "REGULARIZER.NAME": "adarand",
+    results = run(root, out, **{"DATASET.VAL_FRACTION": val_fraction, "MODEL.ADARAND.METHOD": "adarand",
                                 "SOLVER.EPOCHS": 3, "SOLVER.BATCH_SIZE": 4})
     records = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert len(records) == 3 and evaluated.count("test") == 1 and evaluated[-1] == "test"

@@ -29,8 +29,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "cla
 COMMON = {
     "SOLVER.BATCH_SIZE": 64, "SOLVER.EPOCHS": 200, "DATALOADER.DROP_LAST": True,
     "INPUT.SIZE": 224, "INPUT.MEAN": [0.5, 0.5, 0.5], "INPUT.STD": [0.5, 0.5, 0.5], "INPUT.AUGMENT": True,
-    "AMP": "off", "DATASET.VAL_FRACTION": 0.1, "REGULARIZER.LAMBDA": 1.0, "REGULARIZER.ALPHA": 0.5,
-    "REGULARIZER.PRIOR_LR": 0.01, "REGULARIZER.PRIOR_LR_SCHEDULE": "cosine_7_16", "MODEL.FREEZE_BN": False,
+    "AMP": "off", "DATASET.VAL_FRACTION": 0.1, "MODEL.ADARAND.LAMBDA": 1.0, "MODEL.ADARAND.ALPHA": 0.5,
+    "MODEL.ADARAND.PRIOR_LR": 0.01, "MODEL.ADARAND.PRIOR_LR_SCHEDULE": "cosine_7_16", "MODEL.FREEZE_BN": False,
 }
 # optimizer_c of config/0[0-4]_*/rn50.yaml: SGD lr 0.01, momentum 0.9, nesterov, no weight_decay
 # (torch default 0), lr_milestone [60, 120, 160] x lr_drop_rate 0.1 on EPOCH_STARTED (per epoch), no warm-up.
@@ -45,7 +45,7 @@ ADAMW_RECIPE = {
     "SOLVER.OPTIMIZER": "adamw", "SOLVER.BASE_LR": 3e-5, "SOLVER.WEIGHT_DECAY": 0.1,
     "SOLVER.LR_SCHEDULE": "cosine_7_16",
 }
-# The official method directories, by our method name (REGULARIZER.NAME; "ft" = none, no baseline).
+# The official method directories, by our method name (MODEL.ADARAND.METHOD; "ft" = none, no baseline).
 METHOD_DIRS = {"ft": "00_finetuning", "randreg-uniform": "01_randreg-uni", "randreg-normal": "02_randreg-std",
                "randreg-pretrained": "03_randreg-pre", "adarand": "04_adarand"}
 # One row per pre-training, keyed by our tag (as in tools/reproduce.py): the official file of that name in
@@ -142,9 +142,9 @@ def _pretraining(cfg):
 
 
 def _method(cfg):
-    if cfg.REGULARIZER.NAME != "none":
-        return cfg.REGULARIZER.NAME
-    return cfg.BASELINE.NAME or "ft"
+    if cfg.MODEL.ADARAND.METHOD != "none":
+        return cfg.MODEL.ADARAND.METHOD
+    return cfg.BASELINE.METHOD or "ft"
 
 
 def _expected(cfg):

@@ -41,9 +41,9 @@ def check_cell_config(cell, cfg, seed, out):
     """The loaded config is the cell's method, pre-training, dataset, subset, seed and output dir."""
     prefix, tag, method = os.path.basename(cell.config)[:-len(".yaml")].split("_")
     if method in ("l2sp", "delta", "bss"):
-        assert (cfg.REGULARIZER.NAME, cfg.BASELINE.NAME) == ("none", method)
+        assert (cfg.MODEL.ADARAND.METHOD, cfg.BASELINE.METHOD) == ("none", method)
     else:
-        assert (cfg.REGULARIZER.NAME, cfg.BASELINE.NAME) == ({"ft": "none"}.get(method, method), "")
+        assert (cfg.MODEL.ADARAND.METHOD, cfg.BASELINE.METHOD) == ({"ft": "none"}.get(method, method), "")
     assert cfg.MODEL.BACKBONE == BACKBONE_OF_TAG[tag]
     assert cfg.MODEL.CHECKPOINT_FORMAT == FORMAT_OF_TAG.get(tag, "torchvision")
     assert cfg.DATASET.NAME == cell.dataset and cfg.DATASET.ROOT == f"datasets/{cell.dataset}"
@@ -75,7 +75,7 @@ def test_dry_run_lists_every_cell_and_seed_with_a_loadable_config(table, tmp_pat
         outputs.add(cfg.OUTPUT_DIR)
     assert len(outputs) == len(lines)
     if table == "alpha":
-        alphas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).REGULARIZER.ALPHA for x in lines}
+        alphas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).MODEL.ADARAND.ALPHA for x in lines}
         assert alphas == set(reproduce.ALPHAS)
 
 

@@ -8,7 +8,7 @@ from detectron2.config import get_cfg
 from tiny import REPO
 
 import adarand
-from adarand.detection import AdaRandPriorHook, add_adarand_config, box_regularizations, regularizer_kwargs
+from adarand.detection import AdaRandPriorHook, add_adarand_config, box_regularizations
 from adarand.detection.hooks import aligned_period
 
 
@@ -38,7 +38,7 @@ def test_wrong_key_is_detectron2s_error(tmp_path):
 def test_every_method_gets_only_accepted_options(method):
     cfg = _cfg()
     cfg.merge_from_list(["MODEL.ADARAND.METHOD", method, "SOLVER.MAX_ITER", "77"])
-    kwargs = regularizer_kwargs(cfg)
+    kwargs = adarand.regularizer_options_from_config(cfg.MODEL.ADARAND, cfg.SOLVER.MAX_ITER)
     accepted = adarand.regularizer_options(method)
     assert set(kwargs) <= set(accepted)
     if "total_steps" in accepted:

@@ -112,25 +112,19 @@ def eval_loader(cfg, dataset, rank, world, batch_size=None):
 
 
 def build_regularizer(cfg, num_classes, feat_dim, total_steps):
-    """The core regularizer REGULARIZER.NAME with the options it accepts."""
-    r = cfg.REGULARIZER
-    values = {"lam": r.LAMBDA, "alpha": r.ALPHA, "prior_lr": r.PRIOR_LR, "total_steps": total_steps,
-              "prior_schedule": r.PRIOR_LR_SCHEDULE,
-              "ratio": r.PTR_RATIO, "target_scale": r.PTR_TARGET_SCALE, "threshold": r.PTR_THRESHOLD,
-              "loss": r.PTR_LOSS}
-    accepted = adarand.regularizer_options(r.NAME)
-    return adarand.build_regularizer(r.NAME, num_classes, feat_dim, **{k: v for k, v in values.items() if k in accepted})
+    """The core regularizer MODEL.ADARAND.METHOD (:func:`adarand.build_regularizer_from_config`)."""
+    return adarand.build_regularizer_from_config(cfg.MODEL.ADARAND, num_classes, feat_dim, total_steps)
 
 
 def build_baseline(cfg, model):
-    """The baseline BASELINE.NAME for ``model`` with the options it accepts (None for "")."""
+    """The baseline BASELINE.METHOD for ``model`` with the options it accepts (None for "")."""
     b = cfg.BASELINE
-    if not b.NAME:
+    if not b.METHOD:
         return None
     values = {"alpha": b.ALPHA, "beta": b.BETA, "layers": list(b.DELTA_LAYERS), "attention": b.DELTA_ATTENTION,
               "eta": b.BSS_ETA, "k": b.BSS_K}
-    accepted = baselines.baseline_options(b.NAME)
-    return baselines.build_baseline(b.NAME, model, **{k: v for k, v in values.items() if k in accepted})
+    options = adarand.select_options(baselines.baseline_options(b.METHOD), values)
+    return baselines.build_baseline(b.METHOD, model, **options)
 
 
 def baseline_data(cfg, data):

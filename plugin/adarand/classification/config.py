@@ -7,6 +7,8 @@ the official code's values; docs/fidelity.md lists them against the paper and th
 """
 from fvcore.common.config import CfgNode as CN
 
+from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
+
 _C = CN()
 
 _C.MODEL = CN()
@@ -14,6 +16,10 @@ _C.MODEL.BACKBONE = "resnet50"  # resnet50 | vit_b_32 | vit_b_16 | mobilenet_v2 
 _C.MODEL.WEIGHTS = ""  # pre-trained weights: torchvision name, "imagenet-offline", or a local file ("" = random init)
 _C.MODEL.CHECKPOINT_FORMAT = "torchvision"  # key layout of a local WEIGHTS file (torchvision | simclr | barlowtwins ...)
 _C.MODEL.FREEZE_BN = False  # BatchNorm layers stay in eval mode (pre-trained statistics; affine weights still train)
+# The regularizer: the keys both trainers share, documented in adarand.config.REGULARIZER_KEYS
+# (METHOD, LAMBDA, ALPHA, PRIOR_LR, PRIOR_LR_SCHEDULE, PTR_*); here plain fine-tuning by default.
+_C.MODEL.ADARAND = CN(REGULARIZER_KEYS)
+_C.MODEL.ADARAND.METHOD = "none"
 
 _C.DATASET = CN()
 _C.DATASET.NAME = ""  # aircraft | cub | cars | dtd | flowers | pets | cifar10 | imagenet | digits | imagefolder ...
@@ -31,21 +37,8 @@ _C.INPUT.AUGMENT = True  # training images: random resized crop + flip (False: t
 _C.INPUT.MEAN = []  # normalisation mean; empty = the loaded weights' own (model.input_mean); official: 0.5
 _C.INPUT.STD = []  # normalisation std; empty = the loaded weights' own (model.input_std); official: 0.5
 
-_C.REGULARIZER = CN()
-_C.REGULARIZER.NAME = "none"  # any of adarand.available_regularizers()
-_C.REGULARIZER.LAMBDA = 1.0  # lambda, weight of the feature regression (Eq. 1)
-_C.REGULARIZER.ALPHA = 0.5  # alpha, EMA factor of the running class means (Eq. 14)
-_C.REGULARIZER.PRIOR_LR = 1e-2  # Adam lr of the prior update (Eq. 11-13)
-# Per-iteration schedule of PRIOR_LR over the run: cosine_7_16 (the official code's
-# max(0, cos(pi 7/16 t/T))) | half_cosine ((1 + cos(pi t/T)) / 2) | constant
-_C.REGULARIZER.PRIOR_LR_SCHEDULE = "cosine_7_16"
-_C.REGULARIZER.PTR_RATIO = 3.0  # PtR: R in w = G_ce / (G_ptr R)
-_C.REGULARIZER.PTR_TARGET_SCALE = 1.0  # PtR: m in t ~ U[0, 2m)
-_C.REGULARIZER.PTR_THRESHOLD = 1.0  # PtR: T, epoch-mean CE below which the term switches on
-_C.REGULARIZER.PTR_LOSS = "smooth_l1"  # PtR: smooth_l1 | l2
-
 _C.BASELINE = CN()
-_C.BASELINE.NAME = ""  # "" | l2sp | delta | bss (added to any regularizer)
+_C.BASELINE.METHOD = ""  # "" | l2sp | delta | bss (added to any regularizer)
 _C.BASELINE.ALPHA = 0.01  # L2-SP: alpha/2 ||w - w0||^2 on the backbone; DELTA: weight of the feature-map distance
 _C.BASELINE.BETA = 0.01  # L2-SP / DELTA: beta/2 ||w_head||^2 on the new head
 _C.BASELINE.DELTA_LAYERS = []  # DELTA: names of backbone submodules whose outputs are compared ([] = penultimate)
@@ -90,12 +83,18 @@ _C.LOG_PERIOD = 20  # steps between progress-bar updates (each one reads values 
 _C.OUTPUT_DIR = "output/classification"
 _C.SEED = 0  # training seed; rank r seeds with SEED + r so each rank draws its own noise
 
+# Keys of earlier releases: an error naming the new key (both trainers now share MODEL.ADARAND's names).
+_RENAMED = {"REGULARIZER.NAME": "MODEL.ADARAND.METHOD", "BASELINE.NAME": "BASELINE.METHOD",
+            **{f"REGULARIZER.{key}": f"MODEL.ADARAND.{key}" for key in REGULARIZER_KEYS if key != "METHOD"}}
+_C.register_renamed_key("REGULARIZER", "MODEL.ADARAND", message="REGULARIZER.NAME is now MODEL.ADARAND.METHOD")
+for _old, _new in _RENAMED.items():
+    _C.register_renamed_key(_old, _new)
+
 CHOICES = {
     "SOLVER.OPTIMIZER": ("sgd", "adamw"),
     "SOLVER.LR_SCHEDULE": ("multistep", "cosine", "cosine_7_16"),
-    "REGULARIZER.PRIOR_LR_SCHEDULE": ("cosine_7_16", "half_cosine", "constant"),
     "AMP": ("off", "bf16", "fp16"),
-    "BASELINE.NAME": ("", "l2sp", "delta", "bss"),
+    "BASELINE.METHOD": ("", "l2sp", "delta", "bss"),
     "BASELINE.DELTA_ATTENTION": ("supervised", "supervised-standardized", "none"),
 }
 
@@ -113,6 +112,7 @@ def check_cfg(cfg: CN) -> None:
             value = value[part]
         if value not in allowed:
             raise ValueError(f"config key {key} = {value!r}; expected one of {allowed}")
+    check_regularizer_keys(cfg.MODEL.ADARAND)
     if not 0.0 < cfg.DATASET.FRACTION <= 1.0:
         raise ValueError(f"config key DATASET.FRACTION = {cfg.DATASET.FRACTION}; expected 0 < x <= 1")
     if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:

@@ -178,7 +178,7 @@ def _alpha():
             cells.append(_cell("cars", "r50", "adarand", f"alpha={a:g}", col))
         else:
             cells.append(Cell(f"cars_r50_adarand_alpha{a:g}", _cfg("cars_r50_adarand"), f"alpha={a:g}", col,
-                              ("REGULARIZER.ALPHA", repr(float(a)))))
+                              ("MODEL.ADARAND.ALPHA", repr(float(a)))))
     return Table("alpha", "Appendix: AdaRand's EMA decay alpha (Eq. 14) on Cars, ImageNet ResNet-50 "
                  "(top-1 test acc., %)",
                  tuple(f"alpha={a:g}" for a in ALPHAS), (col,), tuple(cells),

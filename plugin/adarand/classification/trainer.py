@@ -238,8 +238,8 @@ def finish(cfg, run, device, rank):
 
 def method_name(cfg):
     """Row label of the summary table: the regularizer, plus the baseline when one is used."""
-    parts = [cfg.REGULARIZER.NAME] if cfg.REGULARIZER.NAME != "none" else []
-    parts += [cfg.BASELINE.NAME] if cfg.BASELINE.NAME else []
+    parts = [cfg.MODEL.ADARAND.METHOD] if cfg.MODEL.ADARAND.METHOD != "none" else []
+    parts += [cfg.BASELINE.METHOD] if cfg.BASELINE.METHOD else []
     return "+".join(parts) or "ft"
 
 

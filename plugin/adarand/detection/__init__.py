@@ -15,7 +15,7 @@ in your own trainer).
 from . import mobilenet_fpn  # noqa: F401  (registers the MobileNetV2-FPN backbone)
 from .checkpoint import SafeDetectionCheckpointer
 from .box_branch import BoxRegularization, box_regularizations, check_capable, check_initialised, unwrap
-from .config import adarand_options, add_adarand_config, check_adarand_config, regularizer_kwargs
+from .config import adarand_options, add_adarand_config, check_adarand_config
 from .hooks import AdaRandPriorHook
 from .prior_init import collect_box_head_stats, compute_box_head_stats, init_prior, stats_path
 from .roi_heads import AdaRandCascadeROIHeads, AdaRandHeadsMixin, AdaRandROIHeads
@@ -29,6 +29,6 @@ __all__ = [
     "BoxRegularization", "SafeDetectionCheckpointer", "VOC_CLASSES", "adarand_options", "add_adarand_config",
     "box_regularizations", "check_adarand_config",
     "build_evaluator", "check_capable", "check_initialised", "collect_box_head_stats", "compute_box_head_stats",
-    "init_prior", "load_voc_detection", "load_voc_instance_segmentation", "register_voc", "regularizer_kwargs",
+    "init_prior", "load_voc_detection", "load_voc_instance_segmentation", "register_voc",
     "stats_path", "unwrap",
 ]

@@ -1,29 +1,21 @@
 """``add_adarand_config``: the ``MODEL.ADARAND`` keys of the Detectron2 plugin; ``check_adarand_config``."""
-import math
-
 from detectron2.config import CfgNode as CN
+
+from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
 
 
 def add_adarand_config(cfg):
     """Add ``cfg.MODEL.ADARAND`` (defaults = the paper's), the keys of the datasets switch, and
     ``cfg.TEST.VIS_*`` (:func:`add_visualization_config`)."""
-    cfg.MODEL.ADARAND = CN()
-    # Regularizer of the ROI box-head features, by name: any of adarand.available_regularizers()
-    # ("none" = plain fine-tuning, "fnp", "randreg-*", "adarand", "adarand-no-mean",
-    # "adarand-no-dist", "ptr").
-    cfg.MODEL.ADARAND.METHOD = "adarand"
-    # lambda: weight of the feature-to-reference regression term (Eq. 3).
-    cfg.MODEL.ADARAND.LAMBDA = 1.0
+    # The keys both trainers share (METHOD, LAMBDA, ALPHA, PRIOR_LR, PRIOR_LR_SCHEDULE, PTR_*),
+    # documented in adarand.config.REGULARIZER_KEYS; the prior's lr schedule runs over SOLVER.MAX_ITER.
+    cfg.MODEL.ADARAND = CN(REGULARIZER_KEYS)
     # Normalisation of loss_adarand over the ROIs. "sampled": the regularizer's sum over the
     # regularized ROIs divided by all sampled ROIs (x D), as Detectron2 normalises loss_box_reg,
     # so each ROI weighs the same in every term whatever the number of foreground ROIs.
     # "regularized": a mean over the regularized ROIs (x D) only; diverged on small random-init
     # Mask R-CNNs (docs/detection_stability.md).
     cfg.MODEL.ADARAND.NORMALIZER = "sampled"
-    # alpha: EMA factor of the running class means m_c (Eq. 14-15).
-    cfg.MODEL.ADARAND.ALPHA = 0.5
-    # Learning rate of the prior's own Adam optimizer (cosine schedule over SOLVER.MAX_ITER).
-    cfg.MODEL.ADARAND.PRIOR_LR = 1e-2
     # Class-wise statistics of the pre-trained box head (adarand.ClassStats file, Eq. 9-10).
     # "" = computed at the start of training and cached as OUTPUT_DIR/adarand_stats.pt.
     cfg.MODEL.ADARAND.STATS_FILE = ""
@@ -36,12 +28,7 @@ def add_adarand_config(cfg):
     cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES = False
     # Images used to compute the statistics (0 = the whole training set).
     cfg.MODEL.ADARAND.STATS_MAX_IMAGES = 0
-    # PtR only: R (gradient-norm ratio), m (targets ~ U[0, 2m)), T (CE threshold that
-    # switches the term on, checked every PTR_EPOCH_ITERS iterations), regression loss.
-    cfg.MODEL.ADARAND.PTR_RATIO = 3.0
-    cfg.MODEL.ADARAND.PTR_TARGET_SCALE = 1.0
-    cfg.MODEL.ADARAND.PTR_THRESHOLD = 1.0
-    cfg.MODEL.ADARAND.PTR_LOSS = "smooth_l1"
+    # PtR only: its switch-on threshold is checked every PTR_EPOCH_ITERS iterations.
     cfg.MODEL.ADARAND.PTR_EPOCH_ITERS = 500
     # Prior-update hook: step the prior every PERIOD iterations (1 = every step, 0 = never).
     cfg.MODEL.ADARAND.PRIOR_UPDATE_PERIOD = 1
@@ -77,39 +64,7 @@ def add_visualization_config(cfg):
 
 def check_adarand_config(cfg):
     """Refuse values of ``MODEL.ADARAND`` that cannot train, naming the key (call after merging)."""
-    check_adarand_options(cfg.MODEL.ADARAND)
-
-
-def check_adarand_options(adarand):
-    """The same for the ``MODEL.ADARAND`` keys as a dict or CfgNode (LazyConfigs pass a dict)."""
-    checks = (
-        ("LAMBDA", lambda v: v >= 0, "finite and >= 0"),
-        ("ALPHA", lambda v: 0 <= v <= 1, "in [0, 1]"),
-        ("PRIOR_LR", lambda v: v > 0, "finite and > 0"),
-    )
-    for key, ok, expected in checks:
-        value = adarand[key]
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-            raise ValueError(f"config key MODEL.ADARAND.{key} = {value!r}; expected {expected}")
-
-
-def regularizer_kwargs(cfg):
-    """Options of ``adarand.build_regularizer`` from the config, keeping those the method accepts."""
-    return regularizer_options_from(cfg.MODEL.ADARAND, cfg.SOLVER.MAX_ITER)
-
-
-def regularizer_options_from(adarand, total_steps):
-    """The same from the ``MODEL.ADARAND`` keys (a dict or CfgNode) and the schedule length."""
-    from adarand import regularizer_options
-
-    check_adarand_options(adarand)
-    candidates = {
-        "lam": adarand["LAMBDA"], "alpha": adarand["ALPHA"], "prior_lr": adarand["PRIOR_LR"],
-        "total_steps": total_steps, "ratio": adarand["PTR_RATIO"], "target_scale": adarand["PTR_TARGET_SCALE"],
-        "threshold": adarand["PTR_THRESHOLD"], "loss": adarand["PTR_LOSS"],
-    }
-    accepted = regularizer_options(adarand["METHOD"])
-    return {k: v for k, v in candidates.items() if k in accepted}
+    check_regularizer_keys(cfg.MODEL.ADARAND)
 
 
 def adarand_options(**overrides):

@@ -18,10 +18,9 @@ from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads import CascadeROIHeads
 from torch import nn
 
-from adarand import build_regularizer
+from adarand import build_regularizer_from_config
 
 from .box_branch import BoxRegularization, RegularizedPredictor, attach
-from .config import regularizer_options_from
 
 CASCADE_STAGES = ("all", "last")
 STATS_ROIS = ("gt", "proposals")
@@ -53,10 +52,9 @@ class AdaRandHeadsMixin:
         predictors, heads = _as_list(self.box_predictor), _as_list(self.box_head)
         chosen = range(len(predictors)) if stages == "all" else [len(predictors) - 1]
         background = bool(adarand["REGULARIZE_BACKGROUND"])
-        options = regularizer_options_from(adarand, prior_total_steps)
         for k in chosen:
-            regularizer = build_regularizer(adarand["METHOD"], self.num_classes + int(background),
-                                            flat_dim(heads[k].output_shape), **options)
+            regularizer = build_regularizer_from_config(adarand, self.num_classes + int(background),
+                                                        flat_dim(heads[k].output_shape), prior_total_steps)
             name = f"stage{k}" if len(predictors) > 1 else ""
             attach(predictors[k], BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
                                                     background, stage=k, name=name,
