@@ -106,28 +106,6 @@ def test_counters_in_state_and_old_checkpoints_load():
     ptr.load_state_dict(_reg("ptr").state_dict())  # strict: no missing or unexpected key
 
 
-def test_classification_epoch_checks_the_counters_on_its_log_period():
-    """(On the CPU torch's cross_entropy refuses a bad label itself; on CUDA it is a device assert.)"""
-    from unittest import mock
-
-    from adarand.classification.backbones import build_classifier
-    from adarand.classification.config import load_cfg
-    from adarand.classification.engine import FeaturesAndLogits, train_one_epoch
-
-    cfg = load_cfg("", ["LOG_PERIOD", "2"])
-    model = build_classifier("tiny_cnn", C)
-    reg = build_regularizer("adarand", C, model.feat_dim, check_values=False)
-    reg.prior.init_normal()
-    reg.check_device_errors = mock.Mock(wraps=reg.check_device_errors)
-    loader = [(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))] * 3
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    result = train_one_epoch(cfg, FeaturesAndLogits(model), model, reg, None, loader, optimizer, scaler,
-                             torch.device("cpu"), 0, progress=False)
-    assert reg.check_device_errors.call_count == 3  # steps 0 and 2, and the end of the epoch
-    assert result["reg_skipped_batches"] == 0
-
-
 def test_detection_hook_raises_on_masked_labels_at_its_log_period():
     pytest.importorskip("detectron2")
     from unittest import mock

@@ -2,8 +2,8 @@
 
 Runs on CPU tensors under :class:`sync_audit.SyncAudit`, with value checks at their CUDA
 default (off), on both backends (the fused kernels under Triton's interpreter): every
-regularizer's forward, backward, ``step`` and ``on_epoch_end``, and the classification
-trainer's ``train_step`` with its per-step metric sums. (The detection side is in
+regularizer's forward, backward, ``step`` and ``on_epoch_end``. (The classification trainer's
+step is audited in ``tests/classification/test_trainer_step.py``, the detection side in
 ``tests/detection/test_sync_audit_detection.py``.)
 """
 import os
@@ -14,9 +14,6 @@ import torch
 
 import adarand
 from adarand import IGNORE_INDEX
-from adarand.classification.backbones import build_classifier
-from adarand.classification.config import load_cfg
-from adarand.classification.engine import FeaturesAndLogits, accumulate_step_, new_guard, train_step
 from sync_audit import SyncAudit, values_unchecked
 from test_regularizers import NAMES, C, D, make_stats
 
@@ -56,30 +53,6 @@ def test_library_step_issues_no_sync(backend, name):
             reg.step(features.detach(), labels)
             reg.on_epoch_end()
     audit.assert_none_ours()
-
-
-@pytest.mark.parametrize("name", ["none", "fnp", "randreg-normal", "adarand", "ptr"])
-def test_classification_train_step_issues_no_sync(name):
-    cfg = load_cfg("", [])
-    model = build_classifier("tiny_cnn", C)
-    reg = _regularizer(name, feat_dim=model.feat_dim)
-    if name == "adarand":
-        reg.prior.init_normal(0.0, 1.0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    images, labels = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1])
-    sums = torch.zeros(6, dtype=torch.float64)
-    net = FeaturesAndLogits(model)
-    guard, diagnostics = new_guard(images.device), adarand.TrainingDiagnostics(images.device)
-    with SyncAudit() as audit:  # everything train_one_epoch does per step between its log-period reads
-        for step in range(2):
-            loss, ce, reg_loss, base_loss, logits, features = train_step(cfg, net, model, reg, None, images, labels,
-                                                                         optimizer, scaler)
-            diagnostics.update(features, logits, labels)
-            guard.update(step, loss, ce, reg_loss, base_loss)
-            accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels)
-    audit.assert_none_ours()
-    assert sums[5].item() == 12 and torch.isfinite(sums).all()
 
 
 def test_audit_catches_each_kind_of_sync():

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Training-step time and peak memory of plain fine-tuning and of each regularizer / baseline.
 
-Every method runs the trainer's own step (``engine.train_step``: forward, CE + term,
-backward, optimizer step, prior update) on the same model and the same batch:
+Every method runs the trainer's own step (``ClassificationTrainer.run_step``: forward, CE +
+term, backward, optimizer step; then the prior-step hook) on the same model and the same batch:
 ResNet-50 (random init), 224 px, 196 classes (Stanford Cars), batch 64 with bf16 +
 channels-last on a GPU, batch 8 in fp32 on a CPU.
 
@@ -46,7 +46,9 @@ import adarand
 from adarand.classification import backbones
 from adarand.classification.build import build_baseline, build_optimizer, build_regularizer
 from adarand.classification.config import get_cfg
-from adarand.classification.engine import FeaturesAndLogits, set_train_mode, train_step
+from adarand.classification.engine import FeaturesAndLogits, new_guard, set_train_mode
+from adarand.classification.hooks import PriorStep
+from adarand.classification.trainer import ClassificationTrainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import describe, load_average, paired_ratio, round_robin, write_report  # noqa: E402
@@ -66,11 +68,12 @@ def make_cfg(device, regularizer, baseline):
     return cfg
 
 
-class Setup:
-    """Model, optimizer, regularizer and baseline of one method; the shared batch."""
+class Setup(ClassificationTrainer):
+    """The trainer's step for one method on a synthetic batch: model, optimizer, regularizer,
+    baseline and the prior-step hook, without data loaders (``__init__`` builds only those)."""
 
     def __init__(self, name, regularizer, baseline, device, batch, size, model=None):
-        self.name, self.device = name, device
+        self.name, self.device, self.epoch, self.inner_iter, self._hooks = name, device, 0, 0, []
         self.cfg = make_cfg(device, regularizer, baseline)
         torch.manual_seed(0)
         if model is None:
@@ -78,12 +81,13 @@ class Setup:
             if device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
         self.model, self.net = model, FeaturesAndLogits(model)
-        self.reg = build_regularizer(self.cfg, NUM_CLASSES, model.feat_dim, total_steps=1000).to(device)
-        if self.reg.needs_stats:
+        self.regularizer = build_regularizer(self.cfg, NUM_CLASSES, model.feat_dim,
+                                             total_steps=1000).to(device)
+        if self.regularizer.needs_stats:
             acc = adarand.ClassStatsAccumulator(NUM_CLASSES, device=device)
             acc.update(torch.rand(2 * NUM_CLASSES, model.feat_dim, device=device),
                        torch.arange(NUM_CLASSES, device=device).repeat(2))
-            self.reg.init_from_stats(acc.finalize())
+            self.regularizer.init_from_stats(acc.finalize())
         self.baseline = build_baseline(self.cfg, model)
         if self.baseline is not None:
             self.baseline.to(device)
@@ -94,11 +98,13 @@ class Setup:
         if device.type == "cuda":
             self.images = self.images.contiguous(memory_format=torch.channels_last)
         self.labels = torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
+        self.guard, self.train_loader = new_guard(device), [None]
+        self.register_hooks([PriorStep()])
 
     def step(self):
         set_train_mode(self.cfg, self.net, self.baseline)
-        train_step(self.cfg, self.net, self.model, self.reg, self.baseline, self.images, self.labels,
-                   self.optimizer, self.scaler)
+        self.run_step((self.images, self.labels))
+        self.after_step()
 
 
 def timed(setup):

@@ -12,30 +12,21 @@ import torch
 from adarand import files
 from adarand.files import OutputDirInUse, UnsafeFileError
 
+from adarand.classification import launch
+from adarand.classification.hooks import PriorStep
+
 from fake_trees import make_fake_imagefolder  # noqa: E402  (tests/classification is on sys.path under pytest)
+from tiny_runs import NUM_CLASSES, PER_CLASS, tiny_opts  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TRAIN_CLS = os.path.join(ROOT, "tools", "train_cls.py")
-sys.path.insert(0, os.path.dirname(TRAIN_CLS))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-import train_cls  # noqa: E402
 from faults import hold_lock, write_payload_checkpoint  # noqa: E402
-
-NUM_CLASSES, PER_CLASS = 3, 10  # 24 training images after the 0.2 validation share
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_fake_imagefolder(tmp_path_factory.mktemp("data") / "tree", NUM_CLASSES, PER_CLASS, image_size=16)
 
 
 def opts(data_root, out, **extra):
-    values = {"MODEL.BACKBONE": "tiny_cnn", "MODEL.WEIGHTS": "", "DATASET.NAME": "imagefolder",
-              "DATASET.ROOT": str(data_root), "DATASET.VAL_FRACTION": 0.2, "INPUT.SIZE": 16,
-              "SOLVER.EPOCHS": 1, "SOLVER.BATCH_SIZE": 8, "DATALOADER.NUM_WORKERS": 0, "TEST.BATCH_SIZE": 16,
-              "DIAGNOSTICS": False, "OUTPUT_DIR": str(out)}
-    values.update(extra)
-    return ["--no-progress"] + [str(x) for kv in values.items() for x in kv]
+    """The tiny run over 1 epoch without diagnostics or progress bars."""
+    return ["--no-progress"] + tiny_opts(data_root, out, **{"SOLVER.EPOCHS": 1, "DIAGNOSTICS": False, **extra})
 
 
 def cli(args):
@@ -48,7 +39,7 @@ def cli(args):
 @pytest.fixture(scope="module")
 def finished_run(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("finished")
-    train_cls.main(opts(data_root, out, **{"MODEL.ADARAND.METHOD": "adarand"}))
+    launch.main(opts(data_root, out, **{"MODEL.ADARAND.METHOD": "adarand"}))
     return out
 
 
@@ -58,7 +49,7 @@ def test_payload_in_last_pth_is_refused_on_resume(data_root, tmp_path):
     marker = tmp_path / "marker"
     write_payload_checkpoint(tmp_path / "last.pth", marker)
     with pytest.raises(UnsafeFileError, match="last.pth"):
-        train_cls.main(["--resume"] + opts(data_root, tmp_path))
+        launch.main(["--resume"] + opts(data_root, tmp_path))
     assert not marker.exists()
 
 
@@ -66,7 +57,7 @@ def test_payload_in_eval_weights_is_refused(data_root, tmp_path):
     marker = tmp_path / "marker"
     write_payload_checkpoint(tmp_path / "file.pth", marker)
     with pytest.raises(UnsafeFileError, match="file.pth"):
-        train_cls.main(["--eval-only"] + opts(data_root, tmp_path / "out", **{"TEST.WEIGHTS": tmp_path / "file.pth"}))
+        launch.main(["--eval-only"] + opts(data_root, tmp_path / "out", **{"TEST.WEIGHTS": tmp_path / "file.pth"}))
     assert not marker.exists()
 
 
@@ -90,38 +81,35 @@ def test_divergence_exits_non_zero_and_saves_nothing_non_finite(data_root, tmp_p
 
 
 def test_non_finite_loss_term_is_named_with_its_iteration(data_root, tmp_path, monkeypatch):
-    from adarand.classification import engine
+    import adarand
 
-    real_step = engine.train_step
+    real_forward = adarand.AdaRand.forward
     calls = []
 
-    def step(*args):
-        loss, ce, reg, base, logits, features = real_step(*args)
+    def forward(self, *args, **kwargs):
+        loss = real_forward(self, *args, **kwargs)
         calls.append(1)
-        if len(calls) == 2:  # the regularizer's value of the second step overflows
-            reg = torch.full_like(reg, float("inf"))
-        return loss, ce, reg, base, logits, features
+        if len(calls) == 2:  # the regularizer's value of the second step overflows (a constant: finite gradients)
+            loss = loss + torch.full_like(loss, float("inf"))
+        return loss
 
-    monkeypatch.setattr(engine, "train_step", step)
+    monkeypatch.setattr(adarand.AdaRand, "forward", forward)
     with pytest.raises(FloatingPointError, match="epoch 1.*regularizer first at iteration 1"):
-        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "LOG_PERIOD": 100}))
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "LOG_PERIOD": 100}))
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
 
 
 def test_non_finite_prior_is_never_saved(data_root, tmp_path, monkeypatch):
-    from adarand.classification import engine
+    real_step = PriorStep.after_step
 
-    real_step = engine.train_step
-
-    def step(cfg, net, model, reg, *rest):
-        out = real_step(cfg, net, model, reg, *rest)
+    def step(self):
+        real_step(self)
         with torch.no_grad():
-            reg.prior.mu[0, 0] = float("nan")  # the prior update of the last step went wrong
-        return out
+            self.trainer.regularizer.prior.mu[0, 0] = float("nan")  # the prior update of the last step went wrong
 
-    monkeypatch.setattr(engine, "train_step", step)
+    monkeypatch.setattr(PriorStep, "after_step", step)
     with pytest.raises(FloatingPointError, match="epoch 1.*'prior.mu'"):
-        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "SOLVER.BATCH_SIZE": 24}))
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "SOLVER.BATCH_SIZE": 24}))
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
 
 
@@ -133,7 +121,7 @@ def test_statistics_of_another_setup_are_recomputed(data_root, finished_run, tmp
     first = torch.load(finished_run / "class_stats.pt", weights_only=True)
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
-        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", **change}))
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", **change}))
     assert "produced by another set-up" in caplog.text and "recomputing" in caplog.text
     second = torch.load(tmp_path / "class_stats.pt", weights_only=True)
     assert second["meta"]["identity"] != first["meta"]["identity"]
@@ -144,7 +132,7 @@ def test_statistics_of_the_same_setup_are_reused(data_root, finished_run, tmp_pa
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     os.utime(tmp_path / "class_stats.pt", (0, 0))
     with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
-        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
     assert "reusing" in caplog.text and os.stat(tmp_path / "class_stats.pt").st_mtime == 0
 
 
@@ -153,7 +141,7 @@ def test_statistics_of_the_same_setup_are_reused(data_root, finished_run, tmp_pa
 def test_new_run_refuses_a_directory_holding_another_run(data_root, finished_run):
     before = (finished_run / "last.pth").read_bytes()
     with pytest.raises(OutputDirInUse, match="--resume.*new OUTPUT_DIR"):
-        train_cls.main(opts(data_root, finished_run, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        launch.main(opts(data_root, finished_run, **{"MODEL.ADARAND.METHOD": "adarand"}))
     assert (finished_run / "last.pth").read_bytes() == before
 
 
@@ -186,14 +174,14 @@ def test_truncated_checkpoint_is_named_on_resume(data_root, finished_run, tmp_pa
         (tmp_path / name).write_bytes((finished_run / name).read_bytes())
     _truncate(tmp_path / "last.pth")
     with pytest.raises(ValueError, match="cannot read checkpoint .*last.pth: truncated or corrupt"):
-        train_cls.main(["--resume"] + opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        launch.main(["--resume"] + opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
 
 
 def test_truncated_statistics_cache_is_named(data_root, finished_run, tmp_path):
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     _truncate(tmp_path / "class_stats.pt")
     with pytest.raises(ValueError, match="class statistics file .*class_stats.pt: truncated or corrupt"):
-        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -203,7 +191,7 @@ def test_truncated_image_is_named(data_root, tmp_path, split):
     with open(broken, "r+b") as f:
         f.truncate(os.path.getsize(broken) // 2)
     with pytest.raises(OSError, match=f"cannot read {broken} "):
-        train_cls.main(opts(tree, tmp_path / "out"))
+        launch.main(opts(tree, tmp_path / "out"))
 
 
 @pytest.mark.parametrize("method,target", [("none", "best.pth"), ("adarand", "class_stats.pt")])
@@ -214,7 +202,7 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(data_root, tmp_path, m
 
     monkeypatch.setattr(files.torch, "save", full_disk)
     with pytest.raises(OSError, match=f"could not write .*{target}: No space left on device"):
-        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": method}))
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": method}))
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     assert not (tmp_path / target).exists()
 

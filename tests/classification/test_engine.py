@@ -9,38 +9,29 @@ import pytest
 import torch
 
 import adarand
+from adarand.classification import launch
 from adarand.classification.config import load_cfg
-from adarand.classification.trainer import fit
+from adarand.classification.hooks import HookBase
+from adarand.classification.trainer import ClassificationTrainer
 
 from fake_trees import make_fake_imagefolder  # noqa: E402  (tests/classification is on sys.path under pytest)
+from tiny_runs import NUM_CLASSES, PER_CLASS, tiny_opts  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOOLS = os.path.join(ROOT, "tools")
 sys.path.insert(0, TOOLS)
 import plot_features  # noqa: E402
 import summarize  # noqa: E402
-import train_cls  # noqa: E402
-
-NUM_CLASSES, PER_CLASS = 3, 10  # 30 training images: 24 train + 6 val; 15 test
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_fake_imagefolder(tmp_path_factory.mktemp("data") / "tree", NUM_CLASSES, PER_CLASS, image_size=16)
 
 
 def opts(data_root, out, **extra):
-    """Flat KEY VALUE list: tiny_cnn, 16 px, 2 epochs of 3 steps (batch 8), no workers."""
-    values = {"MODEL.BACKBONE": "tiny_cnn", "MODEL.WEIGHTS": "", "DATASET.NAME": "imagefolder",
-              "DATASET.ROOT": str(data_root), "DATASET.VAL_FRACTION": 0.2, "INPUT.SIZE": 16,
-              "SOLVER.EPOCHS": 2, "SOLVER.BATCH_SIZE": 8, "SOLVER.MILESTONES": "[1]",
-              "DATALOADER.NUM_WORKERS": 0, "TEST.BATCH_SIZE": 16, "LOG_PERIOD": 1, "OUTPUT_DIR": str(out)}
-    values.update(extra)
-    return [str(x) for kv in values.items() for x in kv]
+    """The tiny run over 2 epochs of 3 steps, lr x0.1 after epoch 1, a read-back every step."""
+    return tiny_opts(data_root, out, **{"SOLVER.EPOCHS": 2, "SOLVER.MILESTONES": "[1]", "LOG_PERIOD": 1, **extra})
 
 
-def run(data_root, out, resume=False, callbacks=(), **extra):
-    return fit(load_cfg("", opts(data_root, out, **extra)), resume=resume, progress=False, epoch_callbacks=callbacks)
+def run(data_root, out, resume=False, hooks=(), **extra):
+    return launch.train(load_cfg("", opts(data_root, out, **extra)), resume=resume, progress=False,
+                        extra_hooks=hooks)
 
 
 METHODS = [(name, "") for name in adarand.available_regularizers()] + [("none", b) for b in ("l2sp", "delta", "bss")]
@@ -84,9 +75,12 @@ def test_two_epoch_run_writes_everything(method_runs, reg, baseline):
     assert saved["features"].shape[0] == NUM_CLASSES * PER_CLASS // 2
 
 
-def _kill_after_first_epoch(epoch, run_state):
-    if epoch == 0:
-        raise KeyboardInterrupt("simulated kill after epoch 1")
+class KillAfterFirstEpoch(HookBase):
+    """Runs after the checkpointer: the process dies with epoch 1 saved."""
+
+    def after_epoch(self):
+        if self.trainer.epoch == 0:
+            raise KeyboardInterrupt("simulated kill after epoch 1")
 
 
 @pytest.mark.parametrize("reg,schedule", [("adarand", "multistep"), ("ptr", "multistep"), ("adarand", "cosine_7_16")])
@@ -108,7 +102,7 @@ def _assert_resume_exact(data_root, tmp_path, extra):
     of an uninterrupted run."""
     straight = run(data_root, tmp_path / "straight", **extra)
     with pytest.raises(KeyboardInterrupt):
-        run(data_root, tmp_path / "resumed", callbacks=[_kill_after_first_epoch], **extra)
+        run(data_root, tmp_path / "resumed", hooks=[KillAfterFirstEpoch()], **extra)
     resumed = run(data_root, tmp_path / "resumed", resume=True, **extra)
     a = torch.load(tmp_path / "straight" / "last.pth", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "last.pth", weights_only=False)
@@ -154,11 +148,11 @@ def test_two_process_gloo_ddp_matches_single_process(data_root, tmp_path):
 
 def test_cli_eval_only_and_errors(method_runs, data_root, tmp_path, capsys):
     out = method_runs[("adarand", "")]
-    train_cls.main(["--eval-only", "--no-progress"] + opts(data_root, out))
+    launch.main(["--eval-only", "--no-progress"] + opts(data_root, out))
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert evaluated["test_top1"] == json.load(open(os.path.join(out, "results.json")))["test_top1"]
     with pytest.raises(KeyError, match="SOLVER.EPOCHZ"):
-        train_cls.main(opts(data_root, tmp_path) + ["SOLVER.EPOCHZ", "3"])
+        launch.main(opts(data_root, tmp_path) + ["SOLVER.EPOCHZ", "3"])
     missing = tmp_path / "no_such_dataset"
     with pytest.raises(FileNotFoundError, match="no_such_dataset"):
         run(missing, tmp_path / "out")
@@ -186,16 +180,14 @@ def _tensorboard_tags(run_dir):
 
 
 def _count_test_evaluations(monkeypatch):
-    """Wrap the trainer's ``evaluate``; returns the list of evaluated splits ("val" | "test")."""
-    from adarand.classification import trainer
+    """Wrap the trainer's ``test``; returns the list of evaluated splits ("val" | "test")."""
+    seen, original = [], ClassificationTrainer.test
 
-    seen, original = [], trainer.evaluate
-
-    def counting(cfg, model, loader, *args, **kwargs):
+    def counting(cls, cfg, model, loader, *args, **kwargs):
         seen.append("test" if loader.dataset.__class__.__name__ != "TransformedSubset" else "val")
         return original(cfg, model, loader, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "evaluate", counting)
+    monkeypatch.setattr(ClassificationTrainer, "test", classmethod(counting))
     return seen
 
 

@@ -9,7 +9,7 @@ import torch
 
 from adarand import ClassStats
 from adarand.classification.config import load_cfg
-from adarand.classification.trainer import fit
+from adarand.classification.launch import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLS_METHODS = ["ft", "fnp", "randreg-normal", "randreg-cp", "adarand"]
@@ -20,7 +20,7 @@ def test_classification_demo_config_runs(method, tmp_path):
     config = os.path.join(REPO, "configs", "classification", f"digits_mobilenetv2_{method}.yaml")
     cfg = load_cfg(config, ["SOLVER.EPOCHS", "1", "DATASET.FRACTION", "0.05", "INPUT.SIZE", "32",
                             "DIAGNOSTICS", str(method == "adarand"), "OUTPUT_DIR", str(tmp_path)])
-    results = fit(cfg, progress=False)
+    results = train(cfg, progress=False)
     assert results["method"] == method and 0.0 <= results["test_top1"] <= 1.0
     with open(tmp_path / "results.json") as f:
         assert json.load(f)["test_top1"] == results["test_top1"]

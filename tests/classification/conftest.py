@@ -1,0 +1,11 @@
+"""Fixtures of the classification tests: a fake ImageFolder tree shared by a module's runs."""
+import pytest
+
+from fake_trees import make_fake_imagefolder
+from tiny_runs import NUM_CLASSES, PER_CLASS
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """3 classes x 10 images of 16 px (24 train + 6 val after the 0.2 share; 15 test)."""
+    return make_fake_imagefolder(tmp_path_factory.mktemp("data") / "tree", NUM_CLASSES, PER_CLASS, image_size=16)

@@ -1,0 +1,49 @@
+"""The classification trainer's step: no host sync from adarand between log periods, and the
+regularizer's device counters read back exactly on the log period (and at the end of an epoch)."""
+from unittest import mock
+
+import pytest
+
+from adarand.classification.config import load_cfg
+from adarand.classification.trainer import ClassificationTrainer
+from sync_audit import SyncAudit, values_unchecked  # noqa: E402  (tests/ is on sys.path under pytest)
+from tiny_runs import tiny_opts  # noqa: E402
+
+
+def tiny_trainer(data_root, out, **values):
+    trainer = ClassificationTrainer(load_cfg("", tiny_opts(data_root, out, **{"SOLVER.EPOCHS": 1, **values})),
+                                    progress=False)
+    trainer.resume_or_load(resume=False)
+    values_unchecked(trainer.regularizer)  # value checks at their CUDA default (off)
+    return trainer
+
+
+@pytest.mark.parametrize("name", ["none", "fnp", "randreg-normal", "adarand", "ptr"])
+def test_classification_step_issues_no_sync(data_root, tmp_path, name):
+    """run_step and every default hook's after_step (prior step, LR schedule, metric sums, divergence
+    flags, diagnostics), off the log period, as train() runs them."""
+    trainer = tiny_trainer(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": name, "LOG_PERIOD": 100})
+    if name == "ptr":
+        trainer.regularizer.enabled.fill_(True)
+    trainer.before_train()
+    trainer.before_epoch()
+    batch = next(iter(trainer.train_loader))
+    with SyncAudit() as audit:
+        for trainer.inner_iter in (1, 2):
+            trainer.before_step()
+            trainer.run_step(batch)
+            trainer.after_step()
+    audit.assert_none_ours()
+    metrics = next(h for h in trainer._hooks if type(h).__name__ == "TrainingMetrics")
+    assert metrics.sums[5].item() == 2 * len(batch[1]) and metrics.sums.isfinite().all()
+
+
+def test_classification_epoch_checks_the_counters_on_its_log_period(data_root, tmp_path):
+    """(On the CPU torch's cross_entropy refuses a bad label itself; on CUDA it is a device assert.)"""
+    trainer = tiny_trainer(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "LOG_PERIOD": 2})
+    reg = trainer.regularizer
+    reg.check_device_errors = mock.Mock(wraps=reg.check_device_errors)
+    assert len(trainer.train_loader) == 3  # 24 training images, batch 8
+    trainer.train()
+    assert reg.check_device_errors.call_count == 3  # steps 0 and 2, and the end of the epoch
+    assert trainer.history[0]["reg_skipped_batches"] == 0
