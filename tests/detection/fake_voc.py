@@ -7,34 +7,9 @@ JPEGs, ``Annotations/*.xml`` (with <pose>, <truncated>, <difficult>), palette PN
 import os
 
 import numpy as np
-from PIL import Image
 
 from adarand.detection.voc import VOC_CLASSES, VOID
-
-
-def _palette():
-    rng = np.random.default_rng(1)
-    pal = rng.integers(0, 256, (256, 3), dtype=np.uint8)
-    pal[0] = 0
-    pal[255] = (224, 224, 192)
-    return pal.flatten().tolist()
-
-
-def _save_png(path, array):
-    im = Image.fromarray(array.astype(np.uint8), mode="P")
-    im.putpalette(_palette())
-    im.save(path)
-
-
-def _xml(image_id, height, width, objects):
-    rows = [f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename>",
-            f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size><segmented>1</segmented>"]
-    for name, (x0, y0, x1, y1), difficult in objects:
-        rows.append(f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
-                    f"<difficult>{difficult}</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
-                    f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
-    rows.append("</annotation>")
-    return "\n".join(rows)
+from adarand.detection.voc_writer import voc_dirs, write_image_lists, write_sample
 
 
 # Train: one single-category image per VOC class (1 or 2 objects), then multi-category ones.
@@ -53,11 +28,7 @@ def make_fake_voc(root, size=(96, 128), seed=0):
     rng = np.random.default_rng(seed)
     height, width = size
     truth = {}
-    for year in ("2007", "2012"):
-        base = os.path.join(root, f"VOC{year}")
-        for sub in ("JPEGImages", "Annotations", "SegmentationObject", "SegmentationClass",
-                    "ImageSets/Main", "ImageSets/Segmentation"):
-            os.makedirs(os.path.join(base, sub), exist_ok=True)
+    dirs = {year: voc_dirs(os.path.join(root, f"VOC{year}")) for year in ("2007", "2012")}
     layouts = TRAIN_LAYOUTS + VAL_LAYOUTS
     ids = [f"2012_{i:06d}" for i in range(len(layouts))]
     for image_id, names in zip(ids, layouts):
@@ -79,18 +50,11 @@ def make_fake_voc(root, size=(96, 128), seed=0):
         for k, (name, box, _) in enumerate(objects):
             gt.append((VOC_CLASSES.index(name), [float(v) for v in box], obj_png == k + 1))
         truth[image_id] = gt
-        for year in ("2007", "2012"):
-            base = os.path.join(root, f"VOC{year}")
-            Image.fromarray(image).save(os.path.join(base, "JPEGImages", image_id + ".jpg"), quality=95)
-            with open(os.path.join(base, "Annotations", image_id + ".xml"), "w") as f:
-                f.write(_xml(image_id, height, width, objects))
-        _save_png(os.path.join(root, "VOC2012", "SegmentationObject", image_id + ".png"), obj_png)
-        _save_png(os.path.join(root, "VOC2012", "SegmentationClass", image_id + ".png"), cls_png)
+        voc_objects = [(name, (x0 + 1, y0 + 1, x1, y1), difficult) for name, (x0, y0, x1, y1), difficult in objects]
+        write_sample(dirs["2007"], image_id, image, voc_objects)
+        write_sample(dirs["2012"], image_id, image, voc_objects, obj_png, cls_png)
     n = len(TRAIN_LAYOUTS)
     splits = {"train": ids[:n], "val": ids[n:], "trainval": ids, "test": ids[n:]}
     for year in ("2007", "2012"):
-        for split, members in splits.items():
-            for kind in ("Main", "Segmentation"):
-                with open(os.path.join(root, f"VOC{year}", "ImageSets", kind, split + ".txt"), "w") as f:
-                    f.write("".join(m + "\n" for m in members))
+        write_image_lists(dirs[year], splits)
     return truth

@@ -1,6 +1,5 @@
 """The generated demo set: Pascal VOC's real layout, boxes = mask extents, one category per image."""
 import filecmp
-import importlib.util
 import os
 import xml.etree.ElementTree as ET
 
@@ -10,8 +9,8 @@ from PIL import Image
 
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
+from adarand.detection.demo_voc import make_demo_voc  # noqa: E402
 
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_demo_voc.py")
 SIZE = 128
 # VOC's published colours (independent of the generator's colour-map code).
 VOC_COLOURS = {0: (0, 0, 0), 1: (128, 0, 0), 8: (64, 0, 0), 13: (192, 0, 128), 15: (192, 128, 128),
@@ -21,17 +20,10 @@ VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
                "train", "tvmonitor"]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("make_demo_voc", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_voc")
-    voc = _tool().make_demo_voc(str(root), num_train=6, num_val=3, seed=0, size=SIZE, progress=False)
+    voc = make_demo_voc(str(root), num_train=6, num_val=3, seed=0, size=SIZE, progress=False)
     return root, voc
 
 
@@ -106,9 +98,9 @@ def test_detectron2_voc_loader_reads_the_tree(tree):
 def test_rerun_is_a_no_op_and_same_seed_gives_same_files(tree, tmp_path):
     root, voc = tree
     stamp = os.path.getmtime(os.path.join(voc, "JPEGImages", "2026_000001.jpg"))
-    assert _tool().make_demo_voc(str(root), num_train=6, num_val=3, seed=0, size=SIZE, progress=False) == voc
+    assert make_demo_voc(str(root), num_train=6, num_val=3, seed=0, size=SIZE, progress=False) == voc
     assert os.path.getmtime(os.path.join(voc, "JPEGImages", "2026_000001.jpg")) == stamp
-    again = _tool().make_demo_voc(str(tmp_path), num_train=6, num_val=3, seed=0, size=SIZE, progress=False)
+    again = make_demo_voc(str(tmp_path), num_train=6, num_val=3, seed=0, size=SIZE, progress=False)
     for kind in ("Annotations", "SegmentationObject", "SegmentationClass", "JPEGImages"):
         names = sorted(os.listdir(os.path.join(voc, kind)))
         match, mismatch, errors = filecmp.cmpfiles(os.path.join(voc, kind), os.path.join(again, kind), names, False)

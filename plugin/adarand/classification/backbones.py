@@ -12,10 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
 
 TORCHVISION = ("resnet18", "resnet50", "vit_b_32", "vit_b_16", "mobilenet_v2")
 CLIP = ("RN50", "ViT-B-32", "ViT-B-16")

@@ -3,8 +3,12 @@
 train: RandomResizedCrop(size) + RandomHorizontalFlip + ToTensor + Normalize(mean, std);
 eval:  Resize(int(size * resize_ratio)) + CenterCrop(size) + ToTensor + Normalize(mean, std).
 """
+# Input normalisation of the pre-trained weights (RGB in [0, 1]); a model carries its own as
+# ``input_mean`` / ``input_std`` (backbones.py), which the trainer uses unless INPUT.MEAN/STD is set.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def build_transforms(train, size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_ratio=256 / 224):
