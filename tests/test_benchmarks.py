@@ -7,8 +7,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-from bench_common import describe, paired_ratio, round_robin  # noqa: E402
+from adarand.benchmarking import describe, paired_ratio, round_robin  # noqa: E402
 
 
 def test_paired_ratio_of_exact_ratios_has_a_point_interval():

@@ -238,3 +238,23 @@ def test_guard_update_reads_nothing_back():
     host_reads = [op for op in recorder.ops if any(s in op for s in ("_local_scalar_dense", "is_nonzero", "equal"))]
     assert recorder.ops and not host_reads, recorder.ops
     assert guard.bad_terms() == [("loss", 7)]
+
+
+def test_figures_and_images_are_written_atomically(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    files.save_figure(fig, str(tmp_path / "plot.png"), dpi=50)
+    plt.close(fig)
+    files.save_image(Image.new("RGB", (4, 3), (255, 0, 0)), str(tmp_path / "red.jpg"), quality=95)
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(tmp_path / "red.jpg") as image:
+        assert image.format == "JPEG" and image.size == (4, 3)
+    with pytest.raises(ValueError, match=r"red\.unknown: no image format"):  # nothing written, no temporary
+        files.save_image(Image.new("RGB", (4, 3)), str(tmp_path / "red.unknown"))
+    assert sorted(os.listdir(tmp_path)) == ["plot.png", "red.jpg"]

@@ -6,7 +6,7 @@ term, backward, optimizer step; then the prior-step hook) on the same model and 
 ResNet-50 (random init), 224 px, 196 classes (Stanford Cars), batch 64 with bf16 +
 channels-last on a GPU, batch 8 in fp32 on a CPU.
 
-Time: methods are timed round-robin (``bench_common.round_robin``), one step each per
+Time: methods are timed round-robin (``adarand.benchmarking.round_robin``), one step each per
 round and a different method first each round, so slow drifts of a shared machine hit
 every method alike (CUDA synchronised around each step). Each method's time ratio to FT
 is the median over rounds of the paired per-round ratios, with a 95 % bootstrap
@@ -50,8 +50,7 @@ from adarand.classification.engine import FeaturesAndLogits, new_guard, set_trai
 from adarand.classification.hooks import PriorStep
 from adarand.classification.trainer import ClassificationTrainer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import describe, load_average, paired_ratio, round_robin, write_report  # noqa: E402
+from adarand.benchmarking import describe, load_average, paired_ratio, round_robin, write_report
 
 METHODS = [("ft", "none", ""), ("fnp", "fnp", ""), ("randreg-cp", "randreg-cp", ""), ("adarand", "adarand", ""),
            ("ptr", "ptr", ""), ("l2sp", "none", "l2sp"), ("delta", "none", "delta"), ("bss", "none", "bss")]

@@ -9,7 +9,7 @@ StandardROIHeads, "adarand" AdaRandROIHeads plus the prior step of the hook. A s
 forward + backward + SGD step (+ prior step). Both models start from the same weights,
 use lr 0 (all the work of a step, weights unchanged) and reseed before each step, so
 they sample the same ROIs and differ only by AdaRand's own work. Steps of the two
-models alternate round-robin (``bench_common.round_robin``: each goes first every other
+models alternate round-robin (``adarand.benchmarking.round_robin``: each goes first every other
 round); the time ratio is the median over rounds of the paired per-round ratios, with a
 95 % bootstrap confidence interval ("within noise" when it holds 1.0). On CUDA the
 clock is wall time; on a CPU, the process's CPU time with one torch thread (``--threads``),
@@ -40,8 +40,7 @@ from detectron2.utils.events import EventStorage
 import adarand
 from adarand.detection import add_adarand_config, box_regularizations
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import describe, load_average, paired_ratio, round_robin, write_report  # noqa: E402
+from adarand.benchmarking import describe, load_average, paired_ratio, round_robin, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "detection", "Base-AdaRand-RCNN-FPN.yaml")

@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from bench_common import write_report
+from adarand.benchmarking import write_report
 
 SHAPES = {"cars": (64, 196, 2048, None), "det": (8192, 20, 1024, 0.9)}  # B, C, D, share of the dominant class
 OPS = ("target_fwd", "target_fwd_bwd", "class_sums", "ema_apply", "prior_step")

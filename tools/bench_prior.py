@@ -27,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench_common import write_report
+from adarand.benchmarking import write_report
 
 SHAPES = {"cars-r50": (64, 196, 2048), "imagenet-vitb": (64, 1000, 768)}
 

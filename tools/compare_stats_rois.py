@@ -16,9 +16,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 
-from adarand.detection import compute_box_head_stats
+from adarand.detection import compute_box_head_stats, setup_cfg
 from adarand.detection.trainer import check_weights
-from train_net import setup
 
 
 def compare(gt, proposals):
@@ -37,7 +36,7 @@ def compare(gt, proposals):
 
 
 def main(args):
-    base, results = setup(args), {}
+    base, results = setup_cfg(args), {}
     for rois in ("gt", "proposals"):
         cfg = base.clone()
         cfg.defrost()

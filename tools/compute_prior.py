@@ -13,14 +13,15 @@ from detectron2.engine import default_argument_parser, launch
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
-from adarand.detection import SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, stats_path
+from adarand.detection import (
+    SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, setup_cfg, stats_path,
+)
 from adarand.detection.prior_init import branch_path
 from adarand.detection.trainer import check_weights
-from train_net import setup
 
 
 def main(args):
-    cfg = setup(args)
+    cfg = setup_cfg(args)
     model = build_model(cfg)
     check_weights(cfg.MODEL.WEIGHTS)
     SafeDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

@@ -21,98 +21,10 @@ import argparse
 import json
 import os
 import sys
-from collections import Counter
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
-import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-
-import adarand  # noqa: E402
-
-NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "detach", "lift_fresh",
-             "_local_scalar_dense", "set_", "resize_", "promote_types", "result_type"}
-TRITON_DIR = os.path.dirname(os.path.realpath(__import__("triton").__file__)) + os.sep
-
-
-def from_triton_interpreter():
-    """True when a frame of the triton package is on the stack (the interpreter copying tensors)."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if os.path.realpath(frame.f_code.co_filename).startswith(TRITON_DIR):
-            return True
-        frame = frame.f_back
-    return False
-PHASES = ("loss forward", "loss backward", "EMA", "prior update")
-
-
-class OpCounter(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if not func.is_view and name not in NO_KERNEL and not from_triton_interpreter():
-            self.ops[name] += 1
-        return func(*args, **(kwargs or {}))
-
-
-class LaunchCounter:
-    """Counts Triton kernel launches by wrapping the interpreter's launcher."""
-
-    def __init__(self):
-        self.launches = Counter()
-
-    def __enter__(self):
-        from triton.runtime.interpreter import InterpretedFunction
-
-        self._cls, self._run = InterpretedFunction, InterpretedFunction.run
-        counter = self
-
-        def run(fn, *args, **kwargs):
-            counter.launches[fn.fn.__name__] += 1
-            return counter._run(fn, *args, **kwargs)
-
-        InterpretedFunction.run = run
-        return self
-
-    def __exit__(self, *exc):
-        self._cls.run = self._run
-
-
-def count(backend, batch, classes, dim):
-    adarand.set_backend(backend)
-    reg = adarand.build_regularizer("adarand", classes, dim, total_steps=100, check_values=False)
-    reg.prior.init_from_stats(torch.randn(classes, dim), torch.ones(classes, dim))
-    features = torch.randn(batch, dim, requires_grad=True)
-    labels = torch.randint(0, classes, (batch,))
-    prior = reg.prior
-    phases = {}
-
-    def measure(name, fn):
-        with LaunchCounter() as launches, OpCounter() as ops:
-            out = fn()
-        phases[name] = {"triton": sum(launches.launches.values()), "aten": sum(ops.ops.values()),
-                        "kernels": dict(launches.launches), "ops": dict(ops.ops)}
-        return out
-
-    loss = measure("loss forward", lambda: reg(features, labels))
-    measure("loss backward", lambda: loss.backward())
-
-    def prior_update():
-        with torch.enable_grad():
-            mu = prior.mu.detach().requires_grad_(True)
-            prior_loss = prior.prior_loss(reg.use_mean, reg.use_dist, mu=mu)
-            (grad,) = torch.autograd.grad(prior_loss, mu)
-        reg.prior_optimizer.step(prior.mu, grad)
-
-    # AdaRand.step = input checks + EMA + prior update + the skip guard; measured in parts, then whole.
-    measure("EMA", lambda: prior.update_running_mean(features.detach(), labels))
-    measure("prior update", prior_update)
-    measure("whole step()", lambda: reg.step(features.detach(), labels))
-    adarand.set_backend(None)
-    return phases
+from adarand.ops.launch_count import PHASES, count  # noqa: E402
 
 
 def main(argv=None):

@@ -15,12 +15,15 @@ registry packages, on a CPU, in minutes:
 Finished runs are kept and skipped on a re-run. Tables go to stdout and <out>/demo_results.md.
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+
+from adarand.classification.run_log import read_jsonl, read_results
+from adarand.classification.summary import mean_std
+from adarand.files import write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLS_METHODS = [("ft", "FT"), ("fnp", "FNP"), ("randreg-normal", "RandReg N(0,1)"), ("randreg-cp", "RandReg-CP"),
@@ -42,12 +45,6 @@ def tool(name):
     return [sys.executable, os.path.join(ROOT, "tools", name)]
 
 
-def mean_std(values):
-    if len(values) == 1:
-        return values[0], 0.0
-    return statistics.mean(values), statistics.stdev(values)
-
-
 def classification(out, seeds, epochs):
     rows, run_dirs = [], []
     for method, label in CLS_METHODS:
@@ -59,8 +56,7 @@ def classification(out, seeds, epochs):
                 config = f"configs/classification/digits_mobilenetv2_{method}.yaml"
                 run(tool("train_cls.py") + ["--resume", "--config-file", config, "SEED", str(seed),
                                             "SOLVER.EPOCHS", str(epochs), "OUTPUT_DIR", run_dir])
-            with open(os.path.join(run_dir, "results.json")) as f:
-                results.append(json.load(f))
+            results.append(read_results(run_dir))
             run_dirs.append(run_dir)
         rows.append((label, results))
     ft_step = statistics.mean(r["step_time_s"] for r in rows[0][1])
@@ -93,8 +89,7 @@ def detection(out, iters):
             run(tool("train_net.py") + ["--resume", "--config-file", config, "MODEL.WEIGHTS", weights,
                                         "SOLVER.MAX_ITER", str(iters), "OUTPUT_DIR", run_dir],
                 env={"DETECTRON2_DATASETS": data_root})
-        with open(metrics) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = read_jsonl(metrics)  # Detectron2's metrics.json: one JSON object a line
         evaluation = [r for r in records if "bbox/AP" in r][-1]
         step_times = [r["time"] for r in records if "time" in r]
         rows.append((label, evaluation, statistics.median(step_times)))
@@ -143,8 +138,7 @@ def main():
                         f"\n\n{table}\n\nGround truth | FT | AdaRand (best {DET_FIGURE_TOP_K} detections) on the first "
                         f"{DET_FIGURE_IMAGES} validation images: {figure}\nRun directories: {out}/detection/")
     report = "\n\n".join(sections) + f"\n\nTotal demo time: {(time.time() - start) / 60:.1f} min\n"
-    with open(os.path.join(out, "demo_results.md"), "w") as f:
-        f.write(report)
+    write_text(os.path.join(out, "demo_results.md"), report)
     print("\n" + report + f"\nWritten to {os.path.join(out, 'demo_results.md')}")
 
 

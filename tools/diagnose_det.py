@@ -16,15 +16,14 @@ gradient norm, feature and prior norms at the start and the end). Finished runs 
 """
 import argparse
 import csv
+import io
 import json
 import os
 import statistics
 
-from detectron2.config import get_cfg
-
-from adarand.detection import add_adarand_config, register_voc
+from adarand.detection import load_detection_cfg, register_voc
 from adarand.detection.diagnose import loss_sharpness, run_diagnosis, seeded_trainer
-from adarand.detection.mobilenet_fpn import add_mobilenet_config
+from adarand.files import write_json, write_text
 
 
 def parse_method(spec):
@@ -45,13 +44,9 @@ def run_name(label):
 
 
 def build_cfg(args, method_opts, seed, output_dir):
-    cfg = get_cfg()
-    add_adarand_config(cfg)
-    add_mobilenet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts + method_opts + ["SEED", str(seed), "SOLVER.MAX_ITER", str(args.iters),
-                                                   "OUTPUT_DIR", output_dir, "SOLVER.CHECKPOINT_PERIOD", "1000000",
-                                                   "DATASETS.TEST", "()"])  # training only: no evaluation
+    run_opts = ["SEED", str(seed), "SOLVER.MAX_ITER", str(args.iters), "OUTPUT_DIR", output_dir,
+                "SOLVER.CHECKPOINT_PERIOD", "1000000", "DATASETS.TEST", "()"]  # training only: no evaluation
+    cfg = load_detection_cfg(args.config_file, args.opts + method_opts + run_opts)
     cfg.freeze()
     return cfg
 
@@ -80,9 +75,7 @@ def sharpness(args):
             trainer = seeded_trainer(build_cfg(args, method_opts, seed, run_dir))
             results.append({"method": label, "seed": seed, **loss_sharpness(trainer, seed=seed)})
             print(json.dumps(results[-1]), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "sharpness.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(os.path.join(args.out, "sharpness.json"), results)
 
 
 def main(argv=None):
@@ -112,20 +105,18 @@ def main(argv=None):
                     rows, diverged = json.load(f).values()
             else:
                 rows, diverged = run_diagnosis(build_cfg(args, method_opts, seed, run_dir))
-                with open(done, "w") as f:
-                    json.dump({"rows": rows, "diverged_at": diverged}, f)
+                write_json(done, {"rows": rows, "diverged_at": diverged})
             all_rows += [{"method": label, "seed": seed, **r} for r in rows]
             summary.append({"method": label, "seed": seed, **summarize(rows, diverged)})
             print(json.dumps({"method": label, "seed": seed, "diverged_at": diverged, "iterations": len(rows)}),
                   flush=True)
-    os.makedirs(args.out, exist_ok=True)
     fields = ["method", "seed", "iter"] + sorted({k for r in all_rows for k in r} - {"method", "seed", "iter"})
-    with open(os.path.join(args.out, "iterations.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(all_rows)
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(all_rows)
+    write_text(os.path.join(args.out, "iterations.csv"), table.getvalue())
+    write_json(os.path.join(args.out, "summary.json"), summary)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from adarand.files import save_figure  # noqa: E402
+
 CAP = 1e8
 
 
@@ -44,7 +46,7 @@ def main(argv=None):
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(args.key)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
+    save_figure(fig, args.out, dpi=110)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ right of the ground truth (one PNG per image, or one grid with a row per image):
 """
 import argparse
 
-from detectron2.config import get_cfg
 
-from adarand.detection import add_adarand_config
-from adarand.detection.mobilenet_fpn import add_mobilenet_config
+from adarand.detection import load_detection_cfg
 from adarand.detection.visualize import visualize_dataset
 
 
@@ -61,11 +59,7 @@ def parse_args(argv=None):
 def dataset_name(args):
     if args.dataset:
         return args.dataset
-    cfg = get_cfg()
-    add_adarand_config(cfg)
-    add_mobilenet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_detection_cfg(args.config_file, args.opts)
     names = cfg.DATASETS.TEST if args.predictions else cfg.DATASETS.TRAIN
     if not names:
         raise SystemExit(f"{args.config_file}: DATASETS.{'TEST' if args.predictions else 'TRAIN'} is empty; "

@@ -122,6 +122,23 @@ def write_text(path, text) -> None:
         f.write(text)
 
 
+def save_figure(fig, path, **options) -> None:
+    """A matplotlib figure through :func:`atomic_write` (format from the extension)."""
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=os.path.splitext(path)[1].lstrip(".") or "png", **options)
+
+
+def save_image(image, path, **options) -> None:
+    """A PIL image through :func:`atomic_write` (format from the extension)."""
+    from PIL import Image
+
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in Image.registered_extensions():
+        raise ValueError(f"cannot write {path}: no image format for the extension {extension!r}")
+    with atomic_write(path, "wb") as f:
+        image.save(f, format=Image.registered_extensions()[extension], **options)
+
+
 def append_line(path, line: str) -> None:
     """Append ``line`` + newline under an exclusive lock, flushed to disk."""
     with open(path, "a") as f:

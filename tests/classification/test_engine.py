@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import adarand
-from adarand.classification import launch
+from adarand.classification import launch, plots, summary
 from adarand.classification.config import load_cfg
 from adarand.classification.hooks import HookBase
 from adarand.classification.trainer import ClassificationTrainer
@@ -19,9 +19,6 @@ from tiny_runs import NUM_CLASSES, PER_CLASS, tiny_opts  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOOLS = os.path.join(ROOT, "tools")
-sys.path.insert(0, TOOLS)
-import plot_features  # noqa: E402
-import summarize  # noqa: E402
 
 
 def opts(data_root, out, **extra):
@@ -160,11 +157,11 @@ def test_cli_eval_only_and_errors(method_runs, data_root, tmp_path, capsys):
 
 def test_plots_and_summary_from_real_runs(method_runs, tmp_path):
     runs = [method_runs[("none", "")], method_runs[("adarand", "")], method_runs[("ptr", "")]]
-    pngs = plot_features.main(runs + ["--out-dir", str(tmp_path), "--gaussian"])
+    pngs = plots.main(runs + ["--out-dir", str(tmp_path), "--gaussian"])
     for png in pngs:
         with open(png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    table = summarize.main(list(method_runs.values()) + ["--out", str(tmp_path / "table.md")])
+    table = summary.main(list(method_runs.values()) + ["--out", str(tmp_path / "table.md")])
     lines = table.strip().splitlines()
     assert "imagefolder" in lines[0] and len(lines) == 2 + len(METHODS)
     ft = json.load(open(os.path.join(method_runs[("none", "")], "results.json")))["test_top1"]

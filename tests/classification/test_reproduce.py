@@ -1,4 +1,5 @@
-"""tools/reproduce.py and summarize.py --table: every paper cell as a loadable command, a tiny grid end to end."""
+"""reproduce.main (tools/reproduce.py) and summary.main (tools/summarize.py) --table: every paper cell
+as a loadable command, a tiny grid end to end."""
 import contextlib
 import io
 import json
@@ -11,16 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from adarand.classification import backbones, paper_table, reproduce
+from adarand.classification import backbones, paper_table, reproduce, summary
 from adarand.classification.build import build_model
 from adarand.classification.config import load_cfg
 
 import fake_trees  # noqa: E402  (tests/classification is on sys.path under pytest)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import reproduce as reproduce_tool  # noqa: E402
-import summarize  # noqa: E402
 
 # cells of each table, counted from the paper's layout (Table 4 and alpha: see reproduce.py)
 EXPECTED_CELLS = {"1": 4 * 5, "2": 8 * 6, "3": 6 * 7, "4": 3 * 7, "5": 12, "alpha": 7}
@@ -28,6 +26,10 @@ BACKBONE_OF_TAG = {"r50": "resnet50", "r50simclr": "resnet50", "r50barlowtwins":
                    "vitb32": "vit_b_32", "vitb16": "vit_b_16", "vitb32clip": "clip:ViT-B-32",
                    "vitb16clip": "clip:ViT-B-16"}
 FORMAT_OF_TAG = {"r50simclr": "simclr", "r50barlowtwins": "barlowtwins"}
+
+
+def reproduce_main(argv):
+    return reproduce.main(argv, repo_root=REPO)
 
 
 def run_tool(main, argv):
@@ -57,7 +59,7 @@ def check_cell_config(cell, cfg, seed, out):
 @pytest.mark.parametrize("table", list(EXPECTED_CELLS))
 def test_dry_run_lists_every_cell_and_seed_with_a_loadable_config(table, tmp_path):
     root = tmp_path / "runs"
-    code, out, err = run_tool(reproduce_tool.main, ["--table", table, "--dry-run", "--root", str(root)])
+    code, out, err = run_tool(reproduce_main, ["--table", table, "--dry-run", "--root", str(root)])
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == EXPECTED_CELLS[table] * 3
     assert f"{EXPECTED_CELLS[table]} cells x 3 seeds" in err
@@ -167,12 +169,12 @@ def test_launch_runs_a_tiny_grid_locally_then_summarize_prints_it(tmp_path):
     root = tmp_path / "runs"
     argv = ["--table", "5", "--cells", "cars_r50_ft", "cars_r50_fnp", "--seeds", "0", "--root", str(root),
             "--data-dir", os.path.dirname(data), "--launch", "--no-progress", *TINY]
-    code, _, err = run_tool(reproduce_tool.main, argv)
+    code, _, err = run_tool(reproduce_main, argv)
     assert code == 0, err
     results = {m: json.load(open(root / f"cars_r50_{m}" / "seed0" / "results.json")) for m in ("ft", "fnp")}
     assert results["fnp"]["method"] == "fnp" and results["ft"]["dataset"] == "cars"
 
-    code, table, _ = run_tool(summarize.main, ["--table", "5", "--root", str(root)])
+    code, table, _ = run_tool(summary.main, ["--table", "5", "--root", str(root)])
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
             for line in table.splitlines() if line.startswith("| ")}
     ft = 100 * results["ft"]["test_top1"]
@@ -183,7 +185,7 @@ def test_launch_runs_a_tiny_grid_locally_then_summarize_prints_it(tmp_path):
     # a finished run is skipped; one whose results.json is gone but last.pth is there resumes
     stamp = os.path.getmtime(root / "cars_r50_ft" / "seed0" / "results.json")
     os.remove(root / "cars_r50_fnp" / "seed0" / "results.json")
-    code, _, err = run_tool(reproduce_tool.main, argv)
+    code, _, err = run_tool(reproduce_main, argv)
     assert code == 0 and "1 finished, 1 to resume, 0 new" in err
     assert os.path.getmtime(root / "cars_r50_ft" / "seed0" / "results.json") == stamp
     assert json.load(open(root / "cars_r50_fnp" / "seed0" / "results.json"))["method"] == "fnp"

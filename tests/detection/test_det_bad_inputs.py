@@ -16,13 +16,13 @@ from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
-from adarand.detection import SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, prior_init
+from adarand.detection import (
+    SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, prior_init, setup_cfg,
+)
 from adarand.detection.voc import load_voc_detection
 from adarand.files import OutputDirInUse, UnsafeFileError
 
-sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import train_net  # noqa: E402
 from faults import Payload, hold_lock, write_payload_checkpoint  # noqa: E402
 
 
@@ -165,7 +165,7 @@ def test_locked_directory_keeps_a_second_run_out(fake_voc, tmp_path):
     try:
         args = default_argument_parser().parse_args(["--config-file", BASE_CONFIG, *tiny_opts(tmp_path)])
         with pytest.raises(OutputDirInUse, match="in use by another process"):
-            train_net.setup(args, claim_output=True)
+            setup_cfg(args, claim_output=True)
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
@@ -217,7 +217,7 @@ def test_bad_adarand_values_are_refused_at_config_time(fake_voc, tmp_path, key, 
     config.write_text(f'_BASE_: "{BASE_CONFIG}"\nMODEL:\n  ADARAND:\n    {key}: {value}\n')
     args = default_argument_parser().parse_args(["--config-file", str(config), *tiny_opts(tmp_path)])
     with pytest.raises(ValueError, match=f"MODEL.ADARAND.{key} = "):
-        train_net.setup(args)
+        setup_cfg(args)
     assert not (tmp_path / "config.yaml").exists()
 
 

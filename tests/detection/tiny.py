@@ -5,9 +5,7 @@ far from its train-mode ones; GN behaves the same in both modes, as FrozenBN doe
 """
 import os
 
-from detectron2.config import get_cfg
-
-from adarand.detection import add_adarand_config, register_voc
+from adarand.detection import load_detection_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE_CONFIG = os.path.join(REPO, "configs", "detection", "mask_rcnn_R_50_FPN_voc2012_single_adarand.yaml")
@@ -37,11 +35,8 @@ def tiny_opts(output_dir, max_iter=3, **extra):
 
 
 def tiny_cfg(output_dir, config_file=BASE_CONFIG, **extra):
-    cfg = get_cfg()
-    add_adarand_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(tiny_opts(output_dir, **extra))
-    return cfg
+    """The config the entry points build (``adarand.detection.load_detection_cfg``), shrunk; not frozen."""
+    return load_detection_cfg(config_file, tiny_opts(output_dir, **extra))
 
 
 LAZY_CONFIG = os.path.join(REPO, "configs", "detection", "mask_rcnn_R_50_FPN_voc2012_single_adarand.py")

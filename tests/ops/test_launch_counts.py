@@ -1,19 +1,15 @@
-"""tools/count_launches.py: the fused loss is one kernel each way, the EMA three, the prior update none."""
+"""adarand.ops.launch_count (tools/count_launches.py): the fused loss is one kernel each way, the EMA three, the prior update none."""
 import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from adarand.ops import launch_count
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts the interpreter's launches")
 def test_launch_counts_per_phase():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import count_launches
-
-    fused = count_launches.count("triton", batch=9, classes=5, dim=12)
-    eager = count_launches.count("torch", batch=9, classes=5, dim=12)
+    fused = launch_count.count("triton", batch=9, classes=5, dim=12)
+    eager = launch_count.count("torch", batch=9, classes=5, dim=12)
     assert fused["loss forward"]["kernels"] == {"_target_loss_fwd_kernel": 1}
     assert fused["loss backward"]["kernels"] == {"_target_loss_bwd_kernel": 1}
     assert fused["EMA"]["kernels"] == {"_segment_sums_kernel": 1, "_class_reduce_kernel": 1, "_ema_apply_kernel": 1}

@@ -7,8 +7,10 @@ labels. ``std`` is the sample standard deviation over seeds (0 for one seed).
 import glob
 import json
 import os
-import statistics
 from dataclasses import dataclass
+
+from .run_log import read_results
+from .summary import mean_std
 
 PAPER_RESULTS = os.path.join(os.path.dirname(__file__), "paper_results.json")
 MISSING = "—"
@@ -33,8 +35,7 @@ def cell_values(root, cell_id, metric="test_top1"):
     """``100 * results[metric]`` of every finished seed of ``cell_id`` under ``root``."""
     values = []
     for path in sorted(glob.glob(os.path.join(root, cell_id, "seed*", "results.json"))):
-        with open(path) as f:
-            result = json.load(f)
+        result = read_results(path)
         if result.get(metric) is None:
             raise KeyError(f"{path} has no value for {metric!r}")
         values.append(100.0 * result[metric])
@@ -47,8 +48,7 @@ def position_result(table, row, col, root, metric="test_top1"):
     for cell in table.cells_at(row, col):
         values = cell_values(root, cell.id, metric)
         if values:
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            result = Result(statistics.mean(values), std, len(values), cell.id)
+            result = Result(*mean_std(values), len(values), cell.id)
             if best is None or result.mean > best.mean:
                 best = result
     return best

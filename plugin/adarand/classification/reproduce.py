@@ -12,6 +12,7 @@ UOT): only the paper's number is shown.
 Launching uses submitit: one job per run, its local executor by default, SLURM on request.
 A run whose ``results.json`` exists is finished and skipped; one with ``last.pth`` resumes.
 """
+import argparse
 import os
 import shlex
 import sys
@@ -303,3 +304,61 @@ def launch(runs, executor, repo_root=".", nproc_per_node=1, max_parallel=1, poll
                 bar.update(1)
                 bar.set_postfix(failed=len(failed))
     return failed
+
+
+def get_args_parser(description=None):
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", required=True, choices=list(TABLES), help="the paper's table")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="training seeds")
+    parser.add_argument("--root", default="output/reproduce", help="runs go to ROOT/<cell id>/seed<k>")
+    parser.add_argument("--cells", nargs="+", default=[], metavar="ID", help="only these cells of the table")
+    parser.add_argument("--data-dir", default="",
+                        help="DATASET.ROOT becomes DATA_DIR/<dataset> (default: the configs')")
+    parser.add_argument("--weights", nargs="+", default=[], metavar="TAG=FILE",
+                        help=f"pre-trained weights files, TAG one of {list(PRETRAININGS)}")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    mode.add_argument("--launch", action="store_true", help="run the unfinished runs through submitit")
+    parser.add_argument("--cluster", default="local", choices=("local", "slurm"), help="submitit executor")
+    parser.add_argument("--partition", default="", help="SLURM partition")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per job (SLURM), torchrun processes when > 1")
+    parser.add_argument("--cpus", type=int, default=10, help="CPUs per job (SLURM)")
+    parser.add_argument("--time", type=int, default=4320, help="job time limit in minutes")
+    parser.add_argument("--max-parallel", type=int, default=None,
+                        help="jobs at once (default: 1 locally, all on SLURM; 0 = all)")
+    parser.add_argument("--job-dir", default="", help="submitit's logs (default ROOT/_jobs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides added to every run")
+    return parser
+
+
+def main(argv=None, repo_root=".", description=None):
+    """``tools/reproduce.py``: print the commands (--dry-run) or launch the unfinished runs; returns the exit code.
+
+    ``repo_root``: the checkout whose configs and tools/train_cls.py the runs use.
+    """
+    args = get_args_parser(description).parse_args(argv)
+    table = get_table(args.table)
+    root = os.path.abspath(args.root)
+    runs = build_runs(table, root, args.seeds, args.cells, args.data_dir,
+                                parse_weights(args.weights), args.opts)
+    status = [r.status() for r in runs]
+    cells = len(runs) // len(args.seeds)
+    counts = (f"table {table.name}: {len(runs)} runs ({cells} cells x {len(args.seeds)} seeds): "
+               f"{status.count('done')} finished, {status.count('resume')} to resume, {status.count('new')} new")
+    if args.dry_run:
+        for run in runs:
+            print(command_line(run, nproc_per_node=args.gpus))
+        print(counts, file=sys.stderr)
+        return 0
+    check_runs(runs, repo_root)
+    print(counts, file=sys.stderr)
+    executor = make_executor(args.job_dir or os.path.join(root, "_jobs"), args.cluster, args.partition,
+                                       args.gpus, args.cpus, args.time, name=f"adarand-table{table.name}")
+    max_parallel = args.max_parallel if args.max_parallel is not None else (1 if args.cluster == "local" else 0)
+    failed = launch(runs, executor, repo_root, nproc_per_node=args.gpus, max_parallel=max_parallel,
+                              progress=not args.no_progress)
+    for run, error in failed.items():
+        print(f"FAILED {run.output_dir}: {error}", file=sys.stderr)
+    return 1 if failed else 0
+

@@ -1,4 +1,7 @@
-"""Per-epoch records: ``metrics.jsonl`` (one JSON object a line) and TensorBoard scalars."""
+"""A run directory's records: written by :class:`RunLog` (``metrics.jsonl``, one JSON object a
+line, and TensorBoard scalars), read by :func:`read_metrics`, :func:`read_results` and
+:func:`find_results` (``results.json``, written by the trainer)."""
+import glob
 import json
 import os
 
@@ -40,5 +43,42 @@ class RunLog:
 
 
 def read_jsonl(path) -> list:
+    """The JSON objects of a JSON-lines file (blank lines skipped); errors name the file."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        try:
+            return [json.loads(line) for line in f if line.strip()]
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not JSON lines ({err})") from None
+
+
+def read_metrics(run_dir) -> list:
+    """The per-epoch records of a run directory (``metrics.jsonl``)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (not a tools/train_cls.py run directory?)")
+    return read_jsonl(path)
+
+
+def read_results(path) -> dict:
+    """A finished run's ``results.json``: the file itself, or the run directory holding it."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "results.json")
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not JSON ({err})") from None
+
+
+def find_results(paths) -> list:
+    """The ``results.json`` files of ``paths``: run directories, or folders searched for them."""
+    files = []
+    for path in paths:
+        direct = os.path.join(path, "results.json")
+        if os.path.isfile(direct):
+            files.append(direct)
+        else:
+            files += sorted(glob.glob(os.path.join(path, "**", "results.json"), recursive=True))
+    if not files:
+        raise FileNotFoundError(f"no results.json under {paths}")
+    return files

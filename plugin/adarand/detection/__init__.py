@@ -7,6 +7,8 @@ In your own Detectron2 project::
 
     cfg = get_cfg(); add_adarand_config(cfg); cfg.merge_from_file(...)
 
+(or ``cfg = setup_cfg(args)`` from Detectron2's ``default_argument_parser``, as tools/train_net.py does)
+
 and set ``MODEL.ROI_HEADS.NAME: AdaRandROIHeads`` (or ``AdaRandCascadeROIHeads``; any other
 head: mix in :class:`AdaRandHeadsMixin`). Train with :class:`AdaRandTrainer` or
 ``tools/lazyconfig_train_net.py`` (or add :class:`AdaRandPriorHook` and call :func:`init_prior`
@@ -19,6 +21,7 @@ from .config import adarand_options, add_adarand_config, check_adarand_config
 from .hooks import AdaRandPriorHook
 from .prior_init import collect_box_head_stats, compute_box_head_stats, init_prior, stats_path
 from .roi_heads import AdaRandCascadeROIHeads, AdaRandHeadsMixin, AdaRandROIHeads
+from .setup import get_detection_cfg, load_detection_cfg, setup_cfg
 from .trainer import AdaRandTrainer, build_evaluator
 from .voc import VOC_CLASSES, load_voc_detection, load_voc_instance_segmentation, register_voc
 
@@ -27,7 +30,7 @@ register_voc()
 __all__ = [
     "AdaRandCascadeROIHeads", "AdaRandHeadsMixin", "AdaRandPriorHook", "AdaRandROIHeads", "AdaRandTrainer",
     "BoxRegularization", "SafeDetectionCheckpointer", "VOC_CLASSES", "adarand_options", "add_adarand_config",
-    "box_regularizations", "check_adarand_config",
+    "box_regularizations", "check_adarand_config", "get_detection_cfg", "load_detection_cfg", "setup_cfg",
     "build_evaluator", "check_capable", "check_initialised", "collect_box_head_stats", "compute_box_head_stats",
     "init_prior", "load_voc_detection", "load_voc_instance_segmentation", "register_voc",
     "stats_path", "unwrap",

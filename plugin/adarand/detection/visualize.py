@@ -30,6 +30,8 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from tqdm.auto import tqdm
 
+from adarand.files import save_image
+
 TITLE_HEIGHT = 20  # pixels of the white strip holding a panel's title
 GAP = 4  # white pixels between panels and between grid rows
 _REQUIRED = ("category_id", "bbox", "score")
@@ -186,11 +188,10 @@ def draw_comparison(record, metadata, runs=(), score_threshold=0.5, top_k=0, gro
 
 def save_png(image, path, colors=0):
     """RGB PNG; ``colors`` > 0: a palette PNG of that many colours (dithered), several times smaller."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     picture = Image.fromarray(image)
     if colors > 0:
         picture = picture.quantize(colors=colors)
-    picture.save(path, optimize=True)
+    save_image(picture, path, optimize=True)
 
 
 def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score_threshold=0.5, top_k=0,

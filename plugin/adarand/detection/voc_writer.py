@@ -3,7 +3,7 @@
 ``<voc>/JPEGImages/<id>.jpg``, ``Annotations/<id>.xml`` (VOC's fields; boxes 1-based, inclusive),
 ``SegmentationObject/<id>.png`` and ``SegmentationClass/<id>.png`` (palette PNGs with VOC's colour
 map: instance index / class index + 1, 255 = void), ``ImageSets/{Main,Segmentation}/<split>.txt``.
-Every file goes through :func:`adarand.files.atomic_write`.
+Every file is written atomically (:mod:`adarand.files`).
 """
 import os
 import xml.etree.ElementTree as ET
@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
-from adarand.files import atomic_write, write_text
+from adarand.files import save_image, write_text
 
 SUBDIRS = {"jpg": "JPEGImages", "xml": "Annotations", "obj": "SegmentationObject", "cls": "SegmentationClass",
            "main": os.path.join("ImageSets", "Main"), "seg": os.path.join("ImageSets", "Segmentation")}
@@ -67,8 +67,7 @@ def save_palette_png(array, path, palette=None):
     """``array`` (H x W, values 0..255) as a palette PNG (VOC's colours by default)."""
     image = Image.fromarray(np.asarray(array).astype(np.uint8), mode="P")
     image.putpalette((voc_palette() if palette is None else palette).reshape(-1).tolist())
-    with atomic_write(path) as f:
-        image.save(f, format="PNG")
+    save_image(image, path)
 
 
 def write_sample(dirs, file_id, image, objects, instance_png=None, class_png=None, database=None):
@@ -81,8 +80,7 @@ def write_sample(dirs, file_id, image, objects, instance_png=None, class_png=Non
         instance_png, class_png: H x W uint8 (instance / class index + 1, 255 void) or None.
     """
     height, width = image.shape[:2]
-    with atomic_write(os.path.join(dirs["jpg"], f"{file_id}.jpg")) as f:
-        Image.fromarray(image).save(f, format="JPEG", quality=95)
+    save_image(Image.fromarray(image), os.path.join(dirs["jpg"], f"{file_id}.jpg"), quality=95)
     write_text(os.path.join(dirs["xml"], f"{file_id}.xml"), annotation_xml(file_id, width, height, objects, database))
     if instance_png is not None:
         save_palette_png(instance_png, os.path.join(dirs["obj"], f"{file_id}.png"))

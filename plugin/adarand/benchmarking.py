@@ -1,17 +1,17 @@
-"""What the tools/bench_*.py share: round-robin timing, paired bootstrap intervals of ratios,
-the machine's load, and the report (Markdown file, printed table, one JSON line last)."""
+"""What the benchmarks (tools/bench_*.py) share: round-robin timing, paired bootstrap intervals
+of ratios, the machine's load, and the report (Markdown file, printed table, one JSON line last)."""
 import json
 import os
 import random
 import statistics
 
+from .files import write_text
+
 
 def write_report(path, report, table, summary):
     """Write ``report`` to ``path`` (skipped when empty), print ``table``, then ``summary`` as one JSON line (last)."""
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(report)
+        write_text(path, report)
     print(table)
     if path:
         print(f"written to {path}")
