@@ -225,3 +225,13 @@ def test_transforms():
     assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
     eval_t = build_transforms(False, size=224).transforms
     assert eval_t[0].size == 256 and eval_t[1].size == (224, 224)
+
+
+@pytest.mark.parametrize("name", ["flowers", "cifar10"])
+def test_torchvision_md5_checks_are_kept(tmp_path, monkeypatch, name):
+    """The package uses torchvision's checks as they are: files that are not the real downloads are refused
+    (the other tests' stand-ins pass only through the conftest fixture, undone here)."""
+    root = ft.MAKERS[name](tmp_path / name)
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match=name):
+        build_dataset(name, root, "train")

@@ -70,6 +70,8 @@ def compile_for_sm90():
     """
     def run(jobs):
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        here = os.path.dirname(os.path.abspath(__file__))  # the tests' own kernels (noise_probe.py)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
         result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90, json.dumps(jobs)], env=env,
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-4000:]

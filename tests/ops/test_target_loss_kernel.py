@@ -32,12 +32,13 @@ def _seed(device, value=1234):
 @pytest.mark.parametrize("dtype, atol, rtol", _DTYPES)
 @pytest.mark.parametrize("batch, num_classes, dim", _SHAPES)
 def test_forward_and_grad_match_reference(device, batch, num_classes, dim, dtype, atol, rtol, noise):
-    from adarand.ops.target_loss_triton import _noise_from_seed, target_loss_triton
+    from adarand.ops.target_loss_triton import target_loss_triton
+    from noise_probe import noise_from_seed
 
     f, y, mu, sigma = _problem(batch, num_classes, dim, dtype, device)
     seed = _seed(device)
     loss = target_loss_triton(f, y, mu, sigma, noise=noise, seed=seed)
-    ref = _target_loss_ref(f, y, mu, sigma, _noise_from_seed(seed, (batch, dim), noise))
+    ref = _target_loss_ref(f, y, mu, sigma, noise_from_seed(seed, (batch, dim), noise))
     assert loss.dtype == ref.dtype
     torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-5)
     grad_out = torch.tensor(-2.5, dtype=loss.dtype, device=device)  # not the last layer
@@ -50,13 +51,14 @@ def test_forward_and_grad_match_reference(device, batch, num_classes, dim, dtype
 @pytest.mark.parametrize("noise", ["normal", "uniform"])
 def test_backward_regenerates_the_forward_noise(device, noise):
     """grad = g * 2 (f - r) / (B D) with r = mu_y + sigma_y eps, eps the debug helper's draw (float64 check)."""
-    from adarand.ops.target_loss_triton import _noise_from_seed, target_loss_triton
+    from adarand.ops.target_loss_triton import target_loss_triton
+    from noise_probe import noise_from_seed
 
     f, y, mu, sigma = _problem(9, 4, 41, torch.float32, device)
     seed = _seed(device, 99)
     loss = target_loss_triton(f, y, mu, sigma, noise=noise, seed=seed)
     (grad,) = torch.autograd.grad(3.0 * loss, f)
-    eps = _noise_from_seed(seed, (9, 41), noise).double()
+    eps = noise_from_seed(seed, (9, 41), noise).double()
     r = mu.double()[y] + sigma.double()[y] * eps
     diff = f.detach().double() - r
     torch.testing.assert_close(loss.double(), diff.pow(2).mean(), atol=1e-6, rtol=1e-6)
@@ -94,9 +96,9 @@ def test_zero_sigma_is_distance_to_class_mean(device):
 
 @pytest.mark.parametrize("noise", ["normal", "uniform"])
 def test_noise_moments(device, noise):
-    from adarand.ops.target_loss_triton import _noise_from_seed
+    from noise_probe import noise_from_seed
 
-    eps = _noise_from_seed(_seed(device, 7), (64, 64), noise).double().cpu()
+    eps = noise_from_seed(_seed(device, 7), (64, 64), noise).double().cpu()
     if noise == "normal":
         assert abs(eps.mean().item()) < 0.07 and abs(eps.var().item() - 1.0) < 0.1
     else:
@@ -107,22 +109,24 @@ def test_noise_moments(device, noise):
 
 
 def test_seed_fixes_the_noise_and_generator_fixes_the_seed(device):
-    from adarand.ops.target_loss_triton import _noise_from_seed, draw_seed
+    from adarand.ops.target_loss_triton import draw_seed
+    from noise_probe import noise_from_seed
 
-    a, b = _noise_from_seed(_seed(device, 5), (4, 33)), _noise_from_seed(_seed(device, 5), (4, 33))
+    a, b = noise_from_seed(_seed(device, 5), (4, 33)), noise_from_seed(_seed(device, 5), (4, 33))
     assert torch.equal(a, b)
-    assert not torch.equal(a, _noise_from_seed(_seed(device, 6), (4, 33)))
+    assert not torch.equal(a, noise_from_seed(_seed(device, 6), (4, 33)))
     seeds = [draw_seed(device, torch.Generator(device=device).manual_seed(3)) for _ in range(2)]
     assert seeds[0].device.type == torch.device(device).type and torch.equal(seeds[0], seeds[1])
 
 
 def test_public_op_dispatches_to_the_kernel_and_honours_generator(device):
-    from adarand.ops.target_loss_triton import _noise_from_seed, draw_seed
+    from adarand.ops.target_loss_triton import draw_seed
+    from noise_probe import noise_from_seed
 
     f, y, mu, sigma = _problem(7, 10, 41, torch.float32, device)
     loss = target_loss(f, y, mu, sigma, generator=torch.Generator(device=device).manual_seed(11), impl="triton")
     seed = draw_seed(device, torch.Generator(device=device).manual_seed(11))
-    ref = _target_loss_ref(f, y, mu, sigma, _noise_from_seed(seed, (7, 41)))
+    ref = _target_loss_ref(f, y, mu, sigma, noise_from_seed(seed, (7, 41)))
     torch.testing.assert_close(loss, ref)
     again = target_loss(f, y, mu, sigma, generator=torch.Generator(device=device).manual_seed(11), impl="triton")
     assert torch.equal(loss, again)
@@ -170,7 +174,7 @@ def test_kernels_compile_for_sm90(compile_for_sm90):
             jobs.append((module, "_target_loss_bwd_kernel",
                          {**args, "grad_out_ptr": "*fp32", "count_ptr": "*i64", "grad_f_ptr": "*bf16", **sizes,
                           **dict.fromkeys(flags, "constexpr")}, flags))
-    jobs.append((module, "_noise_kernel", {"seed_ptr": "*i64", "out_ptr": "*fp32", "B": "i32", "D": "i32",
+    jobs.append(("noise_probe", "_noise_kernel", {"seed_ptr": "*i64", "out_ptr": "*fp32", "B": "i32", "D": "i32",
                                            "NOISE": "constexpr", "BLOCK_B": "constexpr", "BLOCK_D": "constexpr"},
                  {"NOISE": 0, "BLOCK_B": 4, "BLOCK_D": 512}))
     compile_for_sm90(jobs)

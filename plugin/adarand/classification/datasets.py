@@ -143,23 +143,9 @@ def _dtd(root, split, transform):
     return _Concat([part("train"), part("val")]) if split == "train" else part("test")
 
 
-def _flowers_class():
-    from torchvision.datasets import Flowers102
-
-    class PresentFlowers102(Flowers102):
-        """Flowers102 that checks the files are present instead of their md5 (see the docs)."""
-
-        def _check_integrity(self):
-            return self._images_folder.is_dir() and all(
-                (self._base_folder / self._file_dict[k][0]).is_file() for k in ("label", "setid"))
-
-    return PresentFlowers102
-
-
 def _flowers(root, split, transform):
     from scipy.io import loadmat
-
-    cls = _flowers_class()
+    from torchvision.datasets import Flowers102 as cls
 
     def part(s):
         ds = _torchvision("flowers", root, lambda: cls(root, split=s, transform=transform, download=False))
@@ -182,24 +168,23 @@ def _pets(root, split, transform):
 def _cifar10_class():
     from torchvision.datasets import CIFAR10
 
-    class PresentCIFAR10(CIFAR10):
-        """CIFAR10 that checks the batch files are present instead of their md5 (see the docs)."""
+    from torchvision.datasets import cifar
 
-        def _files(self):
-            names = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-            return [os.path.join(self.root, self.base_folder, f) for f in names]
-
-        def _check_integrity(self):
-            return all(os.path.isfile(f) for f in self._files())
+    class AllowListCIFAR10(CIFAR10):
+        """CIFAR10 whose meta file is unpickled by ``adarand.files.load_pickle`` (plain data only,
+        nothing executed), after torchvision's md5 check."""
 
         def _load_meta(self):
             from adarand.files import load_pickle
 
-            meta = load_pickle(os.path.join(self.root, self.base_folder, self.meta["filename"]), "CIFAR-10 meta file")
+            path = os.path.join(self.root, self.base_folder, self.meta["filename"])
+            if not cifar.check_integrity(path, self.meta["md5"]):
+                raise RuntimeError(f"CIFAR-10 meta file {path} not found or corrupted (md5)")
+            meta = load_pickle(path, "CIFAR-10 meta file")
             self.classes = meta[self.meta["key"]]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
-    return PresentCIFAR10
+    return AllowListCIFAR10
 
 
 def _cifar10(root, split, transform):

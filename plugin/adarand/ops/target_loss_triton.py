@@ -119,24 +119,11 @@ def _target_loss_bwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, grad
                  g * _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + 3 * Q, y, active, e3, HAS_MU, ACC))
 
 
-@triton.jit
-def _noise_kernel(seed_ptr, out_ptr, B, D, NOISE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Debug: write the eps the loss kernels draw for every element (i, d)."""
-    Q: tl.constexpr = BLOCK_D // 4
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    base = tl.program_id(1) * BLOCK_D + tl.arange(0, Q)
-    e0, e1, e2, e3 = _noise4(tl.load(seed_ptr), rows[:, None] * D + base[None, :], NOISE)
-    _store_block(out_ptr, B, D, rows, base, e0)
-    _store_block(out_ptr, B, D, rows, base + Q, e1)
-    _store_block(out_ptr, B, D, rows, base + 2 * Q, e2)
-    _store_block(out_ptr, B, D, rows, base + 3 * Q, e3)
-
-
 def _tiles(batch, dim):
     """Tile shape, grid and warps: at most 2048 elements, as wide as D allows (4 to 512 columns).
 
     The noise of element (i, d) depends on the tile width, a function of D alone, so the
-    forward, backward and debug kernels (all tiled here) draw the same eps.
+    forward and backward kernels (and the tests' noise probe, tests/ops/noise_probe.py) draw the same eps.
     """
     block_d = max(4, min(triton.next_power_of_2(dim), 512))
     block_b = min(triton.next_power_of_2(max(batch, 1)), max(1, 2048 // block_d))
@@ -153,17 +140,6 @@ def draw_seed(device, generator=None) -> torch.Tensor:
     source = generator.device if generator is not None else device
     seed = torch.randint(0, torch.iinfo(torch.int64).max, (1,), device=source, dtype=torch.int64, generator=generator)
     return seed.to(device, non_blocking=True)
-
-
-def _noise_from_seed(seed, shape, noise="normal") -> torch.Tensor:
-    """Debug helper: the float32 eps (``shape`` = (B, D)) the loss kernels draw for ``seed`` (1-element int64)."""
-    batch, dim = shape
-    out = torch.empty(batch, dim, dtype=torch.float32, device=seed.device)
-    if out.numel():
-        block_b, block_d, grid, warps = _tiles(batch, dim)
-        _noise_kernel[grid](seed, out, batch, dim, NOISE=_NOISE_CODE[noise], BLOCK_B=block_b, BLOCK_D=block_d,
-                            num_warps=warps)
-    return out
 
 
 def _launch_args(features, labels, mu, sigma, seed):
