@@ -1,11 +1,6 @@
-"""The paper's feature plots from run directories of tools/train_cls.py (``tools/plot_features.py``).
-
-fig2_diagnostics.png: the paper's Fig. 2 measures per epoch, on training features (epoch means
-of per-batch values, from metrics.jsonl): the norm of the mean feature, the pairwise entropy
-estimate of Eq. 4 and the norm of the CE gradient w.r.t. the classifier weights, one line per
-run. --gaussian adds this project's own extra measures on the validation features: the
-Gaussian-fit entropy and mutual information I(Z;Y) (not the paper's estimators).
-fig3_pca.png: 2-D PCA of each run's test features (features_test.pt), coloured by class (Fig. 3).
+"""The paper's feature plots of finished runs (``tools/plot_features.py``, whose --help says what they show):
+``fig2_diagnostics.png`` (Fig. 2 measures per epoch, from metrics.jsonl) and ``fig3_pca.png``
+(2-D PCA of the test features, Fig. 3).
 """
 import argparse
 import os
@@ -82,7 +77,7 @@ def plot_pca(run_dirs, labels, path):
     plt.close(fig)
 
 
-def main(argv=None, description=__doc__):
+def main(argv=None, description=None):
     """``tools/plot_features.py``: write both figures; returns their paths."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories of tools/train_cls.py")
