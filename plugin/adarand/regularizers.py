@@ -18,8 +18,6 @@ reads the counters back and raises ``ValueError`` naming the count. AdaRand skip
 running-mean and prior update of a batch whose class sums are not finite, on the
 device, and counts it in ``skipped_batches`` (logged).
 """
-import inspect
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -30,11 +28,30 @@ from .distributed import all_reduce_sum_
 from .ops.target_loss import accumulation_dtype
 from .prior import ClassConditionalPrior
 from .prior_optim import PriorAdam
+from .registry import Registry
 from .validation import check_features_labels, check_hyperparameter, check_logits_head, should_check_values
 
 
 class Regularizer(nn.Module):
-    """Base class: plain fine-tuning (``none``), zero loss, nothing to update."""
+    """Base class: plain fine-tuning (``none``), zero loss, nothing to update.
+
+    Args:
+        num_classes: C, classes of the labels (and of the prior).
+        feat_dim: D, dimension of the regularized features.
+        lam: lambda, weight of the term (Eq. 1); finite and >= 0.
+        check_values: check label ranges and finiteness on the host (a sync); ``None`` = on for
+            CPU tensors, off for CUDA ones (then bad labels are masked and counted on the device).
+
+    Shape (``loss = reg(features, labels, logits=None, classifier_weight=None)``):
+        - features: (B, D), float (fp32, bf16 or fp16), differentiable
+        - labels: (B,) int64 (or int32); rows labelled ``IGNORE_INDEX`` contribute nothing
+        - logits: (B, C) and classifier_weight: (C, D), the linear head's (PtR only)
+        - Output: scalar, float32, differentiable w.r.t. ``features``
+
+    Raises:
+        ValueError: C or D < 1, a bad ``lam``; at call time wrong shapes or dtypes (and, with value
+            checks, labels outside [0, C) other than ``IGNORE_INDEX`` or non-finite features).
+    """
 
     needs_stats = False
 
@@ -68,6 +85,9 @@ class Regularizer(nn.Module):
         Returns ``{name: int}`` for logging, e.g. AdaRand's ``skipped_batches``. Under
         torch.distributed the bad-label count is summed over ranks first (every rank must
         call this at the same step, as the trainers do on their log period), so all raise together.
+
+        Raises:
+            ValueError: labels outside [0, C) that are not ``IGNORE_INDEX`` were masked since the last call.
         """
         bad = self.bad_labels.clone()
         all_reduce_sum_(bad)
@@ -83,18 +103,32 @@ class Regularizer(nn.Module):
         return features.new_zeros((), dtype=torch.float32)
 
     def step(self, features, labels):
-        """Update after the model's optimizer step (nothing for this method but the input checks)."""
+        """Update after the model's optimizer step (nothing for this method but the input checks).
+
+        Args:
+            features: (B, D), detached. labels: (B,), as in the forward.
+        """
         self.check_inputs(features, labels)
 
     def on_epoch_end(self):
         """Close an epoch (nothing for this method)."""
 
     def init_from_stats(self, stats):
-        """Initialise from pre-trained class statistics (nothing for this method)."""
+        """Initialise from pre-trained class statistics (nothing for this method).
+
+        Args:
+            stats: an :class:`adarand.ClassStats` of C classes and D features (methods with ``needs_stats``).
+        """
 
 
 class FeatureNormPenalty(Regularizer):
-    """FNP: ``lambda * mean_{i,d} f_id^2``, i.e. regression onto the zero target."""
+    """FNP: ``lambda * mean_{i,d} f_id^2``, i.e. regression onto the zero target.
+
+    Args:
+        num_classes, feat_dim, lam, check_values: as in :class:`Regularizer`.
+
+    Shape: as in :class:`Regularizer` (labels select the active rows; logits unused).
+    """
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
         self.check_inputs(features, labels)
@@ -104,9 +138,14 @@ class FeatureNormPenalty(Regularizer):
 class RandomTargetRegression(Regularizer):
     """RandReg: ``lambda * mean_{i,d} (f_id - r_id)^2`` with ``r_i`` drawn from a fixed prior.
 
-    ``prior_init``: ``uniform`` (U(0,1)), ``normal`` (N(0,1)), ``pretrained`` (one
-    N(mean, std) from the pre-trained features of all classes) or ``class-conditional``
-    (per-class N(mu_c, sigma_c), Eq. 9-10).
+    Args:
+        num_classes, feat_dim, lam, check_values: as in :class:`Regularizer`.
+        prior_init: ``uniform`` (U(0,1)), ``normal`` (N(0,1)), ``pretrained`` (one N(mean, std)
+            from the pre-trained features of all classes) or ``class-conditional`` (per-class
+            N(mu_c, sigma_c), Eq. 9-10); the last two need :meth:`init_from_stats` (``needs_stats``).
+        alpha: EMA factor of the prior's running class means (used by AdaRand).
+
+    Shape: as in :class:`Regularizer` (``logits`` and ``classifier_weight`` unused).
     """
 
     PRIOR_INITS = ("uniform", "normal", "pretrained", "class-conditional")
@@ -144,6 +183,18 @@ class AdaRand(RandomTargetRegression):
     Each :meth:`step` updates the running class means (Eq. 14-15) and takes one Adam
     step on ``L_mean + L_dist`` (Eq. 11-13) w.r.t. mu; sigma stays fixed.
     ``use_mean=False`` / ``use_dist=False`` give the paper's ablations.
+
+    Args:
+        num_classes, feat_dim, lam, check_values: as in :class:`Regularizer`.
+        alpha: EMA factor of the running class means (Eq. 14), in [0, 1].
+        prior_lr: Adam learning rate of the prior update; > 0.
+        total_steps: length of the prior's learning-rate schedule (the run's iterations);
+            None keeps it constant.
+        use_mean, use_dist: keep ``L_mean`` / ``L_dist`` (not both False).
+        prior_schedule: ``cosine_7_16`` (the official code's), ``half_cosine`` or ``constant``.
+
+    Shape: as in :class:`Regularizer` (``logits`` and ``classifier_weight`` unused); initialise with
+    :meth:`init_from_stats` first.
     """
 
     def __init__(self, num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None,
@@ -170,6 +221,12 @@ class AdaRand(RandomTargetRegression):
 
         A batch whose features are not finite (non-ignored rows) moves nothing (running
         means, mu, Adam moments), decided on the device; it is counted in ``skipped_batches``.
+
+        Args:
+            features: (B, D), detached. labels: (B,), as in the forward.
+
+        Returns:
+            scalar, the prior loss ``L_mean + L_dist`` before the update.
         """
         self.check_inputs(features, labels)
         applied = self.prior.update_running_mean(features, labels) if self.use_mean else None
@@ -198,6 +255,13 @@ class PtR(Regularizer):
     per-sample gradient norms of the two losses w.r.t. the representation (G_ce
     analytic from the linear head). The term is off until the mean CE of an epoch
     falls below ``threshold`` (T), then stays on.
+
+    Args:
+        num_classes, feat_dim, lam, check_values: as in :class:`Regularizer`.
+        ratio: R, > 0. target_scale: m, > 0. threshold: T, >= 0.
+        loss: ``smooth_l1`` or ``l2``.
+
+    Shape: as in :class:`Regularizer`; ``logits`` (B, C) and ``classifier_weight`` (C, D) are required.
     """
 
     LOSSES = ("smooth_l1", "l2")
@@ -283,7 +347,7 @@ def _adarand(use_mean, use_dist):
     return build
 
 
-_REGISTRY = {
+_REGISTRY = Registry("regularizer", {
     "none": Regularizer,
     "fnp": FeatureNormPenalty,
     "randreg-uniform": _randreg("uniform"),
@@ -294,20 +358,32 @@ _REGISTRY = {
     "adarand-no-mean": _adarand(False, True),
     "adarand-no-dist": _adarand(True, False),
     "ptr": PtR,
-}
+}, leading=("num_classes", "feat_dim"))
 
 
 def available_regularizers():
-    """Names accepted by :func:`build_regularizer`."""
-    return list(_REGISTRY)
+    """Names accepted by :func:`build_regularizer`.
+
+    Returns:
+        ``["none", "fnp", "randreg-uniform", "randreg-normal", "randreg-pretrained", "randreg-cp",
+        "adarand", "adarand-no-mean", "adarand-no-dist", "ptr"]``.
+    """
+    return _REGISTRY.names()
 
 
 def regularizer_options(name):
-    """The keyword options ``name`` accepts (beyond num_classes and feat_dim), with defaults."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown regularizer {name!r}; available: {', '.join(_REGISTRY)}")
-    params = inspect.signature(_REGISTRY[name]).parameters.values()
-    return {p.name: p.default for p in params if p.name not in ("num_classes", "feat_dim")}
+    """The keyword options ``name`` accepts (beyond num_classes and feat_dim), with defaults.
+
+    Args:
+        name: one of :func:`available_regularizers`.
+
+    Returns:
+        ``{option: default}``, e.g. ``{"lam": 1.0}`` for ``fnp``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    return _REGISTRY.options(name)
 
 
 def build_regularizer(name, num_classes, feat_dim, **options):
@@ -318,9 +394,22 @@ def build_regularizer(name, num_classes, feat_dim, **options):
     the prior optimizer), ``prior_schedule`` (``cosine_7_16``, the official code's, or
     ``half_cosine`` / ``constant``; see :class:`PriorAdam`), ``ratio`` (PtR's R), ``target_scale`` (PtR's m),
     ``threshold`` (PtR's T), ``loss`` (PtR: ``smooth_l1``/``l2``), ``check_values``.
+
+    Args:
+        name: one of :func:`available_regularizers`.
+        num_classes: C. feat_dim: D.
+        **options: keyword options of that method.
+
+    Returns:
+        a :class:`Regularizer`; call it as ``reg(features, labels, logits=, classifier_weight=)``
+        and, after the model's optimizer step, ``reg.step(features.detach(), labels)``.
+
+    Raises:
+        ValueError: an unknown name, an option the method does not take, a bad value.
+
+    Example::
+
+        reg = adarand.build_regularizer("adarand", num_classes=196, feat_dim=2048, total_steps=10000)
+        reg.init_from_stats(adarand.compute_class_stats(model.features, loader, 196))
     """
-    accepted = regularizer_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"regularizer {name!r} does not take option(s) {unknown}; it takes {sorted(accepted)}")
-    return _REGISTRY[name](num_classes, feat_dim, **options)
+    return _REGISTRY.build(name, num_classes, feat_dim, **options)

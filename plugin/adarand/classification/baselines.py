@@ -26,12 +26,12 @@ Methods:
 """
 import contextlib
 import copy
-import inspect
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from adarand.registry import Registry
 from adarand.validation import check_hyperparameter
 
 # The official DELTA code standardises the loss increases and divides them by 5 before the softmax.
@@ -338,20 +338,17 @@ def _bss(model, eta=0.001, k=1):
     return BSS(eta, k)
 
 
-_REGISTRY = {"l2sp": L2SP, "delta": DELTA, "bss": _bss}
+_REGISTRY = Registry("baseline", {"l2sp": L2SP, "delta": DELTA, "bss": _bss}, leading=("model",))
 
 
 def available_baselines():
     """Names accepted by :func:`build_baseline`."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def baseline_options(name):
     """The keyword options ``name`` accepts (beyond the model), with defaults."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown baseline {name!r}; available: {', '.join(_REGISTRY)}")
-    params = inspect.signature(_REGISTRY[name]).parameters.values()
-    return {p.name: p.default for p in params if p.name != "model"}
+    return _REGISTRY.options(name)
 
 
 def build_baseline(name, model, **options):
@@ -360,8 +357,4 @@ def build_baseline(name, model, **options):
     Options (see :func:`baseline_options`): ``alpha``, ``beta`` (L2-SP, DELTA), ``layers``,
     ``attention`` (DELTA), ``eta``, ``k`` (BSS).
     """
-    accepted = baseline_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"baseline {name!r} does not take option(s) {unknown}; it takes {sorted(accepted)}")
-    return _REGISTRY[name](model, **options)
+    return _REGISTRY.build(name, model, **options)

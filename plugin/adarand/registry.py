@@ -1,0 +1,34 @@
+"""Builders by name, the options each takes read from its signature (regularizers, baselines)."""
+import inspect
+
+
+class Registry:
+    """``{name: builder}``; :meth:`build` refuses an option the builder does not take, naming it.
+
+    Args:
+        kind: what the builders make, for error messages ("regularizer", "baseline").
+        builders: ``{name: callable}``.
+        leading: the builders' leading positional parameters, which are not options
+            (e.g. ``("num_classes", "feat_dim")``).
+    """
+
+    def __init__(self, kind, builders, leading=()):
+        self.kind, self._builders, self._leading = kind, dict(builders), tuple(leading)
+
+    def names(self):
+        return list(self._builders)
+
+    def options(self, name):
+        """``{option: default}`` of builder ``name``; ``ValueError`` for an unknown name."""
+        if name not in self._builders:
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self._builders)}")
+        params = inspect.signature(self._builders[name]).parameters.values()
+        return {p.name: p.default for p in params if p.name not in self._leading}
+
+    def build(self, name, *leading, **options):
+        """``builders[name](*leading, **options)``, after checking every option is one it takes."""
+        accepted = self.options(name)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(f"{self.kind} {name!r} does not take option(s) {unknown}; it takes {sorted(accepted)}")
+        return self._builders[name](*leading, **options)
