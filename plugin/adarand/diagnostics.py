@@ -18,12 +18,26 @@ from .ops.target_loss import accumulation_dtype
 
 
 def feature_norm(features: torch.Tensor) -> torch.Tensor:
-    """``mean_i ||f_i||_2`` (ours; the paper's is :func:`mean_feature_norm`)."""
+    """``mean_i ||f_i||_2`` (ours; the paper's is :func:`mean_feature_norm`).
+
+    Args:
+        features: (N, D).
+
+    Returns:
+        scalar, float32.
+    """
     return features.float().norm(dim=1).mean()
 
 
 def mean_feature_norm(features: torch.Tensor) -> torch.Tensor:
-    """``||mean_i f_i||_2``: the feature norm the official code logs per batch."""
+    """``||mean_i f_i||_2``: the feature norm the official code logs per batch.
+
+    Args:
+        features: (N, D).
+
+    Returns:
+        scalar (float32, float64 for float64 features).
+    """
     return features.to(accumulation_dtype(features.dtype)).mean(dim=0).norm()
 
 
@@ -31,7 +45,16 @@ def pairwise_entropy(features: torch.Tensor, min_distance: float = 1e-6) -> torc
     """Eq. 4, the paper's entropy estimate: ``D / (N (N-1)) sum_{i != j} log ||f_i - f_j||_2``.
 
     Distances below ``min_distance`` count as ``min_distance``, so identical rows give a
-    finite value (the official code adds 1e-6 inside the norm for the same reason). N >= 2.
+    finite value (the official code adds 1e-6 inside the norm for the same reason).
+
+    Args:
+        features: (N, D), N >= 2 (detached here). min_distance: the floor of the distances.
+
+    Returns:
+        scalar.
+
+    Raises:
+        ValueError: N < 2.
     """
     z = features.detach().to(accumulation_dtype(features.dtype))
     n, d = z.shape
@@ -45,7 +68,14 @@ def pairwise_entropy(features: torch.Tensor, min_distance: float = 1e-6) -> torc
 def ce_weight_grad_norm(logits, labels, features) -> torch.Tensor:
     """``||d CE / d W||_F`` for a linear head ``z = W f + b`` and the batch-mean CE:
     ``||(softmax(Z) - onehot(Y))^T F||_F / B`` (what the official code logs as ``grad_norm``,
-    the norm of the classifier weight's gradient, Eq. 5)."""
+    the norm of the classifier weight's gradient, Eq. 5).
+
+    Args:
+        logits: (B, K). labels: (B,) int64 in [0, K). features: (B, D), the head's input.
+
+    Returns:
+        scalar.
+    """
     acc = accumulation_dtype(logits.dtype)
     residual = F.softmax(logits.detach().to(acc), dim=1)
     residual[torch.arange(labels.shape[0], device=labels.device), labels] -= 1.0
@@ -58,6 +88,12 @@ class TrainingDiagnostics:
     ``update`` adds one batch's values to a device tensor (no host sync); ``means`` sums
     over ranks and returns ``{"pairwise_entropy", "mean_feature_norm", "ce_weight_grad_norm"}``
     as floats. Batches of a single sample have no pairwise entropy and are not counted.
+
+    Args:
+        device: where the sums live (the training device).
+
+    Shape (``update(features, logits, labels)``):
+        - features: (B, D); logits: (B, K); labels: (B,) int64 in [0, K)
     """
 
     NAMES = ("pairwise_entropy", "mean_feature_norm", "ce_weight_grad_norm")
@@ -68,6 +104,7 @@ class TrainingDiagnostics:
 
     @torch.no_grad()
     def update(self, features, logits, labels):
+        """Add one batch's three values on the device (nothing read back); a 1-sample batch is skipped."""
         if features.shape[0] < 2:
             return
         values = (pairwise_entropy(features), mean_feature_norm(features),
@@ -76,6 +113,7 @@ class TrainingDiagnostics:
         self.batches += 1
 
     def means(self) -> dict:
+        """The epoch means over every rank's batches (NaN without a batch); reads back once."""
         totals = torch.cat([self.sums, self.sums.new_tensor([self.batches])])
         all_reduce_sum_(totals)
         values = totals.tolist()
@@ -88,6 +126,12 @@ def ce_feature_grad_norm(logits, labels, classifier_weight) -> torch.Tensor:
 
     Analytic for a linear head ``z = W f + b`` (``classifier_weight`` is K x D): no
     second backward pass.
+
+    Args:
+        logits: (B, K). labels: (B,) int64 in [0, K). classifier_weight: (K, D).
+
+    Returns:
+        (B,) norms.
     """
     acc = accumulation_dtype(logits.dtype)
     residual = F.softmax(logits.detach().to(acc), dim=1)
@@ -106,6 +150,12 @@ def gaussian_entropy(features: torch.Tensor, ridge: float = 1e-3) -> torch.Tenso
     ``H(Z) = D/2 log(2 pi e) + 1/2 log det(Sigma)``, Sigma the sample covariance. When
     N <= D, Sigma is singular: ``ridge * tr(Sigma) / D`` is added to its diagonal
     (the same relative ridge for every call, so values stay comparable across epochs).
+
+    Args:
+        features: (N, D). ridge: relative ridge used when N <= D.
+
+    Returns:
+        scalar, float64.
     """
     z = features.double()
     n, d = z.shape
@@ -117,7 +167,14 @@ def gaussian_entropy(features: torch.Tensor, ridge: float = 1e-3) -> torch.Tenso
 
 
 def conditional_entropy(features, labels, num_classes: int, ridge: float = 1e-3) -> torch.Tensor:
-    """``H(Z|Y) = sum_c p(c) H(Z | Y=c)`` over the classes with at least two samples."""
+    """``H(Z|Y) = sum_c p(c) H(Z | Y=c)`` over the classes with at least two samples.
+
+    Args:
+        features: (N, D). labels: (N,) int64 in [0, C). num_classes: C. ridge: as in :func:`gaussian_entropy`.
+
+    Raises:
+        ValueError: no class has two samples.
+    """
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     used = [c for c in range(num_classes) if counts[c] >= 2]
     if not used:
@@ -127,7 +184,11 @@ def conditional_entropy(features, labels, num_classes: int, ridge: float = 1e-3)
 
 
 def mutual_information(features, labels, num_classes: int, ridge: float = 1e-3) -> torch.Tensor:
-    """``I(Z; Y) = H(Z) - H(Z|Y)`` under the Gaussian fits."""
+    """``I(Z; Y) = H(Z) - H(Z|Y)`` under the Gaussian fits.
+
+    Args:
+        features: (N, D). labels: (N,) int64 in [0, C). num_classes: C. ridge: as in :func:`gaussian_entropy`.
+    """
     return gaussian_entropy(features, ridge) - conditional_entropy(features, labels, num_classes, ridge)
 
 
@@ -135,7 +196,15 @@ def feature_diagnostics(features, labels, num_classes: int, logits=None, classif
     """This project's extra measures on a set of features, as plain floats (reads back: call once
     per evaluation, not per step): mean per-sample norm, Gaussian entropy and mutual information,
     mean per-sample CE gradient norm w.r.t. the features. None of them is the paper's estimator.
-    The Gaussian fits are left out when the features are too few (fewer than 2; no class with 2)."""
+    The Gaussian fits are left out when the features are too few (fewer than 2; no class with 2).
+
+    Args:
+        features: (N, D). labels: (N,) int64 in [0, C). num_classes: C.
+        logits: (N, C) and classifier_weight: (C, D), optional (the gradient norm needs both).
+
+    Returns:
+        ``{"sample_norm", "gaussian_entropy", "gaussian_mi", "ce_feature_grad_norm"}`` (those that apply).
+    """
     out = {"sample_norm": feature_norm(features).item()}
     if features.shape[0] >= 2:
         out["gaussian_entropy"] = gaussian_entropy(features).item()

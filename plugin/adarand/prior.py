@@ -20,6 +20,15 @@ def prior_alignment_loss(mu, running_mean, use_mean=True, use_dist=True):
     means of different classes apart. ``L_dist`` uses the C x C Gram matrix of the
     normalized means, or the D x D one when C > D (``||U U^T||_F = ||U^T U||_F``), so
     memory never grows like C^2 * D.
+
+    Args:
+        mu: prior means; differentiable.
+        running_mean: running class feature means m_c.
+        use_mean, use_dist: keep ``L_mean`` / ``L_dist`` (False: the paper's ablations).
+
+    Shape:
+        - mu, running_mean: (C, D)
+        - Output: scalar, differentiable w.r.t. ``mu`` (0 when no term applies)
     """
     unit = nn.functional.normalize(mu, dim=1)
     loss = 0.0 * mu.sum()  # keeps the loss differentiable w.r.t. mu when no term applies (C = 1)
@@ -45,9 +54,16 @@ class ClassConditionalPrior(nn.Module):
 
     Args:
         num_classes: C. feat_dim: D.
-        alpha: EMA factor of the running means (Eq. 15).
+        alpha: EMA factor of the running means (Eq. 15), in [0, 1].
         noise: ``"normal"`` for Gaussian priors, ``"uniform"`` for U(low, high) priors.
         check_values: validate label ranges and finiteness (host sync); ``None`` = on CPU only.
+
+    Shape:
+        - mu, sigma, running_mean: (C, D), float32
+        - features: (B, D); labels: (B,) int64, rows labelled ``IGNORE_INDEX`` take no part
+
+    Raises:
+        ValueError: C or D < 1, alpha outside [0, 1], an unknown ``noise``.
     """
 
     def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, noise: str = "normal",
@@ -96,6 +112,15 @@ class ClassConditionalPrior(nn.Module):
 
         D-vectors or scalars give a class-agnostic Gaussian (every class the same).
         Also resets ``running_mean`` to ``mu``.
+
+        Args:
+            mean, std: (C, D), (D,) or scalars; finite, ``std >= 0``.
+
+        Returns:
+            ``self``, initialised.
+
+        Raises:
+            ValueError: a wrong shape, a non-finite value, a negative std, or a ``uniform`` prior.
         """
         if self.noise != "normal":
             raise ValueError("init_from_stats needs a prior built with noise='normal'")
@@ -136,6 +161,13 @@ class ClassConditionalPrior(nn.Module):
         """Eq. 8: ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` (B x D), never differentiable w.r.t. mu.
 
         Rows whose label is outside [0, C) (``IGNORE_INDEX``) get class 0's draw: callers mask them.
+
+        Args:
+            labels: (B,) int64.
+            generator: optional ``torch.Generator`` for eps.
+
+        Returns:
+            (B, D) reference vectors, detached from ``mu``.
         """
         if not self.initialized:
             raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
@@ -148,6 +180,13 @@ class ClassConditionalPrior(nn.Module):
         """``mean_{i,d} (f_id - r_id)^2`` over the rows not labelled IGNORE_INDEX (Eq. 1-3 without lambda).
 
         On CUDA the fused kernel draws the noise in-kernel, so r never exists in memory.
+
+        Args:
+            features: (B, D), differentiable. labels: (B,) int64.
+            generator: optional ``torch.Generator`` (torch path). impl: ``"torch"``/``"triton"``/None (auto).
+
+        Returns:
+            scalar, float32 (0 when no row is active).
         """
         self._check(features, labels)
         return ops.target_loss(features, labels, self.mu, self.sigma, noise=self.noise, generator=generator, impl=impl)
@@ -158,6 +197,9 @@ class ClassConditionalPrior(nn.Module):
 
         A batch with non-finite features (in its non-ignored rows) changes nothing; returns
         a 0-dim bool device tensor, True when the batch was applied.
+
+        Args:
+            features: (B, D) (detached here). labels: (B,) int64. impl: as in :meth:`regression_loss`.
         """
         self._check(features, labels)
         return ops.class_ema_(self.running_mean, features.detach(), labels, self.alpha, impl=impl)
@@ -166,5 +208,11 @@ class ClassConditionalPrior(nn.Module):
         """``L_mean + L_dist`` of Eq. 11-13 evaluated at ``mu`` (default: ``self.mu``).
 
         Pass a leaf tensor as ``mu`` to differentiate; gradients reach mu only.
+
+        Args:
+            use_mean, use_dist: as in :func:`prior_alignment_loss`. mu: (C, D) or None.
+
+        Returns:
+            scalar.
         """
         return prior_alignment_loss(self.mu if mu is None else mu, self.running_mean, use_mean, use_dist)

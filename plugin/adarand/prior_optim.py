@@ -22,6 +22,15 @@ class PriorAdam(nn.Module):
     ``max(0, cos(pi * 7/16 * t / total_steps))``), ``"half_cosine"``
     (``(1 + cos(pi * t / total_steps)) / 2``, 0 from ``total_steps`` on) or ``"constant"``.
     ``total_steps=None`` keeps the learning rate constant whatever the schedule.
+
+    A module so that its moments and step count travel with the regularizer's state dict.
+
+    Args:
+        shape: (C, D), the prior means'. lr: > 0. betas, eps: Adam's.
+        total_steps: schedule length (training iterations), >= 1, or None. schedule: as above.
+
+    Raises:
+        ValueError: ``lr <= 0``, ``total_steps < 1``, an unknown schedule.
     """
 
     def __init__(self, shape, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, total_steps=None, schedule="cosine_7_16"):
@@ -43,13 +52,18 @@ class PriorAdam(nn.Module):
         return f"lr={self.lr}, betas={self.betas}, total_steps={self.total_steps}, schedule={self.schedule}"
 
     def current_lr(self) -> float:
+        """``lr * factor(t)`` for the next update (host arithmetic, no device read)."""
         if self.total_steps is None:
             return self.lr
         return self.lr * lr_factor(self.schedule, self.steps_taken, self.total_steps)
 
     @torch.no_grad()
     def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:
-        """One Adam update of ``param`` in place, then advance the schedule."""
+        """One Adam update of ``param`` in place, then advance the schedule.
+
+        Args:
+            param: (C, D), updated in place. grad: (C, D).
+        """
         lr = self.current_lr()
         beta1, beta2 = self.betas
         t = self.steps_taken + 1

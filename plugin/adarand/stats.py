@@ -21,7 +21,18 @@ FORMAT_VERSION = 1
 
 @dataclass
 class ClassStats:
-    """Per-class mean/std (C x D), class-agnostic mean/std (D), samples per class (C)."""
+    """Per-class mean/std (C x D), class-agnostic mean/std (D), samples per class (C).
+
+    ``mu_c`` and ``sigma_c`` of Eq. 9-10 (population std: a single-sample class gets std 0).
+    Built by :func:`compute_class_stats` / :meth:`from_sums`, or read by :meth:`load`.
+
+    Args:
+        mean, std, count, global_mean, global_std: the tensors below.
+        extractor: name of the feature extractor. meta: plain-data metadata (identity of the run).
+
+    Shape:
+        - mean, std: (C, D), float32; count: (C,), int64; global_mean, global_std: (D,), float32
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -47,6 +58,13 @@ class ClassStats:
         std are 0. Such a class never appears as a label, so its prior row is never
         sampled, and a zero row gets zero gradient from L_mean and L_dist: it stays put
         and does not push the other classes.
+
+        Args:
+            sums, sq_sums: (C, D) float64. counts: (C,). extractor: a name recorded with the
+            statistics. meta: a dict stored with them (e.g. the identity of what produced them).
+
+        Raises:
+            ValueError: a class without samples (unless ``allow_missing``), or no sample at all.
         """
         missing = (counts == 0).nonzero().flatten().tolist()
         if missing and not allow_missing:
@@ -73,12 +91,24 @@ class ClassStats:
         }
 
     def save(self, path) -> None:
-        """Write atomically (unique temporary file, fsync, rename): a crash never leaves half a file."""
+        """Write atomically (unique temporary file, fsync, rename): a crash never leaves half a file.
+
+        Args:
+            path: the file; read back with :meth:`load` (plain tensors and types: ``weights_only``).
+        """
         save_torch(self.to_dict(), path)
 
     @classmethod
     def load(cls, path, num_classes=None, feat_dim=None) -> "ClassStats":
-        """Read a file written by :meth:`save`, checking C and D when given."""
+        """Read a file written by :meth:`save`, checking C and D when given.
+
+        Args:
+            path: the file. num_classes, feat_dim: expected C and D (None: not checked).
+
+        Raises:
+            ValueError: naming ``path``: not a statistics file, truncated, an entry missing, other
+                C or D, or a non-finite mean/std. :class:`adarand.files.UnsafeFileError`: a pickled payload.
+        """
         data = load_torch(path, what="class statistics file")
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path} is not an AdaRand class-statistics file (format {FORMAT_VERSION})")
@@ -96,7 +126,12 @@ class ClassStats:
 
 
 class ClassStatsAccumulator:
-    """Float64 per-class sums, squared sums and counts, fed batch by batch."""
+    """Float64 per-class sums, squared sums and counts, fed batch by batch.
+
+    Args:
+        num_classes: C.
+        device: recorded only; the sums live on the device of the first batch's features.
+    """
 
     def __init__(self, num_classes: int, device=None):
         self.num_classes, self.device = num_classes, device
@@ -104,6 +139,14 @@ class ClassStatsAccumulator:
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch (rows labelled ``IGNORE_INDEX`` are skipped; reads values back: not for a training step).
+
+        Args:
+            features: (B, D), finite. labels: (B,) int64 in [0, C).
+
+        Raises:
+            ValueError: features not 2-D, non-finite, a changed D, or labels outside [0, C).
+        """
         if features.dim() != 2:
             raise ValueError(f"the extractor must return (batch, dim) features; got {tuple(features.shape)}")
         kept = labels != IGNORE_INDEX  # ignored rows are not counted (not on the training step: may sync)
@@ -138,6 +181,15 @@ def compute_class_stats(extractor, loader, num_classes: int, device=None, name=N
 
     ``extractor`` is called as is (put a network in eval mode first so BatchNorm
     statistics are untouched). ``name`` is recorded in the file's metadata.
+
+    Args:
+        extractor: callable, (B, 3, H, W) images -> (B, D) features.
+        loader: iterable of (images, labels) batches; under torch.distributed each rank's share
+            (the sums are all-reduced).
+        num_classes: C. device: where images go (None: as they come). progress: a progress bar.
+
+    Returns:
+        :class:`ClassStats`.
     """
     acc = ClassStatsAccumulator(num_classes)
     for images, labels in tqdm(loader, desc="class statistics", disable=not progress, leave=False):

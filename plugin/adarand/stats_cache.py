@@ -25,7 +25,14 @@ IDENTITY_KEY = "identity"
 
 
 def state_dict_digest(module_or_state) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of a state dict's tensors (in key order)."""
+    """SHA-256 over the names, dtypes, shapes and bytes of a state dict's tensors (in key order).
+
+    Args:
+        module_or_state: an ``nn.Module`` or a state dict (non-tensor entries are skipped).
+
+    Returns:
+        the hex digest (identifies the weights a set of statistics was computed with).
+    """
     state = module_or_state.state_dict() if hasattr(module_or_state, "state_dict") else module_or_state
     h = hashlib.sha256()
     for name in sorted(state):
@@ -70,6 +77,16 @@ def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_cla
     ``explicit``: the user named ``path``; a missing file or another identity is an error.
     ``compute`` must be called on every rank of a distributed run: every rank reads the
     same file, so they all take the same branch.
+
+    Args:
+        path: the statistics file. identity: what the statistics depend on (extractor, weights
+            digest, data, transform ...), stored in the file's metadata and compared on reuse.
+        compute: ``() -> ClassStats``. num_classes, feat_dim: expected C and D of a reused file.
+        save: write computed statistics to ``path``.
+
+    Raises:
+        FileNotFoundError / ValueError: ``explicit`` and the file is missing / of another identity;
+            a reused file of other C or D; an unreadable file (naming it).
     """
     identity = _plain(identity)
     if os.path.isfile(path):

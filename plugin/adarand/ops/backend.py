@@ -20,7 +20,15 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 
 def set_backend(name):
-    """Force ``"torch"`` or ``"triton"`` everywhere, or ``"auto"``; ``None`` clears the override."""
+    """Force ``"torch"`` or ``"triton"`` everywhere, or ``"auto"``; ``None`` clears the override.
+
+    Args:
+        name: ``"auto"`` (Triton for CUDA tensors when installed, else torch), ``"torch"``,
+            ``"triton"`` (CUDA tensors, or CPU ones under ``TRITON_INTERPRET=1``) or None.
+
+    Raises:
+        ValueError: an unknown name.
+    """
     global _backend_override
     if name is not None and name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
@@ -28,7 +36,11 @@ def set_backend(name):
 
 
 def get_backend() -> str:
-    """The backend requested by set_backend / ADARAND_BACKEND (before ``auto`` is resolved)."""
+    """The backend requested by set_backend / ADARAND_BACKEND (before ``auto`` is resolved).
+
+    Returns:
+        ``"auto"``, ``"torch"`` or ``"triton"``; read at call time.
+    """
     if _backend_override is not None:
         return _backend_override
     name = os.environ.get("ADARAND_BACKEND", "auto").strip().lower() or "auto"

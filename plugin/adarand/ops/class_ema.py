@@ -32,6 +32,15 @@ def _ema_apply_ref_(running_mean, sums_and_counts, alpha):
 
 
 def class_sums(features, labels, num_classes, impl=None):
+    """Per-class sums of the active rows' features with the per-class count as a last column.
+
+    Args:
+        features: (B, D). labels: (B,) int64; rows outside [0, C) are not counted.
+        num_classes: C. impl: ``"torch"``, ``"triton"`` or None (the backend setting).
+
+    Returns:
+        (C, D + 1) in the accumulation dtype (fp32 for fp16/bf16 features).
+    """
     if resolve(features, impl) == "triton":
         from .class_ema_triton import class_sums_triton
 
@@ -40,6 +49,12 @@ def class_sums(features, labels, num_classes, impl=None):
 
 
 def ema_apply_(running_mean, sums_and_counts, alpha, impl=None):
+    """Eq. 15 in place, ``m_c <- alpha m_c + (1 - alpha) sums_c / n_c``, for the classes with ``n_c > 0``.
+
+    Args:
+        running_mean: (C, D), updated in place. sums_and_counts: (C, D + 1), from :func:`class_sums`.
+        alpha: EMA factor in [0, 1]. impl: as in :func:`class_sums`.
+    """
     if resolve(running_mean, impl) == "triton":
         from .class_ema_triton import ema_apply_triton_
 
@@ -54,6 +69,10 @@ def class_ema_(running_mean, features, labels, alpha, impl=None):
     A batch whose (all-reduced) class sums are not all finite leaves every running mean
     unchanged, decided on the device (its counts are zeroed), so all ranks skip it together.
     Returns that decision: a 0-dim bool tensor, True when the batch was applied.
+
+    Args:
+        running_mean: (C, D), updated in place. features: (B, D). labels: (B,) int64.
+        alpha: EMA factor in [0, 1]. impl: as in :func:`class_sums`.
     """
     sums_and_counts = class_sums(features, labels, running_mean.shape[0], impl)
     all_reduce_sum_(sums_and_counts)

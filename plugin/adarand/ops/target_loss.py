@@ -20,13 +20,21 @@ IGNORE_INDEX = -100  # label of rows kept in place that contribute nothing (torc
 
 
 def active_rows(labels: torch.Tensor, num_classes=None) -> torch.Tensor:
-    """Bool (B,): ``0 <= y_i < C`` (``num_classes=None``: any ``y_i >= 0``)."""
+    """Bool (B,): ``0 <= y_i < C`` (``num_classes=None``: any ``y_i >= 0``).
+
+    Args:
+        labels: (B,) integer labels (``IGNORE_INDEX`` = -100 is inactive). num_classes: C or None.
+    """
     active = labels >= 0
     return active if num_classes is None else active & (labels < num_classes)
 
 
 def safe_labels(labels: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """Labels with the inactive rows sent to class 0, so gathers stay in bounds."""
+    """Labels with the inactive rows sent to class 0, so gathers stay in bounds.
+
+    Args:
+        labels: (B,). active: (B,) bool, from :func:`active_rows`.
+    """
     return torch.where(active, labels, torch.zeros_like(labels))
 
 
@@ -36,7 +44,15 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def draw_noise(shape, noise: str, device, dtype, generator=None) -> torch.Tensor:
-    """eps ~ N(0, 1) (``normal``) or U[-0.5, 0.5) (``uniform``)."""
+    """eps ~ N(0, 1) (``normal``) or U[-0.5, 0.5) (``uniform``), from torch's RNG.
+
+    Args:
+        shape: e.g. (B, D). noise: one of ``NOISES``. device, dtype: of the result.
+        generator: optional ``torch.Generator``.
+
+    Raises:
+        ValueError: an unknown ``noise``.
+    """
     if noise == "normal":
         return torch.randn(shape, device=device, dtype=dtype, generator=generator)
     if noise == "uniform":
@@ -70,6 +86,18 @@ def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", g
     ``mu``/``sigma`` are C x D and are never differentiated; ``mu=None`` regresses onto
     zero (FNP; ``labels``, if given, select the active rows, with ``num_classes`` as C).
     Returns 0 when no row is active. ``impl`` overrides the backend.
+
+    ``loss = sum_{i active, d} (f_id - mu_{y_i d} - sigma_{y_i d} eps_id)^2 / (n_active D)``,
+    eps drawn per call (torch's RNG on the torch path; Philox in-kernel on the Triton path).
+
+    Args:
+        features: (B, D), fp32/bf16/fp16 (accumulated in fp32), differentiable.
+        labels: (B,) int64 or None (every row active). mu, sigma: (C, D) or None.
+        noise: ``"normal"`` or ``"uniform"``. generator: optional ``torch.Generator`` (seeds both paths).
+        impl: ``"torch"``, ``"triton"`` or None (:func:`adarand.get_backend`). num_classes: C without a prior.
+
+    Returns:
+        scalar in the accumulation dtype, differentiable w.r.t. ``features``.
     """
     if mu is not None:
         mu, sigma = mu.detach(), sigma.detach()
