@@ -24,7 +24,9 @@ def _labels(batch, num_classes, g, device):
 @pytest.mark.parametrize("noise", ["normal", "uniform"])
 @pytest.mark.parametrize("batch, num_classes, dim", _SHAPES)
 def test_target_loss_skips_inactive_rows(device, batch, num_classes, dim, noise):
-    from adarand.ops.target_loss_triton import _noise_from_seed, target_loss_triton
+    from adarand.ops.target_loss_triton import target_loss_triton
+
+    from noise_probe import noise_from_seed
 
     g = torch.Generator().manual_seed(batch + dim)
     f = torch.randn(batch, dim, generator=g).to(device).requires_grad_(True)
@@ -33,7 +35,7 @@ def test_target_loss_skips_inactive_rows(device, batch, num_classes, dim, noise)
     sigma = (torch.rand(num_classes, dim, generator=g) + 0.1).to(device)
     seed = torch.tensor([77], dtype=torch.int64, device=device)
     loss = target_loss_triton(f, y, mu, sigma, noise=noise, seed=seed)
-    eps = _noise_from_seed(seed, (batch, dim), noise)
+    eps = noise_from_seed(seed, (batch, dim), noise)
     ref = _target_loss_ref(f, y, mu, sigma, eps)
     torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-5)
     active = (y >= 0) & (y < num_classes)
