@@ -32,15 +32,14 @@ import sys
 import time
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import adarand
-from adarand.detection import add_adarand_config, box_regularizations
-
 from adarand.benchmarking import describe, load_average, paired_ratio, round_robin, write_report
+from adarand.detection import box_regularizations, load_detection_cfg
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "detection", "Base-AdaRand-RCNN-FPN.yaml")
@@ -50,11 +49,8 @@ QUICK_OPTS = ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, 
 
 
 def build(method, device, extra=()):
-    cfg = get_cfg()
-    add_adarand_config(cfg)
-    cfg.merge_from_file(CONFIG)
     heads = "StandardROIHeads" if method == "ft" else "AdaRandROIHeads"
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "MODEL.RESNETS.NORM", "BN",
+    cfg = load_detection_cfg(CONFIG, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "MODEL.RESNETS.NORM", "BN",
                          "MODEL.ROI_HEADS.NAME", heads, "MODEL.ADARAND.METHOD", "adarand", *map(str, extra)])
     torch.manual_seed(0)
     model = build_model(cfg).train()

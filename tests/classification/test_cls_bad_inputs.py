@@ -20,7 +20,6 @@ from tiny_runs import NUM_CLASSES, PER_CLASS, tiny_opts  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TRAIN_CLS = os.path.join(ROOT, "tools", "train_cls.py")
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 from faults import hold_lock, write_payload_checkpoint  # noqa: E402
 
 

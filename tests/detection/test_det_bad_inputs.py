@@ -22,7 +22,6 @@ from adarand.detection import (
 from adarand.detection.voc import load_voc_detection
 from adarand.files import OutputDirInUse, UnsafeFileError
 
-sys.path.insert(0, os.path.join(REPO, "tests"))
 from faults import Payload, hold_lock, write_payload_checkpoint  # noqa: E402
 
 
