@@ -23,6 +23,7 @@ def test_defaults_are_the_papers():
     assert (a.METHOD, a.LAMBDA, a.ALPHA, a.PRIOR_LR, a.STATS_FILE, a.REGULARIZE_BACKGROUND) == (
         "adarand", 1.0, 0.5, 1e-2, "", False)
     assert (a.LABELS, a.CASCADE_STAGES, a.STATS_ROIS) == ("roi", "last", "proposals")
+    assert (a.NORMALIZER, a.PRIOR_LR_SCHEDULE) == ("sampled", "cosine_7_16")
 
 
 def test_wrong_key_is_detectron2s_error(tmp_path):

@@ -29,7 +29,6 @@ from detectron2.config import CfgNode as CN
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
-from torch import nn
 from torchvision.models import mobilenet_v2
 
 from adarand.files import load_torch, save_torch
