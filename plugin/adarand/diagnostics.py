@@ -74,7 +74,7 @@ def ce_weight_grad_norm(logits, labels, features) -> torch.Tensor:
         logits: (B, K). labels: (B,) int64 in [0, K). features: (B, D), the head's input.
 
     Returns:
-        scalar.
+        scalar (float32, float64 for float64 logits), detached.
     """
     acc = accumulation_dtype(logits.dtype)
     residual = F.softmax(logits.detach().to(acc), dim=1)
@@ -94,6 +94,9 @@ class TrainingDiagnostics:
 
     Shape (``update(features, logits, labels)``):
         - features: (B, D); logits: (B, K); labels: (B,) int64 in [0, K)
+
+    Returns:
+        ``means()``: ``{name: float}``.
     """
 
     NAMES = ("pairwise_entropy", "mean_feature_norm", "ce_weight_grad_norm")
@@ -104,7 +107,14 @@ class TrainingDiagnostics:
 
     @torch.no_grad()
     def update(self, features, logits, labels):
-        """Add one batch's three values on the device (nothing read back); a 1-sample batch is skipped."""
+        """Add one batch's three values on the device (nothing read back); a 1-sample batch is skipped.
+
+        Args:
+            features: (B, D). logits: (B, K). labels: (B,) int64 in [0, K).
+
+        Returns:
+            None.
+        """
         if features.shape[0] < 2:
             return
         values = (pairwise_entropy(features), mean_feature_norm(features),
@@ -113,7 +123,13 @@ class TrainingDiagnostics:
         self.batches += 1
 
     def means(self) -> dict:
-        """The epoch means over every rank's batches (NaN without a batch); reads back once."""
+        """The epoch means over every rank's batches (NaN without a batch); reads back once.
+
+        Under torch.distributed every rank must call it (an all-reduce). The sums are not reset.
+
+        Returns:
+            ``{"pairwise_entropy", "mean_feature_norm", "ce_weight_grad_norm"}`` as floats.
+        """
         totals = torch.cat([self.sums, self.sums.new_tensor([self.batches])])
         all_reduce_sum_(totals)
         values = totals.tolist()
@@ -131,7 +147,7 @@ def ce_feature_grad_norm(logits, labels, classifier_weight) -> torch.Tensor:
         logits: (B, K). labels: (B,) int64 in [0, K). classifier_weight: (K, D).
 
     Returns:
-        (B,) norms.
+        (B,) norms (float32, float64 for float64 logits), detached.
     """
     acc = accumulation_dtype(logits.dtype)
     residual = F.softmax(logits.detach().to(acc), dim=1)
@@ -172,6 +188,9 @@ def conditional_entropy(features, labels, num_classes: int, ridge: float = 1e-3)
     Args:
         features: (N, D). labels: (N,) int64 in [0, C). num_classes: C. ridge: as in :func:`gaussian_entropy`.
 
+    Returns:
+        scalar, float64 (nats).
+
     Raises:
         ValueError: no class has two samples.
     """
@@ -188,6 +207,12 @@ def mutual_information(features, labels, num_classes: int, ridge: float = 1e-3) 
 
     Args:
         features: (N, D). labels: (N,) int64 in [0, C). num_classes: C. ridge: as in :func:`gaussian_entropy`.
+
+    Returns:
+        scalar, float64 (nats).
+
+    Raises:
+        ValueError: no class has two samples.
     """
     return gaussian_entropy(features, ridge) - conditional_entropy(features, labels, num_classes, ridge)
 

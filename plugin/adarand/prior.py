@@ -29,6 +29,9 @@ def prior_alignment_loss(mu, running_mean, use_mean=True, use_dist=True):
     Shape:
         - mu, running_mean: (C, D)
         - Output: scalar, differentiable w.r.t. ``mu`` (0 when no term applies)
+
+    Returns:
+        scalar in mu's dtype; ``L_dist`` is 0 when C = 1.
     """
     unit = nn.functional.normalize(mu, dim=1)
     loss = 0.0 * mu.sum()  # keeps the loss differentiable w.r.t. mu when no term applies (C = 1)
@@ -60,10 +63,11 @@ class ClassConditionalPrior(nn.Module):
 
     Shape:
         - mu, sigma, running_mean: (C, D), float32
-        - features: (B, D); labels: (B,) int64, rows labelled ``IGNORE_INDEX`` take no part
+        - features: (B, D); labels: (B,) int64 (or int32), rows labelled ``IGNORE_INDEX`` take no part
 
     Raises:
         ValueError: C or D < 1, alpha outside [0, 1], an unknown ``noise``.
+        RuntimeError: :meth:`sample`, :meth:`regression_loss` or :meth:`update_running_mean` before an init.
     """
 
     def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, noise: str = "normal",
@@ -130,11 +134,33 @@ class ClassConditionalPrior(nn.Module):
         return self._set(mean, std)
 
     def init_normal(self, mean=0.0, std=1.0):
-        """Class-agnostic ``N(mean, std^2)`` (RandReg with N(0, 1), or with pre-trained statistics)."""
+        """Class-agnostic ``N(mean, std^2)`` (RandReg with N(0, 1), or with pre-trained statistics).
+
+        Args:
+            mean, std: scalars or (D,); finite, ``std >= 0`` (as in :meth:`init_from_stats`).
+
+        Returns:
+            ``self``, initialised.
+
+        Raises:
+            ValueError: as in :meth:`init_from_stats` (a ``uniform`` prior included).
+        """
         return self.init_from_stats(mean, std)
 
     def init_uniform(self, low=0.0, high=1.0):
-        """Class-agnostic ``U(low, high)`` per coordinate (RandReg U(0,1); PtR's U[0, 2m))."""
+        """Class-agnostic ``U(low, high)`` per coordinate (RandReg U(0,1); PtR's U[0, 2m)).
+
+        Stored as ``mu = (low + high) / 2`` and ``sigma = high - low`` (eps is U[-0.5, 0.5)).
+
+        Args:
+            low, high: floats, ``high > low``.
+
+        Returns:
+            ``self``, initialised.
+
+        Raises:
+            ValueError: ``high <= low``, a non-finite bound, or a ``normal`` prior.
+        """
         if self.noise != "uniform":
             raise ValueError("init_uniform needs a prior built with noise='uniform'")
         if not high > low:
@@ -167,7 +193,10 @@ class ClassConditionalPrior(nn.Module):
             generator: optional ``torch.Generator`` for eps.
 
         Returns:
-            (B, D) reference vectors, detached from ``mu``.
+            (B, D) reference vectors in mu's dtype (float32), detached from ``mu``.
+
+        Raises:
+            RuntimeError: the prior is not initialised. ValueError / TypeError: bad labels (see the class).
         """
         if not self.initialized:
             raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
@@ -186,7 +215,10 @@ class ClassConditionalPrior(nn.Module):
             generator: optional ``torch.Generator`` (torch path). impl: ``"torch"``/``"triton"``/None (auto).
 
         Returns:
-            scalar, float32 (0 when no row is active).
+            scalar, float32 (float64 for float64 features); 0 when no row is active.
+
+        Raises:
+            RuntimeError: the prior is not initialised. ValueError / TypeError: bad shapes, dtypes or values.
         """
         self._check(features, labels)
         return ops.target_loss(features, labels, self.mu, self.sigma, noise=self.noise, generator=generator, impl=impl)
@@ -200,6 +232,9 @@ class ClassConditionalPrior(nn.Module):
 
         Args:
             features: (B, D) (detached here). labels: (B,) int64. impl: as in :meth:`regression_loss`.
+
+        Returns:
+            0-dim bool device tensor: True when the batch was applied.
         """
         self._check(features, labels)
         return ops.class_ema_(self.running_mean, features.detach(), labels, self.alpha, impl=impl)
@@ -213,6 +248,6 @@ class ClassConditionalPrior(nn.Module):
             use_mean, use_dist: as in :func:`prior_alignment_loss`. mu: (C, D) or None.
 
         Returns:
-            scalar.
+            scalar in mu's dtype; differentiable w.r.t. a ``mu`` that requires grad.
         """
         return prior_alignment_loss(self.mu if mu is None else mu, self.running_mean, use_mean, use_dist)

@@ -26,8 +26,11 @@ class PriorAdam(nn.Module):
     A module so that its moments and step count travel with the regularizer's state dict.
 
     Args:
-        shape: (C, D), the prior means'. lr: > 0. betas, eps: Adam's.
+        shape: (C, D), the prior means'. lr: > 0 (default 1e-2). betas, eps: Adam's ((0.9, 0.999), 1e-8).
         total_steps: schedule length (training iterations), >= 1, or None. schedule: as above.
+
+    Shape:
+        - exp_avg, exp_avg_sq: ``shape``, float32; num_steps: scalar int64 (buffers)
 
     Raises:
         ValueError: ``lr <= 0``, ``total_steps < 1``, an unknown schedule.
@@ -52,7 +55,11 @@ class PriorAdam(nn.Module):
         return f"lr={self.lr}, betas={self.betas}, total_steps={self.total_steps}, schedule={self.schedule}"
 
     def current_lr(self) -> float:
-        """``lr * factor(t)`` for the next update (host arithmetic, no device read)."""
+        """``lr * factor(t)`` for the next update (host arithmetic, no device read).
+
+        Returns:
+            float, the learning rate of the next :meth:`step` (``lr`` when ``total_steps`` is None).
+        """
         if self.total_steps is None:
             return self.lr
         return self.lr * lr_factor(self.schedule, self.steps_taken, self.total_steps)
@@ -63,6 +70,9 @@ class PriorAdam(nn.Module):
 
         Args:
             param: (C, D), updated in place. grad: (C, D).
+
+        Returns:
+            None.
         """
         lr = self.current_lr()
         beta1, beta2 = self.betas

@@ -45,12 +45,13 @@ class Regularizer(nn.Module):
     Shape (``loss = reg(features, labels, logits=None, classifier_weight=None)``):
         - features: (B, D), float (fp32, bf16 or fp16), differentiable
         - labels: (B,) int64 (or int32); rows labelled ``IGNORE_INDEX`` contribute nothing
-        - logits: (B, C) and classifier_weight: (C, D), the linear head's (PtR only)
-        - Output: scalar, float32, differentiable w.r.t. ``features``
+        - logits: (B, K) and classifier_weight: (K, D), K >= C, the linear head's (PtR only)
+        - Output: scalar, float32 (float64 for float64 features), differentiable w.r.t. ``features``
 
     Raises:
-        ValueError: C or D < 1, a bad ``lam``; at call time wrong shapes or dtypes (and, with value
-            checks, labels outside [0, C) other than ``IGNORE_INDEX`` or non-finite features).
+        ValueError: C or D < 1, a negative or non-finite ``lam``; at call time wrong shapes (and, with
+            value checks, labels outside [0, C) other than ``IGNORE_INDEX`` or non-finite features).
+        TypeError: a non-numeric ``lam``; labels neither int64 nor int32.
     """
 
     needs_stats = False
@@ -69,7 +70,14 @@ class Regularizer(nn.Module):
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, lam={self.lam}"
 
     def check_inputs(self, features, labels):
-        """Shape/dtype checks (always), value checks (``check_values``) or, without them, count bad labels."""
+        """Shape/dtype checks (always), value checks (``check_values``) or, without them, count bad labels.
+
+        Args:
+            features: (B, D). labels: (B,) int64 or int32.
+
+        Raises:
+            ValueError / TypeError: as in the forward.
+        """
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
         if not should_check_values(labels, self.check_values):
             bad = (labels != ops.IGNORE_INDEX) & ~ops.active_rows(labels, self.num_classes)
@@ -82,12 +90,15 @@ class Regularizer(nn.Module):
     def check_device_errors(self):
         """Read the counters back (a host sync: call on the log period); raise on bad labels, else return them.
 
-        Returns ``{name: int}`` for logging, e.g. AdaRand's ``skipped_batches``. Under
-        torch.distributed the bad-label count is summed over ranks first (every rank must
+        Under torch.distributed the bad-label count is summed over ranks first (every rank must
         call this at the same step, as the trainers do on their log period), so all raise together.
+        The count is never reset (nor checkpointed): once it is nonzero, every later call raises.
+
+        Returns:
+            ``{name: int}`` for logging: ``bad_labels`` (0) and e.g. AdaRand's ``skipped_batches``.
 
         Raises:
-            ValueError: labels outside [0, C) that are not ``IGNORE_INDEX`` were masked since the last call.
+            ValueError: labels outside [0, C) that are not ``IGNORE_INDEX`` were masked (on any rank).
         """
         bad = self.bad_labels.clone()
         all_reduce_sum_(bad)
@@ -99,6 +110,14 @@ class Regularizer(nn.Module):
         return counters
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
+        """``0`` (plain fine-tuning): checks the inputs and returns a zero loss.
+
+        Args:
+            features: (B, D). labels: (B,). logits, classifier_weight: unused here (PtR's).
+
+        Returns:
+            scalar, float32, 0.
+        """
         self.check_inputs(features, labels)
         return features.new_zeros((), dtype=torch.float32)
 
@@ -107,6 +126,9 @@ class Regularizer(nn.Module):
 
         Args:
             features: (B, D), detached. labels: (B,), as in the forward.
+
+        Returns:
+            None.
         """
         self.check_inputs(features, labels)
 
@@ -118,6 +140,9 @@ class Regularizer(nn.Module):
 
         Args:
             stats: an :class:`adarand.ClassStats` of C classes and D features (methods with ``needs_stats``).
+
+        Returns:
+            None.
         """
 
 
@@ -128,9 +153,21 @@ class FeatureNormPenalty(Regularizer):
         num_classes, feat_dim, lam, check_values: as in :class:`Regularizer`.
 
     Shape: as in :class:`Regularizer` (labels select the active rows; logits unused).
+
+    Returns:
+        ``reg(features, labels)``: the scalar ``lambda * sum_{i active, d} f_id^2 / (n_active D)`` (0 when
+        no row is active).
     """
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
+        """``lambda * mean_{i active, d} f_id^2``.
+
+        Args:
+            features: (B, D), differentiable. labels: (B,). logits, classifier_weight: unused.
+
+        Returns:
+            scalar (float32, float64 for float64 features).
+        """
         self.check_inputs(features, labels)
         return self.lam * ops.target_loss(features, labels, num_classes=self.num_classes)
 
@@ -143,9 +180,16 @@ class RandomTargetRegression(Regularizer):
         prior_init: ``uniform`` (U(0,1)), ``normal`` (N(0,1)), ``pretrained`` (one N(mean, std)
             from the pre-trained features of all classes) or ``class-conditional`` (per-class
             N(mu_c, sigma_c), Eq. 9-10); the last two need :meth:`init_from_stats` (``needs_stats``).
-        alpha: EMA factor of the prior's running class means (used by AdaRand).
+        alpha: EMA factor of the prior's running class means (used by AdaRand), in [0, 1].
 
     Shape: as in :class:`Regularizer` (``logits`` and ``classifier_weight`` unused).
+
+    Returns:
+        ``reg(features, labels)``: the scalar ``lambda`` times the regression loss, r drawn anew per call.
+
+    Raises:
+        ValueError: an unknown ``prior_init``, alpha outside [0, 1], or those of :class:`Regularizer`.
+        RuntimeError: at call time, a ``pretrained`` / ``class-conditional`` prior not initialised yet.
     """
 
     PRIOR_INITS = ("uniform", "normal", "pretrained", "class-conditional")
@@ -167,12 +211,31 @@ class RandomTargetRegression(Regularizer):
         return self.prior_init in ("pretrained", "class-conditional")
 
     def init_from_stats(self, stats):
+        """Eq. 9-10 from ``stats`` (``pretrained``: its global mean/std; ``class-conditional``: per class).
+
+        The ``uniform`` and ``normal`` priors are fixed: nothing happens for them.
+
+        Args:
+            stats: an :class:`adarand.ClassStats`; mean/std (C, D), global_mean/global_std (D,).
+
+        Raises:
+            ValueError: a wrong shape or a non-finite / negative value (see
+                :meth:`ClassConditionalPrior.init_from_stats`).
+        """
         if self.prior_init == "pretrained":
             self.prior.init_from_stats(stats.global_mean, stats.global_std)
         elif self.prior_init == "class-conditional":
             self.prior.init_from_stats(stats.mean, stats.std)
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
+        """``lambda * mean_{i active, d} (f_id - r_id)^2``, r drawn from the prior.
+
+        Args:
+            features: (B, D), differentiable. labels: (B,). logits, classifier_weight: unused.
+
+        Returns:
+            scalar (float32, float64 for float64 features).
+        """
         self.check_inputs(features, labels)
         return self.lam * self.prior.regression_loss(features, labels)
 
@@ -195,6 +258,9 @@ class AdaRand(RandomTargetRegression):
 
     Shape: as in :class:`Regularizer` (``logits`` and ``classifier_weight`` unused); initialise with
     :meth:`init_from_stats` first.
+
+    Raises:
+        ValueError: both ``use_*`` False, ``prior_lr <= 0``, ``total_steps < 1``, an unknown schedule, or as above.
     """
 
     def __init__(self, num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None,
@@ -226,7 +292,7 @@ class AdaRand(RandomTargetRegression):
             features: (B, D), detached. labels: (B,), as in the forward.
 
         Returns:
-            scalar, the prior loss ``L_mean + L_dist`` before the update.
+            scalar in mu's dtype (float32), the prior loss ``L_mean + L_dist`` before the update, detached.
         """
         self.check_inputs(features, labels)
         applied = self.prior.update_running_mean(features, labels) if self.use_mean else None
@@ -261,7 +327,11 @@ class PtR(Regularizer):
         ratio: R, > 0. target_scale: m, > 0. threshold: T, >= 0.
         loss: ``smooth_l1`` or ``l2``.
 
-    Shape: as in :class:`Regularizer`; ``logits`` (B, C) and ``classifier_weight`` (C, D) are required.
+    Shape: as in :class:`Regularizer`; ``logits`` (B, K) and ``classifier_weight`` (K, D), K >= C, are required.
+
+    Raises:
+        ValueError: an unknown ``loss``, a bad ratio / target_scale / threshold, or those of
+            :class:`Regularizer`; at call time missing or mis-shaped ``logits`` / ``classifier_weight``.
     """
 
     LOSSES = ("smooth_l1", "l2")
@@ -282,7 +352,14 @@ class PtR(Regularizer):
         self.register_buffer("epoch_ce_count", torch.zeros((), dtype=torch.float64))
 
     def regression_terms(self, features, targets):
-        """Per-sample regression losses (B,) and their gradients w.r.t. the features (B x D)."""
+        """Per-sample regression losses (B,) and their gradients w.r.t. the features (B x D).
+
+        Args:
+            features: (B, D). targets: (B, D), e.g. :meth:`ClassConditionalPrior.sample`.
+
+        Returns:
+            ``(per_sample, grad)``: (B,) and (B, D) (detached), in the accumulation dtype.
+        """
         acc = accumulation_dtype(features.dtype)
         diff = features.to(acc) - targets.to(acc)
         dim = features.shape[1]
@@ -295,6 +372,15 @@ class PtR(Regularizer):
         return per_sample, grad
 
     def forward(self, features, labels, logits=None, classifier_weight=None):
+        """``lambda * w * mean_{i active} loss(f_i, t_i)`` once enabled (0 before); adds the CE to the epoch sums.
+
+        Args:
+            features: (B, D), differentiable. labels: (B,).
+            logits: (B, K), K >= C. classifier_weight: (K, D), the linear head's weight.
+
+        Returns:
+            scalar (0 until the threshold is met), differentiable w.r.t. ``features``.
+        """
         self.check_inputs(features, labels)
         check_logits_head(logits, classifier_weight, features.shape[0], self.num_classes, self.feat_dim)
         active = ops.active_rows(labels, self.num_classes)
@@ -323,6 +409,9 @@ class PtR(Regularizer):
         The CE sum and count (never means) are all-reduced first, so every rank takes the
         same decision; ``enabled`` is a buffer, so a resumed run keeps it. Under
         torch.distributed every rank must call this (it is a collective).
+
+        Returns:
+            None.
         """
         all_reduce_sum_(self.epoch_ce_sum, self.epoch_ce_count)
         mean_ce = self.epoch_ce_sum / self.epoch_ce_count.clamp(min=1)

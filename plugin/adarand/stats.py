@@ -62,6 +62,10 @@ class ClassStats:
         Args:
             sums, sq_sums: (C, D) float64. counts: (C,). extractor: a name recorded with the
             statistics. meta: a dict stored with them (e.g. the identity of what produced them).
+            allow_missing: accept classes without samples (mean and std 0).
+
+        Returns:
+            :class:`ClassStats`: float32 means/stds, int64 counts.
 
         Raises:
             ValueError: a class without samples (unless ``allow_missing``), or no sample at all.
@@ -95,6 +99,9 @@ class ClassStats:
 
         Args:
             path: the file; read back with :meth:`load` (plain tensors and types: ``weights_only``).
+
+        Returns:
+            None.
         """
         save_torch(self.to_dict(), path)
 
@@ -104,6 +111,9 @@ class ClassStats:
 
         Args:
             path: the file. num_classes, feat_dim: expected C and D (None: not checked).
+
+        Returns:
+            :class:`ClassStats`, the tensors on the CPU as saved.
 
         Raises:
             ValueError: naming ``path``: not a statistics file, truncated, an entry missing, other
@@ -131,6 +141,9 @@ class ClassStatsAccumulator:
     Args:
         num_classes: C.
         device: recorded only; the sums live on the device of the first batch's features.
+
+    Shape (``update(features, labels)``):
+        - features: (B, D); labels: (B,) int64; sums, sq_sums: (C, D), float64; counts: (C,), float64
     """
 
     def __init__(self, num_classes: int, device=None):
@@ -142,7 +155,10 @@ class ClassStatsAccumulator:
         """Add a batch (rows labelled ``IGNORE_INDEX`` are skipped; reads values back: not for a training step).
 
         Args:
-            features: (B, D), finite. labels: (B,) int64 in [0, C).
+            features: (B, D), finite. labels: (B,) int64 in [0, C) or ``IGNORE_INDEX``.
+
+        Returns:
+            None.
 
         Raises:
             ValueError: features not 2-D, non-finite, a changed D, or labels outside [0, C).
@@ -168,7 +184,17 @@ class ClassStatsAccumulator:
         self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
 
     def finalize(self, extractor="", meta=None, allow_missing=False) -> ClassStats:
-        """All-reduce (when distributed) and build the statistics; see ClassStats.from_sums."""
+        """All-reduce (when distributed) and build the statistics; see ClassStats.from_sums.
+
+        Args:
+            extractor, meta, allow_missing: as in :meth:`ClassStats.from_sums`.
+
+        Returns:
+            :class:`ClassStats`.
+
+        Raises:
+            ValueError: no batch was seen, or those of :meth:`ClassStats.from_sums`.
+        """
         if self.sums is None:
             raise ValueError("no features were seen: the data loader is empty")
         all_reduce_sum_(self.sums, self.sq_sums, self.counts)
@@ -186,10 +212,16 @@ def compute_class_stats(extractor, loader, num_classes: int, device=None, name=N
         extractor: callable, (B, 3, H, W) images -> (B, D) features.
         loader: iterable of (images, labels) batches; under torch.distributed each rank's share
             (the sums are all-reduced).
-        num_classes: C. device: where images go (None: as they come). progress: a progress bar.
+        num_classes: C. device: where images go (None: as they come).
+        name: recorded as the statistics' ``extractor`` (None: the extractor's class name).
+        progress: a progress bar.
 
     Returns:
         :class:`ClassStats`.
+
+    Raises:
+        ValueError: an empty loader, a class without samples, or those of
+            :meth:`ClassStatsAccumulator.update`.
     """
     acc = ClassStatsAccumulator(num_classes)
     for images, labels in tqdm(loader, desc="class statistics", disable=not progress, leave=False):

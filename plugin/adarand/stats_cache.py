@@ -81,8 +81,12 @@ def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_cla
     Args:
         path: the statistics file. identity: what the statistics depend on (extractor, weights
             digest, data, transform ...), stored in the file's metadata and compared on reuse.
-        compute: ``() -> ClassStats``. num_classes, feat_dim: expected C and D of a reused file.
+        compute: ``() -> ClassStats``. explicit: the user named ``path`` (see above).
+        num_classes, feat_dim: expected C and D of a reused file (None: not checked).
         save: write computed statistics to ``path``.
+
+    Returns:
+        :class:`adarand.ClassStats` with ``meta["identity"]`` set to ``identity``.
 
     Raises:
         FileNotFoundError / ValueError: ``explicit`` and the file is missing / of another identity;

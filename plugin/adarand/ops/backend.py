@@ -26,6 +26,9 @@ def set_backend(name):
         name: ``"auto"`` (Triton for CUDA tensors when installed, else torch), ``"torch"``,
             ``"triton"`` (CUDA tensors, or CPU ones under ``TRITON_INTERPRET=1``) or None.
 
+    Returns:
+        None.
+
     Raises:
         ValueError: an unknown name.
     """
@@ -40,6 +43,9 @@ def get_backend() -> str:
 
     Returns:
         ``"auto"``, ``"torch"`` or ``"triton"``; read at call time.
+
+    Raises:
+        ValueError: ``ADARAND_BACKEND`` names none of them.
     """
     if _backend_override is not None:
         return _backend_override

@@ -54,6 +54,9 @@ def ema_apply_(running_mean, sums_and_counts, alpha, impl=None):
     Args:
         running_mean: (C, D), updated in place. sums_and_counts: (C, D + 1), from :func:`class_sums`.
         alpha: EMA factor in [0, 1]. impl: as in :func:`class_sums`.
+
+    Returns:
+        None on the torch path, ``running_mean`` on the Triton path (use the argument).
     """
     if resolve(running_mean, impl) == "triton":
         from .class_ema_triton import ema_apply_triton_
@@ -68,11 +71,13 @@ def class_ema_(running_mean, features, labels, alpha, impl=None):
 
     A batch whose (all-reduced) class sums are not all finite leaves every running mean
     unchanged, decided on the device (its counts are zeroed), so all ranks skip it together.
-    Returns that decision: a 0-dim bool tensor, True when the batch was applied.
 
     Args:
         running_mean: (C, D), updated in place. features: (B, D). labels: (B,) int64.
         alpha: EMA factor in [0, 1]. impl: as in :func:`class_sums`.
+
+    Returns:
+        that decision: a 0-dim bool device tensor, True when the batch was applied.
     """
     sums_and_counts = class_sums(features, labels, running_mean.shape[0], impl)
     all_reduce_sum_(sums_and_counts)

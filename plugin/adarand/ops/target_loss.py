@@ -24,6 +24,9 @@ def active_rows(labels: torch.Tensor, num_classes=None) -> torch.Tensor:
 
     Args:
         labels: (B,) integer labels (``IGNORE_INDEX`` = -100 is inactive). num_classes: C or None.
+
+    Returns:
+        (B,) bool, on the labels' device.
     """
     active = labels >= 0
     return active if num_classes is None else active & (labels < num_classes)
@@ -34,6 +37,9 @@ def safe_labels(labels: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
 
     Args:
         labels: (B,). active: (B,) bool, from :func:`active_rows`.
+
+    Returns:
+        (B,), the labels' dtype: ``labels`` where active, else 0.
     """
     return torch.where(active, labels, torch.zeros_like(labels))
 
@@ -49,6 +55,9 @@ def draw_noise(shape, noise: str, device, dtype, generator=None) -> torch.Tensor
     Args:
         shape: e.g. (B, D). noise: one of ``NOISES``. device, dtype: of the result.
         generator: optional ``torch.Generator``.
+
+    Returns:
+        a tensor of ``shape``, ``dtype``, on ``device``.
 
     Raises:
         ValueError: an unknown ``noise``.
