@@ -206,13 +206,7 @@ def mutual_information(features, labels, num_classes: int, ridge: float = 1e-3) 
     """``I(Z; Y) = H(Z) - H(Z|Y)`` under the Gaussian fits.
 
     Args:
-        features: (N, D). labels: (N,) int64 in [0, C). num_classes: C. ridge: as in :func:`gaussian_entropy`.
-
-    Returns:
-        scalar, float64 (nats).
-
-    Raises:
-        ValueError: no class has two samples.
+        features, labels, num_classes, ridge: as in :func:`conditional_entropy` (same Returns, Raises).
     """
     return gaussian_entropy(features, ridge) - conditional_entropy(features, labels, num_classes, ridge)
 
