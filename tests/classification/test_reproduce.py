@@ -219,3 +219,23 @@ def test_slurm_executor_gets_partition_gpus_cpus_and_time(tmp_path, monkeypatch)
     params = executor._executor.parameters
     assert (params["partition"], params["gpus_per_node"], params["cpus_per_task"], params["time"]) == ("gpu", 4, 8, 90)
     assert (params["nodes"], params["ntasks_per_node"]) == (1, 1)
+
+
+def test_digits_study_has_four_methods_three_fractions_a_longer_arm_and_twenty_seeds(tmp_path):
+    """`--table digits`: 12 + 2 cells x 20 seeds = 280 runs; each cell loads as the shipped digits config
+    at its fraction and epochs, nothing else changed."""
+    table = reproduce.get_table("digits")
+    runs = reproduce.build_runs(table, str(tmp_path))
+    assert len(runs) == 280 and sorted({r.seed for r in runs}) == list(range(20))
+    shipped = load_cfg(os.path.join(REPO, "configs/classification/digits_mobilenetv2_adarand.yaml"))
+    by_cell = {}
+    for run in runs:
+        cfg = reproduce.load_run_cfg(run, REPO)
+        by_cell[run.cell.id] = (cfg.MODEL.ADARAND.METHOD, round(cfg.DATASET.FRACTION, 2), cfg.SOLVER.EPOCHS)
+        assert (cfg.SEED, cfg.OUTPUT_DIR) == (run.seed, run.output_dir)
+        assert (cfg.SOLVER.BASE_LR, cfg.MODEL.ADARAND.LAMBDA, cfg.INPUT.SIZE) == \
+            (shipped.SOLVER.BASE_LR, shipped.MODEL.ADARAND.LAMBDA, shipped.INPUT.SIZE)
+    methods = {"ft": "none", "fnp": "fnp", "randreg-cp": "randreg-cp", "adarand": "adarand"}
+    expected = {f"digits{p}_mobilenetv2_{m}": (methods[m], p / 100, 8) for p in (10, 20, 50) for m in methods}
+    expected.update({f"digits20_mobilenetv2_{m}_30ep": (methods[m], 0.2, 30) for m in ("randreg-cp", "adarand")})
+    assert by_cell == expected

@@ -47,3 +47,27 @@ def test_classification_epoch_checks_the_counters_on_its_log_period(data_root, t
     trainer.train()
     assert reg.check_device_errors.call_count == 3  # steps 0 and 2, and the end of the epoch
     assert trainer.history[0]["reg_skipped_batches"] == 0
+
+
+def _first_epoch(data_root, out, **values):
+    """(training subset, validation subset, the first epoch's batches of raw image indices)."""
+    trainer = ClassificationTrainer(load_cfg("", tiny_opts(data_root, out, **{"SOLVER.EPOCHS": 1, **values})),
+                                    progress=False)
+    trainer.train_loader.sampler.set_epoch(0)
+    train = trainer.data.train.indices
+    order = [train[i] for i in trainer.train_loader.sampler]
+    size = trainer.train_loader.batch_size
+    return train, trainer.data.val.indices, [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def test_training_seed_sets_the_data_order_and_dataset_seed_the_split(data_root, tmp_path):
+    """SEED 0 and 1 (same DATASET.SEED) share the subset and split but not the first epoch's batches;
+    SEED 0 twice gives the same batches."""
+    train0, val0, batches0 = _first_epoch(data_root, tmp_path / "a", SEED=0)
+    train1, val1, batches1 = _first_epoch(data_root, tmp_path / "b", SEED=1)
+    again_train, again_val, again = _first_epoch(data_root, tmp_path / "c", SEED=0)
+    assert (train0, val0) == (train1, val1) == (again_train, again_val)
+    assert batches0 == again
+    assert batches0 != batches1 and sorted(sum(batches0, [])) == sorted(sum(batches1, []))
+    other_split = _first_epoch(data_root, tmp_path / "d", SEED=0, **{"DATASET.SEED": 5})
+    assert other_split[1] != val0

@@ -94,10 +94,12 @@ def normalization(cfg, model):
 
 
 def train_loader(cfg, dataset, rank, world, generator):
-    """Shuffled, DistributedSampler-split (seed = DATASET.SEED; call ``sampler.set_epoch``)."""
+    """Shuffled, DistributedSampler-split; the order is seeded with the training ``SEED`` (call
+    ``sampler.set_epoch``), so training seeds differ in data order too. DATASET.SEED fixes only the
+    subset and the split."""
     if cfg.SOLVER.BATCH_SIZE % world:
         raise ValueError(f"SOLVER.BATCH_SIZE = {cfg.SOLVER.BATCH_SIZE} is not divisible by {world} processes")
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.DATASET.SEED)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.SEED)
     return DataLoader(dataset, batch_size=cfg.SOLVER.BATCH_SIZE // world, sampler=sampler,
                       num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=torch.cuda.is_available(),
                       generator=generator, persistent_workers=False, drop_last=cfg.DATALOADER.DROP_LAST)

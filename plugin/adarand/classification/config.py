@@ -81,7 +81,7 @@ _C.CHANNELS_LAST = True  # channels-last memory format (CUDA only)
 _C.DIAGNOSTICS = True
 _C.LOG_PERIOD = 20  # steps between progress-bar updates (each one reads values back from the device)
 _C.OUTPUT_DIR = "output/classification"
-_C.SEED = 0  # training seed; rank r seeds with SEED + r so each rank draws its own noise
+_C.SEED = 0  # training seed: data order, augmentation, noise, init; rank r draws with SEED + r
 
 # Keys of earlier releases: an error naming the new key (both trainers now share MODEL.ADARAND's names).
 _RENAMED = {"REGULARIZER.NAME": "MODEL.ADARAND.METHOD", "BASELINE.NAME": "BASELINE.METHOD",
