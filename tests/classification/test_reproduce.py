@@ -83,8 +83,9 @@ def test_dry_run_lists_every_cell_and_seed_with_a_loadable_config(table, tmp_pat
 
 def test_paper_numbers_sit_at_positions_of_the_layout():
     paper = paper_table.load_paper_results()
-    assert set(paper["tables"]) == set(reproduce.TABLES)
-    for name, table in reproduce.TABLES.items():
+    published = {name: table for name, table in reproduce.TABLES.items() if table.published}
+    assert set(paper["tables"]) == set(published) and "digits" not in published
+    for name, table in published.items():
         values = paper["tables"][name]["values"]
         for row, cols in values.items():
             assert row in table.rows, (name, row)
