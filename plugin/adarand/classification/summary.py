@@ -1,6 +1,8 @@
 """Markdown table of finished runs: method x dataset, ``mean ± std (n)`` over seeds, in %
 (``tools/summarize.py``); with ``--table N`` a paper table, ours beside the published numbers
 (:mod:`adarand.classification.paper_table`). ``std`` is the sample standard deviation (0 for one run).
+With ``--paired BASELINE``, runs paired with the baseline's by setting and seed
+(:mod:`adarand.classification.paired`).
 """
 import argparse
 import statistics
