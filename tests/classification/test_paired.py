@@ -80,7 +80,8 @@ def test_paired_interval_excludes_zero_where_the_unpaired_one_does_not(spread_ru
 def test_json_fields_and_the_baseline_is_not_compared_with_itself(spread_runs):
     records = json.loads(summarize([spread_runs, "--paired", "ft", "--json"])[0])
     assert [r["method"] for r in records] == ["adarand"]
-    assert {"method", "dataset", "fraction", "n", "mean_diff", "ci_low", "ci_high", "wins", "p_value"} <= set(records[0])
+    fields = {"method", "dataset", "fraction", "n", "mean_diff", "ci_low", "ci_high", "wins", "p_value"}
+    assert fields <= set(records[0])
     assert (records[0]["dataset"], records[0]["fraction"], records[0]["epochs"]) == ("digits", 0.1, 8)
     text, _ = summarize([spread_runs, "--paired", "ft"])
     rows = [line for line in text.splitlines() if line.startswith("| ")]

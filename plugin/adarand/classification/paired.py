@@ -102,6 +102,8 @@ def paired_stats(x, y, ci="t", resamples=DEFAULT_RESAMPLES):
     """Statistics of ``x - y`` over pairs: (mean, ci_low, ci_high, wins, p, exact); see the module doc."""
     if ci not in CI_METHODS:
         raise ValueError(f"ci {ci!r}; expected one of {CI_METHODS}")
+    if resamples < 2:
+        raise ValueError(f"resamples {resamples}: the sign-flip test needs at least 2")
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     d = x - y
     n = len(d)
