@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from adarand.classification.paired import results_markdown
 from adarand.classification.run_log import read_jsonl, read_results
 from adarand.classification.summary import mean_std
 from adarand.files import write_text
@@ -72,7 +73,8 @@ def classification(out, seeds, epochs):
     figures = os.path.join(out, "figures")
     first_seed = [d for d in run_dirs if d.endswith(f"_seed{seeds[0]}")]
     run(tool("plot_features.py") + first_seed + ["--out-dir", figures, "--labels"] + [label for _, label in CLS_METHODS])
-    return "\n".join(table), figures
+    paired = results_markdown([r for _, results in rows for r in results], "ft", labels=dict(CLS_METHODS))
+    return "\n".join(table) + "\n\nEach method against FT on the same seeds:\n\n" + paired.rstrip("\n"), figures
 
 
 def detection(out, iters):

@@ -1,6 +1,8 @@
 """Markdown table of finished runs: method x dataset, ``mean ± std (n)`` over seeds, in %
 (``tools/summarize.py``); with ``--table N`` a paper table, ours beside the published numbers
 (:mod:`adarand.classification.paper_table`). ``std`` is the sample standard deviation (0 for one run).
+With ``--paired BASELINE``, runs paired with the baseline's by setting and seed
+(:mod:`adarand.classification.paired`).
 """
 import argparse
 import statistics
@@ -8,6 +10,7 @@ import sys
 
 from adarand.files import write_text
 
+from . import paired
 from .run_log import find_results, read_results
 
 
@@ -55,8 +58,15 @@ def main(argv=None, description=__doc__):
     parser.add_argument("--root", default="output/reproduce", help="with --table: the runs' root (reproduce.py --root)")
     parser.add_argument("--metric", default="test_top1", help="results.json key (test_top1, test_mean_class_acc, ...)")
     parser.add_argument("--out", default="", help="also write the table to this file")
+    paired.add_arguments(parser)
     args = parser.parse_args(argv)
-    if args.table:
+    if (args.json or args.plot) and not args.paired:
+        parser.error("--json and --plot go with --paired BASELINE")
+    if args.paired and (args.table or args.runs):
+        text, note = paired.report(args, None if args.table else find_results(args.runs))
+        if note:
+            print(note, file=sys.stderr)
+    elif args.table:
         from . import paper_table, reproduce
 
         text = paper_table.render(reproduce.get_table(args.table), args.root, args.metric)
