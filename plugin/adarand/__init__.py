@@ -1,8 +1,11 @@
 """AdaRand: adaptive random feature regularization for fine-tuning (CVPR 2024).
 
-The prior, the regularizers and the kernels need only torch. The trainers live in
+The prior, the regularizers and the kernels need only torch; :func:`attach` puts a regularizer on
+an unchanged model's classifier head. ``adarand.integrations`` holds Lightning and Transformers
+glue (their own extras). The trainers live in
 ``adarand.classification`` and ``adarand.detection`` (extra dependencies).
 """
+from .attach import AttachedRegularizer, attach
 from .config import (
     REGULARIZER_KEYS, build_regularizer_from_config, check_regularizer_keys, regularizer_options_from_config,
     select_options,
@@ -23,7 +26,7 @@ from .stats import ClassStats, ClassStatsAccumulator, compute_class_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaRand", "ClassConditionalPrior", "REGULARIZER_KEYS", "build_regularizer_from_config",
+    "AdaRand", "AttachedRegularizer", "attach", "ClassConditionalPrior", "REGULARIZER_KEYS", "build_regularizer_from_config",
     "check_regularizer_keys", "regularizer_options_from_config", "select_options", "IGNORE_INDEX", "ClassStats", "ClassStatsAccumulator", "FeatureNormPenalty",
     "PriorAdam", "PtR", "RandomTargetRegression", "Regularizer", "TrainingDiagnostics", "available_regularizers",
     "build_regularizer", "ce_feature_grad_norm", "ce_weight_grad_norm", "compute_class_stats",
