@@ -306,3 +306,15 @@ def test_two_ddp_ranks_keep_identical_priors(tmp_path):
         assert torch.equal(value, ranks[1]["state"][key]), key
     assert int(ranks[0]["count"].sum()) == 48  # statistics over both ranks' data
     assert int(ranks[0]["state"]["regularizer.prior_optimizer.num_steps"]) == 3
+
+
+def test_import_adarand_and_its_integrations_package_import_no_framework():
+    """``import adarand`` (attach included) needs only torch; the frameworks load with their own submodule."""
+    import subprocess
+    import sys
+
+    code = ("import sys, adarand, adarand.integrations; "
+            "print([m for m in ('lightning', 'transformers', 'timm', 'torchvision', 'detectron2') if m in sys.modules])")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(adarand.__file__))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "[]"
