@@ -56,8 +56,8 @@ class AttachedRegularizer(nn.Module):
     """A regularizer fed by a forward hook on a model's classifier head; built by :func:`attach`.
 
     Its only submodule is ``regularizer`` (the :class:`adarand.Regularizer`), so ``state_dict()``
-    checkpoints the prior, the prior optimizer's moments and ``initialized``, and nothing of the
-    model. The hook keeps the last forward's features when gradients are enabled; a forward
+    checkpoints the prior, the prior optimizer's moments and ``initialized`` (mirrored on the host as
+    ``is_initialized``), and nothing of the model. The hook keeps the last forward's features when gradients are enabled; a forward
     under ``torch.no_grad()`` (evaluation) drops them, so a later :meth:`loss` or :meth:`step`
     cannot use stale training features. :meth:`loss` also queues ``(features.detach(), labels)``;
     :meth:`step` updates on every queued pair at once (one step after several micro-batches of
@@ -78,7 +78,9 @@ class AttachedRegularizer(nn.Module):
         object.__setattr__(self, "head", head)
         self.head_name = head_name
         self.regularizer = regularizer
+        # checkpointed flag, and its host mirror (read on every step: never a device read)
         self.register_buffer("initialized", torch.tensor(not regularizer.needs_stats))
+        self.is_initialized = not regularizer.needs_stats
         self._features = self._logits = None
         self._dropped = "no forward has run through the head since attach() or the last step()"
         self._queue = []
@@ -87,6 +89,11 @@ class AttachedRegularizer(nn.Module):
 
     def extra_repr(self):
         return f"head={self.head_name!r}, attached={self._handle is not None}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "initialized" in state_dict:
+            self.is_initialized = bool(state_dict[prefix + "initialized"])
 
     def _capture(self, module, args, output):
         if self._stats_features is not None:  # init_from_data: collect, whatever the grad mode
@@ -139,6 +146,7 @@ class AttachedRegularizer(nn.Module):
                 module.training = training
         self.regularizer.init_from_stats(stats)
         self.initialized.fill_(True)
+        self.is_initialized = True
         return stats
 
     def _features_of(self, inputs):
@@ -169,7 +177,7 @@ class AttachedRegularizer(nn.Module):
         self._check_attached("loss")
         if self._features is None:
             raise RuntimeError(f"loss: no features of the head {self.head_name!r} to regularize: {self._dropped}")
-        if not bool(self.initialized):
+        if not self.is_initialized:
             raise RuntimeError("loss: the prior is not initialised: call init_from_data(train_loader) first "
                                "(or load a checkpoint of this regularizer)")
         features = self._features

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import adarand
+from sync_audit import SyncAudit, values_unchecked  # noqa: E402  (tests/ is on sys.path under pytest)
 
 C, IN, D = 4, 6, 8
 
@@ -207,9 +208,9 @@ def test_state_dict_checkpoints_the_prior_and_nothing_of_the_model(tmp_path):
     assert all(key.startswith("regularizer.") or key == "initialized" for key in reg.state_dict())
     torch.save(reg.state_dict(), tmp_path / "adarand.pt")
     fresh = adarand.attach(copy.deepcopy(model), "classifier.1", total_steps=5)
-    assert not bool(fresh.initialized)
+    assert not bool(fresh.initialized) and not fresh.is_initialized
     fresh.load_state_dict(torch.load(tmp_path / "adarand.pt", weights_only=True))
-    assert bool(fresh.initialized)
+    assert bool(fresh.initialized) and fresh.is_initialized
     for key, value in reg.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
     fresh.model(x)
@@ -218,6 +219,21 @@ def test_state_dict_checkpoints_the_prior_and_nothing_of_the_model(tmp_path):
     model(x)
     torch.manual_seed(1)
     assert torch.equal(a, reg.loss(y))  # ready without init_from_data
+
+
+def test_loss_and_step_issue_no_host_sync():
+    """What attach adds around the regularizer (the hook, the queue, the checks) reads nothing back."""
+    torch.manual_seed(0)
+    model = Net()
+    reg = adarand.attach(model, "classifier.1", total_steps=5)
+    reg.init_from_data(batches())
+    values_unchecked(reg)
+    with SyncAudit() as audit:
+        for x, y in batches(16, 8, seed=2):
+            model(x)
+            reg.loss(y).backward()
+            reg.step()
+    audit.assert_none_ours()
 
 
 def test_dict_inputs_through_batch_fn():

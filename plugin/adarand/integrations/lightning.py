@@ -87,7 +87,7 @@ class AdaRandCallback(Callback):
         if self._restored is not None:
             self.attached.load_state_dict(self._restored)
             self._restored = None
-        elif not bool(self.attached.initialized):
+        elif not self.attached.is_initialized:
             self.attached.init_from_data(trainer.train_dataloader, self.batch_fn)
         self._last_global_step = trainer.global_step
 

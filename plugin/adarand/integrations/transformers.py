@@ -81,7 +81,7 @@ class AdaRandTrainer(Trainer):
                                                     what="AdaRand state of the checkpoint",
                                                     map_location=self.adarand.head.weight.device))
             self._adarand_resume = None
-        elif not bool(self.adarand.initialized):
+        elif not self.adarand.is_initialized:
             self.adarand.init_from_data(self.get_train_dataloader(), self.adarand_batch_fn)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
