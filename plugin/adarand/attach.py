@@ -57,9 +57,9 @@ class AttachedRegularizer(nn.Module):
 
     Its only submodule is ``regularizer`` (the :class:`adarand.Regularizer`), so ``state_dict()``
     checkpoints the prior, the prior optimizer's moments and ``initialized`` (mirrored on the host as
-    ``is_initialized``), and nothing of the model. The hook keeps the last forward's features when gradients are enabled; a forward
-    under ``torch.no_grad()`` (evaluation) drops them, so a later :meth:`loss` or :meth:`step`
-    cannot use stale training features. :meth:`loss` also queues ``(features.detach(), labels)``;
+    ``is_initialized``), and nothing of the model. The hook keeps the last forward's features when
+    gradients are enabled; a forward under ``torch.no_grad()`` (evaluation) drops them, so a later
+    :meth:`loss` cannot use stale training features. :meth:`loss` also queues ``(features.detach(), labels)``;
     :meth:`step` updates on every queued pair at once (one step after several micro-batches of
     gradient accumulation updates on their concatenation, i.e. on the whole batch).
 

@@ -329,8 +329,8 @@ def test_import_adarand_and_its_integrations_package_import_no_framework():
     import subprocess
     import sys
 
-    code = ("import sys, adarand, adarand.integrations; "
-            "print([m for m in ('lightning', 'transformers', 'timm', 'torchvision', 'detectron2') if m in sys.modules])")
+    frameworks = ("lightning", "transformers", "timm", "torchvision", "detectron2")
+    code = f"import sys, adarand, adarand.integrations; print([m for m in {frameworks} if m in sys.modules])"
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(adarand.__file__))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip() == "[]"
