@@ -26,11 +26,12 @@ from .stats import ClassStats, ClassStatsAccumulator, compute_class_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaRand", "AttachedRegularizer", "attach", "ClassConditionalPrior", "REGULARIZER_KEYS", "build_regularizer_from_config",
+    "AdaRand", "ClassConditionalPrior", "REGULARIZER_KEYS", "build_regularizer_from_config",
     "check_regularizer_keys", "regularizer_options_from_config", "select_options", "IGNORE_INDEX", "ClassStats", "ClassStatsAccumulator", "FeatureNormPenalty",
     "PriorAdam", "PtR", "RandomTargetRegression", "Regularizer", "TrainingDiagnostics", "available_regularizers",
     "build_regularizer", "ce_feature_grad_norm", "ce_weight_grad_norm", "compute_class_stats",
     "conditional_entropy", "feature_diagnostics", "feature_norm", "gaussian_entropy", "get_backend",
     "mean_feature_norm", "mutual_information", "pairwise_entropy", "prior_alignment_loss", "regularizer_options",
     "set_backend",
+    "AttachedRegularizer", "attach",
 ]
