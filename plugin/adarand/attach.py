@@ -132,7 +132,6 @@ class AttachedRegularizer(nn.Module):
         self._check_attached("init_from_data")
         if not self.regularizer.needs_stats:
             return None
-        device = self.head.weight.device
         modes = [(module, module.training) for module in self.model.modules()]
         batches = loader if batch_fn is None else map(batch_fn, loader)
         self.model.eval()

@@ -14,7 +14,7 @@ C = 3
 
 
 class Lit(L.LightningModule):
-    def __init__(self, accumulate=1, **options):
+    def __init__(self, **options):
         super().__init__()
         self.model = torchvision.models.resnet18(num_classes=C)
         self.adarand = AdaRandCallback(head="model.fc", **options)
