@@ -1,7 +1,8 @@
 """Install the AdaRand package from ``plugin/adarand`` (import name ``adarand``).
 
-``import adarand`` (prior, regularizers, kernels) needs only torch. The trainers'
-extras are optional: ``pip install -e .[cls,det]``.
+``import adarand`` (prior, regularizers, kernels, ``adarand.attach``) needs only torch. The trainers'
+extras are optional: ``pip install -e .[cls,det]``; so are the framework integrations:
+``pip install -e .[lightning]`` / ``.[transformers]`` (``adarand.integrations``).
 """
 from setuptools import find_packages, setup
 
@@ -17,6 +18,11 @@ DETECTION = [
     "opencv-python-headless==4.14.0.94",
 ]
 DEMO = ["scikit-learn", "scikit-image"]
+# adarand.integrations.lightning / .transformers; timm only for the docs/integrations.md example.
+# Pinned to the versions tested with torch 2.14.1.
+LIGHTNING = ["lightning==2.6.6"]
+TRANSFORMERS = ["transformers==5.25.0", "accelerate==1.15.0"]
+TIMM = ["timm==1.0.31"]
 TEST = ["pytest", "pytest-timeout"]
 
 setup(
@@ -34,6 +40,9 @@ setup(
         "det": DETECTION,
         "demo": DEMO,
         "test": TEST,
-        "all": sorted(set(CLASSIFICATION + DETECTION + DEMO + TEST)),
+        "lightning": LIGHTNING,
+        "transformers": TRANSFORMERS,
+        "timm": TIMM,
+        "all": sorted(set(CLASSIFICATION + DETECTION + DEMO + TEST + LIGHTNING + TRANSFORMERS + TIMM)),
     },
 )

@@ -1,8 +1,11 @@
 """AdaRand: adaptive random feature regularization for fine-tuning (CVPR 2024).
 
-The prior, the regularizers and the kernels need only torch. The trainers live in
+The prior, the regularizers and the kernels need only torch; :func:`attach` puts a regularizer on
+an unchanged model's classifier head. ``adarand.integrations`` holds Lightning and Transformers
+glue (their own extras). The trainers live in
 ``adarand.classification`` and ``adarand.detection`` (extra dependencies).
 """
+from .attach import AttachedRegularizer, attach
 from .config import (
     REGULARIZER_KEYS, build_regularizer_from_config, check_regularizer_keys, regularizer_options_from_config,
     select_options,
@@ -30,4 +33,5 @@ __all__ = [
     "conditional_entropy", "feature_diagnostics", "feature_norm", "gaussian_entropy", "get_backend",
     "mean_feature_norm", "mutual_information", "pairwise_entropy", "prior_alignment_loss", "regularizer_options",
     "set_backend",
+    "AttachedRegularizer", "attach",
 ]

@@ -1,0 +1,266 @@
+"""AdaRand on an unchanged model: the regularized features are its classifier head's input.
+
+``reg = adarand.attach(model, "fc")`` puts one forward hook on the head (a ``nn.Linear``)
+that keeps the head's input ``f`` (B x D, the penultimate features of Eq. 1) and output
+(the logits, for PtR) of the last forward that ran with gradients enabled; the hook
+returns nothing, so the model's outputs are untouched. A training step then reads::
+
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels) + reg.loss(labels)   # + lambda * mean (f - r)^2
+    loss.backward(); optimizer.step(); optimizer.zero_grad()
+    reg.step()                                                  # Eq. 11-15 on those features
+
+which is, call for call, the explicit path ``reg.regularizer(features, labels, ...)`` /
+``reg.regularizer.step(features.detach(), labels)`` of :func:`adarand.build_regularizer`.
+"""
+import torch
+from torch import nn
+
+from .regularizers import build_regularizer
+from .stats import compute_class_stats
+
+
+def _find_head(model, head):
+    """``head`` itself, or the submodule of ``model`` named by the dotted path ``head``; a linear layer."""
+    if isinstance(head, str):
+        try:
+            module = model.get_submodule(head)
+        except AttributeError:
+            linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+            raise ValueError(f"attach: {type(model).__name__} has no submodule {head!r}; its linear layers are "
+                             f"{linear or 'none'}") from None
+        name = head
+    else:
+        module = head
+        name = next((n for n, m in model.named_modules() if m is head), None)
+        if name is None:
+            raise ValueError(f"attach: the head {type(head).__name__} is not a submodule of {type(model).__name__}")
+    if not isinstance(module, nn.Linear):
+        raise TypeError(f"attach: the head {name!r} is a {type(module).__name__}, not a torch.nn.Linear: give the "
+                        "final classifier layer, whose input are the features to regularize")
+    if module.in_features < 1:
+        raise ValueError(f"attach: the head {name!r} has no input width yet (an uninitialised LazyLinear): "
+                         "run one forward first")
+    return name, module
+
+
+def _to_device(inputs, device):
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    if isinstance(inputs, dict):
+        return {key: _to_device(value, device) for key, value in inputs.items()}
+    return inputs
+
+
+class AttachedRegularizer(nn.Module):
+    """A regularizer fed by a forward hook on a model's classifier head; built by :func:`attach`.
+
+    Its only submodule is ``regularizer`` (the :class:`adarand.Regularizer`), so ``state_dict()``
+    checkpoints the prior, the prior optimizer's moments and ``initialized`` (mirrored on the host as
+    ``is_initialized``), and nothing of the model. The hook keeps the last forward's features when
+    gradients are enabled; a forward under ``torch.no_grad()`` (evaluation) drops them, so a later
+    :meth:`loss` cannot use stale training features. :meth:`loss` also queues ``(features.detach(), labels)``;
+    :meth:`step` updates on every queued pair at once (one step after several micro-batches of
+    gradient accumulation updates on their concatenation, i.e. on the whole batch).
+
+    Args:
+        model: the network (not registered as a submodule).
+        head_name: the head's dotted name in ``model``. head: the ``nn.Linear`` itself.
+        regularizer: an :class:`adarand.Regularizer` of ``head.in_features`` features.
+
+    Shape:
+        - features (the head's input): (B, D), D = ``head.in_features``; labels: (B,) int64 in [0, C)
+    """
+
+    def __init__(self, model, head_name, head, regularizer):
+        super().__init__()
+        object.__setattr__(self, "model", model)  # a plain reference: not in state_dict, not moved by .to()
+        object.__setattr__(self, "head", head)
+        self.head_name = head_name
+        self.regularizer = regularizer
+        # checkpointed flag, and its host mirror (read on every step: never a device read)
+        self.register_buffer("initialized", torch.tensor(not regularizer.needs_stats))
+        self.is_initialized = not regularizer.needs_stats
+        self._features = self._logits = None
+        self._dropped = "no forward has run through the head since attach() or the last step()"
+        self._queue = []
+        self._stats_features = None
+        self._handle = head.register_forward_hook(self._capture)
+
+    def extra_repr(self):
+        return f"head={self.head_name!r}, attached={self._handle is not None}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "initialized" in state_dict:
+            self.is_initialized = bool(state_dict[prefix + "initialized"])
+
+    def _capture(self, module, args, output):
+        if self._stats_features is not None:  # init_from_data: collect, whatever the grad mode
+            self._stats_features.append(args[0])
+        elif torch.is_grad_enabled():
+            self._features, self._logits = args[0], output
+        else:
+            self._features = self._logits = None
+            self._dropped = "the last forward ran under torch.no_grad() (evaluation keeps nothing)"
+
+    def _check_attached(self, what):
+        if self._handle is None:
+            raise RuntimeError(f"{what}: the regularizer was removed from {self.head_name!r} (remove() was called)")
+
+    @torch.no_grad()
+    def init_from_data(self, loader, batch_fn=None, progress=False):
+        """Eq. 9-10 from the model's own features: per-class mean/std of the head's input over ``loader``.
+
+        Runs ``model(inputs)`` (``model(**inputs)`` for a dict) in eval mode without gradients,
+        on the head's device, through :func:`adarand.compute_class_stats` (float64 sums and counts,
+        all-reduced under torch.distributed), then restores every submodule's train/eval mode.
+        Nothing happens for methods that need no statistics (``regularizer.needs_stats`` False).
+
+        Args:
+            loader: iterable of batches ``(inputs, labels)``, or of anything ``batch_fn`` maps to that.
+            batch_fn: optional ``batch -> (inputs, labels)``.
+            progress: a progress bar.
+
+        Returns:
+            the :class:`adarand.ClassStats` (None when the method needs none).
+
+        Raises:
+            ValueError: an empty loader, a class without samples, non-finite features
+                (see :func:`adarand.compute_class_stats`). RuntimeError: after :meth:`remove`.
+        """
+        self._check_attached("init_from_data")
+        if not self.regularizer.needs_stats:
+            return None
+        modes = [(module, module.training) for module in self.model.modules()]
+        batches = loader if batch_fn is None else map(batch_fn, loader)
+        self.model.eval()
+        self._stats_features = []
+        try:
+            stats = compute_class_stats(self._features_of, batches, self.regularizer.num_classes, device=None,
+                                        name=type(self.model).__name__, progress=progress)
+        finally:
+            self._stats_features = None
+            for module, training in modes:
+                module.training = training
+        self.regularizer.init_from_stats(stats)
+        self.initialized.fill_(True)
+        self.is_initialized = True
+        return stats
+
+    def _features_of(self, inputs):
+        inputs = _to_device(inputs, self.head.weight.device)
+        self._stats_features.clear()
+        self.model(**inputs) if isinstance(inputs, dict) else self.model(inputs)
+        if len(self._stats_features) != 1:
+            raise RuntimeError(f"init_from_data: the model called its head {self.head_name!r} "
+                               f"{len(self._stats_features)} times in one forward; expected once")
+        return self._stats_features[0]
+
+    def loss(self, labels):
+        """``regularizer(f, labels)`` on the features ``f`` of the last forward (lambda included, with graph).
+
+        Queues ``(f.detach(), labels)`` for the next :meth:`step`.
+
+        Args:
+            labels: (B,) int64 class labels of that forward's batch (``IGNORE_INDEX`` rows take no part).
+
+        Returns:
+            scalar, differentiable w.r.t. the model's parameters through ``f``.
+
+        Raises:
+            RuntimeError: no features kept (no forward with gradients since the last step, or the last
+                forward ran under ``torch.no_grad()``), the prior not initialised, or after :meth:`remove`.
+            ValueError: labels of another batch size, or those of the regularizer.
+        """
+        self._check_attached("loss")
+        if self._features is None:
+            raise RuntimeError(f"loss: no features of the head {self.head_name!r} to regularize: {self._dropped}")
+        if not self.is_initialized:
+            raise RuntimeError("loss: the prior is not initialised: call init_from_data(train_loader) first "
+                               "(or load a checkpoint of this regularizer)")
+        features = self._features
+        if features.dim() != 2 or labels.shape[:1] != features.shape[:1]:
+            raise ValueError(f"loss: the head {self.head_name!r} saw features of shape {tuple(features.shape)}; "
+                             f"expected (B, D) for labels of shape {tuple(labels.shape)}")
+        value = self.regularizer(features, labels, logits=self._logits, classifier_weight=self.head.weight)
+        self._queue.append((features.detach(), labels))
+        return value
+
+    def step(self):
+        """The regularizer's update (AdaRand: Eq. 14-15 running means, then one prior step, Eq. 11-13).
+
+        Call it after the optimizer step, once per optimizer step; it uses the features and labels of
+        every :meth:`loss` since the last step (concatenated), then forgets them.
+
+        Returns:
+            what ``regularizer.step`` returns (AdaRand: the prior loss before the update, detached; else None).
+
+        Raises:
+            RuntimeError: no :meth:`loss` since the last step, or after :meth:`remove`.
+        """
+        self._check_attached("step")
+        if not self._queue:
+            raise RuntimeError(f"step: no loss(labels) since the last step, so no features of the head "
+                               f"{self.head_name!r} to update on ({self._dropped})")
+        features, labels = zip(*self._queue)
+        self._queue = []
+        self._features = self._logits = None
+        self._dropped = "no forward has run through the head since the last step()"
+        if len(features) == 1:
+            return self.regularizer.step(features[0], labels[0])
+        return self.regularizer.step(torch.cat(features), torch.cat(labels))
+
+    def on_epoch_end(self):
+        """Close an epoch: ``regularizer.on_epoch_end()`` (PtR's switch; a collective under torch.distributed)."""
+        self.regularizer.on_epoch_end()
+
+    def remove(self):
+        """Take the hook off the head and forget any kept features (idempotent).
+
+        Returns:
+            None.
+        """
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._features = self._logits = None
+        self._queue = []
+
+
+def attach(model, head, method="adarand", num_classes=None, **options):
+    """AdaRand (or any of :func:`adarand.available_regularizers`) on ``model`` as it is.
+
+    The regularizer is :func:`adarand.build_regularizer` ``(method, num_classes, head.in_features,
+    **options)`` on the head's device; the features are the head's input, kept by a forward hook.
+    Then: :meth:`~AttachedRegularizer.init_from_data` once (Eq. 9-10), and per step
+    :meth:`~AttachedRegularizer.loss` (added to the task loss) and, after the optimizer step,
+    :meth:`~AttachedRegularizer.step`.
+
+    Args:
+        model: any ``nn.Module`` (a DDP wrapper or a ``torch.compile``'d model too: the hook is on
+            the head, which they share).
+        head: the final classifier, a ``nn.Linear`` submodule of ``model``, or its dotted name
+            (``"fc"``, ``"classifier.1"``, ``"head"``; timm: ``model.get_classifier()``).
+        method: a regularizer name, default ``"adarand"``.
+        num_classes: C; default ``head.out_features``.
+        **options: the method's options (``lam``, ``alpha``, ``prior_lr``, ``total_steps``, ...; see
+            :func:`adarand.regularizer_options`).
+
+    Returns:
+        :class:`AttachedRegularizer`.
+
+    Raises:
+        ValueError: a head name not found (the message lists the linear layers), a module that is not
+            in ``model``, an unknown method or option. TypeError: a head that is not ``nn.Linear``.
+
+    Example::
+
+        reg = adarand.attach(model, "fc", total_steps=len(loader) * epochs)
+        reg.init_from_data(loader)
+    """
+    name, module = _find_head(model, head)
+    num_classes = module.out_features if num_classes is None else num_classes
+    regularizer = build_regularizer(method, num_classes, module.in_features, **options)
+    regularizer.to(module.weight.device)
+    return AttachedRegularizer(model, name, module, regularizer)

@@ -1,0 +1,336 @@
+"""adarand.attach against the explicit library path: the same statistics, loss, gradients and prior,
+with the model's outputs untouched; its refusals; gradient accumulation, no_grad evaluation,
+checkpoints, torch.compile and two DDP ranks."""
+import copy
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn import functional as F
+
+import adarand
+from sync_audit import SyncAudit, values_unchecked  # noqa: E402  (tests/ is on sys.path under pytest)
+
+C, IN, D = 4, 6, 8
+
+
+class Net(nn.Module):
+    """A body with BatchNorm (eval mode matters for the statistics) and a head at ``classifier.1``."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(IN, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, D), nn.ReLU())
+        self.classifier = nn.Sequential(nn.Dropout(0.0), nn.Linear(D, C))
+
+    def forward(self, x):
+        return self.classifier(self.body(x))
+
+
+def make_data(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % C
+    return torch.randn(n, IN, generator=g) + labels[:, None].float(), labels
+
+
+def batches(n=24, size=8, seed=0):
+    x, y = make_data(n, seed)
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, n, size)]
+
+
+def explicit_path(model, loader, **options):
+    """The library path the README documents: a forward returning (features, logits), compute_class_stats."""
+    reg = adarand.build_regularizer("adarand", C, D, **options)
+    model.eval()
+    reg.init_from_stats(adarand.compute_class_stats(model.body, loader, C, progress=False))
+    model.train()
+    return reg
+
+
+def test_statistics_equal_the_explicit_path_in_eval_mode_and_modes_are_restored():
+    torch.manual_seed(0)
+    model = Net()
+    twin = copy.deepcopy(model)
+    model.body[1].eval()  # a user's frozen BatchNorm stays frozen after the pass
+    bn_before = model.body[1].running_mean.clone()
+    reg = adarand.attach(model, "classifier.1", total_steps=10)
+    stats = reg.init_from_data(batches())
+    want = adarand.compute_class_stats(twin.eval().body, batches(), C, progress=False)
+    for name in ("mean", "std", "count", "global_mean", "global_std"):
+        assert torch.equal(getattr(stats, name), getattr(want, name)), name
+    assert torch.equal(reg.regularizer.prior.mu, want.mean) and torch.equal(reg.regularizer.prior.sigma, want.std)
+    assert bool(reg.initialized)
+    assert torch.equal(model.body[1].running_mean, bn_before)  # eval mode: BatchNorm statistics untouched
+    assert model.training and model.body[0].training and not model.body[1].training
+
+
+def test_loss_gradients_and_prior_equal_the_explicit_path_step_by_step():
+    torch.manual_seed(0)
+    model = Net()
+    twin = copy.deepcopy(model)
+    reg = adarand.attach(model, "classifier.1", total_steps=6, lam=0.7)
+    reg.init_from_data(batches())
+    mu0 = reg.regularizer.prior.mu.clone()
+    ref = explicit_path(twin, batches(), total_steps=6, lam=0.7)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for step, (x, y) in enumerate(batches(48, 8, seed=1)):
+        torch.manual_seed(100 + step)
+        logits = model(x)
+        term = reg.loss(y)
+        torch.manual_seed(100 + step)
+        features = twin.body(x)
+        ref_logits = twin.classifier(features)
+        ref_term = ref(features, y)
+        assert torch.equal(logits, ref_logits) and torch.equal(term, ref_term), step
+        (F.cross_entropy(logits, y) + term).backward()
+        (F.cross_entropy(ref_logits, y) + ref_term).backward()
+        for p, q in zip(model.parameters(), twin.parameters()):
+            assert torch.equal(p.grad, q.grad), step
+        opt.step(), ref_opt.step()
+        opt.zero_grad(), ref_opt.zero_grad()
+        prior_loss = reg.step()
+        assert torch.equal(prior_loss, ref.step(features.detach(), y))
+        for key, value in ref.state_dict().items():
+            assert torch.equal(reg.regularizer.state_dict()[key], value), (step, key)
+    assert (reg.regularizer.prior.mu - mu0).abs().max() > 1e-3  # the prior moved
+
+
+def test_outputs_are_bit_identical_and_remove_leaves_no_hook():
+    torch.manual_seed(0)
+    model = Net()
+    x, y = make_data()
+    before = model(x)
+    reg = adarand.attach(model, model.classifier[1])
+    reg.init_from_data(batches())
+    head = model.classifier[1]
+    assert len(head._forward_hooks) == 1
+    assert torch.equal(model(x), before)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), Net.forward(model, x))
+    model.train()
+    reg.remove()
+    reg.remove()  # idempotent
+    assert not head._forward_hooks and not head._forward_pre_hooks
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert torch.equal(model(x), before)
+    with pytest.raises(RuntimeError, match="remove"):
+        reg.loss(y)
+
+
+def test_refusals_name_the_problem():
+    model = Net()
+    with pytest.raises(ValueError, match=r"no submodule 'fc'.*classifier\.1"):
+        adarand.attach(model, "fc")
+    with pytest.raises(TypeError, match=r"'classifier' is a Sequential, not a torch.nn.Linear"):
+        adarand.attach(model, "classifier")
+    with pytest.raises(ValueError, match="not a submodule"):
+        adarand.attach(model, nn.Linear(D, C))
+    with pytest.raises(ValueError, match="does not take option"):
+        adarand.attach(model, "classifier.1", method="fnp", alpha=0.5)
+    reg = adarand.attach(model, "classifier.1")
+    x, y = make_data()
+    with pytest.raises(RuntimeError, match="no forward has run"):
+        reg.loss(y)
+    model(x)
+    with pytest.raises(RuntimeError, match="not initialised.*init_from_data"):
+        reg.loss(y)
+    reg.init_from_data(batches())
+    with pytest.raises(RuntimeError, match="no loss"):
+        reg.step()
+    model(x)
+    with pytest.raises(ValueError, match=r"shape \(24, 8\).*labels of shape \(5,\)"):
+        reg.loss(y[:5])
+
+
+def test_no_grad_evaluation_keeps_nothing_and_steps_nothing():
+    torch.manual_seed(0)
+    model = Net()
+    reg = adarand.attach(model, "classifier.1", total_steps=5)
+    reg.init_from_data(batches())
+    state = copy.deepcopy(reg.regularizer.state_dict())
+    x, y = make_data()
+    model(x)  # a training forward ...
+    with torch.no_grad():
+        model.eval()(x)  # ... then evaluation drops its features
+    with pytest.raises(RuntimeError, match="torch.no_grad"):
+        reg.loss(y)
+    with pytest.raises(RuntimeError, match="no loss"):
+        reg.step()
+    for key, value in state.items():
+        assert torch.equal(reg.regularizer.state_dict()[key], value), key
+
+    # evaluation between a training step's loss and its step() does not disturb the step
+    model.train()
+    torch.manual_seed(3)
+    model(x)
+    reg.loss(y)
+    with torch.no_grad():
+        model(x + 1.0)
+    twin = adarand.build_regularizer("adarand", C, D, total_steps=5)
+    twin.load_state_dict(state)
+    reg.step()
+    twin.step(model.body(x).detach(), y)
+    assert torch.equal(reg.regularizer.prior.mu, twin.prior.mu)
+
+
+def test_gradient_accumulation_steps_on_the_whole_batch():
+    torch.manual_seed(0)
+    model = Net()
+    reg = adarand.attach(model, "classifier.1", total_steps=5)
+    reg.init_from_data(batches())
+    twin = adarand.build_regularizer("adarand", C, D, total_steps=5)
+    twin.load_state_dict(reg.regularizer.state_dict())
+    (x1, y1), (x2, y2) = batches(16, 8, seed=4)
+    for x, y in ((x1, y1), (x2, y2)):
+        model(x)
+        reg.loss(y)
+    reg.step()
+    with torch.no_grad():
+        twin.step(torch.cat([model.body(x1), model.body(x2)]), torch.cat([y1, y2]))
+    for key, value in twin.state_dict().items():
+        assert torch.equal(reg.regularizer.state_dict()[key], value), key
+    assert int(twin.prior_optimizer.num_steps) == 1
+
+
+def test_state_dict_checkpoints_the_prior_and_nothing_of_the_model(tmp_path):
+    torch.manual_seed(0)
+    model = Net()
+    reg = adarand.attach(model, "classifier.1", total_steps=5)
+    reg.init_from_data(batches())
+    x, y = make_data()
+    model(x)
+    reg.loss(y)
+    reg.step()
+    assert all(key.startswith("regularizer.") or key == "initialized" for key in reg.state_dict())
+    torch.save(reg.state_dict(), tmp_path / "adarand.pt")
+    fresh = adarand.attach(copy.deepcopy(model), "classifier.1", total_steps=5)
+    assert not bool(fresh.initialized) and not fresh.is_initialized
+    fresh.load_state_dict(torch.load(tmp_path / "adarand.pt", weights_only=True))
+    assert bool(fresh.initialized) and fresh.is_initialized
+    for key, value in reg.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    fresh.model(x)
+    torch.manual_seed(1)
+    a = fresh.loss(y)
+    model(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, reg.loss(y))  # ready without init_from_data
+
+
+def test_loss_and_step_issue_no_host_sync():
+    """What attach adds around the regularizer (the hook, the queue, the checks) reads nothing back."""
+    torch.manual_seed(0)
+    model = Net()
+    reg = adarand.attach(model, "classifier.1", total_steps=5)
+    reg.init_from_data(batches())
+    values_unchecked(reg)
+    with SyncAudit() as audit:
+        for x, y in batches(16, 8, seed=2):
+            model(x)
+            reg.loss(y).backward()
+            reg.step()
+    audit.assert_none_ours()
+
+
+def test_dict_inputs_through_batch_fn():
+    class Keyword(Net):
+        def forward(self, pixel_values):
+            return super().forward(pixel_values)
+
+    torch.manual_seed(0)
+    model = Keyword()
+    reg = adarand.attach(model, "classifier.1")
+    stats = reg.init_from_data([{"pixel_values": x, "labels": y} for x, y in batches()],
+                               batch_fn=lambda b: ({"pixel_values": b["pixel_values"]}, b["labels"]))
+    want = adarand.compute_class_stats(copy.deepcopy(model).eval().body, batches(), C, progress=False)
+    assert torch.equal(stats.mean, want.mean)
+
+
+def test_ptr_gets_the_logits_and_head_weight():
+    torch.manual_seed(0)
+    model = Net()
+    reg = adarand.attach(model, "classifier.1", method="ptr", threshold=10.0)
+    reg.init_from_data(batches())  # PtR needs no statistics: a no-op
+    ref = adarand.build_regularizer("ptr", C, D, threshold=10.0)
+    x, y = make_data()
+    logits = model(x)
+    reg.on_epoch_end()
+    torch.manual_seed(2)
+    a = reg.loss(y)
+    ref.on_epoch_end()
+    torch.manual_seed(2)
+    b = ref(model.body(x), y, logits=logits, classifier_weight=model.classifier[1].weight)
+    assert torch.equal(a, b)
+
+
+def test_torch_compile_matches_eager():
+    torch.manual_seed(0)
+    eager = Net()
+    compiled_src = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_src, backend="aot_eager")
+    regs = [adarand.attach(m, "classifier.1", total_steps=4) for m in (eager, compiled)]
+    for reg in regs:
+        reg.init_from_data(batches())
+    for step, (x, y) in enumerate(batches(16, 8, seed=5)):
+        losses = []
+        for model, reg in zip((eager, compiled), regs):
+            logits = model(x)
+            torch.manual_seed(step)
+            loss = F.cross_entropy(logits, y) + reg.loss(y)
+            loss.backward()
+            losses.append(loss.detach())
+            reg.step()
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-6)
+        for p, q in zip(eager.parameters(), compiled_src.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(regs[0].regularizer.prior.mu, regs[1].regularizer.prior.mu, rtol=1e-6, atol=1e-6)
+
+
+def _ddp_worker(rank, world_size, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        ddp = nn.parallel.DistributedDataParallel(Net())
+        reg = adarand.attach(ddp, "module.classifier.1", total_steps=3)
+        shards = batches(48, 8)[rank::2]  # each rank its own data
+        stats = reg.init_from_data(shards)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        torch.manual_seed(rank)  # each rank draws its own noise
+        for x, y in batches(48, 8, seed=7)[rank::2]:
+            loss = F.cross_entropy(ddp(x), y) + reg.loss(y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            reg.step()
+        torch.save({"state": reg.state_dict(), "count": stats.count}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_keep_identical_priors(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    assert int(ranks[0]["count"].sum()) == 48  # statistics over both ranks' data
+    assert int(ranks[0]["state"]["regularizer.prior_optimizer.num_steps"]) == 3
+
+
+def test_import_adarand_and_its_integrations_package_import_no_framework():
+    """``import adarand`` (attach included) needs only torch; the frameworks load with their own submodule."""
+    import subprocess
+    import sys
+
+    frameworks = ("lightning", "transformers", "timm", "torchvision", "detectron2")
+    code = f"import sys, adarand, adarand.integrations; print([m for m in {frameworks} if m in sys.modules])"
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(adarand.__file__))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "[]"

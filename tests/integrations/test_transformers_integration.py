@@ -1,0 +1,105 @@
+"""AdaRandTrainer: Trainer.train fine-tunes a ViTForImageClassification (tiny config, random weights) on a
+few generated images with AdaRand: the term is in the loss, the prior moves once per optimizer step,
+checkpoints restore it exactly, and Trainer.evaluate is unchanged."""
+import copy
+import os
+
+import torch
+from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
+
+import adarand
+from adarand.integrations.transformers import AdaRandTrainer
+
+C = 3
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, n=12, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % C
+        self.images = torch.randn(n, 3, 16, 16, generator=g) + self.labels[:, None, None, None]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.images[i], "labels": self.labels[i]}
+
+
+def vit():
+    torch.manual_seed(0)
+    return ViTForImageClassification(ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                               num_attention_heads=2, intermediate_size=32, num_labels=C))
+
+
+def arguments(out, epochs=2, **kwargs):
+    return TrainingArguments(out, num_train_epochs=epochs, per_device_train_batch_size=4, per_device_eval_batch_size=4,
+                             learning_rate=1e-3, report_to=[], use_cpu=True, logging_steps=1, save_strategy="epoch",
+                             disable_tqdm=True, seed=0, **kwargs)
+
+
+def test_train_adds_the_term_steps_the_prior_and_checkpoints_restore_it(tmp_path):
+    model = vit()
+    start = copy.deepcopy(model)
+    trainer = AdaRandTrainer(model=model, args=arguments(str(tmp_path), gradient_accumulation_steps=2),
+                             train_dataset=Images(), head="classifier")
+    trainer.train()
+    state = trainer.adarand.state_dict()
+    assert trainer.state.global_step == 4  # 2 epochs x 3 batches, accumulated by 2 (the last step of an epoch: 1)
+    assert int(state["regularizer.prior_optimizer.num_steps"]) == 4
+    assert trainer.adarand.regularizer.prior_optimizer.total_steps == 4
+    terms = [log["adarand_loss"] for log in trainer.state.log_history if "adarand_loss" in log]
+    assert len(terms) == 4 and all(t > 0 for t in terms)
+    stats = adarand.compute_class_stats(lambda x: start.eval().vit(x).last_hidden_state[:, 0],
+                                        torch.utils.data.DataLoader(Images(), batch_size=4,
+                                                                    collate_fn=lambda b: (
+                                                                        torch.stack([i["pixel_values"] for i in b]),
+                                                                        torch.stack([i["labels"] for i in b]))),
+                                        C, progress=False)
+    assert (state["regularizer.prior.mu"] - stats.mean).abs().max() > 1e-4  # the prior moved from Eq. 9-10
+
+    saved = torch.load(os.path.join(tmp_path, "checkpoint-4", "adarand.pt"), weights_only=True)
+    for key, value in state.items():
+        assert torch.equal(saved[key], value), key
+
+    seen = {}
+
+    class Probe(AdaRandTrainer):
+        def _attach_adarand(self, max_steps):
+            super()._attach_adarand(max_steps)
+            seen.update({k: v.clone() for k, v in self.adarand.state_dict().items()})
+
+    resumed = Probe(model=vit(), args=arguments(str(tmp_path), epochs=3, gradient_accumulation_steps=2),
+                    train_dataset=Images(), head="classifier")
+    resumed.train(resume_from_checkpoint=True)
+    for key, value in state.items():  # restored exactly, not recomputed
+        assert torch.equal(seen[key], value), key
+    assert int(resumed.adarand.state_dict()["regularizer.prior_optimizer.num_steps"]) == 6
+
+
+def test_the_term_equals_the_explicit_path_and_evaluate_is_unchanged(tmp_path):
+    model = vit()
+    trainer = AdaRandTrainer(model=model, args=arguments(str(tmp_path / "a"), epochs=1), train_dataset=Images(),
+                             eval_dataset=Images(seed=1), head=model.classifier, adarand_options={"lam": 0.5})
+    trainer.train()
+    plain = Trainer(model=copy.deepcopy(model), args=arguments(str(tmp_path / "b"), epochs=1),
+                    eval_dataset=Images(seed=1))
+    before = copy.deepcopy(trainer.adarand.state_dict())
+    assert trainer.evaluate()["eval_loss"] == plain.evaluate()["eval_loss"]  # no term in evaluation
+    for key, value in before.items():  # and no step
+        assert torch.equal(trainer.adarand.state_dict()[key], value), key
+    batch = {"pixel_values": Images().images[:4], "labels": Images().labels[:4]}
+    model.train()
+    torch.manual_seed(5)
+    loss = trainer.compute_loss(model, dict(batch))
+    torch.manual_seed(5)
+    features = model.vit(batch["pixel_values"]).last_hidden_state[:, 0]
+    ce = torch.nn.functional.cross_entropy(model.classifier(features), batch["labels"])
+    term = trainer.adarand.regularizer(features, batch["labels"])
+    torch.testing.assert_close(loss, ce + term, rtol=0, atol=0)
+
+    # a task loss normalised over 2 accumulated batches of 4 (num_items_in_batch = 8): the term is halved too
+    trainer.current_gradient_accumulation_steps = 2
+    torch.manual_seed(5)
+    loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(8))
+    torch.testing.assert_close(loss, ce / 2 + term / 2, rtol=1e-6, atol=1e-7)
