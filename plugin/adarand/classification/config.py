@@ -12,7 +12,7 @@ from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
 _C = CN()
 
 _C.MODEL = CN()
-_C.MODEL.BACKBONE = "resnet50"  # resnet50 | vit_b_32 | vit_b_16 | mobilenet_v2 | resnet18 | timm:<x> | clip:<x>
+_C.MODEL.BACKBONE = "resnet50"  # resnet50 | vit_b_32 | vit_b_16 | mobilenet_v2 | resnet18 | timm:<x> | clip:<x> (backbones.CLIP)
 _C.MODEL.WEIGHTS = ""  # pre-trained weights: torchvision name, "imagenet-offline", or a local file ("" = random init)
 _C.MODEL.CHECKPOINT_FORMAT = "torchvision"  # key layout of a local WEIGHTS file (torchvision | simclr | barlowtwins ...)
 _C.MODEL.FREEZE_BN = False  # BatchNorm layers stay in eval mode (pre-trained statistics; affine weights still train)
