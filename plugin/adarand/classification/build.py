@@ -124,7 +124,7 @@ def build_baseline(cfg, model):
     if not b.METHOD:
         return None
     values = {"alpha": b.ALPHA, "beta": b.BETA, "layers": list(b.DELTA_LAYERS), "attention": b.DELTA_ATTENTION,
-              "eta": b.BSS_ETA, "k": b.BSS_K}
+              "scale": b.DELTA_SCALE, "eta": b.BSS_ETA, "k": b.BSS_K}
     options = adarand.select_options(baselines.baseline_options(b.METHOD), values)
     return baselines.build_baseline(b.METHOD, model, **options)
 
