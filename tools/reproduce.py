@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Every table of the paper as runs of tools/train_cls.py (3 seeds a cell).
+"""The paper's tables as runs of tools/train_cls.py (3 seeds a cell), with the rows, cells and settings
+the text does not fix reconstructed by us (listed under each table by tools/summarize.py --table;
+docs/fidelity.md).
 
     python tools/reproduce.py --table 3 --dry-run                  # one command a line
     python tools/reproduce.py --table 3 --launch --data-dir /data  # submitit, local executor
