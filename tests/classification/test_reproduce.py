@@ -21,7 +21,7 @@ import fake_trees  # noqa: E402  (tests/classification is on sys.path under pyte
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 # cells of each table, counted from the paper's layout (Table 4 and alpha: see reproduce.py)
-EXPECTED_CELLS = {"1": 4 * 5, "2": 8 * 6, "3": 6 * 7, "4": 3 * 7, "5": 12, "alpha": 7}
+EXPECTED_CELLS = {"1": 4 * 5, "2": 8 * 6, "3": 6 * 7, "4": 3 * 7, "5": 12, "alpha": 7, "clip-imagenet": 6, "lambda": 4 * 5}
 BACKBONE_OF_TAG = {"r50": "resnet50", "r50simclr": "resnet50", "r50barlowtwins": "resnet50", "r50clip": "clip:RN50",
                    "vitb32": "vit_b_32", "vitb16": "vit_b_16", "vitb32clip": "clip:ViT-B-32",
                    "vitb16clip": "clip:ViT-B-16"}
@@ -79,19 +79,26 @@ def test_dry_run_lists_every_cell_and_seed_with_a_loadable_config(table, tmp_pat
     if table == "alpha":
         alphas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).MODEL.ADARAND.ALPHA for x in lines}
         assert alphas == set(reproduce.ALPHAS)
+    if table == "lambda":
+        lambdas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).MODEL.ADARAND.LAMBDA for x in lines}
+        assert lambdas == set(reproduce.LAMBDAS)
+    if table == "clip-imagenet":  # App. B.1: 5 epochs on ImageNet
+        assert {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).SOLVER.EPOCHS for x in lines} == {5}
 
 
 def test_paper_numbers_sit_at_positions_of_the_layout():
     paper = paper_table.load_paper_results()
-    assert set(paper["tables"]) == set(reproduce.TABLES)
+    assert set(paper["tables"]) == set(reproduce.TABLES) - {"digits"}  # digits: our study, no paper numbers
     for name, table in reproduce.TABLES.items():
+        if name == "digits":
+            continue
         values = paper["tables"][name]["values"]
         for row, cols in values.items():
             assert row in table.rows, (name, row)
             assert set(cols) <= set(table.cols), (name, row, cols)
         for column in paper["tables"][name].get("paper_columns", {}).values():
             assert set(column) == set(table.rows), name
-        if name in ("1", "2", "3", "5"):  # every published position is there; every runnable one has a number
+        if name in ("1", "2", "3", "5", "clip-imagenet"):  # every published position is there; every runnable one has a number
             assert set(values) == set(table.rows)
             assert all(values[c.row].get(c.col) is not None for c in table.cells)
     # Table 2's RandReg-Best for ResNet-50 is the row maximum of Table 1's three priors
@@ -99,6 +106,35 @@ def test_paper_numbers_sit_at_positions_of_the_layout():
     randreg = [reproduce.METHODS[m] for m in reproduce.RANDREG]
     for pretraining, row in t1.items():
         assert t2[f"{pretraining} / RN-50"]["RandReg-Best"] == max(row[m] for m in randreg)
+
+
+def test_dry_run_check_loads_every_config_and_names_every_missing_weights_file(tmp_path):
+    root = tmp_path / "runs"
+    code, out, err = run_tool(reproduce_main, ["--table", "2", "--dry-run", "--root", str(root)])
+    assert code == 0 and "CHECK" not in err  # --dry-run alone checks nothing
+    code, out, err = run_tool(reproduce_main, ["--table", "2", "--dry-run", "--check", "--root", str(root)])
+    assert code == 1 and len(out.strip().splitlines()) == 48 * 3  # the commands are still listed
+    failed = [line for line in err.splitlines() if line.startswith("CHECK FAILED")]
+    assert len(failed) == 5 * 6  # every cell of the five user-supplied pre-trainings, once (not per seed)
+    for tag in ("r50simclr", "r50barlowtwins", "r50clip", "vitb32clip", "vitb16clip"):
+        assert sum(f"--weights {tag}=FILE" in line for line in failed) == 6
+    assert "checked 48 cells: 30 with problems" in err and not root.exists()  # nothing started
+    code, _, err = run_tool(reproduce_main, ["--table", "3", "--dry-run", "--check", "--root", str(root)])
+    assert code == 0 and "checked 42 cells: 0 with problems" in err
+    code, _, err = run_tool(reproduce_main, ["--table", "5", "--cells", "cars_r50_ft", "--dry-run", "--check",
+                                             "--root", str(root), "SOLVER.NOPE", "1"])
+    assert code == 1 and "CHECK FAILED cell cars_r50_ft" in err and "SOLVER.NOPE" in err
+
+
+def test_summarize_names_under_each_table_what_is_our_reconstruction(tmp_path):
+    for name, table in reproduce.TABLES.items():
+        assert table.reconstructed, name
+        code, out, _ = run_tool(lambda argv: summary.main(argv) and 0, ["--table", name, "--root", str(tmp_path)])
+        section = out.split("Our reconstruction, not the paper's (docs/fidelity.md):\n", 1)
+        assert len(section) == 2, name
+        assert section[1].splitlines()[:len(table.reconstructed)] == [f"- {line}" for line in table.reconstructed]
+    assert "every row, column and cell" in reproduce.get_table("4").reconstructed[0]
+    assert any("ImageNet-A and ImageNet-R" in line for line in reproduce.get_table("clip-imagenet").reconstructed)
 
 
 def test_missing_user_weights_name_the_key_and_the_file_wanted(tmp_path):

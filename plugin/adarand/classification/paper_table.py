@@ -83,5 +83,14 @@ def render(table, root, metric="test_top1", paper=None):
     notes = ([table.notes] if table.notes else []) + list(published.get("notes", []))
     if published.get("source"):
         notes.insert(0, f"Paper: {published['source']}.")
-    lines += [""] + [f"- {note}" for note in notes]
+    lines += [""] + [f"- {note}" for note in notes] + reconstruction_lines(table)
     return "\n".join(lines) + "\n"
+
+
+def reconstruction_lines(table):
+    """Markdown lines naming the table's rows, columns and cells that are our reconstruction, not the
+    paper's (``table.reconstructed``); none when every position is the paper's."""
+    if not table.reconstructed:
+        return []
+    return ["", "Our reconstruction, not the paper's (docs/fidelity.md):",
+            *(f"- {line}" for line in table.reconstructed)]
