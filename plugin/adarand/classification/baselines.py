@@ -247,7 +247,8 @@ def attention_weights(loss_increase, mode="supervised-standardized"):
     - ``supervised-standardized`` (DELTA's code, ``lixingjian/DELTA`` ``train.py``; the default):
       ``W_c = C * softmax_c(z_c / 5)``, ``z = (dL - mean(dL)) / std(dL)`` (population std).
     - ``supervised`` (the DELTA paper's equation as written): ``W_c = C * softmax_c(dL)``; raw
-      increases are small (1e-4..1e-2 on a real network), so these weights stay close to 1.
+      increases are mostly small (1e-4..1e-2 on a real network), where these weights stay within a
+      fraction of a percent of 1.
     - ``none``: ``W_c = 1`` (DELTA without attention).
 
     The factor C (as in DELTA's code, which multiplies its softmax by the channel count) makes
