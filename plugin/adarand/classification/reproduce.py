@@ -433,7 +433,7 @@ def launch(runs, executor, repo_root=".", nproc_per_node=1, max_parallel=1, poll
 
 def get_args_parser(description=None):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", required=True, choices=list(TABLES), help="the paper's table")
+    parser.add_argument("--table", required=True, choices=list(TABLES), help="a table of the paper (1-5, alpha, lambda, clip-imagenet) or our digits study")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help=f"training seeds (default: the table's; {list(SEEDS)} for the paper's tables)")
     parser.add_argument("--root", default="output/reproduce", help="runs go to ROOT/<cell id>/seed<k>")
