@@ -47,7 +47,7 @@ _C.BASELINE.DELTA_LAYERS = []
 # DELTA: channel attention W_jc, computed once before training from the starting network:
 # supervised-standardized (DELTA's code: the loss increases when filter c of layer j is removed, z-scored per
 # layer, C_j softmax(z / 5)) | supervised (the DELTA paper's equation as written: C_j softmax of the raw
-# increases, near-uniform on real networks) | none (every channel weighs 1). docs/fidelity.md
+# increases, near-uniform where they are small) | none (every channel weighs 1). docs/fidelity.md
 _C.BASELINE.DELTA_ATTENTION = "supervised-standardized"
 # DELTA: distance normalisation: delta (DELTA's code: 0.5 * sum over the batch, each layer over its H*W) |
 # mean (mean over the batch, no 1/(H*W))
