@@ -134,7 +134,6 @@ def test_summarize_names_under_each_table_what_is_our_reconstruction(tmp_path):
         assert len(section) == 2, name
         assert section[1].splitlines()[:len(table.reconstructed)] == [f"- {line}" for line in table.reconstructed]
     assert "every row, column and cell" in reproduce.get_table("4").reconstructed[0]
-    assert any("ImageNet-A and ImageNet-R" in line for line in reproduce.get_table("clip-imagenet").reconstructed)
 
 
 def test_missing_user_weights_name_the_key_and_the_file_wanted(tmp_path):
@@ -275,3 +274,39 @@ def test_digits_study_has_four_methods_three_fractions_a_longer_arm_and_twenty_s
     expected = {f"digits{p}_mobilenetv2_{m}": (methods[m], p / 100, 8) for p in (10, 20, 50) for m in methods}
     expected.update({f"digits20_mobilenetv2_{m}_30ep": (methods[m], 0.2, 30) for m in ("randreg-cp", "adarand")})
     assert by_cell == expected
+
+
+def test_extra_test_sets_give_the_clip_imagenet_columns_from_one_run(tmp_path):
+    """DATASET.EXTRA_TESTS: the selected model is also tested on ImageNet-R read beside the ImageNet tree;
+    the clip-imagenet table shows test_top1@imagenet-r in its ImageNet-R column."""
+    from adarand.classification import datasets, launch
+    from adarand.classification.transforms import build_transforms
+
+    imagenet = fake_trees.make_fake("imagenet", tmp_path / "data", num_classes=3, per_class=8)
+    imagenet_r = os.path.join(os.path.dirname(imagenet), "imagenet-r")  # beside the ImageNet tree
+    for wnid in sorted(os.listdir(os.path.join(imagenet, "val")))[1:]:  # ImageNet-R: 2 of the 3 classes
+        os.makedirs(os.path.join(imagenet_r, wnid))
+        for name in os.listdir(os.path.join(imagenet, "val", wnid)):
+            os.link(os.path.join(imagenet, "val", wnid, name), os.path.join(imagenet_r, wnid, name))
+    out = tmp_path / "runs" / "imagenet_vitb16clip_ft" / "seed0"
+    opts = ["MODEL.BACKBONE", "tiny_cnn", "MODEL.WEIGHTS", "", "MODEL.ADARAND.METHOD", "none", "DATASET.NAME",
+            "imagenet", "DATASET.ROOT", imagenet, "DATASET.EXTRA_TESTS", "['imagenet-r']", "INPUT.SIZE", "16",
+            "SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "8", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)]
+    results = launch.main(["--no-progress", *opts])
+    # reference: the selected checkpoint on ImageNet-R, its 2 classes' logits kept, argmax = label
+    model = backbones.build_classifier("tiny_cnn", 3).eval()
+    model.load_state_dict(torch.load(out / "best.pth", map_location="cpu", weights_only=True)["model"])
+    test = datasets.build_dataset("imagenet-r", imagenet_r, "test",
+                                  transform=build_transforms(False, size=16, mean=model.input_mean, std=model.input_std))
+    correct = 0
+    with torch.no_grad():
+        for image, label in test:
+            logits = datasets.restrict_logits(model(image[None]), test.imagenet_class_indices)
+            correct += int(logits.argmax(1).item() == label)
+    assert results["test_top1@imagenet-r"] == pytest.approx(correct / len(test))
+    assert json.load(open(out / "results.json"))["test_top1@imagenet-r"] == results["test_top1@imagenet-r"]
+    table = reproduce.get_table("clip-imagenet")
+    ours = paper_table.position_result(table, "Fine-tuning", "ImageNet-R", str(tmp_path / "runs"))
+    assert ours.mean == pytest.approx(100 * correct / len(test)) and ours.n == 1
+    assert paper_table.position_result(table, "Fine-tuning", "ImageNet", str(tmp_path / "runs")).mean == \
+        pytest.approx(100 * results["test_top1"])

@@ -1,5 +1,6 @@
 """Builders: config -> data, loaders, model, regularizer, baseline, optimizer, schedule."""
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,18 @@ def build_data(cfg, raw, mean, std) -> Data:
         test=test, num_classes=raw.num_classes, classes=list(raw.classes),
         test_class_indices=getattr(test, "imagenet_class_indices", None),
     )
+
+
+def extra_test_sets(cfg, mean, std):
+    """``[(name, test split)]`` of DATASET.EXTRA_TESTS ("name" beside DATASET.ROOT, or "name=ROOT"),
+    with the evaluation transforms."""
+    eval_t = transforms.build_transforms(False, size=cfg.INPUT.SIZE, mean=mean, std=std)
+    sets = []
+    for item in cfg.DATASET.EXTRA_TESTS:
+        name, _, root = item.partition("=")
+        root = root or os.path.join(os.path.dirname(os.path.normpath(cfg.DATASET.ROOT)), name)
+        sets.append((name, datasets.build_dataset(name, root, "test", transform=eval_t)))
+    return sets
 
 
 def build_model(cfg, num_classes):

@@ -30,6 +30,9 @@ _C.DATASET.FRACTION = 1.0  # per-class fraction of the training set kept (Cars 1
 _C.DATASET.VAL_FRACTION = 0.1
 _C.DATASET.SEED = 0  # seed of the subset and of the train/val split (fixed across training seeds)
 _C.DATASET.TEST_SPLIT = "test"  # split the best-validation checkpoint is evaluated on
+# More test sets for the selected model, after TEST_SPLIT: "name" (read from <dirname(ROOT)>/<name>, e.g.
+# imagenet-a next to datasets/imagenet) or "name=ROOT"; results.json: test_top1@name, test_mean_class_acc@name
+_C.DATASET.EXTRA_TESTS = []
 
 _C.INPUT = CN()
 _C.INPUT.SIZE = 224  # square crop side in pixels

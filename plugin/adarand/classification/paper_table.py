@@ -46,7 +46,7 @@ def position_result(table, row, col, root, metric="test_top1"):
     """The best (highest mean) of the position's cells that have finished runs; None when none has."""
     best = None
     for cell in table.cells_at(row, col):
-        values = cell_values(root, cell.id, metric)
+        values = cell_values(root, cell.id, table.metric_of(col, metric))
         if values:
             result = Result(*mean_std(values), len(values), cell.id)
             if best is None or result.mean > best.mean:
