@@ -3,8 +3,8 @@
 The model is ``logits = head(backbone(x))``: ``backbone`` maps an image batch to the B x D
 penultimate vector (after global pooling), ``head = nn.Linear(D, num_classes)`` is new:
 weight ~ N(0, 0.01^2), bias 0, except on CLIP's ViTs, whose head keeps ``nn.Linear``'s own
-initialisation as in the official code (``HEAD_INIT``). Weight sources, input statistics and the key mappings of
-self-supervised checkpoints are listed in ``docs/classification_data.md``.
+initialisation as in the official code (``HEAD_INIT``). Weight sources, input statistics and the
+key mappings of self-supervised checkpoints are listed in ``docs/classification_data.md``.
 """
 import importlib.util
 import os
@@ -285,9 +285,11 @@ def _check_clip_tag(open_clip, arch, config, tag):
     tag_cfg = open_clip.get_pretrained_cfg(config, tag) or open_clip.get_pretrained_cfg(base, tag)
     quick = config != base
     if tag_cfg and bool(tag_cfg.get("quick_gelu")) != quick:
-        other = [name for name, cfg in CLIP_CONFIGS.items() if cfg != config and cfg.replace("-quickgelu", "") == base]
+        other = [f"clip:{name}" for name, cfg in CLIP_CONFIGS.items()
+                 if cfg != config and cfg.replace("-quickgelu", "") == base]
         raise ValueError(f"CLIP weights {tag!r} were trained with {'GELU' if quick else 'QuickGELU'}, but "
-                         f"clip:{arch} has {'QuickGELU' if quick else 'GELU'}; use clip:{other[0]}")
+                         f"clip:{arch} has {'QuickGELU' if quick else 'GELU'}; use "
+                         f"{other[0] if other else 'a backbone with that activation'}")
 
 
 def build_classifier(name, num_classes, weights="", checkpoint_format="torchvision"):
