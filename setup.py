@@ -7,7 +7,8 @@ extras are optional: ``pip install -e .[cls,det]``; so are the framework integra
 from setuptools import find_packages, setup
 
 CLASSIFICATION = ["torchvision", "fvcore", "yacs", "tqdm", "tensorboard", "matplotlib", "scipy", "pillow",
-                  "submitit>=1.5"]  # submitit: tools/reproduce.py --launch
+                  "submitit>=1.5",  # submitit: tools/reproduce.py --launch
+                  "open_clip_torch==3.3.0"]  # the clip:* backbones (QuickGELU towers tested)
 DETECTION = [
     # detectron2 itself is installed by tools/install_detectron2.sh (see README).
     "fvcore", "iopath", "yacs", "pycocotools", "omegaconf>=2.1,<2.4", "hydra-core", "termcolor",

@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Every table of the paper as runs of tools/train_cls.py (3 seeds a cell).
+"""The paper's tables as runs of tools/train_cls.py (3 seeds a cell), with the rows, cells and settings
+the text does not fix reconstructed by us (listed under each table by tools/summarize.py --table;
+docs/fidelity.md).
 
     python tools/reproduce.py --table 3 --dry-run                  # one command a line
     python tools/reproduce.py --table 3 --launch --data-dir /data  # submitit, local executor
@@ -8,7 +10,9 @@
         vitb32clip=/w/clip_vitb32.pth vitb16clip=/w/clip_vitb16.pth
     python tools/summarize.py --table 3                            # ours beside the paper's
 
-Tables: 1-5 and alpha (the appendix's alpha sweep). Runs go to ROOT/<cell id>/seed<k>; a cell
+Tables: 1-5, alpha (App. A's alpha sweep), lambda (Fig. IV's lambda sweep), clip-imagenet (App. B.1)
+and digits (our CPU study). --dry-run --check also loads every config and checks every weights file
+named, starting nothing. Runs go to ROOT/<cell id>/seed<k>; a cell
 shared by several tables (e.g. FT on Cars) is one set of runs. --launch skips finished runs
 (results.json) and resumes interrupted ones (last.pth, --resume). Trailing KEY VALUE pairs are
 added to every command (e.g. SOLVER.EPOCHS 1 for a smoke test).

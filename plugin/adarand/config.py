@@ -10,7 +10,9 @@ import math
 from .schedules import SCHEDULES as PRIOR_SCHEDULES
 from .regularizers import build_regularizer, regularizer_options
 
-# Shared keys and their defaults (the paper's hyper-parameters; a trainer may change a default).
+# Shared keys and their defaults: lambda and alpha as the paper fixes them (Sec. 6.1, App. A), the prior's
+# optimiser (PRIOR_LR, PRIOR_LR_SCHEDULE) the official code's, PtR's Zhong & Maki's; docs/fidelity.md.
+# A trainer may change a default.
 REGULARIZER_KEYS = {
     # Any of adarand.available_regularizers(): "none" (plain fine-tuning), "fnp", "randreg-*",
     # "adarand", "adarand-no-mean", "adarand-no-dist", "ptr".

@@ -83,7 +83,7 @@ def ce_weight_grad_norm(logits, labels, features) -> torch.Tensor:
 
 
 class TrainingDiagnostics:
-    """Epoch means, over training batches, of the paper's three per-batch diagnostics.
+    """Epoch means, over training batches, of the paper's three per-batch diagnostics (Sec. 4.2, Fig. 2).
 
     ``update`` adds one batch's values to a device tensor (no host sync); ``means`` sums
     over ranks and returns ``{"pairwise_entropy", "mean_feature_norm", "ce_weight_grad_norm"}``

@@ -24,7 +24,7 @@ def prior_alignment_loss(mu, running_mean, use_mean=True, use_dist=True):
     Args:
         mu: prior means; differentiable.
         running_mean: running class feature means m_c.
-        use_mean, use_dist: keep ``L_mean`` / ``L_dist`` (False: the paper's ablations).
+        use_mean, use_dist: keep ``L_mean`` / ``L_dist`` (False: the paper's ablations, Table 5).
 
     Shape:
         - mu, running_mean: (C, D)

@@ -245,7 +245,7 @@ class AdaRand(RandomTargetRegression):
 
     Each :meth:`step` updates the running class means (Eq. 14-15) and takes one Adam
     step on ``L_mean + L_dist`` (Eq. 11-13) w.r.t. mu; sigma stays fixed.
-    ``use_mean=False`` / ``use_dist=False`` give the paper's ablations.
+    ``use_mean=False`` / ``use_dist=False`` give the paper's ablations (Table 5).
 
     Args:
         num_classes, feat_dim, lam, check_values: as in :class:`Regularizer`.

@@ -1,6 +1,7 @@
 """Backbones: the classifier interface, weight sources, self-supervised key mappings, and a real
 ImageNet MobileNetV2 naming real photos."""
 import importlib.util
+import math
 import os
 import urllib.error
 
@@ -200,3 +201,66 @@ def test_optional_libraries(name, package):
         with torch.no_grad():
             f, logits = model.forward_features(torch.randn(1, 3, 224, 224))
         assert f.shape == (1, model.feat_dim) and logits.shape == (1, 3)
+
+
+def _mlp_activations(tower):
+    """The activation modules inside the residual blocks' MLPs of an open_clip transformer tower."""
+    return [block.mlp.gelu for block in tower.transformer.resblocks]
+
+
+def _quick_gelu_ref(x):
+    """OpenAI CLIP's activation, x * sigmoid(1.702 x), in float64."""
+    x = x.double()
+    return x * torch.sigmoid(1.702 * x)
+
+
+@pytest.mark.parametrize("arch", ["ViT-B-32", "ViT-B-16"])
+def test_clip_vits_are_openais_quickgelu_network_from_a_local_file_or_a_tag(arch, tmp_path, monkeypatch):
+    import open_clip  # setup.py's cls extra
+
+    x = torch.linspace(-4, 4, 81)
+    torch.manual_seed(0)
+    model = build_classifier(f"clip:{arch}", 3)
+    for act in _mlp_activations(model.backbone):
+        assert torch.allclose(act(x).double(), _quick_gelu_ref(x), atol=1e-6)
+    # OpenAI's weights from a local file: still the QuickGELU tower, and the same function as before.
+    path = tmp_path / "clip.pth"
+    torch.save({f"visual.{k}": v for k, v in model.backbone.state_dict().items()}, path)
+    loaded = build_classifier(f"clip:{arch}", 3, weights=str(path)).eval()
+    for act in _mlp_activations(loaded.backbone):
+        assert torch.allclose(act(x).double(), _quick_gelu_ref(x), atol=1e-6)
+    image = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(loaded.features(image), model.eval().features(image), atol=1e-5)
+    # From a tag: the tower open_clip is asked for is the -quickgelu config (no download here).
+    asked = []
+
+    def create_model(config, pretrained=None):
+        asked.append((config, pretrained))
+        return open_clip.factory.create_model(config, pretrained=None)
+
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    build_classifier(f"clip:{arch}", 3, weights="openai")
+    assert asked == [(f"{arch}-quickgelu", "openai")]
+
+
+def test_clip_gelu_tower_by_name_and_mismatched_tags_are_errors():
+    x = torch.linspace(-4, 4, 81)
+    model = build_classifier("clip:ViT-B-32-gelu", 3)
+    for act in _mlp_activations(model.backbone):
+        assert torch.allclose(act(x).double(), torch.nn.functional.gelu(x.double()), atol=1e-6)
+    with pytest.raises(ValueError, match="use clip:ViT-B-32$"):
+        build_classifier("clip:ViT-B-32-gelu", 3, weights="openai")  # OpenAI's weights need QuickGELU
+    with pytest.raises(ValueError, match="use clip:ViT-B-16-gelu"):
+        build_classifier("clip:ViT-B-16", 3, weights="laion2b_s34b_b88k")  # LAION's ViT-B/16 has GELU
+
+
+def test_head_init_of_clip_vit_is_nn_linears_default_and_of_clip_rn50_normal_001():
+    """The official model/clip.py: the ViTs' new head keeps nn.Linear's init, RN50's is N(0, 0.01^2), bias 0."""
+    torch.manual_seed(0)
+    head = build_classifier("clip:ViT-B-32", 1000).head
+    bound = 1 / math.sqrt(head.in_features)  # kaiming_uniform(a=sqrt 5) and the bias: U(-1/sqrt(fan_in), ...)
+    assert head.weight.abs().max() <= bound and head.bias.abs().max() <= bound
+    assert abs(head.weight.std().item() - bound / math.sqrt(3)) < 1e-3 and head.bias.abs().sum() > 0
+    head = build_classifier("clip:RN50", 1000).head
+    assert abs(head.weight.std().item() - 0.01) < 5e-4 and not head.bias.any()

@@ -1,5 +1,6 @@
 """L2-SP, DELTA and BSS against float64 references written from their equations (explicit loops
 over channels), DELTA's hooks living for one forward pass, and the baselines' registry."""
+import copy
 import math
 import weakref
 
@@ -126,7 +127,7 @@ def test_classifier_built_without_l2sp_holds_no_snapshot():
 def test_delta_penultimate_and_hooked_layers():
     _, model = _start_and_perturbed_model()
     x = torch.randn(6, 5, dtype=torch.float64)
-    delta = DELTA(model, alpha=0.2, beta=0.0, attention="none")  # copies the model's backbone as the reference
+    delta = DELTA(model, alpha=0.2, beta=0.0, attention="none", scale="mean")  # copies the backbone as the reference
     with torch.no_grad():
         model.backbone[2].weight.add_(0.5)
     with delta.watch(x):
@@ -134,7 +135,7 @@ def test_delta_penultimate_and_hooked_layers():
     ref_features = delta.frozen(x)
     expected = 0.2 * ((features - ref_features) ** 2).sum(1).mean()
     torch.testing.assert_close(delta(features), expected)
-    hooked = DELTA(model, alpha=0.2, beta=0.0, layers=["0", "2"], attention="none")
+    hooked = DELTA(model, alpha=0.2, beta=0.0, layers=["0", "2"], attention="none", scale="mean")
     with torch.no_grad():
         model.backbone[0].bias.add_(0.3)
     with hooked.watch(x):
@@ -220,28 +221,33 @@ def test_fit_linear_head_is_the_regularised_minimiser():
     assert objective.item() < math.log(3)  # better than the zero head it starts from
 
 
-def _reference_delta(model, frozen_backbone, x, weights, alpha):
-    """``alpha * mean_i sum_j sum_c W_jc sum_s (FM_jcs(w) - FM_jcs(w0))^2`` with explicit loops
-    over layers "0", "2" and channels."""
+def _reference_delta(model, frozen_backbone, x, weights, alpha, scale):
+    """With explicit loops over layers "0", "2", channels and images (s: the H x W positions):
+    scale "delta" (DELTA's code): ``alpha * sum_j 0.5 * sum_i sum_c W_jc sum_s (FM_jcs(w) - FM_jcs(w0))^2 / (H_j W_j)``;
+    scale "mean": ``alpha * mean_i sum_j sum_c W_jc sum_s (...)^2``."""
     total = 0.0
     for index, w in zip((0, 2), weights):
         live = model.backbone[:index + 1](x)
         ref = frozen_backbone[:index + 1](x).detach()
-        for c in range(live.shape[1]):
-            total = total + w[c] * ((live[:, c] - ref[:, c]) ** 2).flatten(1).sum(1).mean()
+        positions = live.shape[2] * live.shape[3]
+        for i in range(live.shape[0]):
+            for c in range(live.shape[1]):
+                term = w[c] * ((live[i, c] - ref[i, c]) ** 2).sum()
+                total = total + (0.5 * term / positions if scale == "delta" else term / live.shape[0])
     return alpha * total
 
 
-def test_delta_with_attention_matches_reference_value_and_grad():
+@pytest.mark.parametrize("scale", ["delta", "mean"])
+def test_delta_with_attention_matches_reference_value_and_grad(scale):
     model, x, y = _conv_problem()
-    delta = DELTA(model, alpha=0.3, beta=0.5, layers=["0", "2"], attention="supervised")
+    delta = DELTA(model, alpha=0.3, beta=0.5, layers=["0", "2"], attention="supervised", scale=scale)
     weights = [torch.tensor([0.5, 2.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 0.2, 1.8, 1.0], dtype=torch.float64)]
     delta.attention_0, delta.attention_1 = weights
     _perturb(model, 0.2)
     with delta.watch(x):
         features = model.features(x)
     loss = delta(features)
-    ref = _reference_delta(model, delta.frozen, x, weights, 0.3)
+    ref = _reference_delta(model, delta.frozen, x, weights, 0.3, scale)
     ref = ref + 0.5 * 0.5 * (model.head.weight.pow(2).sum() + model.head.bias.pow(2).sum())
     torch.testing.assert_close(loss, ref)
     params = [model.backbone[0].weight, model.backbone[2].bias, model.head.weight]
@@ -252,9 +258,21 @@ def test_delta_with_attention_matches_reference_value_and_grad():
     assert all(p.grad is None for p in delta.frozen.parameters())  # the reference network gets no gradient
 
 
-def test_delta_init_from_data_is_the_papers_attention():
+def test_delta_default_scale_is_deltas_code():
+    """0.5 x the sum over the batch, each layer's squared distance over its H x W positions."""
     model, x, y = _conv_problem()
-    delta = DELTA(model, alpha=1.0, beta=0.0, layers=["0", "2"])
+    delta = DELTA(model, alpha=0.3, beta=0.0, layers=["0", "2"], attention="none")
+    assert delta.scale == "delta"
+    _perturb(model, 0.2)
+    with delta.watch(x):
+        features = model.features(x)
+    ones = [torch.ones(3, dtype=torch.float64), torch.ones(4, dtype=torch.float64)]
+    torch.testing.assert_close(delta(features), _reference_delta(model, delta.frozen, x, ones, 0.3, "delta"))
+
+
+def test_delta_supervised_mode_is_the_delta_papers_equation():
+    model, x, y = _conv_problem()
+    delta = DELTA(model, alpha=1.0, beta=0.0, layers=["0", "2"], attention="supervised")
     assert delta.needs_data
     fit, probe = [(x[:4], y[:4]), (x[4:], y[4:])], [(x[:5], y[:5])]
     delta.init_from_data(fit, probe)
@@ -267,6 +285,77 @@ def test_delta_init_from_data_is_the_papers_attention():
             norm = sum(math.exp(v) for v in increase)
             expected = [len(increase) * math.exp(v) / norm for v in increase]
             assert getattr(delta, f"attention_{j}").tolist() == pytest.approx(expected, rel=1e-5)
+
+
+class OneChannelMatters(nn.Module):
+    """A ResNet-shaped toy whose last block's conv3 has 4 channels; only channel 2 carries the label."""
+
+    def __init__(self):
+        super().__init__()
+        block = nn.Module()
+        block.conv3 = nn.Conv2d(2, 4, 1, bias=False)
+        with torch.no_grad():
+            block.conv3.weight.copy_(0.05 * torch.randn(4, 2, 1, 1))
+            block.conv3.weight[2] = torch.tensor([3.0, 0.0]).view(2, 1, 1)  # channel 2 copies input channel 0
+        self.block = block
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+    def forward(self, x):
+        return self.pool(self.block.conv3(x))
+
+
+def _reference_deltas_attention(backbone, head, batches):
+    """DELTA's code, from its equations: per batch, the increase of the batch-mean CE when filter c's
+    weights are set to 0, averaged over batches; per layer z = (d - mean d) / std d (population std),
+    W = C * softmax(z / 5). Float64, explicit loops, the weights edited in a copy."""
+    net = copy.deepcopy(backbone)
+    weight = net.block.conv3.weight
+    channels = weight.shape[0]
+    increase = [0.0] * channels
+    for images, labels in batches:
+        with torch.no_grad():
+            base = _reference_ce(head(net(images)), labels)
+            for c in range(channels):
+                kept = weight[c].clone()
+                weight[c] = 0.0
+                increase[c] += (_reference_ce(head(net(images)), labels) - base) / len(batches)
+                weight[c] = kept
+    mean = sum(increase) / channels
+    std = math.sqrt(sum((d - mean) ** 2 for d in increase) / channels)
+    scores = [math.exp((d - mean) / std / 5.0) for d in increase]
+    return [channels * e / sum(scores) for e in scores]
+
+
+def test_delta_default_attention_is_deltas_code_on_a_toy_network_where_one_channel_matters():
+    torch.manual_seed(3)
+    model = TwoLayer()  # only the interface: backbone and head are replaced
+    model.backbone, model.head = OneChannelMatters().double(), nn.Linear(4, 2).double()
+    x = torch.randn(32, 2, 3, 3, dtype=torch.float64)
+    y = (x[:, 0].mean((1, 2)) > 0).long()
+    delta = DELTA(model, layers=["block.conv3"])  # every other option at its default
+    assert delta.attention == "supervised-standardized"
+    probe = [(x[:16], y[:16]), (x[16:], y[16:])]  # equal batches: the mean over batches is the mean over images
+    delta.init_from_data([(x, y)], probe)
+    with torch.no_grad():
+        head = fit_linear_head(model.features(x), y, 2)
+    expected = _reference_deltas_attention(model.backbone, head, probe)
+    weights = delta.attention_0
+    assert weights.tolist() == pytest.approx(expected, rel=1e-5)
+    # visibly non-uniform: the channel that matters weighs about 1.6 x the others (z = sqrt 3 at most over 4)
+    assert weights.argmax().item() == 2 and weights[2] > 1.5 * weights[[0, 1, 3]].max()
+    assert weights.sum().item() == pytest.approx(4.0)
+
+
+def test_delta_default_layers_are_the_last_blocks_last_conv_of_each_resnet_stage():
+    from torchvision import models
+
+    assert baselines.delta_layers(models.resnet50()) == ["layer1.2.conv3", "layer2.3.conv3", "layer3.5.conv3",
+                                                         "layer4.2.conv3"]  # DELTA's code's hook_layers
+    assert baselines.delta_layers(models.resnet18()) == ["layer1.1.conv2", "layer2.1.conv2", "layer3.1.conv2",
+                                                         "layer4.1.conv2"]
+    model = build_classifier("resnet18", 3)
+    assert DELTA(model).layers == ["layer1.1.conv2", "layer2.1.conv2", "layer3.1.conv2", "layer4.1.conv2"]
+    assert DELTA(build_classifier("tiny_cnn", 3)).layers == [""]  # no ResNet stages: the penultimate features
 
 
 def _hook_counts(*modules):
@@ -353,7 +442,7 @@ def test_registry_builds_every_baseline_with_checked_options():
     model = build_classifier("tiny_cnn", 3)
     assert available_baselines() == ["l2sp", "delta", "bss"]
     assert baseline_options("bss") == {"eta": 0.001, "k": 1}
-    assert set(baseline_options("delta")) == {"alpha", "beta", "layers", "attention"}
+    assert set(baseline_options("delta")) == {"alpha", "beta", "layers", "attention", "scale"}
     assert isinstance(build_baseline("l2sp", model, alpha=0.1), L2SP)
     assert isinstance(build_baseline("delta", model, layers=["2"], attention="none"), DELTA)
     assert build_baseline("bss", model, k=2).k == 2
@@ -372,9 +461,13 @@ def test_config_keys_map_to_options():
 
     model = build_classifier("tiny_cnn", 3)
     cfg = load_cfg("", ["BASELINE.METHOD", "delta", "BASELINE.ALPHA", "0.2", "BASELINE.DELTA_LAYERS", "['2', '5']",
-                        "BASELINE.DELTA_ATTENTION", "supervised-standardized"])
+                        "BASELINE.DELTA_ATTENTION", "supervised", "BASELINE.DELTA_SCALE", "mean"])
     delta = build.build_baseline(cfg, model)
-    assert (delta.alpha, delta.layers, delta.attention) == (0.2, ["2", "5"], "supervised-standardized")
+    assert (delta.alpha, delta.layers, delta.attention, delta.scale) == (0.2, ["2", "5"], "supervised", "mean")
+    default = build.build_baseline(load_cfg("", ["BASELINE.METHOD", "delta"]), model)
+    assert (default.attention, default.scale) == ("supervised-standardized", "delta")  # DELTA's code
     assert build.build_baseline(load_cfg("", []), model) is None
     with pytest.raises(ValueError, match="BASELINE.DELTA_ATTENTION"):
         load_cfg("", ["BASELINE.DELTA_ATTENTION", "learned"])
+    with pytest.raises(ValueError, match="BASELINE.DELTA_SCALE"):
+        load_cfg("", ["BASELINE.DELTA_SCALE", "sum"])

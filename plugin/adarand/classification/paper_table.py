@@ -46,7 +46,7 @@ def position_result(table, row, col, root, metric="test_top1"):
     """The best (highest mean) of the position's cells that have finished runs; None when none has."""
     best = None
     for cell in table.cells_at(row, col):
-        values = cell_values(root, cell.id, metric)
+        values = cell_values(root, cell.id, table.metric_of(col, metric))
         if values:
             result = Result(*mean_std(values), len(values), cell.id)
             if best is None or result.mean > best.mean:
@@ -83,5 +83,14 @@ def render(table, root, metric="test_top1", paper=None):
     notes = ([table.notes] if table.notes else []) + list(published.get("notes", []))
     if published.get("source"):
         notes.insert(0, f"Paper: {published['source']}.")
-    lines += [""] + [f"- {note}" for note in notes]
+    lines += [""] + [f"- {note}" for note in notes] + reconstruction_lines(table)
     return "\n".join(lines) + "\n"
+
+
+def reconstruction_lines(table):
+    """Markdown lines naming the table's rows, columns and cells that are our reconstruction, not the
+    paper's (``table.reconstructed``); none when every position is the paper's."""
+    if not table.reconstructed:
+        return []
+    return ["", "Our reconstruction, not the paper's (docs/fidelity.md):",
+            *(f"- {line}" for line in table.reconstructed)]

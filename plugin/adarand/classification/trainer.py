@@ -278,6 +278,15 @@ class ClassificationTrainer:
         return evaluate(cfg, model, loader, num_classes, device, class_indices, keep_features=keep_features,
                         progress=False)
 
+    def test_extra_sets(self):
+        """``{test_top1@name, test_mean_class_acc@name}`` of the loaded model on DATASET.EXTRA_TESTS."""
+        cfg, results = self.cfg, {}
+        for name, dataset in build.extra_test_sets(cfg, *build.normalization(cfg, self.model)):
+            test = self.test(cfg, self.model, self.build_test_loader(cfg, dataset), self.data.num_classes,
+                             getattr(dataset, "imagenet_class_indices", None))
+            results.update({f"test_top1@{name}": test.top1, f"test_mean_class_acc@{name}": test.mean_class_acc})
+        return results
+
     def test_selected_model(self):
         """Evaluate the selected model (best validation epoch, or the last) on the test split, once;
         write its features and results.json."""
@@ -297,6 +306,7 @@ class ClassificationTrainer:
             "step_time_s": float(np.mean([r["step_time_s"] for r in history])) if history else None,
             "world_size": self.world,
         }
+        results.update(self.test_extra_sets())
         if self.rank == 0:
             save_torch({"features": test.features, "labels": test.labels, "classes": data.classes},
                        os.path.join(cfg.OUTPUT_DIR, "features_test.pt"))

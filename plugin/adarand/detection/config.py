@@ -5,7 +5,8 @@ from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
 
 
 def add_adarand_config(cfg):
-    """Add ``cfg.MODEL.ADARAND`` (defaults = the paper's), the keys of the datasets switch, and
+    """Add ``cfg.MODEL.ADARAND`` (λ and α as the paper fixes them; the rest
+    the official code's or ours, docs/fidelity.md), the keys of the datasets switch, and
     ``cfg.TEST.VIS_*`` (:func:`add_visualization_config`)."""
     # The keys both trainers share (METHOD, LAMBDA, ALPHA, PRIOR_LR, PRIOR_LR_SCHEDULE, PTR_*),
     # documented in adarand.config.REGULARIZER_KEYS; the prior's lr schedule runs over SOLVER.MAX_ITER.
