@@ -59,8 +59,10 @@ def test_shipped_configs_merge(path):
 def _fake_trainer(branches):
     trainer = mock.Mock()
     trainer.model = mock.Mock(spec=["module"])  # a DDP-wrapped model
-    trainer.model.module = mock.Mock(spec=["modules"])
-    trainer.model.module.modules.return_value = branches
+    trainer.model.module = mock.Mock(spec=["roi_heads"])
+    heads = trainer.model.module.roi_heads = mock.Mock(spec=adarand.detection.AdaRandROIHeads)
+    heads.box_regularizations.return_value = branches
+    heads.take_sampled_rows.return_value = [("f", "y")] * len(branches)
     return trainer
 
 
@@ -68,7 +70,6 @@ def _branch():
     branch = mock.Mock(spec=adarand.detection.BoxRegularization)
     branch.regularizer = mock.Mock()
     branch.regularizer.step.return_value = None
-    branch.pop_regularized.return_value = ("f", "y")
     return branch
 
 
@@ -78,11 +79,12 @@ def test_hook_period(period, epoch_iters, steps, epochs):
     hook = AdaRandPriorHook(period, epoch_iters, log_period=0)
     hook.trainer = _fake_trainer(branches)
     assert box_regularizations(hook.trainer.model) == branches
+    hook.before_train()
     for it in range(10):
         hook.trainer.iter = it
         hook.after_step()
+    assert hook.trainer.model.module.roi_heads.take_sampled_rows.call_count == 10  # every step takes its rows
     for branch in branches:
-        assert branch.pop_regularized.call_count == 10  # every step forgets its rows
         assert branch.regularizer.step.call_count == steps
         assert branch.regularizer.on_epoch_end.call_count == epochs
         if steps:

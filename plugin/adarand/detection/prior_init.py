@@ -4,7 +4,7 @@ For every training image (test-time resize, no flip), in eval mode and without g
 backbone -> ``box_pooler`` on the ROIs given by ``STATS_ROIS`` -> each regularized stage's
 ``box_head``; the flattened features are accumulated per class with
 :class:`adarand.ClassStatsAccumulator`, one accumulator per regularized box branch
-(:func:`~adarand.detection.box_branch.box_regularizations`). ``STATS_ROIS "gt"``: the
+(:func:`~adarand.detection.roi_heads.box_regularizations`). ``STATS_ROIS "gt"``: the
 ground-truth boxes with their classes; ``"proposals"``: the ROIs the sampler draws from the
 pre-trained RPN's training-mode proposals, labelled as training labels them (``LABELS``).
 With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the features of
@@ -24,8 +24,9 @@ from detectron2.utils.events import EventStorage
 from adarand import ClassStatsAccumulator
 from adarand.stats_cache import load_or_compute_stats, stamp_identity, state_dict_digest
 
-from .box_branch import SingleCategoryMapper, box_regularizations, unwrap
+from .box_branch import SingleCategoryMapper, unwrap
 from .mapper import NamedErrorsMapper
+from .roi_heads import box_regularizations
 
 STATS_NAME = "adarand_stats.pt"
 
