@@ -91,6 +91,21 @@ def test_hook_period(period, epoch_iters, steps, epochs):
             branch.regularizer.step.assert_called_with("f", "y")
 
 
+def test_hook_finds_the_branches_once():
+    """before_train looks the box branches up; the steps only take the heads' record."""
+    branches = [_branch()]
+    hook = AdaRandPriorHook(log_period=0)
+    hook.trainer = _fake_trainer(branches)
+    hook.before_train()
+    heads = hook.trainer.model.module.roi_heads
+    lookups = heads.box_regularizations.call_count
+    for it in range(5):
+        hook.trainer.iter = it
+        hook.after_step()
+    assert heads.box_regularizations.call_count == lookups
+    assert branches[0].regularizer.step.call_count == 5
+
+
 @pytest.mark.parametrize("log, prior, aligned", [(20, 1, 20), (20, 3, 21), (5, 5, 5), (0, 2, 0), (7, 0, 7)])
 def test_scale_log_period_is_aligned_with_the_prior_period(log, prior, aligned):
     assert aligned_period(log, prior) == aligned

@@ -7,12 +7,16 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.modeling import build_model
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from tiny import tiny_cfg
 
 import adarand
-from adarand.detection import AdaRandPriorHook, AdaRandTrainer, box_regularizations, check_capable, init_prior
+from adarand.detection import (
+    AdaRandPriorHook, AdaRandTrainer, BoxRegularization, box_regularizations, check_capable, compute_box_head_stats,
+    init_prior,
+)
 from adarand.detection.box_branch import IGNORE_INDEX, SingleCategoryMapper
 
 CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True}
@@ -247,3 +251,38 @@ def test_sampled_normalizer_divides_the_sum_by_all_sampled_rois(fake_voc, tmp_pa
 def test_unknown_normalizer_is_an_error_naming_the_key(fake_voc, tmp_path):
     with pytest.raises(ValueError, match="MODEL.ADARAND.NORMALIZER"):
         build_model(tiny_cfg(tmp_path, **{"MODEL.ADARAND.NORMALIZER": "per_image"}))
+
+
+@pytest.mark.parametrize("extra", [{}, {**CASCADE, "MODEL.ADARAND.CASCADE_STAGES": "all"}])
+def test_heads_hand_over_what_they_regularized(fake_voc, tmp_path, extra):
+    """The predictors keep Detectron2's class; the loss dict holds only loss terms; the rows go to a record."""
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", **extra})
+    heads = model.roi_heads
+    predictors = list(heads.box_predictor) if extra else [heads.box_predictor]
+    assert {type(p) for p in predictors} == {FastRCNNOutputLayers}
+    assert heads.sampled_rows is None
+    with EventStorage():
+        losses = model(batch)
+    assert all(k.startswith("loss_") and torch.is_tensor(v) for k, v in losses.items())
+    rows = heads.sampled_rows
+    assert len(rows) == len(box_regularizations(model)) == (3 if extra else 1)
+    for features, labels in rows:
+        assert features.shape == (labels.numel(), 64) and not features.requires_grad
+        assert ((labels == IGNORE_INDEX) | ((labels >= 0) & (labels < 20))).all() and (labels >= 0).any()
+    assert heads.take_sampled_rows() is rows and heads.sampled_rows is None
+
+
+@pytest.mark.parametrize("extra", [{"MODEL.ADARAND.STATS_ROIS": "proposals"},
+                                   {"MODEL.ADARAND.STATS_ROIS": "gt", "MODEL.ADARAND.REGULARIZE_BACKGROUND": True},
+                                   {**CASCADE, "MODEL.ADARAND.CASCADE_STAGES": "all",
+                                    "MODEL.ADARAND.STATS_ROIS": "proposals"}])
+def test_statistics_pass_computes_no_loss(fake_voc, tmp_path, extra):
+    """The prior statistics run the box branch on the sampled ROIs, not the training loss path."""
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.STATS_MAX_IMAGES": 2, "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True,
+                                **extra})
+    model = build_model(cfg)
+    refuse = mock.Mock(side_effect=AssertionError("a loss was computed"))
+    with mock.patch.object(FastRCNNOutputLayers, "losses", refuse), mock.patch.object(BoxRegularization, "loss", refuse):
+        stats = compute_box_head_stats(cfg, model)
+    assert len(stats) == len(box_regularizations(model)) and all(int(st.count.sum()) > 0 for st in stats)
+    assert refuse.call_count == 0

@@ -11,6 +11,7 @@ With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the
 the background proposals the ROI sampler draws, as in training. Under torch.distributed
 each rank reads its shard and the sums are all-reduced.
 """
+import functools
 import os
 
 import torch
@@ -186,15 +187,9 @@ def init_prior_from(model, path, required, compute, identity=None):
     regs = box_regularizations(model)
     if not any(reg.regularizer.needs_stats for reg in regs):
         return None
-    computed = []
-
-    def compute_branch(index):
-        if not computed:
-            computed.extend(compute())
-        return computed[index]
-
+    compute_all = functools.cache(compute)  # one statistics pass gives every branch's, run on the first miss
     stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(model, identity, reg),
-                                   lambda i=i: compute_branch(i), explicit=required,
+                                   lambda i=i: compute_all()[i], explicit=required,
                                    num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
                                    save=comm.is_main_process())
              for i, reg in enumerate(regs)]
