@@ -77,7 +77,13 @@ class BoxRegularization(nn.Module):
     def roi_labels(self, proposals, targets=None):
         """Label of every sampled ROI (IGNORE_INDEX = not regularized), in the order of ``proposals``.
 
-        ``targets`` (the images' ground truth) are needed with ``"image"`` labels only.
+        Args:
+            proposals: the sampled ROIs per image (``Instances`` with ``gt_classes``).
+            targets: the images' ground truth (``Instances`` with ``gt_classes``); needed with
+                ``"image"`` labels only.
+
+        Returns:
+            a LongTensor with one label per ROI.
         """
         if self.labels == "image":
             if targets is None or len(targets) != len(proposals):
@@ -95,11 +101,22 @@ class BoxRegularization(nn.Module):
             raise RuntimeError(UNINITIALISED.format(where=where))
 
     def loss(self, features, labels, logits=None, classifier_weight=None):
-        """``loss_adarand`` of the ROIs' box-head ``features`` (N x D) under ``labels`` (:meth:`roi_labels`).
+        """``loss_adarand`` of the ROIs' box-head features under their labels.
 
         Rows labelled IGNORE_INDEX are not regularized but stay in place (selecting them with a
-        boolean mask would sync the device with the host every step). ``logits`` and
-        ``classifier_weight`` (the box predictor's) are for the methods that use them (PtR).
+        boolean mask would sync the device with the host every step).
+
+        Args:
+            features: N x D box-head features of the sampled ROIs.
+            labels: their N labels (:meth:`roi_labels`).
+            logits, classifier_weight: the box predictor's class scores (N x K+1) and
+                classifier weight, for the methods that use them (PtR).
+
+        Returns:
+            a scalar tensor (0 when no row is regularized).
+
+        Raises:
+            RuntimeError: the prior needs statistics and was never initialised (saying how).
         """
         self.check_initialised()
         loss = self.regularizer(features, labels, logits=logits, classifier_weight=classifier_weight)
@@ -109,11 +126,16 @@ class BoxRegularization(nn.Module):
 
 
 def image_categories(targets):
-    """Each training image's category (``"image"`` labels): its first GT class, a 1-element tensor
-    (IGNORE_INDEX for an image without boxes).
+    """Each training image's category (``"image"`` labels): its first GT class.
 
     Multi-category images fail a device-side assertion (no host sync); the trainers check the
     data first with :class:`SingleCategoryMapper`, whose error names the file.
+
+    Args:
+        targets: the images' ground truth (``Instances`` with ``gt_classes``).
+
+    Returns:
+        one 1-element tensor per image (IGNORE_INDEX for an image without boxes).
     """
     firsts = []
     for t in targets:
