@@ -38,7 +38,7 @@ from detectron2.utils.events import EventStorage
 
 import adarand
 from adarand.benchmarking import describe, load_average, paired_ratio, round_robin, write_report
-from adarand.detection import box_regularizations, load_detection_cfg
+from adarand.detection import adarand_heads, box_regularizations, load_detection_cfg
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,8 +109,9 @@ def step(model, optimizer, batch):
     optimizer.zero_grad(set_to_none=False)
     sum(losses.values()).backward()
     optimizer.step()
-    for branch in box_regularizations(model):
-        features, labels = branch.pop_regularized()
+    heads = adarand_heads(model)  # None for "ft"
+    regularized = zip(heads.box_regularizations(), heads.take_sampled_rows()) if heads is not None else ()
+    for branch, (features, labels) in regularized:
         kept_rows[0] = int((labels != adarand.IGNORE_INDEX).sum())
         branch.regularizer.step(features, labels)
     sync()

@@ -155,6 +155,15 @@ def test_cli_eval_only_and_errors(method_runs, data_root, tmp_path, capsys):
         run(missing, tmp_path / "out")
 
 
+@pytest.mark.parametrize("flags", [[], ["--no-progress"]])
+def test_no_progress_is_one_switch_for_every_bar(data_root, tmp_path, capfd, flags):
+    """tools/train_cls.py draws the class-statistics and epoch bars, and --no-progress silences both."""
+    launch.main(flags + opts(data_root, tmp_path, **{"SOLVER.EPOCHS": 1, "MODEL.ADARAND.METHOD": "adarand"}))
+    err = capfd.readouterr().err
+    drawn = [bar for bar in ("class statistics", "epoch 1/1") if bar in err]
+    assert drawn == ([] if flags else ["class statistics", "epoch 1/1"])
+
+
 def test_plots_and_summary_from_real_runs(method_runs, tmp_path):
     runs = [method_runs[("none", "")], method_runs[("adarand", "")], method_runs[("ptr", "")]]
     pngs = plots.main(runs + ["--out-dir", str(tmp_path), "--gaussian"])

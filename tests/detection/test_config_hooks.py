@@ -59,8 +59,10 @@ def test_shipped_configs_merge(path):
 def _fake_trainer(branches):
     trainer = mock.Mock()
     trainer.model = mock.Mock(spec=["module"])  # a DDP-wrapped model
-    trainer.model.module = mock.Mock(spec=["modules"])
-    trainer.model.module.modules.return_value = branches
+    trainer.model.module = mock.Mock(spec=["roi_heads"])
+    heads = trainer.model.module.roi_heads = mock.Mock(spec=adarand.detection.AdaRandROIHeads)
+    heads.box_regularizations.return_value = branches
+    heads.take_sampled_rows.return_value = [("f", "y")] * len(branches)
     return trainer
 
 
@@ -68,7 +70,6 @@ def _branch():
     branch = mock.Mock(spec=adarand.detection.BoxRegularization)
     branch.regularizer = mock.Mock()
     branch.regularizer.step.return_value = None
-    branch.pop_regularized.return_value = ("f", "y")
     return branch
 
 
@@ -78,15 +79,31 @@ def test_hook_period(period, epoch_iters, steps, epochs):
     hook = AdaRandPriorHook(period, epoch_iters, log_period=0)
     hook.trainer = _fake_trainer(branches)
     assert box_regularizations(hook.trainer.model) == branches
+    hook.before_train()
     for it in range(10):
         hook.trainer.iter = it
         hook.after_step()
+    assert hook.trainer.model.module.roi_heads.take_sampled_rows.call_count == 10  # every step takes its rows
     for branch in branches:
-        assert branch.pop_regularized.call_count == 10  # every step forgets its rows
         assert branch.regularizer.step.call_count == steps
         assert branch.regularizer.on_epoch_end.call_count == epochs
         if steps:
             branch.regularizer.step.assert_called_with("f", "y")
+
+
+def test_hook_finds_the_branches_once():
+    """before_train looks the box branches up; the steps only take the heads' record."""
+    branches = [_branch()]
+    hook = AdaRandPriorHook(log_period=0)
+    hook.trainer = _fake_trainer(branches)
+    hook.before_train()
+    heads = hook.trainer.model.module.roi_heads
+    lookups = heads.box_regularizations.call_count
+    for it in range(5):
+        hook.trainer.iter = it
+        hook.after_step()
+    assert heads.box_regularizations.call_count == lookups
+    assert branches[0].regularizer.step.call_count == 5
 
 
 @pytest.mark.parametrize("log, prior, aligned", [(20, 1, 20), (20, 3, 21), (5, 5, 5), (0, 2, 0), (7, 0, 7)])

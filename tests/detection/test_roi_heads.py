@@ -7,12 +7,16 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.modeling import build_model
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from tiny import tiny_cfg
 
 import adarand
-from adarand.detection import AdaRandPriorHook, AdaRandTrainer, box_regularizations, check_capable, init_prior
+from adarand.detection import (
+    AdaRandPriorHook, AdaRandTrainer, BoxRegularization, box_regularizations, check_capable, compute_box_head_stats,
+    init_prior,
+)
 from adarand.detection.box_branch import IGNORE_INDEX, SingleCategoryMapper
 
 CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True}
@@ -31,13 +35,19 @@ def _branch(model):
     return branch
 
 
+def _rows(model):
+    """The (features, labels) the one box branch regularized in the last training forward (the hook's record)."""
+    (rows,) = model.roi_heads.take_sampled_rows()
+    return rows
+
+
 def test_fnp_loss_is_mean_square_of_foreground_rows(fake_voc, tmp_path):
     model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 0.5,
                                                  "MODEL.ADARAND.NORMALIZER": "regularized"})
     with EventStorage():
         losses = model(batch)
-    features, labels = _branch(model).pop_regularized()
-    assert _branch(model).pop_regularized() is None
+    features, labels = _rows(model)
+    assert model.roi_heads.take_sampled_rows() is None
     # Every sampled ROI is kept in place; the background ones are labelled IGNORE_INDEX.
     assert features.shape == (labels.numel(), 64) and (labels == IGNORE_INDEX).any()
     kept = labels != IGNORE_INDEX
@@ -60,7 +70,7 @@ def test_adarand_loss_with_zero_sigma_is_distance_to_class_means(fake_voc, tmp_p
     reg.prior.init_from_stats(mean, torch.zeros(21, 64))
     with EventStorage():
         losses = model(batch)
-    features, labels = _branch(model).pop_regularized()
+    features, labels = _rows(model)
     assert (labels == 20).any() and (labels < 20).any()  # background rows are regularized too
     assert not (labels == IGNORE_INDEX).any()
     reference = (features.double() - mean.double()[labels]).pow(2).mean()
@@ -79,9 +89,10 @@ def test_no_foreground_roi_gives_zero_loss(fake_voc, tmp_path, method):
     if branch.regularizer.needs_stats:
         branch.regularizer.prior.init_normal()
     features = torch.randn(2, 64, requires_grad=True)
-    loss = branch.loss(features, torch.randn(2, 21), torch.randn(21, 64), [_sampled([20, 20])])
+    labels = branch.roi_labels([_sampled([20, 20])])
+    loss = branch.loss(features, labels, logits=torch.randn(2, 21), classifier_weight=torch.randn(21, 64))
     assert float(loss) == 0.0
-    assert (branch.pop_regularized()[1] == IGNORE_INDEX).all()
+    assert (labels == IGNORE_INDEX).all()
 
 
 def test_roi_and_image_labels(fake_voc, tmp_path):
@@ -91,12 +102,11 @@ def test_roi_and_image_labels(fake_voc, tmp_path):
     roi = _branch(build_model(tiny_cfg(tmp_path)))
     assert roi.roi_labels(proposals).tolist() == [3, IGNORE_INDEX, 3, IGNORE_INDEX, IGNORE_INDEX, 7]
     image = _branch(build_model(tiny_cfg(tmp_path, **{"MODEL.ADARAND.LABELS": "image"})))
-    image.set_image_labels(targets)
-    assert image.roi_labels(proposals).tolist() == [3, 3, 3, 3, 7, 7]
-    image.set_image_labels([targets[0], Instances((64, 96), gt_classes=torch.tensor([], dtype=torch.long))])
-    assert image.roi_labels(proposals).tolist() == [3, 3, 3, 3, IGNORE_INDEX, IGNORE_INDEX]  # no box: no label
+    assert image.roi_labels(proposals, targets).tolist() == [3, 3, 3, 3, 7, 7]
+    no_box = [targets[0], Instances((64, 96), gt_classes=torch.tensor([], dtype=torch.long))]
+    assert image.roi_labels(proposals, no_box).tolist() == [3, 3, 3, 3, IGNORE_INDEX, IGNORE_INDEX]  # no box: no label
     with pytest.raises(RuntimeError, match="single-category"):
-        image.set_image_labels([Instances((64, 96), gt_classes=torch.tensor([3, 5]))])
+        image.roi_labels([_sampled([3, 5])], [Instances((64, 96), gt_classes=torch.tensor([3, 5]))])
     with pytest.raises(ValueError, match="REGULARIZE_BACKGROUND"):
         build_model(tiny_cfg(tmp_path, **{"MODEL.ADARAND.LABELS": "image", "MODEL.ADARAND.REGULARIZE_BACKGROUND": True}))
 
@@ -106,7 +116,7 @@ def test_image_labels_train_on_single_category_images(fake_voc, tmp_path):
                                                  "MODEL.ADARAND.NORMALIZER": "regularized"})
     with EventStorage():
         losses = model(batch)
-    features, labels = _branch(model).pop_regularized()
+    features, labels = _rows(model)
     images = [set(x["instances"].gt_classes.tolist()) for x in batch]
     assert set(labels.tolist()) == set().union(*images)
     assert labels.numel() == 2 * 32  # every sampled ROI, background ones too
@@ -156,8 +166,7 @@ def test_cascade_regularizes_the_chosen_stages(fake_voc, tmp_path, stages, names
     with EventStorage():
         losses = model(batch)
     assert sorted(k for k in losses if k.startswith("loss_adarand")) == [f"loss_adarand_{n}" for n in names]
-    for branch in box_regularizations(model):
-        features, labels = branch.pop_regularized()
+    for branch, (features, labels) in zip(box_regularizations(model), model.roi_heads.take_sampled_rows()):
         features, labels = features[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX]
         torch.testing.assert_close(losses[f"loss_adarand_{branch.name}"], features.pow(2).mean())
         assert labels.numel() > 0 and (labels < 20).all()
@@ -189,7 +198,7 @@ def test_losses_equal_the_boolean_mask_selection(fake_voc, tmp_path, method):
         reg.enabled.fill_(True)
     with EventStorage():
         losses = model(batch)
-    features, labels = _branch(model).pop_regularized()
+    features, labels = _rows(model)
     keep = labels != IGNORE_INDEX
     weight = model.roi_heads.box_predictor.cls_score.weight
     logits = model.roi_heads.box_predictor(features)[0]
@@ -206,6 +215,7 @@ def test_hook_logs_means_over_its_period(fake_voc, tmp_path):
     trainer = mock.Mock(model=model, max_iter=100)
     hook = AdaRandPriorHook(log_period=2)
     hook.trainer = trainer
+    hook.before_train()
     rois, feature_norms, prior_norms = 0, 0.0, 0.0
     with EventStorage() as storage:
         trainer.storage = storage
@@ -213,7 +223,7 @@ def test_hook_logs_means_over_its_period(fake_voc, tmp_path):
             storage.iter = trainer.iter = it
             with torch.no_grad():
                 model(batch)
-            features, labels = _branch(model)._kept
+            features, labels = model.roi_heads.sampled_rows[0]  # the record the hook takes
             kept = labels != IGNORE_INDEX
             rois += int(kept.sum())
             feature_norms += float(features[kept].double().norm(dim=1).sum())
@@ -231,7 +241,7 @@ def test_sampled_normalizer_divides_the_sum_by_all_sampled_rois(fake_voc, tmp_pa
     model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 0.5})
     with EventStorage():
         losses = model(batch)
-    features, labels = _branch(model).pop_regularized()
+    features, labels = _rows(model)
     kept = labels != IGNORE_INDEX
     assert 0 < int(kept.sum()) < labels.numel()  # some sampled ROIs are background: the normalisers differ
     reference = 0.5 * features[kept].double().pow(2).sum() / (labels.numel() * features.shape[1])
@@ -241,3 +251,38 @@ def test_sampled_normalizer_divides_the_sum_by_all_sampled_rois(fake_voc, tmp_pa
 def test_unknown_normalizer_is_an_error_naming_the_key(fake_voc, tmp_path):
     with pytest.raises(ValueError, match="MODEL.ADARAND.NORMALIZER"):
         build_model(tiny_cfg(tmp_path, **{"MODEL.ADARAND.NORMALIZER": "per_image"}))
+
+
+@pytest.mark.parametrize("extra", [{}, {**CASCADE, "MODEL.ADARAND.CASCADE_STAGES": "all"}])
+def test_heads_hand_over_what_they_regularized(fake_voc, tmp_path, extra):
+    """The predictors keep Detectron2's class; the loss dict holds only loss terms; the rows go to a record."""
+    model, batch = _model_and_batch(tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", **extra})
+    heads = model.roi_heads
+    predictors = list(heads.box_predictor) if extra else [heads.box_predictor]
+    assert {type(p) for p in predictors} == {FastRCNNOutputLayers}
+    assert heads.sampled_rows is None
+    with EventStorage():
+        losses = model(batch)
+    assert all(k.startswith("loss_") and torch.is_tensor(v) for k, v in losses.items())
+    rows = heads.sampled_rows
+    assert len(rows) == len(box_regularizations(model)) == (3 if extra else 1)
+    for features, labels in rows:
+        assert features.shape == (labels.numel(), 64) and not features.requires_grad
+        assert ((labels == IGNORE_INDEX) | ((labels >= 0) & (labels < 20))).all() and (labels >= 0).any()
+    assert heads.take_sampled_rows() is rows and heads.sampled_rows is None
+
+
+@pytest.mark.parametrize("extra", [{"MODEL.ADARAND.STATS_ROIS": "proposals"},
+                                   {"MODEL.ADARAND.STATS_ROIS": "gt", "MODEL.ADARAND.REGULARIZE_BACKGROUND": True},
+                                   {**CASCADE, "MODEL.ADARAND.CASCADE_STAGES": "all",
+                                    "MODEL.ADARAND.STATS_ROIS": "proposals"}])
+def test_statistics_pass_computes_no_loss(fake_voc, tmp_path, extra):
+    """The prior statistics run the box branch on the sampled ROIs, not the training loss path."""
+    cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.STATS_MAX_IMAGES": 2, "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True,
+                                **extra})
+    model = build_model(cfg)
+    refuse = mock.Mock(side_effect=AssertionError("a loss was computed"))
+    with mock.patch.object(FastRCNNOutputLayers, "losses", refuse), mock.patch.object(BoxRegularization, "loss", refuse):
+        stats = compute_box_head_stats(cfg, model)
+    assert len(stats) == len(box_regularizations(model)) and all(int(st.count.sum()) > 0 for st in stats)
+    assert refuse.call_count == 0

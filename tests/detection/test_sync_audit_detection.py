@@ -35,6 +35,7 @@ def test_roi_heads_forward_and_prior_hook_issue_no_sync(fake_voc, tmp_path, meth
     batch = next(iter(build_detection_train_loader(cfg)))
     hook = AdaRandPriorHook(period=1, epoch_iters=2, log_period=20)
     hook.trainer = mock.Mock(model=model, max_iter=100, iter=0)
+    hook.before_train()
     with EventStorage() as storage:
         hook.trainer.storage = storage
         with SyncAudit() as audit:

@@ -59,14 +59,15 @@ def stats_identity(cfg, model, data):
             "transform": repr(data.train_eval.transform)}
 
 
-def class_stats(cfg, model, data, device):
+def class_stats(cfg, model, data, device, progress=True):
     """Pre-trained class statistics over the training split (eval mode, eval transforms), cached in
-    OUTPUT_DIR/class_stats.pt and reused only when produced by the same extractor, weights and data."""
+    OUTPUT_DIR/class_stats.pt and reused only when produced by the same extractor, weights and data;
+    a progress bar on rank 0 when ``progress``."""
     def compute():
         model.eval()
         loader = build.eval_loader(cfg, data.train_eval, rank(), world_size())
         return adarand.compute_class_stats(model.features, loader, data.num_classes, device=device,
-                                           name=cfg.MODEL.BACKBONE, progress=rank() == 0)
+                                           name=cfg.MODEL.BACKBONE, progress=progress and rank() == 0)
 
     return load_or_compute_stats(os.path.join(cfg.OUTPUT_DIR, "class_stats.pt"), stats_identity(cfg, model, data),
                                  compute, num_classes=data.num_classes, feat_dim=model.feat_dim, save=rank() == 0)
@@ -167,7 +168,7 @@ class ClassificationTrainer:
         identically on resume), then continue from OUTPUT_DIR/last.pth when ``resume`` and it exists."""
         cfg = self.cfg
         if self.regularizer.needs_stats:
-            self.regularizer.init_from_stats(class_stats(cfg, self.model, self.data, self.device))
+            self.regularizer.init_from_stats(class_stats(cfg, self.model, self.data, self.device, self.progress))
         if self.baseline is not None and self.baseline.needs_data:
             self.baseline.init_from_data(*build.baseline_data(cfg, self.data))
         last = os.path.join(cfg.OUTPUT_DIR, "last.pth")

@@ -16,11 +16,14 @@ in your own trainer).
 """
 from . import mobilenet_fpn  # noqa: F401  (registers the MobileNetV2-FPN backbone)
 from .checkpoint import SafeDetectionCheckpointer
-from .box_branch import BoxRegularization, box_regularizations, check_capable, check_initialised, unwrap
+from .box_branch import BoxRegularization, unwrap
 from .config import adarand_options, add_adarand_config, check_adarand_config
 from .hooks import AdaRandPriorHook
 from .prior_init import collect_box_head_stats, compute_box_head_stats, init_prior, stats_path
-from .roi_heads import AdaRandCascadeROIHeads, AdaRandHeadsMixin, AdaRandROIHeads
+from .roi_heads import (
+    AdaRandCascadeROIHeads, AdaRandHeadsMixin, AdaRandROIHeads, BoxRows, adarand_heads, box_regularizations,
+    check_capable, check_initialised,
+)
 from .setup import get_detection_cfg, load_detection_cfg, setup_cfg
 from .trainer import AdaRandTrainer, build_evaluator
 from .voc import VOC_CLASSES, load_voc_detection, load_voc_instance_segmentation, register_voc
@@ -29,8 +32,8 @@ register_voc()
 
 __all__ = [
     "AdaRandCascadeROIHeads", "AdaRandHeadsMixin", "AdaRandPriorHook", "AdaRandROIHeads", "AdaRandTrainer",
-    "BoxRegularization", "SafeDetectionCheckpointer", "VOC_CLASSES", "adarand_options", "add_adarand_config",
-    "box_regularizations", "check_adarand_config", "get_detection_cfg", "load_detection_cfg", "setup_cfg",
+    "BoxRegularization", "BoxRows", "SafeDetectionCheckpointer", "VOC_CLASSES", "adarand_heads", "adarand_options",
+    "add_adarand_config", "box_regularizations", "check_adarand_config", "get_detection_cfg", "load_detection_cfg", "setup_cfg",
     "build_evaluator", "check_capable", "check_initialised", "collect_box_head_stats", "compute_box_head_stats",
     "init_prior", "load_voc_detection", "load_voc_instance_segmentation", "register_voc",
     "stats_path", "unwrap",

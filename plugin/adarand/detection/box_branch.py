@@ -1,21 +1,16 @@
-"""The regularizer on a Detectron2 box branch, for any ROI head that has one.
+"""The regularizer on one Detectron2 box branch: which sampled ROIs it regularizes, under which label.
 
-A box predictor (``FastRCNNOutputLayers`` or a subclass) sees the box-head features in
-``forward(x)`` and the sampled ROIs with their matched classes in ``losses(predictions,
-proposals)``: the two things the regularizer needs, in every ROI head that uses one
-(``StandardROIHeads``: one predictor; ``CascadeROIHeads``: one per stage).
-:func:`attach` gives a predictor a :class:`BoxRegularization` submodule (``.adarand``)
-and makes its class a subclass with :class:`RegularizedPredictor` mixed in (as
-``torch.nn.utils.parametrize`` does), so the predictor's own state-dict keys stay those
-of Detectron2 and its ``losses`` returns ``loss_adarand`` beside them:
+The ROI heads (:mod:`adarand.detection.roi_heads`) hand a :class:`BoxRegularization` the
+box-head features of the ROIs a training step sampled, labelled by :meth:`~BoxRegularization.roi_labels`,
+and add what :meth:`~BoxRegularization.loss` returns to their losses:
 
     loss_adarand = lambda * mean_{i,d} (f_id - r_id)^2,  r_i ~ N(mu_{y_i}, sigma_{y_i}^2)
 
-over the regularized ROIs (or the chosen method's term). :func:`box_regularizations` is the
-one accessor the prior hook, the prior initialisation and the trainers use.
+over the regularized ROIs (or the chosen method's term). It keeps nothing between calls.
+Each one is a submodule of the box predictor whose input it regularizes
+(``box_predictor[.k].adarand``), so the model's checkpoints hold its state while Detectron2's
+own state-dict keys stay as they are.
 """
-import contextlib
-
 import torch
 from detectron2.layers import cat
 from torch import nn
@@ -73,39 +68,27 @@ class BoxRegularization(nn.Module):
         self.regularizer = regularizer
         self.num_classes, self.labels, self.regularize_background = num_classes, labels, regularize_background
         self.stage, self.name, self.normalizer = stage, name, normalizer
-        self._kept = None
-        self._image_labels = None
-        self._collecting = False
 
     def extra_repr(self):
         return (f"labels={self.labels}, regularize_background={self.regularize_background}, stage={self.stage}, "
                 f"normalizer={self.normalizer}")
 
     # -- labels -------------------------------------------------------------------------
-    def set_image_labels(self, targets):
-        """Remember each training image's category (``"image"`` labels): its first GT class.
+    def roi_labels(self, proposals, targets=None):
+        """Label of every sampled ROI (IGNORE_INDEX = not regularized), in the order of ``proposals``.
 
-        Multi-category images fail a device-side assertion (no host sync); the trainers
-        check the data first with :class:`SingleCategoryMapper`, whose error names the file.
+        Args:
+            proposals: the sampled ROIs per image (``Instances`` with ``gt_classes``).
+            targets: the images' ground truth (``Instances`` with ``gt_classes``); needed with
+                ``"image"`` labels only.
+
+        Returns:
+            a LongTensor with one label per ROI.
         """
-        if self.labels != "image":
-            return
-        firsts = []
-        for t in targets:
-            classes = t.gt_classes
-            torch._assert_async((classes == classes[:1]).all(),
-                                "MODEL.ADARAND.LABELS 'image' needs single-category images; a training image "
-                                "has ground-truth boxes of several classes")
-            filler = torch.full((1,), IGNORE_INDEX, dtype=classes.dtype, device=classes.device)
-            firsts.append(torch.cat([classes[:1], filler])[:1])  # an image without boxes: ignored
-        self._image_labels = firsts
-
-    def roi_labels(self, proposals):
-        """Label of every sampled ROI (IGNORE_INDEX = not regularized), in the order of ``proposals``."""
         if self.labels == "image":
-            if self._image_labels is None or len(self._image_labels) != len(proposals):
-                raise RuntimeError("LABELS 'image': the ROI heads did not record the images' categories")
-            return cat([first.expand(len(p)) for first, p in zip(self._image_labels, proposals)])
+            if targets is None or len(targets) != len(proposals):
+                raise RuntimeError("LABELS 'image': the ROI heads did not pass the images' ground truth")
+            return cat([first.expand(len(p)) for first, p in zip(image_categories(targets), proposals)])
         classes = cat([p.gt_classes for p in proposals])
         limit = self.num_classes + int(self.regularize_background)
         return torch.where(classes < limit, classes, torch.full_like(classes, IGNORE_INDEX))
@@ -117,93 +100,52 @@ class BoxRegularization(nn.Module):
             where = "the box predictor" + (f" of {self.name}" if self.name else "")
             raise RuntimeError(UNINITIALISED.format(where=where))
 
-    def loss(self, features, logits, classifier_weight, proposals):
-        """``loss_adarand`` over the regularized ROIs; keeps every row (detached) for the prior step.
+    def loss(self, features, labels, logits=None, classifier_weight=None):
+        """``loss_adarand`` of the ROIs' box-head features under their labels.
 
-        Rows that are not regularized stay in place, labelled IGNORE_INDEX (selecting them
-        with a boolean mask would sync the device with the host every step).
+        Rows labelled IGNORE_INDEX are not regularized but stay in place (selecting them with a
+        boolean mask would sync the device with the host every step).
+
+        Args:
+            features: N x D box-head features of the sampled ROIs.
+            labels: their N labels (:meth:`roi_labels`).
+            logits, classifier_weight: the box predictor's class scores (N x K+1) and
+                classifier weight, for the methods that use them (PtR).
+
+        Returns:
+            a scalar tensor (0 when no row is regularized).
+
+        Raises:
+            RuntimeError: the prior needs statistics and was never initialised (saying how).
         """
-        features, labels = features.flatten(1), self.roi_labels(proposals)
-        self._kept = (features.detach(), labels)
-        if self._collecting:
-            return None
         self.check_initialised()
         loss = self.regularizer(features, labels, logits=logits, classifier_weight=classifier_weight)
         if self.normalizer == "sampled":
             loss = loss * (labels != IGNORE_INDEX).sum() / max(labels.numel(), 1)
         return loss
 
-    def pop_regularized(self):
-        """(features, labels) of every sampled ROI in the last training forward (detached), then forget them.
 
-        Rows that are not regularized carry the label IGNORE_INDEX.
-        """
-        kept, self._kept = self._kept, None
-        return kept
+def image_categories(targets):
+    """Each training image's category (``"image"`` labels): its first GT class.
 
-    @contextlib.contextmanager
-    def collecting(self):
-        """Within: ``losses`` keeps the labelled rows but computes no loss (statistics pass)."""
-        self._collecting = True
-        try:
-            yield self
-        finally:
-            self._collecting = False
+    Multi-category images fail a device-side assertion (no host sync); the trainers check the
+    data first with :class:`SingleCategoryMapper`, whose error names the file.
 
+    Args:
+        targets: the images' ground truth (``Instances`` with ``gt_classes``).
 
-class RegularizedPredictor:
-    """Mixed into a box predictor's class by :func:`attach`: adds ``loss_adarand`` to its losses."""
-
-    def forward(self, x):
-        if self.training:
-            self._adarand_features = x
-        return super().forward(x)
-
-    def losses(self, predictions, proposals):
-        losses = super().losses(predictions, proposals)
-        features, self._adarand_features = self._adarand_features, None
-        if features is None:
-            raise RuntimeError("box predictor: losses() without a training forward() first")
-        loss = self.adarand.loss(features, predictions[0], self.cls_score.weight, proposals)
-        if loss is not None:
-            losses["loss_adarand"] = loss
-        return losses
-
-
-_CLASSES = {}
-
-
-def attach(predictor, regularization):
-    """Give ``predictor`` the regularization (``predictor.adarand``); returns the predictor."""
-    if isinstance(predictor, RegularizedPredictor):
-        raise ValueError("this box predictor already has a regularizer")
-    base = type(predictor)
-    if base not in _CLASSES:
-        _CLASSES[base] = type(f"Regularized{base.__name__}", (RegularizedPredictor, base), {})
-    predictor.__class__ = _CLASSES[base]
-    predictor._adarand_features = None
-    predictor.adarand = regularization
-    return predictor
-
-
-def box_regularizations(model):
-    """Every :class:`BoxRegularization` of the model (cascade stages in order); [] when none."""
-    return [m for m in unwrap(model).modules() if isinstance(m, BoxRegularization)]
-
-
-def check_capable(method, model):
-    """A regularizer is configured (``method`` != none) but the model has no box branch that applies it."""
-    if method != "none" and not box_regularizations(model):
-        heads = type(getattr(unwrap(model), "roi_heads", None)).__name__
-        raise ValueError(f"MODEL.ADARAND.METHOD is {method!r} but the model's ROI heads ({heads}) apply no "
-                         "regularizer: set MODEL.ROI_HEADS.NAME to AdaRandROIHeads or AdaRandCascadeROIHeads "
-                         "(or a head built with adarand.detection.AdaRandHeadsMixin), or METHOD 'none'")
-
-
-def check_initialised(model):
-    """Raise the error saying how to initialise, for the first uninitialised prior of the model."""
-    for reg in box_regularizations(model):
-        reg.check_initialised()
+    Returns:
+        one 1-element tensor per image (IGNORE_INDEX for an image without boxes).
+    """
+    firsts = []
+    for t in targets:
+        classes = t.gt_classes
+        torch._assert_async((classes == classes[:1]).all(),
+                            "MODEL.ADARAND.LABELS 'image' needs single-category images; a training image "
+                            "has ground-truth boxes of several classes")
+        filler = torch.full((1,), IGNORE_INDEX, dtype=classes.dtype, device=classes.device)
+        firsts.append(torch.cat([classes[:1], filler])[:1])
+    return firsts
 
 
 class SingleCategoryMapper:

@@ -29,7 +29,8 @@ from torch import nn
 
 from adarand import IGNORE_INDEX
 
-from .box_branch import box_regularizations, unwrap
+from .box_branch import unwrap
+from .roi_heads import box_regularizations
 
 PREFIX = "probe/"
 

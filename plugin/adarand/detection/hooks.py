@@ -4,7 +4,7 @@ from detectron2.engine import HookBase
 
 from adarand.ops import active_rows, safe_labels
 
-from .box_branch import box_regularizations, check_initialised
+from .roi_heads import adarand_heads, check_initialised
 
 # Device-side sums kept per box branch between two log periods.
 _SUMS = ("rois", "feature_norm", "prior_norm", "prior_loss", "iters", "steps")
@@ -38,7 +38,13 @@ def scale_sums(features, labels, num_classes, mu, prior_loss):
 
 
 class AdaRandPriorHook(HookBase):
-    """After every ``period``-th step, ``reg.step(features, labels)`` on the ROIs each box branch kept.
+    """After every ``period``-th step, ``reg.step(features, labels)`` on the rows each box branch regularized.
+
+    ``before_train`` finds the model's AdaRand ROI heads and their box regularizations once;
+    after each step the hook takes the heads' record of that step's forward
+    (:meth:`~adarand.detection.AdaRandHeadsMixin.take_sampled_rows`: per branch, the detached
+    box-head features of every sampled ROI and their labels, IGNORE_INDEX where not
+    regularized).
 
     ``period`` = 0 never steps. ``epoch_iters`` > 0 calls ``reg.on_epoch_end()`` every that
     many iterations (PtR's switch-on check; detection trains by iterations). The prior
@@ -58,15 +64,18 @@ class AdaRandPriorHook(HookBase):
         self._period, self._epoch_iters = period, epoch_iters
         self._log_period = aligned_period(log_period, period)
         self._sums = {}
+        self._heads, self._branches = None, []
 
     def before_train(self):
         check_initialised(self.trainer.model)  # fail before the first step, saying how to initialise
+        self._heads = adarand_heads(self.trainer.model)
+        self._branches = self._heads.box_regularizations() if self._heads is not None else []
 
     def after_step(self):
         next_iter = self.trainer.iter + 1
         step = self._period > 0 and next_iter % self._period == 0
-        for branch in box_regularizations(self.trainer.model):
-            kept = branch.pop_regularized()
+        rows = self._heads.take_sampled_rows() if self._heads is not None else None
+        for branch, kept in zip(self._branches, rows or [None] * len(self._branches)):
             reg = branch.regularizer
             prior_loss = reg.step(*kept) if kept is not None and step else None
             if self._epoch_iters > 0 and next_iter % self._epoch_iters == 0:

@@ -4,13 +4,14 @@ For every training image (test-time resize, no flip), in eval mode and without g
 backbone -> ``box_pooler`` on the ROIs given by ``STATS_ROIS`` -> each regularized stage's
 ``box_head``; the flattened features are accumulated per class with
 :class:`adarand.ClassStatsAccumulator`, one accumulator per regularized box branch
-(:func:`~adarand.detection.box_branch.box_regularizations`). ``STATS_ROIS "gt"``: the
+(:func:`~adarand.detection.roi_heads.box_regularizations`). ``STATS_ROIS "gt"``: the
 ground-truth boxes with their classes; ``"proposals"``: the ROIs the sampler draws from the
 pre-trained RPN's training-mode proposals, labelled as training labels them (``LABELS``).
 With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the features of
 the background proposals the ROI sampler draws, as in training. Under torch.distributed
 each rank reads its shard and the sums are all-reduced.
 """
+import functools
 import os
 
 import torch
@@ -24,8 +25,9 @@ from detectron2.utils.events import EventStorage
 from adarand import ClassStatsAccumulator
 from adarand.stats_cache import load_or_compute_stats, stamp_identity, state_dict_digest
 
-from .box_branch import SingleCategoryMapper, box_regularizations, unwrap
+from .box_branch import SingleCategoryMapper, unwrap
 from .mapper import NamedErrorsMapper
+from .roi_heads import box_regularizations
 
 STATS_NAME = "adarand_stats.pt"
 
@@ -185,15 +187,9 @@ def init_prior_from(model, path, required, compute, identity=None):
     regs = box_regularizations(model)
     if not any(reg.regularizer.needs_stats for reg in regs):
         return None
-    computed = []
-
-    def compute_branch(index):
-        if not computed:
-            computed.extend(compute())
-        return computed[index]
-
+    compute_all = functools.cache(compute)  # one statistics pass gives every branch's, run on the first miss
     stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(model, identity, reg),
-                                   lambda i=i: compute_branch(i), explicit=required,
+                                   lambda i=i: compute_all()[i], explicit=required,
                                    num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
                                    save=comm.is_main_process())
              for i, reg in enumerate(regs)]

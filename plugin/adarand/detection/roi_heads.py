@@ -1,26 +1,37 @@
-"""AdaRand on any Detectron2 ROI head: one mixin, registered for the standard and the cascade heads.
+"""AdaRand on Detectron2's ROI heads: the box branch hands its features to the regularizer explicitly.
 
 :class:`AdaRandHeadsMixin` goes before a Detectron2 ROI-heads class in the bases. After the
-head is built it attaches a :class:`~adarand.detection.box_branch.BoxRegularization` to the
-box predictor (``StandardROIHeads``) or to the predictors of the cascade stages chosen by
-``CASCADE_STAGES`` (``CascadeROIHeads``: ``"all"`` or ``"last"``); each predictor then adds
-``loss_adarand`` (``loss_adarand_stage{k}`` in a cascade) to its losses. Everything else is
-Detectron2's code. Each regularizer is a submodule, so its whole state (prior, prior
-optimizer) is in every model checkpoint, under ``roi_heads.box_predictor[.k].adarand``.
+head is built it gives the box predictor (``StandardROIHeads``), or the predictors of the
+cascade stages chosen by ``CASCADE_STAGES`` (``CascadeROIHeads``: ``"all"`` or ``"last"``), a
+:class:`~adarand.detection.box_branch.BoxRegularization` (``box_predictor[.k].adarand``, so
+its whole state, prior and prior optimizer, is in every model checkpoint). A training
+forward, as ``CascadeROIHeads._run_stage`` passes its data:
+
+    forward -> label_and_sample_proposals -> _forward_box(features, proposals, targets)
+      _box_stages: per stage, its ROIs -> box_pooler -> box_head -> features F_k -> box_predictor
+      _stage_losses: the predictor's losses, plus loss_adarand = branch.loss(F_k, labels_k)
+    -> (losses, rows): the losses go back to the trainer (only ``loss_*`` tensors); the rows
+       (F_k detached, labels_k) become :attr:`AdaRandHeadsMixin.sampled_rows`, the record the
+       prior hook takes after the optimizer step.
+
+Inference is Detectron2's own. :meth:`AdaRandHeadsMixin.statistics_rows` gives the prior's
+statistics pass the same box-head features without computing any loss.
 """
-import contextlib
-import inspect
 import math
+from typing import List, NamedTuple, Optional
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads import CascadeROIHeads
+from detectron2.modeling.roi_heads.cascade_rcnn import _ScaleGradient
+from detectron2.structures import Boxes
+from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from adarand import build_regularizer_from_config
 
-from .box_branch import BoxRegularization, RegularizedPredictor, attach
+from .box_branch import BoxRegularization, unwrap
 
 CASCADE_STAGES = ("all", "last")
 STATS_ROIS = ("gt", "proposals")
@@ -35,12 +46,52 @@ def _as_list(module):
     return list(module) if isinstance(module, nn.ModuleList) else [module]
 
 
+class BoxStage(NamedTuple):
+    """One stage of the box branch in a training forward (one for ``StandardROIHeads``)."""
+
+    index: int
+    predictor: nn.Module  # the stage's FastRCNNOutputLayers
+    proposals: list  # its ROIs per image, labelled (``gt_classes``)
+    box_features: torch.Tensor  # the box head's output on them, one row per ROI
+    predictions: tuple  # the predictor's (class scores, box deltas)
+
+
+class BoxRows(NamedTuple):
+    """What one box regularization saw in a training forward: every sampled ROI, in place."""
+
+    features: torch.Tensor  # N x D box-head features (detached in the record)
+    labels: torch.Tensor  # N labels, IGNORE_INDEX where not regularized
+
+
+def _branch(stage):
+    """The stage predictor's regularization, or None."""
+    branch = getattr(stage.predictor, "adarand", None)
+    return branch if isinstance(branch, BoxRegularization) else None
+
+
+def _rows(stage, targets):
+    """(features, labels) the stage's regularization gets, or None when the stage is not regularized."""
+    branch = _branch(stage)
+    if branch is None:
+        return None
+    return BoxRows(stage.box_features.flatten(1), branch.roi_labels(stage.proposals, targets))
+
+
 class AdaRandHeadsMixin:
     """Adds the feature regularizer to the box branch of the ROI-heads class it is mixed into.
+
+    The mixin's box branch is ``StandardROIHeads``' (pooler -> box head -> predictor); a head
+    whose box branch differs says how in :meth:`_box_stages` (and assembles its losses in
+    ``_forward_box``), as :class:`AdaRandCascadeROIHeads` does.
 
     Args (besides the head's own):
         adarand: the ``MODEL.ADARAND`` keys (a dict or CfgNode).
         prior_total_steps: length of the prior optimizer's cosine schedule (SOLVER.MAX_ITER).
+
+    Attributes:
+        sampled_rows: the record of the last training forward, one :class:`BoxRows` per
+            regularization (stage order), features detached; None once taken
+            (:meth:`take_sampled_rows`) or before the first training forward.
     """
 
     @configurable
@@ -56,9 +107,10 @@ class AdaRandHeadsMixin:
             regularizer = build_regularizer_from_config(adarand, self.num_classes + int(background),
                                                         flat_dim(heads[k].output_shape), prior_total_steps)
             name = f"stage{k}" if len(predictors) > 1 else ""
-            attach(predictors[k], BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
-                                                    background, stage=k, name=name,
-                                                    normalizer=adarand.get("NORMALIZER", "sampled")))
+            predictors[k].adarand = BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
+                                                      background, stage=k, name=name,
+                                                      normalizer=adarand.get("NORMALIZER", "sampled"))
+        self.sampled_rows: Optional[List[BoxRows]] = None
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -69,54 +121,84 @@ class AdaRandHeadsMixin:
 
     def box_regularizations(self):
         """The regularizations of this head's box predictors, in stage order."""
-        return [p.adarand for p in _as_list(self.box_predictor) if isinstance(p, RegularizedPredictor)]
+        return [p.adarand for p in _as_list(self.box_predictor)
+                if isinstance(getattr(p, "adarand", None), BoxRegularization)]
 
+    def take_sampled_rows(self):
+        """The record of the last training forward (:attr:`sampled_rows`), which is then forgotten.
+
+        Returns:
+            one :class:`BoxRows` per regularization (stage order), or None when no training
+            forward ran since the last call.
+        """
+        rows, self.sampled_rows = self.sampled_rows, None
+        return rows
+
+    # -- training ---------------------------------------------------------------------------
     def forward(self, images, features, proposals, targets=None):
-        if self.training:
-            for reg in self.box_regularizations():
-                reg.set_image_labels(targets)
-        return super().forward(images, features, proposals, targets)
+        if not self.training:
+            return super().forward(images, features, proposals, targets)
+        if not targets:
+            raise ValueError("the ROI heads need the images' ground truth ('targets') in training")
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses, self.sampled_rows = self._forward_box(features, proposals, targets)
+        losses.update(self._forward_mask(features, proposals))
+        losses.update(self._forward_keypoint(features, proposals))
+        return proposals, losses
 
-    @contextlib.contextmanager
-    def _box_branch_training(self):
-        """The training path of the box branch only (box and mask heads keep their mode)."""
-        modules = [self] + _as_list(self.box_predictor)
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.training = True
-        try:
-            with contextlib.ExitStack() as stack:
-                for reg in self.box_regularizations():
-                    stack.enter_context(reg.collecting())
-                yield
-        finally:
-            for m, mode in zip(modules, modes):
-                m.training = mode
+    def _box_stages(self, features, proposals, targets):
+        """The box branch on the sampled ROIs, as a training step runs it: a list of :class:`BoxStage`."""
+        box_features = self.box_head(self.box_pooler([features[f] for f in self.box_in_features],
+                                                      [p.proposal_boxes for p in proposals]))
+        return [BoxStage(0, self.box_predictor, proposals, box_features, self.box_predictor(box_features))]
 
-    def _sampled_rows(self, features, proposals, targets):
-        """(features, labels) each regularization gets in training, from the ROI sampler's ROIs."""
-        for reg in self.box_regularizations():
-            reg.set_image_labels(targets)
-        with self._box_branch_training():
-            sampled = self.label_and_sample_proposals(proposals, targets)
-            extra = [targets] if "targets" in inspect.signature(self._forward_box).parameters else []
-            self._forward_box(features, sampled, *extra)  # cascade heads re-match each stage to the targets
-        return [reg.pop_regularized() for reg in self.box_regularizations()]
+    def _stage_losses(self, stage, targets):
+        """The stage predictor's losses plus ``loss_adarand`` on its box features; and the rows regularized."""
+        losses = stage.predictor.losses(stage.predictions, stage.proposals)
+        rows = _rows(stage, targets)
+        if rows is None:
+            return losses, None
+        losses["loss_adarand"] = _branch(stage).loss(rows.features, rows.labels, logits=stage.predictions[0],
+                                                     classifier_weight=stage.predictor.cls_score.weight)
+        return losses, BoxRows(rows.features.detach(), rows.labels)
 
+    def _forward_box(self, features, proposals, targets=None):
+        """Training: (losses, [BoxRows]); inference: Detectron2's predicted instances."""
+        if not self.training:
+            return super()._forward_box(features, proposals)
+        (stage,) = self._box_stages(features, proposals, targets)
+        losses, rows = self._stage_losses(stage, targets)
+        if self.train_on_pred_boxes:  # the mask head then trains on the predicted boxes (Detectron2's option)
+            with torch.no_grad():
+                boxes = self.box_predictor.predict_boxes_for_gt_classes(stage.predictions, proposals)
+                for p, b in zip(proposals, boxes):
+                    p.proposal_boxes = Boxes(b)
+        return losses, [rows] if rows is not None else []
+
+    # -- statistics (Eq. 9-10) --------------------------------------------------------------
     @torch.no_grad()
     def statistics_rows(self, features, proposals, targets, rois="gt"):
         """Box-head features and labels for the prior statistics (Eq. 9-10), per regularization.
 
-        ``rois="gt"``: each stage's box head on the ground-truth boxes, labelled with their
-        classes (plus, with REGULARIZE_BACKGROUND, the sampled background ROIs as class K).
-        ``rois="proposals"``: the ROIs the sampler draws from ``proposals``, labelled as in
-        training (LABELS), i.e. exactly the rows training regularizes.
+        Args:
+            features: the backbone's feature maps (dict, as ``forward`` gets them).
+            proposals: the RPN's training-mode proposals per image (needed unless ``rois="gt"``
+                without REGULARIZE_BACKGROUND).
+            targets: the images' ground truth (``Instances`` with gt_boxes, gt_classes).
+            rois: ``"gt"``: each stage's box head on the ground-truth boxes, labelled with their
+                classes (plus, with REGULARIZE_BACKGROUND, the sampled background ROIs as class
+                K). ``"proposals"``: the ROIs the sampler draws from ``proposals``, labelled as in
+                training (LABELS), i.e. exactly the rows a training step regularizes.
+
+        Returns:
+            one :class:`BoxRows` per regularization (stage order).
         """
         if rois not in STATS_ROIS:
             raise ValueError(f"MODEL.ADARAND.STATS_ROIS must be one of {STATS_ROIS}; got {rois!r}")
         regs = self.box_regularizations()
         if rois == "proposals" or any(reg.regularize_background for reg in regs):
-            sampled = self._sampled_rows(features, proposals, targets)
+            stages = self._box_stages(features, self.label_and_sample_proposals(proposals, targets), targets)
+            sampled = [rows for rows in (_rows(stage, targets) for stage in stages) if rows is not None]
         if rois == "proposals":
             return sampled
         box_heads = _as_list(self.box_head)
@@ -126,18 +208,79 @@ class AdaRandHeadsMixin:
         for k, reg in enumerate(regs):
             f, y = box_heads[reg.stage](pooled).flatten(1), labels
             if reg.regularize_background:
-                sampled_f, sampled_y = sampled[k]
-                bg = sampled_y == self.num_classes
-                f, y = torch.cat([f, sampled_f[bg]]), torch.cat([y, sampled_y[bg]])
-            out.append((f, y))
+                bg = sampled[k].labels == self.num_classes
+                f, y = torch.cat([f, sampled[k].features[bg]]), torch.cat([y, sampled[k].labels[bg]])
+            out.append(BoxRows(f, y))
         return out
 
 
 @ROI_HEADS_REGISTRY.register()
 class AdaRandROIHeads(AdaRandHeadsMixin, StandardROIHeads):
-    """StandardROIHeads whose box predictor adds ``loss_adarand``."""
+    """StandardROIHeads whose box predictor's features are regularized (``loss_adarand``)."""
 
 
 @ROI_HEADS_REGISTRY.register()
 class AdaRandCascadeROIHeads(AdaRandHeadsMixin, CascadeROIHeads):
-    """CascadeROIHeads whose stage predictors (CASCADE_STAGES) add ``loss_adarand_stage{k}``."""
+    """CascadeROIHeads whose stages (CASCADE_STAGES) are regularized (``loss_adarand_stage{k}``)."""
+
+    def _box_stages(self, features, proposals, targets):
+        """Each stage on the ROIs of the previous one's predicted boxes, matched to the targets at its IoU."""
+        features = [features[f] for f in self.box_in_features]
+        image_sizes = [p.image_size for p in proposals]
+        stages = []
+        for k in range(self.num_cascade_stages):
+            if k > 0:
+                last = stages[-1]
+                proposals = self._create_proposals_from_boxes(
+                    last.predictor.predict_boxes(last.predictions, last.proposals), image_sizes)
+                if not self.training:  # the statistics pass: drop the empty boxes, as training does
+                    proposals = [p[p.proposal_boxes.nonempty()] for p in proposals]
+                proposals = self._match_and_label_boxes(proposals, k, targets)
+            pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+            if self.training:  # the stages' losses add up, each stage's gradient into the features is scaled
+                pooled = _ScaleGradient.apply(pooled, 1.0 / self.num_cascade_stages)
+            box_features = self.box_head[k](pooled)
+            stages.append(BoxStage(k, self.box_predictor[k], proposals, box_features,
+                                   self.box_predictor[k](box_features)))
+        return stages
+
+    def _forward_box(self, features, proposals, targets=None):
+        """Training: (losses with a ``_stage{k}`` suffix, [BoxRows]); inference: Detectron2's."""
+        if not self.training:
+            return super()._forward_box(features, proposals)
+        losses, rows = {}, []
+        storage = get_event_storage()
+        for stage in self._box_stages(features, proposals, targets):
+            with storage.name_scope(f"stage{stage.index}"):
+                stage_losses, stage_rows = self._stage_losses(stage, targets)
+            losses.update({f"{name}_stage{stage.index}": value for name, value in stage_losses.items()})
+            if stage_rows is not None:
+                rows.append(stage_rows)
+        return losses, rows
+
+
+def adarand_heads(model):
+    """The model's AdaRand ROI heads (inside DDP), or None when its ROI heads regularize nothing."""
+    heads = getattr(unwrap(model), "roi_heads", None)
+    return heads if isinstance(heads, AdaRandHeadsMixin) else None
+
+
+def box_regularizations(model):
+    """Every :class:`BoxRegularization` of the model (cascade stages in order); [] when none."""
+    heads = adarand_heads(model)
+    return heads.box_regularizations() if heads is not None else []
+
+
+def check_capable(method, model):
+    """A regularizer is configured (``method`` != none) but the model has no box branch that applies it."""
+    if method != "none" and not box_regularizations(model):
+        heads = type(getattr(unwrap(model), "roi_heads", None)).__name__
+        raise ValueError(f"MODEL.ADARAND.METHOD is {method!r} but the model's ROI heads ({heads}) apply no "
+                         "regularizer: set MODEL.ROI_HEADS.NAME to AdaRandROIHeads or AdaRandCascadeROIHeads "
+                         "(or a head built with adarand.detection.AdaRandHeadsMixin), or METHOD 'none'")
+
+
+def check_initialised(model):
+    """Raise the error saying how to initialise, for the first uninitialised prior of the model."""
+    for reg in box_regularizations(model):
+        reg.check_initialised()

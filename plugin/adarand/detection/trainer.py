@@ -6,11 +6,12 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader, build_
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 
-from .box_branch import SingleCategoryMapper, check_capable
+from .box_branch import SingleCategoryMapper
 from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
 from .mapper import NamedErrorsMapper
 from .prior_init import init_prior
+from .roi_heads import check_capable
 
 
 def has_fast_coco_eval():
