@@ -21,7 +21,7 @@ from .target_loss import accumulation_dtype
 
 
 @triton.jit
-def _prior_rows_kernel(mu_ptr, rm_ptr, unit_ptr, stats_ptr, row_loss_ptr, C, D, EPS, USE_MEAN: tl.constexpr,
+def _prior_rows_kernel(mu_ptr, rm_ptr, unit_ptr, stats_ptr, row_loss_ptr, C, D, eps_hi, eps_lo, USE_MEAN: tl.constexpr,
                        USE_DIST: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
     """unit[c] = mu_c / max(|mu_c|, eps); stats[c] = (|mu_c|, max(|mu_c|, eps), g_c, |u_c|^2, max(|m_c|, eps));
     row_loss[c] = g_c^2 / C - |u_c|^4 / (C (C-1)) (the terms in use)."""
@@ -37,7 +37,7 @@ def _prior_rows_kernel(mu_ptr, rm_ptr, unit_ptr, stats_ptr, row_loss_ptr, C, D, 
         sq_mu += x * x
         sq_m += m * m
         dot += x * m
-    eps = tl.cast(EPS, ACC)
+    eps = tl.cast(eps_hi, ACC) + tl.cast(eps_lo, ACC)  # fp32 hi + lo: 1e-12 is not an fp32 number
     norm = tl.sqrt(tl.sum(sq_mu, axis=0))
     denom = tl.maximum(norm, eps)
     denom_m = tl.maximum(tl.sqrt(tl.sum(sq_m, axis=0)), eps)
@@ -76,13 +76,13 @@ def _schedule_factor(t_prev, TOTAL, SCHEDULE: tl.constexpr):
 
 @triton.jit
 def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, avg_ptr, avg_sq_ptr, steps_ptr,
-                       applied_ptr, C, D, EPS_NORM, lr_hi, lr_lo, log_b1_hi, log_b1_lo, log_b2_hi, log_b2_lo,
+                       applied_ptr, C, D, norm_eps_hi, norm_eps_lo, lr_hi, lr_lo, log_b1_hi, log_b1_lo, log_b2_hi, log_b2_lo,
                        one_b1_hi, one_b1_lo, b2_hi, b2_lo, one_b2_hi, one_b2_lo, eps_hi, eps_lo, TOTAL, SCHEDULE: tl.constexpr, HAS_APPLIED: tl.constexpr,
                        USE_MEAN: tl.constexpr, USE_DIST: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
     """grad_c = (w_c - [|mu_c| >= eps] (u_c . w_c) u_c) / max(|mu_c|, eps),
     w_c = -(2/C) g_c m_c / max(|m_c|, eps) + 4 ((U U^T U)_c - |u_c|^2 u_c) / (C (C-1)); then Adam on row c.
 
-    Float arguments reach a kernel as fp32, so lr, the betas and eps come as fp32 ``hi + lo`` pairs.
+    Float arguments reach a kernel as fp32, so lr, the betas and the eps come as fp32 ``hi + lo`` pairs.
     """
     c = tl.program_id(0).to(tl.int64)
     norm = tl.load(stats_ptr + c * 5 + 0)
@@ -91,9 +91,9 @@ def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, avg_p
     self_sq = tl.load(stats_ptr + c * 5 + 3)
     denom_m = tl.load(stats_ptr + c * 5 + 4)
     coef_mean = -2.0 * gap / (C * denom_m)  # times m_c
-    coef_dist = gap * 0.0
+    coef_dist = gap * 0.0  # in ACC (a literal quotient alone would be fp32)
     if USE_DIST:  # C > 1
-        coef_dist += 4.0 / (C * (C - 1.0))
+        coef_dist = (coef_dist + 4.0) / (C * (C - 1.0))
     # the schedule and the bias corrections, from the step count in device memory, in float64
     t_prev = tl.load(steps_ptr).to(tl.float64)
     t = t_prev + 1.0
@@ -122,7 +122,7 @@ def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, avg_p
             w += coef_dist * (tl.load(gram_unit_ptr + c * D + cols, mask=mask, other=0.0) - self_sq * u)
         radial += u * w
     dot = tl.sum(radial, axis=0)
-    dot = tl.where(norm >= tl.cast(EPS_NORM, ACC), dot, 0.0)
+    dot = tl.where(norm >= tl.cast(norm_eps_hi, ACC) + tl.cast(norm_eps_lo, ACC), dot, 0.0)
     for start in range(0, D, BLOCK_D):  # pass 2: the gradient, then Adam
         cols = start + tl.arange(0, BLOCK_D)
         mask = cols < D
@@ -173,7 +173,7 @@ def prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied
     block_d = min(triton.next_power_of_2(dim), 512)
     acc_tl = _tl_dtype(acc)
     running_mean = running_mean.contiguous()
-    _prior_rows_kernel[(num_classes,)](mu, running_mean, unit, stats, row_loss, num_classes, dim, NORM_EPS,
+    _prior_rows_kernel[(num_classes,)](mu, running_mean, unit, stats, row_loss, num_classes, dim, *_split(NORM_EPS),
                                        USE_MEAN=bool(use_mean), USE_DIST=use_dist, ACC=acc_tl, BLOCK_D=block_d)
     gram_unit = unit  # unused without L_dist
     if use_dist:
@@ -188,7 +188,7 @@ def prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied
     b2_hi, b2_lo = _split(math.log(beta2))
     _prior_adam_kernel[(num_classes,)](
         mu, running_mean, unit, gram_unit, stats, exp_avg, exp_avg_sq, num_steps,
-        applied if applied is not None else num_steps, num_classes, dim, NORM_EPS, lr_hi, lr_lo, b1_hi, b1_lo,
+        applied if applied is not None else num_steps, num_classes, dim, *_split(NORM_EPS), lr_hi, lr_lo, b1_hi, b1_lo,
         b2_hi, b2_lo, *_split(1.0 - beta1), *_split(beta2), *_split(1.0 - beta2), *_split(float(eps)), int(total_steps or 1), SCHEDULE=SCHEDULE_CODES[schedule] if total_steps else 0,
         HAS_APPLIED=applied is not None, USE_MEAN=bool(use_mean), USE_DIST=use_dist, ACC=acc_tl, BLOCK_D=block_d)
     num_steps.add_(1)
