@@ -45,12 +45,22 @@ def _run(reg, forward, step):
     return outputs + [t.clone() for t in reg.state_dict().values()]
 
 
-def _compare(name, backend):
+def _compare(name, backend, record=None):
+    """Eager vs compiled over STEPS steps; ``record``: a dict that receives the generated code of the first step."""
     eager, compiled = _build(name), _build(name)
     expected = _run(eager, eager.forward, eager.step)
     torch._dynamo.reset()
-    got = _run(compiled, torch.compile(compiled.forward, fullgraph=True, backend=backend),
-               torch.compile(compiled.step, fullgraph=True, backend=backend))
+    step = torch.compile(compiled.step, fullgraph=True, backend=backend)
+
+    def recording_step(features, labels):
+        if record is None or "step" in record:
+            return step(features, labels)
+        from torch._inductor.utils import run_and_get_code
+
+        out, record["step"] = run_and_get_code(step, features, labels)
+        return out
+
+    got = _run(compiled, torch.compile(compiled.forward, fullgraph=True, backend=backend), recording_step)
     assert len(got) == len(expected)
     for ours, ref in zip(got, expected):
         torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
@@ -62,8 +72,14 @@ def test_forward_and_step_trace_whole_and_equal_eager(name, torch_backend):
 
 
 def test_adarand_forward_and_step_compile_with_inductor_and_equal_eager(torch_backend, monkeypatch):
+    """And the compiled step stays within its launch budget: at most 8 generated kernels and extern calls."""
+    from adarand.ops.launch_count import generated_kernels
+
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # torch's RNG stream, as eager draws it
-    _compare("adarand", "inductor")
+    record = {}
+    _compare("adarand", "inductor", record)
+    launches = [name for code in record["step"] for part in generated_kernels(code) for name in part]
+    assert 0 < len(launches) <= 8, launches
 
 
 def test_step_has_no_graph_break_on_the_fused_path(monkeypatch):
