@@ -82,15 +82,25 @@ def test_adarand_forward_and_step_compile_with_inductor_and_equal_eager(torch_ba
     assert 0 < len(launches) <= 8, launches
 
 
-def test_step_has_no_graph_break_on_the_fused_path(monkeypatch):
-    """With the Triton backend the prior update is the custom op adarand::prior_step_: one node, no break."""
+def test_compiled_model_keeps_the_fused_kernels_without_graph_breaks():
+    """With the Triton backend every fused kernel is a custom op: a model's forward with the
+    regularizer inside, and ``reg.step``, each trace as one graph holding the ops."""
     reg = _build("adarand")
+    backbone, head = torch.nn.Linear(4, D), torch.nn.Linear(D, C)
+    images, labels = torch.randn(B, 4), torch.randint(0, C, (B,))
+
+    def training_loss(images, labels):
+        features = backbone(images)
+        return torch.nn.functional.cross_entropy(head(features), labels) + reg(features, labels)
+
     adarand.set_backend("triton")
     try:
-        explanation = torch._dynamo.explain(reg.prior_optimizer.update_prior)(
-            reg.prior.mu, reg.prior.running_mean, True, True, torch.tensor(True))
+        explanations = [torch._dynamo.explain(training_loss)(images, labels),
+                        torch._dynamo.explain(reg.step)(torch.randn(B, D), labels)]
     finally:
         adarand.set_backend(None)
-    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
-    targets = [str(node.target) for graph in explanation.graphs for node in graph.graph.nodes]
-    assert any("adarand.prior_step_" in target for target in targets), targets
+    expected = [{"adarand.target_loss_fwd"}, {"adarand.class_sums", "adarand.ema_apply_", "adarand.prior_step_"}]
+    for explanation, ops in zip(explanations, expected):
+        assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+        targets = {str(node.target) for graph in explanation.graphs for node in graph.graph.nodes}
+        assert all(any(op in target for target in targets) for op in ops), targets

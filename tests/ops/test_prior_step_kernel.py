@@ -92,3 +92,37 @@ def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
           "TOTAL": "i32", "SCHEDULE": "constexpr", "HAS_APPLIED": "constexpr", **{k: "constexpr" for k in flags}},
          {"SCHEDULE": 1, "HAS_APPLIED": True, **flags}),
     ])
+
+
+def _opcheck_cases(device):
+    g = torch.Generator().manual_seed(5)
+    f = torch.randn(7, 6, generator=g).to(device)
+    y = torch.tensor([0, 2, 1, -100, 2, 2, 0], device=device)
+    mu, sigma = torch.randn(3, 6, generator=g).to(device), torch.rand(3, 6, generator=g).to(device)
+    seed = torch.tensor([1234], device=device)
+    sums = torch.randn(3, 7, generator=g).abs().to(device)
+    leaf = f.clone().requires_grad_(True)
+    return {
+        "target_loss_fwd": (leaf, y, mu, sigma, seed, "normal", 3),
+        "target_loss_fwd (FNP)": (leaf, None, None, None, None, "normal", 2**31 - 1),
+        "target_loss_bwd": (torch.tensor(2.0, device=device), f, y, mu, sigma, seed,
+                            torch.tensor(6, device=device), "normal", 3),
+        "class_sums": (f, y, 3),
+        "ema_apply_": (mu.clone(), sums, 0.25),
+    }
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+@pytest.mark.parametrize("case", ["target_loss_fwd", "target_loss_fwd (FNP)", "target_loss_bwd", "class_sums",
+                                  "ema_apply_"])
+def test_loss_and_ema_custom_ops_pass_opcheck(device, impl, case, monkeypatch):
+    """The fused loss (with its autograd formula) and the EMA kernels as custom ops, on both of their kernels."""
+    import importlib
+
+    class_ema = importlib.import_module("adarand.ops.class_ema")  # the modules: adarand.ops re-exports functions
+    target_loss = importlib.import_module("adarand.ops.target_loss")
+    if impl == "torch" and device.type == "cpu":
+        monkeypatch.setattr(target_loss, "triton_interpreter_on", lambda: False)
+        monkeypatch.setattr(class_ema, "triton_interpreter_on", lambda: False)
+    op = getattr(torch.ops.adarand, case.split(" ")[0]).default
+    torch.library.opcheck(op, _opcheck_cases(device)[case])
