@@ -221,7 +221,8 @@ def main(argv=None):
     lines = [f"# Classification training step: ResNet-50, {size} px, batch {batch}, {NUM_CLASSES} classes",
              "", f"`python tools/bench_cls_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
              "", f"{name}; torch {torch.__version__}; {'bf16 autocast + channels-last' if cuda else 'fp32'}; "
-             f"{rounds} round-robin rounds after {warmup} warm-up; {'compiled (torch.compile); ' if args.compile else ''}"
+             f"{rounds} round-robin rounds after {warmup} warm-up; "
+             f"{'compiled (torch.compile); ' if args.compile else ''}"
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; prior backend {adarand.get_backend()}; "
              f"load average (1, 5, 15 min) {load_before} before the timed rounds, {load_after} after", "",
              "time / FT: median over rounds of the paired per-round ratio of "

@@ -61,7 +61,8 @@ def main(argv=None):
         for phase, counts in compiled.items():
             print(f"| {phase} | {counts['kernels']} | {counts['externs']} |")
             print(f"compiled / {phase}: {counts['names']}", file=sys.stderr)
-        summary["compiled"] = {phase: {"kernels": c["kernels"], "externs": c["externs"]} for phase, c in compiled.items()}
+        summary["compiled"] = {phase: {"kernels": c["kernels"], "externs": c["externs"]}
+                               for phase, c in compiled.items()}
     summary["training step total"] = training
     print(json.dumps(summary))
 

@@ -19,9 +19,10 @@ def _state(num_classes, dim, dtype, device, zero_row=False):
     return [t.to(device) for t in state]
 
 
-CASES = [(shape, dtype, terms, ("cosine_7_16", 5)) for shape in SHAPES for dtype in [(torch.float32, 1e-5), (torch.float64, 1e-10)]
+PRECISIONS = [(torch.float32, 1e-5), (torch.float64, 1e-10)]
+CASES = [(shape, precision, terms, ("cosine_7_16", 5)) for shape in SHAPES for precision in PRECISIONS
          for terms in [(True, True), (False, True), (True, False)]]
-CASES += [((6, 9), (torch.float64, 1e-10), (True, True), schedule) for schedule in [("half_cosine", 3), ("constant", None)]]
+CASES += [((6, 9), PRECISIONS[1], (True, True), schedule) for schedule in [("half_cosine", 3), ("constant", None)]]
 
 
 @pytest.mark.parametrize("shape,precision,terms,schedule", CASES)
@@ -81,7 +82,8 @@ def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
     compile_for_sm90([
         (module, "_prior_rows_kernel",
          {"mu_ptr": f"*{dtype}", "rm_ptr": f"*{dtype}", "unit_ptr": f"*{acc}", "stats_ptr": f"*{acc}",
-          "row_loss_ptr": f"*{acc}", "C": "i32", "D": "i32", "eps_hi": "fp32", "eps_lo": "fp32", **{k: "constexpr" for k in flags}}, flags),
+          "row_loss_ptr": f"*{acc}", "C": "i32", "D": "i32", "eps_hi": "fp32", "eps_lo": "fp32",
+          **{k: "constexpr" for k in flags}}, flags),
         (module, "_prior_adam_kernel",
          {"mu_ptr": f"*{dtype}", "rm_ptr": f"*{dtype}", "unit_ptr": f"*{acc}", "gram_unit_ptr": f"*{acc}",
           "stats_ptr": f"*{acc}", "avg_ptr": f"*{dtype}", "avg_sq_ptr": f"*{dtype}", "steps_ptr": "*i64",

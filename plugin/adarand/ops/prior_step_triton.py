@@ -63,7 +63,10 @@ def _prior_rows_kernel(mu_ptr, rm_ptr, unit_ptr, stats_ptr, row_loss_ptr, C, D, 
 
 @triton.jit
 def _schedule_factor(t_prev, TOTAL, SCHEDULE: tl.constexpr):
-    """lr factor after ``t_prev`` updates (float64): 1, max(0, cos(pi 7/16 min(t/T, 1))) or (1 + cos(pi min(t, T)/T))/2."""
+    """lr factor after ``t_prev`` updates (float64).
+
+    Constant 1, ``max(0, cos(pi 7/16 min(t/T, 1)))`` or ``(1 + cos(pi min(t, T)/T))/2``.
+    """
     if SCHEDULE == 1:
         progress = tl.minimum(t_prev / TOTAL, 1.0)
         factor = tl.maximum(tl.cos(progress * (3.141592653589793 * 7.0 / 16.0)), 0.0)
@@ -76,8 +79,9 @@ def _schedule_factor(t_prev, TOTAL, SCHEDULE: tl.constexpr):
 
 @triton.jit
 def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, avg_ptr, avg_sq_ptr, steps_ptr,
-                       applied_ptr, C, D, norm_eps_hi, norm_eps_lo, lr_hi, lr_lo, log_b1_hi, log_b1_lo, log_b2_hi, log_b2_lo,
-                       one_b1_hi, one_b1_lo, b2_hi, b2_lo, one_b2_hi, one_b2_lo, eps_hi, eps_lo, TOTAL, SCHEDULE: tl.constexpr, HAS_APPLIED: tl.constexpr,
+                       applied_ptr, C, D, norm_eps_hi, norm_eps_lo, lr_hi, lr_lo, log_b1_hi, log_b1_lo,
+                       log_b2_hi, log_b2_lo, one_b1_hi, one_b1_lo, b2_hi, b2_lo, one_b2_hi, one_b2_lo, eps_hi,
+                       eps_lo, TOTAL, SCHEDULE: tl.constexpr, HAS_APPLIED: tl.constexpr,
                        USE_MEAN: tl.constexpr, USE_DIST: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
     """grad_c = (w_c - [|mu_c| >= eps] (u_c . w_c) u_c) / max(|mu_c|, eps),
     w_c = -(2/C) g_c m_c / max(|m_c|, eps) + 4 ((U U^T U)_c - |u_c|^2 u_c) / (C (C-1)); then Adam on row c.
@@ -189,7 +193,8 @@ def prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied
     _prior_adam_kernel[(num_classes,)](
         mu, running_mean, unit, gram_unit, stats, exp_avg, exp_avg_sq, num_steps,
         applied if applied is not None else num_steps, num_classes, dim, *_split(NORM_EPS), lr_hi, lr_lo, b1_hi, b1_lo,
-        b2_hi, b2_lo, *_split(1.0 - beta1), *_split(beta2), *_split(1.0 - beta2), *_split(float(eps)), int(total_steps or 1), SCHEDULE=SCHEDULE_CODES[schedule] if total_steps else 0,
+        b2_hi, b2_lo, *_split(1.0 - beta1), *_split(beta2), *_split(1.0 - beta2), *_split(float(eps)),
+        int(total_steps or 1), SCHEDULE=SCHEDULE_CODES[schedule] if total_steps else 0,
         HAS_APPLIED=applied is not None, USE_MEAN=bool(use_mean), USE_DIST=use_dist, ACC=acc_tl, BLOCK_D=block_d)
     num_steps.add_(1)
     return loss.to(mu.dtype)
