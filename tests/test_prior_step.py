@@ -70,7 +70,9 @@ def _former_step(mu, running, m, v, t, lr_t, use_mean, use_dist, applied, betas=
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-6), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("use_mean,use_dist", TERMS)
 @pytest.mark.parametrize("num_classes,dim", [(6, 9), (11, 4)])
-def test_adarand_step_equals_the_former_autograd_update(dtype, rtol, use_mean, use_dist, num_classes, dim):
+def test_adarand_step_equals_the_former_autograd_update(dtype, rtol, use_mean, use_dist, num_classes, dim,
+                                                       torch_backend):
+    """The PyTorch path (tests/ops/test_prior_step_kernel.py holds the fused kernels to it)."""
     g = torch.Generator().manual_seed(11)
     total = 6
     name = {(True, True): "adarand", (False, True): "adarand-no-mean", (True, False): "adarand-no-dist"}
