@@ -24,7 +24,11 @@ the set-up holds (L2-SP's copy of the starting weights, DELTA's frozen network),
 CUDA figure includes (tracemalloc does not see torch's allocator).
 
     python tools/bench_cls_step.py [--batch 8] [--size 224] [--rounds 12] [--warmup 2]
-        [--methods ft adarand ...] [--out benchmarks/cls_step.md] [--quick]
+        [--methods ft adarand ...] [--out benchmarks/cls_step.md] [--compile] [--quick]
+
+``--compile``: the backbone (``torch.compile`` of the feature extractor) and the regularizer's
+forward and ``step`` (``fullgraph=True``, value checks off) are compiled for every method, so
+the ratio is compiled AdaRand / compiled FT; the warm-up rounds absorb the compilation.
 
 ``--quick``: a seconds-long smoke run (FT and AdaRand, 32 px, batch 2, 4 rounds, no
 memory figures, no file unless --out is given). Prints a table, writes it to --out, and
@@ -71,7 +75,7 @@ class Setup(ClassificationTrainer):
     """The trainer's step for one method on a synthetic batch: model, optimizer, regularizer,
     baseline and the prior-step hook, without data loaders (``__init__`` builds only those)."""
 
-    def __init__(self, name, regularizer, baseline, device, batch, size, model=None):
+    def __init__(self, name, regularizer, baseline, device, batch, size, model=None, net=None, compile=False):
         self.name, self.device, self.epoch, self.inner_iter, self._hooks = name, device, 0, 0, []
         self.cfg = make_cfg(device, regularizer, baseline)
         torch.manual_seed(0)
@@ -79,7 +83,10 @@ class Setup(ClassificationTrainer):
             model = backbones.build_classifier("resnet50", NUM_CLASSES, weights="").to(device)
             if device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
-        self.model, self.net = model, FeaturesAndLogits(model)
+        if net is None:
+            net = FeaturesAndLogits(model)
+            net = torch.compile(net) if compile else net
+        self.model, self.net = model, net
         self.regularizer = build_regularizer(self.cfg, NUM_CLASSES, model.feat_dim,
                                              total_steps=1000).to(device)
         if self.regularizer.needs_stats:
@@ -87,6 +94,12 @@ class Setup(ClassificationTrainer):
             acc.update(torch.rand(2 * NUM_CLASSES, model.feat_dim, device=device),
                        torch.arange(NUM_CLASSES, device=device).repeat(2))
             self.regularizer.init_from_stats(acc.finalize())
+        if compile:
+            for module in self.regularizer.modules():  # host-side value checks would break the graph
+                if hasattr(module, "check_values"):
+                    module.check_values = False
+            self.regularizer.forward = torch.compile(self.regularizer.forward, fullgraph=True)
+            self.regularizer.step = torch.compile(self.regularizer.step, fullgraph=True)
         self.baseline = build_baseline(self.cfg, model)
         if self.baseline is not None:
             self.baseline.to(device)
@@ -117,11 +130,13 @@ def timed(setup):
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def time_methods(methods, device, batch, size, rounds, warmup):
-    """{method: [(wall, CPU) seconds of each timed round]}, round-robin on one shared model."""
+def time_methods(methods, device, batch, size, rounds, warmup, compile=False):
+    """{method: [(wall, CPU) seconds of each timed round]}, round-robin on one shared model (and compiled net)."""
     setups = []
     for name, reg, base in methods:
-        setups.append(Setup(name, reg, base, device, batch, size, model=setups[0].model if setups else None))
+        first = setups[0] if setups else None
+        setups.append(Setup(name, reg, base, device, batch, size, model=first and first.model,
+                            net=first and first.net, compile=compile))
     return round_robin({s.name: (lambda s=s: timed(s)) for s in setups}, rounds, warmup)
 
 
@@ -176,6 +191,7 @@ def main(argv=None):
                         help=f"subset of {[m[0] for m in METHODS]} (ft is always included)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (default 1, see above)")
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples of the rounds")
+    parser.add_argument("--compile", action="store_true", help="compiled FT vs compiled methods (see above)")
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (see above)")
     parser.add_argument("--out", default=None, help="report file (default benchmarks/cls_step.md; none with --quick)")
     args = parser.parse_args(argv)
@@ -194,7 +210,7 @@ def main(argv=None):
     batch, size = args.batch or (64 if cuda else 8), args.size
     rounds, warmup = args.rounds or (30 if cuda else 12), args.warmup or (5 if cuda else 2)
     load_before = load_average()
-    times = time_methods(methods, device, batch, size, rounds, warmup)
+    times = time_methods(methods, device, batch, size, rounds, warmup, compile=args.compile)
     load_after = load_average()
     memory = {} if args.quick else peak_memory(methods, device, batch, size, steps=2 if cuda else 1,
                                                 threads=args.threads)
@@ -206,6 +222,7 @@ def main(argv=None):
              "", f"`python tools/bench_cls_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
              "", f"{name}; torch {torch.__version__}; {'bf16 autocast + channels-last' if cuda else 'fp32'}; "
              f"{rounds} round-robin rounds after {warmup} warm-up; "
+             f"{'compiled (torch.compile); ' if args.compile else ''}"
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; prior backend {adarand.get_backend()}; "
              f"load average (1, 5, 15 min) {load_before} before the timed rounds, {load_after} after", "",
              "time / FT: median over rounds of the paired per-round ratio of "
@@ -215,7 +232,8 @@ def main(argv=None):
              "|---|---|---|---|---|---|"]
     ft_times = [t[clock] for t in times["ft"]]
     ft_m = memory.get("ft")
-    summary = {"device": name, "batch": batch, "size": size, "rounds": rounds, "load_before": load_before,
+    summary = {"device": name, "batch": batch, "size": size, "rounds": rounds, "compiled": args.compile,
+               "load_before": load_before,
                "load_after": load_after}
     for method, *_ in methods:
         wall = sorted(t[0] for t in times[method])[len(times[method]) // 2]

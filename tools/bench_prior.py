@@ -5,7 +5,9 @@ One training step's prior work = sample reference vectors + regression loss (for
 backward w.r.t. the features) + running-mean EMA + one prior-optimizer step on
 L_mean + L_dist. The "loop" provider re-implements the public reference code's costs:
 a Python loop over classes for the EMA and a C x C x D tensor for L_dist. The "torch"
-provider is adarand's vectorized path; "triton" (CUDA only) its fused kernels.
+provider is adarand's vectorized path; "compiled" the same path under ``torch.compile(fullgraph=True)``
+(the regularizer's forward and ``step``; two warm-up steps absorb the compilation); "triton"
+(CUDA only) its fused kernels.
 
 Each (shape, provider) runs in a fresh subprocess so its peak memory is its own: CUDA
 peak allocated bytes, or on CPU the growth of the process's peak RSS over the set-up.
@@ -61,17 +63,21 @@ class LoopPrior:
 class AdaRandStep:
     """adarand's path: the regularizer's forward/backward, then reg.step (EMA + prior update)."""
 
-    def __init__(self, mean, std, backend):
+    def __init__(self, mean, std, backend, compile=False):
         import adarand
 
         adarand.set_backend(backend)
         self.reg = adarand.build_regularizer("adarand", num_classes=mean.shape[0], feat_dim=mean.shape[1],
                                              check_values=False).to(mean.device)
         self.reg.prior.init_from_stats(mean, std)
+        self.forward, self.step = self.reg, self.reg.step
+        if compile:
+            self.forward = torch.compile(self.reg.forward, fullgraph=True)
+            self.step = torch.compile(self.reg.step, fullgraph=True)
 
     def __call__(self, features, labels):
-        self.reg(features, labels).backward()
-        self.reg.step(features.detach(), labels)
+        self.forward(features, labels).backward()
+        self.step(features.detach(), labels)
 
 
 def sync(device):
@@ -88,7 +94,10 @@ def measure(provider, shape, device_name, repeats, queue):
     std = (torch.rand(num_classes, dim, generator=g) + 0.1).to(device)
     features = torch.randn(batch, dim, generator=g).to(device).requires_grad_(True)
     labels = torch.randint(0, num_classes, (batch,), generator=g).to(device)
-    step = LoopPrior(mean, std) if provider == "loop" else AdaRandStep(mean, std, provider)
+    if provider == "loop":
+        step = LoopPrior(mean, std)
+    else:
+        step = AdaRandStep(mean, std, "torch" if provider == "compiled" else provider, compile=provider == "compiled")
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -135,7 +144,7 @@ def main():
 
     from adarand.ops import HAS_TRITON
 
-    providers = ["loop", "torch"] + (["triton"] if args.device == "cuda" and HAS_TRITON else [])
+    providers = ["loop", "torch", "compiled"] + (["triton"] if args.device == "cuda" and HAS_TRITON else [])
     device_label = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     rows, summary = [], {"device": device_label, "torch": torch.__version__}
     for shape_name in args.shapes:

@@ -15,7 +15,11 @@ prior update (prior loss forward + backward, Adam). For each phase it counts
   reduction may take two).
 
 The fused path is ``ADARAND_BACKEND=triton`` under the interpreter; the eager path is
-``torch``. Prints a Markdown table and one JSON line (last).
+``torch``. The compiled path (``torch.compile(fullgraph=True)`` of the PyTorch path, inductor)
+counts the kernels in inductor's generated code: fused ``cpp_fused_*`` kernels on a CPU
+(``triton_*`` on a GPU) plus calls to extern kernels (``mm``), one launch each.
+``--no-compile`` skips it (it compiles two graphs, tens of seconds on a CPU).
+Prints Markdown tables and one JSON line (last).
 """
 import argparse
 import json
@@ -24,7 +28,7 @@ import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
-from adarand.ops.launch_count import PHASES, count  # noqa: E402
+from adarand.ops.launch_count import PHASES, count, count_compiled  # noqa: E402
 
 
 def main(argv=None):
@@ -32,6 +36,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--classes", type=int, default=196)
     parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled path")
     args = parser.parse_args(argv)
     result = {path: count(backend, args.batch, args.classes, args.dim)
               for path, backend in (("fused", "triton"), ("eager", "torch"))}
@@ -44,8 +49,22 @@ def main(argv=None):
     for path in result:
         for phase, counts in result[path].items():
             print(f"{path} / {phase}: kernels {counts['kernels']}; ops {counts['ops']}", file=sys.stderr)
-    print(json.dumps({path: {phase: {"triton": c["triton"], "aten": c["aten"]} for phase, c in phases.items()}
-                      for path, phases in result.items()}))
+    summary = {path: {phase: {"triton": c["triton"], "aten": c["aten"]} for phase, c in phases.items()}
+               for path, phases in result.items()}
+    training = {path: sum(summary[path][p]["triton"] + summary[path][p]["aten"]
+                          for p in ("loss forward", "loss backward", "whole step()")) for path in summary}
+    print(f"| training step (loss forward + backward + step()), launches and ops in all | {training['fused']} | "
+          f"| {training['eager']} |")
+    if not args.no_compile:
+        compiled = count_compiled(args.batch, args.classes, args.dim)
+        print("\n| compiled (inductor) | generated kernels | extern calls |\n|---|---|---|")
+        for phase, counts in compiled.items():
+            print(f"| {phase} | {counts['kernels']} | {counts['externs']} |")
+            print(f"compiled / {phase}: {counts['names']}", file=sys.stderr)
+        summary["compiled"] = {phase: {"kernels": c["kernels"], "externs": c["externs"]}
+                               for phase, c in compiled.items()}
+    summary["training step total"] = training
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

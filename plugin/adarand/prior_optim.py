@@ -4,14 +4,16 @@ The paper does not state the prior's optimizer; Adam with lr 1e-2 and the defaul
 schedule here are the official code's (``config/04_adarand/*.yaml``: ``optimizer_g`` Adam,
 ``lr_milestone: cosine``, i.e. ``util/train_util.py``'s per-iteration
 ``lr_t = lr * max(0, cos(pi * 7/16 * t/T))``, T = iterations of the run). See docs/fidelity.md.
-Its moments are buffers, so they live in the owning module's ``state_dict()`` as plain
-tensors (Detectron2's checkpointer accepts nothing else) and resume restores them.
-The update is the one of ``torch.optim.Adam`` (no weight decay, no amsgrad).
-It reads nothing back to the host, so it does not synchronize a CUDA stream.
+Its moments and its step count are buffers, so they live in the owning module's ``state_dict()``
+as plain tensors (Detectron2's checkpointer accepts nothing else) and resume restores them.
+The update is the one of ``torch.optim.Adam`` (no weight decay, no amsgrad). The step count
+and the scheduled learning rate stay on the device: nothing on the host changes per step, so
+a step replays inside a CUDA graph and a compiled step never recompiles; nothing is read back.
 """
 import torch
 from torch import nn
 
+from .ops.prior_step import adam_update_, prior_step_
 from .schedules import SCHEDULES, lr_factor
 
 
@@ -48,14 +50,18 @@ class PriorAdam(nn.Module):
         self.schedule = schedule
         self.register_buffer("exp_avg", torch.zeros(shape))
         self.register_buffer("exp_avg_sq", torch.zeros(shape))
-        self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))
-        self.steps_taken = 0  # host mirror of num_steps, so the schedule never reads the device
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))  # updates taken: the schedule's t
 
     def extra_repr(self):
         return f"lr={self.lr}, betas={self.betas}, total_steps={self.total_steps}, schedule={self.schedule}"
 
+    @property
+    def steps_taken(self) -> int:
+        """Updates taken so far (reads ``num_steps`` back: a host sync on CUDA; for logging and tests)."""
+        return int(self.num_steps)
+
     def current_lr(self) -> float:
-        """``lr * factor(t)`` for the next update (host arithmetic, no device read).
+        """``lr * factor(t)`` for the next update (reads the device step count: a host sync; for logging).
 
         Returns:
             float, the learning rate of the next :meth:`step` (``lr`` when ``total_steps`` is None).
@@ -64,9 +70,13 @@ class PriorAdam(nn.Module):
             return self.lr
         return self.lr * lr_factor(self.schedule, self.steps_taken, self.total_steps)
 
+    def _hyper(self):
+        return {"lr": self.lr, "beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps,
+                "schedule": self.schedule, "total_steps": self.total_steps}
+
     @torch.no_grad()
     def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:
-        """One Adam update of ``param`` in place, then advance the schedule.
+        """One Adam update of ``param`` in place, then advance the schedule (all on the device).
 
         Args:
             param: (C, D), updated in place. grad: (C, D).
@@ -74,18 +84,20 @@ class PriorAdam(nn.Module):
         Returns:
             None.
         """
-        lr = self.current_lr()
-        beta1, beta2 = self.betas
-        t = self.steps_taken + 1
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (self.exp_avg_sq / (1 - beta2**t)).sqrt_().add_(self.eps)
-        param.addcdiv_(self.exp_avg, denom, value=-lr / (1 - beta1**t))
-        self.steps_taken = t
-        self.num_steps.fill_(t)
+        adam_update_(param, grad, self.exp_avg, self.exp_avg_sq, self.num_steps, **self._hyper())
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        key = prefix + "num_steps"
-        if key in state_dict:
-            self.steps_taken = int(state_dict[key])
+    @torch.no_grad()
+    def update_prior(self, mu, running_mean, use_mean=True, use_dist=True, applied=None):
+        """AdaRand's prior update: the analytic gradient of ``L_mean + L_dist`` at ``mu``, then :meth:`step`.
+
+        One fused op (``adarand.ops.prior_step_``: Triton kernels on CUDA), no autograd, no host sync.
+
+        Args:
+            mu: (C, D), updated in place. running_mean: (C, D). use_mean, use_dist: the loss terms.
+            applied: 0-dim bool device tensor (False: mu and the moments stay, the count advances) or None.
+
+        Returns:
+            scalar, ``L_mean + L_dist`` at mu before the update.
+        """
+        return prior_step_(mu, running_mean, self.exp_avg, self.exp_avg_sq, self.num_steps, applied,
+                           use_mean=use_mean, use_dist=use_dist, **self._hyper())

@@ -296,21 +296,12 @@ class AdaRand(RandomTargetRegression):
         """
         self.check_inputs(features, labels)
         applied = self.prior.update_running_mean(features, labels) if self.use_mean else None
-        with torch.enable_grad():
-            mu = self.prior.mu.detach().requires_grad_(True)
-            loss = self.prior.prior_loss(self.use_mean, self.use_dist, mu=mu)
-            (grad,) = torch.autograd.grad(loss, mu)
-        if applied is None:  # without L_mean the features never reach the prior
-            self.prior_optimizer.step(self.prior.mu, grad)
-            return loss.detach()
-        state = (self.prior.mu, self.prior_optimizer.exp_avg, self.prior_optimizer.exp_avg_sq)
-        before = [t.clone() for t in state]
-        self.prior_optimizer.step(self.prior.mu, grad)
-        with torch.no_grad():
-            for tensor, old in zip(state, before):
-                tensor.copy_(torch.where(applied, tensor, old))
+        # without L_mean the features never reach the prior: no batch to skip
+        loss = self.prior_optimizer.update_prior(self.prior.mu, self.prior.running_mean, self.use_mean,
+                                                 self.use_dist, applied)
+        if applied is not None:
             self.skipped_batches += (~applied).to(self.skipped_batches.dtype)
-        return loss.detach()
+        return loss
 
 
 class PtR(Regularizer):

@@ -1,4 +1,5 @@
-"""adarand.ops.launch_count (tools/count_launches.py): the fused loss is one kernel each way, the EMA three, the prior update none."""
+"""adarand.ops.launch_count (tools/count_launches.py): the fused loss is one kernel each way, the EMA three,
+the prior update two (plus its two matmuls and four small ops)."""
 import os
 
 import pytest
@@ -13,7 +14,9 @@ def test_launch_counts_per_phase():
     assert fused["loss forward"]["kernels"] == {"_target_loss_fwd_kernel": 1}
     assert fused["loss backward"]["kernels"] == {"_target_loss_bwd_kernel": 1}
     assert fused["EMA"]["kernels"] == {"_segment_sums_kernel": 1, "_class_reduce_kernel": 1, "_ema_apply_kernel": 1}
-    assert fused["prior update"]["triton"] == 0
+    assert fused["prior update"]["kernels"] == {"_prior_rows_kernel": 1, "_prior_adam_kernel": 1}
+    assert fused["prior update"]["aten"] <= 6  # 2 matmuls, the loss's sum, dot and add, the step count
     assert all(phase["triton"] == 0 for phase in eager.values())
     assert fused["loss forward"]["aten"] < eager["loss forward"]["aten"]
-    assert fused["prior update"]["aten"] == eager["prior update"]["aten"] > 0
+    training_step = sum(fused[p]["triton"] + fused[p]["aten"] for p in ("loss forward", "loss backward", "whole step()"))
+    assert training_step <= 66  # 137 before the prior update lost autograd (docs/kernels.md)

@@ -10,7 +10,7 @@ with the same running means.
 import torch
 
 from ..distributed import all_reduce_sum_
-from .backend import resolve
+from .backend import HAS_TRITON, resolve, triton_interpreter_on
 from .target_loss import accumulation_dtype, active_rows, safe_labels
 
 
@@ -31,6 +31,52 @@ def _ema_apply_ref_(running_mean, sums_and_counts, alpha):
     running_mean.copy_(torch.where(counts > 0, updated, running_mean))
 
 
+# -- the fused kernels as custom ops (Triton on CUDA; on CPU the reference, or the kernels under the interpreter) --
+@torch.library.custom_op("adarand::class_sums", mutates_args=())
+def _class_sums_op(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """C x (D + 1) per-class sums and counts (fused kernels)."""
+    from .class_ema_triton import class_sums_triton
+
+    return class_sums_triton(features, labels, num_classes)
+
+
+@_class_sums_op.register_kernel("cpu")
+def _class_sums_cpu(features, labels, num_classes):
+    if HAS_TRITON and triton_interpreter_on():
+        from .class_ema_triton import class_sums_triton
+
+        return class_sums_triton(features, labels, num_classes)
+    return _class_sums_ref(features, labels, num_classes)
+
+
+@_class_sums_op.register_fake
+def _class_sums_fake(features, labels, num_classes):
+    return features.new_empty((num_classes, features.shape[1] + 1), dtype=accumulation_dtype(features.dtype))
+
+
+@torch.library.custom_op("adarand::ema_apply_", mutates_args=("running_mean",))
+def _ema_apply_op(running_mean: torch.Tensor, sums_and_counts: torch.Tensor, alpha: float) -> None:
+    """Eq. 15 in place (fused kernel)."""
+    from .class_ema_triton import ema_apply_triton_
+
+    ema_apply_triton_(running_mean, sums_and_counts, alpha)
+
+
+@_ema_apply_op.register_kernel("cpu")
+def _ema_apply_cpu(running_mean, sums_and_counts, alpha):
+    if HAS_TRITON and triton_interpreter_on():
+        from .class_ema_triton import ema_apply_triton_
+
+        ema_apply_triton_(running_mean, sums_and_counts, alpha)
+    else:
+        _ema_apply_ref_(running_mean, sums_and_counts, alpha)
+
+
+@_ema_apply_op.register_fake
+def _ema_apply_fake(running_mean, sums_and_counts, alpha):
+    return None
+
+
 def class_sums(features, labels, num_classes, impl=None):
     """Per-class sums of the active rows' features with the per-class count as a last column.
 
@@ -42,9 +88,7 @@ def class_sums(features, labels, num_classes, impl=None):
         (C, D + 1) in the accumulation dtype (fp32 for fp16/bf16 features).
     """
     if resolve(features, impl) == "triton":
-        from .class_ema_triton import class_sums_triton
-
-        return class_sums_triton(features, labels, num_classes)
+        return _class_sums_op(features, labels, num_classes)
     return _class_sums_ref(features, labels, num_classes)
 
 
@@ -59,9 +103,8 @@ def ema_apply_(running_mean, sums_and_counts, alpha, impl=None):
         None on the torch path, ``running_mean`` on the Triton path (use the argument).
     """
     if resolve(running_mean, impl) == "triton":
-        from .class_ema_triton import ema_apply_triton_
-
-        return ema_apply_triton_(running_mean, sums_and_counts, alpha)
+        _ema_apply_op(running_mean, sums_and_counts, float(alpha))
+        return running_mean
     return _ema_apply_ref_(running_mean, sums_and_counts, alpha)
 
 

@@ -1,11 +1,17 @@
 """What one AdaRand training step launches, phase by phase (``tools/count_launches.py``, docs/kernels.md).
 
-For each phase: **Triton launches** (calls of the interpreter's launcher, i.e. what
+Eager paths, for each phase: **Triton launches** (calls of the interpreter's launcher, i.e. what
 ``kernel[grid](...)`` would launch on a GPU) and **aten ops that compute** (ops seen by a
 ``TorchDispatchMode``, less views, pure allocations, dtype queries and the ops Triton's
-interpreter issues to move tensors in and out of its numpy emulation).
+interpreter issues to move tensors in and out of its numpy emulation). An ``adarand::`` custom
+op is not counted itself: the ops and launches it runs inside are.
+
+Compiled path (:func:`count_compiled`): the kernels in the code inductor generates for
+``reg.step`` and for the loss forward + backward (fused ``cpp_fused_*`` / ``triton_*`` kernels,
+plus the calls to extern kernels such as ``mm``, each one launch).
 """
 import os
+import re
 import sys
 from collections import Counter
 
@@ -43,6 +49,10 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
+        if func.namespace == "adarand":  # count what the custom op runs, with this mode back on
+            kernel = torch._library.custom_ops._maybe_get_opdef(func)._backend_fns["cpu"]
+            with self:
+                return kernel(*args, **(kwargs or {}))
         if not func.is_view and name not in NO_KERNEL and not from_triton_interpreter():
             self.ops[name] += 1
         return func(*args, **(kwargs or {}))
@@ -94,11 +104,7 @@ def count(backend, batch, classes, dim):
     measure("loss backward", lambda: loss.backward())
 
     def prior_update():
-        with torch.enable_grad():
-            mu = prior.mu.detach().requires_grad_(True)
-            prior_loss = prior.prior_loss(reg.use_mean, reg.use_dist, mu=mu)
-            (grad,) = torch.autograd.grad(prior_loss, mu)
-        reg.prior_optimizer.step(prior.mu, grad)
+        reg.prior_optimizer.update_prior(prior.mu, prior.running_mean, reg.use_mean, reg.use_dist)
 
     # AdaRand.step = input checks + EMA + prior update + the skip guard; measured in parts, then whole.
     measure("EMA", lambda: prior.update_running_mean(features.detach(), labels))
@@ -106,3 +112,39 @@ def count(backend, batch, classes, dim):
     measure("whole step()", lambda: reg.step(features.detach(), labels))
     adarand.set_backend(None)
     return phases
+
+
+def generated_kernels(code):
+    """``(kernels, externs)``: the kernels a piece of inductor output code launches, and its extern calls."""
+    body = code[code.index("def call("):] if "def call(" in code else code
+    kernels = re.findall(r"^\s+(cpp_fused_\w+|triton_\w+)(?:\.run)?\(", body, re.M)
+    externs = re.findall(r"(extern_kernels\.\w+|torch\.ops\.\w+\.\w+)(?:\.default)?\(", body)
+    return kernels, externs
+
+
+def count_compiled(batch, classes, dim):
+    """``{"step": {...}, "loss forward + backward": {...}}``, each ``{"kernels": n, "externs": n, "names": [...]}``:
+    what inductor generates for AdaRand's compiled ``reg.step`` and loss (the PyTorch path, CPU tensors)."""
+    from torch._inductor.utils import run_and_get_code
+
+    adarand.set_backend("torch")
+    try:
+        reg = adarand.build_regularizer("adarand", classes, dim, total_steps=100, check_values=False)
+        reg.prior.init_from_stats(torch.randn(classes, dim), torch.ones(classes, dim))
+        features = torch.randn(batch, dim, requires_grad=True)
+        labels = torch.randint(0, classes, (batch,))
+        forward = torch.compile(reg.forward, fullgraph=True)
+        step = torch.compile(reg.step, fullgraph=True)
+        result = {}
+        for phase, fn in (("loss forward + backward", lambda: forward(features, labels).backward()),
+                          ("step", lambda: step(features.detach(), labels))):
+            _, codes = run_and_get_code(fn)
+            kernels, externs = [], []
+            for code in codes:
+                k, e = generated_kernels(code)
+                kernels += k
+                externs += e
+            result[phase] = {"kernels": len(kernels), "externs": len(externs), "names": kernels + externs}
+        return result
+    finally:
+        adarand.set_backend(None)

@@ -11,9 +11,11 @@ all-ignored batch gives 0 without a host sync). Labels outside [0, C) that are n
 IGNORE_INDEX are masked the same way, so nothing is ever read out of bounds; the
 regularizers count them (see ``Regularizer.check_device_errors``).
 """
+from typing import Optional
+
 import torch
 
-from .backend import resolve
+from .backend import HAS_TRITON, resolve, triton_interpreter_on
 
 NOISES = ("normal", "uniform")
 IGNORE_INDEX = -100  # label of rows kept in place that contribute nothing (torch's cross_entropy default)
@@ -86,6 +88,100 @@ def _target_loss_ref(features, labels, mu, sigma, eps, num_classes=None):
         f = f - (mu[y].to(acc) + sigma[y].to(acc) * eps.to(acc))
     diff = torch.where(active[:, None], f, torch.zeros((), dtype=acc, device=f.device))
     return diff.pow(2).sum() / (active.sum().clamp(min=1) * max(f.shape[1], 1))
+
+
+# -- the fused kernels as custom ops (Triton on CUDA; on CPU the reference, or the kernels under the interpreter) --
+def _interpreted():
+    return HAS_TRITON and triton_interpreter_on()
+
+
+def _seeded_noise(features, noise, seed):
+    """The CPU kernels' eps: torch's RNG seeded from ``seed`` (not the Triton kernels' Philox numbers)."""
+    generator = torch.Generator(device=features.device).manual_seed(int(seed.reshape(-1)[0]))
+    return draw_noise(features.shape, noise, features.device, accumulation_dtype(features.dtype), generator)
+
+
+def _reference_residual(features, labels, mu, sigma, seed, noise, num_classes):
+    """(f - r on the active rows, 0 elsewhere, in the accumulation dtype; active-row count, int64)."""
+    acc = accumulation_dtype(features.dtype)
+    f = features.to(acc)
+    if labels is None:
+        active = torch.ones(f.shape[0], dtype=torch.bool, device=f.device)
+    else:
+        active = active_rows(labels, mu.shape[0] if mu is not None else num_classes)
+    if mu is not None:
+        y = safe_labels(labels, active)
+        f = f - (mu[y].to(acc) + sigma[y].to(acc) * _seeded_noise(features, noise, seed))
+    return torch.where(active[:, None], f, torch.zeros((), dtype=acc, device=f.device)), active.sum()
+
+
+@torch.library.custom_op("adarand::target_loss_fwd", mutates_args=())
+def _target_loss_fwd_op(features: torch.Tensor, labels: Optional[torch.Tensor], mu: Optional[torch.Tensor],
+                        sigma: Optional[torch.Tensor], seed: Optional[torch.Tensor], noise: str,
+                        num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, n)`` of the fused target loss (n: active rows, int64)."""
+    from .target_loss_triton import target_loss_fwd_triton
+
+    return target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes)
+
+
+@_target_loss_fwd_op.register_kernel("cpu")
+def _target_loss_fwd_cpu(features, labels, mu, sigma, seed, noise, num_classes):
+    if _interpreted():
+        from .target_loss_triton import target_loss_fwd_triton
+
+        return target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes)
+    diff, count = _reference_residual(features, labels, mu, sigma, seed, noise, num_classes)
+    return diff.pow(2).sum() / (count.clamp(min=1) * max(features.shape[1], 1)), count
+
+
+@_target_loss_fwd_op.register_fake
+def _target_loss_fwd_fake(features, labels, mu, sigma, seed, noise, num_classes):
+    acc = accumulation_dtype(features.dtype)
+    return features.new_empty((), dtype=acc), features.new_empty((), dtype=torch.int64)
+
+
+@torch.library.custom_op("adarand::target_loss_bwd", mutates_args=())
+def _target_loss_bwd_op(grad_out: torch.Tensor, features: torch.Tensor, labels: Optional[torch.Tensor],
+                        mu: Optional[torch.Tensor], sigma: Optional[torch.Tensor], seed: Optional[torch.Tensor],
+                        count: torch.Tensor, noise: str, num_classes: int) -> torch.Tensor:
+    """``dL/df = g 2 (f - r) / (max(n, 1) D)`` on the active rows, 0 elsewhere, in the features' dtype."""
+    from .target_loss_triton import target_loss_bwd_triton
+
+    return target_loss_bwd_triton(grad_out, features, labels, mu, sigma, seed, count, noise, num_classes)
+
+
+@_target_loss_bwd_op.register_kernel("cpu")
+def _target_loss_bwd_cpu(grad_out, features, labels, mu, sigma, seed, count, noise, num_classes):
+    if _interpreted():
+        from .target_loss_triton import target_loss_bwd_triton
+
+        return target_loss_bwd_triton(grad_out, features, labels, mu, sigma, seed, count, noise, num_classes)
+    diff, _ = _reference_residual(features, labels, mu, sigma, seed, noise, num_classes)
+    scale = grad_out.to(diff.dtype) * 2.0 / (count.clamp(min=1) * max(features.shape[1], 1))
+    return (diff * scale).to(features.dtype)
+
+
+@_target_loss_bwd_op.register_fake
+def _target_loss_bwd_fake(grad_out, features, labels, mu, sigma, seed, count, noise, num_classes):
+    return torch.empty_like(features)
+
+
+def _target_loss_setup_context(ctx, inputs, output):
+    features, labels, mu, sigma, seed, noise, num_classes = inputs
+    ctx.save_for_backward(features, labels, mu, sigma, seed, output[1])
+    ctx.noise, ctx.num_classes = noise, num_classes
+
+
+def _target_loss_backward(ctx, grad_loss, grad_count):
+    features, labels, mu, sigma, seed, count = ctx.saved_tensors
+    grad = None
+    if ctx.needs_input_grad[0]:
+        grad = _target_loss_bwd_op(grad_loss, features, labels, mu, sigma, seed, count, ctx.noise, ctx.num_classes)
+    return grad, None, None, None, None, None, None
+
+
+_target_loss_fwd_op.register_autograd(_target_loss_backward, setup_context=_target_loss_setup_context)
 
 
 def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", generator=None, impl=None,

@@ -5,7 +5,9 @@
 keyed by a 64-bit seed and an element counter; the backward kernel regenerates the
 same ``eps`` from the same seed and writes ``dL/df = g * 2 (f - r) / (B D)``.
 
-The seed is drawn by torch's RNG on the device (honouring ``generator``) and read by
+The two kernels are the custom ops ``adarand::target_loss_fwd`` / ``adarand::target_loss_bwd``
+(registered in ``target_loss.py`` with their autograd formula), so ``torch.compile`` keeps them
+in its graph. The seed is drawn by torch's RNG on the device (honouring ``generator``) and read by
 the kernels from memory: no host sync, and the launch is CUDA-graph capturable. The
 loss is reduced deterministically: one partial sum per program, then a fixed-order
 ``torch.sum`` of the partials (no float atomics).
@@ -150,42 +152,36 @@ def _launch_args(features, labels, mu, sigma, seed):
     return (lab, mu, sigma, seed), True, True
 
 
-class _TargetLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, features, labels, mu, sigma, seed, noise, num_classes):
-        ctx.noise, ctx.num_classes = noise, num_classes
-        acc = accumulation_dtype(features.dtype)
-        batch, dim = features.shape
-        if batch == 0:
-            ctx.save_for_backward(features, labels, mu, sigma, seed, None)
-            return features.new_zeros((), dtype=acc)
+def target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes):
+    """``(loss, n)``: the fused forward (the kernel of ``adarand::target_loss_fwd``); n = active rows, int64."""
+    acc = accumulation_dtype(features.dtype)
+    batch, dim = features.shape
+    if batch == 0:
+        return features.new_zeros((), dtype=acc), torch.zeros((), dtype=torch.int64, device=features.device)
+    (lab, m, s, sd), has_labels, has_mu = _launch_args(features, labels, mu, sigma, seed)
+    block_b, block_d, grid, warps = _tiles(batch, dim)
+    partials = torch.empty(grid[0] * grid[1], dtype=acc, device=features.device)
+    counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=features.device)
+    _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, counts, batch, dim, num_classes,
+                                  HAS_LABELS=has_labels, HAS_MU=has_mu, NOISE=_NOISE_CODE[noise],
+                                  ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d,
+                                  num_warps=warps)
+    count = counts.sum()
+    return partials.sum() / (count.clamp(min=1) * dim), count
+
+
+def target_loss_bwd_triton(grad_out, features, labels, mu, sigma, seed, count, noise, num_classes):
+    """``dL/df`` (the kernel of ``adarand::target_loss_bwd``), the noise regenerated from ``seed``."""
+    grad_f = torch.empty_like(features)
+    batch, dim = features.shape
+    if batch:
         (lab, m, s, sd), has_labels, has_mu = _launch_args(features, labels, mu, sigma, seed)
         block_b, block_d, grid, warps = _tiles(batch, dim)
-        partials = torch.empty(grid[0] * grid[1], dtype=acc, device=features.device)
-        counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=features.device)
-        _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, counts, batch, dim, num_classes,
-                                      HAS_LABELS=has_labels, HAS_MU=has_mu, NOISE=_NOISE_CODE[noise],
-                                      ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d,
-                                      num_warps=warps)
-        count = counts.sum()
-        ctx.save_for_backward(features, labels, mu, sigma, seed, count)
-        return partials.sum() / (count.clamp(min=1) * dim)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        features, labels, mu, sigma, seed, count = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None, None
-        grad_f = torch.empty_like(features)
-        batch, dim = features.shape
-        if batch:
-            (lab, m, s, sd), has_labels, has_mu = _launch_args(features, labels, mu, sigma, seed)
-            block_b, block_d, grid, warps = _tiles(batch, dim)
-            _target_loss_bwd_kernel[grid](features, lab, m, s, sd, grad_out.contiguous(), count, grad_f, batch,
-                                          dim, ctx.num_classes, HAS_LABELS=has_labels, HAS_MU=has_mu,
-                                          NOISE=_NOISE_CODE[ctx.noise], ACC=_tl_acc(features.dtype),
-                                          BLOCK_B=block_b, BLOCK_D=block_d, num_warps=warps)
-        return grad_f, None, None, None, None, None, None
+        _target_loss_bwd_kernel[grid](features, lab, m, s, sd, grad_out.contiguous(), count, grad_f, batch,
+                                      dim, num_classes, HAS_LABELS=has_labels, HAS_MU=has_mu,
+                                      NOISE=_NOISE_CODE[noise], ACC=_tl_acc(features.dtype),
+                                      BLOCK_B=block_b, BLOCK_D=block_d, num_warps=warps)
+    return grad_f
 
 
 _NO_CLASS_LIMIT = 2**31 - 1  # C for FNP without num_classes: any label >= 0 is active
@@ -212,10 +208,10 @@ def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator
     if mu is None:  # FNP: no noise; labels, if any, only select the active rows
         labels = None if labels is None else labels.contiguous()
         limit = _NO_CLASS_LIMIT if num_classes is None else num_classes
-        return _TargetLoss.apply(features, labels, None, None, None, noise, limit)
+        return torch.ops.adarand.target_loss_fwd(features, labels, None, None, None, noise, limit)[0]
     if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
         raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
     labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
     if seed is None:
         seed = draw_seed(features.device, generator)
-    return _TargetLoss.apply(features, labels, mu, sigma, seed, noise, mu.shape[0])
+    return torch.ops.adarand.target_loss_fwd(features, labels, mu, sigma, seed, noise, mu.shape[0])[0]

@@ -1,0 +1,70 @@
+"""AdaRand's reg.step before and after the autograd-free prior update (issue 21): paired, interleaved CPU time.
+
+    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/prior_update_before_after.py [ROUNDS=40]
+
+"former" re-states the step as it was at commit 64560c3 (EMA, autograd of L_mean + L_dist,
+Adam with host-side scalars, the skip guard by clone + where); "new" is ``reg.step``; "compiled"
+is ``torch.compile(reg.step, fullgraph=True)``. PyTorch path, one thread, process CPU time,
+rounds round-robin (``adarand.benchmarking``), ratios with 95 % bootstrap intervals.
+Results: benchmarks/prior_update.md.
+"""
+import json, sys, time, torch
+import adarand
+from adarand.benchmarking import round_robin, paired_ratio, describe
+torch.set_num_threads(1)
+adarand.set_backend("torch")
+
+def former_step(reg, features, labels, t):
+    """The step as it was before this branch (commit 64560c3): EMA, autograd of L, Adam with host scalars, skip guard."""
+    reg.check_inputs(features, labels)
+    applied = reg.prior.update_running_mean(features, labels)
+    with torch.enable_grad():
+        mu = reg.prior.mu.detach().requires_grad_(True)
+        loss = reg.prior.prior_loss(True, True, mu=mu)
+        (grad,) = torch.autograd.grad(loss, mu)
+    opt = reg.prior_optimizer
+    state = (reg.prior.mu, opt.exp_avg, opt.exp_avg_sq)
+    before = [x.clone() for x in state]
+    with torch.no_grad():
+        lr = opt.lr * adarand.schedules.lr_factor("cosine_7_16", t - 1, opt.total_steps)
+        opt.exp_avg.lerp_(grad, 0.1)
+        opt.exp_avg_sq.mul_(0.999).addcmul_(grad, grad, value=0.001)
+        denom = (opt.exp_avg_sq / (1 - 0.999**t)).sqrt_().add_(1e-8)
+        reg.prior.mu.addcdiv_(opt.exp_avg, denom, value=-lr / (1 - 0.9**t))
+        opt.num_steps.fill_(t)
+        for x, old in zip(state, before):
+            x.copy_(torch.where(applied, x, old))
+        reg.skipped_batches += (~applied).to(reg.skipped_batches.dtype)
+    return loss.detach()
+
+def make(shape):
+    b, c, d = shape
+    reg = adarand.build_regularizer("adarand", c, d, total_steps=10000, check_values=False)
+    g = torch.Generator().manual_seed(0)
+    reg.prior.init_from_stats(torch.randn(c, d, generator=g), torch.rand(c, d, generator=g) + 0.1)
+    return reg
+
+rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+out = {}
+for name, shape in (("cars-r50", (64, 196, 2048)), ("imagenet-vitb", (64, 1000, 768))):
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(shape[0], shape[2], generator=g); y = torch.randint(0, shape[1], (shape[0],), generator=g)
+    old, new = make(shape), make(shape)
+    counter = {"t": 0}
+    def run_old():
+        counter["t"] += 1
+        s = time.process_time(); former_step(old, f, y, counter["t"]); return time.process_time() - s
+    def run_new():
+        s = time.process_time(); new.step(f, y); return time.process_time() - s
+    comp = make(shape)
+    cstep = torch.compile(comp.step, fullgraph=True)
+    cstep(f, y)
+    def run_compiled():
+        s = time.process_time(); cstep(f, y); return time.process_time() - s
+    times = round_robin({"former": run_old, "new": run_new, "compiled": run_compiled}, rounds, warmup=3)
+    med = {k: 1e3 * sorted(v)[len(v) // 2] for k, v in times.items()}
+    for k in ("new", "compiled"):
+        r = paired_ratio(times["former"], times[k])
+        print(f"{name} {shape}: former {med['former']:.2f} ms, {k} {med[k]:.2f} ms CPU; {k}/former {describe(r)}", flush=True)
+        out[f"{name}_{k}"] = {"former_ms": med["former"], "ms": med[k], **r}
+print(json.dumps(out))

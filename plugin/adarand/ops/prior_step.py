@@ -1,0 +1,183 @@
+"""AdaRand's prior update without autograd: the analytic gradient of Eq. 11-13, then Adam.
+
+With ``u_c = mu_c / max(|mu_c|, eps)`` (``F.normalize``), ``v_c`` the normalised running
+mean ``m_c`` and ``g_c = 1 - u_c . v_c``:
+
+- ``L_mean = (1/C) sum_c g_c^2``, so ``dL_mean/du_c = -(2/C) g_c v_c``;
+- ``L_dist = (||U U^T||_F^2 - sum_c |u_c|^4) / (C (C-1))`` (the diagonal of the Gram matrix
+  is ``|u_c|^2``: 1, or 0 for a zero row), so ``dL_dist/dU = 4 (U U^T U - diag(|u_c|^2) U) / (C (C-1))``;
+  ``U U^T U`` is ``(U U^T) U`` with the C x C Gram matrix, or ``U (U^T U)`` with the D x D one when C > D;
+- back through the normalisation: ``dL/dmu_c = (w_c - [|mu_c| >= eps] (u_c . w_c) u_c) / max(|mu_c|, eps)``
+  with ``w_c = dL/du_c`` (a zero row has no radial term, as in autograd's ``clamp_min``).
+
+Adam then moves mu with ``lr_t = lr * factor(t)`` of the prior's schedule, the step count
+``t`` read from a device tensor, so nothing on the host changes from step to step (a
+CUDA graph or a compiled step replays as is). ``applied`` (a 0-dim bool device tensor,
+False for a skipped non-finite batch) keeps mu and the moments where they were; the step
+count advances either way.
+
+:func:`prior_step_` is the one entry point: the PyTorch path below (the specification;
+``torch.compile`` traces it and fuses the elementwise work), or the fused Triton kernels
+of ``prior_step_triton.py`` behind the custom op ``adarand::prior_step_``.
+"""
+import math
+from typing import Optional
+
+import torch
+
+from .backend import HAS_TRITON, resolve, triton_interpreter_on
+
+NORM_EPS = 1e-12  # F.normalize's eps
+SCHEDULE_CODES = {"constant": 0, "cosine_7_16": 1, "half_cosine": 2}
+
+
+def prior_loss_and_grad(mu, running_mean, use_mean=True, use_dist=True):
+    """``(L, dL/dmu)`` of ``L = L_mean + L_dist`` (Eq. 11-13), analytically (module docstring).
+
+    Args:
+        mu, running_mean: (C, D). use_mean, use_dist: keep ``L_mean`` / ``L_dist``.
+
+    Returns:
+        ``(loss, grad)``: a scalar and a (C, D) tensor in mu's dtype, neither differentiable.
+    """
+    num_classes, feat_dim = mu.shape
+    norm = torch.linalg.vector_norm(mu, dim=1, keepdim=True)
+    denom = norm.clamp_min(NORM_EPS)
+    unit = mu / denom
+    loss = mu.new_zeros(())
+    grad_unit = torch.zeros_like(mu)
+    if use_mean:
+        target = torch.nn.functional.normalize(running_mean.to(mu.dtype), dim=1)
+        gap = 1 - (unit * target).sum(dim=1, keepdim=True)
+        loss = gap.square().mean()
+        grad_unit = (-2.0 / num_classes) * gap * target
+    if use_dist and num_classes > 1:
+        scale = 1.0 / (num_classes * (num_classes - 1))
+        self_sq = unit.square().sum(dim=1, keepdim=True)
+        if num_classes <= feat_dim:
+            gram = unit @ unit.T
+            gram_unit = gram @ unit
+        else:
+            gram = unit.T @ unit
+            gram_unit = unit @ gram
+        loss = loss + (gram.square().sum() - self_sq.square().sum()) * scale
+        grad_unit = grad_unit + (4.0 * scale) * (gram_unit - self_sq * unit)
+    radial = (unit * grad_unit).sum(dim=1, keepdim=True)
+    radial = torch.where(norm >= NORM_EPS, radial, torch.zeros_like(radial))
+    return loss, (grad_unit - radial * unit) / denom
+
+
+def lr_factor_tensor(schedule, steps, total_steps):
+    """The schedule factor at ``steps`` updates taken, as a float64 device tensor (``schedules.lr_factor``).
+
+    Args:
+        schedule: a key of :data:`SCHEDULE_CODES`. steps: int64 tensor. total_steps: int >= 1, or None (1).
+
+    Returns:
+        float64 tensor of ``steps``' shape.
+    """
+    t = steps.to(torch.float64)
+    if total_steps is None or schedule == "constant":
+        return torch.ones_like(t)
+    if schedule == "cosine_7_16":
+        return torch.cos((math.pi * 7.0 / 16.0) * (t / total_steps).clamp(0.0, 1.0)).clamp_min(0.0)
+    if schedule == "half_cosine":
+        return 0.5 * (1.0 + torch.cos(math.pi * t.clamp_max(total_steps) / total_steps))
+    raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {tuple(SCHEDULE_CODES)}")
+
+
+def adam_update_(param, grad, exp_avg, exp_avg_sq, num_steps, *, lr, beta1, beta2, eps, schedule, total_steps,
+                 applied=None):
+    """One Adam step of ``param`` in place (``torch.optim.Adam``'s, no weight decay), ``t = num_steps + 1``.
+
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
+    ``param <- param - lr_t / (1-b1^t) * m / (sqrt(v / (1-b2^t)) + eps)``, ``lr_t = lr * factor(t - 1)``;
+    the bias corrections and ``lr_t`` are computed on the device in float64. Where ``applied``
+    is False nothing but ``num_steps`` moves. Elementwise ops only: one fused kernel under
+    ``torch.compile``.
+
+    Args:
+        param, grad, exp_avg, exp_avg_sq: (C, D). num_steps: 0-dim int64, incremented.
+        lr, beta1, beta2, eps: floats. schedule, total_steps: as in :func:`lr_factor_tensor`.
+        applied: 0-dim bool tensor or None (always applied).
+
+    Returns:
+        None.
+    """
+    t = (num_steps + 1).to(torch.float64)
+    step_size = (lr * lr_factor_tensor(schedule, num_steps, total_steps) / (1 - beta1 ** t)).to(param.dtype)
+    bias2 = (1 - beta2 ** t).to(param.dtype)
+    new_avg = torch.lerp(exp_avg, grad, 1 - beta1)
+    new_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
+    new_param = param - step_size * new_avg / ((new_avg_sq / bias2).sqrt() + eps)
+    if applied is not None:
+        new_param = torch.where(applied, new_param, param)
+        new_avg = torch.where(applied, new_avg, exp_avg)
+        new_avg_sq = torch.where(applied, new_avg_sq, exp_avg_sq)
+    param.copy_(new_param)
+    exp_avg.copy_(new_avg)
+    exp_avg_sq.copy_(new_avg_sq)
+    num_steps.add_(1)
+
+
+def _prior_step_ref_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
+                     total_steps, use_mean, use_dist):
+    loss, grad = prior_loss_and_grad(mu, running_mean, use_mean, use_dist)
+    adam_update_(mu, grad, exp_avg, exp_avg_sq, num_steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                 schedule=schedule, total_steps=total_steps, applied=applied)
+    return loss
+
+
+@torch.library.custom_op("adarand::prior_step_", mutates_args=("mu", "exp_avg", "exp_avg_sq", "num_steps"))
+def _prior_step_op(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                   num_steps: torch.Tensor, applied: Optional[torch.Tensor], lr: float, beta1: float, beta2: float,
+                   eps: float, schedule: str, total_steps: int, use_mean: bool, use_dist: bool) -> torch.Tensor:
+    """The fused prior update as an opaque op (Triton kernels); ``total_steps = 0`` means None."""
+    from .prior_step_triton import prior_step_triton_
+
+    return prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps,
+                              schedule, total_steps or None, use_mean, use_dist)
+
+
+@_prior_step_op.register_kernel("cpu")
+def _prior_step_cpu(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
+                    total_steps, use_mean, use_dist):
+    """The PyTorch reference on CPU tensors (the Triton kernels only under ``TRITON_INTERPRET=1``)."""
+    args = (mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
+            total_steps or None, use_mean, use_dist)
+    if HAS_TRITON and triton_interpreter_on():
+        from .prior_step_triton import prior_step_triton_
+
+        return prior_step_triton_(*args)
+    return _prior_step_ref_(*args)
+
+
+@_prior_step_op.register_fake
+def _prior_step_fake(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
+                     total_steps, use_mean, use_dist):
+    return mu.new_empty(())
+
+
+@torch.no_grad()
+def prior_step_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied=None, *, lr, beta1=0.9, beta2=0.999,
+                eps=1e-8, schedule="cosine_7_16", total_steps=None, use_mean=True, use_dist=True, impl=None):
+    """One prior update in place: gradient of ``L_mean + L_dist`` at mu, then Adam; returns L before the update.
+
+    Nothing is read back to the host; ``num_steps`` (the schedule's ``t``) is a device tensor.
+
+    Args:
+        mu: (C, D), updated. running_mean: (C, D). exp_avg, exp_avg_sq: (C, D), updated.
+        num_steps: 0-dim int64, incremented. applied: 0-dim bool or None (see :func:`adam_update_`).
+        lr, beta1, beta2, eps: Adam's. schedule, total_steps: the lr schedule (:func:`lr_factor_tensor`).
+        use_mean, use_dist: the loss terms. impl: ``"torch"``, ``"triton"`` or None (the backend setting).
+
+    Returns:
+        scalar in mu's dtype, ``L_mean + L_dist`` at mu before the update.
+    """
+    if schedule not in SCHEDULE_CODES:
+        raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {tuple(SCHEDULE_CODES)}")
+    args = (mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, float(lr), float(beta1), float(beta2),
+            float(eps), schedule)
+    if resolve(mu, impl) == "triton":
+        return _prior_step_op(*args, int(total_steps or 0), bool(use_mean), bool(use_dist))
+    return _prior_step_ref_(*args, total_steps, use_mean, use_dist)
