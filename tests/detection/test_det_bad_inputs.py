@@ -238,6 +238,9 @@ BAD_BOXES = {  # the fake images are 128 x 96 (width x height)
     "inverted": ((50, 10, 20, 40), "is inverted"),
     "zero width": ((30, 10, 29, 40), "has zero area"),
     "outside": ((200, 10, 220, 40), "lies outside the 128 x 96 image"),
+    "nan": ((10, 10, "nan", 40), "has <xmax>nan</xmax>: box coordinates must be finite"),  # issue 20, item 5
+    "inf": (("-inf", 10, 20, 40), "has <xmin>-inf</xmin>: box coordinates must be finite"),
+    "not a number": ((10, "ten", 20, 40), "has <ymin>ten</ymin>: box coordinates must be finite"),
 }
 
 
