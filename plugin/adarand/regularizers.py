@@ -385,7 +385,7 @@ class PtR(Regularizer):
         check_logits_head(logits, classifier_weight, features.shape[0], self.num_classes, self.feat_dim)
         active = ops.active_rows(labels, self.num_classes)
         count = active.sum()
-        y = ops.safe_labels(labels, active)
+        y = ops.safe_labels(labels, active).long()  # int32 labels are accepted; cross_entropy indexes with int64
         kept = torch.where(active[:, None], features, torch.zeros((), dtype=features.dtype, device=features.device))
         per_sample, grad = self.regression_terms(kept, self.prior.sample(labels))
 
