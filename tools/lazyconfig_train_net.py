@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_box_head_stats
 from adarand.detection.box_branch import SingleCategoryMapper
-from adarand.detection.prior_init import STATS_NAME, init_prior_from
+from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook
 
 logger = logging.getLogger("adarand")
@@ -55,7 +55,7 @@ def init_prior(cfg, model):
         meta={"datasets": [names] if isinstance(names, str) else list(names)}),
         identity={"weights": cfg.train.init_checkpoint, "stats_loader": OmegaConf.to_yaml(cfg.dataloader.stats),
                   "stats_rois": a["STATS_ROIS"], "labels": a["LABELS"],
-                  "regularize_background": a["REGULARIZE_BACKGROUND"]})
+                  "regularize_background": a["REGULARIZE_BACKGROUND"], **lazy_roi_sampler_identity(cfg)})
 
 
 def build_model(cfg):

@@ -137,6 +137,9 @@ def test_statistics_computed_ahead_are_accepted_by_the_trainer(fake_voc, tmp_pat
 
 
 @pytest.mark.parametrize("change", [{"SEED": 1}, {"MODEL.ADARAND.STATS_MAX_IMAGES": 20},
+                                    {"MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.05]},  # issue 20, item 4: ROI sampler
+                                    {"MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.5},
+                                    {"MODEL.RPN.POST_NMS_TOPK_TRAIN": 32},
                                     {"DATASETS.TRAIN": ("voc_2012_seg_train",),
                                      "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True}])
 def test_cached_statistics_of_another_setup_are_recomputed(seed0_stats, tmp_path, caplog, change):
