@@ -27,6 +27,7 @@ from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_
 from adarand.detection.box_branch import SingleCategoryMapper
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook
+from adarand.files import claim_output_dir
 
 logger = logging.getLogger("adarand")
 
@@ -104,6 +105,8 @@ def do_train(args, cfg):
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    if not args.eval_only and comm.is_main_process():  # one run per directory, as tools/train_net.py
+        claim_output_dir(cfg.train.output_dir, args.resume, ("last_checkpoint",))
     default_setup(cfg, args)
     if args.eval_only:
         model = create_ddp_model(build_model(cfg))
