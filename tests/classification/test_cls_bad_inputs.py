@@ -47,6 +47,7 @@ def finished_run(data_root, tmp_path_factory):
 def test_payload_in_last_pth_is_refused_on_resume(data_root, tmp_path):
     marker = tmp_path / "marker"
     write_payload_checkpoint(tmp_path / "last.pth", marker)
+    (tmp_path / "config.yaml").write_text(launch.load_cfg("", opts(data_root, tmp_path)[1:]).dump())  # the run's
     with pytest.raises(UnsafeFileError, match="last.pth"):
         launch.main(["--resume"] + opts(data_root, tmp_path))
     assert not marker.exists()
@@ -169,7 +170,7 @@ def _truncate(path):
 
 
 def test_truncated_checkpoint_is_named_on_resume(data_root, finished_run, tmp_path):
-    for name in ("last.pth", "class_stats.pt"):
+    for name in ("last.pth", "class_stats.pt", "config.yaml"):
         (tmp_path / name).write_bytes((finished_run / name).read_bytes())
     _truncate(tmp_path / "last.pth")
     with pytest.raises(ValueError, match="cannot read checkpoint .*last.pth: truncated or corrupt"):
