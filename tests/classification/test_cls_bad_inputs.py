@@ -206,3 +206,20 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(data_root, tmp_path, m
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     assert not (tmp_path / target).exists()
 
+
+
+# ------------------------------------------------------------------ issue 20, item 10: MODEL.WEIGHTS named
+
+@pytest.mark.parametrize("content,message", [
+    ({"conv.weight": torch.zeros(2)}, r"MODEL.WEIGHTS '.*w.pth' does not fit the mobilenet_v2 backbone: missing keys "
+                                      r"\['features.0.0.weight'.*\(\d+\), unexpected keys \['conv.weight'\] \(1\)"),
+    (b"not a torch file", r"cannot read weights file \(MODEL.WEIGHTS\) .*w.pth: truncated or corrupt"),
+])
+def test_unusable_model_weights_name_the_key_and_the_file(data_root, tmp_path, content, message):
+    path = tmp_path / "w.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises((RuntimeError, ValueError), match=message):
+        launch.main(opts(data_root, tmp_path / "out", **{"MODEL.BACKBONE": "mobilenet_v2", "MODEL.WEIGHTS": path}))

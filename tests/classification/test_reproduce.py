@@ -144,7 +144,7 @@ def test_clip_file_is_read_with_weights_only_and_loaded_strictly_into_the_image_
     with pytest.raises(RuntimeError, match="proj.bias"):
         backbones.build_classifier("clip:RN50", 3, weights=str(path))
     torch.save({"visual.proj.weight": types.SimpleNamespace()}, path)  # not tensors: weights_only refuses
-    with pytest.raises(ValueError, match="cannot read weights file"):
+    with pytest.raises(ValueError, match="refusing to load weights file \\(MODEL.WEIGHTS\\)"):
         backbones.build_classifier("clip:RN50", 3, weights=str(path))
 
 
