@@ -223,3 +223,9 @@ def test_unusable_model_weights_name_the_key_and_the_file(data_root, tmp_path, c
         torch.save(content, path)
     with pytest.raises((RuntimeError, ValueError), match=message):
         launch.main(opts(data_root, tmp_path / "out", **{"MODEL.BACKBONE": "mobilenet_v2", "MODEL.WEIGHTS": path}))
+
+
+def test_huge_prior_lr_is_refused_naming_the_key(data_root, tmp_path):
+    """Issue 20, item 10: PRIOR_LR 1e38 ended in "value cannot be converted to type float without overflow"."""
+    with pytest.raises(ValueError, match=r"config key MODEL.ADARAND.PRIOR_LR = 1e\+38; expected in \(0, 1\]"):
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "MODEL.ADARAND.PRIOR_LR": 1e38}))
