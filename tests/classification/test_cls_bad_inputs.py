@@ -229,3 +229,27 @@ def test_huge_prior_lr_is_refused_naming_the_key(data_root, tmp_path):
     """Issue 20, item 10: PRIOR_LR 1e38 ended in "value cannot be converted to type float without overflow"."""
     with pytest.raises(ValueError, match=r"config key MODEL.ADARAND.PRIOR_LR = 1e\+38; expected in \(0, 1\]"):
         launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "MODEL.ADARAND.PRIOR_LR": 1e38}))
+
+
+def test_lambda_driven_divergence_names_the_term_and_its_keys(data_root, tmp_path):
+    """Issue 20, item 10: LAMBDA 1e30 makes the regularizer huge (finite) and the weights NaN a step
+    later: the error points at MODEL.ADARAND.LAMBDA, not at the learning rate alone."""
+    with pytest.raises(FloatingPointError, match=r"weight .* is NaN/Inf.*at iteration 0, the last one recorded "
+                                                 r"\(ce [0-9.]+, regularizer [0-9.]+e\+\d+, baseline 0\), regularizer "
+                                                 r"was the largest term, lower what scales it: MODEL.ADARAND.LAMBDA"):
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 1e30}))
+
+
+def test_first_non_finite_term_is_named_with_its_keys():
+    """The term that went non-finite first gets the advice (the total, with no keys of its own, none)."""
+    from adarand.classification.engine import new_guard
+
+    guard = new_guard("cpu")
+    one, inf = torch.tensor(1.0), torch.tensor(float("inf"))
+    guard.update(0, one, one, one, one)
+    guard.update(1, inf, one, inf, one)
+    guard.update(2, inf, inf, inf, one)
+    with pytest.raises(FloatingPointError, match=r"ce first at iteration 2, regularizer first at iteration 1\. .*; "
+                                                 r"regularizer went non-finite first, lower what scales it: "
+                                                 r"MODEL.ADARAND.LAMBDA \(its weight\), SOLVER.BASE_LR\.$"):
+        guard.check("epoch 1")
