@@ -23,7 +23,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_box_head_stats
+from adarand.detection import SafeDetectionCheckpointer, check_capable, check_initialised, collect_box_head_stats
 from adarand.detection.box_branch import SingleCategoryMapper
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook
@@ -99,6 +99,8 @@ def do_train(args, cfg):
     start_iter = trainer.iter + 1 if resuming else 0
     if a is not None and not resuming:
         init_prior(cfg, model)  # a resumed checkpoint already holds the prior
+    elif a is not None:
+        check_initialised(model, resumed_from=checkpointer.get_checkpoint_file())
     trainer.train(start_iter, cfg.train.max_iter)
 
 

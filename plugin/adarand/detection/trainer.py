@@ -6,7 +6,7 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader, build_
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 
-from .box_branch import SingleCategoryMapper, check_capable
+from .box_branch import SingleCategoryMapper, check_capable, check_initialised
 from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
 from .mapper import NamedErrorsMapper
@@ -115,3 +115,5 @@ class AdaRandTrainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         if not resuming:
             init_prior(self.cfg, self.model)
+        else:  # the checkpoint's prior is kept: one without a prior cannot be initialised from statistics here
+            check_initialised(self.model, resumed_from=self.checkpointer.get_checkpoint_file())
