@@ -253,3 +253,12 @@ def test_first_non_finite_term_is_named_with_its_keys():
                                                  r"regularizer went non-finite first, lower what scales it: "
                                                  r"MODEL.ADARAND.LAMBDA \(its weight\), SOLVER.BASE_LR\.$"):
         guard.check("epoch 1")
+
+
+def test_negative_std_in_statistics_file_names_the_file(data_root, finished_run, tmp_path):
+    """Issue 20, item 10: the error came from the prior ("std must be non-negative"), naming no file."""
+    data = torch.load(finished_run / "class_stats.pt", weights_only=True)
+    data["std"][0, 0] = -1.0
+    torch.save(data, tmp_path / "class_stats.pt")
+    with pytest.raises(ValueError, match=r"class_stats.pt: class-statistics file with a negative std"):
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
