@@ -2,7 +2,7 @@
 """Fine-tune a detector from a LazyConfig (Detectron2's Python configs) with AdaRand.
 
     python tools/lazyconfig_train_net.py --config-file configs/detection/mask_rcnn_R_50_FPN_voc2012_single_adarand.py
-    python tools/lazyconfig_train_net.py --config-file ... --num-gpus 8 [--resume] [key=value ...]
+    python tools/lazyconfig_train_net.py --config-file ... --num-gpus 8 [--resume [--allow-config-change]] [key=value ...]
     python tools/lazyconfig_train_net.py --config-file ... --eval-only train.init_checkpoint=output/.../model_final.pth
 
 Detectron2's ``lazyconfig_train_net.py`` loop (SimpleTrainer or AMPTrainer and its hooks),
@@ -27,7 +27,11 @@ from adarand.detection import SafeDetectionCheckpointer, check_capable, check_in
 from adarand.detection.box_branch import SingleCategoryMapper
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook
+from adarand.detection.setup import (
+    add_resume_arguments, checked_resume_changes, lazy_cfg_as_recorded, record_resume_changes,
+)
 from adarand.files import claim_output_dir
+from adarand.run_config import LAZY_SAFE_RESUME_KEYS
 
 logger = logging.getLogger("adarand")
 
@@ -107,9 +111,13 @@ def do_train(args, cfg):
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
-    if not args.eval_only and comm.is_main_process():  # one run per directory, as tools/train_net.py
-        claim_output_dir(cfg.train.output_dir, args.resume, ("last_checkpoint",))
+    out, changes = cfg.train.output_dir, None
+    if not args.eval_only and comm.is_main_process():  # one run per directory, resumed as tools/train_net.py
+        claim_output_dir(out, args.resume, ("last_checkpoint",))
+        changes = checked_resume_changes(out, lazy_cfg_as_recorded(cfg), args, LAZY_SAFE_RESUME_KEYS)
     default_setup(cfg, args)
+    if changes is not None:
+        record_resume_changes(out, changes, "train.max_iter")
     if args.eval_only:
         model = create_ddp_model(build_model(cfg))
         check_weights(cfg.train.init_checkpoint)
@@ -119,6 +127,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = add_resume_arguments(default_argument_parser(), LAZY_SAFE_RESUME_KEYS).parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

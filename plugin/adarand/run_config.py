@@ -23,6 +23,8 @@ CLS_NEUTRAL_KEYS = ("OUTPUT_DIR", "LOG_PERIOD", "DATALOADER.NUM_WORKERS", "TEST.
 CLS_SAFE_RESUME_KEYS = CLS_NEUTRAL_KEYS + ("SOLVER.EPOCHS",)
 DET_SAFE_RESUME_KEYS = ("OUTPUT_DIR", "DATALOADER.NUM_WORKERS", "SOLVER.CHECKPOINT_PERIOD", "TEST.EVAL_PERIOD",
                         "VIS_PERIOD", "MODEL.ADARAND.SCALE_LOG_PERIOD", "SOLVER.MAX_ITER")
+LAZY_SAFE_RESUME_KEYS = ("train.output_dir", "train.max_iter", "train.checkpointer.period", "train.eval_period",
+                         "train.log_period", "dataloader.train.num_workers", "dataloader.test.num_workers")
 ALLOW_OPTION = "--allow-config-change"
 
 
@@ -55,16 +57,34 @@ def cfg_as_recorded(cfg):
     return flatten(yaml.safe_load(cfg.dump()))
 
 
-def read_recorded_config(output_dir):
-    """The flattened ``output_dir/config.yaml``; ``None`` when there is none."""
+def _tagged_as_text(loader, tag, node):
+    """A YAML node with a Python tag (LazyConfig's objects) as text: compared, never constructed."""
     import yaml
 
+    if isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_scalar(node)
+    return f"{tag} {value!r}"
+
+
+def read_recorded_config(output_dir):
+    """The flattened ``output_dir/config.yaml`` (safe loading; Python-tagged nodes kept as text);
+    ``None`` when there is none."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", _tagged_as_text)
     path = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
         try:
-            return flatten(yaml.safe_load(f) or {})
+            return flatten(yaml.load(f, Loader=Loader) or {})
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not YAML ({err})") from None
 

@@ -111,3 +111,18 @@ def test_lazy_statistics_identity_includes_the_roi_sampler(tmp_path):
     assert before["roi_sampler"] and lazy_roi_sampler_identity(cfg) != before
     cfg.model.roi_heads.adarand.STATS_ROIS = "gt"
     assert lazy_roi_sampler_identity(cfg) == {}
+
+
+def test_lazy_resume_with_another_experiment_is_refused_before_writing(fake_voc, tmp_path):
+    """Issue 20, item 2, LazyConfig side: a changed LAMBDA on --resume is refused, naming both values."""
+    out = tmp_path / "out"
+    config = write_tiny_lazy_config(tmp_path / "tiny.py", out)
+    out.mkdir()
+    LazyConfig.save(LazyConfig.load(config), str(out / "config.yaml"))  # what the interrupted run recorded
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    before = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out)}
+    code, log = _refused(config, fake_voc, "--resume", "model.roi_heads.adarand.LAMBDA=2.0", "train.max_iter=8")
+    assert code != 0 and "model.roi_heads.adarand.LAMBDA: 1.0 -> 2.0" in log and "--allow-config-change" in log, \
+        log[-3000:]
+    assert "train.max_iter" not in log.split("refusing to resume")[1].split("A resume may change")[0]  # safe
+    assert {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n != ".lock"} == before
