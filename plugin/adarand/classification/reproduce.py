@@ -277,14 +277,15 @@ def build_runs(table, root, seeds=None, cell_ids=(), data_dir="", weights=None, 
 def check_overrides(cells, opts, data_dir="", weights=None):
     """Refuse a ``KEY VALUE`` override of a key the grid sets itself: SEED and OUTPUT_DIR (each run's),
     a cell's own keys, DATASET.ROOT with ``data_dir``, MODEL.WEIGHTS of a pre-training in ``weights``."""
-    owned = {"SEED": "each run's seed (use --seeds)", "OUTPUT_DIR": "each run's directory (use --root)"}
+    owned = {"SEED": "each run's seed; choose them with --seeds", "OUTPUT_DIR": "each run's directory; choose the "
+             "root with --root"}
     if data_dir:
         owned["DATASET.ROOT"] = "set from --data-dir"
     for cell in cells:
         for key in cell.opts[::2]:
             owned.setdefault(key, f"set by cell {cell.id}")
         if cell.pretraining in (weights or {}):
-            owned.setdefault("MODEL.WEIGHTS", f"set from --weights {cell.pretraining}=...")
+            owned.setdefault("MODEL.WEIGHTS", f"set from --weights {cell.pretraining}=FILE")
     for key, value in zip(opts[::2], opts[1::2]):
         if key in owned:
             raise ValueError(f"override {key} {value}: the grid sets {key} itself "
