@@ -29,7 +29,8 @@ def test_every_method_builds_from_the_defaults():
 
 
 @pytest.mark.parametrize("key, value", [("LAMBDA", -1.0), ("LAMBDA", math.nan), ("LAMBDA", "1"), ("ALPHA", 1.5),
-                                        ("PRIOR_LR", 0.0), ("PRIOR_LR", math.inf), ("PRIOR_LR_SCHEDULE", "step")])
+                                        ("PRIOR_LR", 0.0), ("PRIOR_LR", math.inf), ("PRIOR_LR_SCHEDULE", "step"),
+                                        ("PRIOR_LR", 1e38)])  # issue 20, item 10: was a bare float32 overflow
 def test_bad_values_name_the_key_with_its_prefix(key, value):
     with pytest.raises(ValueError, match=rf"config key TRAIN\.REG\.{key} = "):
         regularizer_options_from_config(node(**{key: value}), 5, prefix="TRAIN.REG")

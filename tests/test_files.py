@@ -32,6 +32,28 @@ def test_payload_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
+def test_payload_refused_by_torch_is_reported_as_unsafe_not_corrupt(tmp_path):
+    """Issue 20, item 10: a plain pickle whose global torch blocks ("... whose module posix is blocked")."""
+    marker = tmp_path / "marker"
+    with open(tmp_path / "w.pth", "wb") as f:
+        pickle.dump({"model": Payload(marker)}, f, protocol=2)
+    with pytest.raises(files.UnsafeFileError, match="refusing to load checkpoint .*w.pth"):
+        files.load_torch(tmp_path / "w.pth", what="checkpoint")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path, umask, mode):
+    """Issue 20, item 10: files were 0600 whatever the umask (mkstemp's mode)."""
+    old = os.umask(umask)
+    try:
+        files.write_json(tmp_path / "a.json", {})
+        files.save_torch({"w": torch.zeros(1)}, tmp_path / "b.pth")
+    finally:
+        os.umask(old)
+    assert [os.stat(tmp_path / n).st_mode & 0o777 for n in ("a.json", "b.pth")] == [mode, mode]
+
+
 def _truncated(path):
     torch.save({"model": {"w": torch.randn(1000)}}, path)
     data = path.read_bytes()

@@ -89,6 +89,20 @@ def test_int32_labels_give_the_int64_result():
     assert torch.equal(loss64, loss32)
 
 
+def test_ptr_takes_int32_labels_and_gives_the_int64_result():
+    """Issue 20, item 8: PtR's CE and gradient ratio index with the labels (cross_entropy wants int64)."""
+    reg = build("ptr")
+    reg.enabled.fill_(True)
+    features, head = torch.randn(6, D, dtype=torch.float64), torch.randn(C, D, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    results = []
+    for y in (labels, labels.int()):
+        torch.manual_seed(0)
+        results.append(reg(features, y, logits=features @ head.T, classifier_weight=head))
+    assert results[0] != 0 and torch.equal(results[0], results[1])
+    assert reg.epoch_ce_count == 12
+
+
 # (logits shape, weight shape, message) for PtR with C = 4, D = 6, B = 5
 BAD_HEADS = [
     (None, (C, D), "needs the logits"),

@@ -2,7 +2,7 @@
 """Fine-tune a detector from a LazyConfig (Detectron2's Python configs) with AdaRand.
 
     python tools/lazyconfig_train_net.py --config-file configs/detection/mask_rcnn_R_50_FPN_voc2012_single_adarand.py
-    python tools/lazyconfig_train_net.py --config-file ... --num-gpus 8 [--resume] [key=value ...]
+    python tools/lazyconfig_train_net.py --config-file ... --num-gpus 8 [--resume [--allow-config-change]] [key=value ...]
     python tools/lazyconfig_train_net.py --config-file ... --eval-only train.init_checkpoint=output/.../model_final.pth
 
 Detectron2's ``lazyconfig_train_net.py`` loop (SimpleTrainer or AMPTrainer and its hooks),
@@ -23,10 +23,15 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_box_head_stats
+from adarand.detection import SafeDetectionCheckpointer, check_capable, check_initialised, collect_box_head_stats
 from adarand.detection.box_branch import SingleCategoryMapper
-from adarand.detection.prior_init import STATS_NAME, init_prior_from
+from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook
+from adarand.detection.setup import (
+    add_resume_arguments, checked_resume_changes, lazy_cfg_as_recorded, record_resume_changes,
+)
+from adarand.files import claim_output_dir
+from adarand.run_config import LAZY_SAFE_RESUME_KEYS
 
 logger = logging.getLogger("adarand")
 
@@ -55,7 +60,7 @@ def init_prior(cfg, model):
         meta={"datasets": [names] if isinstance(names, str) else list(names)}),
         identity={"weights": cfg.train.init_checkpoint, "stats_loader": OmegaConf.to_yaml(cfg.dataloader.stats),
                   "stats_rois": a["STATS_ROIS"], "labels": a["LABELS"],
-                  "regularize_background": a["REGULARIZE_BACKGROUND"]})
+                  "regularize_background": a["REGULARIZE_BACKGROUND"], **lazy_roi_sampler_identity(cfg)})
 
 
 def build_model(cfg):
@@ -98,13 +103,21 @@ def do_train(args, cfg):
     start_iter = trainer.iter + 1 if resuming else 0
     if a is not None and not resuming:
         init_prior(cfg, model)  # a resumed checkpoint already holds the prior
+    elif a is not None:
+        check_initialised(model, resumed_from=checkpointer.get_checkpoint_file())
     trainer.train(start_iter, cfg.train.max_iter)
 
 
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    out, changes = cfg.train.output_dir, None
+    if not args.eval_only and comm.is_main_process():  # one run per directory, resumed as tools/train_net.py
+        claim_output_dir(out, args.resume, ("last_checkpoint",))
+        changes = checked_resume_changes(out, lazy_cfg_as_recorded(cfg), args, LAZY_SAFE_RESUME_KEYS)
     default_setup(cfg, args)
+    if changes is not None:
+        record_resume_changes(out, changes, "train.max_iter")
     if args.eval_only:
         model = create_ddp_model(build_model(cfg))
         check_weights(cfg.train.init_checkpoint)
@@ -114,6 +127,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = add_resume_arguments(default_argument_parser(), LAZY_SAFE_RESUME_KEYS).parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

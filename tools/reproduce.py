@@ -15,7 +15,10 @@ and digits (our CPU study). --dry-run --check also loads every config and checks
 named, starting nothing. Runs go to ROOT/<cell id>/seed<k>; a cell
 shared by several tables (e.g. FT on Cars) is one set of runs. --launch skips finished runs
 (results.json) and resumes interrupted ones (last.pth, --resume). Trailing KEY VALUE pairs are
-added to every command (e.g. SOLVER.EPOCHS 1 for a smoke test).
+added to every command (e.g. SOLVER.EPOCHS 1 for a smoke test, in its own --root), except the keys
+the grid sets (SEED, OUTPUT_DIR, a cell's own keys, DATASET.ROOT / MODEL.WEIGHTS with --data-dir /
+--weights). A run directory recorded with another config than the grid's (config.yaml, changes on
+resume) is refused by --launch, or moved to <dir>.old<k> and rerun with --rerun-differing.
 """
 import os
 import sys

@@ -2,7 +2,7 @@
 """Fine-tune an image classifier with AdaRand or any other regularizer / baseline.
 
     python tools/train_cls.py --config-file configs/classification/cars_r50_adarand.yaml \
-        [--resume] [--eval-only] [KEY VALUE ...]
+        [--resume [--allow-config-change]] [--eval-only] [KEY VALUE ...]
     torchrun --nproc_per_node 4 tools/train_cls.py --config-file ... SOLVER.BATCH_SIZE 64
 
 Under torchrun each process joins the group through env:// (NCCL on CUDA, gloo on CPU);

@@ -2,7 +2,7 @@
 """Fine-tune Mask R-CNN with AdaRand (or any regularizer of the library) in Detectron2.
 
     python tools/train_net.py --config-file configs/detection/mask_rcnn_R_50_FPN_voc2012_single_adarand.yaml
-    python tools/train_net.py --config-file ... --num-gpus 8 [--resume] [KEY VALUE ...]
+    python tools/train_net.py --config-file ... --num-gpus 8 [--resume [--allow-config-change]] [KEY VALUE ...]
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... TEST.VIS_NUM_IMAGES 20
         (also draws ground truth | predictions of the first 20 test images to OUTPUT_DIR/inference/vis/)
@@ -12,6 +12,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from adarand.detection import AdaRandTrainer, SafeDetectionCheckpointer, setup_cfg
+from adarand.detection.setup import add_resume_arguments
 from adarand.detection.trainer import check_weights
 
 
@@ -32,7 +33,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = add_resume_arguments(default_argument_parser()).parse_args()
     print("Command Line Args:", args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

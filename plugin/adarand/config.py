@@ -21,7 +21,8 @@ REGULARIZER_KEYS = {
     "LAMBDA": 1.0,
     # alpha: EMA factor of the running class means m_c (Eq. 14-15).
     "ALPHA": 0.5,
-    # Learning rate of the prior's own Adam optimizer (Eq. 11-13).
+    # Learning rate of the prior's own Adam optimizer (Eq. 11-13), in (0, 1]: Adam moves every
+    # coordinate of mu by up to about PRIOR_LR a step (larger values overflow float32 or blow mu up).
     "PRIOR_LR": 1e-2,
     # Per-iteration schedule of PRIOR_LR over the run: cosine_7_16 (the official code's
     # max(0, cos(pi 7/16 t/T))) | half_cosine ((1 + cos(pi t/T)) / 2) | constant.
@@ -42,7 +43,7 @@ _OPTION_OF_KEY = {"LAMBDA": "lam", "ALPHA": "alpha", "PRIOR_LR": "prior_lr", "PR
 _NUMBER_CHECKS = (
     ("LAMBDA", lambda v: v >= 0, "finite and >= 0"),
     ("ALPHA", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("PRIOR_LR", lambda v: v > 0, "finite and > 0"),
+    ("PRIOR_LR", lambda v: 0 < v <= 1, "in (0, 1] (Adam moves each coordinate of the prior by about PRIOR_LR a step)"),
 )
 
 

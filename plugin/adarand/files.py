@@ -36,7 +36,7 @@ def load_torch(path, what="file", map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        unsupported = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+        unsupported = [line.strip() for line in str(err).splitlines() if "unsupported global" in line.lower()]
         if unsupported:
             raise UnsafeFileError(
                 f"refusing to load {what} {path}: it holds objects other than tensors and plain Python "
@@ -77,19 +77,27 @@ def load_pickle(path, what="file", allowed=(), encoding="latin1"):
         raise ValueError(f"cannot read {what} {path}: truncated or corrupt ({type(err).__name__}: {err})") from None
 
 
+def _umask():
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """Yield a file object whose content replaces ``path`` only when the block completes.
 
     The temporary file is ``.<name>.<random>.tmp`` beside ``path`` (two writers never share
-    one); it is flushed and fsync'ed before the rename and deleted on failure. A failure is
-    re-raised naming ``path``.
+    one), with the permissions the umask gives a new file; it is flushed and fsync'ed before the
+    rename and deleted on failure. A failure is re-raised naming ``path``.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give, as Detectron2's files
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

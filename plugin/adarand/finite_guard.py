@@ -11,11 +11,16 @@ import torch
 
 
 class FiniteGuard:
-    """First non-finite iteration of each of ``names`` (-1 = always finite so far), on ``device``."""
+    """First non-finite iteration of each of ``names`` (-1 = always finite so far), on ``device``.
 
-    def __init__(self, names, device=None):
+    ``scaled_by``: {term: the config keys that scale it}; the error then names the term(s) that went
+    non-finite first and their keys (a term without an entry, e.g. the total, gets no advice)."""
+
+    def __init__(self, names, device=None, scaled_by=None):
         self.names = list(names)
+        self.scaled_by = dict(scaled_by or {})
         self.first_bad = torch.full((len(self.names),), -1, dtype=torch.long, device=device)
+        self.last = None  # (iteration, the terms' values) of the latest update, kept on the device
 
     @torch.no_grad()
     def update(self, iteration: int, *terms) -> None:
@@ -23,6 +28,7 @@ class FiniteGuard:
         values = torch.stack([t.detach().float().reshape(()) for t in terms]).to(self.first_bad.device)
         newly_bad = ~torch.isfinite(values) & (self.first_bad < 0)
         self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, iteration), self.first_bad)
+        self.last = (iteration, values)
 
     def bad_terms(self) -> list:
         """[(name, iteration)] of the terms that went non-finite (reads the flag back)."""
@@ -34,12 +40,33 @@ class FiniteGuard:
         if bad:
             terms = ", ".join(f"{name} first at iteration {it}" for name, it in bad)
             raise FloatingPointError(f"training diverged ({where}): non-finite loss term(s): {terms}. "
-                                     "Nothing was saved from this point; lower the learning rate.")
+                                     f"Nothing was saved from this point; {self.advice(bad)}.")
+
+    def last_step_advice(self):
+        """When the weights went non-finite while every term stayed finite: the largest scaled term of the
+        latest step and its keys (reads the values back; for error messages). ``None`` without one."""
+        if self.last is None or not self.scaled_by:
+            return None
+        iteration, values = self.last
+        named = [(n, v) for n, v in zip(self.names, values.abs().tolist()) if n in self.scaled_by]
+        name, value = max(named, key=lambda item: item[1])
+        shown = ", ".join(f"{n} {v:.3g}" for n, v in named)
+        return (f"at iteration {iteration}, the last one recorded ({shown}), {name} was the largest term, lower "
+                f"what scales it: {self.scaled_by[name]}")
+
+    def advice(self, bad) -> str:
+        """What to lower: the keys scaling the term(s) that went non-finite first (the earliest iteration)."""
+        first = min(it for _, it in bad)
+        culprits = [(n, self.scaled_by[n]) for n, it in bad if it == first and n in self.scaled_by]
+        if not culprits:
+            return "lower the learning rate"
+        return "; ".join(f"{name} went non-finite first, lower what scales it: {keys}" for name, keys in culprits)
 
 
 @torch.no_grad()
-def check_finite_weights(module: torch.nn.Module, where: str) -> None:
-    """Raise ``FloatingPointError`` naming the first parameter/buffer of ``module`` with NaN/Inf."""
+def check_finite_weights(module: torch.nn.Module, where: str, advice=None) -> None:
+    """Raise ``FloatingPointError`` naming the first parameter/buffer of ``module`` with NaN/Inf
+    (``advice``: what to change, default "lower the learning rate")."""
     tensors = [(n, t) for n, t in list(module.named_parameters()) + list(module.named_buffers())
                if t.is_floating_point() or t.is_complex()]
     if not tensors:
@@ -49,4 +76,4 @@ def check_finite_weights(module: torch.nn.Module, where: str) -> None:
         return
     name = tensors[int((~finite).nonzero()[0])][0]
     raise FloatingPointError(f"training diverged ({where}): weight {name!r} (and maybe others) is NaN/Inf. "
-                             "Nothing was saved from this point; lower the learning rate.")
+                             f"Nothing was saved from this point; {advice or 'lower the learning rate'}.")

@@ -69,17 +69,19 @@ class Regularizer(nn.Module):
     def extra_repr(self):
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, lam={self.lam}"
 
-    def check_inputs(self, features, labels):
+    def check_inputs(self, features, labels, count=True):
         """Shape/dtype checks (always), value checks (``check_values``) or, without them, count bad labels.
 
         Args:
             features: (B, D). labels: (B,) int64 or int32.
+            count: count the bad labels (the forward does; :meth:`step` gets the same labels and does not,
+                so a bad label is counted once a training step).
 
         Raises:
             ValueError / TypeError: as in the forward.
         """
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
-        if not should_check_values(labels, self.check_values):
+        if count and not should_check_values(labels, self.check_values):
             bad = (labels != ops.IGNORE_INDEX) & ~ops.active_rows(labels, self.num_classes)
             self.bad_labels += bad.sum().to(self.bad_labels.device)
 
@@ -130,7 +132,7 @@ class Regularizer(nn.Module):
         Returns:
             None.
         """
-        self.check_inputs(features, labels)
+        self.check_inputs(features, labels, count=False)
 
     def on_epoch_end(self):
         """Close an epoch (nothing for this method)."""
@@ -294,7 +296,7 @@ class AdaRand(RandomTargetRegression):
         Returns:
             scalar in mu's dtype (float32), the prior loss ``L_mean + L_dist`` before the update, detached.
         """
-        self.check_inputs(features, labels)
+        self.check_inputs(features, labels, count=False)  # the forward counted this step's bad labels
         applied = self.prior.update_running_mean(features, labels) if self.use_mean else None
         # without L_mean the features never reach the prior: no batch to skip
         loss = self.prior_optimizer.update_prior(self.prior.mu, self.prior.running_mean, self.use_mean,
@@ -376,7 +378,7 @@ class PtR(Regularizer):
         check_logits_head(logits, classifier_weight, features.shape[0], self.num_classes, self.feat_dim)
         active = ops.active_rows(labels, self.num_classes)
         count = active.sum()
-        y = ops.safe_labels(labels, active)
+        y = ops.safe_labels(labels, active).long()  # int32 labels are accepted; cross_entropy indexes with int64
         kept = torch.where(active[:, None], features, torch.zeros((), dtype=features.dtype, device=features.device))
         per_sample, grad = self.regression_terms(kept, self.prior.sample(labels))
 

@@ -117,7 +117,8 @@ class ClassStats:
 
         Raises:
             ValueError: naming ``path``: not a statistics file, truncated, an entry missing, other
-                C or D, or a non-finite mean/std. :class:`adarand.files.UnsafeFileError`: a pickled payload.
+                C or D, a non-finite mean/std or a negative std. :class:`adarand.files.UnsafeFileError`: a
+                pickled payload.
         """
         data = load_torch(path, what="class statistics file")
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
@@ -130,8 +131,12 @@ class ClassStats:
         for name, want, got in (("num_classes", num_classes, stats.num_classes), ("feat_dim", feat_dim, stats.feat_dim)):
             if want is not None and want != got:
                 raise ValueError(f"{path}: statistics have {name}={got}, expected {want}")
-        for name in ("mean", "std"):
+        for name in ("mean", "std", "global_mean", "global_std"):
             check_finite(f"{path}: {name}", getattr(stats, name))
+        for name in ("std", "global_std"):
+            if (getattr(stats, name) < 0).any():
+                raise ValueError(f"{path}: class-statistics file with a negative {name} (a standard deviation "
+                                 "is >= 0): corrupt or not written by adarand")
         return stats
 
 

@@ -47,6 +47,7 @@ def finished_run(data_root, tmp_path_factory):
 def test_payload_in_last_pth_is_refused_on_resume(data_root, tmp_path):
     marker = tmp_path / "marker"
     write_payload_checkpoint(tmp_path / "last.pth", marker)
+    (tmp_path / "config.yaml").write_text(launch.load_cfg("", opts(data_root, tmp_path)[1:]).dump())  # the run's
     with pytest.raises(UnsafeFileError, match="last.pth"):
         launch.main(["--resume"] + opts(data_root, tmp_path))
     assert not marker.exists()
@@ -169,7 +170,7 @@ def _truncate(path):
 
 
 def test_truncated_checkpoint_is_named_on_resume(data_root, finished_run, tmp_path):
-    for name in ("last.pth", "class_stats.pt"):
+    for name in ("last.pth", "class_stats.pt", "config.yaml"):
         (tmp_path / name).write_bytes((finished_run / name).read_bytes())
     _truncate(tmp_path / "last.pth")
     with pytest.raises(ValueError, match="cannot read checkpoint .*last.pth: truncated or corrupt"):
@@ -205,3 +206,59 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(data_root, tmp_path, m
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     assert not (tmp_path / target).exists()
 
+
+
+# ------------------------------------------------------------------ issue 20, item 10: MODEL.WEIGHTS named
+
+@pytest.mark.parametrize("content,message", [
+    ({"conv.weight": torch.zeros(2)}, r"MODEL.WEIGHTS '.*w.pth' does not fit the mobilenet_v2 backbone: missing keys "
+                                      r"\['features.0.0.weight'.*\(\d+\), unexpected keys \['conv.weight'\] \(1\)"),
+    (b"not a torch file", r"cannot read weights file \(MODEL.WEIGHTS\) .*w.pth: truncated or corrupt"),
+])
+def test_unusable_model_weights_name_the_key_and_the_file(data_root, tmp_path, content, message):
+    path = tmp_path / "w.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises((RuntimeError, ValueError), match=message):
+        launch.main(opts(data_root, tmp_path / "out", **{"MODEL.BACKBONE": "mobilenet_v2", "MODEL.WEIGHTS": path}))
+
+
+def test_huge_prior_lr_is_refused_naming_the_key(data_root, tmp_path):
+    """Issue 20, item 10: PRIOR_LR 1e38 ended in "value cannot be converted to type float without overflow"."""
+    with pytest.raises(ValueError, match=r"config key MODEL.ADARAND.PRIOR_LR = 1e\+38; expected in \(0, 1\]"):
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "MODEL.ADARAND.PRIOR_LR": 1e38}))
+
+
+def test_lambda_driven_divergence_names_the_term_and_its_keys(data_root, tmp_path):
+    """Issue 20, item 10: LAMBDA 1e30 makes the regularizer huge (finite) and the weights NaN a step
+    later: the error points at MODEL.ADARAND.LAMBDA, not at the learning rate alone."""
+    with pytest.raises(FloatingPointError, match=r"weight .* is NaN/Inf.*at iteration 0, the last one recorded "
+                                                 r"\(ce [0-9.]+, regularizer [0-9.]+e\+\d+, baseline 0\), regularizer "
+                                                 r"was the largest term, lower what scales it: MODEL.ADARAND.LAMBDA"):
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 1e30}))
+
+
+def test_first_non_finite_term_is_named_with_its_keys():
+    """The term that went non-finite first gets the advice (the total, with no keys of its own, none)."""
+    from adarand.classification.engine import new_guard
+
+    guard = new_guard("cpu")
+    one, inf = torch.tensor(1.0), torch.tensor(float("inf"))
+    guard.update(0, one, one, one, one)
+    guard.update(1, inf, one, inf, one)
+    guard.update(2, inf, inf, inf, one)
+    with pytest.raises(FloatingPointError, match=r"ce first at iteration 2, regularizer first at iteration 1\. .*; "
+                                                 r"regularizer went non-finite first, lower what scales it: "
+                                                 r"MODEL.ADARAND.LAMBDA \(its weight\), SOLVER.BASE_LR\.$"):
+        guard.check("epoch 1")
+
+
+def test_negative_std_in_statistics_file_names_the_file(data_root, finished_run, tmp_path):
+    """Issue 20, item 10: the error came from the prior ("std must be non-negative"), naming no file."""
+    data = torch.load(finished_run / "class_stats.pt", weights_only=True)
+    data["std"][0, 0] = -1.0
+    torch.save(data, tmp_path / "class_stats.pt")
+    with pytest.raises(ValueError, match=r"class_stats.pt: class-statistics file with a negative std"):
+        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))

@@ -235,3 +235,36 @@ def test_torchvision_md5_checks_are_kept(tmp_path, monkeypatch, name):
     monkeypatch.undo()
     with pytest.raises(FileNotFoundError, match=name):
         build_dataset(name, root, "train")
+
+
+# ------------------------------------------------ issue 20, item 7: index files are checked
+
+def test_cub_split_file_missing_an_id_names_the_file_and_the_id(tmp_path):
+    root = ft.make_fake("cub", tmp_path, num_classes=2, per_class=2)
+    split = os.path.join(root, "CUB_200_2011", "train_test_split.txt")
+    lines = open(split).read().splitlines()
+    with open(split, "w") as f:
+        f.write("\n".join(line for line in lines if not line.startswith("3 ")) + "\n")
+    with pytest.raises(ValueError, match="train_test_split.txt: no line for image id 3"):
+        build_dataset("cub", root, "train")
+
+
+ESCAPES = {  # dataset -> (index file, rewrite of its first line)
+    "cub": ("CUB_200_2011/images.txt", lambda line: line.split()[0] + " ../../../elsewhere.jpg"),
+    "pets": ("oxford-iiit-pet/annotations/trainval.txt", lambda line: "../../elsewhere " + line.split(" ", 1)[1]),
+    "aircraft": ("fgvc-aircraft-2013b/data/images_variant_trainval.txt",
+                 lambda line: "/tmp/elsewhere " + line.split(" ", 1)[1]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESCAPES))
+def test_index_file_paths_outside_the_data_set_are_refused(tmp_path, name):
+    root = ft.make_fake(name, tmp_path, num_classes=2, per_class=2)
+    relative, rewrite = ESCAPES[name]
+    index = os.path.join(root, relative)
+    lines = open(index).read().splitlines()
+    with open(index, "w") as f:
+        f.write("\n".join([rewrite(lines[0])] + lines[1:]) + "\n")
+    with pytest.raises(ValueError, match=f"{os.path.basename(index)}, line 1 .*lies outside the data set's "
+                                         "directory"):
+        build_dataset(name, root, "train")

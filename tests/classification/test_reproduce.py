@@ -178,7 +178,7 @@ def test_clip_file_is_read_with_weights_only_and_loaded_strictly_into_the_image_
     with pytest.raises(RuntimeError, match="proj.bias"):
         backbones.build_classifier("clip:RN50", 3, weights=str(path))
     torch.save({"visual.proj.weight": types.SimpleNamespace()}, path)  # not tensors: weights_only refuses
-    with pytest.raises(ValueError, match="cannot read weights file"):
+    with pytest.raises(ValueError, match="refusing to load weights file \\(MODEL.WEIGHTS\\)"):
         backbones.build_classifier("clip:RN50", 3, weights=str(path))
 
 
@@ -309,3 +309,64 @@ def test_extra_test_sets_give_the_clip_imagenet_columns_from_one_run(tmp_path):
     assert ours.mean == pytest.approx(100 * correct / len(test)) and ours.n == 1
     assert paper_table.position_result(table, "Fine-tuning", "ImageNet", str(tmp_path / "runs")).mean == \
         pytest.approx(100 * results["test_top1"])
+
+
+# ---------------------------------------------- issue 20, items 1 and 3: the grid owns its runs
+
+@pytest.mark.parametrize("argv,key", [(["--table", "1", "SEED", "7"], "SEED"),
+                                      (["--table", "1", "OUTPUT_DIR", "/tmp/x"], "OUTPUT_DIR"),
+                                      (["--table", "alpha", "MODEL.ADARAND.ALPHA", "0.2"], "MODEL.ADARAND.ALPHA"),
+                                      (["--table", "digits", "DATASET.FRACTION", "1.0"], "DATASET.FRACTION"),
+                                      (["--table", "3", "--data-dir", "/data", "DATASET.ROOT", "/x"], "DATASET.ROOT")])
+def test_keys_the_grid_sets_cannot_be_overridden(argv, key, tmp_path):
+    for mode in ("--dry-run", "--launch"):
+        with pytest.raises(ValueError, match=f"override {key} .*the grid sets {key} itself"):
+            reproduce_main(argv[:2] + ["--root", str(tmp_path), mode] + argv[2:])
+    code, out, _ = run_tool(reproduce_main, ["--table", "1", "--root", str(tmp_path), "--dry-run", "SOLVER.EPOCHS", "1"])
+    assert code == 0 and out.count("SEED 0 ") == 20 and out.count("SEED 2 ") == 20
+
+
+def _record_run(run, cfg_opts=(), results=True):
+    """A run directory as train_cls.py leaves it: config.yaml (the run's config, plus ``cfg_opts``)."""
+    os.makedirs(run.output_dir)
+    cfg = load_cfg(os.path.join(REPO, run.cell.config), list(run.opts) + list(cfg_opts))
+    with open(os.path.join(run.output_dir, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+    open(os.path.join(run.output_dir, "results.json" if results else "last.pth"), "w").close()
+
+
+def test_launch_counts_a_run_finished_only_when_its_config_is_the_grids(tmp_path, monkeypatch):
+    """A smoke run (SOLVER.EPOCHS 1) left in the root is not the reproduction: refused, or moved and rerun."""
+    launched = []
+    monkeypatch.setattr(reproduce, "launch", lambda runs, *a, **k: launched.extend(runs) or {})
+    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": None)
+    table = reproduce.get_table("5")
+    smoke, same, partial = reproduce.build_runs(table, str(tmp_path), seeds=[0],
+                                                cell_ids=["cars_r50_ft", "cars_r50_fnp", "cars_r50_bss"])
+    _record_run(smoke, ["SOLVER.EPOCHS", "1"])
+    _record_run(same, ["LOG_PERIOD", "3"])  # a key that leaves the results unchanged
+    _record_run(partial, ["SOLVER.BASE_LR", "0.5"], results=False)
+    argv = ["--table", "5", "--cells", "cars_r50_ft", "cars_r50_fnp", "cars_r50_bss", "--seeds", "0",
+            "--root", str(tmp_path), "--launch", "--no-progress"]
+    code, _, err = run_tool(reproduce_main, argv)
+    assert code == 1 and not launched
+    assert f"DIFFERS {smoke.output_dir}: recorded -> grid: SOLVER.EPOCHS: 1 -> 200" in err
+    assert f"DIFFERS {partial.output_dir}: recorded -> grid: SOLVER.BASE_LR: 0.5 -> 0.01" in err
+    assert same.output_dir not in err and "--rerun-differing" in err
+
+    code, _, err = run_tool(reproduce_main, argv + ["--rerun-differing"])
+    assert code == 0 and "1 finished, 0 to resume, 2 new" in err
+    assert sorted(r.output_dir for r in launched) == sorted([smoke.output_dir, same.output_dir, partial.output_dir])
+    assert os.path.isfile(os.path.join(smoke.output_dir + ".old1", "results.json"))
+    assert not os.path.exists(smoke.output_dir) and os.path.isfile(os.path.join(same.output_dir, "results.json"))
+
+
+def test_a_run_changed_on_resume_is_not_the_grids(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": None)
+    run, = reproduce.build_runs(reproduce.get_table("5"), str(tmp_path), seeds=[0], cell_ids=["cars_r50_ft"])
+    _record_run(run)
+    assert reproduce.recorded_differences(run, REPO) == {}
+    with open(os.path.join(run.output_dir, "config_history.json"), "w") as f:
+        json.dump([{"epoch": 3, "changes": {"SOLVER.BASE_LR": [0.1, 0.01]}}], f)
+    assert reproduce.recorded_differences(run, REPO) == {
+        "SOLVER.BASE_LR (changed on resume at epoch 3)": [0.1, 0.01]}

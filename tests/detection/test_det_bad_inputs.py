@@ -137,6 +137,9 @@ def test_statistics_computed_ahead_are_accepted_by_the_trainer(fake_voc, tmp_pat
 
 
 @pytest.mark.parametrize("change", [{"SEED": 1}, {"MODEL.ADARAND.STATS_MAX_IMAGES": 20},
+                                    {"MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.05]},  # issue 20, item 4: ROI sampler
+                                    {"MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.5},
+                                    {"MODEL.RPN.POST_NMS_TOPK_TRAIN": 32},
                                     {"DATASETS.TRAIN": ("voc_2012_seg_train",),
                                      "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True}])
 def test_cached_statistics_of_another_setup_are_recomputed(seed0_stats, tmp_path, caplog, change):
@@ -238,6 +241,9 @@ BAD_BOXES = {  # the fake images are 128 x 96 (width x height)
     "inverted": ((50, 10, 20, 40), "is inverted"),
     "zero width": ((30, 10, 29, 40), "has zero area"),
     "outside": ((200, 10, 220, 40), "lies outside the 128 x 96 image"),
+    "nan": ((10, 10, "nan", 40), "has <xmax>nan</xmax>: box coordinates must be finite"),  # issue 20, item 5
+    "inf": (("-inf", 10, 20, 40), "has <xmin>-inf</xmin>: box coordinates must be finite"),
+    "not a number": ((10, "ten", 20, 40), "has <ymin>ten</ymin>: box coordinates must be finite"),
 }
 
 

@@ -68,3 +68,61 @@ def test_lazy_adarand_settings_on_a_plain_head_are_an_error(fake_voc, tmp_path):
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode != 0 and "unexpected keyword argument" in proc.stderr
     assert not os.path.exists(tmp_path / "out" / "model_final.pth")
+
+
+# ------------------------------------------- issue 20, item 6: one run per directory, as train_net.py
+
+def _refused(config, fake_voc, *extra):
+    env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0], OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "lazyconfig_train_net.py"), "--config-file",
+                           config, *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_lazy_run_refuses_a_directory_holding_another_run_or_locked(fake_voc, tmp_path):
+    from faults import hold_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "last_checkpoint").write_text("model_final.pth")
+    config = write_tiny_lazy_config(tmp_path / "tiny.py", out)
+    code, log = _refused(config, fake_voc)
+    assert code != 0 and "already holds a run (last_checkpoint): pass --resume" in log, log[-3000:]
+    assert sorted(os.listdir(out)) == [".lock", "last_checkpoint"]  # nothing written
+
+    (out / "last_checkpoint").unlink()
+    holder = hold_lock(out)
+    try:
+        code, log = _refused(config, fake_voc)
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert code != 0 and "is in use by another process" in log, log[-3000:]
+    assert sorted(os.listdir(out)) == [".lock"]
+
+
+def test_lazy_statistics_identity_includes_the_roi_sampler(tmp_path):
+    """Issue 20, item 4, LazyConfig side: the matcher's IoU threshold changes the statistics' identity."""
+    from adarand.detection.prior_init import lazy_roi_sampler_identity
+
+    cfg = LazyConfig.load(write_tiny_lazy_config(tmp_path / "tiny.py", tmp_path / "out"))
+    before = lazy_roi_sampler_identity(cfg)
+    cfg.model.roi_heads.proposal_matcher.thresholds = [0.05]
+    assert before["roi_sampler"] and lazy_roi_sampler_identity(cfg) != before
+    cfg.model.roi_heads.adarand.STATS_ROIS = "gt"
+    assert lazy_roi_sampler_identity(cfg) == {}
+
+
+def test_lazy_resume_with_another_experiment_is_refused_before_writing(fake_voc, tmp_path):
+    """Issue 20, item 2, LazyConfig side: a changed LAMBDA on --resume is refused, naming both values."""
+    out = tmp_path / "out"
+    config = write_tiny_lazy_config(tmp_path / "tiny.py", out)
+    out.mkdir()
+    LazyConfig.save(LazyConfig.load(config), str(out / "config.yaml"))  # what the interrupted run recorded
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    before = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out)}
+    code, log = _refused(config, fake_voc, "--resume", "model.roi_heads.adarand.LAMBDA=2.0", "train.max_iter=8")
+    assert code != 0 and "model.roi_heads.adarand.LAMBDA: 1.0 -> 2.0" in log and "--allow-config-change" in log, \
+        log[-3000:]
+    assert "train.max_iter" not in log.split("refusing to resume")[1].split("A resume may change")[0]  # safe
+    assert {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n != ".lock"} == before

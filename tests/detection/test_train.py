@@ -266,3 +266,17 @@ def test_trainer_without_prior_initialisation_refuses_before_the_first_step(fake
     with pytest.raises(RuntimeError, match="not initialised.*compute_prior.py.*init_prior"):
         trainer.train()
     assert trainer.iter == 0 and not os.path.exists(tmp_path / "model_final.pth")
+
+
+def test_resume_from_a_checkpoint_without_prior_does_not_advise_stats_file(fake_voc, tmp_path):
+    """Issue 20, item 10: on --resume the statistics are not read, so the error must not point at STATS_FILE."""
+    cfg = tiny_cfg(tmp_path, max_iter=2)
+    cfg.freeze()
+    model = AdaRandTrainer.build_model(cfg)
+    state = {k: v for k, v in model.state_dict().items() if ".adarand." not in k}  # e.g. a FT run's checkpoint
+    torch.save({"model": state, "iteration": 0}, tmp_path / "model_0000000.pth")
+    (tmp_path / "last_checkpoint").write_text("model_0000000.pth")
+    with pytest.raises(RuntimeError, match=r"not initialised: the checkpoint .*model_0000000.pth that --resume "
+                                           r"continues holds no prior.*run without --resume") as err:
+        AdaRandTrainer(cfg).resume_or_load(resume=True)
+    assert "pass them as MODEL.ADARAND.STATS_FILE" not in str(err.value)

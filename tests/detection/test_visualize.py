@@ -184,6 +184,27 @@ def test_bad_predictions_are_clear_errors(evaluated, tmp_path):
         load_predictions(str(bad_class), metadata)
 
 
+@pytest.mark.parametrize("change", ["mask size", "box"])
+def test_predictions_of_other_image_sizes_are_refused(evaluated, tmp_path, change):
+    """Issue 20, item 9: same image ids, other images (the demo reuses ids across sizes)."""
+    _, path = evaluated
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    first = next(p for p in saved if p["instances"])
+    detection = first["instances"][0]
+    if change == "mask size":
+        detection["segmentation"]["size"] = [2 * s for s in detection["segmentation"]["size"]]
+        message = "has a mask of"
+    else:
+        detection.pop("segmentation")
+        detection["bbox"] = [10.0, 10.0, 400.0, 300.0]
+        message = r"has a box \(x, y, w, h\) = \(10.0, 10.0, 400.0, 300.0\)"
+    torch.save(saved, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=f"other.pth \\(FT\\): image '{first['image_id']}' {message}.* "
+                                         f"but is 96 x 128 .*in {VAL}"):
+        visualize_dataset(VAL, runs=[("FT", str(tmp_path / "other.pth"))], grid_file=str(tmp_path / "g.png"),
+                          progress=False)
+
+
 def test_cli_eval_only_writes_prediction_images(evaluated, fake_voc, tmp_path):
     out, _ = evaluated
     env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])

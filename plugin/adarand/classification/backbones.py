@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adarand.files import load_torch
+
 from .transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -87,11 +89,9 @@ def offline_mobilenet_path():
 
 
 def _read_checkpoint(path):
-    """A state dict from a local file; ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are opened."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unsupported-type errors all mean "not a weights file"
-        raise ValueError(f"cannot read weights file {path!r}: {err}") from None
+    """A state dict from a local file; ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are opened.
+    Unreadable files and refused objects are errors naming MODEL.WEIGHTS and the file."""
+    state = load_torch(path, what="weights file (MODEL.WEIGHTS)")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -130,6 +130,24 @@ def check_weights_file(weights, backbone, checkpoint_format="torchvision", key="
     if needs_file and not os.path.isfile(os.path.join(cwd, weights)):
         raise FileNotFoundError(f"{key} = {weights!r}: no such file; give "
                                 f"{weights_file_wanted(backbone, checkpoint_format)}")
+
+
+def load_strictly(module, state, path, arch):
+    """``module.load_state_dict(state, strict=True)``; a mismatch is an error naming MODEL.WEIGHTS, the file,
+    the backbone and the first missing, unexpected and differently shaped keys (not torch's full listing)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]  # torch fills it
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        def some(keys):
+            return f"{keys[:5]}{' ...' if len(keys) > 5 else ''} ({len(keys)})"
+
+        raise RuntimeError(f"MODEL.WEIGHTS {path!r} does not fit the {arch} backbone: missing keys {some(missing)}, "
+                           f"unexpected keys {some(unexpected)}, other shapes {some(shapes)} (file vs model); is "
+                           f"it {arch}'s, and is MODEL.CHECKPOINT_FORMAT right?")
+    module.load_state_dict(state, strict=True)
 
 
 def _torchvision_weights(arch, name):
@@ -172,7 +190,7 @@ def load_torchvision_model(arch, weights=""):
         state = _torchvision_weights(arch, weights)
     model = getattr(models, arch)()
     if weights:
-        model.load_state_dict(state, strict=True)
+        load_strictly(model, state, weights, arch)
     return model
 
 
@@ -272,7 +290,7 @@ def _clip_backbone(arch, weights):
     model = open_clip.create_model(config, pretrained=None if local or not weights else weights)
     visual = model.visual
     if local:
-        visual.load_state_dict(clip_visual_state(_read_checkpoint(weights)), strict=True)
+        load_strictly(visual, clip_visual_state(_read_checkpoint(weights)), weights, f"clip:{arch}")
     mean = getattr(visual, "image_mean", None) or CLIP_MEAN
     std = getattr(visual, "image_std", None) or CLIP_STD
     return visual, visual.output_dim, mean, std

@@ -198,6 +198,14 @@ def _read_index(path):
     return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
 
 
+def _entry(index, image_id, path):
+    """``index[image_id]``; an id absent from the index file ``path`` is an error naming both."""
+    try:
+        return index[image_id].strip()
+    except KeyError:
+        raise ValueError(f"{path}: no line for image id {image_id} (listed in images.txt)") from None
+
+
 class _CUB(_ImageList):
     """CUB-200-2011 from its index files: images.txt, train_test_split.txt (1 = train),
     image_class_labels.txt (1-based class ids) and classes.txt."""
@@ -211,14 +219,56 @@ class _CUB(_ImageList):
         absent = [f for f in self.FILES + ("images",) if not (base / f).exists()]
         if absent:
             raise _missing("cub", root, f"missing {absent} in {base}")
-        paths, is_train = _read_index(base / "images.txt"), _read_index(base / "train_test_split.txt")
-        labels, names = _read_index(base / "image_class_labels.txt"), _read_index(base / "classes.txt")
+        files = {f: base / f for f in self.FILES}
+        paths, is_train = _read_index(files["images.txt"]), _read_index(files["train_test_split.txt"])
+        labels, names = _read_index(files["image_class_labels.txt"]), _read_index(files["classes.txt"])
         keep = "1" if split == "train" else "0"
-        ids = sorted((i for i in paths if is_train[i].strip() == keep), key=int)
-        self.samples = [(str(base / "images" / paths[i].strip()), int(labels[i]) - 1) for i in ids]
+        ids = sorted((i for i in paths if _entry(is_train, i, files["train_test_split.txt"]) == keep), key=int)
+        self.samples = [(str(base / "images" / paths[i].strip()),
+                         int(_entry(labels, i, files["image_class_labels.txt"])) - 1) for i in ids]
         classes = [names[k].strip() for k in sorted(names, key=int)]
         self.loader, self.transform = default_loader, transform
         _describe(self, [y for _, y in self.samples], classes)
+
+
+# dataset -> (its directory under DATASET.ROOT, the index files that list its images, relative to it).
+# DTD's lines are split into exactly <class>/<file> under images/, so they cannot leave its tree.
+INDEX_FILES = {
+    "cub": ("CUB_200_2011", ("images.txt",)),
+    "aircraft": ("fgvc-aircraft-2013b/data", ("images_variant_trainval.txt", "images_variant_test.txt")),
+    "pets": ("oxford-iiit-pet", ("annotations/trainval.txt", "annotations/test.txt")),
+    "cars": ("stanford_cars", ("devkit/cars_train_annos.mat", "cars_test_annos_withlabels.mat")),
+}
+
+
+def _listing_line(files, path):
+    """(file, line number, line) of the index-file line whose first field appears in ``path``."""
+    for file in files:
+        if file.suffix == ".txt" and file.is_file():
+            for number, line in enumerate(file.read_text().splitlines(), start=1):
+                fields = line.split()
+                if fields and fields[0] in path:
+                    return file, number, line
+    return None
+
+
+def check_inside_root(ds, name, root):
+    """Every image a data set's own index files list lies inside its directory: an entry such as
+    ``../../elsewhere.jpg`` or an absolute path is an error naming the index file and the line.
+    Lexical (symbolic links inside the tree, e.g. images/ on another disk, are fine)."""
+    if name not in INDEX_FILES:
+        return
+    sub, names = INDEX_FILES[name]
+    base = os.path.normpath(os.path.abspath(os.path.join(root, sub)))
+    for i in range(len(ds)):
+        path = sample_path(ds, i)
+        if os.path.commonpath([base, os.path.normpath(os.path.abspath(path))]) != base:
+            files = [Path(base) / n for n in names]
+            found = _listing_line(files, path)
+            where = f"{found[0]}, line {found[1]} ({found[2].strip()!r})" if found else \
+                f"one of {[str(f) for f in files]} (sample {i})"
+            raise ValueError(f"{where}: the image {path} lies outside the data set's directory {base}; "
+                             "index-file paths must stay inside it")
 
 
 def _imagenet(root, split, transform):
@@ -363,7 +413,9 @@ def build_dataset(name, root, split, transform=None):
         return NamedErrors(_imagenet_v2(root, transform), name)
     builders = {"aircraft": _aircraft, "cub": _CUB, "cars": _cars, "dtd": _dtd, "flowers": _flowers,
                 "pets": _pets, "cifar10": _cifar10, "imagenet": _imagenet, "imagefolder": _imagefolder}
-    return NamedErrors(builders[name](root, split, transform), name)
+    ds = builders[name](root, split, transform)
+    check_inside_root(ds, name, root)
+    return NamedErrors(ds, name)
 
 
 def restrict_logits(logits, class_indices):

@@ -70,18 +70,21 @@ def set_train_mode(cfg, net, baseline):
 
 
 LOSS_TERMS = ("loss", "ce", "regularizer", "baseline")
+# the config keys that scale each term (the total "loss" is their sum: no advice of its own)
+TERM_KEYS = {"ce": "SOLVER.BASE_LR", "regularizer": "MODEL.ADARAND.LAMBDA (its weight), SOLVER.BASE_LR",
+             "baseline": "BASELINE.ALPHA / BASELINE.BETA / BASELINE.BSS_ETA (its weights), SOLVER.BASE_LR"}
 
 
 def new_guard(device):
     """Divergence flags of the loss terms of a step (:data:`LOSS_TERMS`)."""
-    return FiniteGuard(LOSS_TERMS, device)
+    return FiniteGuard(LOSS_TERMS, device, scaled_by=TERM_KEYS)
 
 
 def check_diverged(guard, where, *modules):
     """``FloatingPointError`` when a loss term or a weight/buffer of ``modules`` went non-finite."""
     guard.check(where)
     for module in modules:
-        check_finite_weights(module, where)
+        check_finite_weights(module, where, guard.last_step_advice() if guard.last is not None else None)
 
 
 @dataclass

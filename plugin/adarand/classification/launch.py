@@ -12,6 +12,8 @@ import torch.distributed as dist
 
 from adarand.distributed import init_from_env, is_distributed, rank
 from adarand.files import claim_output_dir, release_output_dir, write_json, write_text
+from adarand.run_config import ALLOW_OPTION, CLS_SAFE_RESUME_KEYS, cfg_as_recorded, check_resume, clear_history, \
+    history_header, record_changes
 
 from . import build
 from .checkpoint import load_checkpoint
@@ -28,22 +30,39 @@ def get_args_parser(description=None):
     parser.add_argument("--eval-only", action="store_true",
                         help="evaluate TEST.WEIGHTS (default OUTPUT_DIR/best.pth) on the test split")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(ALLOW_OPTION, action="store_true",
+                        help="--resume with a config that differs from the run's config.yaml in keys other than "
+                             f"{', '.join(CLS_SAFE_RESUME_KEYS)}; the changes are recorded with their epoch")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
     return parser
 
 
-def train(cfg, resume=False, progress=True, extra_hooks=()):
+def train(cfg, resume=False, progress=True, extra_hooks=(), allow_config_change=False):
     """Claim OUTPUT_DIR (one run per directory; refused when it holds another run's checkpoint
-    unless ``resume``), write config.yaml, then ``ClassificationTrainer`` -> ``resume_or_load`` ->
-    ``train``; ``extra_hooks`` run after the default ones. Returns the results dict."""
+    unless ``resume``; a resume refused when the config differs from the run's, see
+    :mod:`adarand.run_config`), write config.yaml, then ``ClassificationTrainer`` -> ``resume_or_load``
+    -> ``train``; ``extra_hooks`` run after the default ones. Returns the results dict."""
     init_from_env()
     out = cfg.OUTPUT_DIR
+    resuming = resume and os.path.isfile(os.path.join(out, "last.pth"))
+    changes = {}
     if rank() == 0:
         claim_output_dir(out, resume, CHECKPOINTS)  # held until the process exits
-        write_text(os.path.join(out, "config.yaml"), cfg.dump())
+        if resuming:
+            try:
+                changes = check_resume(out, cfg_as_recorded(cfg), CLS_SAFE_RESUME_KEYS, allow_config_change)
+            except ValueError:
+                release_output_dir(out)
+                raise
+        else:
+            clear_history(out)  # of an earlier attempt that never saved a checkpoint
+            write_text(os.path.join(out, "config.yaml"), cfg.dump())
     trainer = ClassificationTrainer(cfg, progress=progress)
     trainer.register_hooks(extra_hooks)
     trainer.resume_or_load(resume=resume)
+    if rank() == 0 and resuming:  # the changes take effect at the first epoch trained from here
+        trainer.config_changes = record_changes(out, changes, "epoch", trainer.start_epoch + 1)
+        write_text(os.path.join(out, "config.yaml"), history_header(trainer.config_changes) + cfg.dump())
     results = trainer.train()
     if rank() == 0:
         release_output_dir(out)  # a failed run keeps it until its process ends
@@ -75,7 +94,8 @@ def main(argv=None, description=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     cfg = load_cfg(args.config_file, args.opts)
     try:
-        results = eval_only(cfg) if args.eval_only else train(cfg, resume=args.resume, progress=not args.no_progress)
+        results = eval_only(cfg) if args.eval_only else train(
+            cfg, resume=args.resume, progress=not args.no_progress, allow_config_change=args.allow_config_change)
         if rank() == 0:
             print(json.dumps(results))
     finally:

@@ -12,7 +12,12 @@ and cells that are our reconstruction rather than the paper's (``tools/summarize
 prints them under the table; docs/fidelity.md).
 
 Launching uses submitit: one job per run, its local executor by default, SLURM on request.
-A run whose ``results.json`` exists is finished and skipped; one with ``last.pth`` resumes.
+A run whose ``results.json`` exists is finished and skipped; one with ``last.pth`` resumes. The grid
+owns its runs: the keys it sets (SEED, OUTPUT_DIR, the cell's own keys, DATASET.ROOT with
+``--data-dir``, MODEL.WEIGHTS with ``--weights``) cannot be overridden, and a run directory counts
+only when its recorded config (``config.yaml``, and no change on resume) is the grid's, results
+aside (:func:`recorded_differences`); ``--launch`` refuses others, or moves them aside with
+``--rerun-differing``.
 """
 import argparse
 import dataclasses
@@ -343,9 +348,11 @@ def build_runs(table, root, seeds=None, cell_ids=(), data_dir="", weights=None, 
     if len(opts) % 2:
         raise ValueError(f"overrides must be KEY VALUE pairs, got {list(opts)}")
     weights = weights or {}
+    cells = select_cells(table, cell_ids)
+    check_overrides(cells, opts, data_dir, weights)
     seeds = table.seeds if seeds is None else seeds
     runs = []
-    for cell in select_cells(table, cell_ids):
+    for cell in cells:
         extra = list(cell.opts)
         if data_dir:  # absolute: jobs run in the repository root
             extra += ["DATASET.ROOT", os.path.join(os.path.abspath(data_dir), cell.dataset)]
@@ -357,11 +364,72 @@ def build_runs(table, root, seeds=None, cell_ids=(), data_dir="", weights=None, 
     return runs
 
 
+def check_overrides(cells, opts, data_dir="", weights=None):
+    """Refuse a ``KEY VALUE`` override of a key the grid sets itself: SEED and OUTPUT_DIR (each run's),
+    a cell's own keys, DATASET.ROOT with ``data_dir``, MODEL.WEIGHTS of a pre-training in ``weights``."""
+    owned = {"SEED": "each run's seed; choose them with --seeds", "OUTPUT_DIR": "each run's directory; choose the "
+             "root with --root"}
+    if data_dir:
+        owned["DATASET.ROOT"] = "set from --data-dir"
+    for cell in cells:
+        for key in cell.opts[::2]:
+            owned.setdefault(key, f"set by cell {cell.id}")
+        if cell.pretraining in (weights or {}):
+            owned.setdefault("MODEL.WEIGHTS", f"set from --weights {cell.pretraining}=FILE")
+    for key, value in zip(opts[::2], opts[1::2]):
+        if key in owned:
+            raise ValueError(f"override {key} {value}: the grid sets {key} itself "
+                             f"({owned[key]}); an override would make its runs differ from what they are named")
+
+
 def load_run_cfg(run, repo_root="."):
     """The run's config as train_cls.py will load it (file, then its overrides)."""
     from .config import load_cfg
 
     return load_cfg(os.path.join(repo_root, run.cell.config), list(run.opts))
+
+
+def recorded_differences(run, repo_root="."):
+    """How the run directory's record differs from the run the grid would make: ``{key: [recorded, grid]}``
+    from its ``config.yaml`` (keys that leave the results unchanged aside), plus every change made
+    on resume (``config_history.json``); ``None`` when the directory holds no config.yaml."""
+    from adarand.run_config import CLS_NEUTRAL_KEYS, cfg_as_recorded, config_changes, read_history, \
+        read_recorded_config
+
+    recorded = read_recorded_config(run.output_dir)
+    if recorded is None:
+        return None
+    differences = config_changes(recorded, cfg_as_recorded(load_run_cfg(run, repo_root)), ignore=CLS_NEUTRAL_KEYS)
+    for entry in read_history(run.output_dir):
+        for key, (old, new) in entry["changes"].items():
+            if key not in CLS_NEUTRAL_KEYS:
+                differences.setdefault(f"{key} (changed on resume at epoch {entry['epoch']})", [old, new])
+    return differences
+
+
+def differing_runs(runs, repo_root="."):
+    """{run: description} of the runs holding results or a checkpoint made with another config."""
+    from adarand.run_config import describe
+
+    found = {}
+    for run in runs:
+        if run.status() == "new":
+            continue
+        differences = recorded_differences(run, repo_root)
+        if differences is None:
+            found[run] = "no config.yaml: what it ran is unknown"
+        elif differences:
+            found[run] = f"recorded -> grid: {describe(differences)}"
+    return found
+
+
+def move_aside(run):
+    """Rename the run directory to ``<dir>.old<k>`` (the first free k); returns the new path."""
+    k = 1
+    while os.path.exists(f"{run.output_dir}.old{k}"):
+        k += 1
+    os.replace(run.output_dir, f"{run.output_dir}.old{k}")
+    return f"{run.output_dir}.old{k}"
 
 
 def check_runs(runs, repo_root="."):
@@ -441,6 +509,22 @@ def launch(runs, executor, repo_root=".", nproc_per_node=1, max_parallel=1, poll
     return failed
 
 
+def settle_differing_runs(runs, repo_root=".", rerun=False):
+    """Runs recorded with another config than the grid's: listed and refused (False), or, with
+    ``rerun``, moved aside so that they run again (True)."""
+    differing = differing_runs(runs, repo_root)
+    for run, why in differing.items():
+        if rerun:
+            print(f"moved {run.output_dir} to {move_aside(run)} ({why}); it runs again", file=sys.stderr)
+        else:
+            print(f"DIFFERS {run.output_dir}: {why}", file=sys.stderr)
+    if differing and not rerun:
+        print(f"refusing to launch: {len(differing)} run directories hold a run of another config than the "
+              "grid's; move them, or pass --rerun-differing to move them aside and rerun them", file=sys.stderr)
+        return False
+    return True
+
+
 def get_args_parser(description=None):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", required=True, choices=list(TABLES), help="a table of the paper (1-5, alpha, lambda, clip-imagenet) or our digits study")
@@ -467,7 +551,11 @@ def get_args_parser(description=None):
                         help="jobs at once (default: 1 locally, all on SLURM; 0 = all)")
     parser.add_argument("--job-dir", default="", help="submitit's logs (default ROOT/_jobs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides added to every run")
+    parser.add_argument("--rerun-differing", action="store_true",
+                        help="--launch: move run directories made with another config to <dir>.old<k> and rerun "
+                             "them (default: refuse)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="KEY VALUE overrides added to every run (not the keys the grid sets itself)")
     return parser
 
 
@@ -492,6 +580,10 @@ def main(argv=None, repo_root=".", description=None):
     seeds = args.seeds if args.seeds is not None else list(table.seeds)
     runs = build_runs(table, root, seeds, args.cells, args.data_dir,
                                 parse_weights(args.weights), args.opts)
+    if args.launch:
+        check_runs(runs, repo_root)
+        if not settle_differing_runs(runs, repo_root, args.rerun_differing):
+            return 1
     status = [r.status() for r in runs]
     cells = len(runs) // len(seeds)
     counts = (f"table {table.name}: {len(runs)} runs ({cells} cells x {len(seeds)} seeds): "
@@ -501,7 +593,6 @@ def main(argv=None, repo_root=".", description=None):
             print(command_line(run, nproc_per_node=args.gpus))
         print(counts, file=sys.stderr)
         return _dry_run_check(runs, repo_root) if args.check else 0
-    check_runs(runs, repo_root)
     print(counts, file=sys.stderr)
     executor = make_executor(args.job_dir or os.path.join(root, "_jobs"), args.cluster, args.partition,
                                        args.gpus, args.cpus, args.time, name=f"adarand-table{table.name}")

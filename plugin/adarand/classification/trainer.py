@@ -111,6 +111,7 @@ class ClassificationTrainer:
         self.guard = new_guard(self.device)  # divergence flags on the device, checked before evaluation and saving
         self.start_epoch, self.epoch, self.inner_iter = 0, 0, 0
         self.best_top1, self.best_epoch, self.history, self.epoch_record = -1.0, -1, [], {}
+        self.config_changes = []  # changes of the config on --resume, with their epoch (adarand.run_config)
         self._hooks = []
         self.register_hooks(self.build_hooks())
 
@@ -305,7 +306,7 @@ class ClassificationTrainer:
             "test_top1": test.top1, "test_mean_class_acc": test.mean_class_acc,
             "time_per_epoch_s": float(np.mean([r["epoch_time_s"] for r in history])) if history else None,
             "step_time_s": float(np.mean([r["step_time_s"] for r in history])) if history else None,
-            "world_size": self.world,
+            "world_size": self.world, "config_changes": self.config_changes,
         }
         results.update(self.test_extra_sets())
         if self.rank == 0:

@@ -26,6 +26,12 @@ UNINITIALISED = (
     "train with adarand.detection.AdaRandTrainer / tools/train_net.py / tools/lazyconfig_train_net.py "
     "(they initialise it), or call adarand.detection.init_prior(cfg, model) after loading the weights"
 )
+RESUMED_UNINITIALISED = (
+    "the AdaRand prior of {where} is not initialised: the checkpoint {path} that --resume continues holds "
+    "no prior (written by a run without AdaRand?). A resumed run keeps its checkpoint's prior and reads no "
+    "statistics (MODEL.ADARAND.STATS_FILE is not used); to start AdaRand from these weights, run without "
+    "--resume in a new OUTPUT_DIR with MODEL.WEIGHTS {path}"
+)
 
 
 def unwrap(model):
@@ -94,11 +100,13 @@ class BoxRegularization(nn.Module):
         return torch.where(classes < limit, classes, torch.full_like(classes, IGNORE_INDEX))
 
     # -- loss -----------------------------------------------------------------------------
-    def check_initialised(self):
+    def check_initialised(self, resumed_from=None):
+        """Raise the error saying how to initialise the prior (``resumed_from``: the checkpoint a resume loaded)."""
         prior = getattr(self.regularizer, "prior", None)
         if self.regularizer.needs_stats and prior is not None and not prior.initialized:
             where = "the box predictor" + (f" of {self.name}" if self.name else "")
-            raise RuntimeError(UNINITIALISED.format(where=where))
+            message = RESUMED_UNINITIALISED if resumed_from else UNINITIALISED
+            raise RuntimeError(message.format(where=where, path=resumed_from))
 
     def loss(self, features, labels, logits=None, classifier_weight=None):
         """``loss_adarand`` of the ROIs' box-head features under their labels.

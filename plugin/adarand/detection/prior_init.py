@@ -150,7 +150,47 @@ def stats_identity(cfg):
         "regularize_background": a.REGULARIZE_BACKGROUND,
         "transform": f"ResizeShortestEdge({cfg.INPUT.MIN_SIZE_TEST}, {cfg.INPUT.MAX_SIZE_TEST}) {cfg.INPUT.FORMAT} "
                      f"mean={list(cfg.MODEL.PIXEL_MEAN)} std={list(cfg.MODEL.PIXEL_STD)}",
+        **roi_sampler_identity(cfg),
     }
+
+
+def roi_sampler_identity(cfg):
+    """What decides which ROIs are sampled and how they are labelled, when the statistics are taken on
+    proposals (``STATS_ROIS proposals``, or the background regularized): the ROI heads' matcher
+    (IoU thresholds and labels), sampling (batch size per image, positive fraction, ground truth
+    appended), the cascade's IoUs, and the proposal generator (RPN and anchors). Empty otherwise."""
+    a = cfg.MODEL.ADARAND
+    if a.STATS_ROIS != "proposals" and not a.REGULARIZE_BACKGROUND:
+        return {}
+    m = cfg.MODEL
+    return {"roi_sampler": {
+        **{f"ROI_HEADS.{k}": _plain(m.ROI_HEADS[k]) for k in (
+            "IOU_THRESHOLDS", "IOU_LABELS", "BATCH_SIZE_PER_IMAGE", "POSITIVE_FRACTION", "PROPOSAL_APPEND_GT",
+            "NUM_CLASSES")},
+        "ROI_BOX_CASCADE_HEAD.IOUS": _plain(m.ROI_BOX_CASCADE_HEAD.IOUS), "PROPOSAL_GENERATOR": m.PROPOSAL_GENERATOR.NAME,
+        **{f"RPN.{k}": _plain(v) for k, v in m.RPN.items()},
+        **{f"ANCHOR_GENERATOR.{k}": _plain(v) for k, v in m.ANCHOR_GENERATOR.items()},
+    }}
+
+
+def lazy_roi_sampler_identity(cfg):
+    """:func:`roi_sampler_identity` of a LazyConfig: its ROI heads' matcher and sampling, and its
+    proposal generator, as YAML (empty when the statistics are taken on ground-truth boxes only)."""
+    from omegaconf import OmegaConf
+
+    heads, a = cfg.model.roi_heads, cfg.model.roi_heads.adarand
+    if a["STATS_ROIS"] != "proposals" and not a["REGULARIZE_BACKGROUND"]:
+        return {}
+    sampling = {k: heads.get(k) for k in ("batch_size_per_image", "positive_fraction", "proposal_append_gt",
+                                          "num_classes")}
+    return {"roi_sampler": {
+        "proposal_matcher": OmegaConf.to_yaml(heads.proposal_matcher) if "proposal_matcher" in heads else None,
+        **{k: _plain(v) for k, v in sampling.items()},
+        "proposal_generator": OmegaConf.to_yaml(cfg.model.proposal_generator)}}
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def weights_identity(model):

@@ -280,7 +280,8 @@ def check_capable(method, model):
                          "(or a head built with adarand.detection.AdaRandHeadsMixin), or METHOD 'none'")
 
 
-def check_initialised(model):
-    """Raise the error saying how to initialise, for the first uninitialised prior of the model."""
+def check_initialised(model, resumed_from=None):
+    """Raise the error saying how to initialise, for the first uninitialised prior of the model
+    (``resumed_from``: the checkpoint a ``--resume`` loaded, where statistics are not read)."""
     for reg in box_regularizations(model):
-        reg.check_initialised()
+        reg.check_initialised(resumed_from)

@@ -4,12 +4,19 @@ visualize.py, diagnose_det.py, compare_stats_rois.py and the tests).
 The VOC splits are registered when ``adarand.detection`` is imported (under
 ``$DETECTRON2_DATASETS``, as Detectron2 registers its builtin datasets on import).
 """
+import os
+import re
+
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from adarand.files import claim_output_dir
+from adarand.files import claim_output_dir, release_output_dir, write_text
+from adarand.run_config import (
+    ALLOW_OPTION, DET_SAFE_RESUME_KEYS, cfg_as_recorded, check_resume, clear_history, history_header,
+    read_recorded_config, record_changes,
+)
 
 from .config import add_adarand_config, check_adarand_config
 from .mobilenet_fpn import add_mobilenet_config
@@ -39,12 +46,73 @@ def setup_cfg(args, claim_output=False):
     ``default_setup`` (output dir, config.yaml, logging, seed) and the ``adarand`` logger.
 
     ``claim_output``: lock OUTPUT_DIR for this run and, unless ``--resume``, refuse it when it
-    already holds another run's checkpoint (before anything is written there).
+    already holds another run's checkpoint (before anything is written there); a ``--resume``
+    whose config differs from the run's is refused or recorded (:func:`checked_resume_changes`).
     """
     cfg = load_detection_cfg(args.config_file, args.opts)
     cfg.freeze()
+    changes = None
     if claim_output and comm.is_main_process():
         claim_output_dir(cfg.OUTPUT_DIR, args.resume, ("last_checkpoint",))
+        changes = checked_resume_changes(cfg.OUTPUT_DIR, cfg_as_recorded(cfg), args)
     default_setup(cfg, args)
+    if changes is not None:
+        record_resume_changes(cfg.OUTPUT_DIR, changes)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adarand")
     return cfg
+
+
+def add_resume_arguments(parser, safe_keys=DET_SAFE_RESUME_KEYS):
+    """``--allow-config-change`` on Detectron2's argument parser (tools/train_net.py, lazyconfig_train_net.py)."""
+    parser.add_argument(ALLOW_OPTION, action="store_true",
+                        help="--resume with a config that differs from the run's config.yaml in keys other than "
+                             f"{', '.join(safe_keys)}; the changes are recorded with their iteration")
+    return parser
+
+
+def checked_resume_changes(output_dir, recorded, args, safe_keys=DET_SAFE_RESUME_KEYS):
+    """The config changes of a ``--resume`` from a checkpoint in ``output_dir`` (``None`` when nothing is
+    resumed), ``recorded``: the new config flattened as config.yaml will hold it; refused unless safe or
+    ``--allow-config-change`` (:mod:`adarand.run_config`). Reads only."""
+    if not (args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))):
+        clear_history(output_dir)
+        return None
+    try:
+        return check_resume(output_dir, recorded, safe_keys, getattr(args, "allow_config_change", False))
+    except ValueError:
+        release_output_dir(output_dir)
+        raise
+
+
+def resumed_iteration(output_dir, max_iter_key="SOLVER.MAX_ITER"):
+    """The first iteration a resume from ``output_dir/last_checkpoint`` trains (``None`` when unknown):
+    ``model_<k>.pth`` holds iteration k; ``model_final.pth`` the recorded max_iter - 1."""
+    with open(os.path.join(output_dir, "last_checkpoint")) as f:
+        name = f.read().strip()
+    match = re.fullmatch(r"model_(\d+)\.pth", name)
+    if match:
+        return int(match.group(1)) + 1
+    recorded = read_recorded_config(output_dir) or {}
+    return recorded.get(max_iter_key) if name == "model_final.pth" else None
+
+
+def record_resume_changes(output_dir, changes, max_iter_key="SOLVER.MAX_ITER"):
+    """Append ``changes`` to the run's history at the resumed iteration, and head config.yaml
+    (just written by ``default_setup``) with the whole history."""
+    history = record_changes(output_dir, changes, "iter", resumed_iteration(output_dir, max_iter_key))
+    if history:
+        path = os.path.join(output_dir, "config.yaml")
+        with open(path) as f:
+            text = f.read()
+        write_text(path, history_header(history) + text)
+
+
+def lazy_cfg_as_recorded(cfg):
+    """A LazyConfig flattened as ``default_setup`` records it (``LazyConfig.save`` to config.yaml)."""
+    import tempfile
+
+    from detectron2.config import LazyConfig
+
+    with tempfile.TemporaryDirectory() as folder:
+        LazyConfig.save(cfg, os.path.join(folder, "config.yaml"))
+        return read_recorded_config(folder)

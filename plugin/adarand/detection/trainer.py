@@ -11,7 +11,7 @@ from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
 from .mapper import NamedErrorsMapper
 from .prior_init import init_prior
-from .roi_heads import check_capable
+from .roi_heads import check_capable, check_initialised
 
 
 def has_fast_coco_eval():
@@ -116,3 +116,5 @@ class AdaRandTrainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         if not resuming:
             init_prior(self.cfg, self.model)
+        else:  # the checkpoint's prior is kept: one without a prior cannot be initialised from statistics here
+            check_initialised(self.model, resumed_from=self.checkpointer.get_checkpoint_file())

@@ -89,6 +89,28 @@ def load_predictions(path, metadata):
     return by_image
 
 
+def check_predictions_belong(predictions, dicts, where, dataset_name):
+    """Predictions of another data set are refused: every image id must be one of ``dicts``, every
+    mask's size (RLE ``size``) that image's, and no box may reach past it (Detectron2 clips its
+    boxes to the image), since ids alone coincide across data sets (e.g. the demo's sizes)."""
+    by_id = {d["image_id"]: d for d in dicts}
+    foreign = [i for i in predictions if i not in by_id]
+    if foreign:
+        raise ValueError(f"{where} has predictions for {len(foreign)} image(s) not in "
+                         f"{dataset_name}, e.g. {foreign[0]!r}: predictions of another dataset?")
+    for image_id, records in predictions.items():
+        height, width = by_id[image_id]["height"], by_id[image_id]["width"]
+        for r in records:
+            size = r.get("segmentation", {}).get("size") if isinstance(r.get("segmentation"), dict) else None
+            x, y, w, h = r["bbox"]  # COCO XYWH
+            if (size is not None and list(size) != [height, width]) or x + w > width + 1 or y + h > height + 1:
+                shown = f"a mask of {size[0]} x {size[1]}" if size is not None and list(size) != [height, width] \
+                    else f"a box (x, y, w, h) = {tuple(round(v, 1) for v in r['bbox'])}"
+                raise ValueError(f"{where}: image {image_id!r} has {shown} but is {height} x {width} (height x "
+                                 f"width) in {dataset_name}: predictions of another dataset, or of other image "
+                                 "sizes?")
+
+
 def class_colors(metadata):
     """One fixed RGB colour (floats in [0, 1]) per class: the metadata's ``thing_colors`` (0-255)
     when it has them, else Detectron2's colormap without its greys (which vanish on photos), cycled."""
@@ -210,12 +232,8 @@ def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score
     metadata = MetadataCatalog.get(dataset_name)
     dicts = DatasetCatalog.get(dataset_name)
     loaded = [(name, load_predictions(path, metadata)) for name, path in runs]
-    known = {d["image_id"] for d in dicts}
     for (name, predictions), (_, path) in zip(loaded, runs):
-        foreign = [i for i in predictions if i not in known]
-        if foreign:
-            raise ValueError(f"{path} ({name}) has predictions for {len(foreign)} image(s) not in "
-                             f"{dataset_name}, e.g. {foreign[0]!r}: predictions of another dataset?")
+        check_predictions_belong(predictions, dicts, f"{path} ({name})", dataset_name)
     selected = dicts[:num_images] if num_images > 0 else dicts
     if not selected:
         raise ValueError(f"dataset {dataset_name} has no images")

@@ -25,6 +25,7 @@ that only extends past the image border is clipped to it, as Detectron2's mapper
 do, and each split logs one warning counting such boxes.
 """
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 
@@ -62,6 +63,23 @@ def _text(node, tag, path):
     if child is None or child.text is None:
         raise ValueError(f"{path}: missing <{tag}>")
     return child.text.strip()
+
+
+def box_coordinates(path, index, name, bndbox):
+    """(xmin, ymin, xmax, ymax) of a ``<bndbox>``; a non-numeric or non-finite value (``nan``, ``inf``)
+    raises ``ValueError`` naming the file, the object and the tag."""
+    values = []
+    for tag in ("xmin", "ymin", "xmax", "ymax"):
+        text = _text(bndbox, tag, path)
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: object {index} ({name!r}) has <{tag}>{text}</{tag}>: box coordinates "
+                             "must be finite numbers")
+        values.append(value)
+    return values
 
 
 def checked_box(path, index, name, raw, width, height):
@@ -103,7 +121,7 @@ def parse_voc_xml(path, class_names=VOC_CLASSES, clipped=None):
             box = obj.find("bndbox")
             if box is None:
                 raise ValueError(f"{path}: object {name!r} has no <bndbox>")
-            raw = [float(_text(box, k, path)) for k in ("xmin", "ymin", "xmax", "ymax")]
+            raw = box_coordinates(path, index, name, box)
             bbox, was_clipped = checked_box(path, index, name, raw, width, height)
             if was_clipped and clipped is not None:
                 clipped.append(index)
