@@ -10,7 +10,7 @@ import torch
 
 import adarand
 from adarand import IGNORE_INDEX, build_regularizer
-from test_regularizers import C, D, make_stats
+from regularizer_cases import C, D, make_stats
 
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not adarand.ops.HAS_TRITON, reason="no triton"))]
 NAMES = ["fnp", "randreg-normal", "randreg-cp", "adarand", "ptr"]

@@ -12,7 +12,7 @@ import adarand
 from adarand import IGNORE_INDEX, build_regularizer
 from adarand.ops import class_ema_, target_loss
 from helpers import ref_ema, ref_regression_active
-from test_regularizers import NAMES, C, D, build
+from regularizer_cases import NAMES, C, D, build
 
 IGNORED = torch.tensor([1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 1, 0], dtype=torch.bool)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from adarand import ClassConditionalPrior, build_regularizer
-from test_regularizers import C, D, build
+from regularizer_cases import C, D, build
 
 NAN, INF = math.nan, math.inf
 

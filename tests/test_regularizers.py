@@ -3,35 +3,9 @@ import torch
 import torch.nn.functional as F
 
 import adarand
-from adarand import ClassStatsAccumulator, build_regularizer
+from adarand import build_regularizer
 from helpers import ref_ema, ref_prior_loss, ref_regression
-
-C, D, B = 4, 6, 12
-NAMES = ["none", "fnp", "randreg-uniform", "randreg-normal", "randreg-pretrained", "randreg-cp",
-         "adarand", "adarand-no-mean", "adarand-no-dist", "ptr"]
-
-
-def make_stats(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    acc = ClassStatsAccumulator(C)
-    acc.update(torch.randn(40, D, generator=g) * 2 + 1, torch.arange(40) % C)
-    return acc.finalize(extractor="test")
-
-
-def batch(seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    f = torch.randn(B, D, generator=g, dtype=dtype).requires_grad_(True)
-    y = torch.randint(0, C, (B,), generator=g)
-    head = torch.randn(C, D, generator=g, dtype=dtype)
-    return f, y, f.detach() @ head.T, head
-
-
-def build(name, **options):
-    reg = build_regularizer(name, num_classes=C, feat_dim=D, **options).double()
-    if reg.needs_stats:
-        reg.init_from_stats(make_stats())
-    return reg
-
+from regularizer_cases import NAMES, B, C, D, batch, build, make_stats
 
 def test_available_and_unknown_names():
     assert adarand.available_regularizers() == NAMES

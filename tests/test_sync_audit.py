@@ -15,7 +15,7 @@ import torch
 import adarand
 from adarand import IGNORE_INDEX
 from sync_audit import SyncAudit, values_unchecked
-from test_regularizers import NAMES, C, D, make_stats
+from regularizer_cases import NAMES, C, D, make_stats
 
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not adarand.ops.HAS_TRITON, reason="no triton"))]
 

@@ -1,13 +1,7 @@
-import os
-import sys
-
 import pytest
+from fake_voc import make_fake_voc  # tests/detection is on sys.path under pytest (rootdir-relative import mode)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from fake_voc import make_fake_voc  # noqa: E402
-
-from adarand.detection import register_voc  # noqa: E402
+from adarand.detection import register_voc
 
 
 @pytest.fixture(scope="session")

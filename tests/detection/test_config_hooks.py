@@ -112,8 +112,13 @@ def test_scale_log_period_is_aligned_with_the_prior_period(log, prior, aligned):
 
 
 def test_hook_ignores_models_without_box_regularizers():
-    hook = AdaRandPriorHook()
+    """Heads that apply no regularizer: the hook finds no branch, steps nothing and logs no adarand scalar
+    (only the loss ratio it reads from the trainer's own losses)."""
+    hook = AdaRandPriorHook(log_period=1)
     hook.trainer = _fake_trainer([])
-    hook.trainer.iter = 0
-    hook.after_step()
+    hook.trainer.iter, hook.trainer.max_iter = 0, 10
+    hook.trainer.storage.latest.return_value = {}
     hook.before_train()
+    hook.after_step()
+    assert hook._branches == [] and hook._sums == {}
+    hook.trainer.storage.put_scalar.assert_not_called()
