@@ -370,3 +370,13 @@ def test_a_run_changed_on_resume_is_not_the_grids(tmp_path, monkeypatch):
         json.dump([{"epoch": 3, "changes": {"SOLVER.BASE_LR": [0.1, 0.01]}}], f)
     assert reproduce.recorded_differences(run, REPO) == {
         "SOLVER.BASE_LR (changed on resume at epoch 3)": [0.1, 0.01]}
+
+
+def test_a_study_of_ours_shows_no_paper_columns_and_marks_settings_not_run(tmp_path):
+    """The digits study has no published numbers: our column alone, and FT in the 30-epoch arm is 'not run'."""
+    text = paper_table.render(reproduce.get_table("digits"), str(tmp_path))
+    header, = [line for line in text.splitlines() if line.startswith("|  |")]
+    assert header == "|  | 10% | 20% | 50% | 20%, 30 epochs |"
+    fine_tuning, = [line for line in text.splitlines() if line.startswith("| Fine-tuning")]
+    assert fine_tuning == "| Fine-tuning | — | — | — | not run |"
+    assert "| UOT | not implemented |" in paper_table.render(reproduce.get_table("5"), str(tmp_path))

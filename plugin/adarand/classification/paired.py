@@ -277,7 +277,7 @@ def table_positions(table, root, comparisons, runs, baseline, metric="test_top1"
         for col in table.cols:
             shown = position_result(table, row, col, root, metric)
             if not table.cells_at(row, col):
-                positions[row, col] = "not implemented"
+                positions[row, col] = table.empty_position
             elif shown is None:
                 positions[row, col] = MISSING
             elif methods.get(shown.cell_id) == baseline:

@@ -55,12 +55,14 @@ def position_result(table, row, col, root, metric="test_top1"):
 
 
 def render(table, root, metric="test_top1", paper=None):
-    """Markdown: the paper's rows and columns, each column as ours | paper | difference (ours - paper)."""
+    """Markdown: the paper's rows and columns, each column as ours | paper | difference (ours - paper);
+    a study of ours (``table.published`` false) shows our column alone."""
     paper = paper if paper is not None else load_paper_results()
     published = paper["tables"].get(table.name, {})
     values = published.get("values", {})
     extra = published.get("paper_columns", {})  # published columns that are not accuracies, shown as printed
-    header = ["", *(h for col in table.cols for h in (f"{col} (ours)", "paper", "Δ")),
+    per_col = (lambda col: (f"{col} (ours)", "paper", "Δ")) if table.published else (lambda col: (col,))
+    header = ["", *(h for col in table.cols for h in per_col(col)),
               *(f"{c} (paper)" for c in extra)]
     lines = [f"{table.title}; ours: {metric} over seeds under {root}", "",
              "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
@@ -70,14 +72,15 @@ def render(table, root, metric="test_top1", paper=None):
             ours = position_result(table, row, col, root, metric)
             theirs = values.get(row, {}).get(col)
             if not table.cells_at(row, col):
-                cells.append("not implemented")
+                cells.append(table.empty_position)
             elif ours is None:
                 cells.append(MISSING)
             else:
                 several = len(table.cells_at(row, col)) > 1
                 cells.append(f"{ours.mean:.2f} ± {ours.std:.2f} ({ours.n})" + (f" {ours.cell_id}" if several else ""))
-            cells.append(MISSING if theirs is None else f"{theirs:.2f}")
-            cells.append(f"{ours.mean - theirs:+.2f}" if ours is not None and theirs is not None else MISSING)
+            if table.published:
+                cells.append(MISSING if theirs is None else f"{theirs:.2f}")
+                cells.append(f"{ours.mean - theirs:+.2f}" if ours is not None and theirs is not None else MISSING)
         cells += [str(column.get(row, MISSING)) for column in extra.values()]
         lines.append("| " + " | ".join(cells) + " |")
     notes = ([table.notes] if table.notes else []) + list(published.get("notes", []))

@@ -96,6 +96,11 @@ class Table:
     # (column, suffix): the column reads results.json's ``<metric><suffix>`` (an extra test set of the same runs)
     metric_suffixes: tuple = ()
 
+    @property
+    def empty_position(self):
+        """What a position without a cell shows: a method we do not implement, or, in a study, a setting not run."""
+        return "not implemented" if self.published else "not run"
+
     def cells_at(self, row, col):
         return [c for c in self.cells if c.row == row and c.col == col]
 
