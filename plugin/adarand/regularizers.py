@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from . import ops
 from .diagnostics import ce_feature_grad_norm
 from .distributed import all_reduce_sum_
-from .ops.target_loss import accumulation_dtype, count_bad_labels
+from .ops.common import accumulation_dtype, count_bad_labels
 from .prior import ClassConditionalPrior
 from .prior_optim import PriorAdam
 from .registry import Registry
@@ -86,7 +86,15 @@ class Regularizer(nn.Module):
             counter += count_bad_labels(labels, self.num_classes).to(counter.device)
 
     def bad_label_counter(self, labels):
-        """``bad_labels`` when value checks are off (bad labels are then masked and counted), else None."""
+        """The counter bad labels go to: ``bad_labels`` when value checks are off (bad labels are then masked
+        and counted on the device), else None (they raise instead).
+
+        Args:
+            labels: (B,), the batch's labels (their device decides the default of ``check_values``).
+
+        Returns:
+            the 0-dim int64 ``bad_labels`` buffer, or None.
+        """
         return None if should_check_values(labels, self.check_values) else self.bad_labels
 
     def device_counters(self):

@@ -13,7 +13,7 @@ import torch
 
 from ..distributed import all_reduce_sum_, world_size
 from .backend import HAS_TRITON, resolve, triton_interpreter_on
-from .target_loss import accumulation_dtype, active_rows, safe_labels
+from .common import accumulation_dtype, active_rows, safe_labels
 
 
 def _class_sums_ref(features, labels, num_classes):

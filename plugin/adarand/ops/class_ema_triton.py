@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .target_loss import accumulation_dtype
+from .common import accumulation_dtype
 
 BLOCK_R = 32  # rows per step of the class-sums scan
 

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .prior_step import NORM_EPS, SCHEDULE_CODES
-from .target_loss import accumulation_dtype
+from .common import accumulation_dtype
 
 
 @triton.jit

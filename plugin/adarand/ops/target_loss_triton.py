@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .target_loss import IGNORE_INDEX as _IGNORE, NOISES, accumulation_dtype
+from .common import IGNORE_INDEX as _IGNORE, NOISES, accumulation_dtype
 
 _NOISE_CODE = {"normal": 0, "uniform": 1}
 _MAX_ELEMENTS = 2**31  # Philox counters are int32 element indices
