@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from .distributed import all_reduce_sum_
-from .ops.target_loss import accumulation_dtype
+from .ops.common import accumulation_dtype
 
 
 def feature_norm(features: torch.Tensor) -> torch.Tensor:

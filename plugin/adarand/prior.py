@@ -178,9 +178,12 @@ class ClassConditionalPrior(nn.Module):
             self.initialized = True
 
     # -- the three operations of a training step -------------------------------------
-    def _check(self, features, labels):
+    def _check_initialized(self):
         if not self.initialized:
             raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
+
+    def _check(self, features, labels):
+        self._check_initialized()
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
 
     def sample(self, labels, generator=None):
@@ -198,14 +201,13 @@ class ClassConditionalPrior(nn.Module):
         Raises:
             RuntimeError: the prior is not initialised. ValueError / TypeError: bad labels (see the class).
         """
-        if not self.initialized:
-            raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
+        self._check_initialized()
         check_labels(labels, labels.shape[0], self.num_classes, self.check_values)
         eps = ops.draw_noise((labels.shape[0], self.feat_dim), self.noise, self.mu.device, self.mu.dtype, generator)
         y = ops.safe_labels(labels, ops.active_rows(labels, self.num_classes))
         return self.mu.detach()[y] + self.sigma[y] * eps
 
-    def regression_loss(self, features, labels, generator=None, impl=None):
+    def regression_loss(self, features, labels, generator=None, impl=None, bad_labels=None, checked=False):
         """``mean_{i,d} (f_id - r_id)^2`` over the rows not labelled IGNORE_INDEX (Eq. 1-3 without lambda).
 
         On CUDA the fused kernel draws the noise in-kernel, so r never exists in memory.
@@ -213,6 +215,9 @@ class ClassConditionalPrior(nn.Module):
         Args:
             features: (B, D), differentiable. labels: (B,) int64.
             generator: optional ``torch.Generator`` (torch path). impl: ``"torch"``/``"triton"``/None (auto).
+            bad_labels: optional 0-dim int64 counter of the labels outside [0, C) other than IGNORE_INDEX
+                (see :func:`adarand.ops.target_loss`). checked: the caller validated the inputs already
+                (a regularizer does, once per call).
 
         Returns:
             scalar, float32 (float64 for float64 features); 0 when no row is active.
@@ -220,11 +225,15 @@ class ClassConditionalPrior(nn.Module):
         Raises:
             RuntimeError: the prior is not initialised. ValueError / TypeError: bad shapes, dtypes or values.
         """
-        self._check(features, labels)
-        return ops.target_loss(features, labels, self.mu, self.sigma, noise=self.noise, generator=generator, impl=impl)
+        if checked:
+            self._check_initialized()
+        else:
+            self._check(features, labels)
+        return ops.target_loss(features, labels, self.mu, self.sigma, noise=self.noise, generator=generator, impl=impl,
+                               bad_labels=bad_labels)
 
     @torch.no_grad()
-    def update_running_mean(self, features, labels, impl=None):
+    def update_running_mean(self, features, labels, impl=None, checked=False):
         """Eq. 14-15 for every class present in the batch (summed over all ranks); absent classes untouched.
 
         A batch with non-finite features (in its non-ignored rows) changes nothing; returns
@@ -232,11 +241,15 @@ class ClassConditionalPrior(nn.Module):
 
         Args:
             features: (B, D) (detached here). labels: (B,) int64. impl: as in :meth:`regression_loss`.
+            checked: as in :meth:`regression_loss`.
 
         Returns:
             0-dim bool device tensor: True when the batch was applied.
         """
-        self._check(features, labels)
+        if checked:
+            self._check_initialized()
+        else:
+            self._check(features, labels)
         return ops.class_ema_(self.running_mean, features.detach(), labels, self.alpha, impl=impl)
 
     def prior_loss(self, use_mean=True, use_dist=True, mu=None):

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from . import ops
 from .diagnostics import ce_feature_grad_norm
 from .distributed import all_reduce_sum_
-from .ops.target_loss import accumulation_dtype
+from .ops.common import accumulation_dtype, count_bad_labels
 from .prior import ClassConditionalPrior
 from .prior_optim import PriorAdam
 from .registry import Registry
@@ -81,9 +81,21 @@ class Regularizer(nn.Module):
             ValueError / TypeError: as in the forward.
         """
         check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
-        if count and not should_check_values(labels, self.check_values):
-            bad = (labels != ops.IGNORE_INDEX) & ~ops.active_rows(labels, self.num_classes)
-            self.bad_labels += bad.sum().to(self.bad_labels.device)
+        counter = self.bad_label_counter(labels)
+        if count and counter is not None:
+            counter += count_bad_labels(labels, self.num_classes).to(counter.device)
+
+    def bad_label_counter(self, labels):
+        """The counter bad labels go to: ``bad_labels`` when value checks are off (bad labels are then masked
+        and counted on the device), else None (they raise instead).
+
+        Args:
+            labels: (B,), the batch's labels (their device decides the default of ``check_values``).
+
+        Returns:
+            the 0-dim int64 ``bad_labels`` buffer, or None.
+        """
+        return None if should_check_values(labels, self.check_values) else self.bad_labels
 
     def device_counters(self):
         """The error and skip counters, as device tensors (nothing read back)."""
@@ -170,8 +182,9 @@ class FeatureNormPenalty(Regularizer):
         Returns:
             scalar (float32, float64 for float64 features).
         """
-        self.check_inputs(features, labels)
-        return self.lam * ops.target_loss(features, labels, num_classes=self.num_classes)
+        self.check_inputs(features, labels, count=False)  # the loss counts the bad labels
+        return self.lam * ops.target_loss(features, labels, num_classes=self.num_classes,
+                                          bad_labels=self.bad_label_counter(labels))
 
 
 class RandomTargetRegression(Regularizer):
@@ -238,8 +251,9 @@ class RandomTargetRegression(Regularizer):
         Returns:
             scalar (float32, float64 for float64 features).
         """
-        self.check_inputs(features, labels)
-        return self.lam * self.prior.regression_loss(features, labels)
+        self.check_inputs(features, labels, count=False)  # the loss counts the bad labels
+        return self.lam * self.prior.regression_loss(features, labels, bad_labels=self.bad_label_counter(labels),
+                                                     checked=True)
 
 
 class AdaRand(RandomTargetRegression):
@@ -297,12 +311,12 @@ class AdaRand(RandomTargetRegression):
             scalar in mu's dtype (float32), the prior loss ``L_mean + L_dist`` before the update, detached.
         """
         self.check_inputs(features, labels, count=False)  # the forward counted this step's bad labels
-        applied = self.prior.update_running_mean(features, labels) if self.use_mean else None
+        applied = self.prior.update_running_mean(features, labels, checked=True) if self.use_mean else None
         # without L_mean the features never reach the prior: no batch to skip
         loss = self.prior_optimizer.update_prior(self.prior.mu, self.prior.running_mean, self.use_mean,
                                                  self.use_dist, applied)
         if applied is not None:
-            self.skipped_batches += (~applied).to(self.skipped_batches.dtype)
+            self.skipped_batches.add_(applied.logical_not())
         return loss
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .ops.target_loss import IGNORE_INDEX
+from .ops.common import IGNORE_INDEX
 from .distributed import all_reduce_sum_
 from .files import load_torch, save_torch
 from .validation import check_finite

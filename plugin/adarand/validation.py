@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .ops.target_loss import IGNORE_INDEX
+from .ops.common import IGNORE_INDEX
 
 LABEL_DTYPES = (torch.int64, torch.int32)
 

@@ -121,16 +121,14 @@ def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
     acc_tl = "tl.float64" if acc == "fp64" else "tl.float32"
     const = {"ACC": "constexpr", "BLOCK_D": "constexpr"}
     compile_for_sm90([
-        (module, "_segment_sums_kernel",
-         {"f_ptr": f"*{dtype}", "order_ptr": "*i64", "seg_ptr": "*i64", "partial_ptr": f"*{acc}", "B": "i32",
-          "D": "i32", "NSEG": "i32", "ACC": "constexpr", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
+        (module, "_class_sums_kernel",
+         {"f_ptr": f"*{dtype}", "labels_ptr": "*i64", "out_ptr": f"*{acc}", "flags_ptr": "*i32", "B": "i32",
+          "D": "i32", "ACC": "constexpr", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
          {"ACC": acc_tl, "BLOCK_R": 32, "BLOCK_D": 128}),
-        (module, "_class_reduce_kernel",
-         {"partial_ptr": f"*{acc}", "seg_ptr": "*i64", "starts_ptr": "*i64", "ends_ptr": "*i64", "out_ptr": f"*{acc}",
-          "D": "i32", "NSEG": "i32", **const}, {"ACC": acc_tl, "BLOCK_D": 128}),
         (module, "_ema_apply_kernel",
-         {"mean_ptr": f"*{dtype}", "sums_ptr": f"*{acc}", "D": "i32", "alpha_hi": "fp32", "alpha_lo": "fp32", **const},
-         {"ACC": acc_tl, "BLOCK_D": 128}),
+         {"mean_ptr": f"*{dtype}", "sums_ptr": f"*{acc}", "flags_ptr": "*i32", "applied_ptr": "*i1", "D": "i32",
+          "NFLAGS": "i32", "alpha_hi": "fp32", "alpha_lo": "fp32", **const, "BLOCK_F": "constexpr"},
+         {"ACC": acc_tl, "BLOCK_D": 128, "BLOCK_F": 1024}),
     ])
 
 

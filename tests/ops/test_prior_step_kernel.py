@@ -86,13 +86,17 @@ def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
           **{k: "constexpr" for k in flags}}, flags),
         (module, "_prior_adam_kernel",
          {"mu_ptr": f"*{dtype}", "rm_ptr": f"*{dtype}", "unit_ptr": f"*{acc}", "gram_unit_ptr": f"*{acc}",
-          "stats_ptr": f"*{acc}", "avg_ptr": f"*{dtype}", "avg_sq_ptr": f"*{dtype}", "steps_ptr": "*i64",
+          "stats_ptr": f"*{acc}", "row_loss_ptr": f"*{acc}", "avg_ptr": f"*{dtype}", "avg_sq_ptr": f"*{dtype}",
+          "steps_ptr": "*i64",
           "applied_ptr": "*i1", "C": "i32", "D": "i32", "norm_eps_hi": "fp32", "norm_eps_lo": "fp32",
           **{name: "fp32" for name in ("lr_hi", "lr_lo", "log_b1_hi", "log_b1_lo", "log_b2_hi", "log_b2_lo",
                                        "one_b1_hi", "one_b1_lo", "b2_hi", "b2_lo", "one_b2_hi", "one_b2_lo",
                                        "eps_hi", "eps_lo")},
           "TOTAL": "i32", "SCHEDULE": "constexpr", "HAS_APPLIED": "constexpr", **{k: "constexpr" for k in flags}},
          {"SCHEDULE": 1, "HAS_APPLIED": True, **flags}),
+        (module, "_prior_finish_kernel",
+         {"row_loss_ptr": f"*{acc}", "loss_ptr": f"*{dtype}", "steps_ptr": "*i64", "C": "i32", "BLOCK_C": "constexpr"},
+         {"BLOCK_C": 1024}),
     ])
 
 

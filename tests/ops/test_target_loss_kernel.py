@@ -169,11 +169,15 @@ def test_kernels_compile_for_sm90(compile_for_sm90):
         for has_labels, has_mu in ((True, True), (True, False), (False, False)):
             flags = {"HAS_LABELS": has_labels, "HAS_MU": has_mu, "NOISE": noise, **tiles}
             jobs.append((module, "_target_loss_fwd_kernel",
-                         {**args, "partial_ptr": "*fp32", "count_ptr": "*i32", **sizes,
+                         {**args, "partial_ptr": "*fp32", "count_ptr": "*i32", "bad_ptr": "*i32", **sizes,
                           **dict.fromkeys(flags, "constexpr")}, flags))
             jobs.append((module, "_target_loss_bwd_kernel",
                          {**args, "grad_out_ptr": "*fp32", "count_ptr": "*i64", "grad_f_ptr": "*bf16", **sizes,
                           **dict.fromkeys(flags, "constexpr")}, flags))
+    jobs.append((module, "_target_loss_finish_kernel",
+                 {"partial_ptr": "*fp32", "count_ptr": "*i32", "bad_ptr": "*i32", "loss_ptr": "*fp32", "n_ptr": "*i64",
+                  "bad_total_ptr": "*i64", "P": "i32", "D": "i32", "ACC": "constexpr", "BLOCK_P": "constexpr"},
+                 {"ACC": "tl.float32", "BLOCK_P": 1024}))
     jobs.append(("noise_probe", "_noise_kernel", {"seed_ptr": "*i64", "out_ptr": "*fp32", "B": "i32", "D": "i32",
                                            "NOISE": "constexpr", "BLOCK_B": "constexpr", "BLOCK_D": "constexpr"},
                  {"NOISE": 0, "BLOCK_B": 4, "BLOCK_D": 512}))

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from adarand.ops.common import accumulation_dtype
 from adarand.registry import Registry
 from adarand.validation import check_hyperparameter
 
@@ -40,10 +41,6 @@ from adarand.validation import check_hyperparameter
 OFFICIAL_ATTENTION_TEMPERATURE = 5.0
 # Normalisations of DELTA's feature-map distance: "delta" (DELTA's code), "mean" (our earlier default).
 DELTA_SCALES = ("delta", "mean")
-
-
-def _at_least_fp32(x):
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def head_l2(params) -> torch.Tensor:
@@ -100,7 +97,7 @@ def _channel_distance(live, ref, weights=None, scale="delta"):
     """``sum_c W_c ||live_ic - ref_ic||^2`` over a batch (channels on dim 1, the other P = H x W positions
     flattened; W = 1 when ``weights`` is None): ``0.5 * sum_i (.) / P`` (scale "delta", DELTA's code) or
     ``mean_i (.)`` (scale "mean")."""
-    diff = (_at_least_fp32(live) - _at_least_fp32(ref)).pow(2)
+    diff = (live.to(accumulation_dtype(live.dtype)) - ref.to(accumulation_dtype(ref.dtype))).pow(2)
     diff = diff.reshape(diff.shape[0], diff.shape[1], -1)  # B x C x P
     per_channel = diff.sum(2)  # B x C
     if weights is not None:
@@ -235,7 +232,8 @@ def starting_loss_increase(backbone, layers, num_classes, fit_batches, probe_bat
     features, labels = [], []
     with torch.no_grad():
         for images, y in fit_batches:
-            features.append(_at_least_fp32(backbone(images.to(device))))
+            output = backbone(images.to(device))
+            features.append(output.to(accumulation_dtype(output.dtype)))
             labels.append(y.to(device))
     head = fit_linear_head(torch.cat(features), torch.cat(labels), num_classes)
     return channel_loss_increase(backbone, head, layers, probe_batches, device)
@@ -375,7 +373,7 @@ class BSS(Baseline):
         self.k = int(k)
 
     def forward(self, features, labels=None, logits=None, classifier_weight=None):
-        singular = torch.linalg.svdvals(_at_least_fp32(features))  # descending
+        singular = torch.linalg.svdvals(features.to(accumulation_dtype(features.dtype)))  # descending
         return self.eta * singular[-self.k:].pow(2).sum()
 
 

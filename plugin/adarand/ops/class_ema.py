@@ -7,11 +7,13 @@ not counted and add nothing. Two phases — per-class sums and counts, then the 
 sums and counts all-reduced in between under torch.distributed, so every rank ends
 with the same running means.
 """
+from typing import Optional
+
 import torch
 
-from ..distributed import all_reduce_sum_
+from ..distributed import all_reduce_sum_, world_size
 from .backend import HAS_TRITON, resolve, triton_interpreter_on
-from .target_loss import accumulation_dtype, active_rows, safe_labels
+from .common import accumulation_dtype, active_rows, safe_labels
 
 
 def _class_sums_ref(features, labels, num_classes):
@@ -32,49 +34,79 @@ def _ema_apply_ref_(running_mean, sums_and_counts, alpha):
 
 
 # -- the fused kernels as custom ops (Triton on CUDA; on CPU the reference, or the kernels under the interpreter) --
-@torch.library.custom_op("adarand::class_sums", mutates_args=())
-def _class_sums_op(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """C x (D + 1) per-class sums and counts (fused kernels)."""
-    from .class_ema_triton import class_sums_triton
+FLAG_COLUMNS = 128  # columns per non-finite flag of the fused class sums (their kernel's column block)
 
-    return class_sums_triton(features, labels, num_classes)
+
+def _nonfinite_flags_ref(sums_and_counts):
+    """Per class and block of FLAG_COLUMNS feature columns: how many sums are not finite (int32)."""
+    num_classes, dim = sums_and_counts.shape[0], sums_and_counts.shape[1] - 1
+    blocks = -(-dim // FLAG_COLUMNS)
+    bad = (~torch.isfinite(sums_and_counts[:, :dim])).to(torch.int32)
+    bad = torch.nn.functional.pad(bad, (0, blocks * FLAG_COLUMNS - dim))
+    return bad.view(num_classes, blocks, FLAG_COLUMNS).sum(dim=2, dtype=torch.int32)
+
+
+def _guarded_ema_apply_ref_(running_mean, sums_and_counts, alpha, flags):
+    """Eq. 15 in place unless a flag is set (then nothing moves); returns the 0-dim bool ``applied``."""
+    if flags is None:
+        applied = torch.ones((), dtype=torch.bool, device=running_mean.device)
+    else:
+        applied = (flags == 0).all().to(running_mean.device)
+    sums_and_counts = torch.where(applied, sums_and_counts, torch.zeros_like(sums_and_counts))
+    _ema_apply_ref_(running_mean, sums_and_counts, alpha)
+    return applied
+
+
+@torch.library.custom_op("adarand::class_sums", mutates_args=())
+def _class_sums_op(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """C x (D + 1) per-class sums and counts, and C x ceil(D / FLAG_COLUMNS) non-finite flags (fused kernel)."""
+    from .class_ema_triton import class_sums_and_flags_triton
+
+    return class_sums_and_flags_triton(features, labels, num_classes)
 
 
 @_class_sums_op.register_kernel("cpu")
 def _class_sums_cpu(features, labels, num_classes):
     if HAS_TRITON and triton_interpreter_on():
-        from .class_ema_triton import class_sums_triton
+        from .class_ema_triton import class_sums_and_flags_triton
 
-        return class_sums_triton(features, labels, num_classes)
-    return _class_sums_ref(features, labels, num_classes)
+        return class_sums_and_flags_triton(features, labels, num_classes)
+    sums = _class_sums_ref(features, labels, num_classes)
+    return sums, _nonfinite_flags_ref(sums)
 
 
 @_class_sums_op.register_fake
 def _class_sums_fake(features, labels, num_classes):
-    return features.new_empty((num_classes, features.shape[1] + 1), dtype=accumulation_dtype(features.dtype))
+    dim = features.shape[1]
+    return (features.new_empty((num_classes, dim + 1), dtype=accumulation_dtype(features.dtype)),
+            features.new_empty((num_classes, -(-dim // FLAG_COLUMNS)), dtype=torch.int32))
 
 
 @torch.library.custom_op("adarand::ema_apply_", mutates_args=("running_mean",))
-def _ema_apply_op(running_mean: torch.Tensor, sums_and_counts: torch.Tensor, alpha: float) -> None:
-    """Eq. 15 in place (fused kernel)."""
+def _ema_apply_op(running_mean: torch.Tensor, sums_and_counts: torch.Tensor, alpha: float,
+                  flags: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Eq. 15 in place unless a flag is set (fused kernel); returns the 0-dim bool ``applied``."""
     from .class_ema_triton import ema_apply_triton_
 
-    ema_apply_triton_(running_mean, sums_and_counts, alpha)
+    applied = running_mean.new_empty((), dtype=torch.bool)
+    ema_apply_triton_(running_mean, sums_and_counts, alpha, flags, applied)
+    return applied
 
 
 @_ema_apply_op.register_kernel("cpu")
-def _ema_apply_cpu(running_mean, sums_and_counts, alpha):
+def _ema_apply_cpu(running_mean, sums_and_counts, alpha, flags=None):
     if HAS_TRITON and triton_interpreter_on():
         from .class_ema_triton import ema_apply_triton_
 
-        ema_apply_triton_(running_mean, sums_and_counts, alpha)
-    else:
-        _ema_apply_ref_(running_mean, sums_and_counts, alpha)
+        applied = running_mean.new_empty((), dtype=torch.bool)
+        ema_apply_triton_(running_mean, sums_and_counts, alpha, flags, applied)
+        return applied
+    return _guarded_ema_apply_ref_(running_mean, sums_and_counts, alpha, flags)
 
 
 @_ema_apply_op.register_fake
-def _ema_apply_fake(running_mean, sums_and_counts, alpha):
-    return None
+def _ema_apply_fake(running_mean, sums_and_counts, alpha, flags=None):
+    return running_mean.new_empty((), dtype=torch.bool)
 
 
 def class_sums(features, labels, num_classes, impl=None):
@@ -88,7 +120,7 @@ def class_sums(features, labels, num_classes, impl=None):
         (C, D + 1) in the accumulation dtype (fp32 for fp16/bf16 features).
     """
     if resolve(features, impl) == "triton":
-        return _class_sums_op(features, labels, num_classes)
+        return _class_sums_op(features, labels, num_classes)[0]
     return _class_sums_ref(features, labels, num_classes)
 
 
@@ -122,9 +154,15 @@ def class_ema_(running_mean, features, labels, alpha, impl=None):
     Returns:
         that decision: a 0-dim bool device tensor, True when the batch was applied.
     """
-    sums_and_counts = class_sums(features, labels, running_mean.shape[0], impl)
+    if resolve(features, impl) == "triton":  # the guard is in the kernels: two launches in all
+        sums_and_counts, flags = _class_sums_op(features, labels, running_mean.shape[0])
+        if world_size() > 1:
+            all_reduce_sum_(sums_and_counts)
+            flags = ~torch.isfinite(sums_and_counts)  # the all-reduced sums decide, on every rank alike
+        return _ema_apply_op(running_mean, sums_and_counts, float(alpha), flags)
+    sums_and_counts = _class_sums_ref(features, labels, running_mean.shape[0])
     all_reduce_sum_(sums_and_counts)
     finite = torch.isfinite(sums_and_counts).all()
     sums_and_counts = torch.where(finite, sums_and_counts, torch.zeros_like(sums_and_counts))
-    ema_apply_(running_mean, sums_and_counts, alpha, impl)
+    _ema_apply_ref_(running_mean, sums_and_counts, alpha)
     return finite

@@ -1,18 +1,18 @@
 """Fused Triton kernels of the per-class running means (AdaRand Eq. 14-15).
 
-``class_sums_triton``: ``out[c] = [sum_{i: y_i = c} f_i, n_c]`` (C x (D + 1)).
-Detection batches are mostly one class, so scattering rows into ``out[y_i]`` with
-atomics would serialise on one row. Instead the rows are visited in label order
-(``torch.sort``, stable, on the device) and cut into *segments*: maximal runs of one
-label inside a block of ``BLOCK_R`` consecutive sorted rows. Pass 1 (one program per
-row block x column block) sums each of its segments into its own row of a partial
-buffer; pass 2 (one program per class x column block) adds the consecutive segments
-of its class in a fixed order. No atomics at all, so the result is bit-reproducible
-whatever ``torch.use_deterministic_algorithms`` says, a dominant class is spread over
-every row block, and every shape is fixed by (B, C, D): no host sync. Rows whose label is outside [0, C)
-(``IGNORE_INDEX`` among them) are given the sort key C: they sort last, in no class's range.
+``class_sums_triton``: ``out[c] = [sum_{i: y_i = c} f_i, n_c]`` (C x (D + 1)), one launch.
+One program per class x column block scans the labels BLOCK_R rows at a time and adds
+the rows of its class in row order (a fixed tree inside a block); a block without a row
+of the class loads no features. No atomics, no sort: bit-reproducible whatever
+``torch.use_deterministic_algorithms`` says, and every shape is fixed by (B, C, D): no
+host sync. Rows whose label is outside [0, C) (``IGNORE_INDEX`` among them) match no
+class. The same kernel flags its non-finite sums, so the EMA's finiteness guard costs no
+launch of its own. The price: one class's rows are summed by the column blocks of one
+program row, not spread over row blocks (a detection batch of 8192 ROIs that are 90 % one
+class reads that class's rows serially in each of its D/128 programs).
 
-``ema_apply_triton_``: ``m_c <- alpha m_c + (1 - alpha) s_c / n_c`` where ``n_c > 0``.
+``ema_apply_triton_``: ``m_c <- alpha m_c + (1 - alpha) s_c / n_c`` where ``n_c > 0``, and
+nothing anywhere when a flag says a sum is not finite (a skipped batch).
 """
 import struct
 
@@ -20,63 +20,61 @@ import torch
 import triton
 import triton.language as tl
 
-from .target_loss import accumulation_dtype, active_rows
+from .common import accumulation_dtype
 
-BLOCK_R = 32  # sorted rows per pass-1 program
-
-
-@triton.jit
-def _segment_sums_kernel(f_ptr, order_ptr, seg_ptr, partial_ptr, B, D, NSEG, ACC: tl.constexpr,
-                         BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    """partial[s] = sum of the sorted rows of segment s (segments of this row block only)."""
-    first = tl.program_id(0) * BLOCK_R
-    rows = first + tl.arange(0, BLOCK_R)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    row_mask, col_mask = rows < B, cols < D
-    src = tl.load(order_ptr + rows, mask=row_mask, other=0).to(tl.int64)
-    seg = tl.load(seg_ptr + rows, mask=row_mask, other=-1)
-    x = tl.load(f_ptr + src[:, None] * D + cols[None, :], mask=row_mask[:, None] & col_mask[None, :], other=0.0)
-    x = x.to(ACC)
-    seg_lo = tl.load(seg_ptr + first)
-    seg_hi = tl.load(seg_ptr + tl.minimum(first + BLOCK_R, B) - 1)
-    for s in range(seg_lo, seg_hi + 1):
-        part = tl.sum(tl.where((seg == s)[:, None], x, 0.0), axis=0)
-        tl.store(partial_ptr + s * D + cols, part, mask=col_mask & (s < NSEG))  # NSEG: bounds guard
+BLOCK_R = 32  # rows per step of the class-sums scan
 
 
 @triton.jit
-def _class_reduce_kernel(partial_ptr, seg_ptr, starts_ptr, ends_ptr, out_ptr, D, NSEG, ACC: tl.constexpr,
-                         BLOCK_D: tl.constexpr):
-    """out[c, :D] = sum of class c's segments in order (0 if absent); out[c, D] = n_c."""
+def _class_sums_kernel(f_ptr, labels_ptr, out_ptr, flags_ptr, B, D, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+                       BLOCK_D: tl.constexpr):
+    """out[c, :D] = sum of the rows labelled c (in row order, BLOCK_R rows at a time); out[c, D] = n_c;
+    flags[c, block] = how many of this program's sums are not finite.
+
+    Program (c, column block) scans the labels; a block of rows holding no row of class c loads no
+    features. Rows labelled outside [0, C) (IGNORE_INDEX among them) equal no program's class.
+    """
     c = tl.program_id(0)
     pid_d = tl.program_id(1)
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     col_mask = cols < D
-    start = tl.load(starts_ptr + c)
-    end = tl.load(ends_ptr + c)
-    present = end > start
-    seg_lo = tl.load(seg_ptr + start, mask=present, other=0)
-    seg_hi = tl.load(seg_ptr + end - 1, mask=present, other=-1)
     acc = tl.zeros([BLOCK_D], dtype=ACC)
-    for s in range(seg_lo, seg_hi + 1):
-        acc += tl.load(partial_ptr + s * D + cols, mask=col_mask & (s < NSEG), other=0.0)
+    count = tl.zeros([BLOCK_R], dtype=tl.int32)
+    for start in range(0, B, BLOCK_R):
+        rows = start + tl.arange(0, BLOCK_R)
+        match = tl.load(labels_ptr + rows, mask=rows < B, other=-1) == c
+        count += match.to(tl.int32)
+        if tl.sum(match.to(tl.int32), axis=0) > 0:
+            x = tl.load(f_ptr + rows[:, None].to(tl.int64) * D + cols[None, :],
+                        mask=match[:, None] & col_mask[None, :], other=0.0)
+            acc += tl.sum(x.to(ACC), axis=0)
     row = out_ptr + c.to(tl.int64) * (D + 1)
     tl.store(row + cols, acc, mask=col_mask)
-    tl.store(row + D, (end - start).to(ACC), mask=pid_d == 0)
+    tl.store(row + D, tl.sum(count, axis=0).to(ACC), mask=pid_d == 0)
+    not_finite = ((acc - acc) != 0) & col_mask  # inf - inf and NaN - NaN are NaN
+    tl.store(flags_ptr + c * tl.num_programs(1) + pid_d, tl.sum(not_finite.to(tl.int32), axis=0))
 
 
 @triton.jit
-def _ema_apply_kernel(mean_ptr, sums_ptr, D, alpha_hi, alpha_lo, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
-    """m_c <- alpha m_c + (1 - alpha) s_c / n_c for n_c > 0 (the batch mean rounded to m's dtype first).
+def _ema_apply_kernel(mean_ptr, sums_ptr, flags_ptr, applied_ptr, D, NFLAGS, alpha_hi, alpha_lo, ACC: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr):
+    """m_c <- alpha m_c + (1 - alpha) s_c / n_c for n_c > 0 (the batch mean rounded to m's dtype first),
+    unless one of the NFLAGS flags is nonzero (a non-finite sum: nothing moves); applied = no flag set.
 
     Float arguments reach a kernel as fp32, so alpha comes as fp32 ``hi + lo`` (48 bits for fp64).
     """
+    bad = tl.zeros([BLOCK_F], dtype=tl.int32)
+    for start in range(0, NFLAGS, BLOCK_F):
+        offsets = start + tl.arange(0, BLOCK_F)
+        bad += (tl.load(flags_ptr + offsets, mask=offsets < NFLAGS, other=0) != 0).to(tl.int32)
+    finite = tl.sum(bad, axis=0) == 0
     alpha = tl.cast(alpha_hi, ACC) + tl.cast(alpha_lo, ACC)
     c = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     col_mask = cols < D
+    tl.store(applied_ptr, finite, mask=(c == 0) & (tl.program_id(1) == 0))
     count = tl.load(sums_ptr + c * (D + 1) + D).to(ACC)
-    if count > 0:
+    if (count > 0) & finite:
         sums = tl.load(sums_ptr + c * (D + 1) + cols, mask=col_mask, other=0.0).to(ACC)
         old = tl.load(mean_ptr + c * D + cols, mask=col_mask, other=0.0)
         batch_mean = (sums / count).to(old.dtype).to(ACC)
@@ -92,48 +90,31 @@ def _block_d(dim):
     return min(triton.next_power_of_2(dim), 128)
 
 
-def _segments(labels, num_classes):
-    """Sorted order, segment id of every sorted row, and each class's [start, end) in sorted order.
-
-    Inactive rows get the key C, so they form at most one extra label after the classes.
-    """
-    keys = torch.where(active_rows(labels, num_classes), labels, torch.full_like(labels, num_classes))
-    sorted_labels, order = torch.sort(keys, stable=True)
-    position = torch.arange(labels.shape[0], device=labels.device)
-    is_start = position % BLOCK_R == 0
-    is_start[1:] |= sorted_labels[1:] != sorted_labels[:-1]
-    seg = torch.cumsum(is_start, 0) - 1
-    classes = torch.arange(num_classes, device=labels.device, dtype=sorted_labels.dtype)
-    starts = torch.searchsorted(sorted_labels, classes)
-    ends = torch.searchsorted(sorted_labels, classes, right=True)
-    return order, seg, starts, ends
-
-
-def class_sums_triton(features, labels, num_classes):
-    """C x (D + 1) per-class sums of ``features`` (B x D) with the counts in the last column."""
+def class_sums_and_flags_triton(features, labels, num_classes):
+    """``(sums, flags)``: the C x (D + 1) per-class sums of ``features`` (B x D) with the counts in the last
+    column, and per (class, column block) the number of non-finite sums (int32)."""
     if features.dim() != 2 or labels.shape != features.shape[:1]:
         raise ValueError(f"need B x D features and B labels; got {tuple(features.shape)}, {tuple(labels.shape)}")
     batch, dim = features.shape
     acc = accumulation_dtype(features.dtype)
-    out = torch.empty(num_classes, dim + 1, dtype=acc, device=features.device)
-    if batch == 0:
-        return out.zero_()
-    features, labels = features.contiguous(), labels.contiguous()
-    order, seg, starts, ends = _segments(labels, num_classes)
-    row_blocks = triton.cdiv(batch, BLOCK_R)
-    max_segments = min(batch, row_blocks + num_classes)  # each starts a block or a new key (C + 1 keys)
-    partial = torch.empty(max_segments, dim, dtype=acc, device=features.device)
     block_d = _block_d(dim)
-    acc_tl = _tl_dtype(acc)
-    _segment_sums_kernel[(row_blocks, triton.cdiv(dim, block_d))](
-        features, order, seg, partial, batch, dim, max_segments, ACC=acc_tl, BLOCK_R=BLOCK_R, BLOCK_D=block_d)
-    _class_reduce_kernel[(num_classes, triton.cdiv(dim, block_d))](
-        partial, seg, starts, ends, out, dim, max_segments, ACC=acc_tl, BLOCK_D=block_d)
-    return out
+    grid = (num_classes, triton.cdiv(dim, block_d))
+    out = torch.empty(num_classes, dim + 1, dtype=acc, device=features.device)
+    flags = torch.empty(grid, dtype=torch.int32, device=features.device)
+    _class_sums_kernel[grid](features.contiguous(), labels.contiguous(), out, flags, batch, dim, ACC=_tl_dtype(acc),
+                             BLOCK_R=BLOCK_R, BLOCK_D=block_d)
+    return out, flags
 
 
-def ema_apply_triton_(running_mean, sums_and_counts, alpha):
-    """In place on ``running_mean`` (C x D): Eq. 15 for the classes whose count is nonzero."""
+def class_sums_triton(features, labels, num_classes):
+    """C x (D + 1) per-class sums of ``features`` (B x D) with the counts in the last column."""
+    return class_sums_and_flags_triton(features, labels, num_classes)[0]
+
+
+def ema_apply_triton_(running_mean, sums_and_counts, alpha, flags=None, applied=None):
+    """In place on ``running_mean`` (C x D): Eq. 15 for the classes whose count is nonzero, unless ``flags``
+    (any shape, e.g. from :func:`class_sums_and_flags_triton`) holds a nonzero entry. ``applied``: an optional
+    0-dim bool tensor set to whether it moved. Returns ``running_mean``."""
     num_classes, dim = running_mean.shape
     if tuple(sums_and_counts.shape) != (num_classes, dim + 1):
         raise ValueError(f"sums_and_counts must be {num_classes} x {dim + 1}; got {tuple(sums_and_counts.shape)}")
@@ -142,8 +123,13 @@ def ema_apply_triton_(running_mean, sums_and_counts, alpha):
     alpha = float(alpha)
     alpha_hi = struct.unpack("f", struct.pack("f", alpha))[0]  # alpha rounded to fp32, on the host
     block_d = _block_d(dim)
+    if applied is None:
+        applied = torch.empty((), dtype=torch.bool, device=running_mean.device)
+    nflags = 0 if flags is None else flags.numel()
+    flags = applied if flags is None else flags.contiguous()  # without flags none is read: never skipped
     _ema_apply_kernel[(num_classes, triton.cdiv(dim, block_d))](
-        target, sums_and_counts.contiguous(), dim, alpha_hi, alpha - alpha_hi, ACC=_tl_dtype(compute), BLOCK_D=block_d)
+        target, sums_and_counts.contiguous(), flags, applied, dim, nflags, alpha_hi, alpha - alpha_hi,
+        ACC=_tl_dtype(compute), BLOCK_D=block_d, BLOCK_F=1024)
     if target is not running_mean:
         running_mean.copy_(target)
     return running_mean

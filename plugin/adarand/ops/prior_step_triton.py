@@ -1,10 +1,11 @@
 """Fused Triton kernels of AdaRand's prior update (``prior_step.py`` states the equations).
 
-Four launches: ``_prior_rows_kernel`` (one program per class: row norms, ``g_c = 1 - cos(mu_c, m_c)``,
+Five launches: ``_prior_rows_kernel`` (one program per class: row norms, ``g_c = 1 - cos(mu_c, m_c)``,
 the unit rows ``u_c`` and each row's share of the loss), two matmuls for ``U U^T U`` through the
-C x C or D x D Gram matrix, and ``_prior_adam_kernel`` (one program per class: the gradient of
-``L_mean + L_dist`` w.r.t. ``mu_c``, then Adam on ``mu_c`` and its moments), plus the loss's
-final sum and the step-count increment. The step count and ``applied`` are read from device
+C x C or D x D Gram matrix, ``_prior_adam_kernel`` (one program per class: the rest of the row's
+share of the loss, ``u_c . (U U^T U)_c``, the gradient of ``L_mean + L_dist`` w.r.t. ``mu_c``, then Adam
+on ``mu_c`` and its moments), and ``_prior_finish_kernel`` (one program: the loss's sum in a fixed
+order and the step-count increment). The step count and ``applied`` are read from device
 memory and the schedule's ``lr_t`` and Adam's bias corrections are computed in the kernel (in
 float64), so the launches never change from step to step: CUDA-graph capturable, no host sync.
 No atomics: bit-reproducible run to run.
@@ -17,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .prior_step import NORM_EPS, SCHEDULE_CODES
-from .target_loss import accumulation_dtype
+from .common import accumulation_dtype
 
 
 @triton.jit
@@ -78,13 +79,14 @@ def _schedule_factor(t_prev, TOTAL, SCHEDULE: tl.constexpr):
 
 
 @triton.jit
-def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, avg_ptr, avg_sq_ptr, steps_ptr,
-                       applied_ptr, C, D, norm_eps_hi, norm_eps_lo, lr_hi, lr_lo, log_b1_hi, log_b1_lo,
+def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, row_loss_ptr, avg_ptr, avg_sq_ptr,
+                       steps_ptr, applied_ptr, C, D, norm_eps_hi, norm_eps_lo, lr_hi, lr_lo, log_b1_hi, log_b1_lo,
                        log_b2_hi, log_b2_lo, one_b1_hi, one_b1_lo, b2_hi, b2_lo, one_b2_hi, one_b2_lo, eps_hi,
                        eps_lo, TOTAL, SCHEDULE: tl.constexpr, HAS_APPLIED: tl.constexpr,
                        USE_MEAN: tl.constexpr, USE_DIST: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
     """grad_c = (w_c - [|mu_c| >= eps] (u_c . w_c) u_c) / max(|mu_c|, eps),
     w_c = -(2/C) g_c m_c / max(|m_c|, eps) + 4 ((U U^T U)_c - |u_c|^2 u_c) / (C (C-1)); then Adam on row c.
+    With L_dist, row_loss[c] gains u_c . (U U^T U)_c / (C (C-1)): summed over c, ||U U^T||_F^2 / (C (C-1)).
 
     Float arguments reach a kernel as fp32, so lr, the betas and the eps come as fp32 ``hi + lo`` pairs.
     """
@@ -115,7 +117,8 @@ def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, avg_p
     if HAS_APPLIED:
         keep = (tl.load(applied_ptr) == 0).to(tl.int32)
     radial = tl.zeros([BLOCK_D], dtype=ACC)
-    for start in range(0, D, BLOCK_D):  # pass 1: u_c . w_c
+    gram_sq = tl.zeros([BLOCK_D], dtype=ACC)
+    for start in range(0, D, BLOCK_D):  # pass 1: u_c . w_c, and u_c . (U U^T U)_c, row c's share of ||U U^T||_F^2
         cols = start + tl.arange(0, BLOCK_D)
         mask = cols < D
         u = tl.load(unit_ptr + c * D + cols, mask=mask, other=0.0)
@@ -123,8 +126,12 @@ def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, avg_p
         if USE_MEAN:
             w += coef_mean * tl.load(rm_ptr + c * D + cols, mask=mask, other=0.0).to(ACC)
         if USE_DIST:
-            w += coef_dist * (tl.load(gram_unit_ptr + c * D + cols, mask=mask, other=0.0) - self_sq * u)
+            gram_u = tl.load(gram_unit_ptr + c * D + cols, mask=mask, other=0.0)
+            w += coef_dist * (gram_u - self_sq * u)
+            gram_sq += u * gram_u
         radial += u * w
+    if USE_DIST:
+        tl.store(row_loss_ptr + c, tl.load(row_loss_ptr + c) + tl.sum(gram_sq, axis=0) * coef_dist / 4.0)
     dot = tl.sum(radial, axis=0)
     dot = tl.where(norm >= tl.cast(norm_eps_hi, ACC) + tl.cast(norm_eps_lo, ACC), dot, 0.0)
     for start in range(0, D, BLOCK_D):  # pass 2: the gradient, then Adam
@@ -147,6 +154,17 @@ def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, avg_p
             tl.store(mu_ptr + c * D + cols, p.to(p_old.dtype), mask=mask)
             tl.store(avg_ptr + c * D + cols, m.to(m_old.dtype), mask=mask)
             tl.store(avg_sq_ptr + c * D + cols, v.to(v_old.dtype), mask=mask)
+
+
+@triton.jit
+def _prior_finish_kernel(row_loss_ptr, loss_ptr, steps_ptr, C, BLOCK_C: tl.constexpr):
+    """One program, after the update: loss = sum of the row losses (a fixed order); the step count + 1."""
+    total = tl.zeros([BLOCK_C], dtype=row_loss_ptr.dtype.element_ty)
+    for start in range(0, C, BLOCK_C):
+        offsets = start + tl.arange(0, BLOCK_C)
+        total += tl.load(row_loss_ptr + offsets, mask=offsets < C, other=0.0)
+    tl.store(loss_ptr, tl.sum(total, axis=0).to(loss_ptr.dtype.element_ty))
+    tl.store(steps_ptr, tl.load(steps_ptr) + 1)
 
 
 def _tl_dtype(dtype):
@@ -183,18 +201,15 @@ def prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied
     if use_dist:
         gram = unit @ unit.T if num_classes <= dim else unit.T @ unit
         gram_unit = gram @ unit if num_classes <= dim else unit @ gram
-        flat = gram.reshape(-1)
-        loss = torch.add(row_loss.sum(), torch.dot(flat, flat), alpha=1.0 / (num_classes * (num_classes - 1)))
-    else:
-        loss = row_loss.sum()
     lr_hi, lr_lo = _split(float(lr))
     b1_hi, b1_lo = _split(math.log(beta1))
     b2_hi, b2_lo = _split(math.log(beta2))
     _prior_adam_kernel[(num_classes,)](
-        mu, running_mean, unit, gram_unit, stats, exp_avg, exp_avg_sq, num_steps,
+        mu, running_mean, unit, gram_unit, stats, row_loss, exp_avg, exp_avg_sq, num_steps,
         applied if applied is not None else num_steps, num_classes, dim, *_split(NORM_EPS), lr_hi, lr_lo, b1_hi, b1_lo,
         b2_hi, b2_lo, *_split(1.0 - beta1), *_split(beta2), *_split(1.0 - beta2), *_split(float(eps)),
         int(total_steps or 1), SCHEDULE=SCHEDULE_CODES[schedule] if total_steps else 0,
         HAS_APPLIED=applied is not None, USE_MEAN=bool(use_mean), USE_DIST=use_dist, ACC=acc_tl, BLOCK_D=block_d)
-    num_steps.add_(1)
-    return loss.to(mu.dtype)
+    loss = mu.new_empty(())
+    _prior_finish_kernel[(1,)](row_loss, loss, num_steps, num_classes, BLOCK_C=1024)
+    return loss

@@ -16,39 +16,7 @@ from typing import Optional
 import torch
 
 from .backend import HAS_TRITON, resolve, triton_interpreter_on
-
-NOISES = ("normal", "uniform")
-IGNORE_INDEX = -100  # label of rows kept in place that contribute nothing (torch's cross_entropy default)
-
-
-def active_rows(labels: torch.Tensor, num_classes=None) -> torch.Tensor:
-    """Bool (B,): ``0 <= y_i < C`` (``num_classes=None``: any ``y_i >= 0``).
-
-    Args:
-        labels: (B,) integer labels (``IGNORE_INDEX`` = -100 is inactive). num_classes: C or None.
-
-    Returns:
-        (B,) bool, on the labels' device.
-    """
-    active = labels >= 0
-    return active if num_classes is None else active & (labels < num_classes)
-
-
-def safe_labels(labels: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """Labels with the inactive rows sent to class 0, so gathers stay in bounds.
-
-    Args:
-        labels: (B,). active: (B,) bool, from :func:`active_rows`.
-
-    Returns:
-        (B,), the labels' dtype: ``labels`` where active, else 0.
-    """
-    return torch.where(active, labels, torch.zeros_like(labels))
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp16/bf16 inputs accumulate in fp32; fp32 and fp64 keep their precision."""
-    return torch.promote_types(dtype, torch.float32)
+from .common import IGNORE_INDEX, NOISES, accumulation_dtype, active_rows, count_bad_labels, safe_labels  # noqa: F401
 
 
 def draw_noise(shape, noise: str, device, dtype, generator=None) -> torch.Tensor:
@@ -118,8 +86,9 @@ def _reference_residual(features, labels, mu, sigma, seed, noise, num_classes):
 @torch.library.custom_op("adarand::target_loss_fwd", mutates_args=())
 def _target_loss_fwd_op(features: torch.Tensor, labels: Optional[torch.Tensor], mu: Optional[torch.Tensor],
                         sigma: Optional[torch.Tensor], seed: Optional[torch.Tensor], noise: str,
-                        num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss, n)`` of the fused target loss (n: active rows, int64)."""
+                        num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, n, bad)`` of the fused target loss (n: active rows; bad: rows labelled outside [0, C) other than
+    IGNORE_INDEX; both int64)."""
     from .target_loss_triton import target_loss_fwd_triton
 
     return target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes)
@@ -132,13 +101,15 @@ def _target_loss_fwd_cpu(features, labels, mu, sigma, seed, noise, num_classes):
 
         return target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes)
     diff, count = _reference_residual(features, labels, mu, sigma, seed, noise, num_classes)
-    return diff.pow(2).sum() / (count.clamp(min=1) * max(features.shape[1], 1)), count
+    loss = diff.pow(2).sum() / (count.clamp(min=1) * max(features.shape[1], 1))
+    return loss, count, count_bad_labels(labels, num_classes)
 
 
 @_target_loss_fwd_op.register_fake
 def _target_loss_fwd_fake(features, labels, mu, sigma, seed, noise, num_classes):
     acc = accumulation_dtype(features.dtype)
-    return features.new_empty((), dtype=acc), features.new_empty((), dtype=torch.int64)
+    return (features.new_empty((), dtype=acc), features.new_empty((), dtype=torch.int64),
+            features.new_empty((), dtype=torch.int64))
 
 
 @torch.library.custom_op("adarand::target_loss_bwd", mutates_args=())
@@ -171,12 +142,13 @@ def _target_loss_setup_context(ctx, inputs, output):
     features, labels, mu, sigma, seed, noise, num_classes = inputs
     ctx.save_for_backward(features, labels, mu, sigma, seed, output[1])
     ctx.noise, ctx.num_classes = noise, num_classes
+    ctx.set_materialize_grads(False)  # the counts get no gradient: no zero tensors for them
 
 
-def _target_loss_backward(ctx, grad_loss, grad_count):
+def _target_loss_backward(ctx, grad_loss, grad_count, grad_bad):
     features, labels, mu, sigma, seed, count = ctx.saved_tensors
     grad = None
-    if ctx.needs_input_grad[0]:
+    if ctx.needs_input_grad[0] and grad_loss is not None:
         grad = _target_loss_bwd_op(grad_loss, features, labels, mu, sigma, seed, count, ctx.noise, ctx.num_classes)
     return grad, None, None, None, None, None, None
 
@@ -185,7 +157,7 @@ _target_loss_fwd_op.register_autograd(_target_loss_backward, setup_context=_targ
 
 
 def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", generator=None, impl=None,
-                num_classes=None):
+                num_classes=None, bad_labels=None):
     """Mean squared distance of the active rows of ``features`` (B x D) to reference vectors of ``labels``.
 
     ``mu``/``sigma`` are C x D and are never differentiated; ``mu=None`` regresses onto
@@ -200,6 +172,8 @@ def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", g
         labels: (B,) int64 or None (every row active). mu, sigma: (C, D) or None.
         noise: ``"normal"`` or ``"uniform"``. generator: optional ``torch.Generator`` (seeds both paths).
         impl: ``"torch"``, ``"triton"`` or None (:func:`adarand.get_backend`). num_classes: C without a prior.
+        bad_labels: optional 0-dim int64 counter, increased by the number of labels outside [0, C) other than
+            IGNORE_INDEX (on the Triton path the loss kernel counts them: no launch of its own).
 
     Returns:
         scalar in the accumulation dtype, differentiable w.r.t. ``features``.
@@ -210,7 +184,9 @@ def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", g
         from .target_loss_triton import target_loss_triton
 
         return target_loss_triton(features, labels, mu, sigma, noise=noise, generator=generator,
-                                  num_classes=num_classes)
+                                  num_classes=num_classes, bad_labels=bad_labels)
+    if bad_labels is not None and labels is not None:
+        bad_labels += count_bad_labels(labels, mu.shape[0] if mu is not None else num_classes).to(bad_labels.device)
     eps = None
     if mu is not None:
         eps = draw_noise(features.shape, noise, features.device, accumulation_dtype(features.dtype), generator)

@@ -20,10 +20,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .target_loss import NOISES, accumulation_dtype
+from .common import IGNORE_INDEX as _IGNORE, NOISES, accumulation_dtype
 
 _NOISE_CODE = {"normal": 0, "uniform": 1}
 _MAX_ELEMENTS = 2**31  # Philox counters are int32 element indices
+IGNORE_INDEX = tl.constexpr(_IGNORE)
 
 
 @triton.jit
@@ -58,31 +59,35 @@ def _tile(B, D, C, labels_ptr, seed_ptr, HAS_LABELS: tl.constexpr, HAS_MU: tl.co
 
     Column block k holds columns ``base + k * BLOCK_D / 4``; element (i, base_j + k BLOCK_D / 4)
     takes output k of the Philox counter ``i * D + base_j``, so one call serves 4 elements.
-    A row is active when ``0 <= y < C``; inactive rows read class 0's pointers, never loaded.
+    A row is active when ``0 <= y < C``; inactive rows read class 0's pointers, never loaded. A row is
+    *bad* when its label is neither active nor IGNORE_INDEX.
     Without a prior (``HAS_MU`` false) there is no noise (FNP); without labels every row is active.
     """
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     base = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D // 4)
     active = rows < B
+    bad = rows < 0
     y = rows.to(tl.int64) * 0
     if HAS_LABELS:
-        y = tl.load(labels_ptr + rows, mask=active, other=-1).to(tl.int64)
+        y = tl.load(labels_ptr + rows, mask=active, other=IGNORE_INDEX).to(tl.int64)
+        bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= C))
         active = active & (y >= 0) & (y < C)
         y = tl.where(active, y, 0)
     if HAS_MU:
         e0, e1, e2, e3 = _noise4(tl.load(seed_ptr), rows[:, None] * D + base[None, :], NOISE)
     else:
         e0, e1, e2, e3 = 0.0, 0.0, 0.0, 0.0
-    return rows, base, y, active, e0, e1, e2, e3
+    return rows, base, y, active, bad, e0, e1, e2, e3
 
 
 @triton.jit
-def _target_loss_fwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, partial_ptr, count_ptr, B, D, C,
-                            HAS_LABELS: tl.constexpr, HAS_MU: tl.constexpr, NOISE: tl.constexpr,
+def _target_loss_fwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, partial_ptr, count_ptr, bad_ptr, B, D,
+                            C, HAS_LABELS: tl.constexpr, HAS_MU: tl.constexpr, NOISE: tl.constexpr,
                             ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
-    """partial[program] = sum over its tile of (f - r)^2; count[program] = its active rows (column block 0)."""
+    """partial[program] = sum over its tile of (f - r)^2; count[program], bad[program] = its active and its bad
+    rows (column block 0; 0 in the others)."""
     Q: tl.constexpr = BLOCK_D // 4
-    rows, base, y, active, e0, e1, e2, e3 = _tile(B, D, C, labels_ptr, seed_ptr, HAS_LABELS, HAS_MU, NOISE,
+    rows, base, y, active, bad, e0, e1, e2, e3 = _tile(B, D, C, labels_ptr, seed_ptr, HAS_LABELS, HAS_MU, NOISE,
                                                   BLOCK_B, BLOCK_D)
     d0 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base, y, active, e0, HAS_MU, ACC)
     d1 = _residual(f_ptr, mu_ptr, sigma_ptr, B, D, rows, base + Q, y, active, e1, HAS_MU, ACC)
@@ -93,6 +98,26 @@ def _target_loss_fwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, part
     tl.store(partial_ptr + program, tl.sum(tl.sum(square, axis=1), axis=0))
     first_column_block = (tl.program_id(1) == 0).to(tl.int32)
     tl.store(count_ptr + program, tl.sum(active.to(tl.int32), axis=0) * first_column_block)
+    tl.store(bad_ptr + program, tl.sum(bad.to(tl.int32), axis=0) * first_column_block)
+
+
+@triton.jit
+def _target_loss_finish_kernel(partial_ptr, count_ptr, bad_ptr, loss_ptr, n_ptr, bad_total_ptr, P, D,
+                               ACC: tl.constexpr, BLOCK_P: tl.constexpr):
+    """One program: loss = sum(partial) / (max(n, 1) D), n = sum(count), bad_total = sum(bad), in a fixed order."""
+    total = tl.zeros([BLOCK_P], dtype=ACC)
+    n = tl.zeros([BLOCK_P], dtype=tl.int64)
+    bad = tl.zeros([BLOCK_P], dtype=tl.int64)
+    for start in range(0, P, BLOCK_P):
+        offsets = start + tl.arange(0, BLOCK_P)
+        mask = offsets < P
+        total += tl.load(partial_ptr + offsets, mask=mask, other=0.0)
+        n += tl.load(count_ptr + offsets, mask=mask, other=0).to(tl.int64)
+        bad += tl.load(bad_ptr + offsets, mask=mask, other=0).to(tl.int64)
+    count = tl.sum(n, axis=0)
+    tl.store(loss_ptr, tl.sum(total, axis=0) / (tl.maximum(count, 1).to(ACC) * D))
+    tl.store(n_ptr, count)
+    tl.store(bad_total_ptr, tl.sum(bad, axis=0))
 
 
 @triton.jit
@@ -107,8 +132,8 @@ def _target_loss_bwd_kernel(f_ptr, labels_ptr, mu_ptr, sigma_ptr, seed_ptr, grad
                             ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """grad_f = grad_out * 2 (f - r) / (max(n, 1) D) on active rows (0 elsewhere), r regenerated from the seed."""
     Q: tl.constexpr = BLOCK_D // 4
-    rows, base, y, active, e0, e1, e2, e3 = _tile(B, D, C, labels_ptr, seed_ptr, HAS_LABELS, HAS_MU, NOISE,
-                                                  BLOCK_B, BLOCK_D)
+    rows, base, y, active, bad, e0, e1, e2, e3 = _tile(B, D, C, labels_ptr, seed_ptr, HAS_LABELS, HAS_MU, NOISE,
+                                                       BLOCK_B, BLOCK_D)
     count = tl.maximum(tl.load(count_ptr), 1).to(ACC)
     g = tl.load(grad_out_ptr).to(ACC) * 2.0 / (count * D)
     _store_block(grad_f_ptr, B, D, rows, base,
@@ -153,21 +178,25 @@ def _launch_args(features, labels, mu, sigma, seed):
 
 
 def target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes):
-    """``(loss, n)``: the fused forward (the kernel of ``adarand::target_loss_fwd``); n = active rows, int64."""
+    """``(loss, n, bad)``: the fused forward (the kernels of ``adarand::target_loss_fwd``); n = active rows,
+    bad = rows labelled outside [0, C) other than IGNORE_INDEX, both int64. Two launches."""
     acc = accumulation_dtype(features.dtype)
     batch, dim = features.shape
-    if batch == 0:
-        return features.new_zeros((), dtype=acc), torch.zeros((), dtype=torch.int64, device=features.device)
+    loss = features.new_empty((), dtype=acc)
+    count, bad = (features.new_empty((), dtype=torch.int64) for _ in range(2))
     (lab, m, s, sd), has_labels, has_mu = _launch_args(features, labels, mu, sigma, seed)
     block_b, block_d, grid, warps = _tiles(batch, dim)
-    partials = torch.empty(grid[0] * grid[1], dtype=acc, device=features.device)
-    counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=features.device)
-    _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, counts, batch, dim, num_classes,
-                                  HAS_LABELS=has_labels, HAS_MU=has_mu, NOISE=_NOISE_CODE[noise],
-                                  ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d,
-                                  num_warps=warps)
-    count = counts.sum()
-    return partials.sum() / (count.clamp(min=1) * dim), count
+    programs = grid[0] * grid[1]
+    partials = torch.empty(programs, dtype=acc, device=features.device)
+    counts, bads = (torch.empty(programs, dtype=torch.int32, device=features.device) for _ in range(2))
+    if programs:
+        _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, counts, bads, batch, dim, num_classes,
+                                      HAS_LABELS=has_labels, HAS_MU=has_mu, NOISE=_NOISE_CODE[noise],
+                                      ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d,
+                                      num_warps=warps)
+    _target_loss_finish_kernel[(1,)](partials, counts, bads, loss, count, bad, programs, dim,
+                                     ACC=_tl_acc(features.dtype), BLOCK_P=1024)
+    return loss, count, bad
 
 
 def target_loss_bwd_triton(grad_out, features, labels, mu, sigma, seed, count, noise, num_classes):
@@ -188,13 +217,14 @@ _NO_CLASS_LIMIT = 2**31 - 1  # C for FNP without num_classes: any label >= 0 is 
 
 
 def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator=None, seed=None,
-                       num_classes=None):
+                       num_classes=None, bad_labels=None):
     """Fused ``sum_{i active, d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2 / (n D)``; ``mu=None``: target 0.
 
     Active rows: ``0 <= y_i < C`` (C = ``mu.shape[0]``, or ``num_classes`` without a
     prior; every row when ``labels`` is None). ``seed`` (1-element int64 tensor on the
     features' device) fixes the noise, for tests; by default a fresh one is drawn from
-    torch's RNG (``generator`` if given).
+    torch's RNG (``generator`` if given). ``bad_labels``: an optional int64 counter that gains the number
+    of rows labelled outside [0, C) other than IGNORE_INDEX (counted by the kernel).
     """
     if noise not in NOISES:
         raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
@@ -208,10 +238,19 @@ def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator
     if mu is None:  # FNP: no noise; labels, if any, only select the active rows
         labels = None if labels is None else labels.contiguous()
         limit = _NO_CLASS_LIMIT if num_classes is None else num_classes
-        return torch.ops.adarand.target_loss_fwd(features, labels, None, None, None, noise, limit)[0]
+        return _counted(torch.ops.adarand.target_loss_fwd(features, labels, None, None, None, noise, limit),
+                        bad_labels)
     if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
         raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
     labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
     if seed is None:
         seed = draw_seed(features.device, generator)
-    return torch.ops.adarand.target_loss_fwd(features, labels, mu, sigma, seed, noise, mu.shape[0])[0]
+    return _counted(torch.ops.adarand.target_loss_fwd(features, labels, mu, sigma, seed, noise, mu.shape[0]),
+                    bad_labels)
+
+
+def _counted(outputs, bad_labels):
+    """The loss of the forward op's ``(loss, n, bad)``, after adding ``bad`` to the ``bad_labels`` counter (if any)."""
+    if bad_labels is not None:
+        bad_labels.add_(outputs[2])
+    return outputs[0]
