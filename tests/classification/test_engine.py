@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import adarand
-from adarand.classification import launch, plots, summary
+from adarand.classification import launch
+from adarand_projects.paper import plots, summary
 from adarand.classification.config import load_cfg
 from adarand.classification.hooks import HookBase
 from adarand.classification.trainer import ClassificationTrainer

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from adarand.classification import backbones, paper_table, reproduce, summary
+from adarand.classification import backbones
+from adarand_projects.paper import paper_table, reproduce, summary
 from adarand.classification.build import build_model
 from adarand.classification.config import load_cfg
 

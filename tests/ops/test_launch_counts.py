@@ -1,10 +1,10 @@
-"""adarand.ops.launch_count (tools/count_launches.py): the fused loss is one kernel each way, the EMA three,
+"""adarand_projects.bench.launch_count (tools/bench/count_launches.py): the fused loss is one kernel each way, the EMA three,
 the prior update two (plus its two matmuls and four small ops)."""
 import os
 
 import pytest
 
-from adarand.ops import launch_count
+from adarand_projects.bench import launch_count
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts the interpreter's launches")
