@@ -50,7 +50,7 @@ import adarand
 from adarand.classification import backbones
 from adarand.classification.build import build_baseline, build_optimizer, build_regularizer
 from adarand.classification.config import get_cfg
-from adarand.classification.engine import FeaturesAndLogits, new_guard, set_train_mode
+from adarand.classification.steps import FeaturesAndLogits, new_guard, set_train_mode
 from adarand.classification.hooks import PriorStep
 from adarand.classification.trainer import ClassificationTrainer
 
