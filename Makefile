@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) tools/bench_prior.py
+	$(PY) tools/bench/bench_prior.py
 
 clean-venv:
 	rm -rf $(VENV)

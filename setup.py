@@ -1,6 +1,7 @@
 """Install the AdaRand package from ``plugin/adarand`` (import name ``adarand``).
 
-``import adarand`` (prior, regularizers, kernels, ``adarand.attach``) needs only torch. The trainers'
+``import adarand`` (prior, regularizers, kernels, ``adarand.attach``) needs only torch. The research code
+beside it (benchmarks, studies, the paper's tables) installs as ``adarand_projects`` from ``projects/``. The trainers'
 extras are optional: ``pip install -e .[cls,det]``; so are the framework integrations:
 ``pip install -e .[lightning]`` / ``.[transformers]`` (``adarand.integrations``).
 """
@@ -31,9 +32,11 @@ setup(
     version="0.1.0",
     description="Adaptive random feature regularization (AdaRand, CVPR 2024) for fine-tuning, "
     "with RandReg/PtR, FNP, a classification trainer and a Detectron2 plugin",
-    package_dir={"": "plugin"},
-    packages=find_packages("plugin"),
-    package_data={"adarand.classification": ["paper_results.json"]},
+    # Two packages: the library (plugin/adarand) and the research code beside it
+    # (projects/adarand_projects: benchmarks, studies, the paper's tables), which imports the library.
+    package_dir={"": "plugin", "adarand_projects": "projects/adarand_projects"},
+    packages=find_packages("plugin") + find_packages("projects"),
+    package_data={"adarand_projects.paper": ["paper_results.json"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "tqdm"],
     extras_require={

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from adarand.benchmarking import describe, paired_ratio, round_robin  # noqa: E402
+from adarand_projects.bench.timing import describe, paired_ratio, round_robin  # noqa: E402
 
 
 def test_paired_ratio_of_exact_ratios_has_a_point_interval():
@@ -48,7 +48,7 @@ def test_quick_mode_prints_ratio_and_interval(tool, tmp_path):
         pytest.importorskip("detectron2")
     out = tmp_path / "report.md"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", tool), "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", tool), "--quick", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -73,7 +73,7 @@ def test_forward_and_step_trace_whole_and_equal_eager(name, torch_backend):
 
 def test_adarand_forward_and_step_compile_with_inductor_and_equal_eager(torch_backend, monkeypatch):
     """And the compiled step stays within its launch budget: at most 8 generated kernels and extern calls."""
-    from adarand.ops.launch_count import generated_kernels
+    from adarand_projects.bench.launch_count import generated_kernels
 
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # torch's RNG stream, as eager draws it
     record = {}

@@ -18,7 +18,7 @@ What it does, each step a row of the report:
 4. **bandwidth**: the fused prior update's bytes moved / time, as a fraction of the device's
    peak memory bandwidth (from its memory clock and bus width when torch reports them, else of
    a measured device-to-device copy).
-5. **ResNet-50 step ratio** AdaRand / FT with its 95 % interval (``tools/bench_cls_step.py``).
+5. **ResNet-50 step ratio** AdaRand / FT with its 95 % interval (``tools/bench/bench_cls_step.py``).
 
 Prints the table, writes it to ``--out`` (default ``benchmarks/gpu.md``; with ``--smoke`` no
 file unless ``--out`` is given), and ends with one JSON line; exits 1 if a check fails.
@@ -39,7 +39,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported (by adarand); --smoke only
 
 import adarand  # noqa: E402
-from adarand.benchmarking import round_robin, write_report  # noqa: E402
+from adarand_projects.bench.timing import round_robin, write_report  # noqa: E402
 from adarand.ops import class_ema_triton, prior_step  # noqa: E402
 from adarand.ops.class_ema import _class_sums_ref, _ema_apply_ref_  # noqa: E402
 from adarand.ops.target_loss import _target_loss_ref  # noqa: E402
@@ -242,8 +242,8 @@ def bandwidth(device, shape, rounds):
 
 
 def resnet_ratio(smoke):
-    """AdaRand / FT training-step ratio of ResNet-50 from tools/bench_cls_step.py: its JSON summary."""
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "bench_cls_step.py"), "--methods", "adarand", "--out", ""]
+    """AdaRand / FT training-step ratio of ResNet-50 from tools/bench/bench_cls_step.py: its JSON summary."""
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "bench", "bench_cls_step.py"), "--methods", "adarand", "--out", ""]
     if smoke:
         cmd += ["--quick", "--rounds", "3"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 
-from adarand.classification.paired import results_markdown
+from adarand_projects.paper.paired import results_markdown
 from adarand.classification.run_log import read_jsonl, read_results
-from adarand.classification.summary import mean_std
+from adarand_projects.paper.summary import mean_std
 from adarand.files import write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

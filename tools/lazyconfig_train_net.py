@@ -27,7 +27,7 @@ from adarand.detection import SafeDetectionCheckpointer, check_capable, check_in
 from adarand.detection.box_branch import SingleCategoryMapper
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook
-from adarand.detection.setup import (
+from adarand.detection.configure import (
     add_resume_arguments, checked_resume_changes, lazy_cfg_as_recorded, record_resume_changes,
 )
 from adarand.files import claim_output_dir

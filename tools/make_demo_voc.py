@@ -3,12 +3,12 @@
 
     python tools/make_demo_voc.py --root datasets/demo_voc --num-train 120 --num-val 40 --seed 0
 
-What it holds and where its images come from: ``adarand.detection.demo_voc`` and
+What it holds and where its images come from: ``adarand_projects.detection_demo.demo_voc`` and
 docs/demo_detection.md. Re-running with the same arguments does nothing.
 """
 import argparse
 
-from adarand.detection.demo_voc import make_demo_voc
+from adarand_projects.detection_demo.demo_voc import make_demo_voc
 
 
 def main(argv=None):

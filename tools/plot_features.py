@@ -10,7 +10,7 @@ run. --gaussian adds this project's own extra measures on the validation feature
 Gaussian-fit entropy and mutual information I(Z;Y) (not the paper's estimators).
 fig3_pca.png: 2-D PCA of each run's test features (features_test.pt), coloured by class (Fig. 3).
 """
-from adarand.classification.plots import main
+from adarand_projects.paper.plots import main
 
 if __name__ == "__main__":
     main(description=__doc__)

@@ -23,7 +23,7 @@ resume) is refused by --launch, or moved to <dir>.old<k> and rerun with --rerun-
 import os
 import sys
 
-from adarand.classification.reproduce import main
+from adarand_projects.paper.reproduce import main
 
 if __name__ == "__main__":
     sys.exit(main(repo_root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), description=__doc__))

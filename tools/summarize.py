@@ -11,7 +11,7 @@ without finished runs shows "—".
 
 Cells are percentages, ``mean ± std (n)``; std is the sample standard deviation (0 for n = 1).
 
-Paired comparisons with a baseline method (adarand.classification.paired):
+Paired comparisons with a baseline method (adarand_projects.paper.paired):
 
     python tools/summarize.py RUNS --paired ft [--ci bootstrap] [--json] [--plot paired.png]
     python tools/summarize.py --table digits --root /work/study/digits --paired ft [--plot ...]
@@ -29,7 +29,7 @@ with ``--table`` a second table in the paper table's layout follows the plain on
 ``mean diff [interval] wins/n p``. ``--plot FILE.png`` draws the differences with their intervals,
 one panel per setting (per column with --table), one point per method.
 """
-from adarand.classification.summary import main
+from adarand_projects.paper.summary import main
 
 if __name__ == "__main__":
     main(description=__doc__)

@@ -9,7 +9,7 @@ Under torchrun each process joins the group through env:// (NCCL on CUDA, gloo o
 SOLVER.BATCH_SIZE is the total over all processes. The trainer is
 ``adarand.classification.ClassificationTrainer`` (Detectron2's DefaultTrainer shape).
 """
-from adarand.classification.launch import main
+from adarand.classification.cli import main
 
 if __name__ == "__main__":
     main(description=__doc__)

@@ -12,7 +12,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from adarand.detection import AdaRandTrainer, SafeDetectionCheckpointer, setup_cfg
-from adarand.detection.setup import add_resume_arguments
+from adarand.detection.configure import add_resume_arguments
 from adarand.detection.trainer import check_weights
 
 

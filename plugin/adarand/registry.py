@@ -1,4 +1,5 @@
-"""Builders by name, the options each takes read from its signature (regularizers, baselines)."""
+"""Builders by name, the one dispatch style of the package (regularizers, baselines, data sets,
+optimizers, learning-rate schedules); the options a builder takes are read from its signature."""
 import inspect
 
 
@@ -6,7 +7,7 @@ class Registry:
     """``{name: builder}``; :meth:`build` refuses an option the builder does not take, naming it.
 
     Args:
-        kind: what the builders make, for error messages ("regularizer", "baseline").
+        kind: what the builders make, for error messages ("regularizer", "baseline", "dataset").
         builders: ``{name: callable}``.
         leading: the builders' leading positional parameters, which are not options
             (e.g. ``("num_classes", "feat_dim")``).
@@ -18,11 +19,15 @@ class Registry:
     def names(self):
         return list(self._builders)
 
-    def options(self, name):
-        """``{option: default}`` of builder ``name``; ``ValueError`` for an unknown name."""
+    def get(self, name):
+        """The builder registered as ``name``; ``ValueError`` naming the available ones otherwise."""
         if name not in self._builders:
             raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self._builders)}")
-        params = inspect.signature(self._builders[name]).parameters.values()
+        return self._builders[name]
+
+    def options(self, name):
+        """``{option: default}`` of builder ``name``; ``ValueError`` for an unknown name."""
+        params = inspect.signature(self.get(name)).parameters.values()
         return {p.name: p.default for p in params if p.name not in self._leading}
 
     def build(self, name, *leading, **options):

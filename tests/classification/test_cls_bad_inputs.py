@@ -12,7 +12,7 @@ import torch
 from adarand import files
 from adarand.files import OutputDirInUse, UnsafeFileError
 
-from adarand.classification import launch
+from adarand.classification import cli as train_cls
 from adarand.classification.hooks import PriorStep
 
 from fake_trees import make_fake_imagefolder  # noqa: E402  (tests/classification is on sys.path under pytest)
@@ -38,7 +38,7 @@ def cli(args):
 @pytest.fixture(scope="module")
 def finished_run(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("finished")
-    launch.main(opts(data_root, out, **{"MODEL.ADARAND.METHOD": "adarand"}))
+    train_cls.main(opts(data_root, out, **{"MODEL.ADARAND.METHOD": "adarand"}))
     return out
 
 
@@ -47,9 +47,9 @@ def finished_run(data_root, tmp_path_factory):
 def test_payload_in_last_pth_is_refused_on_resume(data_root, tmp_path):
     marker = tmp_path / "marker"
     write_payload_checkpoint(tmp_path / "last.pth", marker)
-    (tmp_path / "config.yaml").write_text(launch.load_cfg("", opts(data_root, tmp_path)[1:]).dump())  # the run's
+    (tmp_path / "config.yaml").write_text(train_cls.load_cfg("", opts(data_root, tmp_path)[1:]).dump())  # the run's
     with pytest.raises(UnsafeFileError, match="last.pth"):
-        launch.main(["--resume"] + opts(data_root, tmp_path))
+        train_cls.main(["--resume"] + opts(data_root, tmp_path))
     assert not marker.exists()
 
 
@@ -57,7 +57,7 @@ def test_payload_in_eval_weights_is_refused(data_root, tmp_path):
     marker = tmp_path / "marker"
     write_payload_checkpoint(tmp_path / "file.pth", marker)
     with pytest.raises(UnsafeFileError, match="file.pth"):
-        launch.main(["--eval-only"] + opts(data_root, tmp_path / "out", **{"TEST.WEIGHTS": tmp_path / "file.pth"}))
+        train_cls.main(["--eval-only"] + opts(data_root, tmp_path / "out", **{"TEST.WEIGHTS": tmp_path / "file.pth"}))
     assert not marker.exists()
 
 
@@ -95,7 +95,7 @@ def test_non_finite_loss_term_is_named_with_its_iteration(data_root, tmp_path, m
 
     monkeypatch.setattr(adarand.AdaRand, "forward", forward)
     with pytest.raises(FloatingPointError, match="epoch 1.*regularizer first at iteration 1"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "LOG_PERIOD": 100}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "LOG_PERIOD": 100}))
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
 
 
@@ -109,7 +109,7 @@ def test_non_finite_prior_is_never_saved(data_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(PriorStep, "after_step", step)
     with pytest.raises(FloatingPointError, match="epoch 1.*'prior.mu'"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "SOLVER.BATCH_SIZE": 24}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "SOLVER.BATCH_SIZE": 24}))
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
 
 
@@ -121,7 +121,7 @@ def test_statistics_of_another_setup_are_recomputed(data_root, finished_run, tmp
     first = torch.load(finished_run / "class_stats.pt", weights_only=True)
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", **change}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", **change}))
     assert "produced by another set-up" in caplog.text and "recomputing" in caplog.text
     second = torch.load(tmp_path / "class_stats.pt", weights_only=True)
     assert second["meta"]["identity"] != first["meta"]["identity"]
@@ -132,7 +132,7 @@ def test_statistics_of_the_same_setup_are_reused(data_root, finished_run, tmp_pa
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     os.utime(tmp_path / "class_stats.pt", (0, 0))
     with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
     assert "reusing" in caplog.text and os.stat(tmp_path / "class_stats.pt").st_mtime == 0
 
 
@@ -141,7 +141,7 @@ def test_statistics_of_the_same_setup_are_reused(data_root, finished_run, tmp_pa
 def test_new_run_refuses_a_directory_holding_another_run(data_root, finished_run):
     before = (finished_run / "last.pth").read_bytes()
     with pytest.raises(OutputDirInUse, match="--resume.*new OUTPUT_DIR"):
-        launch.main(opts(data_root, finished_run, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        train_cls.main(opts(data_root, finished_run, **{"MODEL.ADARAND.METHOD": "adarand"}))
     assert (finished_run / "last.pth").read_bytes() == before
 
 
@@ -174,14 +174,14 @@ def test_truncated_checkpoint_is_named_on_resume(data_root, finished_run, tmp_pa
         (tmp_path / name).write_bytes((finished_run / name).read_bytes())
     _truncate(tmp_path / "last.pth")
     with pytest.raises(ValueError, match="cannot read checkpoint .*last.pth: truncated or corrupt"):
-        launch.main(["--resume"] + opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        train_cls.main(["--resume"] + opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
 
 
 def test_truncated_statistics_cache_is_named(data_root, finished_run, tmp_path):
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     _truncate(tmp_path / "class_stats.pt")
     with pytest.raises(ValueError, match="class statistics file .*class_stats.pt: truncated or corrupt"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -191,7 +191,7 @@ def test_truncated_image_is_named(data_root, tmp_path, split):
     with open(broken, "r+b") as f:
         f.truncate(os.path.getsize(broken) // 2)
     with pytest.raises(OSError, match=f"cannot read {broken} "):
-        launch.main(opts(tree, tmp_path / "out"))
+        train_cls.main(opts(tree, tmp_path / "out"))
 
 
 @pytest.mark.parametrize("method,target", [("none", "best.pth"), ("adarand", "class_stats.pt")])
@@ -202,7 +202,7 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(data_root, tmp_path, m
 
     monkeypatch.setattr(files.torch, "save", full_disk)
     with pytest.raises(OSError, match=f"could not write .*{target}: No space left on device"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": method}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": method}))
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     assert not (tmp_path / target).exists()
 
@@ -222,13 +222,13 @@ def test_unusable_model_weights_name_the_key_and_the_file(data_root, tmp_path, c
     else:
         torch.save(content, path)
     with pytest.raises((RuntimeError, ValueError), match=message):
-        launch.main(opts(data_root, tmp_path / "out", **{"MODEL.BACKBONE": "mobilenet_v2", "MODEL.WEIGHTS": path}))
+        train_cls.main(opts(data_root, tmp_path / "out", **{"MODEL.BACKBONE": "mobilenet_v2", "MODEL.WEIGHTS": path}))
 
 
 def test_huge_prior_lr_is_refused_naming_the_key(data_root, tmp_path):
     """Issue 20, item 10: PRIOR_LR 1e38 ended in "value cannot be converted to type float without overflow"."""
     with pytest.raises(ValueError, match=r"config key MODEL.ADARAND.PRIOR_LR = 1e\+38; expected in \(0, 1\]"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "MODEL.ADARAND.PRIOR_LR": 1e38}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "MODEL.ADARAND.PRIOR_LR": 1e38}))
 
 
 def test_lambda_driven_divergence_names_the_term_and_its_keys(data_root, tmp_path):
@@ -237,12 +237,12 @@ def test_lambda_driven_divergence_names_the_term_and_its_keys(data_root, tmp_pat
     with pytest.raises(FloatingPointError, match=r"weight .* is NaN/Inf.*at iteration 0, the last one recorded "
                                                  r"\(ce [0-9.]+, regularizer [0-9.]+e\+\d+, baseline 0\), regularizer "
                                                  r"was the largest term, lower what scales it: MODEL.ADARAND.LAMBDA"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 1e30}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "fnp", "MODEL.ADARAND.LAMBDA": 1e30}))
 
 
 def test_first_non_finite_term_is_named_with_its_keys():
     """The term that went non-finite first gets the advice (the total, with no keys of its own, none)."""
-    from adarand.classification.engine import new_guard
+    from adarand.classification.steps import new_guard
 
     guard = new_guard("cpu")
     one, inf = torch.tensor(1.0), torch.tensor(float("inf"))
@@ -261,4 +261,4 @@ def test_negative_std_in_statistics_file_names_the_file(data_root, finished_run,
     data["std"][0, 0] = -1.0
     torch.save(data, tmp_path / "class_stats.pt")
     with pytest.raises(ValueError, match=r"class_stats.pt: class-statistics file with a negative std"):
-        launch.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
+        train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))

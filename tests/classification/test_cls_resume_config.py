@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from adarand.classification import launch
+from adarand.classification import cli
 from adarand.run_config import ConfigChanged
 
 from tiny_runs import tiny_opts  # noqa: E402  (tests/classification is on sys.path under pytest)
@@ -20,7 +20,7 @@ def stamps(out):
 
 
 def one_epoch_run(data_root, out):
-    launch.main(["--no-progress"] + tiny_opts(data_root, out, **{"SOLVER.EPOCHS": 1, **METHOD}))
+    cli.main(["--no-progress"] + tiny_opts(data_root, out, **{"SOLVER.EPOCHS": 1, **METHOD}))
     return stamps(out)
 
 
@@ -31,14 +31,14 @@ def test_resume_with_another_experiment_is_refused_before_writing(data_root, tmp
     before = one_epoch_run(data_root, tmp_path)
     argv = ["--resume", "--no-progress"] + tiny_opts(data_root, tmp_path, **{"SOLVER.EPOCHS": 2, **METHOD, key: value})
     with pytest.raises(ConfigChanged, match=f"{key}: {shown}.*--allow-config-change") as err:
-        launch.main(argv)
+        cli.main(argv)
     assert "SOLVER.EPOCHS: 1 -> 2" not in str(err.value)  # a safe change is not a reason to refuse
     assert stamps(tmp_path) == before
 
 
 def test_extending_epochs_is_safe_and_recorded_with_its_epoch(data_root, tmp_path):
     one_epoch_run(data_root, tmp_path)
-    results = launch.main(["--resume", "--no-progress"] + tiny_opts(
+    results = cli.main(["--resume", "--no-progress"] + tiny_opts(
         data_root, tmp_path, **{"SOLVER.EPOCHS": 2, "DATALOADER.NUM_WORKERS": 0, **METHOD}))
     assert results["epochs"] == 2
     assert results["config_changes"] == [{"epoch": 2, "changes": {"SOLVER.EPOCHS": [1, 2]}}]
@@ -47,7 +47,7 @@ def test_extending_epochs_is_safe_and_recorded_with_its_epoch(data_root, tmp_pat
 
 def test_allowed_change_is_recorded_in_config_yaml_and_results(data_root, tmp_path):
     one_epoch_run(data_root, tmp_path)
-    results = launch.main(["--resume", "--allow-config-change", "--no-progress"] + tiny_opts(
+    results = cli.main(["--resume", "--allow-config-change", "--no-progress"] + tiny_opts(
         data_root, tmp_path, **{"SOLVER.EPOCHS": 2, "SOLVER.BASE_LR": 0.02, **METHOD}))
     expected = {"epoch": 2, "changes": {"SOLVER.BASE_LR": [0.01, 0.02], "SOLVER.EPOCHS": [1, 2]}}
     assert results["config_changes"] == [expected]
@@ -56,6 +56,6 @@ def test_allowed_change_is_recorded_in_config_yaml_and_results(data_root, tmp_pa
     cfg = yaml.safe_load(text)  # still the loadable config, now the latest one
     assert (cfg["SOLVER"]["BASE_LR"], cfg["SOLVER"]["EPOCHS"]) == (0.02, 2)
     # a second resume with the same config changes nothing more and keeps the record
-    results = launch.main(["--resume", "--no-progress"] + tiny_opts(
+    results = cli.main(["--resume", "--no-progress"] + tiny_opts(
         data_root, tmp_path, **{"SOLVER.EPOCHS": 2, "SOLVER.BASE_LR": 0.02, **METHOD}))
     assert results["config_changes"] == [expected]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import adarand
-from adarand.classification import launch, plots, summary
+from adarand.classification import cli
+from adarand_projects.paper import plots, summary
 from adarand.classification.config import load_cfg
 from adarand.classification.hooks import HookBase
 from adarand.classification.trainer import ClassificationTrainer
@@ -27,7 +28,7 @@ def opts(data_root, out, **extra):
 
 
 def run(data_root, out, resume=False, hooks=(), **extra):
-    return launch.train(load_cfg("", opts(data_root, out, **extra)), resume=resume, progress=False,
+    return cli.train(load_cfg("", opts(data_root, out, **extra)), resume=resume, progress=False,
                         extra_hooks=hooks)
 
 
@@ -145,11 +146,11 @@ def test_two_process_gloo_ddp_matches_single_process(data_root, tmp_path):
 
 def test_cli_eval_only_and_errors(method_runs, data_root, tmp_path, capsys):
     out = method_runs[("adarand", "")]
-    launch.main(["--eval-only", "--no-progress"] + opts(data_root, out))
+    cli.main(["--eval-only", "--no-progress"] + opts(data_root, out))
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert evaluated["test_top1"] == json.load(open(os.path.join(out, "results.json")))["test_top1"]
     with pytest.raises(KeyError, match="SOLVER.EPOCHZ"):
-        launch.main(opts(data_root, tmp_path) + ["SOLVER.EPOCHZ", "3"])
+        cli.main(opts(data_root, tmp_path) + ["SOLVER.EPOCHZ", "3"])
     missing = tmp_path / "no_such_dataset"
     with pytest.raises(FileNotFoundError, match="no_such_dataset"):
         run(missing, tmp_path / "out")
@@ -158,7 +159,7 @@ def test_cli_eval_only_and_errors(method_runs, data_root, tmp_path, capsys):
 @pytest.mark.parametrize("flags", [[], ["--no-progress"]])
 def test_no_progress_is_one_switch_for_every_bar(data_root, tmp_path, capfd, flags):
     """tools/train_cls.py draws the class-statistics and epoch bars, and --no-progress silences both."""
-    launch.main(flags + opts(data_root, tmp_path, **{"SOLVER.EPOCHS": 1, "MODEL.ADARAND.METHOD": "adarand"}))
+    cli.main(flags + opts(data_root, tmp_path, **{"SOLVER.EPOCHS": 1, "MODEL.ADARAND.METHOD": "adarand"}))
     err = capfd.readouterr().err
     drawn = [bar for bar in ("class statistics", "epoch 1/1") if bar in err]
     assert drawn == ([] if flags else ["class statistics", "epoch 1/1"])

@@ -1,4 +1,4 @@
-"""summarize.py --paired (adarand.classification.paired): runs paired with a baseline by setting and
+"""summarize.py --paired (adarand_projects.paper.paired): runs paired with a baseline by setting and
 SEED, on generated results.json files; the statistics against float64 references written here."""
 import contextlib
 import io
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from adarand.classification import paired, summary
+from adarand_projects.paper import paired, summary
 
 SEEDS = range(10)
 # a large seed-to-seed spread shared by both methods of a seed, and a near-constant gain of 2 points

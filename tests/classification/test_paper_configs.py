@@ -206,3 +206,17 @@ def test_built_schedule_warms_up_for_the_official_iterations(name, warmup):
     total = cfg.SOLVER.EPOCHS * 10
     assert lrs[warmup] == pytest.approx(3e-5, rel=1e-12)
     assert lrs[warmup + 1] == pytest.approx(3e-5 * math.cos(math.pi * 7 / 16 / (total - warmup)), rel=1e-12)
+
+
+@pytest.mark.parametrize("key, build_fn", [("SOLVER.OPTIMIZER", lambda cfg: build.build_optimizer(cfg, torch.nn.Linear(2, 2))),
+                                           ("SOLVER.LR_SCHEDULE", lambda cfg: build.build_scheduler(
+                                               cfg, torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1), 10))])
+def test_unknown_optimizer_or_schedule_names_the_key_and_the_choices(key, build_fn):
+    """Optimizers and schedules are chosen through the one Registry: an unknown name lists what exists."""
+    cfg = load_cfg(os.path.join(CONFIG_DIR, "cars_vitb32clip_ft.yaml"))  # load_cfg refuses "nope" itself
+    cfg.defrost()
+    cfg.merge_from_list([key, "nope"])
+    with pytest.raises(ValueError, match=rf"{key}\) 'nope'; available: "):
+        build_fn(cfg)
+    assert set(build.OPTIMIZERS.names()) == {"sgd", "adamw"}
+    assert set(build.SCHEDULERS.names()) == {"multistep", "cosine", "cosine_7_16"}

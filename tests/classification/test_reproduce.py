@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from adarand.classification import backbones, paper_table, reproduce, summary
+from adarand.classification import backbones
+from adarand_projects.paper import paper_table, reproduce, summary
 from adarand.classification.build import build_model
 from adarand.classification.config import load_cfg
 
@@ -278,7 +279,7 @@ def test_digits_study_has_four_methods_three_fractions_a_longer_arm_and_twenty_s
 def test_extra_test_sets_give_the_clip_imagenet_columns_from_one_run(tmp_path):
     """DATASET.EXTRA_TESTS: the selected model is also tested on ImageNet-R read beside the ImageNet tree;
     the clip-imagenet table shows test_top1@imagenet-r in its ImageNet-R column."""
-    from adarand.classification import datasets, launch
+    from adarand.classification import cli, datasets
     from adarand.classification.transforms import build_transforms
 
     imagenet = fake_trees.make_fake("imagenet", tmp_path / "data", num_classes=3, per_class=8)
@@ -291,7 +292,7 @@ def test_extra_test_sets_give_the_clip_imagenet_columns_from_one_run(tmp_path):
     opts = ["MODEL.BACKBONE", "tiny_cnn", "MODEL.WEIGHTS", "", "MODEL.ADARAND.METHOD", "none", "DATASET.NAME",
             "imagenet", "DATASET.ROOT", imagenet, "DATASET.EXTRA_TESTS", "['imagenet-r']", "INPUT.SIZE", "16",
             "SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "8", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)]
-    results = launch.main(["--no-progress", *opts])
+    results = cli.main(["--no-progress", *opts])
     # reference: the selected checkpoint on ImageNet-R, its 2 classes' logits kept, argmax = label
     model = backbones.build_classifier("tiny_cnn", 3).eval()
     model.load_state_dict(torch.load(out / "best.pth", map_location="cpu", weights_only=True)["model"])

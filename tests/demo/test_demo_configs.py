@@ -9,7 +9,7 @@ import torch
 
 from adarand import ClassStats
 from adarand.classification.config import load_cfg
-from adarand.classification.launch import train
+from adarand.classification.cli import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLS_METHODS = ["ft", "fnp", "randreg-normal", "randreg-cp", "adarand"]

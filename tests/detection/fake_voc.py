@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from adarand.detection.voc import VOC_CLASSES, VOID
-from adarand.detection.voc_writer import voc_dirs, write_image_lists, write_sample
+from adarand_projects.detection_demo.voc_writer import voc_dirs, write_image_lists, write_sample
 
 
 # Train: one single-category image per VOC class (1 or 2 objects), then multi-category ones.

@@ -9,7 +9,7 @@ from detectron2.engine import default_argument_parser
 from tiny import BASE_CONFIG, tiny_cfg, tiny_opts
 
 from adarand.detection import setup_cfg
-from adarand.detection.setup import add_resume_arguments
+from adarand.detection.configure import add_resume_arguments
 from adarand.files import release_output_dir
 from adarand.run_config import ConfigChanged
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny import tiny_cfg
 
-from adarand.detection.diagnose import run_diagnosis
+from adarand_projects.stability.diagnose import run_diagnosis
 
 SEEDS = (0, 1, 2)
 ITERS = 40
@@ -42,7 +42,7 @@ def test_the_setting_detects_divergence(fake_voc, tmp_path):
 
 def test_top_hessian_eigenvalue_matches_a_quadratic():
     """0.5 x^T A x (+ b^T x) has Hessian A: compare with eigvalsh in float64."""
-    from adarand.detection.diagnose import top_hessian_eigenvalue
+    from adarand_projects.stability.diagnose import top_hessian_eigenvalue
 
     gen = torch.Generator().manual_seed(0)
     q = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))[0]

@@ -9,7 +9,7 @@ from PIL import Image
 
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
-from adarand.detection.demo_voc import make_demo_voc  # noqa: E402
+from adarand_projects.detection_demo.demo_voc import make_demo_voc  # noqa: E402
 
 SIZE = 128
 # VOC's published colours (independent of the generator's colour-map code).

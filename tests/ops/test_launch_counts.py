@@ -1,11 +1,11 @@
-"""adarand.ops.launch_count (tools/count_launches.py): the fused loss is two kernels forward (the loss and its
-reduction, bad labels counted) and one backward, the EMA two (the finiteness guard included), the prior update
-three plus its two matmuls."""
+"""adarand_projects.bench.launch_count (tools/bench/count_launches.py): the fused loss is two kernels forward (the
+loss and its reduction, bad labels counted) and one backward, the EMA two (the finiteness guard included), the prior
+update three plus its two matmuls."""
 import os
 
 import pytest
 
-from adarand.ops import launch_count
+from adarand_projects.bench import launch_count
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts the interpreter's launches")

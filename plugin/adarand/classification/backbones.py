@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from adarand.files import load_torch
+from adarand.registry import Registry
 
 from .transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
@@ -321,19 +322,44 @@ def build_classifier(name, num_classes, weights="", checkpoint_format="torchvisi
         raise ValueError(f"checkpoint_format {checkpoint_format!r}; expected one of {CHECKPOINT_FORMATS}")
     if checkpoint_format != "torchvision" and not name.startswith("resnet"):
         raise ValueError(f"checkpoint_format {checkpoint_format!r} is for ResNets, not {name}")
-    mean, std, head_init = IMAGENET_MEAN, IMAGENET_STD, "normal"
-    if name == "tiny_cnn":
-        if weights:
-            raise ValueError("tiny_cnn has no pre-trained weights; use weights=''")
-        backbone, feat_dim = TinyCNN(), 16
-    elif name in TORCHVISION:
-        backbone, feat_dim = _torchvision_backbone(name, weights, checkpoint_format)
-    elif name.startswith("timm:"):
-        backbone, feat_dim, mean, std = _timm_backbone(name[len("timm:"):], weights)
-    elif name.startswith("clip:"):
-        backbone, feat_dim, mean, std = _clip_backbone(name[len("clip:"):], weights)
-        head_init = "default" if name.startswith("clip:ViT") else "normal"
-    else:
+    family, arch = _family(name)
+    if family not in BACKBONES.names():
         raise ValueError(f"unknown backbone {name!r}; expected tiny_cnn, one of {TORCHVISION}, "
                          f"timm:<model> or clip:<{'|'.join(CLIP)}>")
+    backbone, feat_dim, mean, std, head_init = BACKBONES.get(family)(arch, weights, checkpoint_format)
     return ImageClassifier(backbone, feat_dim, num_classes, mean, std, head_init)
+
+
+def _family(name):
+    """``(family, arch)`` of a backbone name: ``timm:<model>`` / ``clip:<arch>`` by prefix, a torchvision
+    name, ``tiny_cnn``; ``(None, name)`` for anything else."""
+    prefix, colon, arch = name.partition(":")
+    if colon:
+        return (prefix, arch) if prefix in ("timm", "clip") else (None, name)
+    if name in TORCHVISION:
+        return "torchvision", name
+    return (name, name) if name == "tiny_cnn" else (None, name)
+
+
+# Each family: (arch, weights, checkpoint_format) -> (backbone, feat_dim, input mean, input std, head init).
+def _tiny_cnn(arch, weights, checkpoint_format):
+    if weights:
+        raise ValueError("tiny_cnn has no pre-trained weights; use weights=''")
+    return TinyCNN(), 16, IMAGENET_MEAN, IMAGENET_STD, "normal"
+
+
+def _torchvision_family(arch, weights, checkpoint_format):
+    return (*_torchvision_backbone(arch, weights, checkpoint_format), IMAGENET_MEAN, IMAGENET_STD, "normal")
+
+
+def _timm_family(arch, weights, checkpoint_format):
+    return (*_timm_backbone(arch, weights), "normal")
+
+
+def _clip_family(arch, weights, checkpoint_format):
+    """The CLIP ViTs keep nn.Linear's own head initialisation, as the official code."""
+    return (*_clip_backbone(arch, weights), "default" if arch.startswith("ViT") else "normal")
+
+
+BACKBONES = Registry("backbone family", {"tiny_cnn": _tiny_cnn, "torchvision": _torchvision_family,
+                                         "timm": _timm_family, "clip": _clip_family})

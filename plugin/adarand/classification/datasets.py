@@ -17,10 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
-DATASETS = (
-    "aircraft", "cub", "cars", "dtd", "flowers", "pets", "cifar10", "imagenet", "imagenet-r",
-    "imagenet-sketch", "imagenet-a", "imagenet-v2", "imagefolder", "digits",
-)
+from adarand.registry import Registry
+
 SPLITS = ("train", "test")
 TEST_ONLY = ("imagenet-r", "imagenet-sketch", "imagenet-a", "imagenet-v2")
 
@@ -396,26 +394,45 @@ class NamedErrors(Dataset):
             raise (ValueError(message) if isinstance(err, ValueError) else OSError(message)) from err
 
 
+def _inside_root(builder):
+    """``builder(root, split, transform)`` checked to read only inside ``root``, errors naming the set."""
+    def build(name, root, split, transform):
+        ds = builder(root, split, transform)
+        check_inside_root(ds, name, root)
+        return NamedErrors(ds, name)
+    return build
+
+
+def _shifted_imagenet(name, root, split, transform):
+    return NamedErrors(_imagenet_subset(name, root, transform), name)
+
+
+def _imagenet_v2_set(name, root, split, transform):
+    return NamedErrors(_imagenet_v2(root, transform), name)
+
+
+def _digits(name, root, split, transform):
+    return Digits(split, transform)
+
+
+_REGISTRY = Registry("dataset", {
+    "aircraft": _inside_root(_aircraft), "cub": _inside_root(_CUB), "cars": _inside_root(_cars),
+    "dtd": _inside_root(_dtd), "flowers": _inside_root(_flowers), "pets": _inside_root(_pets),
+    "cifar10": _inside_root(_cifar10), "imagenet": _inside_root(_imagenet), "imagenet-r": _shifted_imagenet,
+    "imagenet-sketch": _shifted_imagenet, "imagenet-a": _shifted_imagenet, "imagenet-v2": _imagenet_v2_set,
+    "imagefolder": _inside_root(_imagefolder), "digits": _digits,
+})
+DATASETS = tuple(_REGISTRY.names())
+
+
 def build_dataset(name, root, split, transform=None):
     """The ``split`` ("train" | "test") of dataset ``name`` (one of ``DATASETS``) read from ``root``."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    builder = _REGISTRY.get(name)
     if split not in SPLITS:
         raise ValueError(f"dataset split {split!r}; expected one of {SPLITS}")
     if name in TEST_ONLY and split != "test":
         raise ValueError(f"dataset {name!r} is evaluation-only: it has no {split!r} split")
-    root = os.path.expanduser(str(root))
-    if name == "digits":
-        return Digits(split, transform)
-    if name in ("imagenet-r", "imagenet-a", "imagenet-sketch"):
-        return NamedErrors(_imagenet_subset(name, root, transform), name)
-    if name == "imagenet-v2":
-        return NamedErrors(_imagenet_v2(root, transform), name)
-    builders = {"aircraft": _aircraft, "cub": _CUB, "cars": _cars, "dtd": _dtd, "flowers": _flowers,
-                "pets": _pets, "cifar10": _cifar10, "imagenet": _imagenet, "imagefolder": _imagefolder}
-    ds = builders[name](root, split, transform)
-    check_inside_root(ds, name, root)
-    return NamedErrors(ds, name)
+    return builder(name, os.path.expanduser(str(root)), split, transform)
 
 
 def restrict_logits(logits, class_indices):

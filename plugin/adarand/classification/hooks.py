@@ -17,7 +17,7 @@ import adarand
 from adarand.distributed import all_reduce_sum_
 from adarand.files import save_torch
 
-from .engine import accumulate_step_
+from .steps import accumulate_step_
 from .run_log import RunLog
 
 

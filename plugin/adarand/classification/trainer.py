@@ -13,7 +13,7 @@ Model selection never looks at the test split: with a validation split (VAL_FRAC
 the best validation epoch is kept; without one, the last epoch. The test split is evaluated
 once, at the end of :meth:`train`, on that model; no per-epoch record holds a test metric.
 
-Files in ``cfg.OUTPUT_DIR`` (:func:`adarand.classification.launch.train` claims the directory
+Files in ``cfg.OUTPUT_DIR`` (:func:`adarand.classification.cli.train` claims the directory
 and writes ``config.yaml``): ``class_stats.pt`` (pre-trained class statistics with the identity
 of what produced them, reused when it matches), ``last.pth`` (everything needed to resume,
 written atomically each epoch), ``best.pth`` (the selected model), ``metrics.jsonl`` +
@@ -37,7 +37,7 @@ from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build, hooks
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .engine import FeaturesAndLogits, autocast, check_diverged, evaluate, new_guard, set_train_mode, to_device
+from .steps import FeaturesAndLogits, autocast, check_diverged, evaluate, new_guard, set_train_mode, to_device
 
 # What one step leaves for the hooks, all detached: the loss terms, the logits, the features, the labels.
 StepOutputs = namedtuple("StepOutputs", "loss ce reg_loss base_loss logits features labels")

@@ -24,7 +24,7 @@ from .roi_heads import (
     AdaRandCascadeROIHeads, AdaRandHeadsMixin, AdaRandROIHeads, BoxRows, adarand_heads, box_regularizations,
     check_capable, check_initialised,
 )
-from .setup import get_detection_cfg, load_detection_cfg, setup_cfg
+from .configure import get_detection_cfg, load_detection_cfg, setup_cfg
 from .trainer import AdaRandTrainer, build_evaluator
 from .voc import VOC_CLASSES, load_voc_detection, load_voc_instance_segmentation, register_voc
 

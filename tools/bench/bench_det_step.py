@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cost of AdaRand in a Mask R-CNN R50-FPN training step, measured against plain fine-tuning.
 
-    python tools/bench_det_step.py [--size 256] [--images 2] [--rounds 16] [--device cpu|cuda] [--quick]
+    python tools/bench/bench_det_step.py [--size 256] [--images 2] [--rounds 16] [--device cpu|cuda] [--quick]
 
 Both models are built from configs/detection/Base-AdaRand-RCNN-FPN.yaml (random init,
 NORM "BN", 20 classes) on the same synthetic batch: "ft" uses detectron2's
@@ -9,7 +9,7 @@ StandardROIHeads, "adarand" AdaRandROIHeads plus the prior step of the hook. A s
 forward + backward + SGD step (+ prior step). Both models start from the same weights,
 use lr 0 (all the work of a step, weights unchanged) and reseed before each step, so
 they sample the same ROIs and differ only by AdaRand's own work. Steps of the two
-models alternate round-robin (``adarand.benchmarking.round_robin``: each goes first every other
+models alternate round-robin (``adarand_projects.bench.timing.round_robin``: each goes first every other
 round); the time ratio is the median over rounds of the paired per-round ratios, with a
 95 % bootstrap confidence interval ("within noise" when it holds 1.0). On CUDA the
 clock is wall time; on a CPU, the process's CPU time with one torch thread (``--threads``),
@@ -37,11 +37,11 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import adarand
-from adarand.benchmarking import describe, load_average, paired_ratio, round_robin, write_report
+from adarand_projects.bench.timing import describe, load_average, paired_ratio, round_robin, write_report
 from adarand.detection import adarand_heads, box_regularizations, load_detection_cfg
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "detection", "Base-AdaRand-RCNN-FPN.yaml")
 QUICK_OPTS = ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.FPN.OUT_CHANNELS", 32,
               "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
@@ -214,7 +214,7 @@ def main(argv=None):
                f"{100 * result['regularizer_fraction']:.3f} % of the median FT step; with {args.images * 128} ROIs "
                f"(the sampler's foreground maximum): {reg_ms_full:.2f} ms. Load average (1, 5, 15 min): "
                f"{load_before} before, {load_after} after.")
-    command = " ".join(["python tools/bench_det_step.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python tools/bench/bench_det_step.py", *(argv if argv is not None else sys.argv[1:])])
     report = ("# Mask R-CNN R50-FPN training step: AdaRand vs plain fine-tuning\n\n"
               f"`{command}` ({result['timestamp']}, {device}, torch {torch.__version__}, "
               f"{args.images} image(s) of {args.size} px, {rounds} rounds after {args.warmup} warm-up).\n"

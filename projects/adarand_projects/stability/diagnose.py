@@ -29,8 +29,8 @@ from torch import nn
 
 from adarand import IGNORE_INDEX
 
-from .box_branch import unwrap
-from .roi_heads import box_regularizations
+from adarand.detection.box_branch import unwrap
+from adarand.detection.roi_heads import box_regularizations
 
 PREFIX = "probe/"
 
@@ -137,7 +137,7 @@ def seeded_trainer(cfg, trainer_class=None):
     from detectron2.utils.env import seed_all_rng
 
     if trainer_class is None:
-        from .trainer import AdaRandTrainer as trainer_class
+        from adarand.detection.trainer import AdaRandTrainer as trainer_class
     seed_all_rng(cfg.SEED)
     trainer = trainer_class(cfg)
     trainer.resume_or_load(resume=False)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .run_log import read_results
+from adarand.classification.run_log import read_results
 
 SETTING_KEYS = ("dataset", "fraction", "backbone", "epochs")
 CI_METHODS = ("t", "bootstrap")

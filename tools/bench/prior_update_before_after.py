@@ -1,16 +1,16 @@
 """AdaRand's reg.step before and after the autograd-free prior update (issue 21): paired, interleaved CPU time.
 
-    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/prior_update_before_after.py [ROUNDS=40]
+    taskset -c 1 env OMP_NUM_THREADS=1 python tools/bench/prior_update_before_after.py [ROUNDS=40]
 
 "former" re-states the step as it was at commit 64560c3 (EMA, autograd of L_mean + L_dist,
 Adam with host-side scalars, the skip guard by clone + where); "new" is ``reg.step``; "compiled"
 is ``torch.compile(reg.step, fullgraph=True)``. PyTorch path, one thread, process CPU time,
-rounds round-robin (``adarand.benchmarking``), ratios with 95 % bootstrap intervals.
+rounds round-robin (``adarand_projects.bench.timing``), ratios with 95 % bootstrap intervals.
 Results: benchmarks/prior_update.md.
 """
 import json, sys, time, torch
 import adarand
-from adarand.benchmarking import round_robin, paired_ratio, describe
+from adarand_projects.bench.timing import round_robin, paired_ratio, describe
 torch.set_num_threads(1)
 adarand.set_backend("torch")
 

@@ -1,6 +1,6 @@
 """How far from uniform DELTA's channel attention is on a config's pre-trained backbone.
 
-    python tools/delta_attention.py --config-file configs/classification/digits_mobilenetv2_ft.yaml \
+    python tools/studies/delta_attention.py --config-file configs/classification/digits_mobilenetv2_ft.yaml \
         --layers features.3.conv.2 features.6.conv.2 features.13.conv.2 features.17.conv.2
 
 Computes the loss increases once (``baselines.starting_loss_increase``: a head fitted on the frozen

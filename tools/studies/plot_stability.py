@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Plot per-iteration probe values of tools/diagnose_det.py runs, one curve per seed.
+"""Plot per-iteration probe values of tools/studies/diagnose_det.py runs, one curve per seed.
 
-    python tools/plot_stability.py --out docs/figures/detection_stability.png \\
+    python tools/studies/plot_stability.py --out docs/figures/detection_stability.png \\
         --key feat_sq --run "FT=output/diag/after/runs/none" \\
         --run "AdaRand, per fg ROI=output/diag/before/runs/adarand_MODEL.ADARAND.NORMALIZERregularized" ...
 

@@ -389,7 +389,7 @@ def check_overrides(cells, opts, data_dir="", weights=None):
 
 def load_run_cfg(run, repo_root="."):
     """The run's config as train_cls.py will load it (file, then its overrides)."""
-    from .config import load_cfg
+    from adarand.classification.config import load_cfg
 
     return load_cfg(os.path.join(repo_root, run.cell.config), list(run.opts))
 
@@ -440,7 +440,7 @@ def move_aside(run):
 def check_runs(runs, repo_root="."):
     """Load every run's config and check that its weights file exists (relative paths from ``repo_root``,
     where the jobs run), before anything is launched."""
-    from .backbones import check_weights_file
+    from adarand.classification.backbones import check_weights_file
 
     for run in runs:
         cfg = load_run_cfg(run, repo_root)

@@ -6,7 +6,7 @@ term, backward, optimizer step; then the prior-step hook) on the same model and 
 ResNet-50 (random init), 224 px, 196 classes (Stanford Cars), batch 64 with bf16 +
 channels-last on a GPU, batch 8 in fp32 on a CPU.
 
-Time: methods are timed round-robin (``adarand.benchmarking.round_robin``), one step each per
+Time: methods are timed round-robin (``adarand_projects.bench.timing.round_robin``), one step each per
 round and a different method first each round, so slow drifts of a shared machine hit
 every method alike (CUDA synchronised around each step). Each method's time ratio to FT
 is the median over rounds of the paired per-round ratios, with a 95 % bootstrap
@@ -23,7 +23,7 @@ runs a few steps in a fresh process and reports the growth of its peak RSS
 the set-up holds (L2-SP's copy of the starting weights, DELTA's frozen network), which the
 CUDA figure includes (tracemalloc does not see torch's allocator).
 
-    python tools/bench_cls_step.py [--batch 8] [--size 224] [--rounds 12] [--warmup 2]
+    python tools/bench/bench_cls_step.py [--batch 8] [--size 224] [--rounds 12] [--warmup 2]
         [--methods ft adarand ...] [--out benchmarks/cls_step.md] [--compile] [--quick]
 
 ``--compile``: the backbone (``torch.compile`` of the feature extractor) and the regularizer's
@@ -50,11 +50,11 @@ import adarand
 from adarand.classification import backbones
 from adarand.classification.build import build_baseline, build_optimizer, build_regularizer
 from adarand.classification.config import get_cfg
-from adarand.classification.engine import FeaturesAndLogits, new_guard, set_train_mode
+from adarand.classification.steps import FeaturesAndLogits, new_guard, set_train_mode
 from adarand.classification.hooks import PriorStep
 from adarand.classification.trainer import ClassificationTrainer
 
-from adarand.benchmarking import describe, load_average, paired_ratio, round_robin, write_report
+from adarand_projects.bench.timing import describe, load_average, paired_ratio, round_robin, write_report
 
 METHODS = [("ft", "none", ""), ("fnp", "fnp", ""), ("randreg-cp", "randreg-cp", ""), ("adarand", "adarand", ""),
            ("ptr", "ptr", ""), ("l2sp", "none", "l2sp"), ("delta", "none", "delta"), ("bss", "none", "bss")]
@@ -219,7 +219,7 @@ def main(argv=None):
         f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), {args.threads} torch thread(s)"
     mem_kind = "peak allocated MB" if cuda else "peak RSS growth MB"
     lines = [f"# Classification training step: ResNet-50, {size} px, batch {batch}, {NUM_CLASSES} classes",
-             "", f"`python tools/bench_cls_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
+             "", f"`python tools/bench/bench_cls_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
              "", f"{name}; torch {torch.__version__}; {'bf16 autocast + channels-last' if cuda else 'fp32'}; "
              f"{rounds} round-robin rounds after {warmup} warm-up; "
              f"{'compiled (torch.compile); ' if args.compile else ''}"

@@ -1,4 +1,4 @@
-"""What one AdaRand training step launches, phase by phase (``tools/count_launches.py``, docs/kernels.md).
+"""What one AdaRand training step launches, phase by phase (``tools/bench/count_launches.py``, docs/kernels.md).
 
 Eager paths, for each phase: **Triton launches** (calls of the interpreter's launcher, i.e. what
 ``kernel[grid](...)`` would launch on a GPU) and **aten ops that compute** (ops seen by a

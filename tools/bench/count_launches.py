@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Count what one AdaRand training step launches, phase by phase, on both prior paths.
 
-    TRITON_INTERPRET=1 python tools/count_launches.py [--batch 64 --classes 196 --dim 2048]
+    TRITON_INTERPRET=1 python tools/bench/count_launches.py [--batch 64 --classes 196 --dim 2048]
 
 Runs one regularizer step on CPU tensors: loss forward, loss backward, running-mean EMA,
 prior update (prior loss forward + backward, Adam). For each phase it counts
@@ -28,7 +28,7 @@ import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
-from adarand.ops.launch_count import PHASES, count, count_compiled  # noqa: E402
+from adarand_projects.bench.launch_count import PHASES, count, count_compiled  # noqa: E402
 
 
 def main(argv=None):

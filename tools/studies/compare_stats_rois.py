@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How far apart are the prior statistics of MODEL.ADARAND.STATS_ROIS "gt" and "proposals"?
 
-    python tools/compare_stats_rois.py --config-file configs/detection/<x>.yaml [KEY VALUE ...]
+    python tools/studies/compare_stats_rois.py --config-file configs/detection/<x>.yaml [KEY VALUE ...]
 
 Loads MODEL.WEIGHTS, computes the box-head statistics (Eq. 9-10) twice, on the ground-truth
 boxes and on the sampled foreground proposals (no training), and prints, over the classes

@@ -10,7 +10,7 @@ Shapes: ``cars`` (Stanford Cars, ResNet-50: B=64, C=196, D=2048, labels uniform)
 Ops: ``target_fwd``, ``target_fwd_bwd``, ``class_sums``, ``ema_apply``, and
 ``prior_step`` (AdaRand regularizer forward + backward + ``reg.step``).
 
-    python tools/bench_kernels.py [--dtype float32|bfloat16] [--out benchmarks/kernels.md]
+    python tools/bench/bench_kernels.py [--dtype float32|bfloat16] [--out benchmarks/kernels.md]
 
 Writes a Markdown table to --out and prints one JSON object as the last line. Without
 CUDA it says so and exits 0.
@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from adarand.benchmarking import write_report
+from adarand_projects.bench.timing import write_report
 
 SHAPES = {"cars": (64, 196, 2048, None), "det": (8192, 20, 1024, 0.9)}  # B, C, D, share of the dominant class
 OPS = ("target_fwd", "target_fwd_bwd", "class_sums", "ema_apply", "prior_step")
@@ -178,7 +178,7 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     shapes = "; ".join(f"{k}: B={v[0]}, C={v[1]}, D={v[2]}" + (f", {v[3]:.0%} one class" if v[3] else "")
                        for k, v in SHAPES.items() if k in args.shapes)
-    report = (f"# Prior kernels: PyTorch path vs Triton\n\nMeasured by `tools/bench_kernels.py` on {name}, "
+    report = (f"# Prior kernels: PyTorch path vs Triton\n\nMeasured by `tools/bench/bench_kernels.py` on {name}, "
               f"features {args.dtype}, torch {torch.__version__}, triton {triton.__version__}, {stamp}.\n"
               f"Shapes: {shapes}. DRAM peak {summary['dram_peak_tbps']} TB/s. Bandwidth counts the minimum bytes "
               f"an op must move (features, labels, the prior rows in use, outputs) over the median time.\n\n{table}\n")

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Train a detection config under several regularizers and seeds with the box-head probe.
 
-    python tools/diagnose_det.py --config-file configs/detection/diag/small_random_init.yaml \\
+    python tools/studies/diagnose_det.py --config-file configs/detection/diag/small_random_init.yaml \\
         --dataset-root /tmp/fake_voc --methods none fnp adarand "adarand:MODEL.ADARAND.LAMBDA=0.1" \\
         --seeds 0 1 2 --iters 200 --out output/diag/small [KEY VALUE ...]
 
 A method is ``NAME[:KEY=VALUE,...]`` (NAME = MODEL.ADARAND.METHOD, then extra overrides).
 Writes ``<out>/iterations.csv`` (one row per method, seed and iteration: every
-``probe/...`` value of :class:`adarand.detection.diagnose.BoxHeadProbe`) and
+``probe/...`` value of :class:`adarand_projects.stability.diagnose.BoxHeadProbe`) and
 ``<out>/summary.json`` (per run: iteration of divergence or null, median and max of each
 gradient norm, feature and prior norms at the start and the end). Finished runs are kept
 (``<out>/runs/<method>_s<seed>/probe.json``) and skipped when the tool is run again.
@@ -22,7 +22,7 @@ import os
 import statistics
 
 from adarand.detection import load_detection_cfg, register_voc
-from adarand.detection.diagnose import loss_sharpness, run_diagnosis, seeded_trainer
+from adarand_projects.stability.diagnose import loss_sharpness, run_diagnosis, seeded_trainer
 from adarand.files import write_json, write_text
 
 

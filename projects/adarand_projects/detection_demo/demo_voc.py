@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from adarand.files import write_json
 
-from .voc import VOC_CLASSES, VOID
+from adarand.detection.voc import VOC_CLASSES, VOID
 from .voc_writer import SUBDIRS, voc_dirs, write_image_lists, write_sample
 
 DEMO_CLASSES = ("cat", "horse", "person")

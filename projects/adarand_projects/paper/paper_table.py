@@ -7,13 +7,19 @@ labels. ``std`` is the sample standard deviation over seeds (0 for one seed).
 import glob
 import json
 import os
+import statistics
 from dataclasses import dataclass
 
-from .run_log import read_results
-from .summary import mean_std
+from adarand.classification.run_log import read_results
 
 PAPER_RESULTS = os.path.join(os.path.dirname(__file__), "paper_results.json")
 MISSING = "—"
+
+
+def mean_std(values):
+    """(mean, sample standard deviation; 0 for a single value)."""
+    values = list(values)
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def load_paper_results(path=PAPER_RESULTS):

@@ -1,11 +1,11 @@
-"""What the benchmarks (tools/bench_*.py) share: round-robin timing, paired bootstrap intervals
+"""What the benchmarks (tools/bench/bench_*.py) share: round-robin timing, paired bootstrap intervals
 of ratios, the machine's load, and the report (Markdown file, printed table, one JSON line last)."""
 import json
 import os
 import random
 import statistics
 
-from .files import write_text
+from adarand.files import write_text
 
 
 def write_report(path, report, table, summary):

@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 from adarand.files import load_torch, save_figure  # noqa: E402
 
-from .run_log import read_metrics, read_results  # noqa: E402
+from adarand.classification.run_log import read_metrics, read_results  # noqa: E402
 
 PAPER_PANELS = [("train_mean_feature_norm", "feature norm ||mean f||"),
                 ("train_pairwise_entropy", "feature entropy H(Z) (Eq. 4)"),

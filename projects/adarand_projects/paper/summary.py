@@ -1,23 +1,17 @@
 """Markdown table of finished runs: method x dataset, ``mean ± std (n)`` over seeds, in %
 (``tools/summarize.py``); with ``--table N`` a paper table, ours beside the published numbers
-(:mod:`adarand.classification.paper_table`). ``std`` is the sample standard deviation (0 for one run).
+(:mod:`adarand_projects.paper.paper_table`). ``std`` is the sample standard deviation (0 for one run).
 With ``--paired BASELINE``, runs paired with the baseline's by setting and seed
-(:mod:`adarand.classification.paired`).
+(:mod:`adarand_projects.paper.paired`).
 """
 import argparse
-import statistics
 import sys
 
+from adarand.classification.run_log import find_results, read_results
 from adarand.files import write_text
 
-from . import paired
-from .run_log import find_results, read_results
-
-
-def mean_std(values):
-    """(mean, sample standard deviation; 0 for a single value)."""
-    values = list(values)
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+from . import paired, paper_table, reproduce
+from .paper_table import mean_std
 
 
 def collect(files, metric):
@@ -68,8 +62,6 @@ def main(argv=None, description=__doc__):
         if note:
             print(note, file=sys.stderr)
     elif args.table:
-        from . import paper_table, reproduce
-
         text = paper_table.render(reproduce.get_table(args.table), args.root, args.metric)
     elif args.runs:
         text = markdown(collect(find_results(args.runs), args.metric), args.metric)

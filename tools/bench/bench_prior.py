@@ -12,7 +12,7 @@ provider is adarand's vectorized path; "compiled" the same path under ``torch.co
 Each (shape, provider) runs in a fresh subprocess so its peak memory is its own: CUDA
 peak allocated bytes, or on CPU the growth of the process's peak RSS over the set-up.
 
-    python tools/bench_prior.py [--repeats 20] [--out benchmarks/prior.md]
+    python tools/bench/bench_prior.py [--repeats 20] [--out benchmarks/prior.md]
 
 Prints a table, writes it to --out, and prints the key figures as one JSON line last.
 """
@@ -29,7 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from adarand.benchmarking import write_report
+from adarand_projects.bench.timing import write_report
 
 SHAPES = {"cars-r50": (64, 196, 2048), "imagenet-vitb": (64, 1000, 768)}
 
@@ -171,7 +171,7 @@ def main():
     table = "\n".join([header] + lines)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = (f"# Prior step benchmark\n\nOne training step's prior work (sample + loss fwd/bwd + EMA + prior "
-              f"update), measured by `tools/bench_prior.py` on {device_label}, torch {torch.__version__}, {stamp}.\n"
+              f"update), measured by `tools/bench/bench_prior.py` on {device_label}, torch {torch.__version__}, {stamp}.\n"
               f"Peak MB: {'CUDA peak allocated' if args.device == 'cuda' else 'growth of peak RSS over set-up'} "
               f"(each provider in its own process).\n\n{table}\n")
     write_report(args.out, report, table, summary)

@@ -1,0 +1,1 @@
+"""Benchmark helpers: round-robin timing and paired bootstrap intervals, kernel launch counts."""
