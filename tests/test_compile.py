@@ -10,6 +10,8 @@ import torch
 import adarand
 from adarand import ClassStats, available_regularizers, build_regularizer
 
+pytestmark = pytest.mark.slow
+
 C, D, B, STEPS = 3, 5, 6, 3
 
 

@@ -11,6 +11,8 @@ from tiny import tiny_cfg
 
 from adarand_projects.stability.diagnose import run_diagnosis
 
+pytestmark = pytest.mark.slow
+
 SEEDS = (0, 1, 2)
 ITERS = 40
 

@@ -15,6 +15,8 @@ import adarand
 from adarand.detection import AdaRandTrainer, box_regularizations, compute_box_head_stats, prior_init
 from adarand.detection.voc import VOC_CLASSES
 
+pytestmark = pytest.mark.slow
+
 PREFIX = "roi_heads.box_predictor.adarand.regularizer."
 PRIOR_KEYS = ("prior.mu", "prior.running_mean", "prior.sigma", "prior_optimizer.exp_avg",
               "prior_optimizer.exp_avg_sq", "prior_optimizer.num_steps")

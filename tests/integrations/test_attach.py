@@ -312,6 +312,7 @@ def _ddp_worker(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_keep_identical_priors(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -55,6 +55,7 @@ def test_example_runs(section, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip(), f"the {section} example printed nothing"
 
 
+@pytest.mark.slow
 def test_lightning_example_on_two_ddp_processes_keeps_one_prior(tmp_path):
     """Lightning's DDP launcher starts rank 1 by re-running this wrapper, which runs the example's main(devices=2)."""
     (tmp_path / "lightning_example.py").write_text(EXAMPLES["PyTorch Lightning"])
