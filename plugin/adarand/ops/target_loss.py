@@ -39,11 +39,11 @@ def draw_noise(shape, noise: str, device, dtype, generator=None) -> torch.Tensor
     raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
 
 
-def _target_loss_ref(features, labels, mu, sigma, eps, num_classes=None):
-    """Reference: the loss with the noise given explicitly (``mu is None``: target 0).
+def _residual(features, labels, mu, sigma, eps, num_classes=None):
+    """(f - r on the active rows, 0 elsewhere, in the accumulation dtype; the active rows).
 
-    ``labels=None`` makes every row active (FNP without labels); C is ``mu.shape[0]``,
-    or ``num_classes`` without a prior.
+    ``mu is None``: target 0; ``labels=None`` makes every row active (FNP without labels); C is
+    ``mu.shape[0]``, or ``num_classes`` without a prior.
     """
     acc = accumulation_dtype(features.dtype)
     f = features.to(acc)
@@ -54,8 +54,13 @@ def _target_loss_ref(features, labels, mu, sigma, eps, num_classes=None):
     if mu is not None:
         y = safe_labels(labels, active)
         f = f - (mu[y].to(acc) + sigma[y].to(acc) * eps.to(acc))
-    diff = torch.where(active[:, None], f, torch.zeros((), dtype=acc, device=f.device))
-    return diff.pow(2).sum() / (active.sum().clamp(min=1) * max(f.shape[1], 1))
+    return torch.where(active[:, None], f, torch.zeros((), dtype=acc, device=f.device)), active
+
+
+def _target_loss_ref(features, labels, mu, sigma, eps, num_classes=None):
+    """Reference: the loss ``sum (f - r)^2 / (active rows * D)`` with the noise given explicitly (:func:`_residual`)."""
+    diff, active = _residual(features, labels, mu, sigma, eps, num_classes)
+    return diff.pow(2).sum() / (active.sum().clamp(min=1) * max(diff.shape[1], 1))
 
 
 # -- the fused kernels as custom ops (Triton on CUDA; on CPU the reference, or the kernels under the interpreter) --
@@ -71,16 +76,9 @@ def _seeded_noise(features, noise, seed):
 
 def _reference_residual(features, labels, mu, sigma, seed, noise, num_classes):
     """(f - r on the active rows, 0 elsewhere, in the accumulation dtype; active-row count, int64)."""
-    acc = accumulation_dtype(features.dtype)
-    f = features.to(acc)
-    if labels is None:
-        active = torch.ones(f.shape[0], dtype=torch.bool, device=f.device)
-    else:
-        active = active_rows(labels, mu.shape[0] if mu is not None else num_classes)
-    if mu is not None:
-        y = safe_labels(labels, active)
-        f = f - (mu[y].to(acc) + sigma[y].to(acc) * _seeded_noise(features, noise, seed))
-    return torch.where(active[:, None], f, torch.zeros((), dtype=acc, device=f.device)), active.sum()
+    eps = _seeded_noise(features, noise, seed) if mu is not None else None
+    diff, active = _residual(features, labels, mu, sigma, eps, num_classes)
+    return diff, active.sum()
 
 
 @torch.library.custom_op("adarand::target_loss_fwd", mutates_args=())
