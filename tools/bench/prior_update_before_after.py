@@ -8,11 +8,17 @@ is ``torch.compile(reg.step, fullgraph=True)``. PyTorch path, one thread, proces
 rounds round-robin (``adarand_projects.bench.timing``), ratios with 95 % bootstrap intervals.
 Results: benchmarks/prior_update.md.
 """
-import json, sys, time, torch
+import json
+import sys
+import time
+
+import torch
+
 import adarand
-from adarand_projects.bench.timing import round_robin, paired_ratio, describe
-torch.set_num_threads(1)
-adarand.set_backend("torch")
+from adarand_projects.bench.timing import describe, paired_ratio, round_robin
+
+SHAPES = (("cars-r50", (64, 196, 2048)), ("imagenet-vitb", (64, 1000, 768)))
+
 
 def former_step(reg, features, labels, t):
     """The step as it was before this branch (commit 64560c3): EMA, autograd of L, Adam with host scalars, skip guard."""
@@ -37,34 +43,57 @@ def former_step(reg, features, labels, t):
         reg.skipped_batches += (~applied).to(reg.skipped_batches.dtype)
     return loss.detach()
 
+
 def make(shape):
-    b, c, d = shape
+    """An AdaRand regularizer of shape (B, C, D) with a seeded prior."""
+    _, c, d = shape
     reg = adarand.build_regularizer("adarand", c, d, total_steps=10000, check_values=False)
     g = torch.Generator().manual_seed(0)
     reg.prior.init_from_stats(torch.randn(c, d, generator=g), torch.rand(c, d, generator=g) + 0.1)
     return reg
 
-rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
-out = {}
-for name, shape in (("cars-r50", (64, 196, 2048)), ("imagenet-vitb", (64, 1000, 768))):
+
+def cpu_time(fn, *args):
+    """Process CPU seconds of one call."""
+    start = time.process_time()
+    fn(*args)
+    return time.process_time() - start
+
+
+def measure(name, shape, rounds):
+    """Former, new and compiled step of one shape, round-robin; {key: figures}, printed as they come."""
     g = torch.Generator().manual_seed(1)
-    f = torch.randn(shape[0], shape[2], generator=g); y = torch.randint(0, shape[1], (shape[0],), generator=g)
-    old, new = make(shape), make(shape)
-    counter = {"t": 0}
+    f = torch.randn(shape[0], shape[2], generator=g)
+    y = torch.randint(0, shape[1], (shape[0],), generator=g)
+    old, new, compiled = make(shape), make(shape), make(shape)
+    compiled_step = torch.compile(compiled.step, fullgraph=True)
+    compiled_step(f, y)
+    steps = {"t": 0}
+
     def run_old():
-        counter["t"] += 1
-        s = time.process_time(); former_step(old, f, y, counter["t"]); return time.process_time() - s
-    def run_new():
-        s = time.process_time(); new.step(f, y); return time.process_time() - s
-    comp = make(shape)
-    cstep = torch.compile(comp.step, fullgraph=True)
-    cstep(f, y)
-    def run_compiled():
-        s = time.process_time(); cstep(f, y); return time.process_time() - s
-    times = round_robin({"former": run_old, "new": run_new, "compiled": run_compiled}, rounds, warmup=3)
+        steps["t"] += 1
+        return cpu_time(former_step, old, f, y, steps["t"])
+
+    times = round_robin({"former": run_old, "new": lambda: cpu_time(new.step, f, y),
+                         "compiled": lambda: cpu_time(compiled_step, f, y)}, rounds, warmup=3)
     med = {k: 1e3 * sorted(v)[len(v) // 2] for k, v in times.items()}
+    out = {}
     for k in ("new", "compiled"):
         r = paired_ratio(times["former"], times[k])
-        print(f"{name} {shape}: former {med['former']:.2f} ms, {k} {med[k]:.2f} ms CPU; {k}/former {describe(r)}", flush=True)
+        print(f"{name} {shape}: former {med['former']:.2f} ms, {k} {med[k]:.2f} ms CPU; {k}/former {describe(r)}",
+              flush=True)
         out[f"{name}_{k}"] = {"former_ms": med["former"], "ms": med[k], **r}
-print(json.dumps(out))
+    return out
+
+
+def main(rounds=30):
+    torch.set_num_threads(1)
+    adarand.set_backend("torch")
+    out = {}
+    for name, shape in SHAPES:
+        out.update(measure(name, shape, rounds))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 30)
