@@ -68,6 +68,7 @@ def test_the_check_can_fail():
 
 
 @pytest.mark.parametrize("cls", [adarand.Regularizer, adarand.ClassConditionalPrior, adarand.TrainingDiagnostics,
-                                 adarand.ClassStats, adarand.ClassStatsAccumulator, adarand.PriorAdam])
+                                 adarand.ClassStats, adarand.ClassStatsAccumulator, adarand.PriorAdam,
+                                 adarand.AdaptivePrior])
 def test_tensor_classes_state_their_shapes(cls):
     assert "Shape" in _own_doc(cls), cls.__name__

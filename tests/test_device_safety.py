@@ -72,13 +72,13 @@ def test_non_finite_batch_does_not_move_the_prior(backend, bad_value):
     features = torch.randn(6, D, generator=g, dtype=torch.float64)
     features[2, 3] = bad_value
     reg.step(features, labels)
-    for key in ("prior.mu", "prior.running_mean", "prior_optimizer.exp_avg", "prior_optimizer.exp_avg_sq"):
+    for key in ("prior.mu", "prior.running_mean", "prior.optimizer.exp_avg", "prior.optimizer.exp_avg_sq"):
         assert torch.equal(reg.state_dict()[key], before[key]), key
     assert reg.check_device_errors() == {"bad_labels": 0, "skipped_batches": 1}
     features[2, 3] = 0.0  # the next finite batch moves the prior again
     reg.step(features, labels)
     assert not torch.equal(reg.prior.mu, before["prior.mu"]) and torch.isfinite(reg.prior.mu).all()
-    assert int(reg.skipped_batches) == 1
+    assert int(reg.prior.skipped_batches) == 1
 
 
 def test_non_finite_ignored_rows_do_not_skip_the_batch(backend):
@@ -87,21 +87,21 @@ def test_non_finite_ignored_rows_do_not_skip_the_batch(backend):
     features[1] = float("nan")
     start = reg.prior.running_mean.clone()
     reg.step(features, torch.tensor([0, IGNORE_INDEX, 2, 3]))
-    assert int(reg.skipped_batches) == 0 and not torch.equal(reg.prior.running_mean, start)
+    assert int(reg.prior.skipped_batches) == 0 and not torch.equal(reg.prior.running_mean, start)
     assert torch.isfinite(reg.prior.running_mean).all()
 
 
 def test_counters_in_state_and_old_checkpoints_load():
     reg = _reg("adarand")
-    reg.skipped_batches.fill_(3)
+    reg.prior.skipped_batches.fill_(3)
     state = reg.state_dict()
-    assert "skipped_batches" in state and "bad_labels" not in state  # an error flag is not run state
+    assert "prior.skipped_batches" in state and "bad_labels" not in state  # an error flag is not run state
     fresh = _reg("adarand")
     fresh.load_state_dict(state)
-    assert int(fresh.skipped_batches) == 3
-    old = {k: v for k, v in state.items() if k != "skipped_batches"}  # written before the counter existed
+    assert int(fresh.prior.skipped_batches) == 3
+    old = {k: v for k, v in state.items() if k != "prior.skipped_batches"}  # written before the counter existed
     fresh.load_state_dict(old)
-    assert int(fresh.skipped_batches) == 0
+    assert int(fresh.prior.skipped_batches) == 0
     ptr = _reg("ptr")
     ptr.load_state_dict(_reg("ptr").state_dict())  # strict: no missing or unexpected key
 
@@ -128,3 +128,21 @@ def test_detection_hook_raises_on_masked_labels_at_its_log_period():
     hook.trainer.iter = 1
     with pytest.raises(ValueError, match=r"1 label value\(s\) outside \[0, 4\)"):  # the forward's; steps don't count
         hook.after_step()
+
+
+def test_checkpoints_from_before_the_prior_owned_its_optimizer_load_exactly():
+    """The regularizer kept ``prior_optimizer.*`` and ``skipped_batches``; they now live in ``prior``."""
+    reg = _reg("adarand")
+    reg.prior.optimizer.exp_avg.normal_()
+    reg.prior.optimizer.num_steps.fill_(5)
+    reg.prior.skipped_batches.fill_(2)
+    moved = {"prior.optimizer.": "prior_optimizer.", "prior.skipped_batches": "skipped_batches"}
+    former = {}
+    for key, value in reg.state_dict().items():
+        new_prefix = next((p for p in moved if key.startswith(p)), None)
+        former[key if new_prefix is None else moved[new_prefix] + key[len(new_prefix):]] = value
+    assert "prior_optimizer.num_steps" in former and "skipped_batches" in former
+    fresh = _reg("adarand")
+    fresh.load_state_dict(former)  # strict: every former key is placed
+    for key, value in reg.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key

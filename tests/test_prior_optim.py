@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from adarand import ClassStats, PriorAdam, build_regularizer
+from adarand import AdaptivePrior, ClassStats, PriorAdam, build_regularizer
 from helpers import ref_ema, ref_prior_loss
 
 
@@ -115,3 +115,41 @@ def test_adarand_prior_mu_follows_float64_adam_with_the_official_schedule():
     expected = _reference_adarand_mu(mean, batches, alpha=0.5, lr=1e-2, total_steps=total_steps)
     assert not torch.allclose(expected, mean)  # the prior moved
     torch.testing.assert_close(reg.prior.mu, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_adaptive_prior_adapts_itself_as_adarand_steps_it():
+    """``AdaptivePrior.adapt`` alone, with no regularizer, follows the same float64 reference, and
+    ``AdaRand.step`` is that call: the two end bit-identical."""
+    num_classes, dim, total_steps = 4, 6, 5
+    g = torch.Generator().manual_seed(4)
+    mean = torch.randn(num_classes, dim, generator=g, dtype=torch.float64)
+    std = torch.rand(num_classes, dim, generator=g, dtype=torch.float64) + 0.1
+    batches = [(torch.randn(8, dim, generator=g, dtype=torch.float64), torch.randint(0, num_classes, (8,), generator=g))
+               for _ in range(total_steps)]
+    prior = AdaptivePrior(num_classes, dim, alpha=0.5, lr=1e-2, total_steps=total_steps).double()
+    prior.init_from_stats(mean, std)
+    reg = build_regularizer("adarand", num_classes, dim, alpha=0.5, prior_lr=1e-2, total_steps=total_steps).double()
+    reg.prior.init_from_stats(mean, std)
+    for features, labels in batches:
+        torch.testing.assert_close(prior.adapt(features, labels), reg.step(features, labels), rtol=0, atol=0)
+    expected = _reference_adarand_mu(mean, batches, alpha=0.5, lr=1e-2, total_steps=total_steps)
+    torch.testing.assert_close(prior.mu, expected, rtol=1e-10, atol=1e-12)
+    for key, value in prior.state_dict().items():
+        assert torch.equal(reg.prior.state_dict()[key], value), key
+    assert int(prior.optimizer.num_steps) == total_steps and int(prior.skipped_batches) == 0
+
+
+def test_the_adaptive_prior_checks_its_inputs_and_its_terms():
+    prior = AdaptivePrior(3, 4, use_dist=False)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        prior.adapt(torch.zeros(2, 4), torch.zeros(2, dtype=torch.int64))
+    prior.init_from_stats(torch.randn(3, 4), torch.ones(3, 4))
+    with pytest.raises(ValueError, match="4"):
+        prior.adapt(torch.zeros(2, 5), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="use_mean / use_dist"):
+        AdaptivePrior(3, 4, use_mean=False, use_dist=False)
+    no_mean = AdaptivePrior(3, 4, use_mean=False, check_values=False).init_from_stats(torch.randn(3, 4), torch.ones(3, 4))
+    start = no_mean.running_mean.clone()
+    no_mean.adapt(torch.full((2, 4), float("nan")), torch.zeros(2, dtype=torch.int64))
+    assert torch.equal(no_mean.running_mean, start) and int(no_mean.skipped_batches) == 0  # features never reach it
+    assert not torch.equal(no_mean.mu, start)  # L_dist alone moved the means

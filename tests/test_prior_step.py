@@ -91,11 +91,11 @@ def test_adarand_step_equals_the_former_autograd_update(dtype, rtol, use_mean, u
         applied = torch.tensor(t != 3 or not use_mean)
         lr_t = 0.05 * lr_factor("cosine_7_16", t - 1, total)
         expected_loss, mu, m, v = _former_step(mu, reg.prior.running_mean, m, v, t, lr_t, use_mean, use_dist, applied)
-        for ours, former in ((loss, expected_loss), (reg.prior.mu.detach(), mu), (reg.prior_optimizer.exp_avg, m),
-                             (reg.prior_optimizer.exp_avg_sq, v)):  # atol: rtol of the tensor's scale
+        for ours, former in ((loss, expected_loss), (reg.prior.mu.detach(), mu), (reg.prior.optimizer.exp_avg, m),
+                             (reg.prior.optimizer.exp_avg_sq, v)):  # atol: rtol of the tensor's scale
             torch.testing.assert_close(ours, former, rtol=rtol, atol=rtol * float(former.abs().max()))
-    assert int(reg.prior_optimizer.num_steps) == total + 1
-    assert int(reg.skipped_batches) == int(use_mean)
+    assert int(reg.prior.optimizer.num_steps) == total + 1
+    assert int(reg.prior.skipped_batches) == int(use_mean)
 
 
 def test_no_host_state_changes_per_step():

@@ -150,7 +150,7 @@ def check_compile_and_capture(device, shape, smoke):
         eager.step(f, y)
     torch.cuda.synchronize()
     results["reg.step in a CUDA graph == eager"] = (close(captured.prior.mu, eager.prior.mu) and int(
-        captured.prior_optimizer.num_steps) == int(eager.prior_optimizer.num_steps))
+        captured.prior.optimizer.num_steps) == int(eager.prior.optimizer.num_steps))
     # a whole training step: backbone, CE + AdaRand, backward, SGD, reg.step
     batch, num_classes, dim = shape
     backbone, head = torch.nn.Linear(32, dim).to(device), torch.nn.Linear(dim, num_classes).to(device)
@@ -175,12 +175,12 @@ def check_compile_and_capture(device, shape, smoke):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         static_loss = train_step()
-    before = int(reg.prior_optimizer.num_steps)
+    before = int(reg.prior.optimizer.num_steps)
     for _ in range(5):
         graph.replay()
     torch.cuda.synchronize()
     results["CUDA-graph capture of a training step"] = bool(torch.isfinite(static_loss)) and int(
-        reg.prior_optimizer.num_steps) == before + 5
+        reg.prior.optimizer.num_steps) == before + 5
     return results
 
 

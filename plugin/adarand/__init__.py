@@ -15,7 +15,7 @@ from .diagnostics import (
     feature_norm, gaussian_entropy, mean_feature_norm, mutual_information, pairwise_entropy,
 )
 from .ops import IGNORE_INDEX, get_backend, set_backend
-from .prior import ClassConditionalPrior, prior_alignment_loss
+from .prior import AdaptivePrior, ClassConditionalPrior, prior_alignment_loss
 from .prior_optim import PriorAdam
 from .regularizers import (
     AdaRand, FeatureNormPenalty, PtR, RandomTargetRegression, Regularizer, available_regularizers,
@@ -26,7 +26,7 @@ from .stats import ClassStats, ClassStatsAccumulator, compute_class_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaRand", "ClassConditionalPrior", "REGULARIZER_KEYS", "build_regularizer_from_config",
+    "AdaRand", "AdaptivePrior", "ClassConditionalPrior", "REGULARIZER_KEYS", "build_regularizer_from_config",
     "check_regularizer_keys", "regularizer_options_from_config", "select_options", "IGNORE_INDEX", "ClassStats", "ClassStatsAccumulator", "FeatureNormPenalty",
     "PriorAdam", "PtR", "RandomTargetRegression", "Regularizer", "TrainingDiagnostics", "available_regularizers",
     "build_regularizer", "ce_feature_grad_norm", "ce_weight_grad_norm", "compute_class_stats",

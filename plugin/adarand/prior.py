@@ -3,12 +3,15 @@
 Class c has a diagonal Gaussian ``N(mu_c, diag(sigma_c^2))`` over the D-dimensional
 penultimate features; ``running_mean`` holds the per-class feature means ``m_c``
 tracked during fine-tuning. One module serves every random-target method: a
-class-agnostic prior (RandReg) is the same module with all rows equal.
+class-agnostic prior (RandReg) is the same module with all rows equal. AdaRand's prior,
+:class:`AdaptivePrior`, is that module plus its own adaptation: the running means, the
+alignment losses and the optimizer step on ``mu``, in one call (:meth:`AdaptivePrior.adapt`).
 """
 import torch
 from torch import nn
 
 from . import ops
+from .prior_optim import PriorAdam
 from .validation import check_features_labels, check_finite, check_labels
 
 
@@ -51,8 +54,7 @@ class ClassConditionalPrior(nn.Module):
     """Per-class diagonal Gaussians with per-class running feature means.
 
     ``mu`` is an ``nn.Parameter`` with ``requires_grad=False``: the network's loss never
-    reaches it (samples are detached), and only the prior's own optimizer (owned by the
-    regularizer) updates it from :meth:`prior_loss`. So an outer optimizer built from
+    reaches it (samples are detached); only :meth:`AdaptivePrior.adapt` moves it. So an outer optimizer built from
     ``model.parameters()`` or a DDP wrapper never sees it as trainable.
 
     Args:
@@ -182,9 +184,11 @@ class ClassConditionalPrior(nn.Module):
         if not self.initialized:
             raise RuntimeError("the prior is not initialised: call init_from_stats / init_normal / init_uniform first")
 
-    def _check(self, features, labels):
+    def _check(self, features, labels, checked=False):
+        """Initialised, and (unless the caller ``checked`` them already) valid features and labels."""
         self._check_initialized()
-        check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
+        if not checked:
+            check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
 
     def sample(self, labels, generator=None):
         """Eq. 8: ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` (B x D), never differentiable w.r.t. mu.
@@ -225,10 +229,7 @@ class ClassConditionalPrior(nn.Module):
         Raises:
             RuntimeError: the prior is not initialised. ValueError / TypeError: bad shapes, dtypes or values.
         """
-        if checked:
-            self._check_initialized()
-        else:
-            self._check(features, labels)
+        self._check(features, labels, checked)
         return ops.target_loss(features, labels, self.mu, self.sigma, noise=self.noise, generator=generator, impl=impl,
                                bad_labels=bad_labels)
 
@@ -246,10 +247,7 @@ class ClassConditionalPrior(nn.Module):
         Returns:
             0-dim bool device tensor: True when the batch was applied.
         """
-        if checked:
-            self._check_initialized()
-        else:
-            self._check(features, labels)
+        self._check(features, labels, checked)
         return ops.class_ema_(self.running_mean, features.detach(), labels, self.alpha, impl=impl)
 
     def prior_loss(self, use_mean=True, use_dist=True, mu=None):
@@ -264,3 +262,69 @@ class ClassConditionalPrior(nn.Module):
             scalar in mu's dtype; differentiable w.r.t. a ``mu`` that requires grad.
         """
         return prior_alignment_loss(self.mu if mu is None else mu, self.running_mean, use_mean, use_dist)
+
+
+class AdaptivePrior(ClassConditionalPrior):
+    """AdaRand's prior (Sec. 3.2): a normal :class:`ClassConditionalPrior` that adapts its own means.
+
+    :meth:`adapt` is the whole adaptation of one training step: the running class means
+    (Eq. 14-15), then one step of the prior's own optimizer (:class:`PriorAdam`, ``optimizer``)
+    on ``L_mean + L_dist`` (Eq. 11-13) w.r.t. ``mu``; ``sigma`` stays fixed. A batch whose class
+    sums are not finite moves nothing (running means, ``mu``, Adam moments), decided on the
+    device, and is counted in ``skipped_batches``.
+
+    Args:
+        num_classes: C. feat_dim: D. alpha: EMA factor of the running means, in [0, 1].
+        lr: the prior optimizer's learning rate, > 0. total_steps: its schedule's length (the run's
+            iterations), >= 1, or None (constant). schedule: ``cosine_7_16``, ``half_cosine`` or ``constant``.
+        use_mean, use_dist: keep ``L_mean`` / ``L_dist`` (not both False; the paper's ablations, Table 5).
+        check_values: as in :class:`ClassConditionalPrior`.
+
+    Shape:
+        - mu, sigma, running_mean: (C, D), float32; skipped_batches: scalar int64 (a buffer)
+        - features: (B, D); labels: (B,) int64 (or int32), as in :class:`ClassConditionalPrior`
+
+    Raises:
+        ValueError: both ``use_*`` False, or the errors of :class:`ClassConditionalPrior` and :class:`PriorAdam`.
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, lr: float = 1e-2, total_steps=None,
+                 schedule: str = "cosine_7_16", use_mean: bool = True, use_dist: bool = True, check_values=None):
+        super().__init__(num_classes, feat_dim, alpha=alpha, noise="normal", check_values=check_values)
+        if not (use_mean or use_dist):
+            raise ValueError("AdaRand's prior needs at least one of use_mean / use_dist")
+        self.use_mean, self.use_dist = use_mean, use_dist
+        self.optimizer = PriorAdam((num_classes, feat_dim), lr=lr, total_steps=total_steps, schedule=schedule)
+        self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.int64))  # non-finite batches
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, use_mean={self.use_mean}, use_dist={self.use_dist}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the counter existed load with a count of 0.
+        state_dict.setdefault(prefix + "skipped_batches", torch.zeros((), dtype=torch.int64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def adapt(self, features, labels, checked=False):
+        """Eq. 14-15 (running means), then one optimizer step on ``L_mean + L_dist`` (Eq. 11-13) at ``mu``.
+
+        Without ``L_mean`` the features never reach the prior: the running means stay and no batch is
+        skipped. Nothing is read back (no host sync).
+
+        Args:
+            features: (B, D) (detached here). labels: (B,) int64 or int32.
+            checked: the caller validated the inputs already (a regularizer does, once per call).
+
+        Returns:
+            scalar in mu's dtype (float32), ``L_mean + L_dist`` before the update.
+
+        Raises:
+            RuntimeError: the prior is not initialised. ValueError / TypeError: bad shapes, dtypes or values.
+        """
+        self._check(features, labels, checked)
+        applied = self.update_running_mean(features, labels, checked=True) if self.use_mean else None
+        loss = self.optimizer.update_prior(self.mu, self.running_mean, self.use_mean, self.use_dist, applied)
+        if applied is not None:
+            self.skipped_batches.add_(applied.logical_not())
+        return loss

@@ -26,8 +26,7 @@ from . import ops
 from .diagnostics import ce_feature_grad_norm
 from .distributed import all_reduce_sum_
 from .ops.common import accumulation_dtype, count_bad_labels
-from .prior import ClassConditionalPrior
-from .prior_optim import PriorAdam
+from .prior import AdaptivePrior, ClassConditionalPrior
 from .registry import Registry
 from .validation import check_features_labels, check_hyperparameter, check_logits_head, should_check_values
 
@@ -196,6 +195,8 @@ class RandomTargetRegression(Regularizer):
             from the pre-trained features of all classes) or ``class-conditional`` (per-class
             N(mu_c, sigma_c), Eq. 9-10); the last two need :meth:`init_from_stats` (``needs_stats``).
         alpha: EMA factor of the prior's running class means (used by AdaRand), in [0, 1].
+        prior: the prior to regress onto, C x D and uninitialised (AdaRand passes its :class:`AdaptivePrior`);
+            None builds a fixed :class:`ClassConditionalPrior` (``alpha`` is then its EMA factor).
 
     Shape: as in :class:`Regularizer` (``logits`` and ``classifier_weight`` unused).
 
@@ -209,13 +210,16 @@ class RandomTargetRegression(Regularizer):
 
     PRIOR_INITS = ("uniform", "normal", "pretrained", "class-conditional")
 
-    def __init__(self, num_classes, feat_dim, prior_init="class-conditional", lam=1.0, alpha=0.5, check_values=None):
+    def __init__(self, num_classes, feat_dim, prior_init="class-conditional", lam=1.0, alpha=0.5, check_values=None,
+                 *, prior=None):
         super().__init__(num_classes, feat_dim, lam, check_values)
         if prior_init not in self.PRIOR_INITS:
             raise ValueError(f"unknown prior_init {prior_init!r}; choose one of {self.PRIOR_INITS}")
         self.prior_init = prior_init
-        noise = "uniform" if prior_init == "uniform" else "normal"
-        self.prior = ClassConditionalPrior(num_classes, feat_dim, alpha=alpha, noise=noise, check_values=check_values)
+        if prior is None:
+            noise = "uniform" if prior_init == "uniform" else "normal"
+            prior = ClassConditionalPrior(num_classes, feat_dim, alpha=alpha, noise=noise, check_values=check_values)
+        self.prior = prior
         if prior_init == "uniform":
             self.prior.init_uniform(0.0, 1.0)
         elif prior_init == "normal":
@@ -257,11 +261,12 @@ class RandomTargetRegression(Regularizer):
 
 
 class AdaRand(RandomTargetRegression):
-    """AdaRand: class-conditional RandReg whose prior means adapt during fine-tuning.
+    """AdaRand: class-conditional RandReg whose prior adapts itself during fine-tuning.
 
-    Each :meth:`step` updates the running class means (Eq. 14-15) and takes one Adam
-    step on ``L_mean + L_dist`` (Eq. 11-13) w.r.t. mu; sigma stays fixed.
-    ``use_mean=False`` / ``use_dist=False`` give the paper's ablations (Table 5).
+    The prior is an :class:`AdaptivePrior`: each :meth:`step` validates the inputs and calls its
+    :meth:`AdaptivePrior.adapt` (running class means, Eq. 14-15, then one Adam step on
+    ``L_mean + L_dist``, Eq. 11-13, w.r.t. mu; sigma stays fixed). ``use_mean=False`` /
+    ``use_dist=False`` give the paper's ablations (Table 5).
 
     Args:
         num_classes, feat_dim, lam, check_values: as in :class:`Regularizer`.
@@ -279,30 +284,32 @@ class AdaRand(RandomTargetRegression):
         ValueError: both ``use_*`` False, ``prior_lr <= 0``, ``total_steps < 1``, an unknown schedule, or as above.
     """
 
+    # where the prior's optimizer and skip counter were kept before the prior owned them
+    _FORMER_KEYS = {"prior_optimizer.": "prior.optimizer.", "skipped_batches": "prior.skipped_batches"}
+
     def __init__(self, num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None,
                  use_mean=True, use_dist=True, check_values=None, prior_schedule="cosine_7_16"):
-        super().__init__(num_classes, feat_dim, "class-conditional", lam, alpha, check_values)
         if not (use_mean or use_dist):
             raise ValueError("AdaRand needs at least one of use_mean / use_dist")
         prior_lr = check_hyperparameter("prior_lr", prior_lr, positive=True)
-        self.use_mean, self.use_dist = use_mean, use_dist
-        self.prior_optimizer = PriorAdam((num_classes, feat_dim), lr=prior_lr, total_steps=total_steps,
-                                         schedule=prior_schedule)
-        self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.int64))  # non-finite batches
+        prior = AdaptivePrior(num_classes, feat_dim, alpha=alpha, lr=prior_lr, total_steps=total_steps,
+                              schedule=prior_schedule, use_mean=use_mean, use_dist=use_dist, check_values=check_values)
+        super().__init__(num_classes, feat_dim, "class-conditional", lam, alpha, check_values, prior=prior)
 
     def device_counters(self):
-        return {**super().device_counters(), "skipped_batches": self.skipped_batches}
+        return {**super().device_counters(), "skipped_batches": self.prior.skipped_batches}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints written before the counter existed load with a count of 0.
-        state_dict.setdefault(prefix + "skipped_batches", torch.zeros((), dtype=torch.int64))
+        for former, current in self._FORMER_KEYS.items():
+            for key in [key for key in state_dict if key.startswith(prefix + former)]:
+                state_dict[prefix + current + key[len(prefix + former):]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def step(self, features, labels):
-        """EMA of the class means, then one prior update; returns the prior loss (detached).
+        """Validate the inputs once, then :meth:`AdaptivePrior.adapt`; returns the prior loss (detached).
 
         A batch whose features are not finite (non-ignored rows) moves nothing (running
-        means, mu, Adam moments), decided on the device; it is counted in ``skipped_batches``.
+        means, mu, Adam moments), decided on the device; it is counted in ``prior.skipped_batches``.
 
         Args:
             features: (B, D), detached. labels: (B,), as in the forward.
@@ -311,13 +318,7 @@ class AdaRand(RandomTargetRegression):
             scalar in mu's dtype (float32), the prior loss ``L_mean + L_dist`` before the update, detached.
         """
         self.check_inputs(features, labels, count=False)  # the forward counted this step's bad labels
-        applied = self.prior.update_running_mean(features, labels, checked=True) if self.use_mean else None
-        # without L_mean the features never reach the prior: no batch to skip
-        loss = self.prior_optimizer.update_prior(self.prior.mu, self.prior.running_mean, self.use_mean,
-                                                 self.use_dist, applied)
-        if applied is not None:
-            self.skipped_batches.add_(applied.logical_not())
-        return loss
+        return self.prior.adapt(features, labels, checked=True)
 
 
 class PtR(Regularizer):

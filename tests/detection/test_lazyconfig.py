@@ -45,10 +45,10 @@ def test_tiny_lazy_run_trains_steps_the_prior_checkpoints_and_evaluates(fake_voc
     _run(config, fake_voc)
     stats = adarand.ClassStats.load(str(out / "adarand_stats.pt"), num_classes=20, feat_dim=64)
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
-    assert int(final[PREFIX + "prior_optimizer.num_steps"]) == 4  # stepped after each of the 4 iterations
+    assert int(final[PREFIX + "prior.optimizer.num_steps"]) == 4  # stepped after each of the 4 iterations
     assert not torch.equal(final[PREFIX + "prior.mu"], stats.mean)  # moved away from its initial statistics
     mid = torch.load(out / "model_0000001.pth", map_location="cpu", weights_only=True)["model"]
-    assert int(mid[PREFIX + "prior_optimizer.num_steps"]) == 2
+    assert int(mid[PREFIX + "prior.optimizer.num_steps"]) == 2
     with open(out / "metrics.json") as f:
         metrics = [json.loads(line) for line in f]
     assert all(m["loss_adarand"] > 0 for m in metrics if "loss_adarand" in m)

@@ -176,8 +176,8 @@ def test_regularizer_state_is_in_the_model_but_not_trained(fake_voc, tmp_path):
     model = build_model(tiny_cfg(tmp_path))
     prefix = "roi_heads.box_predictor.adarand.regularizer."
     keys = [k for k in model.state_dict() if k.startswith(prefix)]
-    assert {prefix + k for k in ("prior.mu", "prior.running_mean", "prior_optimizer.exp_avg",
-                                 "prior_optimizer.num_steps")} <= set(keys)
+    assert {prefix + k for k in ("prior.mu", "prior.running_mean", "prior.optimizer.exp_avg",
+                                 "prior.optimizer.num_steps")} <= set(keys)
     # Detectron2's own keys are unchanged, so its checkpoints load as they are.
     assert {"roi_heads.box_predictor.cls_score.weight", "roi_heads.box_head.fc1.weight"} <= set(model.state_dict())
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and ".adarand." in n]

@@ -48,4 +48,4 @@ def test_roi_heads_forward_and_prior_hook_issue_no_sync(fake_voc, tmp_path, meth
     assert audit.records  # Detectron2's own syncs were seen, so the audit was on
     if method == "adarand":
         for reg in regs:
-            assert int(reg.prior_optimizer.num_steps) == 2  # the hook did step the prior under the audit
+            assert int(reg.prior.optimizer.num_steps) == 2  # the hook did step the prior under the audit

@@ -18,8 +18,8 @@ from adarand.detection.voc import VOC_CLASSES
 pytestmark = pytest.mark.slow
 
 PREFIX = "roi_heads.box_predictor.adarand.regularizer."
-PRIOR_KEYS = ("prior.mu", "prior.running_mean", "prior.sigma", "prior_optimizer.exp_avg",
-              "prior_optimizer.exp_avg_sq", "prior_optimizer.num_steps")
+PRIOR_KEYS = ("prior.mu", "prior.running_mean", "prior.sigma", "prior.optimizer.exp_avg",
+              "prior.optimizer.exp_avg_sq", "prior.optimizer.num_steps")
 
 
 def _train(cfg, resume=False):
@@ -66,7 +66,7 @@ def test_training_adds_finite_loss_and_moves_the_prior(run):
     assert all(v > 0 for v, _ in storage.history("adarand/prior_norm").values())
     reg = _reg(trainer.model)
     assert not torch.equal(reg.prior.mu, start_mu)
-    assert int(reg.prior_optimizer.num_steps) == 4
+    assert int(reg.prior.optimizer.num_steps) == 4
     stats = adarand.ClassStats.load(os.path.join(out, "adarand_stats.pt"), num_classes=20, feat_dim=64)
     torch.testing.assert_close(start_mu, stats.mean)  # the prior started from the cached statistics
 
@@ -77,7 +77,7 @@ def test_checkpoints_hold_the_prior(run):
     live = trainer.model.state_dict()
     for key, value in _prior_state(saved).items():
         torch.testing.assert_close(value, live[PREFIX + key], msg=key)
-    assert int(saved[PREFIX + "prior_optimizer.num_steps"]) == 4
+    assert int(saved[PREFIX + "prior.optimizer.num_steps"]) == 4
     # Round trip into a fresh model through DetectionCheckpointer.
     cfg = tiny_cfg(out)
     fresh = build_model(cfg)
@@ -85,7 +85,7 @@ def test_checkpoints_hold_the_prior(run):
     for key, value in _prior_state(fresh.state_dict()).items():
         torch.testing.assert_close(value, live[PREFIX + key], msg=key)
     mid = torch.load(os.path.join(out, "model_0000001.pth"), map_location="cpu", weights_only=False)
-    assert mid["iteration"] == 1 and int(mid["model"][PREFIX + "prior_optimizer.num_steps"]) == 2
+    assert mid["iteration"] == 1 and int(mid["model"][PREFIX + "prior.optimizer.num_steps"]) == 2
 
 
 def test_resume_continues_the_run(run):
@@ -95,7 +95,7 @@ def test_resume_continues_the_run(run):
         resumed, start_mu = _train(tiny_cfg(out, max_iter=6), resume=True)
     assert resumed.start_iter == 4 and resumed.iter == 6  # iterations 4 and 5 ran
     torch.testing.assert_close(start_mu, final["prior.mu"])  # restored, not re-initialised
-    assert int(_reg(resumed.model).prior_optimizer.num_steps) == 6
+    assert int(_reg(resumed.model).prior.optimizer.num_steps) == 6
 
 
 def test_multi_category_images_train_with_background(fake_voc, tmp_path):
@@ -191,7 +191,7 @@ def test_cascade_trains_steps_every_prior_checkpoints_and_evaluates(fake_voc, tm
     saved = torch.load(os.path.join(tmp_path, "model_final.pth"), map_location="cpu", weights_only=True)["model"]
     for b in branches:
         key = f"roi_heads.box_predictor.{b.stage}.adarand.regularizer."
-        assert int(b.regularizer.prior_optimizer.num_steps) == 3
+        assert int(b.regularizer.prior.optimizer.num_steps) == 3
         torch.testing.assert_close(saved[key + "prior.mu"], b.regularizer.prior.mu)
         stats_file = os.path.join(tmp_path, f"adarand_stats_stage{b.stage}.pt")
         assert adarand.ClassStats.load(stats_file, num_classes=20, feat_dim=64).count.sum() > 0

@@ -193,7 +193,7 @@ def test_gradient_accumulation_steps_on_the_whole_batch():
         twin.step(torch.cat([model.body(x1), model.body(x2)]), torch.cat([y1, y2]))
     for key, value in twin.state_dict().items():
         assert torch.equal(reg.regularizer.state_dict()[key], value), key
-    assert int(twin.prior_optimizer.num_steps) == 1
+    assert int(twin.prior.optimizer.num_steps) == 1
 
 
 def test_state_dict_checkpoints_the_prior_and_nothing_of_the_model(tmp_path):
@@ -322,7 +322,7 @@ def test_two_ddp_ranks_keep_identical_priors(tmp_path):
     for key, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][key]), key
     assert int(ranks[0]["count"].sum()) == 48  # statistics over both ranks' data
-    assert int(ranks[0]["state"]["regularizer.prior_optimizer.num_steps"]) == 3
+    assert int(ranks[0]["state"]["regularizer.prior.optimizer.num_steps"]) == 3
 
 
 def test_import_adarand_and_its_integrations_package_import_no_framework():

@@ -74,5 +74,5 @@ def test_lightning_example_on_two_ddp_processes_keeps_one_prior(tmp_path):
     for key, value in ranks[0].items():
         assert torch.equal(value, ranks[1][key]), f"the ranks' priors differ in {key}"
     # 32 images, 2 ranks x batches of 8, 2 epochs: 4 optimizer steps, each moving the prior (nonzero moments)
-    assert int(ranks[0]["regularizer.prior_optimizer.num_steps"]) == 4
-    assert ranks[0]["regularizer.prior_optimizer.exp_avg_sq"].min() > 0
+    assert int(ranks[0]["regularizer.prior.optimizer.num_steps"]) == 4
+    assert ranks[0]["regularizer.prior.optimizer.exp_avg_sq"].min() > 0

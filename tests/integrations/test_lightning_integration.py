@@ -64,8 +64,8 @@ def test_fit_adds_the_term_steps_per_optimizer_step_and_checkpoints_restore(tmp_
     fit.fit(module, loader())
     attached = module.adarand.attached
     assert fit.global_step == 6  # 2 epochs x 6 batches / 2 accumulated
-    assert int(attached.state_dict()["regularizer.prior_optimizer.num_steps"]) == fit.global_step
-    assert attached.regularizer.prior_optimizer.total_steps == 6  # trainer.estimated_stepping_batches
+    assert int(attached.state_dict()["regularizer.prior.optimizer.num_steps"]) == fit.global_step
+    assert attached.regularizer.prior.optimizer.total_steps == 6  # trainer.estimated_stepping_batches
     assert all(loss > ce for ce, loss in module.records)  # the term is in the training loss
     assert len(module.records) == 12
     assert "adarand/loss" in fit.callback_metrics and "adarand/prior_loss" in fit.callback_metrics
@@ -88,7 +88,7 @@ def test_fit_adds_the_term_steps_per_optimizer_step_and_checkpoints_restore(tmp_
     trainer(tmp_path, epochs=3, accumulate_grad_batches=2).fit(resumed, loader(), ckpt_path=path)
     for key, value in now.items():  # restored exactly, not recomputed from data
         assert torch.equal(resumed.state_at_start[key], value), key
-    assert int(resumed.adarand.attached.state_dict()["regularizer.prior_optimizer.num_steps"]) == 9
+    assert int(resumed.adarand.attached.state_dict()["regularizer.prior.optimizer.num_steps"]) == 9
 
 
 def test_validation_between_accumulated_batches_changes_nothing(tmp_path):
@@ -100,4 +100,4 @@ def test_validation_between_accumulated_batches_changes_nothing(tmp_path):
                   num_sanity_val_steps=1)
     fit.fit(module, loader(), loader())
     assert fit.global_step == 3
-    assert int(module.adarand.attached.state_dict()["regularizer.prior_optimizer.num_steps"]) == 3
+    assert int(module.adarand.attached.state_dict()["regularizer.prior.optimizer.num_steps"]) == 3

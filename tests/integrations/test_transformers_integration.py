@@ -46,8 +46,8 @@ def test_train_adds_the_term_steps_the_prior_and_checkpoints_restore_it(tmp_path
     trainer.train()
     state = trainer.adarand.state_dict()
     assert trainer.state.global_step == 4  # 2 epochs x 3 batches, accumulated by 2 (the last step of an epoch: 1)
-    assert int(state["regularizer.prior_optimizer.num_steps"]) == 4
-    assert trainer.adarand.regularizer.prior_optimizer.total_steps == 4
+    assert int(state["regularizer.prior.optimizer.num_steps"]) == 4
+    assert trainer.adarand.regularizer.prior.optimizer.total_steps == 4
     terms = [log["adarand_loss"] for log in trainer.state.log_history if "adarand_loss" in log]
     assert len(terms) == 4 and all(t > 0 for t in terms)
     stats = adarand.compute_class_stats(lambda x: start.eval().vit(x).last_hidden_state[:, 0],
@@ -74,7 +74,7 @@ def test_train_adds_the_term_steps_the_prior_and_checkpoints_restore_it(tmp_path
     resumed.train(resume_from_checkpoint=True)
     for key, value in state.items():  # restored exactly, not recomputed
         assert torch.equal(seen[key], value), key
-    assert int(resumed.adarand.state_dict()["regularizer.prior_optimizer.num_steps"]) == 6
+    assert int(resumed.adarand.state_dict()["regularizer.prior.optimizer.num_steps"]) == 6
 
 
 def test_the_term_equals_the_explicit_path_and_evaluate_is_unchanged(tmp_path):

@@ -28,7 +28,7 @@ def former_step(reg, features, labels, t):
         mu = reg.prior.mu.detach().requires_grad_(True)
         loss = reg.prior.prior_loss(True, True, mu=mu)
         (grad,) = torch.autograd.grad(loss, mu)
-    opt = reg.prior_optimizer
+    opt = reg.prior.optimizer
     state = (reg.prior.mu, opt.exp_avg, opt.exp_avg_sq)
     before = [x.clone() for x in state]
     with torch.no_grad():
@@ -40,7 +40,7 @@ def former_step(reg, features, labels, t):
         opt.num_steps.fill_(t)
         for x, old in zip(state, before):
             x.copy_(torch.where(applied, x, old))
-        reg.skipped_batches += (~applied).to(reg.skipped_batches.dtype)
+        reg.prior.skipped_batches += (~applied).to(reg.prior.skipped_batches.dtype)
     return loss.detach()
 
 

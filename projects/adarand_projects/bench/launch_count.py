@@ -39,7 +39,16 @@ def from_triton_interpreter():
             return True
         frame = frame.f_back
     return False
+
+
 PHASES = ("loss forward", "loss backward", "EMA", "prior update")
+
+
+def without(whole, part):
+    """A phase's counts less those of a part of it (``whole`` and ``part`` as :func:`count` gives them)."""
+    kernels = Counter(whole["kernels"]) - Counter(part["kernels"])
+    ops = Counter(whole["ops"]) - Counter(part["ops"])
+    return {"triton": sum(kernels.values()), "aten": sum(ops.values()), "kernels": dict(kernels), "ops": dict(ops)}
 
 
 class OpCounter(TorchDispatchMode):
@@ -102,13 +111,11 @@ def count(backend, batch, classes, dim):
 
     loss = measure("loss forward", lambda: reg(features, labels))
     measure("loss backward", lambda: loss.backward())
-
-    def prior_update():
-        reg.prior_optimizer.update_prior(prior.mu, prior.running_mean, reg.use_mean, reg.use_dist)
-
-    # AdaRand.step = input checks + EMA + prior update + the skip guard; measured in parts, then whole.
+    # AdaRand.step = input checks + prior.adapt (EMA, then the prior update and the skip counter): the EMA
+    # alone, the prior's whole adaptation, then step() whole; "prior update" is what adapt adds to the EMA.
     measure("EMA", lambda: prior.update_running_mean(features.detach(), labels))
-    measure("prior update", prior_update)
+    measure("prior.adapt", lambda: prior.adapt(features.detach(), labels))
+    phases["prior update"] = without(phases["prior.adapt"], phases["EMA"])
     measure("whole step()", lambda: reg.step(features.detach(), labels))
     adarand.set_backend(None)
     return phases
