@@ -10,9 +10,10 @@ from .config import (
     REGULARIZER_KEYS, build_regularizer_from_config, check_regularizer_keys, regularizer_options_from_config,
     select_options,
 )
+from .ce_gradients import ce_feature_grad_norm, ce_weight_grad_norm
 from .diagnostics import (
-    TrainingDiagnostics, ce_feature_grad_norm, ce_weight_grad_norm, conditional_entropy, feature_diagnostics,
-    feature_norm, gaussian_entropy, mean_feature_norm, mutual_information, pairwise_entropy,
+    TrainingDiagnostics, conditional_entropy, feature_diagnostics, feature_norm, gaussian_entropy, mean_feature_norm,
+    mutual_information, pairwise_entropy,
 )
 from .ops import IGNORE_INDEX, get_backend, set_backend
 from .prior import AdaptivePrior, ClassConditionalPrior, prior_alignment_loss

@@ -11,8 +11,8 @@ accumulate them on the device and read them back once per epoch.
 import math
 
 import torch
-from torch.nn import functional as F
 
+from .ce_gradients import ce_feature_grad_norm, ce_weight_grad_norm
 from .distributed import all_reduce_sum_
 from .ops.common import accumulation_dtype
 
@@ -63,23 +63,6 @@ def pairwise_entropy(features: torch.Tensor, min_distance: float = 1e-6) -> torc
     dist = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").clamp_min(min_distance)
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
     return d * dist.log().masked_fill(~off_diagonal, 0.0).sum() / (n * (n - 1))
-
-
-def ce_weight_grad_norm(logits, labels, features) -> torch.Tensor:
-    """``||d CE / d W||_F`` for a linear head ``z = W f + b`` and the batch-mean CE:
-    ``||(softmax(Z) - onehot(Y))^T F||_F / B`` (what the official code logs as ``grad_norm``,
-    the norm of the classifier weight's gradient, Eq. 5).
-
-    Args:
-        logits: (B, K). labels: (B,) int64 in [0, K). features: (B, D), the head's input.
-
-    Returns:
-        scalar (float32, float64 for float64 logits), detached.
-    """
-    acc = accumulation_dtype(logits.dtype)
-    residual = F.softmax(logits.detach().to(acc), dim=1)
-    residual[torch.arange(labels.shape[0], device=labels.device), labels] -= 1.0
-    return (residual.T @ features.detach().to(acc)).norm() / labels.shape[0]
 
 
 class TrainingDiagnostics:
@@ -135,24 +118,6 @@ class TrainingDiagnostics:
         values = totals.tolist()
         count = values[-1]
         return {name: (v / count if count else float("nan")) for name, v in zip(self.NAMES, values)}
-
-
-def ce_feature_grad_norm(logits, labels, classifier_weight) -> torch.Tensor:
-    """Per-sample ``||d CE(W f_i + b, y_i) / d f_i||_2 = ||W^T (softmax(z_i) - onehot(y_i))||_2`` (B,).
-
-    Analytic for a linear head ``z = W f + b`` (``classifier_weight`` is K x D): no
-    second backward pass.
-
-    Args:
-        logits: (B, K). labels: (B,) int64 in [0, K). classifier_weight: (K, D).
-
-    Returns:
-        (B,) norms (float32, float64 for float64 logits), detached.
-    """
-    acc = accumulation_dtype(logits.dtype)
-    residual = F.softmax(logits.detach().to(acc), dim=1)
-    residual[torch.arange(labels.shape[0], device=labels.device), labels] -= 1.0
-    return (residual @ classifier_weight.detach().to(acc)).norm(dim=1)
 
 
 def _covariance(features: torch.Tensor) -> torch.Tensor:

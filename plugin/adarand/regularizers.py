@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import ops
-from .diagnostics import ce_feature_grad_norm
+from .ce_gradients import ce_feature_grad_norm
 from .distributed import all_reduce_sum_
 from .ops.common import accumulation_dtype, count_bad_labels
 from .prior import AdaptivePrior, ClassConditionalPrior
