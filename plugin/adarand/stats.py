@@ -105,6 +105,19 @@ class ClassStats:
         """
         save_torch(self.to_dict(), path)
 
+    def check_size(self, path, num_classes=None, feat_dim=None) -> None:
+        """Raise unless these statistics have C = ``num_classes`` and D = ``feat_dim`` (None: not checked).
+
+        Args:
+            path: the file they came from (named in the error). num_classes, feat_dim: expected C and D.
+
+        Raises:
+            ValueError: ``"<path>: statistics have num_classes=<C>, expected <want>"`` (or ``feat_dim``).
+        """
+        for name, want, got in (("num_classes", num_classes, self.num_classes), ("feat_dim", feat_dim, self.feat_dim)):
+            if want is not None and want != got:
+                raise ValueError(f"{path}: statistics have {name}={got}, expected {want}")
+
     @classmethod
     def load(cls, path, num_classes=None, feat_dim=None) -> "ClassStats":
         """Read a file written by :meth:`save`, checking C and D when given.
@@ -128,9 +141,7 @@ class ClassStats:
                         data["extractor"], data["meta"])
         except KeyError as err:
             raise ValueError(f"{path}: class-statistics file without the entry {err}") from None
-        for name, want, got in (("num_classes", num_classes, stats.num_classes), ("feat_dim", feat_dim, stats.feat_dim)):
-            if want is not None and want != got:
-                raise ValueError(f"{path}: statistics have {name}={got}, expected {want}")
+        stats.check_size(path, num_classes, feat_dim)
         for name in ("mean", "std", "global_mean", "global_std"):
             check_finite(f"{path}: {name}", getattr(stats, name))
         for name in ("std", "global_std"):

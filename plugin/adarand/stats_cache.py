@@ -97,7 +97,7 @@ def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_cla
         stats = ClassStats.load(path)  # an unreadable file is an error naming it, cache or not
         differ = identity_mismatch(stats.meta.get(IDENTITY_KEY), identity)
         if not differ:
-            _check_shape(path, stats, num_classes, feat_dim)
+            stats.check_size(path, num_classes, feat_dim)
             logger.info("class statistics: reusing %s (same extractor, weights and data)", path)
             return stats
         detail = _describe(stats.meta.get(IDENTITY_KEY), identity, differ)
@@ -114,12 +114,6 @@ def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_cla
         stats.save(path)
         logger.info("class statistics: saved to %s", path)
     return stats
-
-
-def _check_shape(path, stats, num_classes, feat_dim):
-    for name, want, got in (("num_classes", num_classes, stats.num_classes), ("feat_dim", feat_dim, stats.feat_dim)):
-        if want is not None and want != got:
-            raise ValueError(f"{path}: statistics have {name}={got}, expected {want}")
 
 
 def _describe(stored, wanted, keys, limit=4) -> str:
