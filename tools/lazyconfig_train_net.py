@@ -23,10 +23,10 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
-from adarand.detection import SafeDetectionCheckpointer, check_capable, check_initialised, collect_box_head_stats
+from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_box_head_stats
 from adarand.detection.box_branch import SingleCategoryMapper
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
-from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook
+from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook, load_weights_and_prior
 from adarand.detection.configure import (
     add_resume_arguments, checked_resume_changes, lazy_cfg_as_recorded, record_resume_changes,
 )
@@ -96,16 +96,11 @@ def do_train(args, cfg):
         insert_prior_hook(hook_list, build_prior_hook(a))
     trainer.register_hooks(hook_list)
 
-    resuming = args.resume and checkpointer.has_checkpoint()
-    if not resuming:
-        check_weights(cfg.train.init_checkpoint)
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-    start_iter = trainer.iter + 1 if resuming else 0
-    if a is not None and not resuming:
-        init_prior(cfg, model)  # a resumed checkpoint already holds the prior
-    elif a is not None:
-        check_initialised(model, resumed_from=checkpointer.get_checkpoint_file())
-    trainer.train(start_iter, cfg.train.max_iter)
+    resuming = load_weights_and_prior(
+        checkpointer, cfg.train.init_checkpoint, args.resume,
+        lambda: checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume), model,
+        None if a is None else lambda: init_prior(cfg, model))
+    trainer.train(trainer.iter + 1 if resuming else 0, cfg.train.max_iter)
 
 
 def main(args):

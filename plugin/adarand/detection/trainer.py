@@ -64,6 +64,34 @@ def check_weights(path):
                            "Download it elsewhere and pass the local file as MODEL.WEIGHTS.") from e
 
 
+def load_weights_and_prior(checkpointer, weights, resume, load, model, init_prior):
+    """The start of a run, one rule for both trainers: resume from the checkpoint (its prior kept,
+    checked) or check and load ``weights``, then initialise the prior (Eq. 9-10).
+
+    Args:
+        checkpointer: the run's Detectron2 checkpointer. weights: the path or URL of the initial weights.
+        resume: ``--resume`` was given. load: ``() -> None``, the trainer's own resume-or-load call.
+        model: the (unwrapped) model. init_prior: ``() -> None`` that initialises the priors from
+            statistics, or None for a model without AdaRand (weights only).
+
+    Returns:
+        True when the run resumed from a checkpoint.
+
+    Raises:
+        FileNotFoundError / ValueError: missing or unreadable ``weights`` (see :func:`check_weights`).
+        RuntimeError: a resumed checkpoint without an initialised prior.
+    """
+    resuming = resume and checkpointer.has_checkpoint()
+    if not resuming:
+        check_weights(weights)
+    load()
+    if init_prior is not None and not resuming:
+        init_prior()
+    elif init_prior is not None:  # statistics are not read on a resume: the checkpoint must hold the prior
+        check_initialised(model, resumed_from=checkpointer.get_checkpoint_file())
+    return resuming
+
+
 def build_prior_hook(adarand):
     """The prior hook from the ``MODEL.ADARAND`` keys."""
     epoch_iters = adarand["PTR_EPOCH_ITERS"] if adarand["METHOD"] == "ptr" else 0
@@ -110,11 +138,6 @@ class AdaRandTrainer(DefaultTrainer):
 
     def resume_or_load(self, resume=True):
         """Resume (prior restored from the checkpoint) or load MODEL.WEIGHTS and initialise the prior."""
-        resuming = resume and self.checkpointer.has_checkpoint()
-        if not resuming:
-            check_weights(self.cfg.MODEL.WEIGHTS)
-        super().resume_or_load(resume=resume)
-        if not resuming:
-            init_prior(self.cfg, self.model)
-        else:  # the checkpoint's prior is kept: one without a prior cannot be initialised from statistics here
-            check_initialised(self.model, resumed_from=self.checkpointer.get_checkpoint_file())
+        load_weights_and_prior(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume,
+                               lambda: super(AdaRandTrainer, self).resume_or_load(resume=resume), self.model,
+                               lambda: init_prior(self.cfg, self.model))
