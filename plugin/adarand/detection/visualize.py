@@ -15,11 +15,9 @@ Each class keeps one colour in every panel, so ground truth and runs compare at 
 """
 import json
 import os
-import pickle
 
 import cv2
 import numpy as np
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, detection_utils
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
@@ -30,7 +28,7 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from tqdm.auto import tqdm
 
-from adarand.files import save_image
+from adarand.files import UnsafeFileError, load_torch, save_image
 
 TITLE_HEIGHT = 20  # pixels of the white strip holding a panel's title
 GAP = 4  # white pixels between panels and between grid rows
@@ -49,11 +47,10 @@ def _check_records(records, path, num_classes):
 
 def _load_pth(path):
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path} holds objects other than lists, dicts, strings and numbers, so it is not "
-                         f"loaded (nothing loaded may execute code); for a proposal-only model's file, draw "
-                         f"coco_instances_results.json instead. ({e})") from e
+        saved = load_torch(path, what="predictions file")
+    except UnsafeFileError as e:
+        raise UnsafeFileError(f"{e}; for a proposal-only model's file, draw coco_instances_results.json "
+                              "instead") from None
     if not isinstance(saved, list) or not all(isinstance(p, dict) and "image_id" in p for p in saved):
         raise ValueError(f"{path} is not COCOEvaluator's instances_predictions.pth "
                          f"(a list of dicts with 'image_id' and 'instances')")
