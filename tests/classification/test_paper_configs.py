@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchvision import transforms as T
 
-from adarand.classification import build
+from adarand.classification import solver
 from adarand.classification.config import load_cfg
 from adarand.classification.transforms import build_transforms
 
@@ -174,7 +174,7 @@ def test_paper_config_matches_the_official_settings(path):
 def test_built_optimizer_and_eval_transforms_are_the_official_ones(tag):
     path = next(p for p in PAPER_CONFIGS if _pretraining(load_cfg(p)) == tag)
     cfg = load_cfg(path)
-    optimizer = build.build_optimizer(cfg, torch.nn.Linear(2, 2))
+    optimizer = solver.build_optimizer(cfg, torch.nn.Linear(2, 2))
     group = optimizer.param_groups[0]
     if tag == "r50":
         assert type(optimizer) is torch.optim.SGD
@@ -195,8 +195,8 @@ def test_built_optimizer_and_eval_transforms_are_the_official_ones(tag):
 def test_built_schedule_warms_up_for_the_official_iterations(name, warmup):
     """The lr climbs linearly to BASE_LR over exactly `warmup` iterations, then follows the 7/16 cosine."""
     cfg = load_cfg(os.path.join(CONFIG_DIR, name))
-    optimizer = build.build_optimizer(cfg, torch.nn.Linear(2, 2))
-    scheduler = build.build_scheduler(cfg, optimizer, iters_per_epoch=10)
+    optimizer = solver.build_optimizer(cfg, torch.nn.Linear(2, 2))
+    scheduler = solver.build_scheduler(cfg, optimizer, iters_per_epoch=10)
     lrs = []
     for _ in range(warmup + 2):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -208,8 +208,8 @@ def test_built_schedule_warms_up_for_the_official_iterations(name, warmup):
     assert lrs[warmup + 1] == pytest.approx(3e-5 * math.cos(math.pi * 7 / 16 / (total - warmup)), rel=1e-12)
 
 
-@pytest.mark.parametrize("key, build_fn", [("SOLVER.OPTIMIZER", lambda cfg: build.build_optimizer(cfg, torch.nn.Linear(2, 2))),
-                                           ("SOLVER.LR_SCHEDULE", lambda cfg: build.build_scheduler(
+@pytest.mark.parametrize("key, build_fn", [("SOLVER.OPTIMIZER", lambda cfg: solver.build_optimizer(cfg, torch.nn.Linear(2, 2))),
+                                           ("SOLVER.LR_SCHEDULE", lambda cfg: solver.build_scheduler(
                                                cfg, torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1), 10))])
 def test_unknown_optimizer_or_schedule_names_the_key_and_the_choices(key, build_fn):
     """Optimizers and schedules are chosen through the one Registry: an unknown name lists what exists."""
@@ -218,5 +218,5 @@ def test_unknown_optimizer_or_schedule_names_the_key_and_the_choices(key, build_
     cfg.merge_from_list([key, "nope"])
     with pytest.raises(ValueError, match=rf"{key}\) 'nope'; available: "):
         build_fn(cfg)
-    assert set(build.OPTIMIZERS.names()) == {"sgd", "adamw"}
-    assert set(build.SCHEDULERS.names()) == {"multistep", "cosine", "cosine_7_16"}
+    assert set(solver.OPTIMIZERS.names()) == {"sgd", "adamw"}
+    assert set(solver.SCHEDULERS.names()) == {"multistep", "cosine", "cosine_7_16"}

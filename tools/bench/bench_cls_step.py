@@ -48,7 +48,8 @@ import torch
 
 import adarand
 from adarand.classification import backbones
-from adarand.classification.build import build_baseline, build_optimizer, build_regularizer
+from adarand.classification.build import build_baseline, build_regularizer
+from adarand.classification.solver import build_optimizer
 from adarand.classification.config import get_cfg
 from adarand.classification.steps import FeaturesAndLogits, new_guard, set_train_mode
 from adarand.classification.hooks import PriorStep

@@ -9,6 +9,9 @@ from fvcore.common.config import CfgNode as CN
 
 from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
 
+from .baselines import DELTA, DELTA_SCALES, available_baselines
+from .solver import OPTIMIZERS, SCHEDULERS
+
 _C = CN()
 
 _C.MODEL = CN()
@@ -98,13 +101,13 @@ _C.register_renamed_key("REGULARIZER", "MODEL.ADARAND", message="REGULARIZER.NAM
 for _old, _new in _RENAMED.items():
     _C.register_renamed_key(_old, _new)
 
-CHOICES = {
-    "SOLVER.OPTIMIZER": ("sgd", "adamw"),
-    "SOLVER.LR_SCHEDULE": ("multistep", "cosine", "cosine_7_16"),
+CHOICES = {  # the names a registry builds are the registry's own
+    "SOLVER.OPTIMIZER": tuple(OPTIMIZERS.names()),
+    "SOLVER.LR_SCHEDULE": tuple(SCHEDULERS.names()),
     "AMP": ("off", "bf16", "fp16"),
-    "BASELINE.METHOD": ("", "l2sp", "delta", "bss"),
-    "BASELINE.DELTA_ATTENTION": ("supervised-standardized", "supervised", "none"),
-    "BASELINE.DELTA_SCALE": ("delta", "mean"),
+    "BASELINE.METHOD": ("", *available_baselines()),
+    "BASELINE.DELTA_ATTENTION": DELTA.ATTENTION,
+    "BASELINE.DELTA_SCALE": DELTA_SCALES,
 }
 
 

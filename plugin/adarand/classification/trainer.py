@@ -35,7 +35,7 @@ from adarand.distributed import gather_objects, init_from_env, rank, world_size
 from adarand.files import save_torch, write_json
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
-from . import build, hooks
+from . import build, hooks, solver
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .steps import FeaturesAndLogits, autocast, check_diverged, evaluate, new_guard, set_train_mode, to_device
 
@@ -144,15 +144,15 @@ class ClassificationTrainer:
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        return build.build_optimizer(cfg, model)
+        return solver.build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
-        return build.build_scheduler(cfg, optimizer, iters_per_epoch)
+        return solver.build_scheduler(cfg, optimizer, iters_per_epoch)
 
     def build_hooks(self):
         cfg = self.cfg
-        return [hooks.PriorStep(), hooks.LRScheduler(build.schedule_per_iteration(cfg)),
+        return [hooks.PriorStep(), hooks.LRScheduler(solver.schedule_per_iteration(cfg)),
                 hooks.TrainingMetrics(cfg.LOG_PERIOD, cfg.DIAGNOSTICS, self.progress),
                 hooks.Validation(cfg.DIAGNOSTICS), hooks.PeriodicCheckpointer(), hooks.MetricsWriter()]
 
