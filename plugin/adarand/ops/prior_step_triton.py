@@ -79,6 +79,22 @@ def _schedule_factor(t_prev, TOTAL, SCHEDULE: tl.constexpr):
 
 
 @triton.jit
+def _pull_block(unit_ptr, rm_ptr, gram_unit_ptr, offsets, mask, coef_mean, coef_dist, self_sq,
+                USE_MEAN: tl.constexpr, USE_DIST: tl.constexpr, ACC: tl.constexpr):
+    """One block of row c: ``(u_c, w_c, (U U^T U)_c)``, w_c = coef_mean m_c + coef_dist ((U U^T U)_c - |u_c|^2 u_c)
+    (a term left out is 0; so is ``(U U^T U)_c`` without L_dist)."""
+    u = tl.load(unit_ptr + offsets, mask=mask, other=0.0)
+    w = u * 0.0
+    gram_u = u * 0.0
+    if USE_MEAN:
+        w += coef_mean * tl.load(rm_ptr + offsets, mask=mask, other=0.0).to(ACC)
+    if USE_DIST:
+        gram_u = tl.load(gram_unit_ptr + offsets, mask=mask, other=0.0)
+        w += coef_dist * (gram_u - self_sq * u)
+    return u, w, gram_u
+
+
+@triton.jit
 def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, row_loss_ptr, avg_ptr, avg_sq_ptr,
                        steps_ptr, applied_ptr, C, D, norm_eps_hi, norm_eps_lo, lr_hi, lr_lo, log_b1_hi, log_b1_lo,
                        log_b2_hi, log_b2_lo, one_b1_hi, one_b1_lo, b2_hi, b2_lo, one_b2_hi, one_b2_lo, eps_hi,
@@ -121,14 +137,9 @@ def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, row_l
     for start in range(0, D, BLOCK_D):  # pass 1: u_c . w_c, and u_c . (U U^T U)_c, row c's share of ||U U^T||_F^2
         cols = start + tl.arange(0, BLOCK_D)
         mask = cols < D
-        u = tl.load(unit_ptr + c * D + cols, mask=mask, other=0.0)
-        w = u * 0.0
-        if USE_MEAN:
-            w += coef_mean * tl.load(rm_ptr + c * D + cols, mask=mask, other=0.0).to(ACC)
-        if USE_DIST:
-            gram_u = tl.load(gram_unit_ptr + c * D + cols, mask=mask, other=0.0)
-            w += coef_dist * (gram_u - self_sq * u)
-            gram_sq += u * gram_u
+        u, w, gram_u = _pull_block(unit_ptr, rm_ptr, gram_unit_ptr, c * D + cols, mask, coef_mean, coef_dist, self_sq,
+                                   USE_MEAN, USE_DIST, ACC)
+        gram_sq += u * gram_u
         radial += u * w
     if USE_DIST:
         tl.store(row_loss_ptr + c, tl.load(row_loss_ptr + c) + tl.sum(gram_sq, axis=0) * coef_dist / 4.0)
@@ -137,12 +148,8 @@ def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, row_l
     for start in range(0, D, BLOCK_D):  # pass 2: the gradient, then Adam
         cols = start + tl.arange(0, BLOCK_D)
         mask = cols < D
-        u = tl.load(unit_ptr + c * D + cols, mask=mask, other=0.0)
-        w = u * 0.0
-        if USE_MEAN:
-            w += coef_mean * tl.load(rm_ptr + c * D + cols, mask=mask, other=0.0).to(ACC)
-        if USE_DIST:
-            w += coef_dist * (tl.load(gram_unit_ptr + c * D + cols, mask=mask, other=0.0) - self_sq * u)
+        u, w, _ = _pull_block(unit_ptr, rm_ptr, gram_unit_ptr, c * D + cols, mask, coef_mean, coef_dist, self_sq,
+                              USE_MEAN, USE_DIST, ACC)
         grad = (w - dot * u) / denom
         p_old = tl.load(mu_ptr + c * D + cols, mask=mask, other=0.0)
         m_old = tl.load(avg_ptr + c * D + cols, mask=mask, other=0.0)
