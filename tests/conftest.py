@@ -12,6 +12,32 @@ if not torch.cuda.is_available():
 import adarand  # noqa: E402
 
 
+# The core prior and regularizer tests run twice: on the default path, and with every op forced onto
+# the Triton kernels (Triton's interpreter runs them on these CPU tensors; marked slow). Tests that
+# compare against torch's own RNG stream ask for ``torch_backend`` and run once.
+CORE_MODULES = ("test_prior", "test_prior_optim", "test_prior_step", "test_regularizers")
+
+
+def pytest_generate_tests(metafunc):
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if (module in CORE_MODULES and "torch_backend" not in metafunc.fixturenames
+            and os.environ.get("TRITON_INTERPRET") == "1"):
+        metafunc.parametrize("backend_under_test", ["default", pytest.param("triton", marks=pytest.mark.slow)],
+                             indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def backend_under_test(request):
+    """``triton`` for the core tests' second run (see :data:`CORE_MODULES`), else the default dispatch."""
+    backend = getattr(request, "param", "default")
+    if backend == "triton":
+        adarand.set_backend("triton")
+        yield backend
+        adarand.set_backend(None)
+    else:
+        yield backend
+
+
 @pytest.fixture
 def torch_backend():
     """Force the PyTorch path: for tests that compare against torch's own RNG stream."""
