@@ -43,6 +43,7 @@ def test_round_robin_rotates_who_goes_first_and_drops_warmup():
 
 
 @pytest.mark.parametrize("tool", ["bench_cls_step.py", "bench_det_step.py"])
+@pytest.mark.slow
 def test_quick_mode_prints_ratio_and_interval(tool, tmp_path):
     if tool == "bench_det_step.py":
         pytest.importorskip("detectron2")

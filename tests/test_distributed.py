@@ -2,6 +2,7 @@
 take PtR's switch-on decision together from the count-weighted CE of all ranks."""
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -55,6 +56,7 @@ def worker(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tmp_path):
     import socket
 
@@ -121,6 +123,7 @@ def ptr_worker(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ptr_switch_is_decided_on_the_global_ce_and_survives_resume(tmp_path):
     import socket
 

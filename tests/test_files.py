@@ -127,6 +127,7 @@ def test_concurrent_appends_never_interleave(tmp_path):
         assert [r["i"] for r in rows if r["writer"] == writer] == list(range(100))
 
 
+@pytest.mark.slow
 def test_lock_keeps_a_second_process_out_and_dies_with_it(tmp_path):
     holder = hold_lock(tmp_path)
     try:

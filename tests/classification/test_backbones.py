@@ -215,6 +215,7 @@ def _quick_gelu_ref(x):
 
 
 @pytest.mark.parametrize("arch", ["ViT-B-32", "ViT-B-16"])
+@pytest.mark.slow
 def test_clip_vits_are_openais_quickgelu_network_from_a_local_file_or_a_tag(arch, tmp_path, monkeypatch):
     import open_clip  # setup.py's cls extra
 
@@ -255,6 +256,7 @@ def test_clip_gelu_tower_by_name_and_mismatched_tags_are_errors():
         build_classifier("clip:ViT-B-16", 3, weights="laion2b_s34b_b88k")  # LAION's ViT-B/16 has GELU
 
 
+@pytest.mark.slow
 def test_head_init_of_clip_vit_is_nn_linears_default_and_of_clip_rn50_normal_001():
     """The official model/clip.py: the ViTs' new head keeps nn.Linear's init, RN50's is N(0, 0.01^2), bias 0."""
     torch.manual_seed(0)

@@ -69,6 +69,7 @@ def test_checkpoint_rng_states_load_with_weights_only(finished_run):
 # ------------------------------------------------------------------ 2. divergence stops the run
 
 @pytest.mark.parametrize("batch_size", [24, 4])  # one step per epoch (the whole split), and six
+@pytest.mark.slow
 def test_divergence_exits_non_zero_and_saves_nothing_non_finite(data_root, tmp_path, batch_size):
     code, err = cli(opts(data_root, tmp_path, **{"SOLVER.BASE_LR": 1e12, "SOLVER.EPOCHS": 3,
                                                  "SOLVER.BATCH_SIZE": batch_size, "MODEL.ADARAND.METHOD": "adarand"}))
@@ -145,12 +146,14 @@ def test_new_run_refuses_a_directory_holding_another_run(data_root, finished_run
     assert (finished_run / "last.pth").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_finished_run_gives_the_directory_back(finished_run):
     holder = hold_lock(finished_run)  # would fail if this process still held the lock
     holder.stdin.close()
     assert holder.wait(timeout=60) == 0
 
 
+@pytest.mark.slow
 def test_second_process_is_kept_out_of_a_locked_directory(data_root, tmp_path):
     holder = hold_lock(tmp_path)
     try:

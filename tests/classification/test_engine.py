@@ -123,6 +123,7 @@ def test_resume_reuses_cached_class_stats(data_root, tmp_path):
     assert torch.load(path, weights_only=False).keys() == stats.keys()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_matches_single_process(data_root, tmp_path):
     """2 ranks x 4 images per step == 1 process x 8 images (DistributedSampler, DDP mean gradients).
 

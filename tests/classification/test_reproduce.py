@@ -198,6 +198,7 @@ TINY = ["MODEL.BACKBONE", "tiny_cnn", "MODEL.WEIGHTS", "", "INPUT.SIZE", "16", "
         "DATALOADER.NUM_WORKERS", "0", "TEST.BATCH_SIZE", "16", "AMP", "off"]
 
 
+@pytest.mark.slow
 def test_launch_runs_a_tiny_grid_locally_then_summarize_prints_it(tmp_path):
     """Two Table-5 cells x 1 seed through submitit's local executor on a fake Stanford Cars tree."""
     data = fake_trees.make_fake("cars", tmp_path / "data", num_classes=3, per_class=8)

@@ -44,6 +44,7 @@ def demo_assets(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["ft", "adarand"])
+@pytest.mark.slow
 def test_detection_demo_config_runs(method, demo_assets, tmp_path):
     weights, voc = demo_assets
     config = os.path.join(REPO, "configs", "detection", "demo", f"mask_rcnn_mobilenetv2_fpn_demo_{method}.yaml")

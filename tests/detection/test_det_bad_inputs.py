@@ -51,6 +51,7 @@ def test_payload_weights_are_refused_pth_and_pkl(fake_voc, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_payload_weights_are_refused_by_eval_only(fake_voc, tmp_path):
     marker = tmp_path / "marker"
     write_payload_checkpoint(tmp_path / "file.pth", marker)
@@ -75,6 +76,7 @@ def test_payload_last_checkpoint_is_refused_on_resume(fake_voc, tmp_path):
 
 # ------------------------------------------------------------------ 2. divergence
 
+@pytest.mark.slow
 def test_divergence_exits_non_zero_without_non_finite_checkpoints(fake_voc, tmp_path):
     code, log = _cli(tiny_opts(tmp_path, max_iter=6, **{"SOLVER.BASE_LR": 1e6, "SOLVER.CHECKPOINT_PERIOD": 1}),
                      fake_voc)
@@ -155,6 +157,7 @@ def test_cached_statistics_of_another_setup_are_recomputed(seed0_stats, tmp_path
 
 # ------------------------------------------------------------------ 4. one output directory, one run
 
+@pytest.mark.slow
 def test_new_run_refuses_a_directory_holding_another_run(fake_voc, tmp_path):
     (tmp_path / "last_checkpoint").write_text("model_final.pth")
     code, log = _cli(tiny_opts(tmp_path, max_iter=1), fake_voc)
@@ -162,6 +165,7 @@ def test_new_run_refuses_a_directory_holding_another_run(fake_voc, tmp_path):
     assert not (tmp_path / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_locked_directory_keeps_a_second_run_out(fake_voc, tmp_path):
     holder = hold_lock(tmp_path)
     try:

@@ -39,6 +39,7 @@ def _run(config, fake_voc, *extra):
     return log
 
 
+@pytest.mark.slow
 def test_tiny_lazy_run_trains_steps_the_prior_checkpoints_and_evaluates(fake_voc, tmp_path):
     out = tmp_path / "out"
     config = write_tiny_lazy_config(tmp_path / "tiny.py", out)
@@ -59,6 +60,7 @@ def test_tiny_lazy_run_trains_steps_the_prior_checkpoints_and_evaluates(fake_voc
     assert "copypaste: Task: bbox" in log and "copypaste: Task: segm" in log
 
 
+@pytest.mark.slow
 def test_lazy_adarand_settings_on_a_plain_head_are_an_error(fake_voc, tmp_path):
     """The AdaRand keys on a head that cannot apply them fail at build time, never train silently."""
     config = write_tiny_lazy_config(tmp_path / "tiny.py", tmp_path / "out")
@@ -79,6 +81,7 @@ def _refused(config, fake_voc, *extra):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_lazy_run_refuses_a_directory_holding_another_run_or_locked(fake_voc, tmp_path):
     from faults import hold_lock
 
@@ -113,6 +116,7 @@ def test_lazy_statistics_identity_includes_the_roi_sampler(tmp_path):
     assert lazy_roi_sampler_identity(cfg) == {}
 
 
+@pytest.mark.slow
 def test_lazy_resume_with_another_experiment_is_refused_before_writing(fake_voc, tmp_path):
     """Issue 20, item 2, LazyConfig side: a changed LAMBDA on --resume is refused, naming both values."""
     out = tmp_path / "out"

@@ -106,6 +106,7 @@ def test_ground_truth_is_drawn_on_its_boxes_only(evaluated, tmp_path):
         assert far.any() and not changed[far].any(), path
 
 
+@pytest.mark.slow
 def test_runs_side_by_side_with_ground_truth_in_a_grid(evaluated, tmp_path):
     _, path = evaluated
     grid = tmp_path / "grid.png"
@@ -153,6 +154,7 @@ def test_eval_draws_the_first_images(evaluated):
     assert png.shape == (TITLE_HEIGHT + first[0]["height"], 2 * first[0]["width"] + GAP, 3)
 
 
+@pytest.mark.slow
 def test_cli_draws_predictions_and_ground_truth(evaluated, fake_voc, tmp_path):
     _, path = evaluated
     env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])
@@ -205,6 +207,7 @@ def test_predictions_of_other_image_sizes_are_refused(evaluated, tmp_path, chang
                           progress=False)
 
 
+@pytest.mark.slow
 def test_cli_eval_only_writes_prediction_images(evaluated, fake_voc, tmp_path):
     out, _ = evaluated
     env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])

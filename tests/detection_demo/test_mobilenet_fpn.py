@@ -107,6 +107,7 @@ def test_converter_renames_only_feature_keys():
         convert_torchvision_state_dict({"layer1.0.conv1.weight": torch.ones(1)})
 
 
+@pytest.mark.slow
 def test_converted_weights_load_with_no_missing_backbone_keys(converted, torchvision_net):
     holder = nn.Module()
     holder.backbone = build_backbone(_cfg(FREEZE_AT=2), ShapeSpec(channels=3))
@@ -123,6 +124,7 @@ def test_converted_weights_load_with_no_missing_backbone_keys(converted, torchvi
         torch.testing.assert_close(value, ref[key], rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_bottom_up_reproduces_torchvision_features_on_a_real_photo(converted, torchvision_net):
     net = MobileNetV2Backbone(out_features=("res2", "res3", "res4", "res5"))
     state = torch.load(converted, map_location="cpu", weights_only=True)["model"]

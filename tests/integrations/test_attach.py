@@ -267,6 +267,7 @@ def test_ptr_gets_the_logits_and_head_weight():
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_torch_compile_matches_eager():
     torch.manual_seed(0)
     eager = Net()
@@ -325,6 +326,7 @@ def test_two_ddp_ranks_keep_identical_priors(tmp_path):
     assert int(ranks[0]["state"]["regularizer.prior.optimizer.num_steps"]) == 3
 
 
+@pytest.mark.slow
 def test_import_adarand_and_its_integrations_package_import_no_framework():
     """``import adarand`` (attach included) needs only torch; the frameworks load with their own submodule."""
     import subprocess

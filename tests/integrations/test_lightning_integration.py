@@ -2,6 +2,7 @@
 tiny images) fine-tunes with AdaRand: the term is in the loss, the prior steps once per optimizer step
 (gradient accumulation honoured) and moves, checkpoints restore it exactly."""
 import lightning as L
+import pytest
 import torch
 import torchvision
 from torch.nn import functional as F
@@ -57,6 +58,7 @@ def trainer(tmp_path, epochs, **kwargs):
                      enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path, **kwargs)
 
 
+@pytest.mark.slow
 def test_fit_adds_the_term_steps_per_optimizer_step_and_checkpoints_restore(tmp_path):
     L.seed_everything(0)
     module = Lit()

@@ -116,6 +116,7 @@ def test_deterministic_mode_is_bit_identical(device):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA every other test runs the compiled kernels")
 @pytest.mark.parametrize("dtype, acc", [("bf16", "fp32"), ("fp64", "fp64")])
+@pytest.mark.slow
 def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
     module = "adarand.ops.class_ema_triton"
     acc_tl = "tl.float64" if acc == "fp64" else "tl.float32"

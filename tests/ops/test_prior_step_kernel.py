@@ -75,6 +75,7 @@ def test_dispatch_reaches_the_custom_op_on_the_triton_backend(device):
 
 
 @pytest.mark.parametrize("dtype,acc", [("fp32", "fp32"), ("fp64", "fp64")])
+@pytest.mark.slow
 def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
     module = "adarand.ops.prior_step_triton"
     acc_tl = "tl.float64" if acc == "fp64" else "tl.float32"

@@ -159,6 +159,7 @@ def test_deterministic_mode_is_bit_identical(device):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA every other test runs the compiled kernels")
+@pytest.mark.slow
 def test_kernels_compile_for_sm90(compile_for_sm90):
     module = "adarand.ops.target_loss_triton"
     args = {"f_ptr": "*bf16", "labels_ptr": "*i64", "mu_ptr": "*fp32", "sigma_ptr": "*fp32", "seed_ptr": "*i64"}
