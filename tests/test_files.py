@@ -148,6 +148,15 @@ def test_claim_refuses_another_runs_directory_unless_resuming(tmp_path):
     files.release_output_dir(tmp_path)
 
 
+def test_move_aside_takes_the_first_free_name_and_keeps_the_contents(tmp_path):
+    run = tmp_path / "run"
+    (tmp_path / "run.old1").mkdir()
+    run.mkdir()
+    (run / "results.json").write_text("{}")
+    assert files.move_aside(str(run)) == f"{run}.old2"
+    assert not run.exists() and (tmp_path / "run.old2" / "results.json").read_text() == "{}"
+
+
 # ---------------------------------------------------------------- statistics cache
 
 def _stats(shift=0.0):

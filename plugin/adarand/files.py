@@ -8,7 +8,8 @@
   file or a stray ``.tmp``.
 - :func:`append_line`: one line appended under an exclusive ``flock`` (never interleaved).
 - :func:`claim_output_dir`: one run per output directory (refuses another run's
-  checkpoint unless resuming; ``OUTPUT_DIR/.lock`` keeps a second process out).
+  checkpoint unless resuming; ``OUTPUT_DIR/.lock`` keeps a second process out);
+  :func:`move_aside` keeps a directory that is to be rerun under a new name.
 """
 import contextlib
 import fcntl
@@ -206,3 +207,12 @@ def claim_output_dir(output_dir, resume: bool, checkpoint_names) -> None:
         release_output_dir(output_dir)
         raise OutputDirInUse(f"OUTPUT_DIR {output_dir} already holds a run ({', '.join(found)}): pass --resume to "
                              "continue it, or choose a new OUTPUT_DIR for a new run")
+
+
+def move_aside(path) -> str:
+    """Rename the directory ``path`` to ``<path>.old<k>`` (the first free k); returns the new name."""
+    k = 1
+    while os.path.exists(f"{path}.old{k}"):
+        k += 1
+    os.replace(path, f"{path}.old{k}")
+    return f"{path}.old{k}"

@@ -428,15 +428,6 @@ def differing_runs(runs, repo_root="."):
     return found
 
 
-def move_aside(run):
-    """Rename the run directory to ``<dir>.old<k>`` (the first free k); returns the new path."""
-    k = 1
-    while os.path.exists(f"{run.output_dir}.old{k}"):
-        k += 1
-    os.replace(run.output_dir, f"{run.output_dir}.old{k}")
-    return f"{run.output_dir}.old{k}"
-
-
 def check_runs(runs, repo_root="."):
     """Load every run's config and check that its weights file exists (relative paths from ``repo_root``,
     where the jobs run), before anything is launched."""
@@ -517,10 +508,12 @@ def launch(runs, executor, repo_root=".", nproc_per_node=1, max_parallel=1, poll
 def settle_differing_runs(runs, repo_root=".", rerun=False):
     """Runs recorded with another config than the grid's: listed and refused (False), or, with
     ``rerun``, moved aside so that they run again (True)."""
+    from adarand.files import move_aside
+
     differing = differing_runs(runs, repo_root)
     for run, why in differing.items():
         if rerun:
-            print(f"moved {run.output_dir} to {move_aside(run)} ({why}); it runs again", file=sys.stderr)
+            print(f"moved {run.output_dir} to {move_aside(run.output_dir)} ({why}); it runs again", file=sys.stderr)
         else:
             print(f"DIFFERS {run.output_dir}: {why}", file=sys.stderr)
     if differing and not rerun:
