@@ -1,13 +1,10 @@
 """Two gloo processes keep bit-identical priors that equal one process fed both batches, and
 take PtR's switch-on decision together from the count-weighted CE of all ranks."""
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from adarand import ClassStatsAccumulator, build_regularizer
+from gloo_ranks import run_on_ranks  # tests/ is on sys.path under pytest
 
 C, D, B, STEPS = 5, 7, 6, 4
 
@@ -39,32 +36,20 @@ def shard_stats(batches):
     return acc.finalize()
 
 
-def worker(rank, world_size, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        reg = make_reg()
-        torch.manual_seed(rank)  # each rank draws its own noise
-        for features, labels in shard_batches(rank):
-            f = features.clone().requires_grad_(True)
-            reg(f, labels).backward()
-            reg.step(features, labels)
-        stats = shard_stats(shard_batches(rank))
-        torch.save({"reg": reg.state_dict(), "stats_mean": stats.mean, "stats_count": stats.count},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def adarand_rank(rank):
+    reg = make_reg()
+    torch.manual_seed(rank)  # each rank draws its own noise
+    for features, labels in shard_batches(rank):
+        f = features.clone().requires_grad_(True)
+        reg(f, labels).backward()
+        reg.step(features, labels)
+    stats = shard_stats(shard_batches(rank))
+    return {"reg": reg.state_dict(), "stats_mean": stats.mean, "stats_count": stats.count}
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = run_on_ranks(adarand_rank, tmp_path)
     for key in ranks[0]["reg"]:
         assert torch.equal(ranks[0]["reg"][key], ranks[1]["reg"][key]), f"ranks differ in {key}"
 
@@ -97,41 +82,29 @@ def ptr_batches(rank):
     return [epoch1, epoch2]
 
 
-def ptr_worker(rank, world_size, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+def ptr_rank(rank):
+    reg = build_regularizer("ptr", num_classes=C, feat_dim=D).double()
+    head = torch.randn(C, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    decisions, local_ce = [], []
+    for labels, logits in ptr_batches(rank):
+        features = torch.randn(labels.shape[0], D, dtype=torch.float64)
+        reg(features, labels, logits=logits, classifier_weight=head)
+        local_ce.append(float(torch.nn.functional.cross_entropy(logits, labels)))
+        reg.on_epoch_end()
+        decisions.append(bool(reg.enabled))
+    fnp = build_regularizer("fnp", num_classes=C, feat_dim=D, check_values=False)
+    fnp(torch.randn(2, D), torch.tensor([0, C + 3 if rank == 1 else 1]))  # only rank 1 sees a bad label
     try:
-        reg = build_regularizer("ptr", num_classes=C, feat_dim=D).double()
-        head = torch.randn(C, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-        decisions, local_ce = [], []
-        for labels, logits in ptr_batches(rank):
-            features = torch.randn(labels.shape[0], D, dtype=torch.float64)
-            reg(features, labels, logits=logits, classifier_weight=head)
-            local_ce.append(float(torch.nn.functional.cross_entropy(logits, labels)))
-            reg.on_epoch_end()
-            decisions.append(bool(reg.enabled))
-        fnp = build_regularizer("fnp", num_classes=C, feat_dim=D, check_values=False)
-        fnp(torch.randn(2, D), torch.tensor([0, C + 3 if rank == 1 else 1]))  # only rank 1 sees a bad label
-        try:
-            fnp.check_device_errors()
-            raised = ""
-        except ValueError as error:
-            raised = str(error)
-        torch.save({"decisions": decisions, "local_ce": local_ce, "state": reg.state_dict(), "raised": raised},
-                   os.path.join(out_dir, f"ptr{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+        fnp.check_device_errors()
+        raised = ""
+    except ValueError as error:
+        raised = str(error)
+    return {"decisions": decisions, "local_ce": local_ce, "state": reg.state_dict(), "raised": raised}
 
 
 @pytest.mark.slow
 def test_ptr_switch_is_decided_on_the_global_ce_and_survives_resume(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(ptr_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"ptr{r}.pt") for r in range(2)]
+    ranks = run_on_ranks(ptr_rank, tmp_path)
     assert ranks[0]["local_ce"][0] < 1.0 < ranks[1]["local_ce"][0]  # alone, rank 0 would switch on in epoch 1
     assert (ranks[0]["local_ce"][1] + ranks[1]["local_ce"][1]) / 2 > 1.0  # ... and averaging means stays off
     assert ranks[0]["decisions"] == ranks[1]["decisions"] == [False, True]

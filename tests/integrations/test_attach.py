@@ -3,16 +3,14 @@ with the model's outputs untouched; its refusals; gradient accumulation, no_grad
 checkpoints, torch.compile and two DDP ranks."""
 import copy
 import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn import functional as F
 
 import adarand
+from gloo_ranks import run_on_ranks  # noqa: E402  (tests/ is on sys.path under pytest)
 from sync_audit import SyncAudit, values_unchecked  # noqa: E402  (tests/ is on sys.path under pytest)
 
 C, IN, D = 4, 6, 8
@@ -291,35 +289,26 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(regs[0].regularizer.prior.mu, regs[1].regularizer.prior.mu, rtol=1e-6, atol=1e-6)
 
 
-def _ddp_worker(rank, world_size, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        torch.manual_seed(0)
-        ddp = nn.parallel.DistributedDataParallel(Net())
-        reg = adarand.attach(ddp, "module.classifier.1", total_steps=3)
-        shards = batches(48, 8)[rank::2]  # each rank its own data
-        stats = reg.init_from_data(shards)
-        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        torch.manual_seed(rank)  # each rank draws its own noise
-        for x, y in batches(48, 8, seed=7)[rank::2]:
-            loss = F.cross_entropy(ddp(x), y) + reg.loss(y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            reg.step()
-        torch.save({"state": reg.state_dict(), "count": stats.count}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def ddp_rank(rank):
+    torch.manual_seed(0)
+    ddp = nn.parallel.DistributedDataParallel(Net())
+    reg = adarand.attach(ddp, "module.classifier.1", total_steps=3)
+    shards = batches(48, 8)[rank::2]  # each rank its own data
+    stats = reg.init_from_data(shards)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    torch.manual_seed(rank)  # each rank draws its own noise
+    for x, y in batches(48, 8, seed=7)[rank::2]:
+        loss = F.cross_entropy(ddp(x), y) + reg.loss(y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        reg.step()
+    return {"state": reg.state_dict(), "count": stats.count}
 
 
 @pytest.mark.slow
 def test_two_ddp_ranks_keep_identical_priors(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    ranks = run_on_ranks(ddp_rank, tmp_path)
     for key, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][key]), key
     assert int(ranks[0]["count"].sum()) == 48  # statistics over both ranks' data
