@@ -28,7 +28,7 @@ from adarand.detection.box_branch import SingleCategoryMapper
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook, load_weights_and_prior
 from adarand.detection.configure import (
-    add_resume_arguments, checked_resume_changes, lazy_cfg_as_recorded, record_resume_changes,
+    add_resume_arguments, checked_resume_changes, lazy_cfg_as_recorded, record_resume_changes, resumed_iteration,
 )
 from adarand.files import claim_output_dir
 from adarand.run_config import LAZY_SAFE_RESUME_KEYS
@@ -110,9 +110,10 @@ def main(args):
     if not args.eval_only and comm.is_main_process():  # one run per directory, resumed as tools/train_net.py
         claim_output_dir(out, args.resume, ("last_checkpoint",))
         changes = checked_resume_changes(out, lazy_cfg_as_recorded(cfg), args, LAZY_SAFE_RESUME_KEYS)
+        at = resumed_iteration(out, "train.max_iter") if changes is not None else None  # before default_setup
     default_setup(cfg, args)
     if changes is not None:
-        record_resume_changes(out, changes, "train.max_iter")
+        record_resume_changes(out, changes, at)
     if args.eval_only:
         model = create_ddp_model(build_model(cfg))
         check_weights(cfg.train.init_checkpoint)

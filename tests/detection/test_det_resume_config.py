@@ -52,3 +52,12 @@ def test_safe_and_allowed_changes_are_recorded_with_their_iteration(fake_voc, tm
     text = open(out / "config.yaml").read()
     assert "# changed on resume, from iter 2: MODEL.ADARAND.LAMBDA: 1.0 -> 2.0" in text
     assert yaml.safe_load(text)["MODEL"]["ADARAND"]["LAMBDA"] == 2.0
+
+
+def test_resume_from_model_final_records_the_recorded_max_iter(fake_voc, tmp_path):
+    """model_final.pth of a 4-iteration run: the extension takes effect at iteration 4, not the new max_iter."""
+    out = tmp_path / "run"
+    _interrupted_run(out)
+    (out / "last_checkpoint").write_text("model_final.pth")
+    _setup(out, max_iter=6)
+    assert json.load(open(out / "config_history.json")) == [{"iter": 4, "changes": {"SOLVER.MAX_ITER": [4, 6]}}]

@@ -55,9 +55,10 @@ def setup_cfg(args, claim_output=False):
     if claim_output and comm.is_main_process():
         claim_output_dir(cfg.OUTPUT_DIR, args.resume, ("last_checkpoint",))
         changes = checked_resume_changes(cfg.OUTPUT_DIR, cfg_as_recorded(cfg), args)
+        at = resumed_iteration(cfg.OUTPUT_DIR) if changes is not None else None  # before config.yaml is rewritten
     default_setup(cfg, args)
     if changes is not None:
-        record_resume_changes(cfg.OUTPUT_DIR, changes)
+        record_resume_changes(cfg.OUTPUT_DIR, changes, at)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adarand")
     return cfg
 
@@ -96,10 +97,10 @@ def resumed_iteration(output_dir, max_iter_key="SOLVER.MAX_ITER"):
     return recorded.get(max_iter_key) if name == "model_final.pth" else None
 
 
-def record_resume_changes(output_dir, changes, max_iter_key="SOLVER.MAX_ITER"):
-    """Append ``changes`` to the run's history at the resumed iteration, and head config.yaml
-    (just written by ``default_setup``) with the whole history."""
-    history = record_changes(output_dir, changes, "iter", resumed_iteration(output_dir, max_iter_key))
+def record_resume_changes(output_dir, changes, at):
+    """Append ``changes`` to the run's history at iteration ``at`` (:func:`resumed_iteration`, read before
+    ``default_setup`` rewrites config.yaml), and head config.yaml (just written) with the whole history."""
+    history = record_changes(output_dir, changes, "iter", at)
     if history:
         path = os.path.join(output_dir, "config.yaml")
         with open(path) as f:
