@@ -16,7 +16,8 @@ which is, call for call, the explicit path ``reg.regularizer(features, labels, .
 import torch
 from torch import nn
 
-from .regularizers import build_regularizer
+from .config import select_options
+from .regularizers import build_regularizer, regularizer_options
 from .stats import compute_class_stats
 
 
@@ -148,6 +149,19 @@ class AttachedRegularizer(nn.Module):
         self.is_initialized = True
         return stats
 
+    def restore_or_init(self, state, make_loader, batch_fn=None):
+        """Start of training: load ``state`` when a checkpoint gave one, else :meth:`init_from_data` unless initialised.
+
+        Args:
+            state: a :meth:`state_dict` of this regularizer, or None.
+            make_loader: callable returning the training loader; called only when the statistics are computed.
+            batch_fn: optional ``batch -> (inputs, labels)`` (see :meth:`init_from_data`).
+        """
+        if state is not None:
+            self.load_state_dict(state)
+        elif not self.is_initialized:
+            self.init_from_data(make_loader(), batch_fn)
+
     def _features_of(self, inputs):
         inputs = _to_device(inputs, self.head.weight.device)
         self._stats_features.clear()
@@ -226,6 +240,22 @@ class AttachedRegularizer(nn.Module):
             self._handle = None
         self._features = self._logits = None
         self._queue = []
+
+
+def with_total_steps(method, options, total_steps):
+    """``options`` with ``total_steps`` defaulting to ``total_steps()`` where ``method`` takes that option.
+
+    Args:
+        method: a regularizer name.
+        options: ``{option: value}`` given for it (kept as given).
+        total_steps: callable returning the run's optimizer steps (or None); called only when ``method``
+            takes ``total_steps`` and ``options`` lacks it.
+
+    Returns:
+        a new ``{option: value}``.
+    """
+    defaults = select_options(regularizer_options(method), {"total_steps": total_steps})
+    return {**{name: value() for name, value in defaults.items() if name not in options}, **options}
 
 
 def attach(model, head, method="adarand", num_classes=None, **options):

@@ -219,6 +219,37 @@ def test_state_dict_checkpoints_the_prior_and_nothing_of_the_model(tmp_path):
     assert torch.equal(a, reg.loss(y))  # ready without init_from_data
 
 
+def test_with_total_steps_counts_only_when_the_method_takes_it_and_none_was_given():
+    from adarand.attach import with_total_steps
+
+    def refuse():
+        raise AssertionError("counted the steps needlessly")
+
+    assert with_total_steps("adarand", {"lam": 2.0}, lambda: 7) == {"lam": 2.0, "total_steps": 7}
+    assert with_total_steps("adarand", {"total_steps": 3}, refuse) == {"total_steps": 3}
+    assert with_total_steps("fnp", {"lam": 2.0}, refuse) == {"lam": 2.0}
+
+
+def test_restore_or_init_loads_a_state_else_computes_the_statistics_once():
+    torch.manual_seed(0)
+    model = Net()
+    made = []
+
+    def make_loader():
+        made.append(1)
+        return batches()
+
+    reg = adarand.attach(model, "classifier.1", total_steps=5)
+    reg.restore_or_init(None, make_loader)
+    assert reg.is_initialized and len(made) == 1
+    reg.restore_or_init(None, make_loader)  # already initialised: no second pass
+    assert len(made) == 1
+    fresh = adarand.attach(copy.deepcopy(model), "classifier.1", total_steps=5)
+    fresh.restore_or_init(reg.state_dict(), make_loader)
+    assert fresh.is_initialized and len(made) == 1
+    assert torch.equal(fresh.regularizer.prior.mu, reg.regularizer.prior.mu)
+
+
 def test_loss_and_step_issue_no_host_sync():
     """What attach adds around the regularizer (the hook, the queue, the checks) reads nothing back."""
     torch.manual_seed(0)

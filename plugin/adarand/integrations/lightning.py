@@ -28,8 +28,7 @@ import math
 
 from lightning.pytorch.callbacks import Callback
 
-from ..attach import attach
-from ..regularizers import regularizer_options
+from ..attach import attach, with_total_steps
 
 
 class AdaRandCallback(Callback):
@@ -79,16 +78,10 @@ class AdaRandCallback(Callback):
 
     def on_train_start(self, trainer, pl_module):
         if self.attached is None:
-            options = dict(self.options)
-            if "total_steps" in regularizer_options(self.method) and "total_steps" not in options:
-                steps = trainer.estimated_stepping_batches
-                options["total_steps"] = None if math.isinf(steps) else int(steps)
+            options = with_total_steps(self.method, self.options, lambda: _optimizer_steps(trainer))
             self.attached = attach(pl_module, self.head, self.method, self.num_classes, **options)
-        if self._restored is not None:
-            self.attached.load_state_dict(self._restored)
-            self._restored = None
-        elif not self.attached.is_initialized:
-            self.attached.init_from_data(trainer.train_dataloader, self.batch_fn)
+        self.attached.restore_or_init(self._restored, lambda: trainer.train_dataloader, self.batch_fn)
+        self._restored = None
         self._last_global_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -116,3 +109,9 @@ class AdaRandCallback(Callback):
             self.attached.load_state_dict(state_dict["regularizer"])
         else:
             self._restored = state_dict["regularizer"]
+
+
+def _optimizer_steps(trainer):
+    """The fit's optimizer steps, None when unbounded."""
+    steps = trainer.estimated_stepping_batches
+    return None if math.isinf(steps) else int(steps)

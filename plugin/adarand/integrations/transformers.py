@@ -21,9 +21,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..attach import attach
+from ..attach import attach, with_total_steps
 from ..files import load_torch, save_torch
-from ..regularizers import regularizer_options
 
 STATE_NAME = "adarand.pt"
 
@@ -72,17 +71,14 @@ class AdaRandTrainer(Trainer):
 
     def _attach_adarand(self, max_steps):
         if self.adarand is None:
-            options = dict(self.adarand_options)
-            if "total_steps" in regularizer_options(self.adarand_method) and "total_steps" not in options:
-                options["total_steps"] = max_steps
+            options = with_total_steps(self.adarand_method, self.adarand_options, lambda: max_steps)
             self.adarand = attach(self.model, self.adarand_head, self.adarand_method, **options)
+        state = None
         if self._adarand_resume is not None:
-            self.adarand.load_state_dict(load_torch(os.path.join(self._adarand_resume, STATE_NAME),
-                                                    what="AdaRand state of the checkpoint",
-                                                    map_location=self.adarand.head.weight.device))
-            self._adarand_resume = None
-        elif not self.adarand.is_initialized:
-            self.adarand.init_from_data(self.get_train_dataloader(), self.adarand_batch_fn)
+            state = load_torch(os.path.join(self._adarand_resume, STATE_NAME), what="AdaRand state of the checkpoint",
+                               map_location=self.adarand.head.weight.device)
+        self.adarand.restore_or_init(state, self.get_train_dataloader, self.adarand_batch_fn)
+        self._adarand_resume = None
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         """``Trainer.train``; resuming also restores the regularizer from the checkpoint's ``adarand.pt``.
