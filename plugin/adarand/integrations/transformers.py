@@ -114,11 +114,12 @@ class AdaRandTrainer(Trainer):
             the loss (and the outputs when ``return_outputs``).
         """
         labels = inputs.get("labels")
-        if labels is None and model.training and torch.is_grad_enabled():
+        training = model.training and torch.is_grad_enabled()
+        if labels is None and training:
             raise ValueError("AdaRandTrainer: the training batch has no 'labels'; the class-conditional prior needs "
                              "the class label of every image")
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if self.adarand is not None and model.training and torch.is_grad_enabled():
+        if self.adarand is not None and training:
             term = self.adarand.loss(labels)
             self._adarand_terms.append(term.detach())
             if self._loss_scaled_for_accumulation(num_items_in_batch):
