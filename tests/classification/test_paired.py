@@ -220,6 +220,32 @@ def test_table_with_paired_adds_the_paired_differences_in_the_tables_layout(tmp_
         assert image.format == "PNG"
 
 
+def test_table_with_paired_reads_each_columns_own_test_set(tmp_path):
+    """clip-imagenet: one run a method, its ImageNet-A / -R columns read test_top1@imagenet-a / -r; the paired
+    differences of each column are those of its own test set, and a run without partner is counted once."""
+    gains = {"": [1.0, 1.2, 0.8], "@imagenet-a": [3.0, 3.5, 2.5], "@imagenet-r": [-2.0, -1.0, -3.0]}
+    for seed in range(4):
+        for method in ("ft", "adarand") if seed < 3 else ("adarand",):
+            base = 70.0 + SPREAD[seed]
+            metrics = {f"test_top1{key}": (base + (gain[seed] if method == "adarand" and seed < 3 else 0.0)) / 100
+                       for key, gain in gains.items()}
+            run = tmp_path / f"imagenet_vitb16clip_{method}" / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "results.json").write_text(json.dumps(
+                {**result(method, seed, base, dataset="imagenet", fraction=1.0, epochs=5), **metrics}))
+    text, _ = summarize(["--table", "clip-imagenet", "--root", tmp_path, "--paired", "ft"])
+    paired_part = text.split("paired with ft")[1]
+    adarand, = [line.split(" | ")[1:] for line in paired_part.splitlines() if line.startswith("| AdaRand")]
+    for cell, diffs in zip(adarand, gains.values()):
+        assert cell.strip(" |").startswith(f"{statistics.mean(diffs):+.2f} ")
+    assert "Left out, without a partner of the same setting and seed: 1 runs (adarand 1)." in paired_part
+    records = json.loads(summarize(["--table", "clip-imagenet", "--root", tmp_path, "--paired", "ft", "--json"])[0])
+    assert [(r["col"], r["metric"], r["n"]) for r in records] == [
+        ("ImageNet", "test_top1", 3), ("ImageNet-A", "test_top1@imagenet-a", 3),
+        ("ImageNet-R", "test_top1@imagenet-r", 3)]
+    assert [r["mean_diff"] for r in records] == pytest.approx([statistics.mean(d) for d in gains.values()])
+
+
 def test_json_and_plot_need_paired(spread_runs):
     with pytest.raises(SystemExit):
         summarize([spread_runs, "--json"])

@@ -144,7 +144,7 @@ def _index(runs):
 
 
 def compare(runs, baseline, ci="t", resamples=DEFAULT_RESAMPLES):
-    """Each group's runs against ``baseline``'s: (comparisons, Counter of left-out runs by method)."""
+    """Each group's runs against ``baseline``'s: (comparisons, the runs left out without a partner)."""
     base = _index([r for r in runs if r.method == baseline])
     if not base:
         raise ValueError(f"no runs of the baseline {baseline!r}; methods found: {sorted({r.method for r in runs})}")
@@ -152,7 +152,7 @@ def compare(runs, baseline, ci="t", resamples=DEFAULT_RESAMPLES):
     for run in runs:
         if run.method != baseline:
             groups.setdefault(run.group, []).append(run)
-    comparisons, left_out, used = [], Counter(), set()
+    comparisons, left_out, used = [], [], set()
     for group, members in sorted(groups.items()):
         by_setting = {}
         for key, run in _index(members).items():
@@ -160,15 +160,15 @@ def compare(runs, baseline, ci="t", resamples=DEFAULT_RESAMPLES):
                 by_setting.setdefault(run.setting, []).append((run, base[key]))
                 used.add(key)
             else:
-                left_out[run.method] += 1
+                left_out.append(run)
         for setting, pairs in by_setting.items():
             pairs.sort(key=lambda p: p[0].seed)
             x, y = [p[0].value for p in pairs], [p[1].value for p in pairs]
             comparisons.append(Comparison(group, pairs[0][0].method, baseline, setting,
                                           tuple(p[0].seed for p in pairs), tuple(np.subtract(x, y).tolist()),
                                           *paired_stats(x, y, ci, resamples), ci))
-    left_out[baseline] += len(set(base) - used)
-    return comparisons, +left_out
+    left_out += [run for key, run in base.items() if key not in used]
+    return comparisons, left_out
 
 
 # ---- text ----------------------------------------------------------------------------------------------------------
@@ -187,10 +187,12 @@ def describe(baseline, metric, ci, resamples, setting_keys=SETTING_KEYS):
 
 
 def left_out_note(left_out):
-    if not left_out:
+    """The note on the runs ``left_out``, counted per method."""
+    counts = Counter(run.method for run in left_out)
+    if not counts:
         return "All runs paired."
-    parts = ", ".join(f"{method} {count}" for method, count in sorted(left_out.items()))
-    return f"Left out, without a partner of the same setting and seed: {sum(left_out.values())} runs ({parts})."
+    parts = ", ".join(f"{method} {count}" for method, count in sorted(counts.items()))
+    return f"Left out, without a partner of the same setting and seed: {sum(counts.values())} runs ({parts})."
 
 
 def format_p(comparison):
@@ -255,23 +257,38 @@ def results_markdown(results, baseline, metric="test_top1", labels=None, ci="t",
 # ---- a paper table (tools/reproduce.py) ----------------------------------------------------------------------------
 
 def table_runs(table, root, metric="test_top1"):
-    """The finished runs of a table's cells, grouped by cell id; the cell's pre-training joins the setting."""
-    from .reproduce import select_cells
-
-    runs = []
-    for cell in select_cells(table):
-        for path in sorted(glob.glob(os.path.join(root, cell.id, "seed*", "results.json"))):
-            runs.append(from_result(read_results(path), path, metric, group=cell.id,
-                                    extra=(("pretraining", cell.pretraining),)))
+    """{results key: runs}: the finished runs of a table's cells read through the key of each cell's column
+    (``table.metric_of``: the clip-imagenet columns are test sets of one run), grouped by cell id; the cell's
+    pre-training joins the setting."""
+    runs, read = {}, set()
+    for cell in table.cells:
+        key = table.metric_of(cell.col, metric)
+        runs.setdefault(key, [])
+        if (cell.id, key) not in read:  # a cell at several columns of one key is read once
+            read.add((cell.id, key))
+            runs[key] += [from_result(read_results(path), path, key, group=cell.id,
+                                      extra=(("pretraining", cell.pretraining),))
+                          for path in sorted(glob.glob(os.path.join(root, cell.id, "seed*", "results.json")))]
     return runs
 
 
-def table_positions(table, root, comparisons, runs, baseline, metric="test_top1"):
-    """{(row, col): Comparison, or a word}: the comparison of the cell the paper table shows at the position."""
+def table_comparisons(table, root, baseline, metric="test_top1", ci="t", resamples=DEFAULT_RESAMPLES):
+    """({(cell id, results key): its Comparison, or "baseline" for the baseline's cells}, the runs left out,
+    each once): each key's runs paired apart."""
+    shown, left_out = {}, {}
+    for key, runs in table_runs(table, root, metric).items():
+        comparisons, missing = compare(runs, baseline, ci, resamples)
+        shown.update({(run.group, key): "baseline" for run in runs if run.method == baseline})
+        shown.update({(c.group, key): c for c in comparisons})
+        left_out.update((run.source, run) for run in missing)
+    return shown, list(left_out.values())
+
+
+def table_positions(table, root, cells, baseline, metric="test_top1"):
+    """{(row, col): Comparison, or a word}: the comparison of the cell the paper table shows at the position,
+    in the column's results key."""
     from .paper_table import position_result
 
-    by_group = {c.group: c for c in comparisons}
-    methods = {r.group: r.method for r in runs}
     positions = {}
     for row in table.rows:
         for col in table.cols:
@@ -280,10 +297,9 @@ def table_positions(table, root, comparisons, runs, baseline, metric="test_top1"
                 positions[row, col] = table.empty_position
             elif shown is None:
                 positions[row, col] = MISSING
-            elif methods.get(shown.cell_id) == baseline:
-                positions[row, col] = "baseline"
             else:
-                positions[row, col] = by_group.get(shown.cell_id, f"no {baseline} partner")
+                positions[row, col] = cells.get((shown.cell_id, table.metric_of(col, metric)),
+                                                f"no {baseline} partner")
     return positions
 
 
@@ -367,14 +383,13 @@ def report(args, files=None):
         from . import paper_table, reproduce
 
         table = reproduce.get_table(args.table)
-        runs = table_runs(table, args.root, args.metric)
-        comparisons, left_out = compare(runs, args.paired, args.ci, args.resamples)
-        positions = table_positions(table, args.root, comparisons, runs, args.paired, args.metric)
+        cells, left_out = table_comparisons(table, args.root, args.paired, args.metric, args.ci, args.resamples)
+        positions = table_positions(table, args.root, cells, args.paired, args.metric)
         text = (paper_table.render(table, args.root, args.metric) + "\n"
                 + table_markdown(table, positions, left_out, args.paired, args.metric, args.ci, args.resamples))
         entries = [(col, row, positions[row, col]) for col in table.cols for row in table.rows
                    if isinstance(positions[row, col], Comparison)]  # panel = column, point = row
-        records = [{**c.to_json(args.metric), "row": row, "col": col} for col, row, c in entries]
+        records = [{**c.to_json(table.metric_of(col, args.metric)), "row": row, "col": col} for col, row, c in entries]
     else:
         comparisons, left_out = compare(load_runs(files, args.metric), args.paired, args.ci, args.resamples)
         text = markdown(comparisons, left_out, args.paired, args.metric, args.ci, args.resamples)
