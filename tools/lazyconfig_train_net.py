@@ -16,7 +16,7 @@ import os
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
-    AMPTrainer, SimpleTrainer, default_argument_parser, default_setup, default_writers, hooks, launch,
+    AMPTrainer, SimpleTrainer, default_argument_parser, default_writers, hooks, launch,
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -27,11 +27,8 @@ from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_
 from adarand.detection.box_branch import SingleCategoryMapper
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook, load_weights_and_prior
-from adarand.detection.configure import (
-    add_resume_arguments, checked_resume_changes, lazy_cfg_as_recorded, record_resume_changes, resumed_iteration,
-)
-from adarand.files import claim_output_dir
-from adarand.run_config import LAZY_SAFE_RESUME_KEYS
+from adarand.detection.configure import checked_default_setup, lazy_cfg_as_recorded
+from adarand.run_config import LAZY_SAFE_RESUME_KEYS, add_resume_arguments
 
 logger = logging.getLogger("adarand")
 
@@ -106,14 +103,10 @@ def do_train(args, cfg):
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
-    out, changes = cfg.train.output_dir, None
-    if not args.eval_only and comm.is_main_process():  # one run per directory, resumed as tools/train_net.py
-        claim_output_dir(out, args.resume, ("last_checkpoint",))
-        changes = checked_resume_changes(out, lazy_cfg_as_recorded(cfg), args, LAZY_SAFE_RESUME_KEYS)
-        at = resumed_iteration(out, "train.max_iter") if changes is not None else None  # before default_setup
-    default_setup(cfg, args)
-    if changes is not None:
-        record_resume_changes(out, changes, at)
+    # one run per directory, resumed as tools/train_net.py
+    checked_default_setup(cfg, args, cfg.train.output_dir, lambda: lazy_cfg_as_recorded(cfg),
+                          claim_output=not args.eval_only, safe_keys=LAZY_SAFE_RESUME_KEYS,
+                          max_iter_key="train.max_iter")
     if args.eval_only:
         model = create_ddp_model(build_model(cfg))
         check_weights(cfg.train.init_checkpoint)
@@ -123,6 +116,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = add_resume_arguments(default_argument_parser(), LAZY_SAFE_RESUME_KEYS).parse_args()
+    args = add_resume_arguments(default_argument_parser(), LAZY_SAFE_RESUME_KEYS, "iteration").parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -12,8 +12,8 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from adarand.detection import AdaRandTrainer, SafeDetectionCheckpointer, setup_cfg
-from adarand.detection.configure import add_resume_arguments
 from adarand.detection.trainer import check_weights
+from adarand.run_config import DET_SAFE_RESUME_KEYS, add_resume_arguments
 
 
 def main(args):
@@ -33,7 +33,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = add_resume_arguments(default_argument_parser()).parse_args()
+    args = add_resume_arguments(default_argument_parser(), DET_SAFE_RESUME_KEYS, "iteration").parse_args()
     print("Command Line Args:", args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

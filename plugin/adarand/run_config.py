@@ -14,7 +14,7 @@ may change to extend a run, and is recorded like any other change.
 import json
 import os
 
-from .files import write_json
+from .files import release_output_dir, write_json
 
 HISTORY_NAME = "config_history.json"
 
@@ -116,6 +116,28 @@ def check_resume(output_dir, new, safe_keys, allow):
             f"A resume may change only {', '.join(safe_keys)}. Resume with the run's config, start a new "
             f"OUTPUT_DIR, or pass {ALLOW_OPTION} to continue with the change recorded in the run")
     return changes
+
+
+def add_resume_arguments(parser, safe_keys, unit):
+    """``--allow-config-change`` on an entry point's argument parser; ``unit``: what a change is recorded with."""
+    parser.add_argument(ALLOW_OPTION, action="store_true",
+                        help="--resume with a config that differs from the run's config.yaml in keys other than "
+                             f"{', '.join(safe_keys)}; the changes are recorded with their {unit}")
+    return parser
+
+
+def checked_resume_changes(output_dir, recorded, resuming, safe_keys, allow):
+    """The config changes of a resume of the claimed ``output_dir`` (:func:`check_resume`); ``None`` when not
+    ``resuming``, whose history of an earlier attempt is then cleared. ``recorded``: ``() ->`` the new config
+    flattened as config.yaml will hold it, called only when resuming. A refusal releases ``output_dir``."""
+    if not resuming:
+        clear_history(output_dir)
+        return None
+    try:
+        return check_resume(output_dir, recorded(), safe_keys, allow)
+    except ValueError:
+        release_output_dir(output_dir)
+        raise
 
 
 def read_history(output_dir):

@@ -9,9 +9,8 @@ from detectron2.engine import default_argument_parser
 from tiny import BASE_CONFIG, tiny_cfg, tiny_opts
 
 from adarand.detection import setup_cfg
-from adarand.detection.configure import add_resume_arguments
 from adarand.files import release_output_dir
-from adarand.run_config import ConfigChanged
+from adarand.run_config import DET_SAFE_RESUME_KEYS, ConfigChanged, add_resume_arguments
 
 
 def _interrupted_run(out):
@@ -24,7 +23,7 @@ def _interrupted_run(out):
 
 def _setup(out, *argv, max_iter=4, **changes):
     opts = tiny_opts(out, max_iter=max_iter, **changes)
-    args = add_resume_arguments(default_argument_parser()).parse_args(
+    args = add_resume_arguments(default_argument_parser(), DET_SAFE_RESUME_KEYS, "iteration").parse_args(
         ["--config-file", BASE_CONFIG, "--resume", *argv, *[str(x) for x in opts]])
     try:
         return setup_cfg(args, claim_output=True)

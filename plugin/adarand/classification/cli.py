@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from adarand.distributed import init_from_env, is_distributed, rank
 from adarand.files import claim_output_dir, release_output_dir, write_json, write_text
-from adarand.run_config import ALLOW_OPTION, CLS_SAFE_RESUME_KEYS, cfg_as_recorded, check_resume, clear_history, \
+from adarand.run_config import CLS_SAFE_RESUME_KEYS, add_resume_arguments, cfg_as_recorded, checked_resume_changes, \
     history_header, record_changes
 
 from . import build
@@ -30,9 +30,7 @@ def get_args_parser(description=None):
     parser.add_argument("--eval-only", action="store_true",
                         help="evaluate TEST.WEIGHTS (default OUTPUT_DIR/best.pth) on the test split")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument(ALLOW_OPTION, action="store_true",
-                        help="--resume with a config that differs from the run's config.yaml in keys other than "
-                             f"{', '.join(CLS_SAFE_RESUME_KEYS)}; the changes are recorded with their epoch")
+    add_resume_arguments(parser, CLS_SAFE_RESUME_KEYS, "epoch")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
     return parser
 
@@ -45,17 +43,12 @@ def train(cfg, resume=False, progress=True, extra_hooks=(), allow_config_change=
     init_from_env()
     out = cfg.OUTPUT_DIR
     resuming = resume and os.path.isfile(os.path.join(out, "last.pth"))
-    changes = {}
+    changes = None
     if rank() == 0:
         claim_output_dir(out, resume, CHECKPOINTS)  # held until the process exits
-        if resuming:
-            try:
-                changes = check_resume(out, cfg_as_recorded(cfg), CLS_SAFE_RESUME_KEYS, allow_config_change)
-            except ValueError:
-                release_output_dir(out)
-                raise
-        else:
-            clear_history(out)  # of an earlier attempt that never saved a checkpoint
+        changes = checked_resume_changes(out, lambda: cfg_as_recorded(cfg), resuming, CLS_SAFE_RESUME_KEYS,
+                                         allow_config_change)
+        if not resuming:  # a new run (an earlier attempt that never saved a checkpoint leaves no history)
             write_text(os.path.join(out, "config.yaml"), cfg.dump())
     trainer = ClassificationTrainer(cfg, progress=progress)
     trainer.register_hooks(extra_hooks)

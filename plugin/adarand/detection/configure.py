@@ -12,10 +12,10 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from adarand.files import claim_output_dir, release_output_dir, write_text
+from adarand.files import claim_output_dir, write_text
 from adarand.run_config import (
-    ALLOW_OPTION, DET_SAFE_RESUME_KEYS, cfg_as_recorded, check_resume, clear_history, history_header,
-    read_recorded_config, record_changes,
+    DET_SAFE_RESUME_KEYS, cfg_as_recorded, checked_resume_changes, history_header, read_recorded_config,
+    record_changes,
 )
 
 from .config import add_adarand_config, check_adarand_config
@@ -47,42 +47,32 @@ def setup_cfg(args, claim_output=False):
 
     ``claim_output``: lock OUTPUT_DIR for this run and, unless ``--resume``, refuse it when it
     already holds another run's checkpoint (before anything is written there); a ``--resume``
-    whose config differs from the run's is refused or recorded (:func:`checked_resume_changes`).
+    whose config differs from the run's is refused or recorded (:func:`checked_default_setup`).
     """
     cfg = load_detection_cfg(args.config_file, args.opts)
     cfg.freeze()
-    changes = None
-    if claim_output and comm.is_main_process():
-        claim_output_dir(cfg.OUTPUT_DIR, args.resume, ("last_checkpoint",))
-        changes = checked_resume_changes(cfg.OUTPUT_DIR, cfg_as_recorded(cfg), args)
-        at = resumed_iteration(cfg.OUTPUT_DIR) if changes is not None else None  # before config.yaml is rewritten
-    default_setup(cfg, args)
-    if changes is not None:
-        record_resume_changes(cfg.OUTPUT_DIR, changes, at)
+    checked_default_setup(cfg, args, cfg.OUTPUT_DIR, lambda: cfg_as_recorded(cfg), claim_output)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adarand")
     return cfg
 
 
-def add_resume_arguments(parser, safe_keys=DET_SAFE_RESUME_KEYS):
-    """``--allow-config-change`` on Detectron2's argument parser (tools/train_net.py, lazyconfig_train_net.py)."""
-    parser.add_argument(ALLOW_OPTION, action="store_true",
-                        help="--resume with a config that differs from the run's config.yaml in keys other than "
-                             f"{', '.join(safe_keys)}; the changes are recorded with their iteration")
-    return parser
-
-
-def checked_resume_changes(output_dir, recorded, args, safe_keys=DET_SAFE_RESUME_KEYS):
-    """The config changes of a ``--resume`` from a checkpoint in ``output_dir`` (``None`` when nothing is
-    resumed), ``recorded``: the new config flattened as config.yaml will hold it; refused unless safe or
-    ``--allow-config-change`` (:mod:`adarand.run_config`). Reads only."""
-    if not (args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))):
-        clear_history(output_dir)
-        return None
-    try:
-        return check_resume(output_dir, recorded, safe_keys, getattr(args, "allow_config_change", False))
-    except ValueError:
-        release_output_dir(output_dir)
-        raise
+def checked_default_setup(cfg, args, output_dir, recorded, claim_output=True, safe_keys=DET_SAFE_RESUME_KEYS,
+                          max_iter_key="SOLVER.MAX_ITER"):
+    """Detectron2's ``default_setup`` of a run in ``output_dir``. With ``claim_output`` the main process
+    first claims ``output_dir``, and a ``--resume`` from its checkpoint is refused when its config changes
+    keys outside ``safe_keys`` (unless ``--allow-config-change``), else its changes are recorded at the
+    resumed iteration (:mod:`adarand.run_config`). ``recorded``: ``() ->`` the config flattened as
+    config.yaml holds it (called only on a resume)."""
+    changes = None
+    if claim_output and comm.is_main_process():
+        claim_output_dir(output_dir, args.resume, ("last_checkpoint",))
+        resuming = args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
+        changes = checked_resume_changes(output_dir, recorded, resuming, safe_keys,
+                                         getattr(args, "allow_config_change", False))
+        at = resumed_iteration(output_dir, max_iter_key) if resuming else None  # before config.yaml is rewritten
+    default_setup(cfg, args)
+    if changes is not None:
+        record_resume_changes(output_dir, changes, at)
 
 
 def resumed_iteration(output_dir, max_iter_key="SOLVER.MAX_ITER"):
