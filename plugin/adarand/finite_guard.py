@@ -64,9 +64,9 @@ class FiniteGuard:
 
 
 @torch.no_grad()
-def check_finite_weights(module: torch.nn.Module, where: str, advice=None) -> None:
+def check_finite_weights(module: torch.nn.Module, where: str, advice_fn=None) -> None:
     """Raise ``FloatingPointError`` naming the first parameter/buffer of ``module`` with NaN/Inf
-    (``advice``: what to change, default "lower the learning rate")."""
+    (``advice_fn``: called only then, returns what to change; default, or None: "lower the learning rate")."""
     tensors = [(n, t) for n, t in list(module.named_parameters()) + list(module.named_buffers())
                if t.is_floating_point() or t.is_complex()]
     if not tensors:
@@ -75,5 +75,6 @@ def check_finite_weights(module: torch.nn.Module, where: str, advice=None) -> No
     if bool(finite.all()):
         return
     name = tensors[int((~finite).nonzero()[0])][0]
+    advice = advice_fn() if advice_fn is not None else None
     raise FloatingPointError(f"training diverged ({where}): weight {name!r} (and maybe others) is NaN/Inf. "
                              f"Nothing was saved from this point; {advice or 'lower the learning rate'}.")

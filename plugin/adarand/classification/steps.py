@@ -84,7 +84,7 @@ def check_diverged(guard, where, *modules):
     """``FloatingPointError`` when a loss term or a weight/buffer of ``modules`` went non-finite."""
     guard.check(where)
     for module in modules:
-        check_finite_weights(module, where, guard.last_step_advice() if guard.last is not None else None)
+        check_finite_weights(module, where, guard.last_step_advice)
 
 
 @dataclass
