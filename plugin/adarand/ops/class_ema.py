@@ -46,12 +46,8 @@ def _nonfinite_flags_ref(sums_and_counts):
     return bad.view(num_classes, blocks, FLAG_COLUMNS).sum(dim=2, dtype=torch.int32)
 
 
-def _guarded_ema_apply_ref_(running_mean, sums_and_counts, alpha, flags):
-    """Eq. 15 in place unless a flag is set (then nothing moves); returns the 0-dim bool ``applied``."""
-    if flags is None:
-        applied = torch.ones((), dtype=torch.bool, device=running_mean.device)
-    else:
-        applied = (flags == 0).all().to(running_mean.device)
+def _guarded_ema_apply_ref_(running_mean, sums_and_counts, alpha, applied):
+    """Eq. 15 in place if the 0-dim bool ``applied`` is True (else nothing moves); returns ``applied``."""
     sums_and_counts = torch.where(applied, sums_and_counts, torch.zeros_like(sums_and_counts))
     _ema_apply_ref_(running_mean, sums_and_counts, alpha)
     return applied
@@ -101,7 +97,11 @@ def _ema_apply_cpu(running_mean, sums_and_counts, alpha, flags=None):
         applied = running_mean.new_empty((), dtype=torch.bool)
         ema_apply_triton_(running_mean, sums_and_counts, alpha, flags, applied)
         return applied
-    return _guarded_ema_apply_ref_(running_mean, sums_and_counts, alpha, flags)
+    if flags is None:
+        applied = torch.ones((), dtype=torch.bool, device=running_mean.device)
+    else:
+        applied = (flags == 0).all().to(running_mean.device)
+    return _guarded_ema_apply_ref_(running_mean, sums_and_counts, alpha, applied)
 
 
 @_ema_apply_op.register_fake
@@ -162,7 +162,4 @@ def class_ema_(running_mean, features, labels, alpha, impl=None):
         return _ema_apply_op(running_mean, sums_and_counts, float(alpha), flags)
     sums_and_counts = _class_sums_ref(features, labels, running_mean.shape[0])
     all_reduce_sum_(sums_and_counts)
-    finite = torch.isfinite(sums_and_counts).all()
-    sums_and_counts = torch.where(finite, sums_and_counts, torch.zeros_like(sums_and_counts))
-    _ema_apply_ref_(running_mean, sums_and_counts, alpha)
-    return finite
+    return _guarded_ema_apply_ref_(running_mean, sums_and_counts, alpha, torch.isfinite(sums_and_counts).all())
