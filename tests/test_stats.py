@@ -43,6 +43,19 @@ def test_bad_features_and_labels_are_errors():
         compute_class_stats(torch.nn.Identity(), [], C, progress=False)
 
 
+def test_dict_inputs_go_to_the_device_tensor_by_tensor():
+    features, labels = torch.randn(6, D), torch.arange(6) % C
+    seen = []
+
+    def extractor(inputs):
+        seen.append((inputs["x"].device.type, inputs["extra"]["mask"].device.type, inputs["name"]))
+        return features
+
+    batch = {"x": features, "extra": {"mask": torch.ones(6)}, "name": "a"}
+    stats = compute_class_stats(extractor, [(batch, labels)], C, device="meta", progress=False)
+    assert seen == [("meta", "meta", "a")] and stats.count.tolist() == [2, 2, 2]
+
+
 def test_save_load_round_trip_with_metadata(tmp_path):
     features, labels = torch.randn(12, D), torch.arange(12) % C
     stats = compute_class_stats(torch.nn.Identity(), loader(features, labels), C, name="net", progress=False)

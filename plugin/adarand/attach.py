@@ -45,14 +45,6 @@ def _find_head(model, head):
     return name, module
 
 
-def _to_device(inputs, device):
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device, non_blocking=True)
-    if isinstance(inputs, dict):
-        return {key: _to_device(value, device) for key, value in inputs.items()}
-    return inputs
-
-
 class AttachedRegularizer(nn.Module):
     """A regularizer fed by a forward hook on a model's classifier head; built by :func:`attach`.
 
@@ -138,8 +130,9 @@ class AttachedRegularizer(nn.Module):
         self.model.eval()
         self._stats_features = []
         try:
-            stats = compute_class_stats(self._features_of, batches, self.regularizer.num_classes, device=None,
-                                        name=type(self.model).__name__, progress=progress)
+            stats = compute_class_stats(self._features_of, batches, self.regularizer.num_classes,
+                                        device=self.head.weight.device, name=type(self.model).__name__,
+                                        progress=progress)
         finally:
             self._stats_features = None
             for module, training in modes:
@@ -163,7 +156,6 @@ class AttachedRegularizer(nn.Module):
             self.init_from_data(make_loader(), batch_fn)
 
     def _features_of(self, inputs):
-        inputs = _to_device(inputs, self.head.weight.device)
         self._stats_features.clear()
         self.model(**inputs) if isinstance(inputs, dict) else self.model(inputs)
         if len(self._stats_features) != 1:

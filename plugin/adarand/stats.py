@@ -217,6 +217,15 @@ class ClassStatsAccumulator:
         return ClassStats.from_sums(self.sums, self.sq_sums, self.counts, extractor, meta, allow_missing)
 
 
+def _to_device(inputs, device):
+    """``inputs`` on ``device``: a tensor, or the tensors of a dict (nested); anything else as it is."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    if isinstance(inputs, dict):
+        return {key: _to_device(value, device) for key, value in inputs.items()}
+    return inputs
+
+
 @torch.no_grad()
 def compute_class_stats(extractor, loader, num_classes: int, device=None, name=None, progress=True) -> ClassStats:
     """Per-class mean/std of ``extractor(images)`` over ``loader`` (batches of (images, labels)).
@@ -228,7 +237,7 @@ def compute_class_stats(extractor, loader, num_classes: int, device=None, name=N
         extractor: callable, (B, 3, H, W) images -> (B, D) features.
         loader: iterable of (images, labels) batches; under torch.distributed each rank's share
             (the sums are all-reduced).
-        num_classes: C. device: where images go (None: as they come).
+        num_classes: C. device: where images go, a tensor or a dict's tensors (None: as they come).
         name: recorded as the statistics' ``extractor`` (None: the extractor's class name).
         progress: a progress bar.
 
@@ -242,7 +251,7 @@ def compute_class_stats(extractor, loader, num_classes: int, device=None, name=N
     acc = ClassStatsAccumulator(num_classes)
     for images, labels in tqdm(loader, desc="class statistics", disable=not progress, leave=False):
         if device is not None:
-            images = images.to(device, non_blocking=True)
+            images = _to_device(images, device)
         acc.update(extractor(images), torch.as_tensor(labels))
     name = name if name is not None else type(extractor).__name__
     return acc.finalize(extractor=name)
