@@ -23,6 +23,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 from adarand import ClassStatsAccumulator
+from adarand.run_config import flatten
 from adarand.stats_cache import load_or_compute_stats, stamp_identity, state_dict_digest
 
 from .box_branch import SingleCategoryMapper, unwrap
@@ -163,13 +164,12 @@ def roi_sampler_identity(cfg):
     if a.STATS_ROIS != "proposals" and not a.REGULARIZE_BACKGROUND:
         return {}
     m = cfg.MODEL
+    matching = ("IOU_THRESHOLDS", "IOU_LABELS", "BATCH_SIZE_PER_IMAGE", "POSITIVE_FRACTION", "PROPOSAL_APPEND_GT",
+                "NUM_CLASSES")
     return {"roi_sampler": {
-        **{f"ROI_HEADS.{k}": _plain(m.ROI_HEADS[k]) for k in (
-            "IOU_THRESHOLDS", "IOU_LABELS", "BATCH_SIZE_PER_IMAGE", "POSITIVE_FRACTION", "PROPOSAL_APPEND_GT",
-            "NUM_CLASSES")},
-        "ROI_BOX_CASCADE_HEAD.IOUS": _plain(m.ROI_BOX_CASCADE_HEAD.IOUS), "PROPOSAL_GENERATOR": m.PROPOSAL_GENERATOR.NAME,
-        **{f"RPN.{k}": _plain(v) for k, v in m.RPN.items()},
-        **{f"ANCHOR_GENERATOR.{k}": _plain(v) for k, v in m.ANCHOR_GENERATOR.items()},
+        **flatten({k: m.ROI_HEADS[k] for k in matching}, "ROI_HEADS."),
+        "ROI_BOX_CASCADE_HEAD.IOUS": list(m.ROI_BOX_CASCADE_HEAD.IOUS), "PROPOSAL_GENERATOR": m.PROPOSAL_GENERATOR.NAME,
+        **flatten(m.RPN, "RPN."), **flatten(m.ANCHOR_GENERATOR, "ANCHOR_GENERATOR."),
     }}
 
 
@@ -185,12 +185,8 @@ def lazy_roi_sampler_identity(cfg):
                                           "num_classes")}
     return {"roi_sampler": {
         "proposal_matcher": OmegaConf.to_yaml(heads.proposal_matcher) if "proposal_matcher" in heads else None,
-        **{k: _plain(v) for k, v in sampling.items()},
+        **sampling,
         "proposal_generator": OmegaConf.to_yaml(cfg.model.proposal_generator)}}
-
-
-def _plain(value):
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def weights_identity(model):
