@@ -323,7 +323,7 @@ def build_classifier(name, num_classes, weights="", checkpoint_format="torchvisi
     if checkpoint_format != "torchvision" and not name.startswith("resnet"):
         raise ValueError(f"checkpoint_format {checkpoint_format!r} is for ResNets, not {name}")
     family, arch = _family(name)
-    if family not in BACKBONES.names():
+    if family is None:
         raise ValueError(f"unknown backbone {name!r}; expected tiny_cnn, one of {TORCHVISION}, "
                          f"timm:<model> or clip:<{'|'.join(CLIP)}>")
     backbone, feat_dim, mean, std, head_init = BACKBONES.get(family)(arch, weights, checkpoint_format)
