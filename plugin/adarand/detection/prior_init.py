@@ -28,7 +28,7 @@ from adarand.stats_cache import load_or_compute_stats, stamp_identity, state_dic
 
 from .box_branch import SingleCategoryMapper, unwrap
 from .mapper import NamedErrorsMapper
-from .roi_heads import box_regularizations
+from .roi_heads import adarand_heads, box_regularizations
 
 STATS_NAME = "adarand_stats.pt"
 
@@ -70,7 +70,7 @@ def _update(accumulators, model, heads, batch, rois):
     images = model.preprocess_image(batch)
     features = model.backbone(images.tensor)
     targets = [x["instances"].to(model.device) for x in batch]
-    needed = rois == "proposals" or any(reg.regularize_background for reg in heads.box_regularizations())
+    needed = heads.statistics_need_proposals(rois)
     proposals = _training_proposals(model, images, features, targets) if needed else None
     for acc, (f, y) in zip(accumulators, heads.statistics_rows(features, proposals, targets, rois)):
         acc.update(f, y)  # rows labelled IGNORE_INDEX are not counted
@@ -79,9 +79,9 @@ def _update(accumulators, model, heads, batch, rois):
 def collect_box_head_stats(model, loader, rois="gt", allow_missing=False, extractor="", meta=None, class_names=()):
     """``ClassStats`` of each regularized box branch's features over ``loader`` (list, stage order)."""
     model = unwrap(model)
-    regs = box_regularizations(model)
-    heads = getattr(model, "roi_heads", None)
-    if not regs or not hasattr(heads, "statistics_rows"):
+    heads = adarand_heads(model)
+    regs = heads.box_regularizations() if heads is not None else []
+    if not regs:
         raise ValueError("the model has no AdaRand ROI heads (set MODEL.ROI_HEADS.NAME: AdaRandROIHeads or "
                          "AdaRandCascadeROIHeads)")
     accumulators = [ClassStatsAccumulator(reg.regularizer.num_classes) for reg in regs]

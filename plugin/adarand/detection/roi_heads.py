@@ -176,6 +176,11 @@ class AdaRandHeadsMixin:
         return losses, [rows] if rows is not None else []
 
     # -- statistics (Eq. 9-10) --------------------------------------------------------------
+    def statistics_need_proposals(self, rois):
+        """Whether :meth:`statistics_rows` with ``rois`` needs the RPN's proposals: ``"proposals"``, or a
+        regularized background (whose rows are the sampled background ROIs)."""
+        return rois == "proposals" or any(reg.regularize_background for reg in self.box_regularizations())
+
     @torch.no_grad()
     def statistics_rows(self, features, proposals, targets, rois="gt"):
         """Box-head features and labels for the prior statistics (Eq. 9-10), per regularization.
@@ -196,7 +201,7 @@ class AdaRandHeadsMixin:
         if rois not in STATS_ROIS:
             raise ValueError(f"MODEL.ADARAND.STATS_ROIS must be one of {STATS_ROIS}; got {rois!r}")
         regs = self.box_regularizations()
-        if rois == "proposals" or any(reg.regularize_background for reg in regs):
+        if self.statistics_need_proposals(rois):
             stages = self._box_stages(features, self.label_and_sample_proposals(proposals, targets), targets)
             sampled = [rows for rows in (_rows(stage, targets) for stage in stages) if rows is not None]
         if rois == "proposals":
