@@ -69,6 +69,36 @@ def test_class_ema_through_public_op_matches_explicit_loop(device):
     torch.testing.assert_close(running, expected, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("local, other_rank", [("finite", "finite"), ("nan", "finite"), ("finite", "inf")])
+def test_distributed_fused_path_equals_the_torch_path_from_one_flag(device, monkeypatch, local, other_rank):
+    """Two ranks simulated (the all-reduce adds the other rank's sums): the all-reduced sums decide, the fused path
+    skips a non-finite batch as the torch path does, and its apply kernel reads one flag, not C x (D + 1)."""
+    import importlib
+
+    import adarand.ops.class_ema_triton as class_ema_triton
+
+    class_ema = importlib.import_module("adarand.ops.class_ema")  # the module: adarand.ops re-exports class_ema_
+    f, y = _batch(30, 4, 41, torch.float32, device)
+    if local == "nan":
+        f[3, 5] = float("nan")
+    other = _class_sums_ref(*_batch(30, 4, 41, torch.float32, device, seed=1), 4)
+    if other_rank == "inf":
+        other[2, 7] = float("inf")
+    monkeypatch.setattr(class_ema, "world_size", lambda: 2)
+    monkeypatch.setattr(class_ema, "all_reduce_sum_", lambda sums: sums.add_(other))
+    flags_read, apply = [], class_ema_triton.ema_apply_triton_
+    monkeypatch.setattr(class_ema_triton, "ema_apply_triton_",
+                        lambda *args: flags_read.append(args[3].numel()) or apply(*args))
+    start = torch.randn(4, 41, generator=torch.Generator().manual_seed(3)).to(device)
+    ours, ref = start.clone(), start.clone()
+    applied = class_ema_(ours, f, y, 0.5, impl="triton")
+    expected = class_ema_(ref, f, y, 0.5, impl="torch")
+    assert bool(applied) == bool(expected) == (local == other_rank == "finite")
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    assert bool(applied) or torch.equal(ours, start)
+    assert flags_read == [1]
+
+
 def test_single_class_filling_the_batch(device):
     from adarand.ops.class_ema_triton import class_sums_triton, ema_apply_triton_
 
@@ -128,6 +158,10 @@ def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
          {"ACC": acc_tl, "BLOCK_R": 32, "BLOCK_D": 128}),
         (module, "_ema_apply_kernel",
          {"mean_ptr": f"*{dtype}", "sums_ptr": f"*{acc}", "flags_ptr": "*i32", "applied_ptr": "*i1", "D": "i32",
+          "NFLAGS": "i32", "alpha_hi": "fp32", "alpha_lo": "fp32", **const, "BLOCK_F": "constexpr"},
+         {"ACC": acc_tl, "BLOCK_D": 128, "BLOCK_F": 1024}),
+        (module, "_ema_apply_kernel",  # one bool flag: under torch.distributed, or none (``applied`` stands in)
+         {"mean_ptr": f"*{dtype}", "sums_ptr": f"*{acc}", "flags_ptr": "*i1", "applied_ptr": "*i1", "D": "i32",
           "NFLAGS": "i32", "alpha_hi": "fp32", "alpha_lo": "fp32", **const, "BLOCK_F": "constexpr"},
          {"ACC": acc_tl, "BLOCK_D": 128, "BLOCK_F": 1024}),
     ])

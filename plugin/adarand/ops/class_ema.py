@@ -158,7 +158,8 @@ def class_ema_(running_mean, features, labels, alpha, impl=None):
         sums_and_counts, flags = _class_sums_op(features, labels, running_mean.shape[0])
         if world_size() > 1:
             all_reduce_sum_(sums_and_counts)
-            flags = ~torch.isfinite(sums_and_counts)  # the all-reduced sums decide, on every rank alike
+            # the all-reduced sums decide, on every rank alike; one flag, so the apply kernel's programs read one value
+            flags = torch.isfinite(sums_and_counts).all().logical_not()
         return _ema_apply_op(running_mean, sums_and_counts, float(alpha), flags)
     sums_and_counts = _class_sums_ref(features, labels, running_mean.shape[0])
     all_reduce_sum_(sums_and_counts)
