@@ -394,8 +394,9 @@ class NamedErrors(Dataset):
             raise (ValueError(message) if isinstance(err, ValueError) else OSError(message)) from err
 
 
-def _inside_root(builder):
-    """``builder(root, split, transform)`` checked to read only inside ``root``, errors naming the set."""
+def _named_errors(builder):
+    """``builder(root, split, transform)`` whose read errors name the set; a set with index files is first
+    checked to list images only inside ``root`` (:func:`check_inside_root`)."""
     def build(name, root, split, transform):
         ds = builder(root, split, transform)
         check_inside_root(ds, name, root)
@@ -416,11 +417,11 @@ def _digits(name, root, split, transform):
 
 
 _REGISTRY = Registry("dataset", {
-    "aircraft": _inside_root(_aircraft), "cub": _inside_root(_CUB), "cars": _inside_root(_cars),
-    "dtd": _inside_root(_dtd), "flowers": _inside_root(_flowers), "pets": _inside_root(_pets),
-    "cifar10": _inside_root(_cifar10), "imagenet": _inside_root(_imagenet), "imagenet-r": _shifted_imagenet,
+    "aircraft": _named_errors(_aircraft), "cub": _named_errors(_CUB), "cars": _named_errors(_cars),
+    "dtd": _named_errors(_dtd), "flowers": _named_errors(_flowers), "pets": _named_errors(_pets),
+    "cifar10": _named_errors(_cifar10), "imagenet": _named_errors(_imagenet), "imagenet-r": _shifted_imagenet,
     "imagenet-sketch": _shifted_imagenet, "imagenet-a": _shifted_imagenet, "imagenet-v2": _imagenet_v2_set,
-    "imagefolder": _inside_root(_imagefolder), "digits": _digits,
+    "imagefolder": _named_errors(_imagefolder), "digits": _digits,
 })
 DATASETS = tuple(_REGISTRY.names())
 
