@@ -54,15 +54,16 @@ def test_fused_update_is_bit_reproducible(device):
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
+@pytest.mark.parametrize("total_steps", [10, None])
 @pytest.mark.parametrize("impl", ["torch", "triton"])
-def test_custom_op_passes_opcheck(device, impl, monkeypatch):
+def test_custom_op_passes_opcheck(device, impl, total_steps, monkeypatch):
     """adarand::prior_step_: schema, fake kernel, functionalization and dispatch checks, on both of its kernels."""
     import adarand.ops.prior_step as prior_step
 
     if impl == "torch" and device.type == "cpu":  # outside the interpreter the op's CPU kernel is the reference
         monkeypatch.setattr(prior_step, "triton_interpreter_on", lambda: False)
     state = _state(5, 7, torch.float32, device)
-    args = (*state, torch.tensor(True, device=device), 1e-2, 0.9, 0.999, 1e-8, "cosine_7_16", 10, True, True)
+    args = (*state, torch.tensor(True, device=device), 1e-2, 0.9, 0.999, 1e-8, "cosine_7_16", total_steps, True, True)
     torch.library.opcheck(torch.ops.adarand.prior_step_.default, args)
 
 

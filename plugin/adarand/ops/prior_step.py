@@ -131,12 +131,13 @@ def _prior_step_ref_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, 
 @torch.library.custom_op("adarand::prior_step_", mutates_args=("mu", "exp_avg", "exp_avg_sq", "num_steps"))
 def _prior_step_op(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                    num_steps: torch.Tensor, applied: Optional[torch.Tensor], lr: float, beta1: float, beta2: float,
-                   eps: float, schedule: str, total_steps: int, use_mean: bool, use_dist: bool) -> torch.Tensor:
-    """The fused prior update as an opaque op (Triton kernels); ``total_steps = 0`` means None."""
+                   eps: float, schedule: str, total_steps: Optional[int], use_mean: bool,
+                   use_dist: bool) -> torch.Tensor:
+    """The fused prior update as an opaque op (Triton kernels)."""
     from .prior_step_triton import prior_step_triton_
 
     return prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps,
-                              schedule, total_steps or None, use_mean, use_dist)
+                              schedule, total_steps, use_mean, use_dist)
 
 
 @_prior_step_op.register_kernel("cpu")
@@ -144,7 +145,7 @@ def _prior_step_cpu(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, l
                     total_steps, use_mean, use_dist):
     """The PyTorch reference on CPU tensors (the Triton kernels only under ``TRITON_INTERPRET=1``)."""
     args = (mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
-            total_steps or None, use_mean, use_dist)
+            total_steps, use_mean, use_dist)
     if HAS_TRITON and triton_interpreter_on():
         from .prior_step_triton import prior_step_triton_
 
@@ -179,5 +180,5 @@ def prior_step_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied=None, 
     args = (mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, float(lr), float(beta1), float(beta2),
             float(eps), schedule)
     if resolve(mu, impl) == "triton":
-        return _prior_step_op(*args, int(total_steps or 0), bool(use_mean), bool(use_dist))
+        return _prior_step_op(*args, None if total_steps is None else int(total_steps), bool(use_mean), bool(use_dist))
     return _prior_step_ref_(*args, total_steps, use_mean, use_dist)

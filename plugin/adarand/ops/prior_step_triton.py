@@ -215,7 +215,7 @@ def prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied
         mu, running_mean, unit, gram_unit, stats, row_loss, exp_avg, exp_avg_sq, num_steps,
         applied if applied is not None else num_steps, num_classes, dim, *_split(NORM_EPS), lr_hi, lr_lo, b1_hi, b1_lo,
         b2_hi, b2_lo, *_split(1.0 - beta1), *_split(beta2), *_split(1.0 - beta2), *_split(float(eps)),
-        int(total_steps or 1), SCHEDULE=SCHEDULE_CODES[schedule] if total_steps else 0,
+        1 if total_steps is None else int(total_steps), SCHEDULE=0 if total_steps is None else SCHEDULE_CODES[schedule],
         HAS_APPLIED=applied is not None, USE_MEAN=bool(use_mean), USE_DIST=use_dist, ACC=acc_tl, BLOCK_D=block_d)
     loss = mu.new_empty(())
     _prior_finish_kernel[(1,)](row_loss, loss, num_steps, num_classes, BLOCK_C=1024)
