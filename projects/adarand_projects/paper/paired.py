@@ -18,10 +18,8 @@ with ``m_i`` and ``b_i`` the metric in % of the method's and the baseline's run 
 
 Runs without a partner are left out and counted; the baseline is never compared with itself.
 """
-import glob
 import json
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -256,27 +254,26 @@ def results_markdown(results, baseline, metric="test_top1", labels=None, ci="t",
 
 # ---- a paper table (tools/reproduce.py) ----------------------------------------------------------------------------
 
-def table_runs(table, root, metric="test_top1"):
-    """{results key: runs}: the finished runs of a table's cells read through the key of each cell's column
-    (``table.metric_of``: the clip-imagenet columns are test sets of one run), grouped by cell id; the cell's
-    pre-training joins the setting."""
+def table_runs(table, finished, metric="test_top1"):
+    """{results key: runs}: the finished runs of a table's cells (``finished``: ``paper_table.read_cells``) read
+    through the key of each cell's column (``table.metric_of``: the clip-imagenet columns are test sets of one
+    run), grouped by cell id; the cell's pre-training joins the setting."""
     runs, read = {}, set()
     for cell in table.cells:
         key = table.metric_of(cell.col, metric)
         runs.setdefault(key, [])
         if (cell.id, key) not in read:  # a cell at several columns of one key is read once
             read.add((cell.id, key))
-            runs[key] += [from_result(read_results(path), path, key, group=cell.id,
-                                      extra=(("pretraining", cell.pretraining),))
-                          for path in sorted(glob.glob(os.path.join(root, cell.id, "seed*", "results.json")))]
+            runs[key] += [from_result(result, path, key, group=cell.id, extra=(("pretraining", cell.pretraining),))
+                          for path, result in finished[cell.id]]
     return runs
 
 
-def table_comparisons(table, root, baseline, metric="test_top1", ci="t", resamples=DEFAULT_RESAMPLES):
+def table_comparisons(table, finished, baseline, metric="test_top1", ci="t", resamples=DEFAULT_RESAMPLES):
     """({(cell id, results key): its Comparison, or "baseline" for the baseline's cells}, the runs left out,
     each once): each key's runs paired apart."""
     shown, left_out = {}, {}
-    for key, runs in table_runs(table, root, metric).items():
+    for key, runs in table_runs(table, finished, metric).items():
         comparisons, missing = compare(runs, baseline, ci, resamples)
         shown.update({(run.group, key): "baseline" for run in runs if run.method == baseline})
         shown.update({(c.group, key): c for c in comparisons})
@@ -284,15 +281,13 @@ def table_comparisons(table, root, baseline, metric="test_top1", ci="t", resampl
     return shown, list(left_out.values())
 
 
-def table_positions(table, root, cells, baseline, metric="test_top1"):
-    """{(row, col): Comparison, or a word}: the comparison of the cell the paper table shows at the position,
-    in the column's results key."""
-    from .paper_table import position_result
-
+def table_positions(table, results, cells, baseline, metric="test_top1"):
+    """{(row, col): Comparison, or a word}: the comparison of the cell the paper table shows at the position
+    (``results``: ``paper_table.position_results``), in the column's results key."""
     positions = {}
     for row in table.rows:
         for col in table.cols:
-            shown = position_result(table, row, col, root, metric)
+            shown = results[row, col]
             if not table.cells_at(row, col):
                 positions[row, col] = table.empty_position
             elif shown is None:
@@ -383,9 +378,11 @@ def report(args, files=None):
         from . import paper_table, reproduce
 
         table = reproduce.get_table(args.table)
-        cells, left_out = table_comparisons(table, args.root, args.paired, args.metric, args.ci, args.resamples)
-        positions = table_positions(table, args.root, cells, args.paired, args.metric)
-        text = (paper_table.render(table, args.root, args.metric) + "\n"
+        finished = paper_table.read_cells(table, args.root)
+        results = paper_table.position_results(table, args.root, args.metric, finished)
+        cells, left_out = table_comparisons(table, finished, args.paired, args.metric, args.ci, args.resamples)
+        positions = table_positions(table, results, cells, args.paired, args.metric)
+        text = (paper_table.render(table, args.root, args.metric, results=results) + "\n"
                 + table_markdown(table, positions, left_out, args.paired, args.metric, args.ci, args.resamples))
         entries = [(col, row, positions[row, col]) for col in table.cols for row in table.rows
                    if isinstance(positions[row, col], Comparison)]  # panel = column, point = row

@@ -37,22 +37,34 @@ class Result:
     cell_id: str
 
 
-def cell_values(root, cell_id, metric="test_top1"):
-    """``100 * results[metric]`` of every finished seed of ``cell_id`` under ``root``."""
+def read_cell(root, cell_id):
+    """[(path, results.json dict)] of every finished seed of ``cell_id`` under ``root``."""
+    return [(path, read_results(path))
+            for path in sorted(glob.glob(os.path.join(root, cell_id, "seed*", "results.json")))]
+
+
+def read_cells(table, root):
+    """{cell id: :func:`read_cell`} of every cell of ``table``, each results.json read once."""
+    return {cell_id: read_cell(root, cell_id) for cell_id in dict.fromkeys(cell.id for cell in table.cells)}
+
+
+def metric_values(finished, metric):
+    """``100 * results[metric]`` of each of ``finished`` (:func:`read_cell`)."""
     values = []
-    for path in sorted(glob.glob(os.path.join(root, cell_id, "seed*", "results.json"))):
-        result = read_results(path)
+    for path, result in finished:
         if result.get(metric) is None:
             raise KeyError(f"{path} has no value for {metric!r}")
         values.append(100.0 * result[metric])
     return values
 
 
-def position_result(table, row, col, root, metric="test_top1"):
-    """The best (highest mean) of the position's cells that have finished runs; None when none has."""
+def position_result(table, row, col, root, metric="test_top1", finished=None):
+    """The best (highest mean) of the position's cells that have finished runs; None when none has.
+    ``finished``: the table's :func:`read_cells` when already read."""
     best = None
     for cell in table.cells_at(row, col):
-        values = cell_values(root, cell.id, table.metric_of(col, metric))
+        values = metric_values(finished[cell.id] if finished is not None else read_cell(root, cell.id),
+                               table.metric_of(col, metric))
         if values:
             result = Result(*mean_std(values), len(values), cell.id)
             if best is None or result.mean > best.mean:
@@ -60,10 +72,19 @@ def position_result(table, row, col, root, metric="test_top1"):
     return best
 
 
-def render(table, root, metric="test_top1", paper=None):
+def position_results(table, root, metric="test_top1", finished=None):
+    """{(row, col): :func:`position_result`} of every position, each results.json read once."""
+    finished = finished if finished is not None else read_cells(table, root)
+    return {(row, col): position_result(table, row, col, root, metric, finished)
+            for row in table.rows for col in table.cols}
+
+
+def render(table, root, metric="test_top1", paper=None, results=None):
     """Markdown: the paper's rows and columns, each column as ours | paper | difference (ours - paper);
-    a study of ours (``table.published`` false) shows our column alone."""
+    a study of ours (``table.published`` false) shows our column alone. ``results``: the
+    :func:`position_results` when already computed."""
     paper = paper if paper is not None else load_paper_results()
+    results = results if results is not None else position_results(table, root, metric)
     published = paper["tables"].get(table.name, {})
     values = published.get("values", {})
     extra = published.get("paper_columns", {})  # published columns that are not accuracies, shown as printed
@@ -75,14 +96,14 @@ def render(table, root, metric="test_top1", paper=None):
     for row in table.rows:
         cells = [row]
         for col in table.cols:
-            ours = position_result(table, row, col, root, metric)
-            theirs = values.get(row, {}).get(col)
-            if not table.cells_at(row, col):
+            ours, theirs = results[row, col], values.get(row, {}).get(col)
+            at = table.cells_at(row, col)
+            if not at:
                 cells.append(table.empty_position)
             elif ours is None:
                 cells.append(MISSING)
             else:
-                several = len(table.cells_at(row, col)) > 1
+                several = len(at) > 1
                 cells.append(f"{ours.mean:.2f} ± {ours.std:.2f} ({ours.n})" + (f" {ours.cell_id}" if several else ""))
             if table.published:
                 cells.append(MISSING if theirs is None else f"{theirs:.2f}")
