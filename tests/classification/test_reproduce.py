@@ -341,7 +341,8 @@ def test_launch_counts_a_run_finished_only_when_its_config_is_the_grids(tmp_path
     """A smoke run (SOLVER.EPOCHS 1) left in the root is not the reproduction: refused, or moved and rerun."""
     launched = []
     monkeypatch.setattr(reproduce, "launch", lambda runs, *a, **k: launched.extend(runs) or {})
-    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": None)
+    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": {r: reproduce.load_run_cfg(r, repo_root)
+                                                                              for r in runs})
     table = reproduce.get_table("5")
     smoke, same, partial = reproduce.build_runs(table, str(tmp_path), seeds=[0],
                                                 cell_ids=["cars_r50_ft", "cars_r50_fnp", "cars_r50_bss"])

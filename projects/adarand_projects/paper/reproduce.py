@@ -394,17 +394,19 @@ def load_run_cfg(run, repo_root="."):
     return load_cfg(os.path.join(repo_root, run.cell.config), list(run.opts))
 
 
-def recorded_differences(run, repo_root="."):
+def recorded_differences(run, repo_root=".", cfg=None):
     """How the run directory's record differs from the run the grid would make: ``{key: [recorded, grid]}``
     from its ``config.yaml`` (keys that leave the results unchanged aside), plus every change made
-    on resume (``config_history.json``); ``None`` when the directory holds no config.yaml."""
+    on resume (``config_history.json``); ``None`` when the directory holds no config.yaml. ``cfg``: the
+    run's :func:`load_run_cfg` when already loaded."""
     from adarand.run_config import CLS_NEUTRAL_KEYS, cfg_as_recorded, config_changes, read_history, \
         read_recorded_config
 
     recorded = read_recorded_config(run.output_dir)
     if recorded is None:
         return None
-    differences = config_changes(recorded, cfg_as_recorded(load_run_cfg(run, repo_root)), ignore=CLS_NEUTRAL_KEYS)
+    cfg = cfg if cfg is not None else load_run_cfg(run, repo_root)
+    differences = config_changes(recorded, cfg_as_recorded(cfg), ignore=CLS_NEUTRAL_KEYS)
     for entry in read_history(run.output_dir):
         for key, (old, new) in entry["changes"].items():
             if key not in CLS_NEUTRAL_KEYS:
@@ -412,15 +414,16 @@ def recorded_differences(run, repo_root="."):
     return differences
 
 
-def differing_runs(runs, repo_root="."):
-    """{run: description} of the runs holding results or a checkpoint made with another config."""
+def differing_runs(status, cfgs):
+    """{run: description} of the runs holding results or a checkpoint made with another config
+    (``status``: {run: run.status()}; ``cfgs``: {run: config}, :func:`check_runs`)."""
     from adarand.run_config import describe
 
     found = {}
-    for run in runs:
-        if run.status() == "new":
+    for run, state in status.items():
+        if state == "new":
             continue
-        differences = recorded_differences(run, repo_root)
+        differences = recorded_differences(run, cfg=cfgs[run])
         if differences is None:
             found[run] = "no config.yaml: what it ran is unknown"
         elif differences:
@@ -430,16 +433,18 @@ def differing_runs(runs, repo_root="."):
 
 def check_runs(runs, repo_root="."):
     """Load every run's config and check that its weights file exists (relative paths from ``repo_root``,
-    where the jobs run), before anything is launched."""
+    where the jobs run), before anything is launched; returns {run: config}."""
     from adarand.classification.backbones import check_weights_file
 
+    cfgs = {}
     for run in runs:
-        cfg = load_run_cfg(run, repo_root)
+        cfg = cfgs[run] = load_run_cfg(run, repo_root)
         try:
             check_weights_file(cfg.MODEL.WEIGHTS, cfg.MODEL.BACKBONE, cfg.MODEL.CHECKPOINT_FORMAT, cwd=repo_root)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"cell {run.cell.id} ({run.cell.config}): {err}; or pass "
                                     f"--weights {run.cell.pretraining}=FILE") from None
+    return cfgs
 
 
 def check_all(runs, repo_root="."):
@@ -505,15 +510,16 @@ def launch(runs, executor, repo_root=".", nproc_per_node=1, max_parallel=1, poll
     return failed
 
 
-def settle_differing_runs(runs, repo_root=".", rerun=False):
-    """Runs recorded with another config than the grid's: listed and refused (False), or, with
-    ``rerun``, moved aside so that they run again (True)."""
+def settle_differing_runs(status, cfgs, rerun=False):
+    """Runs recorded with another config than the grid's (:func:`differing_runs`): listed and refused
+    (False), or, with ``rerun``, moved aside so that they run again (True; their ``status`` becomes new)."""
     from adarand.files import move_aside
 
-    differing = differing_runs(runs, repo_root)
+    differing = differing_runs(status, cfgs)
     for run, why in differing.items():
         if rerun:
             print(f"moved {run.output_dir} to {move_aside(run.output_dir)} ({why}); it runs again", file=sys.stderr)
+            status[run] = "new"
         else:
             print(f"DIFFERS {run.output_dir}: {why}", file=sys.stderr)
     if differing and not rerun:
@@ -578,14 +584,13 @@ def main(argv=None, repo_root=".", description=None):
     seeds = args.seeds if args.seeds is not None else list(table.seeds)
     runs = build_runs(table, root, seeds, args.cells, args.data_dir,
                                 parse_weights(args.weights), args.opts)
-    if args.launch:
-        check_runs(runs, repo_root)
-        if not settle_differing_runs(runs, repo_root, args.rerun_differing):
-            return 1
-    status = [r.status() for r in runs]
+    status = {run: run.status() for run in runs}
+    if args.launch and not settle_differing_runs(status, check_runs(runs, repo_root), args.rerun_differing):
+        return 1
+    states = list(status.values())
     cells = len(runs) // len(seeds)
     counts = (f"table {table.name}: {len(runs)} runs ({cells} cells x {len(seeds)} seeds): "
-               f"{status.count('done')} finished, {status.count('resume')} to resume, {status.count('new')} new")
+               f"{states.count('done')} finished, {states.count('resume')} to resume, {states.count('new')} new")
     if args.dry_run:
         for run in runs:
             print(command_line(run, nproc_per_node=args.gpus))
