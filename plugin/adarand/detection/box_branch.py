@@ -80,21 +80,25 @@ class BoxRegularization(nn.Module):
                 f"normalizer={self.normalizer}")
 
     # -- labels -------------------------------------------------------------------------
-    def roi_labels(self, proposals, targets=None):
+    def roi_labels(self, proposals, targets=None, categories=None):
         """Label of every sampled ROI (IGNORE_INDEX = not regularized), in the order of ``proposals``.
 
         Args:
             proposals: the sampled ROIs per image (``Instances`` with ``gt_classes``).
             targets: the images' ground truth (``Instances`` with ``gt_classes``); needed with
-                ``"image"`` labels only.
+                ``"image"`` labels only, unless ``categories`` is given.
+            categories: :func:`image_categories` of ``targets`` when the caller has them already
+                (the ROI heads compute them once per forward, for every stage).
 
         Returns:
             a LongTensor with one label per ROI.
         """
         if self.labels == "image":
-            if targets is None or len(targets) != len(proposals):
+            if categories is None and targets is not None:
+                categories = image_categories(targets)
+            if categories is None or len(categories) != len(proposals):
                 raise RuntimeError("LABELS 'image': the ROI heads did not pass the images' ground truth")
-            return cat([first.expand(len(p)) for first, p in zip(image_categories(targets), proposals)])
+            return cat([first.expand(len(p)) for first, p in zip(categories, proposals)])
         classes = cat([p.gt_classes for p in proposals])
         limit = self.num_classes + int(self.regularize_background)
         return torch.where(classes < limit, classes, torch.full_like(classes, IGNORE_INDEX))

@@ -31,7 +31,7 @@ from torch import nn
 
 from adarand import build_regularizer_from_config
 
-from .box_branch import BoxRegularization, unwrap
+from .box_branch import BoxRegularization, image_categories, unwrap
 
 CASCADE_STAGES = ("all", "last")
 STATS_ROIS = ("gt", "proposals")
@@ -69,12 +69,9 @@ def _branch(stage):
     return branch if isinstance(branch, BoxRegularization) else None
 
 
-def _rows(stage, targets):
-    """(features, labels) the stage's regularization gets, or None when the stage is not regularized."""
-    branch = _branch(stage)
-    if branch is None:
-        return None
-    return BoxRows(stage.box_features.flatten(1), branch.roi_labels(stage.proposals, targets))
+def _rows(stage, branch, targets, categories):
+    """(features, labels) the stage's regularization ``branch`` gets (``categories``: see ``roi_labels``)."""
+    return BoxRows(stage.box_features.flatten(1), branch.roi_labels(stage.proposals, targets, categories))
 
 
 class AdaRandHeadsMixin:
@@ -152,14 +149,23 @@ class AdaRandHeadsMixin:
                                                       [p.proposal_boxes for p in proposals]))
         return [BoxStage(0, self.box_predictor, proposals, box_features, self.box_predictor(box_features))]
 
-    def _stage_losses(self, stage, targets):
-        """The stage predictor's losses plus ``loss_adarand`` on its box features; and the rows regularized."""
+    def _image_categories(self, targets):
+        """Each image's category (``image_categories``) when the ROIs are labelled by image, else None:
+        computed once per forward for every stage."""
+        if any(reg.labels == "image" for reg in self.box_regularizations()):
+            return image_categories(targets)
+        return None
+
+    def _stage_losses(self, stage, targets, categories=None):
+        """The stage predictor's losses plus ``loss_adarand`` on its box features; and the rows regularized
+        (``categories``: :meth:`_image_categories` of ``targets``, when computed already)."""
         losses = stage.predictor.losses(stage.predictions, stage.proposals)
-        rows = _rows(stage, targets)
-        if rows is None:
+        branch = _branch(stage)
+        if branch is None:
             return losses, None
-        losses["loss_adarand"] = _branch(stage).loss(rows.features, rows.labels, logits=stage.predictions[0],
-                                                     classifier_weight=stage.predictor.cls_score.weight)
+        rows = _rows(stage, branch, targets, categories)
+        losses["loss_adarand"] = branch.loss(rows.features, rows.labels, logits=stage.predictions[0],
+                                             classifier_weight=stage.predictor.cls_score.weight)
         return losses, BoxRows(rows.features.detach(), rows.labels)
 
     def _forward_box(self, features, proposals, targets=None):
@@ -167,7 +173,7 @@ class AdaRandHeadsMixin:
         if not self.training:
             return super()._forward_box(features, proposals)
         (stage,) = self._box_stages(features, proposals, targets)
-        losses, rows = self._stage_losses(stage, targets)
+        losses, rows = self._stage_losses(stage, targets, self._image_categories(targets))
         if self.train_on_pred_boxes:  # the mask head then trains on the predicted boxes (Detectron2's option)
             with torch.no_grad():
                 boxes = self.box_predictor.predict_boxes_for_gt_classes(stage.predictions, proposals)
@@ -203,7 +209,9 @@ class AdaRandHeadsMixin:
         regs = self.box_regularizations()
         if self.statistics_need_proposals(rois):
             stages = self._box_stages(features, self.label_and_sample_proposals(proposals, targets), targets)
-            sampled = [rows for rows in (_rows(stage, targets) for stage in stages) if rows is not None]
+            categories = self._image_categories(targets)
+            sampled = [_rows(stage, branch, targets, categories)
+                       for stage, branch in zip(stages, map(_branch, stages)) if branch is not None]
         if rois == "proposals":
             return sampled
         box_heads = _as_list(self.box_head)
@@ -255,9 +263,10 @@ class AdaRandCascadeROIHeads(AdaRandHeadsMixin, CascadeROIHeads):
             return super()._forward_box(features, proposals)
         losses, rows = {}, []
         storage = get_event_storage()
+        categories = self._image_categories(targets)
         for stage in self._box_stages(features, proposals, targets):
             with storage.name_scope(f"stage{stage.index}"):
-                stage_losses, stage_rows = self._stage_losses(stage, targets)
+                stage_losses, stage_rows = self._stage_losses(stage, targets, categories)
             losses.update({f"{name}_stage{stage.index}": value for name, value in stage_losses.items()})
             if stage_rows is not None:
                 rows.append(stage_rows)
