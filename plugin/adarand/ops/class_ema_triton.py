@@ -14,13 +14,12 @@ class reads that class's rows serially in each of its D/128 programs).
 ``ema_apply_triton_``: ``m_c <- alpha m_c + (1 - alpha) s_c / n_c`` where ``n_c > 0``, and
 nothing anywhere when a flag says a sum is not finite (a skipped batch).
 """
-import struct
-
 import torch
 import triton
 import triton.language as tl
 
 from .common import accumulation_dtype
+from .triton_common import fp32_hi_lo, tl_dtype
 
 BLOCK_R = 32  # rows per step of the class-sums scan
 
@@ -82,10 +81,6 @@ def _ema_apply_kernel(mean_ptr, sums_ptr, flags_ptr, applied_ptr, D, NFLAGS, alp
         tl.store(mean_ptr + c * D + cols, new.to(old.dtype), mask=col_mask)
 
 
-def _tl_dtype(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def _block_d(dim):
     return min(triton.next_power_of_2(dim), 128)
 
@@ -101,7 +96,7 @@ def class_sums_and_flags_triton(features, labels, num_classes):
     grid = (num_classes, triton.cdiv(dim, block_d))
     out = torch.empty(num_classes, dim + 1, dtype=acc, device=features.device)
     flags = torch.empty(grid, dtype=torch.int32, device=features.device)
-    _class_sums_kernel[grid](features.contiguous(), labels.contiguous(), out, flags, batch, dim, ACC=_tl_dtype(acc),
+    _class_sums_kernel[grid](features.contiguous(), labels.contiguous(), out, flags, batch, dim, ACC=tl_dtype(acc),
                              BLOCK_R=BLOCK_R, BLOCK_D=block_d)
     return out, flags
 
@@ -120,16 +115,15 @@ def ema_apply_triton_(running_mean, sums_and_counts, alpha, flags=None, applied=
         raise ValueError(f"sums_and_counts must be {num_classes} x {dim + 1}; got {tuple(sums_and_counts.shape)}")
     target = running_mean if running_mean.is_contiguous() else running_mean.contiguous()
     compute = torch.promote_types(accumulation_dtype(running_mean.dtype), sums_and_counts.dtype)
-    alpha = float(alpha)
-    alpha_hi = struct.unpack("f", struct.pack("f", alpha))[0]  # alpha rounded to fp32, on the host
+    alpha_hi, alpha_lo = fp32_hi_lo(float(alpha))
     block_d = _block_d(dim)
     if applied is None:
         applied = torch.empty((), dtype=torch.bool, device=running_mean.device)
     nflags = 0 if flags is None else flags.numel()
     flags = applied if flags is None else flags.contiguous()  # without flags none is read: never skipped
     _ema_apply_kernel[(num_classes, triton.cdiv(dim, block_d))](
-        target, sums_and_counts.contiguous(), flags, applied, dim, nflags, alpha_hi, alpha - alpha_hi,
-        ACC=_tl_dtype(compute), BLOCK_D=block_d, BLOCK_F=1024)
+        target, sums_and_counts.contiguous(), flags, applied, dim, nflags, alpha_hi, alpha_lo,
+        ACC=tl_dtype(compute), BLOCK_D=block_d, BLOCK_F=1024)
     if target is not running_mean:
         running_mean.copy_(target)
     return running_mean

@@ -11,7 +11,6 @@ float64), so the launches never change from step to step: CUDA-graph capturable,
 No atomics: bit-reproducible run to run.
 """
 import math
-import struct
 
 import torch
 import triton
@@ -19,6 +18,7 @@ import triton.language as tl
 
 from .prior_step import NORM_EPS, SCHEDULE_CODES
 from .common import accumulation_dtype
+from .triton_common import fp32_hi_lo, tl_dtype
 
 
 @triton.jit
@@ -174,16 +174,6 @@ def _prior_finish_kernel(row_loss_ptr, loss_ptr, steps_ptr, C, BLOCK_C: tl.const
     tl.store(steps_ptr, tl.load(steps_ptr) + 1)
 
 
-def _tl_dtype(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _split(value):
-    """``value`` as fp32 ``hi + lo`` (48 bits), the way float arguments reach a kernel."""
-    hi = struct.unpack("f", struct.pack("f", value))[0]
-    return hi, value - hi
-
-
 def prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
                        total_steps, use_mean, use_dist):
     """The fused prior update in place (see ``prior_step.prior_step_``); returns the loss before it."""
@@ -200,21 +190,22 @@ def prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied
     stats = torch.empty(num_classes, 5, dtype=acc, device=mu.device)
     row_loss = torch.empty(num_classes, dtype=acc, device=mu.device)
     block_d = min(triton.next_power_of_2(dim), 512)
-    acc_tl = _tl_dtype(acc)
+    acc_tl = tl_dtype(acc)
     running_mean = running_mean.contiguous()
-    _prior_rows_kernel[(num_classes,)](mu, running_mean, unit, stats, row_loss, num_classes, dim, *_split(NORM_EPS),
+    norm_eps = fp32_hi_lo(NORM_EPS)
+    _prior_rows_kernel[(num_classes,)](mu, running_mean, unit, stats, row_loss, num_classes, dim, *norm_eps,
                                        USE_MEAN=bool(use_mean), USE_DIST=use_dist, ACC=acc_tl, BLOCK_D=block_d)
     gram_unit = unit  # unused without L_dist
     if use_dist:
         gram = unit @ unit.T if num_classes <= dim else unit.T @ unit
         gram_unit = gram @ unit if num_classes <= dim else unit @ gram
-    lr_hi, lr_lo = _split(float(lr))
-    b1_hi, b1_lo = _split(math.log(beta1))
-    b2_hi, b2_lo = _split(math.log(beta2))
+    lr_hi, lr_lo = fp32_hi_lo(float(lr))
+    b1_hi, b1_lo = fp32_hi_lo(math.log(beta1))
+    b2_hi, b2_lo = fp32_hi_lo(math.log(beta2))
     _prior_adam_kernel[(num_classes,)](
         mu, running_mean, unit, gram_unit, stats, row_loss, exp_avg, exp_avg_sq, num_steps,
-        applied if applied is not None else num_steps, num_classes, dim, *_split(NORM_EPS), lr_hi, lr_lo, b1_hi, b1_lo,
-        b2_hi, b2_lo, *_split(1.0 - beta1), *_split(beta2), *_split(1.0 - beta2), *_split(float(eps)),
+        applied if applied is not None else num_steps, num_classes, dim, *norm_eps, lr_hi, lr_lo, b1_hi, b1_lo,
+        b2_hi, b2_lo, *fp32_hi_lo(1.0 - beta1), *fp32_hi_lo(beta2), *fp32_hi_lo(1.0 - beta2), *fp32_hi_lo(float(eps)),
         1 if total_steps is None else int(total_steps), SCHEDULE=0 if total_steps is None else SCHEDULE_CODES[schedule],
         HAS_APPLIED=applied is not None, USE_MEAN=bool(use_mean), USE_DIST=use_dist, ACC=acc_tl, BLOCK_D=block_d)
     loss = mu.new_empty(())

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .common import IGNORE_INDEX as _IGNORE, NOISES, accumulation_dtype
+from .triton_common import tl_dtype
 
 _NOISE_CODE = {"normal": 0, "uniform": 1}
 _MAX_ELEMENTS = 2**31  # Philox counters are int32 element indices
@@ -158,10 +159,6 @@ def _tiles(batch, dim):
     return block_b, block_d, (triton.cdiv(batch, block_b), triton.cdiv(dim, block_d)), warps
 
 
-def _tl_acc(dtype):
-    return tl.float64 if accumulation_dtype(dtype) == torch.float64 else tl.float32
-
-
 def draw_seed(device, generator=None) -> torch.Tensor:
     """A 1-element int64 seed drawn by torch's RNG (``generator``'s device, else ``device``), on ``device``."""
     source = generator.device if generator is not None else device
@@ -192,10 +189,10 @@ def target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes
     if programs:
         _target_loss_fwd_kernel[grid](features, lab, m, s, sd, partials, counts, bads, batch, dim, num_classes,
                                       HAS_LABELS=has_labels, HAS_MU=has_mu, NOISE=_NOISE_CODE[noise],
-                                      ACC=_tl_acc(features.dtype), BLOCK_B=block_b, BLOCK_D=block_d,
+                                      ACC=tl_dtype(acc), BLOCK_B=block_b, BLOCK_D=block_d,
                                       num_warps=warps)
     _target_loss_finish_kernel[(1,)](partials, counts, bads, loss, count, bad, programs, dim,
-                                     ACC=_tl_acc(features.dtype), BLOCK_P=1024)
+                                     ACC=tl_dtype(acc), BLOCK_P=1024)
     return loss, count, bad
 
 
@@ -208,7 +205,7 @@ def target_loss_bwd_triton(grad_out, features, labels, mu, sigma, seed, count, n
         block_b, block_d, grid, warps = _tiles(batch, dim)
         _target_loss_bwd_kernel[grid](features, lab, m, s, sd, grad_out.contiguous(), count, grad_f, batch,
                                       dim, num_classes, HAS_LABELS=has_labels, HAS_MU=has_mu,
-                                      NOISE=_NOISE_CODE[noise], ACC=_tl_acc(features.dtype),
+                                      NOISE=_NOISE_CODE[noise], ACC=tl_dtype(accumulation_dtype(features.dtype)),
                                       BLOCK_B=block_b, BLOCK_D=block_d, num_warps=warps)
     return grad_f
 
