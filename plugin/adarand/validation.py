@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .ops.common import IGNORE_INDEX
+from .ops.common import IGNORE_INDEX, bad_label_mask
 
 LABEL_DTYPES = (torch.int64, torch.int32)
 
@@ -53,7 +53,7 @@ def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int, check_
             "and cannot hold IGNORE_INDEX = -100: convert with labels.long())"
         )
     if batch_size and should_check_values(labels, check_values):
-        bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))
+        bad = bad_label_mask(labels, num_classes)
         if bad.any():
             values = sorted(set(labels[bad].tolist()))
             raise ValueError(f"labels must lie in [0, {num_classes}) or be IGNORE_INDEX ({IGNORE_INDEX}); "

@@ -1,4 +1,4 @@
-"""Package-wide helpers of the ops: the ignored label, the noises, active rows and the accumulation dtype.
+"""Package-wide helpers of the ops: the ignored label, the noises, active rows, bad labels and the accumulation dtype.
 
 Imported by the kernels' modules, the regularizers and the input checks alike, so that no
 op module has to import another to reach them.
@@ -22,6 +22,15 @@ def active_rows(labels: torch.Tensor, num_classes=None) -> torch.Tensor:
     return active if num_classes is None else active & (labels < num_classes)
 
 
+def bad_label_mask(labels: torch.Tensor, num_classes) -> torch.Tensor:
+    """Bool (B,): the labels that are neither in [0, C) nor ``IGNORE_INDEX`` (``num_classes=None``: neither >= 0).
+
+    Args:
+        labels: (B,) integer labels. num_classes: C or None.
+    """
+    return (labels != IGNORE_INDEX) & ~active_rows(labels, num_classes)
+
+
 def count_bad_labels(labels, num_classes) -> torch.Tensor:
     """How many labels are neither in [0, C) nor ``IGNORE_INDEX``: a 0-dim int64 device tensor (0 for no labels).
 
@@ -30,7 +39,7 @@ def count_bad_labels(labels, num_classes) -> torch.Tensor:
     """
     if labels is None:
         return torch.zeros((), dtype=torch.int64)
-    return ((labels != IGNORE_INDEX) & ~active_rows(labels, num_classes)).sum()
+    return bad_label_mask(labels, num_classes).sum()
 
 
 def safe_labels(labels: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
