@@ -20,7 +20,6 @@ aside (:func:`recorded_differences`); ``--launch`` refuses others, or moves them
 ``--rerun-differing``.
 """
 import argparse
-import dataclasses
 import os
 import shlex
 import sys
@@ -131,6 +130,13 @@ class Run:
         return launcher + ["tools/train_cls.py", "--config-file", self.cell.config, *flags, *self.opts]
 
 
+# lines of several tables' ``reconstructed``
+RANDREG_ORDER = ("RandReg rows: which prior each is was lost with the symbols in our text; inferred from the "
+                 "order in which the paper introduces them")
+SSL_RECIPE = ("rows ImageNet SimCLR, ImageNet Barlow Twins and CLIP (RN-50): the official code's AdamW recipe, "
+              "where Sec. 6.1 names Nesterov SGD for ResNet-50")
+
+
 def _cfg(name):
     return f"{CONFIG_DIR}/{name}.yaml"
 
@@ -145,7 +151,8 @@ def _table1():
     methods = ("ft", "fnp", *RANDREG)
     cells = [_cell("cars", t, m, PRETRAININGS[t][0], METHODS[m]) for t in tags for m in methods]
     return Table("1", "Table 1: Cars, ResNet-50 from four pre-trainings, RandReg's priors (top-1 test acc., %)",
-                 tuple(PRETRAININGS[t][0] for t in tags), tuple(METHODS[m] for m in methods), tuple(cells))
+                 tuple(PRETRAININGS[t][0] for t in tags), tuple(METHODS[m] for m in methods), tuple(cells),
+                 reconstructed=(SSL_RECIPE,))
 
 
 def _table2():
@@ -160,7 +167,10 @@ def _table2():
     return Table("2", "Table 2: Cars, pre-trainings x architectures (top-1 test acc., %)",
                  tuple(rows.values()), cols, tuple(cells),
                  "RandReg-Best: the best of the three RandReg priors by mean test accuracy, as the paper's column "
-                 "(its RN-50 values are the row maxima of Table 1).")
+                 "(its RN-50 values are the row maxima of Table 1).",
+                 reconstructed=(SSL_RECIPE.replace("CLIP (RN-50)", "CLIP / RN-50"),
+                                "RandReg-Best: picked by our mean test accuracy among the three priors (the published "
+                                "column is Table 1's row maxima)"))
 
 
 TABLE3_METHODS = ("ft", "fnp", *RANDREG, "randreg-cp", "adarand")
@@ -170,7 +180,7 @@ def _table3():
     rows = ("Fine-tuning", "FNP", "DR-Tune", *(METHODS[m] for m in TABLE3_METHODS[2:]))
     cells = [_cell(d, "r50", m, METHODS[m], label) for d, label in DATASETS.items() for m in TABLE3_METHODS]
     return Table("3", "Table 3: six datasets, ImageNet ResNet-50 (top-1 test acc., %)",
-                 rows, tuple(DATASETS.values()), tuple(cells))
+                 rows, tuple(DATASETS.values()), tuple(cells), reconstructed=(RANDREG_ORDER,))
 
 
 def _table4():
@@ -180,7 +190,9 @@ def _table4():
                  "(top-1 test acc., %)",
                  tuple(METHODS[m] for m in TABLE3_METHODS), tuple(CARS_FRACTIONS.values()), tuple(cells),
                  "Table 4 is missing from our text of the paper: its rows (Table 3's methods), the fractions "
-                 "10/25/50 % and its published numbers are not taken from the paper.")
+                 "10/25/50 % and its published numbers are not taken from the paper.",
+                 reconstructed=("every row, column and cell: Table 4 is lost in our text (Sec. 6.4 names 10 %); its "
+                                "rows are Table 3's methods and the 25 % and 50 % columns our fractions",))
 
 
 TABLE5_ROWS = ("ft", "fnp", "l2sp", "delta", "bss", "Core-tuning", "DR-Tune", "Co-Tuning", "UOT", *RANDREG,
@@ -191,7 +203,10 @@ def _table5():
     col = "Test Accuracy"
     cells = [_cell("cars", "r50", m, METHODS[m], col) for m in TABLE5_ROWS if m in METHODS]
     return Table("5", "Table 5: Cars, ImageNet ResNet-50, baselines and ablations (top-1 test acc., %)",
-                 tuple(METHODS.get(m, m) for m in TABLE5_ROWS), (col,), tuple(cells))
+                 tuple(METHODS.get(m, m) for m in TABLE5_ROWS), (col,), tuple(cells),
+                 reconstructed=(RANDREG_ORDER, "AdaRand w/o rows: which loss each lacks is inferred the same way",
+                                "L2SP, DELTA, BSS: the paper gives no recipe or hyper-parameters; ours run on the "
+                                "AdaRand ResNet-50 recipe, DELTA as DELTA's own code, BSS with TLlib's eta and k"))
 
 
 def _alpha():
@@ -206,7 +221,9 @@ def _alpha():
     return Table("alpha", "Appendix: AdaRand's EMA decay alpha (Eq. 14) on Cars, ImageNet ResNet-50 "
                  "(top-1 test acc., %)",
                  tuple(f"alpha={a:g}" for a in ALPHAS), (col,), tuple(cells),
-                 "The appendix's alpha values and numbers are missing from our text of the paper; the grid is ours.")
+                 "The appendix's alpha values and numbers are missing from our text of the paper; the grid is ours.",
+                 reconstructed=("every row and cell: the appendix's alpha values and numbers are lost in our text; "
+                                "the grid is ours",))
 
 
 DIGITS_METHODS = ("ft", "fnp", "randreg-cp", "adarand")
@@ -232,7 +249,8 @@ def _digits():
                  tuple(METHODS[m] for m in DIGITS_METHODS), cols, tuple(cells),
                  "Every cell is ours: the paper has no digits experiment. Configs as shipped "
                  "(configs/classification/digits_mobilenetv2_*.yaml), every method at its defaults.",
-                 seeds=tuple(range(20)), published=False)
+                 seeds=tuple(range(20)), published=False,
+                 reconstructed=("every cell: our CPU study, not an experiment of the paper",))
 
 
 CLIP_IMAGENET_METHODS = ("ft", "fnp", *RANDREG, "adarand")
@@ -257,7 +275,10 @@ def _clip_imagenet():
     return Table("clip-imagenet", f"Appendix B.1: CLIP (ViT-B/16, ours) fine-tuned on ImageNet for "
                  f"{CLIP_IMAGENET_EPOCHS} epochs (top-1 test acc., %)", rows, tuple(CLIP_IMAGENET_COLS),
                  tuple(cell(m, col) for m in CLIP_IMAGENET_METHODS for col in CLIP_IMAGENET_COLS),
-                 metric_suffixes=tuple((col, f"@{name}") for col, name in CLIP_IMAGENET_COLS.items() if name))
+                 metric_suffixes=tuple((col, f"@{name}") for col, name in CLIP_IMAGENET_COLS.items() if name),
+                 reconstructed=("the backbone (CLIP ViT-B/16) and the recipe beyond 5 epochs (the Cars ViT-B recipe, "
+                                "validation held out of ImageNet's training set): App. B.1 names only CLIP and 5 "
+                                "epochs", RANDREG_ORDER))
 
 
 # Fig. IV (App. A) varies lambda; its values are lost in our text of the paper: this grid is ours.
@@ -279,42 +300,14 @@ def _lambda():
                                   col, ("MODEL.ADARAND.LAMBDA", repr(float(lam)))))
     return Table("lambda", "Appendix A, Fig. IV: the trade-off lambda (Eq. 1) on Cars, ImageNet ResNet-50 "
                  "(top-1 test acc., %)", tuple(METHODS[m] for m in LAMBDA_METHODS),
-                 tuple(f"lambda={lam:g}" for lam in LAMBDAS), tuple(cells))
+                 tuple(f"lambda={lam:g}" for lam in LAMBDAS), tuple(cells),
+                 reconstructed=("every row, column and cell: Fig. IV is a figure whose lambda values are lost in our "
+                                "text; the grid, the rows (the RandReg priors and AdaRand the text compares) and the "
+                                "setting (Cars, ImageNet ResNet-50) are ours; no published number is transcribed",))
 
 
-RANDREG_ORDER = ("RandReg rows: which prior each is was lost with the symbols in our text; inferred from the "
-                 "order in which the paper introduces them")
-SSL_RECIPE = ("rows ImageNet SimCLR, ImageNet Barlow Twins and CLIP (RN-50): the official code's AdamW recipe, "
-              "where Sec. 6.1 names Nesterov SGD for ResNet-50")
-# table name -> the rows, columns and cells that are our reconstruction rather than the paper's
-RECONSTRUCTED = {
-    "1": (SSL_RECIPE,),
-    "2": (SSL_RECIPE.replace("CLIP (RN-50)", "CLIP / RN-50"),
-          "RandReg-Best: picked by our mean test accuracy among the three priors (the published column is "
-          "Table 1's row maxima)"),
-    "3": (RANDREG_ORDER,),
-    "4": ("every row, column and cell: Table 4 is lost in our text (Sec. 6.4 names 10 %); its rows are Table 3's "
-          "methods and the 25 % and 50 % columns our fractions",),
-    "5": (RANDREG_ORDER, "AdaRand w/o rows: which loss each lacks is inferred the same way",
-          "L2SP, DELTA, BSS: the paper gives no recipe or hyper-parameters; ours run on the AdaRand ResNet-50 "
-          "recipe, DELTA as DELTA's own code, BSS with TLlib's eta and k"),
-    "alpha": ("every row and cell: the appendix's alpha values and numbers are lost in our text; the grid is ours",),
-    "digits": ("every cell: our CPU study, not an experiment of the paper",),
-    "clip-imagenet": ("the backbone (CLIP ViT-B/16) and the recipe beyond 5 epochs (the Cars ViT-B recipe, "
-                      "validation held out of ImageNet's training set): App. B.1 names only CLIP and 5 epochs",
-                      RANDREG_ORDER),
-    "lambda": ("every row, column and cell: Fig. IV is a figure whose lambda values are lost in our text; the "
-               "grid, the rows (the RandReg priors and AdaRand the text compares) and the setting (Cars, ImageNet "
-               "ResNet-50) are ours; no published number is transcribed",),
-}
-
-
-def _with_reconstruction(table):
-    return dataclasses.replace(table, reconstructed=RECONSTRUCTED[table.name])
-
-
-TABLES = {t.name: _with_reconstruction(t) for t in (_table1(), _table2(), _table3(), _table4(), _table5(), _alpha(),
-                                                    _digits(), _clip_imagenet(), _lambda())}
+TABLES = {t.name: t for t in (_table1(), _table2(), _table3(), _table4(), _table5(), _alpha(), _digits(),
+                              _clip_imagenet(), _lambda())}
 
 
 def get_table(name):
@@ -531,7 +524,8 @@ def settle_differing_runs(status, cfgs, rerun=False):
 
 def get_args_parser(description=None):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", required=True, choices=list(TABLES), help="a table of the paper (1-5, alpha, lambda, clip-imagenet) or our digits study")
+    parser.add_argument("--table", required=True, choices=list(TABLES),
+                        help="a table of the paper (1-5, alpha, lambda, clip-imagenet) or our digits study")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help=f"training seeds (default: the table's; {list(SEEDS)} for the paper's tables)")
     parser.add_argument("--root", default="output/reproduce", help="runs go to ROOT/<cell id>/seed<k>")

@@ -48,8 +48,9 @@ def main(argv=None, description=__doc__):
     """``tools/summarize.py``: print (and with --out write) the table; returns its text."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", help="run directories, or folders holding them")
-    parser.add_argument("--table", default="", help="a table of tools/reproduce.py --table (1-5, alpha, lambda, clip-imagenet, digits); "
-                        "our reconstructed rows and cells are listed under it")
+    parser.add_argument("--table", default="",
+                        help="a table of tools/reproduce.py --table (1-5, alpha, lambda, clip-imagenet, digits); "
+                             "our reconstructed rows and cells are listed under it")
     parser.add_argument("--root", default="output/reproduce", help="with --table: the runs' root (reproduce.py --root)")
     parser.add_argument("--metric", default="test_top1", help="results.json key (test_top1, test_mean_class_acc, ...)")
     parser.add_argument("--out", default="", help="also write the table to this file")
