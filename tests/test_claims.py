@@ -4,7 +4,7 @@ import os
 import re
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-SCANNED = ("plugin", "configs", "docs", "README.md", "tools")
+SCANNED = ("plugin", "projects", "configs", "docs", "README.md", "tools")
 # Phrases that presented our choices (or another method's code) as the AdaRand paper's.
 OUR_CHOICES_CALLED_THE_PAPERS = (
     "as the AdaRand paper does",            # train + val: the paper does not say
