@@ -4,7 +4,7 @@ AdaRand/RandReg (Eq. 1-3, 8) regress features onto reference vectors drawn from 
 prior; FNP is the same loss with target 0. ``eps`` is standard normal, or uniform on
 [-0.5, 0.5) so that ``mu + sigma * eps`` is U[mu - sigma/2, mu + sigma/2).
 
-Row i is *active* when its label lies in [0, C). Rows labelled :data:`IGNORE_INDEX`
+Row i is *active* when its label lies in [0, C). Rows labelled :data:`adarand.IGNORE_INDEX`
 (as in ``cross_entropy(ignore_index=-100)``) stay in place but contribute nothing: no
 loss, no gradient; ``n`` counts the active rows (on the device, clamped to 1, so an
 all-ignored batch gives 0 without a host sync). Labels outside [0, C) that are not
@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from .backend import HAS_TRITON, resolve, triton_interpreter_on
-from .common import IGNORE_INDEX, NOISES, accumulation_dtype, active_rows, count_bad_labels, safe_labels  # noqa: F401
+from .common import NOISES, accumulation_dtype, active_rows, count_bad_labels, safe_labels
 
 
 def draw_noise(shape, noise: str, device, dtype, generator=None) -> torch.Tensor:
@@ -57,10 +57,15 @@ def _residual(features, labels, mu, sigma, eps, num_classes=None):
     return torch.where(active[:, None], f, torch.zeros((), dtype=acc, device=f.device)), active
 
 
+def _normalised_loss(diff, count):
+    """``sum diff^2 / (max(n, 1) D)`` from the B x D residual and the 0-dim active-row count n (on the device)."""
+    return diff.pow(2).sum() / (count.clamp(min=1) * max(diff.shape[1], 1))
+
+
 def _target_loss_ref(features, labels, mu, sigma, eps, num_classes=None):
     """Reference: the loss ``sum (f - r)^2 / (active rows * D)`` with the noise given explicitly (:func:`_residual`)."""
     diff, active = _residual(features, labels, mu, sigma, eps, num_classes)
-    return diff.pow(2).sum() / (active.sum().clamp(min=1) * max(diff.shape[1], 1))
+    return _normalised_loss(diff, active.sum())
 
 
 # -- the fused kernels as custom ops (Triton on CUDA; on CPU the reference, or the kernels under the interpreter) --
@@ -99,8 +104,7 @@ def _target_loss_fwd_cpu(features, labels, mu, sigma, seed, noise, num_classes):
 
         return target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes)
     diff, count = _reference_residual(features, labels, mu, sigma, seed, noise, num_classes)
-    loss = diff.pow(2).sum() / (count.clamp(min=1) * max(features.shape[1], 1))
-    return loss, count, count_bad_labels(labels, num_classes)
+    return _normalised_loss(diff, count), count, count_bad_labels(labels, num_classes)
 
 
 @_target_loss_fwd_op.register_fake
