@@ -93,10 +93,8 @@ def do_train(args, cfg):
         insert_prior_hook(hook_list, build_prior_hook(a))
     trainer.register_hooks(hook_list)
 
-    resuming = load_weights_and_prior(
-        checkpointer, cfg.train.init_checkpoint, args.resume,
-        lambda: checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume), model,
-        None if a is None else lambda: init_prior(cfg, model))
+    resuming = load_weights_and_prior(checkpointer, cfg.train.init_checkpoint, args.resume,
+                                      None if a is None else lambda: init_prior(cfg, model))
     trainer.train(trainer.iter + 1 if resuming else 0, cfg.train.max_iter)
 
 

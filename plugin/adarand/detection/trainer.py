@@ -64,15 +64,16 @@ def check_weights(path):
                            "Download it elsewhere and pass the local file as MODEL.WEIGHTS.") from e
 
 
-def load_weights_and_prior(checkpointer, weights, resume, load, model, init_prior):
+def load_weights_and_prior(checkpointer, weights, resume, init_prior, load=None):
     """The start of a run, one rule for both trainers: resume from the checkpoint (its prior kept,
     checked) or check and load ``weights``, then initialise the prior (Eq. 9-10).
 
     Args:
         checkpointer: the run's Detectron2 checkpointer. weights: the path or URL of the initial weights.
-        resume: ``--resume`` was given. load: ``() -> None``, the trainer's own resume-or-load call.
-        model: the (unwrapped) model. init_prior: ``() -> None`` that initialises the priors from
+        resume: ``--resume`` was given. init_prior: ``() -> None`` that initialises the priors from
             statistics, or None for a model without AdaRand (weights only).
+        load: ``() -> None``, the trainer's own resume-or-load call (default: the checkpointer's
+            ``resume_or_load(weights, resume=resume)``).
 
     Returns:
         True when the run resumed from a checkpoint.
@@ -84,11 +85,16 @@ def load_weights_and_prior(checkpointer, weights, resume, load, model, init_prio
     resuming = resume and checkpointer.has_checkpoint()
     if not resuming:
         check_weights(weights)
-    load()
-    if init_prior is not None and not resuming:
+    if load is None:
+        checkpointer.resume_or_load(weights, resume=resume)
+    else:
+        load()
+    if init_prior is None:
+        return resuming
+    if resuming:  # statistics are not read on a resume: the checkpoint must hold the prior
+        check_initialised(checkpointer.model, resumed_from=checkpointer.get_checkpoint_file())
+    else:
         init_prior()
-    elif init_prior is not None:  # statistics are not read on a resume: the checkpoint must hold the prior
-        check_initialised(model, resumed_from=checkpointer.get_checkpoint_file())
     return resuming
 
 
@@ -139,5 +145,5 @@ class AdaRandTrainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         """Resume (prior restored from the checkpoint) or load MODEL.WEIGHTS and initialise the prior."""
         load_weights_and_prior(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume,
-                               lambda: super(AdaRandTrainer, self).resume_or_load(resume=resume), self.model,
-                               lambda: init_prior(self.cfg, self.model))
+                               lambda: init_prior(self.cfg, self.model),
+                               load=lambda: super(AdaRandTrainer, self).resume_or_load(resume=resume))
