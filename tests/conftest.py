@@ -13,17 +13,19 @@ import adarand  # noqa: E402
 
 
 # The core prior and regularizer tests run twice: on the default path, and with every op forced onto
-# the Triton kernels (Triton's interpreter runs them on these CPU tensors; marked slow). Tests that
-# compare against torch's own RNG stream ask for ``torch_backend`` and run once.
+# the Triton kernels (Triton's interpreter runs them on these CPU tensors; marked slow, and skipped,
+# so that the gap shows, where the interpreter is off). Tests that compare against torch's own RNG
+# stream ask for ``torch_backend`` and run once.
 CORE_MODULES = ("test_prior", "test_prior_optim", "test_prior_step", "test_regularizers")
+TRITON_RUN = pytest.param("triton", marks=[
+    pytest.mark.slow, pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                         reason="the forced-Triton run of the core tests needs TRITON_INTERPRET=1")])
 
 
 def pytest_generate_tests(metafunc):
     module = metafunc.module.__name__.rpartition(".")[2]
-    if (module in CORE_MODULES and "torch_backend" not in metafunc.fixturenames
-            and os.environ.get("TRITON_INTERPRET") == "1"):
-        metafunc.parametrize("backend_under_test", ["default", pytest.param("triton", marks=pytest.mark.slow)],
-                             indirect=True)
+    if module in CORE_MODULES and "torch_backend" not in metafunc.fixturenames:
+        metafunc.parametrize("backend_under_test", ["default", TRITON_RUN], indirect=True)
 
 
 @pytest.fixture(autouse=True)
