@@ -25,10 +25,13 @@ from typing import Optional
 
 import torch
 
+from ..schedules import SCHEDULES
 from .backend import HAS_TRITON, resolve, triton_interpreter_on
 
 NORM_EPS = 1e-12  # F.normalize's eps
-SCHEDULE_CODES = {"constant": 0, "cosine_7_16": 1, "half_cosine": 2}
+SCHEDULE_CODES = {"constant": 0, "cosine_7_16": 1, "half_cosine": 2}  # the fused kernel's SCHEDULE of each
+if set(SCHEDULE_CODES) != set(SCHEDULES):
+    raise ImportError(f"the device schedules {sorted(SCHEDULE_CODES)} differ from schedules.SCHEDULES {SCHEDULES}")
 
 
 def prior_loss_and_grad(mu, running_mean, use_mean=True, use_dist=True):
@@ -71,7 +74,7 @@ def lr_factor_tensor(schedule, steps, total_steps):
     """The schedule factor at ``steps`` updates taken, as a float64 device tensor (``schedules.lr_factor``).
 
     Args:
-        schedule: a key of :data:`SCHEDULE_CODES`. steps: int64 tensor. total_steps: int >= 1, or None (1).
+        schedule: one of ``schedules.SCHEDULES``. steps: int64 tensor. total_steps: int >= 1, or None (1).
 
     Returns:
         float64 tensor of ``steps``' shape.
@@ -83,7 +86,7 @@ def lr_factor_tensor(schedule, steps, total_steps):
         return torch.cos((math.pi * 7.0 / 16.0) * (t / total_steps).clamp(0.0, 1.0)).clamp_min(0.0)
     if schedule == "half_cosine":
         return 0.5 * (1.0 + torch.cos(math.pi * t.clamp_max(total_steps) / total_steps))
-    raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {tuple(SCHEDULE_CODES)}")
+    raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {SCHEDULES}")
 
 
 def adam_update_(param, grad, exp_avg, exp_avg_sq, num_steps, *, lr, beta1, beta2, eps, schedule, total_steps,
@@ -176,7 +179,7 @@ def prior_step_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied=None, 
         scalar in mu's dtype, ``L_mean + L_dist`` at mu before the update.
     """
     if schedule not in SCHEDULE_CODES:
-        raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {tuple(SCHEDULE_CODES)}")
+        raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {SCHEDULES}")
     args = (mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, float(lr), float(beta1), float(beta2),
             float(eps), schedule)
     if resolve(mu, impl) == "triton":
