@@ -9,8 +9,9 @@ The two kernels are the custom ops ``adarand::target_loss_fwd`` / ``adarand::tar
 (registered in ``target_loss.py`` with their autograd formula), so ``torch.compile`` keeps them
 in its graph. The seed is drawn by torch's RNG on the device (honouring ``generator``) and read by
 the kernels from memory: no host sync, and the launch is CUDA-graph capturable. The
-loss is reduced deterministically: one partial sum per program, then a fixed-order
-``torch.sum`` of the partials (no float atomics).
+loss is reduced deterministically: one partial sum per program, then a one-program
+finishing kernel sums the partials (and the active and bad row counts) in a fixed order
+(no float atomics).
 
 Row i is active when ``0 <= y_i < C`` (see ``target_loss``): inactive rows (IGNORE_INDEX,
 or a label out of range) load no prior row, add nothing and get a zero gradient. The
