@@ -122,7 +122,8 @@ def compute_box_head_stats(cfg, model, loader=None):
         allow_missing=a.ALLOW_MISSING_CLASSES, extractor=f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.WEIGHTS or 'random init'})",
         meta={"datasets": list(cfg.DATASETS.TRAIN)},
         class_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []))
-    return [stamp_identity(st, branch_identity(model, identity, reg))
+    weights = weights_identity(model)
+    return [stamp_identity(st, branch_identity(weights, identity, reg))
             for st, reg in zip(stats, box_regularizations(model))]
 
 
@@ -195,9 +196,10 @@ def weights_identity(model):
     return {"trainer": "detection", "weights_sha256": state_dict_digest(state)}
 
 
-def branch_identity(model, identity, reg):
-    """The identity of one box branch's statistics: the weights, the caller's settings, the branch."""
-    return {**weights_identity(model), **(identity or {}), "branch": reg.name or "box"}
+def branch_identity(weights, identity, reg):
+    """The identity of one box branch's statistics: the ``weights`` (:func:`weights_identity`), the
+    caller's settings, the branch."""
+    return {**weights, **(identity or {}), "branch": reg.name or "box"}
 
 
 def init_prior(cfg, model):
@@ -224,7 +226,8 @@ def init_prior_from(model, path, required, compute, identity=None):
     if not any(reg.regularizer.needs_stats for reg in regs):
         return None
     compute_all = functools.cache(compute)  # one statistics pass gives every branch's, run on the first miss
-    stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(model, identity, reg),
+    weights = weights_identity(model)
+    stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(weights, identity, reg),
                                    lambda i=i: compute_all()[i], explicit=required,
                                    num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
                                    save=comm.is_main_process())
