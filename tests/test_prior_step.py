@@ -28,7 +28,8 @@ def _inputs(case, dtype=torch.float64):
 
 @pytest.mark.parametrize("case", ["random", "c_gt_d", "one_class", "equal_rows", "zero_rows"])
 @pytest.mark.parametrize("use_mean,use_dist", TERMS)
-def test_analytic_gradient_equals_autograd_in_float64(case, use_mean, use_dist):
+def test_analytic_gradient_equals_autograd_in_float64(case, use_mean, use_dist, torch_backend):
+    # torch_backend: pure functions, no dispatch; run once, not again under the [triton] parametrization
     mu, running = _inputs(case)
     leaf = mu.clone().requires_grad_(True)
     expected_loss = ref_prior_loss(leaf, running, use_mean, use_dist)
@@ -45,7 +46,7 @@ def test_analytic_gradient_equals_autograd_in_float64(case, use_mean, use_dist):
 
 @pytest.mark.parametrize("schedule", ["cosine_7_16", "half_cosine", "constant"])
 @pytest.mark.parametrize("total_steps", [None, 1, 7])
-def test_device_schedule_equals_the_host_one(schedule, total_steps):
+def test_device_schedule_equals_the_host_one(schedule, total_steps, torch_backend):  # pure: run once
     steps = torch.arange(12)
     factor = lr_factor_tensor(schedule, steps, total_steps)
     expected = [1.0 if total_steps is None else lr_factor(schedule, int(t), total_steps) for t in steps]
