@@ -98,10 +98,12 @@ def check_predictions_belong(predictions, dicts, where, dataset_name):
     for image_id, records in predictions.items():
         height, width = by_id[image_id]["height"], by_id[image_id]["width"]
         for r in records:
-            size = r.get("segmentation", {}).get("size") if isinstance(r.get("segmentation"), dict) else None
+            mask = r.get("segmentation")
+            size = mask.get("size") if isinstance(mask, dict) else None
+            other_size = size is not None and list(size) != [height, width]
             x, y, w, h = r["bbox"]  # COCO XYWH
-            if (size is not None and list(size) != [height, width]) or x + w > width + 1 or y + h > height + 1:
-                shown = f"a mask of {size[0]} x {size[1]}" if size is not None and list(size) != [height, width] \
+            if other_size or x + w > width + 1 or y + h > height + 1:
+                shown = f"a mask of {size[0]} x {size[1]}" if other_size \
                     else f"a box (x, y, w, h) = {tuple(round(v, 1) for v in r['bbox'])}"
                 raise ValueError(f"{where}: image {image_id!r} has {shown} but is {height} x {width} (height x "
                                  f"width) in {dataset_name}: predictions of another dataset, or of other image "
