@@ -39,6 +39,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported (by adarand); --smoke only
 
 import adarand  # noqa: E402
+from adarand_projects.bench.builders import seeded_adarand  # noqa: E402
 from adarand_projects.bench.timing import round_robin, write_report  # noqa: E402
 from adarand.ops import class_ema_triton, prior_step  # noqa: E402
 from adarand.ops.class_ema import _class_sums_ref, _ema_apply_ref_  # noqa: E402
@@ -102,12 +103,8 @@ def run_kernel_suite():
 
 
 def _adarand(shape, device):
-    batch, num_classes, dim = shape
-    reg = adarand.build_regularizer("adarand", num_classes, dim, total_steps=100, check_values=False).to(device)
-    g = torch.Generator().manual_seed(2)
-    reg.prior.init_from_stats(torch.randn(num_classes, dim, generator=g).to(device),
-                              (torch.rand(num_classes, dim, generator=g) + 0.1).to(device))
-    return reg
+    """AdaRand for the (B, C, D) ``shape`` on ``device``, its prior seeded."""
+    return seeded_adarand(*shape[1:], seed=2, device=device)
 
 
 def _batches(shape, device, count):

@@ -55,6 +55,7 @@ from adarand.classification.steps import FeaturesAndLogits, new_guard, set_train
 from adarand.classification.hooks import PriorStep
 from adarand.classification.trainer import ClassificationTrainer
 
+from adarand_projects.bench.builders import compile_regularizer
 from adarand_projects.bench.timing import describe, load_average, paired_ratio, round_robin, write_report
 
 METHODS = [("ft", "none", ""), ("fnp", "fnp", ""), ("randreg-cp", "randreg-cp", ""), ("adarand", "adarand", ""),
@@ -96,11 +97,7 @@ class Setup(ClassificationTrainer):
                        torch.arange(NUM_CLASSES, device=device).repeat(2))
             self.regularizer.init_from_stats(acc.finalize())
         if compile:
-            for module in self.regularizer.modules():  # host-side value checks would break the graph
-                if hasattr(module, "check_values"):
-                    module.check_values = False
-            self.regularizer.forward = torch.compile(self.regularizer.forward, fullgraph=True)
-            self.regularizer.step = torch.compile(self.regularizer.step, fullgraph=True)
+            self.regularizer.forward, self.regularizer.step = compile_regularizer(self.regularizer)
         self.baseline = build_baseline(self.cfg, model)
         if self.baseline is not None:
             self.baseline.to(device)

@@ -29,6 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from adarand_projects.bench.builders import compile_regularizer
 from adarand_projects.bench.timing import write_report
 
 SHAPES = {"cars-r50": (64, 196, 2048), "imagenet-vitb": (64, 1000, 768)}
@@ -70,10 +71,7 @@ class AdaRandStep:
         self.reg = adarand.build_regularizer("adarand", num_classes=mean.shape[0], feat_dim=mean.shape[1],
                                              check_values=False).to(mean.device)
         self.reg.prior.init_from_stats(mean, std)
-        self.forward, self.step = self.reg, self.reg.step
-        if compile:
-            self.forward = torch.compile(self.reg.forward, fullgraph=True)
-            self.step = torch.compile(self.reg.step, fullgraph=True)
+        self.forward, self.step = compile_regularizer(self.reg) if compile else (self.reg, self.reg.step)
 
     def __call__(self, features, labels):
         self.forward(features, labels).backward()

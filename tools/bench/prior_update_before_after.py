@@ -15,6 +15,7 @@ import time
 import torch
 
 import adarand
+from adarand_projects.bench.builders import seeded_adarand
 from adarand_projects.bench.timing import describe, paired_ratio, round_robin
 
 SHAPES = (("cars-r50", (64, 196, 2048)), ("imagenet-vitb", (64, 1000, 768)))
@@ -44,15 +45,6 @@ def former_step(reg, features, labels, t):
     return loss.detach()
 
 
-def make(shape):
-    """An AdaRand regularizer of shape (B, C, D) with a seeded prior."""
-    _, c, d = shape
-    reg = adarand.build_regularizer("adarand", c, d, total_steps=10000, check_values=False)
-    g = torch.Generator().manual_seed(0)
-    reg.prior.init_from_stats(torch.randn(c, d, generator=g), torch.rand(c, d, generator=g) + 0.1)
-    return reg
-
-
 def cpu_time(fn, *args):
     """Process CPU seconds of one call."""
     start = time.process_time()
@@ -65,7 +57,7 @@ def measure(name, shape, rounds):
     g = torch.Generator().manual_seed(1)
     f = torch.randn(shape[0], shape[2], generator=g)
     y = torch.randint(0, shape[1], (shape[0],), generator=g)
-    old, new, compiled = make(shape), make(shape), make(shape)
+    old, new, compiled = (seeded_adarand(*shape[1:], total_steps=10000) for _ in range(3))
     compiled_step = torch.compile(compiled.step, fullgraph=True)
     compiled_step(f, y)
     steps = {"t": 0}

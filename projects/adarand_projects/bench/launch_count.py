@@ -20,6 +20,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import adarand
 
+from .builders import compile_regularizer, seeded_adarand
+
 NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "detach", "lift_fresh",
              "_local_scalar_dense", "set_", "resize_", "promote_types", "result_type"}
 
@@ -95,8 +97,7 @@ def count(backend, batch, classes, dim):
     AdaRand step (B = ``batch``, C = ``classes``, D = ``dim``) on ``backend`` ("triton" needs
     TRITON_INTERPRET=1 on a CPU); phases: :data:`PHASES` and the whole ``step()``."""
     adarand.set_backend(backend)
-    reg = adarand.build_regularizer("adarand", classes, dim, total_steps=100, check_values=False)
-    reg.prior.init_from_stats(torch.randn(classes, dim), torch.ones(classes, dim))
+    reg = seeded_adarand(classes, dim)
     features = torch.randn(batch, dim, requires_grad=True)
     labels = torch.randint(0, classes, (batch,))
     prior = reg.prior
@@ -136,12 +137,10 @@ def count_compiled(batch, classes, dim):
 
     adarand.set_backend("torch")
     try:
-        reg = adarand.build_regularizer("adarand", classes, dim, total_steps=100, check_values=False)
-        reg.prior.init_from_stats(torch.randn(classes, dim), torch.ones(classes, dim))
+        reg = seeded_adarand(classes, dim)
         features = torch.randn(batch, dim, requires_grad=True)
         labels = torch.randint(0, classes, (batch,))
-        forward = torch.compile(reg.forward, fullgraph=True)
-        step = torch.compile(reg.step, fullgraph=True)
+        forward, step = compile_regularizer(reg)
         result = {}
         for phase, fn in (("loss forward + backward", lambda: forward(features, labels).backward()),
                           ("step", lambda: step(features.detach(), labels))):
