@@ -31,7 +31,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -40,7 +39,7 @@ if not torch.cuda.is_available():
 
 import adarand  # noqa: E402
 from adarand_projects.bench.builders import seeded_adarand  # noqa: E402
-from adarand_projects.bench.timing import round_robin, write_report  # noqa: E402
+from adarand_projects.bench.timing import median_ms, round_robin, timed_call, write_report  # noqa: E402
 from adarand.ops import class_ema_triton, prior_step  # noqa: E402
 from adarand.ops.class_ema import _class_sums_ref, _ema_apply_ref_  # noqa: E402
 from adarand.ops.target_loss import _target_loss_ref  # noqa: E402
@@ -193,26 +192,15 @@ def time_prior_step(device, shape, rounds, smoke):
     compiled = torch.compile(compiled_reg.step, fullgraph=True, **({"backend": "aot_eager"} if smoke else {}))
     compiled(f, y)
     adarand.set_backend(None)
-    steps["compiled"] = lambda: _timed(device, lambda: compiled(f, y))
-    providers = {name: fn for name, fn in steps.items()}
-    times = round_robin(providers, rounds, warmup=2)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
-
-def _timed(device, fn):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    steps["compiled"] = lambda: timed_call(lambda: compiled(f, y), device)[0]
+    times = round_robin(steps, rounds, warmup=2)
+    return {name: median_ms(t) for name, t in times.items()}
 
 
 def prior_step_with(backend, reg, f, y):
     adarand.set_backend(backend)
     try:
-        return _timed(f.device, lambda: reg.step(f, y))
+        return timed_call(lambda: reg.step(f, y), f.device)[0]
     finally:
         adarand.set_backend(None)
 
@@ -224,8 +212,8 @@ def bandwidth(device, shape, rounds):
     state = [torch.randn(num_classes, dim, device=device), torch.randn(num_classes, dim, device=device),
              torch.zeros(num_classes, dim, device=device), torch.zeros(num_classes, dim, device=device),
              torch.zeros((), dtype=torch.int64, device=device)]
-    times = round_robin({"prior": lambda: _timed(device, lambda: prior_step.prior_step_(
-        *state, lr=1e-2, total_steps=100, impl="triton"))}, rounds, warmup=2)["prior"]
+    times = round_robin({"prior": lambda: timed_call(lambda: prior_step.prior_step_(
+        *state, lr=1e-2, total_steps=100, impl="triton"), device)[0]}, rounds, warmup=2)["prior"]
     achieved = bytes_moved / statistics.median(times) / 1e9
     props = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
     clock, width = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
@@ -233,7 +221,8 @@ def bandwidth(device, shape, rounds):
         peak, how = 2 * clock * 1e3 * width / 8 / 1e9, "memory clock x bus width"
     else:
         big = torch.empty(2**26 if device.type == "cuda" else 2**20, device=device)
-        copy = statistics.median(round_robin({"copy": lambda: _timed(device, big.clone)}, 5, warmup=1)["copy"])
+        copies = round_robin({"copy": lambda: timed_call(big.clone, device)[0]}, 5, warmup=1)["copy"]
+        copy = statistics.median(copies)
         peak, how = 2 * big.numel() * 4 / copy / 1e9, "a measured device-to-device copy"
     return achieved / peak, achieved, peak, how
 

@@ -42,7 +42,6 @@ import os
 import platform
 import resource
 import sys
-import time
 
 import torch
 
@@ -56,7 +55,8 @@ from adarand.classification.hooks import PriorStep
 from adarand.classification.trainer import ClassificationTrainer
 
 from adarand_projects.bench.builders import compile_regularizer
-from adarand_projects.bench.timing import describe, load_average, paired_ratio, round_robin, write_report
+from adarand_projects.bench.timing import describe, load_average, median_ms, paired_ratio, round_robin, timed_call, \
+    write_report
 
 METHODS = [("ft", "none", ""), ("fnp", "fnp", ""), ("randreg-cp", "randreg-cp", ""), ("adarand", "adarand", ""),
            ("ptr", "ptr", ""), ("l2sp", "none", "l2sp"), ("delta", "none", "delta"), ("bss", "none", "bss")]
@@ -117,17 +117,6 @@ class Setup(ClassificationTrainer):
         self.after_step()
 
 
-def timed(setup):
-    """(wall seconds, process CPU seconds over all threads) of one step."""
-    if setup.device.type == "cuda":
-        torch.cuda.synchronize()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    setup.step()
-    if setup.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, time.process_time() - cpu_start
-
-
 def time_methods(methods, device, batch, size, rounds, warmup, compile=False):
     """{method: [(wall, CPU) seconds of each timed round]}, round-robin on one shared model (and compiled net)."""
     setups = []
@@ -135,7 +124,7 @@ def time_methods(methods, device, batch, size, rounds, warmup, compile=False):
         first = setups[0] if setups else None
         setups.append(Setup(name, reg, base, device, batch, size, model=first and first.model,
                             net=first and first.net, compile=compile))
-    return round_robin({s.name: (lambda s=s: timed(s)) for s in setups}, rounds, warmup)
+    return round_robin({s.name: (lambda s=s: timed_call(s.step, s.device)) for s in setups}, rounds, warmup)
 
 
 def current_rss_kb():
@@ -234,13 +223,12 @@ def main(argv=None):
                "load_before": load_before,
                "load_after": load_after}
     for method, *_ in methods:
-        wall = sorted(t[0] for t in times[method])[len(times[method]) // 2]
-        cpu = sorted(t[1] for t in times[method])[len(times[method]) // 2]
+        wall, cpu = (median_ms(seconds) for seconds in zip(*times[method]))
         ratio = paired_ratio(ft_times, [t[clock] for t in times[method]], resamples=args.resamples)
         m = memory.get(method)
         mem = f"{m:.0f} | {m / ft_m:.3f}x" if m is not None and ft_m else "not measured | -"
         shown = "1 (reference)" if method == "ft" else describe(ratio)
-        lines.append(f"| {method} | {1e3 * wall:.1f} | {1e3 * cpu:.1f} | {shown} | {mem} |")
+        lines.append(f"| {method} | {wall:.1f} | {cpu:.1f} | {shown} | {mem} |")
         summary[f"{method}_time_ratio"] = round(ratio["ratio"], 4)
         summary[f"{method}_ci"] = [round(ratio["ci_low"], 4), round(ratio["ci_high"], 4)]
         if m is not None and ft_m:

@@ -24,13 +24,12 @@ import platform
 import resource
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 from adarand_projects.bench.builders import compile_regularizer
-from adarand_projects.bench.timing import write_report
+from adarand_projects.bench.timing import timed_call, write_report
 
 SHAPES = {"cars-r50": (64, 196, 2048), "imagenet-vitb": (64, 1000, 768)}
 
@@ -78,11 +77,6 @@ class AdaRandStep:
         self.step(features.detach(), labels)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure(provider, shape, device_name, repeats, queue):
     """Run in a subprocess: time `repeats` steps after warm-up; report times and peak memory."""
     device = torch.device(device_name)
@@ -96,19 +90,17 @@ def measure(provider, shape, device_name, repeats, queue):
         step = LoopPrior(mean, std)
     else:
         step = AdaRandStep(mean, std, "torch" if provider == "compiled" else provider, compile=provider == "compiled")
-    sync(device)
     if device.type == "cuda":
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for i in range(repeats + 2):
-        start = time.perf_counter()
-        step(features, labels)
+        seconds, _ = timed_call(lambda: step(features, labels), device)
         features.grad = None
-        sync(device)
         if i >= 2:  # two warm-up steps
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:

@@ -10,13 +10,12 @@ Results: benchmarks/prior_update.md.
 """
 import json
 import sys
-import time
 
 import torch
 
 import adarand
 from adarand_projects.bench.builders import seeded_adarand
-from adarand_projects.bench.timing import describe, paired_ratio, round_robin
+from adarand_projects.bench.timing import describe, median_ms, paired_ratio, round_robin, timed_call
 
 SHAPES = (("cars-r50", (64, 196, 2048)), ("imagenet-vitb", (64, 1000, 768)))
 
@@ -45,11 +44,9 @@ def former_step(reg, features, labels, t):
     return loss.detach()
 
 
-def cpu_time(fn, *args):
+def cpu_time(fn):
     """Process CPU seconds of one call."""
-    start = time.process_time()
-    fn(*args)
-    return time.process_time() - start
+    return timed_call(fn)[1]
 
 
 def measure(name, shape, rounds):
@@ -59,16 +56,15 @@ def measure(name, shape, rounds):
     y = torch.randint(0, shape[1], (shape[0],), generator=g)
     old, new, compiled = (seeded_adarand(*shape[1:], total_steps=10000) for _ in range(3))
     compiled_step = torch.compile(compiled.step, fullgraph=True)
-    compiled_step(f, y)
     steps = {"t": 0}
 
     def run_old():
         steps["t"] += 1
-        return cpu_time(former_step, old, f, y, steps["t"])
+        return cpu_time(lambda: former_step(old, f, y, steps["t"]))
 
-    times = round_robin({"former": run_old, "new": lambda: cpu_time(new.step, f, y),
-                         "compiled": lambda: cpu_time(compiled_step, f, y)}, rounds, warmup=3)
-    med = {k: 1e3 * sorted(v)[len(v) // 2] for k, v in times.items()}
+    times = round_robin({"former": run_old, "new": lambda: cpu_time(lambda: new.step(f, y)),
+                         "compiled": lambda: cpu_time(lambda: compiled_step(f, y))}, rounds, warmup=3)
+    med = {k: median_ms(v) for k, v in times.items()}
     out = {}
     for k in ("new", "compiled"):
         r = paired_ratio(times["former"], times[k])

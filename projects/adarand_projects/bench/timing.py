@@ -1,9 +1,12 @@
-"""What the benchmarks (tools/bench/bench_*.py) share: round-robin timing, paired bootstrap intervals
-of ratios, the machine's load, and the report (Markdown file, printed table, one JSON line last)."""
+"""What the benchmarks (tools/bench/bench_*.py) share: one call timed, round-robin timing, medians, paired
+bootstrap intervals of ratios, the machine's load, and the report (Markdown file, printed table, one JSON line last)."""
 import json
 import os
 import random
 import statistics
+import time
+
+import torch
 
 from adarand.files import write_text
 
@@ -21,6 +24,24 @@ def write_report(path, report, table, summary):
 def load_average():
     """The 1-, 5- and 15-minute load averages (``os.getloadavg``), rounded."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def timed_call(fn, device=None):
+    """(wall seconds, process CPU seconds) of one call of ``fn``; on a CUDA ``device``, synchronised before
+    and after so that the wall time holds the call's kernels."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def median_ms(seconds):
+    """The median of ``seconds``, in milliseconds."""
+    return 1e3 * statistics.median(seconds)
 
 
 def round_robin(providers, rounds, warmup=0):
