@@ -183,24 +183,22 @@ def check_compile_and_capture(device, shape, smoke):
 def time_prior_step(device, shape, rounds, smoke):
     """{provider: median ms of one reg.step} for triton, torch and compiled (interleaved rounds)."""
     (f, y), = _batches(shape, device, 1)
-    steps = {}
-    for name in ("triton", "torch"):
-        reg = _adarand(shape, device)
-        steps[name] = (lambda reg=reg, name=name: prior_step_with(name, reg, f, y))
-    compiled_reg = _adarand(shape, device)
-    adarand.set_backend("torch")
-    compiled = torch.compile(compiled_reg.step, fullgraph=True, **({"backend": "aot_eager"} if smoke else {}))
-    compiled(f, y)
-    adarand.set_backend(None)
-    steps["compiled"] = lambda: timed_call(lambda: compiled(f, y), device)[0]
-    times = round_robin(steps, rounds, warmup=2)
+    compiled = torch.compile(_adarand(shape, device).step, fullgraph=True,
+                             **({"backend": "aot_eager"} if smoke else {}))
+    # {provider: (backend, step)}; the compiled PyTorch path (compiled on its first warm-up call) runs with the torch
+    # backend forced on every call: with the backend unset dynamo could recompile it onto the Triton kernels
+    providers = {"triton": ("triton", _adarand(shape, device).step), "torch": ("torch", _adarand(shape, device).step),
+                 "compiled": ("torch", compiled)}
+    times = round_robin({name: (lambda backend=backend, step=step: prior_step_with(backend, step, f, y))
+                         for name, (backend, step) in providers.items()}, rounds, warmup=2)
     return {name: median_ms(t) for name, t in times.items()}
 
 
-def prior_step_with(backend, reg, f, y):
+def prior_step_with(backend, step, f, y):
+    """Seconds of one ``step(f, y)`` with every op forced onto ``backend``."""
     adarand.set_backend(backend)
     try:
-        return timed_call(lambda: reg.step(f, y), f.device)[0]
+        return timed_call(lambda: step(f, y), f.device)[0]
     finally:
         adarand.set_backend(None)
 
