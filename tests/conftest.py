@@ -40,6 +40,15 @@ def backend_under_test(request):
         yield backend
 
 
+@pytest.fixture(params=["torch", pytest.param("triton", marks=pytest.mark.skipif(not adarand.ops.HAS_TRITON,
+                                                                               reason="no triton"))])
+def backend(request):
+    """Every op forced onto each backend in turn (the fused kernels under Triton's interpreter on a CPU)."""
+    adarand.set_backend(request.param)
+    yield request.param
+    adarand.set_backend(None)
+
+
 @pytest.fixture
 def torch_backend():
     """Force the PyTorch path: for tests that compare against torch's own RNG stream."""

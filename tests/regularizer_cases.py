@@ -1,5 +1,5 @@
 """Small regularizer cases shared by the tests: C classes, D features, batches of B, every method's name,
-seeded class statistics and a float64 builder."""
+seeded class statistics and float64 builders."""
 import torch
 
 from adarand import ClassStatsAccumulator, build_regularizer
@@ -29,3 +29,19 @@ def build(name, **options):
     if reg.needs_stats:
         reg.init_from_stats(make_stats())
     return reg
+
+
+def enable_ptr(reg):
+    """``reg`` with PtR's term on from the first call (it waits for the epoch CE to fall below its threshold);
+    the other regularizers have no such switch."""
+    if hasattr(reg, "enabled"):
+        reg.enabled.fill_(True)
+    return reg
+
+
+def build_exact(name, **options):
+    """:func:`build` whose runs compare exactly: no noise (a prior's sigma zeroed), PtR's term on."""
+    reg = build(name, **options)
+    if hasattr(reg, "prior"):
+        reg.prior.sigma.zero_()
+    return enable_ptr(reg)

@@ -8,30 +8,15 @@ counted in ``skipped_batches``. Both backends (the fused kernels under Triton's 
 import pytest
 import torch
 
-import adarand
 from adarand import IGNORE_INDEX, build_regularizer
-from regularizer_cases import C, D, make_stats
+from regularizer_cases import C, D, build_exact
 
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not adarand.ops.HAS_TRITON, reason="no triton"))]
 NAMES = ["fnp", "randreg-normal", "randreg-cp", "adarand", "ptr"]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    adarand.set_backend(request.param)
-    yield request.param
-    adarand.set_backend(None)
-
-
 def _reg(name):
-    reg = build_regularizer(name, num_classes=C, feat_dim=D, check_values=False).double()
-    if reg.needs_stats:
-        reg.init_from_stats(make_stats())
-    if hasattr(reg, "prior"):
-        reg.prior.sigma.zero_()  # no noise: runs compare exactly
-    if name == "ptr":
-        reg.enabled.fill_(True)
-    return reg
+    """``name`` with value checks off (the CUDA default), float64, without noise, PtR's term on."""
+    return build_exact(name, check_values=False)
 
 
 def _run(reg, features, labels, head):

@@ -15,16 +15,7 @@ import torch
 import adarand
 from adarand import IGNORE_INDEX
 from sync_audit import SyncAudit, values_unchecked
-from regularizer_cases import NAMES, C, D, make_stats
-
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not adarand.ops.HAS_TRITON, reason="no triton"))]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    adarand.set_backend(request.param)
-    yield request.param
-    adarand.set_backend(None)
+from regularizer_cases import NAMES, C, D, enable_ptr, make_stats
 
 
 def _regularizer(name, feat_dim=D):
@@ -32,9 +23,7 @@ def _regularizer(name, feat_dim=D):
     reg = values_unchecked(adarand.build_regularizer(name, C, feat_dim, **options))
     if reg.needs_stats and feat_dim == D:
         reg.init_from_stats(make_stats())
-    if name == "ptr":
-        reg.enabled.fill_(True)
-    return reg
+    return enable_ptr(reg)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -28,7 +28,7 @@ import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
-from adarand_projects.bench.launch_count import PHASES, count, count_compiled  # noqa: E402
+from adarand_projects.bench.launch_count import PHASES, count, count_compiled, training_step_total  # noqa: E402
 
 
 def main(argv=None):
@@ -51,8 +51,7 @@ def main(argv=None):
             print(f"{path} / {phase}: kernels {counts['kernels']}; ops {counts['ops']}", file=sys.stderr)
     summary = {path: {phase: {"triton": c["triton"], "aten": c["aten"]} for phase, c in phases.items()}
                for path, phases in result.items()}
-    training = {path: sum(summary[path][p]["triton"] + summary[path][p]["aten"]
-                          for p in ("loss forward", "loss backward", "whole step()")) for path in summary}
+    training = {path: training_step_total(phases) for path, phases in result.items()}
     print(f"| training step (loss forward + backward + step()), launches and ops in all | {training['fused']} | "
           f"| {training['eager']} |")
     if not args.no_compile:

@@ -122,6 +122,12 @@ def count(backend, batch, classes, dim):
     return phases
 
 
+def training_step_total(phases):
+    """Triton launches and aten ops of one training step in all (loss forward + backward + ``step()``), from
+    :func:`count`'s phases."""
+    return sum(phases[p]["triton"] + phases[p]["aten"] for p in ("loss forward", "loss backward", "whole step()"))
+
+
 def generated_kernels(code):
     """``(kernels, externs)``: the kernels a piece of inductor output code launches, and its extern calls."""
     body = code[code.index("def call("):] if "def call(" in code else code
