@@ -2,10 +2,12 @@
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 import adarand
+from adarand.seeding import DATA_ORDER, stream_seed
 
 from . import backbones, baselines, datasets, transforms
 
@@ -36,6 +38,25 @@ class ShardSampler(Sampler):
 
     def __len__(self):
         return len(range(self.rank, self.length, self.world))
+
+
+class EpochShuffleSampler(DistributedSampler):
+    """``DistributedSampler`` whose epoch order is a permutation seeded by ``stream_seed(DATA_ORDER, seed, epoch)``.
+
+    ``DistributedSampler`` seeds with ``seed + epoch``, so (seed k, epoch e) repeats the order of
+    (seed k + 1, epoch e - 1). Here every (seed, epoch) has its own stream (PCG64), every rank
+    computes the same permutation, then takes its share as ``DistributedSampler`` does (padded by
+    repeating the start). The order depends on (seed, epoch) only, so a resumed run continues it.
+    """
+
+    def __iter__(self):
+        rng = np.random.default_rng(stream_seed(DATA_ORDER, self.seed, self.epoch))
+        indices = rng.permutation(len(self.dataset)).tolist()
+        if self.drop_last:
+            indices = indices[:self.total_size]
+        else:
+            indices += (indices * (self.total_size // max(len(indices), 1) + 1))[:self.total_size - len(indices)]
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
 
 
 @dataclass
@@ -104,12 +125,12 @@ def normalization(cfg, model):
 
 
 def train_loader(cfg, dataset, rank, world, generator):
-    """Shuffled, DistributedSampler-split; the order is seeded with the training ``SEED`` (call
-    ``sampler.set_epoch``), so training seeds differ in data order too. DATASET.SEED fixes only the
-    subset and the split."""
+    """Shuffled, split over ranks (:class:`EpochShuffleSampler`, call ``sampler.set_epoch``): the order
+    of each epoch is its own stream of the training ``SEED``, so training seeds differ in data order and no
+    (seed, epoch) repeats another's. DATASET.SEED fixes only the subset and the split."""
     if cfg.SOLVER.BATCH_SIZE % world:
         raise ValueError(f"SOLVER.BATCH_SIZE = {cfg.SOLVER.BATCH_SIZE} is not divisible by {world} processes")
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.SEED)
+    sampler = EpochShuffleSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.SEED)
     return DataLoader(dataset, batch_size=cfg.SOLVER.BATCH_SIZE // world, sampler=sampler,
                       num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=torch.cuda.is_available(),
                       generator=generator, persistent_workers=False, drop_last=cfg.DATALOADER.DROP_LAST)
