@@ -13,12 +13,37 @@ returns nothing, so the model's outputs are untouched. A training step then read
 which is, call for call, the explicit path ``reg.regularizer(features, labels, ...)`` /
 ``reg.regularizer.step(features.detach(), labels)`` of :func:`adarand.build_regularizer`.
 """
+import contextlib
+import random
+
 import torch
 from torch import nn
 
 from .config import select_options
+from .distributed import rank
+from .seeding import NOISE, seeded_generator, stream_seed
 from .regularizers import build_regularizer, regularizer_options
 from .stats import compute_class_stats
+
+
+@contextlib.contextmanager
+def _untouched_random_streams(loader):
+    """Run the block without advancing the training's random streams: torch's global RNGs (CPU, current
+    CUDA device), Python's ``random`` and the loader's (or its sampler's) generator are put back after it,
+    so a statistics pass over the training loader leaves the batch order and augmentation of training as
+    they would be without it."""
+    generators = {id(g): g for g in (getattr(loader, "generator", None),
+                                     getattr(getattr(loader, "sampler", None), "generator", None)) if g is not None}
+    saved = [(g, g.get_state()) for g in generators.values()]
+    python_state = random.getstate()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        for generator, state in saved:
+            generator.set_state(state)
 
 
 def _find_head(model, head):
@@ -56,16 +81,21 @@ class AttachedRegularizer(nn.Module):
     :meth:`step` updates on every queued pair at once (one step after several micro-batches of
     gradient accumulation updates on their concatenation, i.e. on the whole batch).
 
+    The regularizer's noise is drawn from its own generator (created at the first :meth:`loss` on the features'
+    device, seeded with ``stream_seed(NOISE, seed, rank)``; its seed and state are checkpointed as ``noise_seed`` / ``noise_state``),
+    so fine-tuning with and without the regularizer sees the same dropout, augmentation and batch order.
+
     Args:
         model: the network (not registered as a submodule).
         head_name: the head's dotted name in ``model``. head: the ``nn.Linear`` itself.
         regularizer: an :class:`adarand.Regularizer` of ``head.in_features`` features.
+        seed: the noise stream's seed (default ``torch.initial_seed()``, i.e. the run's ``torch.manual_seed``).
 
     Shape:
         - features (the head's input): (B, D), D = ``head.in_features``; labels: (B,) int64 in [0, C)
     """
 
-    def __init__(self, model, head_name, head, regularizer):
+    def __init__(self, model, head_name, head, regularizer, seed=None):
         super().__init__()
         object.__setattr__(self, "model", model)  # a plain reference: not in state_dict, not moved by .to()
         object.__setattr__(self, "head", head)
@@ -78,12 +108,37 @@ class AttachedRegularizer(nn.Module):
         self._dropped = "no forward has run through the head since attach() or the last step()"
         self._queue = []
         self._stats_features = None
+        self.seed = torch.initial_seed() if seed is None else int(seed)
+        self._noise_state = None  # a loaded generator state, applied when the generator is made
         self._handle = head.register_forward_hook(self._capture)
 
     def extra_repr(self):
         return f"head={self.head_name!r}, attached={self._handle is not None}"
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        generator = self.regularizer.noise_generator
+        destination[prefix + "noise_seed"] = torch.tensor(self.seed, dtype=torch.int64)
+        state = generator.get_state() if generator is not None else self._noise_state
+        if state is not None:
+            destination[prefix + "noise_state"] = state
+
+    def _noise_generator(self, device):
+        """The noise generator on ``device``: made (seeded, or from a loaded state) when missing or elsewhere."""
+        generator = self.regularizer.noise_generator
+        if generator is None or generator.device.type != device.type:
+            generator = seeded_generator(stream_seed(NOISE, self.seed, rank()), device)
+            if self._noise_state is not None and generator.get_state().shape == self._noise_state.shape:
+                generator.set_state(self._noise_state)
+            self._noise_state = None
+            self.regularizer.noise_generator = generator
+        return generator
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "noise_seed" in state_dict:  # absent from checkpoints written before the noise had its stream
+            self.seed = int(state_dict.pop(prefix + "noise_seed"))
+            self._noise_state = state_dict.pop(prefix + "noise_state", None)
+            self.regularizer.noise_generator = None  # made again, from the loaded state, at the next loss()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if prefix + "initialized" in state_dict:
             self.is_initialized = bool(state_dict[prefix + "initialized"])
@@ -130,9 +185,10 @@ class AttachedRegularizer(nn.Module):
         self.model.eval()
         self._stats_features = []
         try:
-            stats = compute_class_stats(self._features_of, batches, self.regularizer.num_classes,
-                                        device=self.head.weight.device, name=type(self.model).__name__,
-                                        progress=progress)
+            with _untouched_random_streams(loader):
+                stats = compute_class_stats(self._features_of, batches, self.regularizer.num_classes,
+                                            device=self.head.weight.device, name=type(self.model).__name__,
+                                            progress=progress)
         finally:
             self._stats_features = None
             for module, training in modes:
@@ -189,6 +245,7 @@ class AttachedRegularizer(nn.Module):
         if features.dim() != 2 or labels.shape[:1] != features.shape[:1]:
             raise ValueError(f"loss: the head {self.head_name!r} saw features of shape {tuple(features.shape)}; "
                              f"expected (B, D) for labels of shape {tuple(labels.shape)}")
+        self._noise_generator(features.device)
         value = self.regularizer(features, labels, logits=self._logits, classifier_weight=self.head.weight)
         self._queue.append((features.detach(), labels))
         return value
@@ -250,7 +307,7 @@ def with_total_steps(method, options, total_steps):
     return {**{name: value() for name, value in defaults.items() if name not in options}, **options}
 
 
-def attach(model, head, method="adarand", num_classes=None, **options):
+def attach(model, head, method="adarand", num_classes=None, seed=None, **options):
     """AdaRand (or any of :func:`adarand.available_regularizers`) on ``model`` as it is.
 
     The regularizer is :func:`adarand.build_regularizer` ``(method, num_classes, head.in_features,
@@ -266,6 +323,7 @@ def attach(model, head, method="adarand", num_classes=None, **options):
             (``"fc"``, ``"classifier.1"``, ``"head"``; timm: ``model.get_classifier()``).
         method: a regularizer name, default ``"adarand"``.
         num_classes: C; default ``head.out_features``.
+        seed: seed of the regularizer's own noise stream (per rank); default ``torch.initial_seed()``.
         **options: the method's options (``lam``, ``alpha``, ``prior_lr``, ``total_steps``, ...; see
             :func:`adarand.regularizer_options`).
 
@@ -285,4 +343,4 @@ def attach(model, head, method="adarand", num_classes=None, **options):
     num_classes = module.out_features if num_classes is None else num_classes
     regularizer = build_regularizer(method, num_classes, module.in_features, **options)
     regularizer.to(module.weight.device)
-    return AttachedRegularizer(model, name, module, regularizer)
+    return AttachedRegularizer(model, name, module, regularizer, seed)

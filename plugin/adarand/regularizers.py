@@ -61,6 +61,9 @@ class Regularizer(nn.Module):
             raise ValueError(f"num_classes and feat_dim must be positive; got {num_classes}, {feat_dim}")
         lam = check_hyperparameter("lam", lam)
         self.num_classes, self.feat_dim, self.lam, self.check_values = num_classes, feat_dim, lam, check_values
+        # the torch.Generator the noise is drawn from (None: torch's global RNG); the trainers and attach() give
+        # one seeded from the run, so the method's draws never shift the data pipeline's random streams
+        self.noise_generator = None
         # label values outside [0, C) other than IGNORE_INDEX, masked since the last check (not checkpointed:
         # a run that saw one stops at its next read-back)
         self.register_buffer("bad_labels", torch.zeros((), dtype=torch.int64), persistent=False)
@@ -95,6 +98,13 @@ class Regularizer(nn.Module):
             the 0-dim int64 ``bad_labels`` buffer, or None.
         """
         return None if should_check_values(labels, self.check_values) else self.bad_labels
+
+    def noise_source(self):
+        """The generator of this call's noise: ``noise_generator``, or None (torch's global RNG) when none is set
+        or inside ``torch.compile`` (dynamo traces no ``torch.Generator``)."""
+        if self.noise_generator is None or torch.compiler.is_compiling():
+            return None
+        return self.noise_generator
 
     def device_counters(self):
         """The error and skip counters, as device tensors (nothing read back)."""
@@ -256,8 +266,8 @@ class RandomTargetRegression(Regularizer):
             scalar (float32, float64 for float64 features).
         """
         self.check_inputs(features, labels, count=False)  # the loss counts the bad labels
-        return self.lam * self.prior.regression_loss(features, labels, bad_labels=self.bad_label_counter(labels),
-                                                     checked=True)
+        return self.lam * self.prior.regression_loss(features, labels, generator=self.noise_source(),
+                                                     bad_labels=self.bad_label_counter(labels), checked=True)
 
 
 class AdaRand(RandomTargetRegression):
@@ -395,7 +405,7 @@ class PtR(Regularizer):
         count = active.sum()
         y = ops.safe_labels(labels, active).long()  # int32 labels are accepted; cross_entropy indexes with int64
         kept = torch.where(active[:, None], features, torch.zeros((), dtype=features.dtype, device=features.device))
-        per_sample, grad = self.regression_terms(kept, self.prior.sample(labels))
+        per_sample, grad = self.regression_terms(kept, self.prior.sample(labels, self.noise_source()))
 
         def active_mean(values):  # mean over the active rows; inactive values (even NaN) are dropped
             return torch.where(active, values, torch.zeros_like(values)).sum() / count.clamp(min=1)

@@ -63,7 +63,7 @@ def test_payload_in_eval_weights_is_refused(data_root, tmp_path):
 
 def test_checkpoint_rng_states_load_with_weights_only(finished_run):
     ckpt = torch.load(finished_run / "last.pth", weights_only=True)  # raises if anything needs unpickling code
-    assert set(ckpt["rng"][0]) == {"python", "numpy", "torch", "cuda", "loader"}
+    assert set(ckpt["rng"][0]) == {"python", "numpy", "torch", "cuda", "loader", "noise"}
 
 
 # ------------------------------------------------------------------ 2. divergence stops the run

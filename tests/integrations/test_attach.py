@@ -2,6 +2,7 @@
 with the model's outputs untouched; its refusals; gradient accumulation, no_grad evaluation,
 checkpoints, torch.compile and two DDP ranks."""
 import copy
+import itertools
 import os
 
 import pytest
@@ -10,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import adarand
+from adarand.seeding import NOISE, seeded_generator, stream_seed
 from gloo_ranks import run_on_ranks  # noqa: E402  (tests/ is on sys.path under pytest)
 from sync_audit import SyncAudit, values_unchecked  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -69,10 +71,11 @@ def test_loss_gradients_and_prior_equal_the_explicit_path_step_by_step():
     torch.manual_seed(0)
     model = Net()
     twin = copy.deepcopy(model)
-    reg = adarand.attach(model, "classifier.1", total_steps=6, lam=0.7)
+    reg = adarand.attach(model, "classifier.1", total_steps=6, lam=0.7, seed=5)
     reg.init_from_data(batches())
     mu0 = reg.regularizer.prior.mu.clone()
     ref = explicit_path(twin, batches(), total_steps=6, lam=0.7)
+    ref.noise_generator = seeded_generator(stream_seed(NOISE, 5, 0))  # attach's own noise stream (rank 0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ref_opt = torch.optim.SGD(twin.parameters(), lr=0.1)
     for step, (x, y) in enumerate(batches(48, 8, seed=1)):
@@ -203,7 +206,8 @@ def test_state_dict_checkpoints_the_prior_and_nothing_of_the_model(tmp_path):
     model(x)
     reg.loss(y)
     reg.step()
-    assert all(key.startswith("regularizer.") or key == "initialized" for key in reg.state_dict())
+    assert all(key.startswith("regularizer.") or key in ("initialized", "noise_seed", "noise_state")
+               for key in reg.state_dict())
     torch.save(reg.state_dict(), tmp_path / "adarand.pt")
     fresh = adarand.attach(copy.deepcopy(model), "classifier.1", total_steps=5)
     assert not bool(fresh.initialized) and not fresh.is_initialized
@@ -357,3 +361,59 @@ def test_import_adarand_and_its_integrations_package_import_no_framework():
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(adarand.__file__))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _user_loop(method, steps=6, seed=0):
+    """A user's loop over a shuffled loader with dropout: the batches and dropout masks it saw, per step."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(IN, D), nn.Dropout(0.5), nn.Linear(D, C))
+    x, y = make_data(48)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    reg = None
+    if method != "ft":
+        reg = adarand.attach(model, "2", method=method, **({"total_steps": steps} if method == "adarand" else {}))
+        reg.init_from_data(loader)  # a statistics pass over the training loader itself
+    seen = []
+    for images, labels in itertools.islice(loader, steps):
+        hidden = model[1](model[0](images))
+        seen.append((labels.clone(), hidden.detach().clone()))
+        loss = F.cross_entropy(model[2](hidden), labels)
+        if reg is not None:
+            loss = loss + reg.loss(labels)
+        loss.backward()
+        if reg is not None:
+            reg.step()
+    return seen
+
+
+@pytest.mark.parametrize("method", ["adarand", "ptr", "randreg-normal"])
+def test_a_users_loop_sees_the_same_batches_and_dropout_with_and_without_the_regularizer(method):
+    """init_from_data leaves the loader's generator and the global RNG as they were, and the noise has its
+    own stream: the order and dropout masks equal plain fine-tuning's at every step."""
+    ft, regularized = _user_loop("ft"), _user_loop(method)
+    for step, ((labels, hidden), (ft_labels, ft_hidden)) in enumerate(zip(regularized, ft)):
+        assert torch.equal(labels, ft_labels) and torch.equal(hidden, ft_hidden), step
+
+
+def test_the_noise_stream_is_seeded_per_rank_and_restored_from_a_checkpoint():
+    torch.manual_seed(0)
+    model = Net()
+    twin, other = copy.deepcopy(model), copy.deepcopy(model)
+    a = adarand.attach(model, "classifier.1", total_steps=5, seed=11)
+    a.init_from_data(batches())
+    x, y = make_data()
+    model(x)
+    a.loss(y)
+    a.step()
+    state = a.state_dict()
+    assert int(state["noise_seed"]) == 11
+    b = adarand.attach(twin, "classifier.1", total_steps=5, seed=99)
+    b.load_state_dict(state)
+    model(x)
+    twin(x)
+    assert torch.equal(a.loss(y), b.loss(y))  # the same next draw, whatever the global RNG did
+    legacy = {k: v for k, v in state.items() if not k.startswith("noise_")}  # a checkpoint from before
+    c = adarand.attach(other, "classifier.1", total_steps=5, seed=7)
+    c.load_state_dict(legacy)
+    assert c.seed == 7

@@ -24,8 +24,8 @@ def _set_numpy_state(state: dict) -> None:
     np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
 
 
-def rng_state(loader_generator=None) -> dict:
-    """Python, NumPy, torch (CPU and every CUDA device) and DataLoader generator states."""
+def rng_state(loader_generator=None, noise_generator=None) -> dict:
+    """Python, NumPy, torch (CPU and every CUDA device), DataLoader and regularizer-noise generator states."""
     version, internal, gauss_next = random.getstate()
     state = {
         "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
@@ -35,11 +35,14 @@ def rng_state(loader_generator=None) -> dict:
     }
     if loader_generator is not None:
         state["loader"] = loader_generator.get_state()
+    if noise_generator is not None:
+        state["noise"] = noise_generator.get_state()
     return state
 
 
-def set_rng_state(state: dict, loader_generator=None) -> None:
-    """Inverse of :func:`rng_state`."""
+def set_rng_state(state: dict, loader_generator=None, noise_generator=None) -> None:
+    """Inverse of :func:`rng_state` (a checkpoint from before the noise had its own generator keeps the
+    generator's fresh seed)."""
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     _set_numpy_state(state["numpy"])
@@ -48,6 +51,8 @@ def set_rng_state(state: dict, loader_generator=None) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"])
+    if noise_generator is not None and "noise" in state:
+        noise_generator.set_state(state["noise"])
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 import adarand
 from adarand.distributed import gather_objects, init_from_env, rank, world_size
 from adarand.files import save_torch, write_json
+from adarand.seeding import AUGMENTATION, LOADER, NOISE, stream_seed
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build, hooks, solver
@@ -99,6 +100,8 @@ class ClassificationTrainer:
         self.max_iter = cfg.SOLVER.EPOCHS * len(self.train_loader)
         self.regularizer = self.build_regularizer(cfg, self.data.num_classes, self.model.feat_dim,
                                                   self.max_iter).to(self.device)
+        # the regularizer's noise has its own stream, so the data pipeline draws the same numbers whatever the method
+        self.noise_generator = self.regularizer.noise_generator = torch.Generator(device=self.device)
         self.baseline = self.build_baseline(cfg, self.model)  # L2-SP / DELTA copy the starting weights here
         if self.baseline is not None:
             self.baseline.to(self.device)
@@ -172,18 +175,24 @@ class ClassificationTrainer:
             self.regularizer.init_from_stats(class_stats(cfg, self.model, self.data, self.device, self.progress))
         if self.baseline is not None and self.baseline.needs_data:
             self.baseline.init_from_data(*build.baseline_data(cfg, self.data))
+        self.seed_streams()
         last = os.path.join(cfg.OUTPUT_DIR, "last.pth")
         if resume and os.path.isfile(last):
             self.load_checkpoint_state(load_checkpoint(last))  # CPU: RNG states must stay CPU tensors
-        else:
-            seed_all(cfg.SEED + self.rank)  # each rank draws its own noise and augmentation
-            self.generator.manual_seed(cfg.SEED + self.rank)
+
+    def seed_streams(self):
+        """Each rank's augmentation (the global RNGs), loader workers and regularizer noise: one
+        :func:`adarand.seeding.stream_seed` each of (SEED, rank), so no seed or rank repeats another's."""
+        key = (self.cfg.SEED, self.rank)
+        seed_all(stream_seed(AUGMENTATION, *key))
+        self.generator.manual_seed(stream_seed(LOADER, *key))
+        self.noise_generator.manual_seed(stream_seed(NOISE, *key))
 
     def checkpoint_state(self):
         """Everything needed to continue after this epoch (every rank's RNG states: a collective)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "regularizer": self.regularizer.state_dict(), "rng": gather_objects(rng_state(self.generator)),
+                "regularizer": self.regularizer.state_dict(), "rng": gather_objects(rng_state(self.generator, self.noise_generator)),
                 "epoch": self.epoch, "best_top1": self.best_top1, "best_epoch": self.best_epoch,
                 "history": self.history}
 
@@ -197,7 +206,7 @@ class ClassificationTrainer:
         self.history = list(ckpt["history"])
         if len(ckpt["rng"]) != self.world:
             raise ValueError(f"checkpoint was written by {len(ckpt['rng'])} process(es), resumed with {self.world}")
-        set_rng_state(ckpt["rng"][self.rank], self.generator)
+        set_rng_state(ckpt["rng"][self.rank], self.generator, self.noise_generator)
 
     # ---- loop --------------------------------------------------------------------------------------
     @property
