@@ -25,7 +25,8 @@ class Items(torch.utils.data.Dataset):
 
 
 def epoch_order(seed, epoch, n=40, rank=0, world=1):
-    cfg = load_cfg("", ["SEED", str(seed), "SOLVER.BATCH_SIZE", "4", "DATALOADER.NUM_WORKERS", "0"])
+    cfg = load_cfg("", ["SEED", str(seed), "SOLVER.BATCH_SIZE", "4", "DATALOADER.NUM_WORKERS", "0",
+                         "DATALOADER.DROP_LAST", "False"])
     loader = build.train_loader(cfg, Items(n), rank, world, torch.Generator())
     loader.sampler.set_epoch(epoch)
     return tuple(int(i) for _, labels in loader for i in labels)

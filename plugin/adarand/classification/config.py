@@ -79,7 +79,7 @@ _C.SOLVER.BATCH_SIZE = 64  # total over all processes
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
-_C.DATALOADER.DROP_LAST = False  # drop each epoch's last incomplete training batch (official: True)
+_C.DATALOADER.DROP_LAST = True  # drop each epoch's last incomplete training batch, as the official code does (docs/classification.md)
 
 _C.TEST = CN()
 _C.TEST.WEIGHTS = ""  # --eval-only: checkpoint of this trainer to evaluate ("" = OUTPUT_DIR/best.pth)
