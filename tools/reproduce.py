@@ -14,11 +14,14 @@ Tables: 1-5, alpha (App. A's alpha sweep), lambda (Fig. IV's lambda sweep), clip
 and digits (our CPU study). --dry-run --check also loads every config and checks every weights file
 named, starting nothing. Runs go to ROOT/<cell id>/seed<k>; a cell
 shared by several tables (e.g. FT on Cars) is one set of runs. --launch skips finished runs
-(results.json) and resumes interrupted ones (last.pth, --resume). Trailing KEY VALUE pairs are
-added to every command (e.g. SOLVER.EPOCHS 1 for a smoke test, in its own --root), except the keys
-the grid sets (SEED, OUTPUT_DIR, a cell's own keys, DATASET.ROOT / MODEL.WEIGHTS with --data-dir /
---weights). A run directory recorded with another config than the grid's (config.yaml, changes on
-resume) is refused by --launch, or moved to <dir>.old<k> and rerun with --rerun-differing.
+(a results.json holding a valid test_top1) and resumes interrupted ones (last.pth, --resume); a
+truncated, empty or otherwise unfinished results.json is listed (UNFINISHED) and its run resumed or
+run again. Trailing KEY VALUE pairs are added to every command (e.g. SOLVER.EPOCHS 1 for a smoke
+test, in its own --root; also straight after --cells / --seeds, or after --), except the keys the
+grid sets (SEED, OUTPUT_DIR, a cell's method and the keys its config file sets, a cell's own keys,
+DATASET.ROOT / MODEL.WEIGHTS with --data-dir / --weights). A run directory recorded with another
+config than the grid's (config.yaml, changes on resume) is refused by --launch, or moved to
+<dir>.old<k> and rerun with --rerun-differing.
 """
 import os
 import sys

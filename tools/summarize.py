@@ -10,6 +10,8 @@ With ``--table N`` (1-5, alpha) the runs are those of ``tools/reproduce.py --tab
 without finished runs shows "—".
 
 Cells are percentages, ``mean ± std (n)``; std is the sample standard deviation (0 for n = 1).
+A metric that is missing, not finite or outside [0, 1] is an error naming its results.json; with
+``--table``, so is a run whose recorded method is not its cell's.
 
 Paired comparisons with a baseline method (adarand_projects.paper.paired):
 
@@ -21,8 +23,8 @@ backbone, epochs; with --table also the cell's pre-training) and the same SEED, 
 method and setting: n pairs, the mean paired difference in percentage points, its 95 % interval
 (Student t by default, ``--ci bootstrap`` for a BCa bootstrap over pairs), wins (pairs where
 the method is strictly better) out of n, and a two-sided sign-flip permutation p-value (exact
-when 2^n <= --resamples, default 65536, i.e. n <= 16; else that many random sign patterns, seed 0,
-marked MC). Runs without a partner are left out and counted in a note; the baseline is not
+over all 2^n sign patterns up to n = 30; above, --resamples random sign patterns, default 65536,
+seed 0, marked MC). Runs without a partner are left out and counted in a note; the baseline is not
 compared with itself. ``--json`` prints a JSON list (method, dataset, fraction, backbone, epochs,
 n, mean_diff, ci_low, ci_high, wins, p_value, p_exact, seeds, diffs, ...; the note goes to stderr);
 with ``--table`` a second table in the paper table's layout follows the plain one, each cell

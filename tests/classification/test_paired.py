@@ -5,7 +5,10 @@ import io
 import itertools
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ from scipy import stats
 
 from adarand_projects.paper import paired, summary
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "plugin"), os.path.join(REPO, "projects")])}
 SEEDS = range(10)
 # a large seed-to-seed spread shared by both methods of a seed, and a near-constant gain of 2 points
 SPREAD = [-20.0, 14.0, -7.0, 25.0, 3.0, -16.0, 9.0, -2.0, 18.0, -11.0]
@@ -105,15 +110,77 @@ def test_wins_n_and_p_checked_by_hand(diffs, wins, p):
         assert p_value == pytest.approx(p)
 
 
-def test_many_pairs_use_a_seeded_monte_carlo_test_close_to_the_exact_one():
+def _sign_flip_p_of_counts(counts):
+    """The exact sign-flip p of differences ``counts * q`` in integer arithmetic (no rounding, so ties are
+    exact): every one of the 2^n sign patterns, numpy-vectorized in blocks."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n, observed, hits = len(counts), abs(int(counts.sum())), 0
+    for start in range(0, 2 ** n, 2 ** 16):
+        patterns = np.arange(start, min(start + 2 ** 16, 2 ** n))[:, None] >> np.arange(n) & 1
+        hits += int((np.abs((1 - 2 * patterns) @ counts) >= observed).sum())
+    return hits / 2 ** n
+
+
+@pytest.mark.parametrize("n", [12, 20, 21, 30])
+def test_the_sign_flip_test_is_exact_up_to_30_pairs(n):
+    """Differences are whole test images (multiples of 100/797 points, many ties), checked against every sign
+    pattern counted in integers (n <= 20) and, for small n, against scipy's exact enumeration."""
+    rng = np.random.default_rng(n)
+    counts = rng.integers(-4, 9, n)
+    base = rng.normal(80.0, 5.0, n)
+    p, exact = paired.paired_stats(base + counts * 100 / 797, base)[4:]
+    assert exact
+    if n <= 20:
+        assert p == _sign_flip_p_of_counts(counts)
+    if n <= 12:
+        x, y = base + counts * 100 / 797, base
+        scipy_p = stats.permutation_test((x, y), lambda a, b, axis=-1: np.mean(a - b, axis=axis), vectorized=True,
+                                         permutation_type="samples", n_resamples=2 ** n).pvalue
+        assert p == pytest.approx(scipy_p)
+    # the exact p of the same pairs and the Monte Carlo p of scipy (forced with 2^n > resamples) agree
+    mc = stats.permutation_test((base + counts * 100 / 797, base), lambda a, b, axis=-1: np.mean(a - b, axis=axis),
+                                vectorized=True, permutation_type="samples", n_resamples=20000, random_state=0).pvalue
+    assert p == pytest.approx(mc, abs=0.02)
+
+
+def test_more_than_30_pairs_use_a_seeded_monte_carlo_test_close_to_the_exact_one():
     rng = np.random.default_rng(3)
-    base, diffs = rng.normal(70, 10, 12), rng.normal(0.8, 2.0, 12)
-    exact = paired.paired_stats(base + diffs, base)
-    sampled = paired.paired_stats(base + diffs, base, resamples=2048)  # 2^12 = 4096 patterns > 2048
-    assert exact[5] and not sampled[5]
-    assert exact[4] == pytest.approx(_sign_flip_p(diffs.tolist()))
-    assert sampled[4] == pytest.approx(exact[4], abs=0.03)
-    assert paired.paired_stats(base + diffs, base, resamples=2048)[4] == sampled[4]  # fixed seed
+    base, diffs = rng.normal(70, 10, 31), rng.normal(0.4, 2.0, 31)
+    sampled = paired.paired_stats(base + diffs, base, resamples=4096)
+    assert not sampled[5]
+    assert sampled[4] == pytest.approx(paired.sign_flip_p(diffs), abs=0.03)
+    assert paired.paired_stats(base + diffs, base, resamples=4096)[4] == sampled[4]  # fixed seed
+
+
+def test_twenty_seeds_are_labelled_exact(tmp_path):
+    """The digits study's 20 paired seeds: an exact p, no "(MC)", and the text says up to 30 pairs."""
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        base = 60.0 + rng.normal(0, 10)
+        write_run(tmp_path / f"ft_seed{seed}", method="ft", seed=seed, top1=base)
+        write_run(tmp_path / f"adarand_seed{seed}", method="adarand", seed=seed, top1=base + rng.normal(0.5, 1.0))
+    text, _ = summarize([tmp_path, "--paired", "ft"])
+    row, = [line for line in text.splitlines() if line.startswith("| adarand")]
+    assert "(MC)" not in row and "exact over all 2^n sign patterns for n ≤ 30 pairs" in text
+    record, = json.loads(summarize([tmp_path, "--paired", "ft", "--json"])[0])
+    assert record["n"] == 20 and record["p_exact"]
+
+
+@pytest.mark.parametrize("top1", ["NaN", "Infinity", "85.2", "-0.01", '"0.9"'])
+@pytest.mark.parametrize("options", [[], ["--paired", "ft"], ["--paired", "ft", "--json"]])
+def test_a_metric_that_is_not_an_accuracy_is_an_error_naming_the_results_file(spread_runs, top1, options):
+    path = spread_runs / "adarand_seed4" / "results.json"
+    path.write_text(json.dumps({**result("adarand", 4, 50.0), "test_top1": "X"}).replace('"X"', top1))
+    with pytest.raises(ValueError, match=f"{path}: test_top1 is .*, not an accuracy in \\[0, 1\\]"):
+        summarize([spread_runs, *options])
+
+
+def test_summarize_exits_non_zero_on_a_nan_accuracy(spread_runs):
+    path = spread_runs / "adarand_seed4" / "results.json"
+    path.write_text(json.dumps({**result("adarand", 4, 50.0), "test_top1": math.nan}))
+    done = subprocess.run([sys.executable, os.path.join(REPO, "tools", "summarize.py"), str(spread_runs),
+                           "--paired", "ft", "--json"], capture_output=True, text=True, env=ENV)
+    assert done.returncode != 0 and f"{path}: test_top1 is nan" in done.stderr and done.stdout == ""
 
 
 def test_bootstrap_interval_on_request(spread_runs):

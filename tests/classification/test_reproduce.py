@@ -16,6 +16,7 @@ from adarand.classification import backbones
 from adarand_projects.paper import paper_table, reproduce, summary
 from adarand.classification.build import build_model
 from adarand.classification.config import load_cfg
+from adarand.classification.trainer import method_name
 
 import fake_trees  # noqa: E402  (tests/classification is on sys.path under pytest)
 
@@ -55,6 +56,7 @@ def check_cell_config(cell, cfg, seed, out):
     assert (cfg.SEED, cfg.OUTPUT_DIR) == (seed, out)
     # the official code: SGD for the ImageNet ResNet-50 only, AdamW for every other pre-training
     assert cfg.SOLVER.OPTIMIZER == ("sgd" if tag == "r50" else "adamw")
+    assert method_name(cfg) == cell.method  # what results.json records, checked by summarize --table
 
 
 @pytest.mark.parametrize("table", list(EXPECTED_CELLS))
@@ -189,7 +191,7 @@ def test_interrupted_run_resumes_and_finished_run_is_skipped(tmp_path):
     os.makedirs(run.output_dir)
     open(os.path.join(run.output_dir, "last.pth"), "w").close()
     assert run.status() == "resume" and "--resume" in run.argv()
-    open(os.path.join(run.output_dir, "results.json"), "w").close()
+    _write_results(run)
     assert run.status() == "done"
 
 
@@ -234,7 +236,7 @@ def test_a_position_with_several_cells_shows_the_best_and_std_is_over_seeds(tmp_
         for seed, value in enumerate(values):
             run_dir = tmp_path / f"cars_vitb32clip_{method}" / f"seed{seed}"
             run_dir.mkdir(parents=True)
-            (run_dir / "results.json").write_text(json.dumps({"test_top1": value}))
+            (run_dir / "results.json").write_text(json.dumps({"method": method, "test_top1": value}))
     table = reproduce.get_table("2")
     best = paper_table.position_result(table, "CLIP / ViT-B/32", "RandReg-Best", str(tmp_path))
     assert (best.cell_id, best.n) == ("cars_vitb32clip_randreg-normal", 2)
@@ -328,13 +330,24 @@ def test_keys_the_grid_sets_cannot_be_overridden(argv, key, tmp_path):
     assert code == 0 and out.count("SEED 0 ") == 20 and out.count("SEED 2 ") == 20
 
 
+def _write_results(run, text=None):
+    """``results.json``: ``text``, or a finished run's record of the cell's method."""
+    with open(os.path.join(run.output_dir, "results.json"), "w") as f:
+        f.write(json.dumps({"method": run.cell.method, "seed": run.seed, "dataset": run.cell.dataset, "fraction": 1.0,
+                            "backbone": "resnet50", "epochs": 8, "test_top1": 0.5}) if text is None else text)
+
+
 def _record_run(run, cfg_opts=(), results=True):
-    """A run directory as train_cls.py leaves it: config.yaml (the run's config, plus ``cfg_opts``)."""
+    """A run directory as train_cls.py leaves it: config.yaml (the run's config, plus ``cfg_opts``), and
+    results.json or last.pth."""
     os.makedirs(run.output_dir)
     cfg = load_cfg(os.path.join(REPO, run.cell.config), list(run.opts) + list(cfg_opts))
     with open(os.path.join(run.output_dir, "config.yaml"), "w") as f:
         f.write(cfg.dump())
-    open(os.path.join(run.output_dir, "results.json" if results else "last.pth"), "w").close()
+    if results:
+        _write_results(run)
+    else:
+        open(os.path.join(run.output_dir, "last.pth"), "w").close()
 
 
 def test_launch_counts_a_run_finished_only_when_its_config_is_the_grids(tmp_path, monkeypatch):
@@ -383,3 +396,91 @@ def test_a_study_of_ours_shows_no_paper_columns_and_marks_settings_not_run(tmp_p
     fine_tuning, = [line for line in text.splitlines() if line.startswith("| Fine-tuning")]
     assert fine_tuning == "| Fine-tuning | — | — | — | not run |"
     assert "| UOT | not implemented |" in paper_table.render(reproduce.get_table("5"), str(tmp_path))
+
+
+# ---------------------------------------------- issue 28, items 7, 8 and 16
+
+@pytest.mark.parametrize("argv,key,value", [
+    (["--table", "digits", "--cells", "digits20_mobilenetv2_ft"], "MODEL.ADARAND.METHOD", "adarand"),  # the method
+    (["--table", "5", "--cells", "cars_r50_ft"], "BASELINE.METHOD", "l2sp"),
+    (["--table", "5", "--cells", "cars_r50_l2sp"], "BASELINE.ALPHA", "0.1"),  # set by the cell's config file
+    (["--table", "4", "--cells", "cars10_r50_ft"], "DATASET.NAME", "pets"),  # by the cell config it inherits from
+])
+def test_an_override_cannot_change_what_defines_a_cell(argv, key, value, tmp_path):
+    for mode in ("--dry-run", "--launch"):
+        with pytest.raises(ValueError, match=f"override {key} {value}: the grid sets {key} itself"):
+            reproduce_main(argv + ["--root", str(tmp_path), mode, key, value])
+    assert os.listdir(tmp_path) == []
+    # the shared recipe (Base-*.yaml) stays open to overrides, e.g. a smaller input for a smoke test
+    code, out, _ = run_tool(reproduce_main, argv + ["--root", str(tmp_path), "--seeds", "0", "--dry-run",
+                                                    "INPUT.SIZE", "32"])
+    assert code == 0 and shlex.split(out)[-2:] == ["INPUT.SIZE", "32"]
+
+
+def test_summarize_table_refuses_a_run_of_another_method_in_a_cells_directory(tmp_path):
+    cells = ["digits20_mobilenetv2_ft", "digits20_mobilenetv2_adarand"]
+    runs = reproduce.build_runs(reproduce.get_table("digits"), str(tmp_path), seeds=[0, 1], cell_ids=cells)
+    for run in runs:
+        os.makedirs(run.output_dir)
+        _write_results(run)
+    code, text, _ = run_tool(lambda argv: summary.main(argv) and 0, ["--table", "digits", "--root", str(tmp_path)])
+    fine_tuning, = [line for line in text.splitlines() if line.startswith("| Fine-tuning")]
+    assert fine_tuning == "| Fine-tuning | — | 50.00 ± 0.00 (2) | — | not run |"
+    intruder = runs[0]  # an AdaRand run in the FT cell's directory, as an override of the method made it
+    assert intruder.cell.id == "digits20_mobilenetv2_ft"
+    _write_results(intruder, json.dumps({"method": "adarand", "seed": 0, "test_top1": 0.9}))
+    path = os.path.join(intruder.output_dir, "results.json")
+    for extra in ([], ["--paired", "ft"]):
+        with pytest.raises(ValueError, match=f"{path}: the run recorded method 'adarand', but cell "
+                                             "digits20_mobilenetv2_ft runs 'ft'"):
+            run_tool(summary.main, ["--table", "digits", "--root", str(tmp_path), *extra])
+
+
+@pytest.mark.parametrize("text", ["", '{"method": "ft", "test_top1": 0.', "{}", "[]",
+                                  '{"method": "ft", "test_top1": NaN}', '{"method": "ft", "test_top1": 85.2}'])
+def test_a_partial_results_json_is_resumed_or_run_again_never_skipped(text, tmp_path, monkeypatch):
+    """Only a readable record holding a valid test_top1 is finished: with last.pth the run resumes, without
+    it runs again; both are listed with what is wrong."""
+    launched = []
+    monkeypatch.setattr(reproduce, "launch", lambda runs, *a, **k: launched.extend(r for r in runs
+                                                                                   if r.status() != "done") or {})
+    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": {r: reproduce.load_run_cfg(r, repo_root)
+                                                                              for r in runs})
+    resumable, fresh, finished = reproduce.build_runs(reproduce.get_table("5"), str(tmp_path), seeds=[0, 1, 2],
+                                                      cell_ids=["cars_r50_ft"])
+    _record_run(resumable, results=False)
+    _record_run(fresh)
+    _record_run(finished)
+    for run in (resumable, fresh):
+        _write_results(run, text)
+    code, _, err = run_tool(reproduce_main, ["--table", "5", "--cells", "cars_r50_ft", "--seeds", "0", "1", "2",
+                                             "--root", str(tmp_path), "--launch", "--no-progress"])
+    assert code == 0 and "1 finished, 1 to resume, 1 new" in err
+    assert launched == [resumable, fresh]
+    for run, then in ((resumable, "resumed from last.pth"), (fresh, "it runs again")):
+        line, = [x for x in err.splitlines() if x.startswith(f"UNFINISHED {run.output_dir}: ")]
+        assert os.path.join(run.output_dir, "results.json") in line and line.endswith(then)
+    assert finished.output_dir not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--dry-run", "--seeds", "0", "--cells", "cars_r50_ft", "cars_r50_fnp", "SOLVER.EPOCHS", "1"],
+    ["--dry-run", "--cells", "cars_r50_ft", "cars_r50_fnp", "--seeds", "0", "SOLVER.EPOCHS", "1"],
+    ["--dry-run", "--cells", "cars_r50_ft", "cars_r50_fnp", "--seeds", "0", "--", "SOLVER.EPOCHS", "1"],
+    ["--cells", "cars_r50_ft", "cars_r50_fnp", "LOG_PERIOD", "5", "--seeds", "0", "--dry-run", "SOLVER.EPOCHS", "1"],
+])
+def test_overrides_after_cells_or_seeds_go_to_every_run(argv, tmp_path):
+    code, out, err = run_tool(reproduce_main, ["--table", "5", "--root", str(tmp_path), *argv])
+    commands = [shlex.split(line) for line in out.splitlines()]
+    assert code == 0 and len(commands) == 2, err
+    assert [c[3] for c in commands] == ["configs/classification/cars_r50_ft.yaml",
+                                        "configs/classification/cars_r50_fnp.yaml"]
+    assert all(c[-2:] == ["SOLVER.EPOCHS", "1"] and ("LOG_PERIOD" in c) == ("LOG_PERIOD" in argv) for c in commands)
+
+
+def test_a_seed_that_is_not_a_number_is_a_clear_error(tmp_path, capsys):
+    for seeds, message in ((["0", "x"], "--seeds 0 x: seeds are integers"),
+                           (["SOLVER.EPOCHS", "1"], "--seeds SOLVER.EPOCHS 1: give the seeds before")):
+        with pytest.raises(SystemExit):
+            reproduce_main(["--table", "5", "--root", str(tmp_path), "--dry-run", "--seeds", *seeds])
+        assert message in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """A run directory's records: written by :class:`RunLog` (``metrics.jsonl``, one JSON object a
-line, and TensorBoard scalars), read by :func:`read_metrics`, :func:`read_results` and
-:func:`find_results` (``results.json``, written by the trainer)."""
+line, and TensorBoard scalars), read by :func:`read_metrics`, :func:`read_results`,
+:func:`result_metric` and :func:`find_results` (``results.json``, written by the trainer)."""
 import glob
 import json
+import math
 import os
 
 from adarand.files import append_line, write_text
@@ -59,15 +60,34 @@ def read_metrics(run_dir) -> list:
     return read_jsonl(path)
 
 
-def read_results(path) -> dict:
-    """A finished run's ``results.json``: the file itself, or the run directory holding it."""
+def read_results(path, metric=None) -> dict:
+    """A finished run's ``results.json``: the file itself, or the run directory holding it. A file that
+    is not a JSON object is an error naming it; with ``metric``, so is one without a valid value of
+    it (:func:`result_metric`)."""
     if os.path.isdir(path):
         path = os.path.join(path, "results.json")
     with open(path) as f:
         try:
-            return json.load(f)
+            result = json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not JSON ({err})") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"{path}: not a JSON object but {type(result).__name__}")
+    if metric is not None:
+        result_metric(result, metric, path)
+    return result
+
+
+def result_metric(result, metric, source) -> float:
+    """``result[metric]``, an accuracy in [0, 1]; a missing, non-numeric, non-finite or out-of-range
+    value is an error naming ``source`` (the results.json it was read from)."""
+    value = result.get(metric)
+    if value is None:
+        raise KeyError(f"{source} has no value for {metric!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{source}: {metric} is {value!r}, not an accuracy in [0, 1] (a failed or damaged run?)")
+    return float(value)
 
 
 def find_results(paths) -> list:

@@ -10,7 +10,7 @@ import os
 import statistics
 from dataclasses import dataclass
 
-from adarand.classification.run_log import read_results
+from adarand.classification.run_log import read_results, result_metric
 
 PAPER_RESULTS = os.path.join(os.path.dirname(__file__), "paper_results.json")
 MISSING = "—"
@@ -37,25 +37,27 @@ class Result:
     cell_id: str
 
 
-def read_cell(root, cell_id):
-    """[(path, results.json dict)] of every finished seed of ``cell_id`` under ``root``."""
-    return [(path, read_results(path))
-            for path in sorted(glob.glob(os.path.join(root, cell_id, "seed*", "results.json")))]
+def read_cell(root, cell):
+    """[(path, results.json dict)] of every finished seed of ``cell`` under ``root``; a run whose recorded
+    method is not the cell's (e.g. an override of it) is an error naming its results.json."""
+    finished = []
+    for path in sorted(glob.glob(os.path.join(root, cell.id, "seed*", "results.json"))):
+        result = read_results(path)
+        if result.get("method") != cell.method:
+            raise ValueError(f"{path}: the run recorded method {result.get('method')!r}, but cell {cell.id} "
+                             f"runs {cell.method!r} ({cell.config}); move the run out of {root}")
+        finished.append((path, result))
+    return finished
 
 
 def read_cells(table, root):
     """{cell id: :func:`read_cell`} of every cell of ``table``, each results.json read once."""
-    return {cell_id: read_cell(root, cell_id) for cell_id in dict.fromkeys(cell.id for cell in table.cells)}
+    return {cell.id: read_cell(root, cell) for cell in {c.id: c for c in table.cells}.values()}
 
 
 def metric_values(finished, metric):
     """``100 * results[metric]`` of each of ``finished`` (:func:`read_cell`)."""
-    values = []
-    for path, result in finished:
-        if result.get(metric) is None:
-            raise KeyError(f"{path} has no value for {metric!r}")
-        values.append(100.0 * result[metric])
-    return values
+    return [100.0 * result_metric(result, metric, path) for path, result in finished]
 
 
 def position_result(table, row, col, root, metric="test_top1", finished=None):
@@ -63,7 +65,7 @@ def position_result(table, row, col, root, metric="test_top1", finished=None):
     ``finished``: the table's :func:`read_cells` when already read."""
     best = None
     for cell in table.cells_at(row, col):
-        values = metric_values(finished[cell.id] if finished is not None else read_cell(root, cell.id),
+        values = metric_values(finished[cell.id] if finished is not None else read_cell(root, cell),
                                table.metric_of(col, metric))
         if values:
             result = Result(*mean_std(values), len(values), cell.id)

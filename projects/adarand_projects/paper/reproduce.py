@@ -12,8 +12,9 @@ and cells that are our reconstruction rather than the paper's (``tools/summarize
 prints them under the table; docs/fidelity.md).
 
 Launching uses submitit: one job per run, its local executor by default, SLURM on request.
-A run whose ``results.json`` exists is finished and skipped; one with ``last.pth`` resumes. The grid
-owns its runs: the keys it sets (SEED, OUTPUT_DIR, the cell's own keys, DATASET.ROOT with
+A run whose ``results.json`` is a finished run's record (readable, holding a valid ``test_top1``) is
+skipped; one with ``last.pth`` resumes. The grid owns its runs: the keys it sets (SEED, OUTPUT_DIR,
+what defines a cell: its method and the keys its config file sets, its own keys; DATASET.ROOT with
 ``--data-dir``, MODEL.WEIGHTS with ``--weights``) cannot be overridden, and a run directory counts
 only when its recorded config (``config.yaml``, and no change on resume) is the grid's, results
 aside (:func:`recorded_differences`); ``--launch`` refuses others, or moves them aside with
@@ -21,6 +22,7 @@ aside (:func:`recorded_differences`); ``--launch`` refuses others, or moves them
 """
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
@@ -28,6 +30,9 @@ from dataclasses import dataclass
 
 CONFIG_DIR = "configs/classification"
 SEEDS = (0, 1, 2)
+METHOD_KEYS = ("MODEL.ADARAND.METHOD", "BASELINE.METHOD")  # the config keys that name a cell's method
+FINISHED_METRIC = "test_top1"  # a run is finished when its results.json holds a valid value of it
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*")  # a KEY of the KEY VALUE overrides
 
 # method key -> the paper's row/column label
 METHODS = {
@@ -80,6 +85,11 @@ class Cell:
     dataset: str = "cars"
     pretraining: str = "r50"
 
+    @property
+    def method(self):
+        """The method the cell runs, as its runs' ``results.json`` records it: its config's last ``_`` part."""
+        return os.path.basename(self.config)[:-len(".yaml")].rsplit("_", 1)[1]
+
 
 @dataclass(frozen=True)
 class Table:
@@ -115,9 +125,23 @@ class Run:
     output_dir: str
     opts: tuple = ()  # cell opts + SEED + OUTPUT_DIR + user overrides
 
+    def record_error(self):
+        """Why the run's ``results.json`` is no finished run's record (unreadable, not a JSON object, no valid
+        ``test_top1``); None when it is one, or when there is none."""
+        from adarand.classification.run_log import read_results
+
+        path = os.path.join(self.output_dir, "results.json")
+        if not os.path.isfile(path):
+            return None
+        try:
+            read_results(path, FINISHED_METRIC)
+        except (OSError, KeyError, ValueError) as err:
+            return err.args[0] if isinstance(err, KeyError) else str(err)
+        return None
+
     def status(self):
-        """``done`` (results.json), ``resume`` (last.pth) or ``new``."""
-        if os.path.isfile(os.path.join(self.output_dir, "results.json")):
+        """``done`` (results.json, a finished run's record: :meth:`record_error`), ``resume`` (last.pth) or ``new``."""
+        if os.path.isfile(os.path.join(self.output_dir, "results.json")) and self.record_error() is None:
             return "done"
         if os.path.isfile(os.path.join(self.output_dir, "last.pth")):
             return "resume"
@@ -338,16 +362,17 @@ def parse_weights(items):
     return weights
 
 
-def build_runs(table, root, seeds=None, cell_ids=(), data_dir="", weights=None, opts=()):
+def build_runs(table, root, seeds=None, cell_ids=(), data_dir="", weights=None, opts=(), repo_root="."):
     """One ``Run`` per cell and seed (default: the table's seeds), into ``root/<cell id>/seed<k>``.
 
     ``data_dir``: DATASET.ROOT becomes ``data_dir/<dataset>``; ``weights``: {pre-training tag: file}
-    sets MODEL.WEIGHTS of that pre-training's cells; ``opts``: KEY VALUE pairs added to every run."""
+    sets MODEL.WEIGHTS of that pre-training's cells; ``opts``: KEY VALUE pairs added to every run
+    (:func:`check_overrides`; the cells' config files are read from ``repo_root``)."""
     if len(opts) % 2:
         raise ValueError(f"overrides must be KEY VALUE pairs, got {list(opts)}")
     weights = weights or {}
     cells = select_cells(table, cell_ids)
-    check_overrides(cells, opts, data_dir, weights)
+    check_overrides(cells, opts, data_dir, weights, repo_root)
     seeds = table.seeds if seeds is None else seeds
     runs = []
     for cell in cells:
@@ -362,9 +387,27 @@ def build_runs(table, root, seeds=None, cell_ids=(), data_dir="", weights=None, 
     return runs
 
 
-def check_overrides(cells, opts, data_dir="", weights=None):
+def config_file_keys(config, repo_root="."):
+    """The keys the cell config ``config`` sets, itself and through the cell configs it names as ``_BASE_``,
+    up to the shared recipe (``Base-*.yaml``, whose keys, e.g. SOLVER.EPOCHS, may be overridden)."""
+    import yaml
+
+    from adarand.run_config import flatten
+
+    keys, path = set(), os.path.join(repo_root, config)
+    while path and not os.path.basename(path).startswith("Base-"):
+        with open(path) as f:
+            node = yaml.safe_load(f) or {}
+        keys.update(flatten(node))
+        path = node.get("_BASE_") and os.path.join(os.path.dirname(path), node["_BASE_"])
+    return keys - {"_BASE_"}
+
+
+def check_overrides(cells, opts, data_dir="", weights=None, repo_root="."):
     """Refuse a ``KEY VALUE`` override of a key the grid sets itself: SEED and OUTPUT_DIR (each run's),
-    a cell's own keys, DATASET.ROOT with ``data_dir``, MODEL.WEIGHTS of a pre-training in ``weights``."""
+    what defines a cell (its method, :data:`METHOD_KEYS`, the keys its config file sets,
+    :func:`config_file_keys`, and its own keys), DATASET.ROOT with ``data_dir``, MODEL.WEIGHTS of a
+    pre-training in ``weights``."""
     owned = {"SEED": "each run's seed; choose them with --seeds", "OUTPUT_DIR": "each run's directory; choose the "
              "root with --root"}
     if data_dir:
@@ -374,6 +417,12 @@ def check_overrides(cells, opts, data_dir="", weights=None):
             owned.setdefault(key, f"set by cell {cell.id}")
         if cell.pretraining in (weights or {}):
             owned.setdefault("MODEL.WEIGHTS", f"set from --weights {cell.pretraining}=FILE")
+        if opts:
+            for key in METHOD_KEYS:
+                owned.setdefault(key, f"the method of cell {cell.id}, {cell.method}; choose methods with --cells")
+            for key in sorted(config_file_keys(cell.config, repo_root)):
+                owned.setdefault(key, f"set by cell {cell.id}'s {cell.config}"
+                                 + ("; point the cells at the data with --data-dir" if key == "DATASET.ROOT" else ""))
     for key, value in zip(opts[::2], opts[1::2]):
         if key in owned:
             raise ValueError(f"override {key} {value}: the grid sets {key} itself "
@@ -526,7 +575,7 @@ def get_args_parser(description=None):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", required=True, choices=list(TABLES),
                         help="a table of the paper (1-5, alpha, lambda, clip-imagenet) or our digits study")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+    parser.add_argument("--seeds", nargs="+", default=None,
                         help=f"training seeds (default: the table's; {list(SEEDS)} for the paper's tables)")
     parser.add_argument("--root", default="output/reproduce", help="runs go to ROOT/<cell id>/seed<k>")
     parser.add_argument("--cells", nargs="+", default=[], metavar="ID", help="only these cells of the table")
@@ -553,8 +602,33 @@ def get_args_parser(description=None):
                         help="--launch: move run directories made with another config to <dir>.old<k> and rerun "
                              "them (default: refuse)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="KEY VALUE overrides added to every run (not the keys the grid sets itself)")
+                        help="KEY VALUE overrides added to every run (not the keys the grid sets itself); after "
+                             "--cells / --seeds too (the first upper-case KEY ends their list), or after --")
     return parser
+
+
+def parse_args(parser, argv=None):
+    """``parser.parse_args`` with the ``KEY VALUE`` overrides that ``--cells`` / ``--seeds`` (lists) took
+    given back to ``opts`` (from the first item that is a config key, upper case as ``MODEL.X``), a
+    ``--`` before the overrides dropped, and the seeds as integers."""
+    args = parser.parse_args(argv)
+    opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    for name in ("cells", "seeds"):
+        values = getattr(args, name) or []
+        at = next((i for i, v in enumerate(values) if CONFIG_KEY.fullmatch(v)), len(values))
+        if at == 0 and values:
+            parser.error(f"--{name} {' '.join(values)}: give the {name} before the KEY VALUE overrides")
+        if at < len(values):
+            setattr(args, name, values[:at])
+            opts = values[at:] + opts
+    args.opts = opts
+    if args.seeds is not None:
+        try:
+            args.seeds = [int(seed) for seed in args.seeds]
+        except ValueError:
+            parser.error(f"--seeds {' '.join(args.seeds)}: seeds are integers; KEY VALUE overrides start with an "
+                         "upper-case config key (e.g. SOLVER.EPOCHS 1), or put them after --")
+    return args
 
 
 def _dry_run_check(runs, repo_root):
@@ -572,13 +646,18 @@ def main(argv=None, repo_root=".", description=None):
 
     ``repo_root``: the checkout whose configs and tools/train_cls.py the runs use.
     """
-    args = get_args_parser(description).parse_args(argv)
+    args = parse_args(get_args_parser(description), argv)
     table = get_table(args.table)
     root = os.path.abspath(args.root)
     seeds = args.seeds if args.seeds is not None else list(table.seeds)
-    runs = build_runs(table, root, seeds, args.cells, args.data_dir,
-                                parse_weights(args.weights), args.opts)
+    runs = build_runs(table, root, seeds, args.cells, args.data_dir, parse_weights(args.weights), args.opts,
+                      repo_root)
     status = {run: run.status() for run in runs}
+    for run in runs:
+        why = run.record_error()
+        if why:
+            print(f"UNFINISHED {run.output_dir}: {why}; "
+                  + ("resumed from last.pth" if status[run] == "resume" else "it runs again"), file=sys.stderr)
     if args.launch and not settle_differing_runs(status, check_runs(runs, repo_root), args.rerun_differing):
         return 1
     states = list(status.values())

@@ -7,7 +7,7 @@ With ``--paired BASELINE``, runs paired with the baseline's by setting and seed
 import argparse
 import sys
 
-from adarand.classification.run_log import find_results, read_results
+from adarand.classification.run_log import find_results, read_results, result_metric
 from adarand.files import write_text
 
 from . import paired, paper_table, reproduce
@@ -19,10 +19,9 @@ def collect(files, metric):
     table = {}
     for path in files:
         result = read_results(path)
-        if result.get(metric) is None:
-            raise KeyError(f"{path} has no value for {metric!r}")
+        value = result_metric(result, metric, path)
         dataset = result["dataset"] + (f"@{result['fraction']:g}" if result.get("fraction", 1.0) < 1.0 else "")
-        table.setdefault((result["method"], dataset), []).append(100.0 * result[metric])
+        table.setdefault((result["method"], dataset), []).append(100.0 * value)
     return table
 
 
