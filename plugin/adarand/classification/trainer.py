@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 import adarand
 from adarand.distributed import gather_objects, init_from_env, rank, world_size
 from adarand.files import save_torch, write_json
+from adarand.prior import naming_checkpoint
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build, hooks, solver
@@ -174,7 +175,8 @@ class ClassificationTrainer:
             self.baseline.init_from_data(*build.baseline_data(cfg, self.data))
         last = os.path.join(cfg.OUTPUT_DIR, "last.pth")
         if resume and os.path.isfile(last):
-            self.load_checkpoint_state(load_checkpoint(last))  # CPU: RNG states must stay CPU tensors
+            with naming_checkpoint(last):  # a prior with NaN/Inf is refused, naming the file
+                self.load_checkpoint_state(load_checkpoint(last))  # CPU: RNG states must stay CPU tensors
         else:
             seed_all(cfg.SEED + self.rank)  # each rank draws its own noise and augmentation
             self.generator.manual_seed(cfg.SEED + self.rank)
