@@ -96,7 +96,8 @@ def test_resume_without_a_checkpoint_is_an_error_as_in_trainer(tmp_path):
 
 
 def test_resume_from_a_plain_trainer_checkpoint_says_what_to_do(tmp_path):
-    """Issue 28, item 13: a checkpoint without adarand.pt is refused before training, naming the file and the ways on."""
+    """Issue 28, item 13: a checkpoint without adarand.pt is refused before training, naming the file and the
+    ways on."""
     plain = Trainer(model=vit(), args=arguments(str(tmp_path), epochs=1, max_steps=1), train_dataset=Images())
     plain.train()
     checkpoint = os.path.join(tmp_path, "checkpoint-1")

@@ -76,7 +76,8 @@ class AdaRandTrainer(Trainer):
         state = path = None
         if self._adarand_resume is not None:
             path = os.path.join(self._adarand_resume, STATE_NAME)
-            state = load_torch(path, what="AdaRand state of the checkpoint", map_location=self.adarand.head.weight.device)
+            state = load_torch(path, what="AdaRand state of the checkpoint",
+                               map_location=self.adarand.head.weight.device)
         self.adarand.restore_or_init(state, self.get_train_dataloader, self.adarand_batch_fn, source=path)
         self._adarand_resume = None
 
