@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_box_head_stats
 from adarand.detection.box_branch import SingleCategoryMapper
+from adarand.detection.config import check_adarand_keys
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook, load_weights_and_prior
 from adarand.detection.configure import checked_default_setup, lazy_cfg_as_recorded
@@ -57,12 +58,15 @@ def init_prior(cfg, model):
         meta={"datasets": [names] if isinstance(names, str) else list(names)}),
         identity={"weights": cfg.train.init_checkpoint, "stats_loader": OmegaConf.to_yaml(cfg.dataloader.stats),
                   "stats_rois": a["STATS_ROIS"], "labels": a["LABELS"],
-                  "regularize_background": a["REGULARIZE_BACKGROUND"], **lazy_roi_sampler_identity(cfg)})
+                  "regularize_background": a["REGULARIZE_BACKGROUND"], **lazy_roi_sampler_identity(cfg)},
+        allow_missing=a["ALLOW_MISSING_CLASSES"])
 
 
 def build_model(cfg):
-    model = instantiate(cfg.model)
     a = adarand_settings(cfg)
+    if a is not None:
+        check_adarand_keys(a, "model.roi_heads.adarand")
+    model = instantiate(cfg.model)
     if a is not None:
         check_capable(a["METHOD"], model)
     return model.to(cfg.train.device)

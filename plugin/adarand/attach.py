@@ -21,9 +21,14 @@ from torch import nn
 
 from .config import select_options
 from .distributed import rank
-from .seeding import NOISE, seeded_generator, stream_seed
+from .prior import naming_checkpoint
 from .regularizers import build_regularizer, regularizer_options
+from .seeding import NOISE, seeded_generator, stream_seed
 from .stats import compute_class_stats
+from .validation import LABEL_DTYPES
+
+# Default of ``max_pending``: loss() calls one step() may take, far more micro-batches than gradient accumulation uses.
+MAX_PENDING = 256
 
 
 @contextlib.contextmanager
@@ -70,6 +75,25 @@ def _find_head(model, head):
     return name, module
 
 
+def _checked_batch(batch, mapped):
+    """``batch`` as ``(inputs, labels)`` with integer labels, else an error naming ``batch_fn`` and that form."""
+    given = "batch_fn returned" if mapped else "the loader gave"
+    fix = ("fix batch_fn" if mapped else "pass batch_fn=lambda batch: (inputs, labels)") + (
+        " to init_from_data; expected (inputs, labels): the model's inputs (a tensor, or a dict of keyword inputs) "
+        "and (B,) int64 class labels")
+    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):
+        kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else f"a {type(batch).__name__}"
+        raise TypeError(f"init_from_data: {given} {kind}; {fix}")
+    if len(batch) != 2:
+        raise ValueError(f"init_from_data: {given} a batch of {len(batch)} items; {fix}")
+    inputs, labels = batch
+    labels = torch.as_tensor(labels)
+    if labels.dtype not in LABEL_DTYPES or labels.dim() != 1:
+        raise TypeError(f"init_from_data: {given} labels of dtype {labels.dtype} and shape {tuple(labels.shape)}, "
+                        f"not class indices; {fix}")
+    return inputs, labels
+
+
 class AttachedRegularizer(nn.Module):
     """A regularizer fed by a forward hook on a model's classifier head; built by :func:`attach`.
 
@@ -79,7 +103,9 @@ class AttachedRegularizer(nn.Module):
     gradients are enabled; a forward under ``torch.no_grad()`` (evaluation) drops them, so a later
     :meth:`loss` cannot use stale training features. :meth:`loss` also queues ``(features.detach(), labels)``;
     :meth:`step` updates on every queued pair at once (one step after several micro-batches of
-    gradient accumulation updates on their concatenation, i.e. on the whole batch).
+    gradient accumulation updates on their concatenation, i.e. on the whole batch). More than
+    ``max_pending`` :meth:`loss` calls without a :meth:`step` is an error: a loop that never steps
+    would keep a fixed prior (and every batch's features).
 
     The regularizer's noise is drawn from its own generator (created at the first :meth:`loss` on the features'
     device, seeded with ``stream_seed(NOISE, seed, rank)``; its seed and state are checkpointed as ``noise_seed`` / ``noise_state``),
@@ -90,13 +116,18 @@ class AttachedRegularizer(nn.Module):
         head_name: the head's dotted name in ``model``. head: the ``nn.Linear`` itself.
         regularizer: an :class:`adarand.Regularizer` of ``head.in_features`` features.
         seed: the noise stream's seed (default ``torch.initial_seed()``, i.e. the run's ``torch.manual_seed``).
+        max_pending: the most :meth:`loss` calls one :meth:`step` may take (micro-batches of one optimizer
+            step), >= 1; default :data:`MAX_PENDING` (256).
 
     Shape:
         - features (the head's input): (B, D), D = ``head.in_features``; labels: (B,) int64 in [0, C)
     """
 
-    def __init__(self, model, head_name, head, regularizer, seed=None):
+    def __init__(self, model, head_name, head, regularizer, seed=None, max_pending=MAX_PENDING):
         super().__init__()
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"attach: max_pending must be an integer >= 1; got {max_pending!r}")
+        self.max_pending = max_pending
         object.__setattr__(self, "model", model)  # a plain reference: not in state_dict, not moved by .to()
         object.__setattr__(self, "head", head)
         self.head_name = head_name
@@ -175,17 +206,19 @@ class AttachedRegularizer(nn.Module):
 
         Raises:
             ValueError: an empty loader, a class without samples, non-finite features
-                (see :func:`adarand.compute_class_stats`). RuntimeError: after :meth:`remove`.
+                (see :func:`adarand.compute_class_stats`), a batch of other than two items.
+            TypeError: a batch that is not ``(inputs, labels)`` (a dict: give ``batch_fn``), labels that are
+                not a 1-D int64/int32 tensor. RuntimeError: after :meth:`remove`.
         """
         self._check_attached("init_from_data")
         if not self.regularizer.needs_stats:
             return None
         modes = [(module, module.training) for module in self.model.modules()]
-        batches = loader if batch_fn is None else map(batch_fn, loader)
         self.model.eval()
         self._stats_features = []
         try:
-            with _untouched_random_streams(loader):
+            with _untouched_random_streams(loader):  # iter(loader) draws from its generator: inside
+                batches = (_checked_batch(b if batch_fn is None else batch_fn(b), batch_fn is not None) for b in loader)
                 stats = compute_class_stats(self._features_of, batches, self.regularizer.num_classes,
                                             device=self.head.weight.device, name=type(self.model).__name__,
                                             progress=progress)
@@ -198,16 +231,21 @@ class AttachedRegularizer(nn.Module):
         self.is_initialized = True
         return stats
 
-    def restore_or_init(self, state, make_loader, batch_fn=None):
+    def restore_or_init(self, state, make_loader, batch_fn=None, source=None):
         """Start of training: load ``state`` when a checkpoint gave one, else :meth:`init_from_data` unless initialised.
 
         Args:
             state: a :meth:`state_dict` of this regularizer, or None.
             make_loader: callable returning the training loader; called only when the statistics are computed.
             batch_fn: optional ``batch -> (inputs, labels)`` (see :meth:`init_from_data`).
+            source: the file ``state`` was read from, named in its errors.
+
+        Raises:
+            adarand.prior.NonFinitePriorError: a prior with NaN/Inf in ``state`` (naming ``source``).
         """
         if state is not None:
-            self.load_state_dict(state)
+            with naming_checkpoint(source):
+                self.load_state_dict(state)
         elif not self.is_initialized:
             self.init_from_data(make_loader(), batch_fn)
 
@@ -232,12 +270,18 @@ class AttachedRegularizer(nn.Module):
 
         Raises:
             RuntimeError: no features kept (no forward with gradients since the last step, or the last
-                forward ran under ``torch.no_grad()``), the prior not initialised, or after :meth:`remove`.
+                forward ran under ``torch.no_grad()``), the prior not initialised, ``max_pending`` calls
+                already waiting for a :meth:`step`, or after :meth:`remove`.
             ValueError: labels of another batch size, or those of the regularizer.
         """
         self._check_attached("loss")
         if self._features is None:
             raise RuntimeError(f"loss: no features of the head {self.head_name!r} to regularize: {self._dropped}")
+        if len(self._queue) >= self.max_pending:
+            raise RuntimeError(f"loss: {len(self._queue)} loss() calls without reg.step(): call reg.step() after "
+                               "each optimizer step, else the prior never adapts (a fixed prior) and every batch's "
+                               f"features are kept; to accumulate gradients over more than {self.max_pending} "
+                               "micro-batches, pass a larger max_pending to adarand.attach")
         if not self.is_initialized:
             raise RuntimeError("loss: the prior is not initialised: call init_from_data(train_loader) first "
                                "(or load a checkpoint of this regularizer)")
@@ -307,7 +351,7 @@ def with_total_steps(method, options, total_steps):
     return {**{name: value() for name, value in defaults.items() if name not in options}, **options}
 
 
-def attach(model, head, method="adarand", num_classes=None, seed=None, **options):
+def attach(model, head, method="adarand", num_classes=None, seed=None, max_pending=MAX_PENDING, **options):
     """AdaRand (or any of :func:`adarand.available_regularizers`) on ``model`` as it is.
 
     The regularizer is :func:`adarand.build_regularizer` ``(method, num_classes, head.in_features,
@@ -324,6 +368,9 @@ def attach(model, head, method="adarand", num_classes=None, seed=None, **options
         method: a regularizer name, default ``"adarand"``.
         num_classes: C; default ``head.out_features``.
         seed: seed of the regularizer's own noise stream (per rank); default ``torch.initial_seed()``.
+        max_pending: the most :meth:`~AttachedRegularizer.loss` calls one
+            :meth:`~AttachedRegularizer.step` may take (micro-batches of one optimizer step), default 256;
+            one more is an error naming ``reg.step()``.
         **options: the method's options (``lam``, ``alpha``, ``prior_lr``, ``total_steps``, ...; see
             :func:`adarand.regularizer_options`).
 
@@ -332,7 +379,7 @@ def attach(model, head, method="adarand", num_classes=None, seed=None, **options
 
     Raises:
         ValueError: a head name not found (the message lists the linear layers), a module that is not
-            in ``model``, an unknown method or option. TypeError: a head that is not ``nn.Linear``.
+            in ``model``, an unknown method or option, ``max_pending`` < 1. TypeError: a head that is not ``nn.Linear``.
 
     Example::
 
@@ -343,4 +390,4 @@ def attach(model, head, method="adarand", num_classes=None, seed=None, **options
     num_classes = module.out_features if num_classes is None else num_classes
     regularizer = build_regularizer(method, num_classes, module.in_features, **options)
     regularizer.to(module.weight.device)
-    return AttachedRegularizer(model, name, module, regularizer, seed)
+    return AttachedRegularizer(model, name, module, regularizer, seed, max_pending)

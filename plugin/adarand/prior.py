@@ -7,12 +7,31 @@ class-agnostic prior (RandReg) is the same module with all rows equal. AdaRand's
 :class:`AdaptivePrior`, is that module plus its own adaptation: the running means, the
 alignment losses and the optimizer step on ``mu``, in one call (:meth:`AdaptivePrior.adapt`).
 """
+import contextlib
+
 import torch
 from torch import nn
 
 from . import ops
 from .prior_optim import PriorAdam
 from .validation import check_features_labels, check_finite, check_labels
+
+PRIOR_TENSORS = ("mu", "sigma", "running_mean")
+
+
+class NonFinitePriorError(ValueError):
+    """A loaded prior state whose ``mu``, ``sigma`` or ``running_mean`` holds NaN/Inf."""
+
+
+@contextlib.contextmanager
+def naming_checkpoint(path):
+    """Put ``path`` (the file being loaded; None: nothing) in front of a :class:`NonFinitePriorError` of the block."""
+    try:
+        yield
+    except NonFinitePriorError as err:
+        if path is None:
+            raise
+        raise NonFinitePriorError(f"{path}: {err}") from None
 
 
 def prior_alignment_loss(mu, running_mean, use_mean=True, use_dist=True):
@@ -173,10 +192,18 @@ class ClassConditionalPrior(nn.Module):
         """Initialised by a load only when the state holds this prior's own tensors.
 
         Detectron2's checkpointer loads with ``strict=False``: pre-trained weights without
-        ``...prior.mu`` must leave an uninitialised prior uninitialised, not N(0, 1).
+        ``...prior.mu`` must leave an uninitialised prior uninitialised, not N(0, 1). Every load
+        (``attach``, the trainers' and integrations' checkpoints) passes here: a non-finite ``mu``,
+        ``sigma`` or ``running_mean`` is refused (:class:`NonFinitePriorError`) before anything is copied.
         """
+        for name in PRIOR_TENSORS:
+            value = state_dict.get(prefix + name)
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                bad = int((~torch.isfinite(value)).sum())
+                raise NonFinitePriorError(f"the prior state {prefix + name} holds {bad} NaN/Inf value(s): the "
+                                          "checkpoint comes from a run that diverged; resume from an earlier one")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if all(prefix + name in state_dict for name in ("mu", "sigma", "running_mean")):
+        if all(prefix + name in state_dict for name in PRIOR_TENSORS):
             self.initialized = True
 
     # -- the three operations of a training step -------------------------------------

@@ -70,7 +70,7 @@ def identity_mismatch(stored, wanted: dict) -> list:
 
 
 def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_classes=None, feat_dim=None,
-                          save=True) -> ClassStats:
+                          save=True, allow_missing=False) -> ClassStats:
     """Statistics for ``identity``: from ``path`` when it was produced by the same thing, else
     ``compute()`` (saved to ``path`` when ``save``; pass False on non-main ranks).
 
@@ -84,13 +84,16 @@ def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_cla
         compute: ``() -> ClassStats``. explicit: the user named ``path`` (see above).
         num_classes, feat_dim: expected C and D of a reused file (None: not checked).
         save: write computed statistics to ``path``.
+        allow_missing: accept a reused file with classes of no sample (``compute`` decides for itself);
+            False refuses it, as computed statistics are refused.
 
     Returns:
         :class:`adarand.ClassStats` with ``meta["identity"]`` set to ``identity``.
 
     Raises:
         FileNotFoundError / ValueError: ``explicit`` and the file is missing / of another identity;
-            a reused file of other C or D; an unreadable file (naming it).
+            a reused file of other C or D, or with classes of no sample (unless ``allow_missing``);
+            an unreadable file (naming it).
     """
     identity = _plain(identity)
     if os.path.isfile(path):
@@ -98,6 +101,11 @@ def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_cla
         differ = identity_mismatch(stats.meta.get(IDENTITY_KEY), identity)
         if not differ:
             stats.check_size(path, num_classes, feat_dim)
+            missing = (stats.count == 0).nonzero().flatten().tolist()
+            if missing and not allow_missing:
+                raise ValueError(f"class statistics file {path} has no sample of class(es) {missing} (it was made "
+                                 "with missing classes allowed); this run requires every class "
+                                 "(ALLOW_MISSING_CLASSES False): allow them, or fix the data and recompute")
             logger.info("class statistics: reusing %s (same extractor, weights and data)", path)
             return stats
         detail = _describe(stats.meta.get(IDENTITY_KEY), identity, differ)

@@ -180,6 +180,21 @@ def test_truncated_checkpoint_is_named_on_resume(data_root, finished_run, tmp_pa
         train_cls.main(["--resume"] + opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
 
 
+def test_non_finite_prior_in_last_pth_is_named_on_resume(data_root, finished_run, tmp_path):
+    """Issue 28, item 12: a prior with NaN in last.pth is refused on --resume, naming the file (it was accepted,
+    and two steps later the run stopped blaming the features)."""
+    from adarand.prior import NonFinitePriorError
+
+    for name in ("class_stats.pt", "config.yaml"):
+        (tmp_path / name).write_bytes((finished_run / name).read_bytes())
+    ckpt = torch.load(finished_run / "last.pth", weights_only=True)
+    ckpt["regularizer"]["prior.mu"][0, 0] = float("nan")
+    torch.save(ckpt, tmp_path / "last.pth")
+    with pytest.raises(NonFinitePriorError, match=r"last.pth: the prior state prior.mu holds 1 NaN/Inf"):
+        train_cls.main(["--resume"] + opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand",
+                                                                   "SOLVER.EPOCHS": 2}))
+
+
 def test_truncated_statistics_cache_is_named(data_root, finished_run, tmp_path):
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     _truncate(tmp_path / "class_stats.pt")

@@ -74,6 +74,22 @@ def test_payload_last_checkpoint_is_refused_on_resume(fake_voc, tmp_path):
     assert not marker.exists()
 
 
+def test_non_finite_prior_in_the_checkpoint_is_refused_on_resume(fake_voc, tmp_path):
+    """Issue 28, item 12: a checkpoint whose prior holds NaN is refused by --resume, naming the file."""
+    from adarand.detection import AdaRandTrainer
+    from adarand.prior import NonFinitePriorError
+
+    cfg = tiny_cfg(tmp_path)
+    state = _model(cfg).state_dict()
+    mu = next(k for k in state if k.endswith("adarand.regularizer.prior.mu"))
+    state[mu][3, 1] = math.nan
+    torch.save({"model": state, "iteration": 1}, tmp_path / "model_0000001.pth")
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    cfg.freeze()
+    with pytest.raises(NonFinitePriorError, match=f"model_0000001.pth: the prior state {mu} holds 1 NaN/Inf"):
+        AdaRandTrainer(cfg).resume_or_load(resume=True)
+
+
 # ------------------------------------------------------------------ 2. divergence
 
 @pytest.mark.slow
@@ -116,6 +132,30 @@ def test_explicit_statistics_of_other_weights_are_refused(seed0_stats, tmp_path)
     cfg = tiny_cfg(tmp_path, **{"MODEL.ADARAND.STATS_FILE": str(seed0_stats), "MODEL.ADARAND.STATS_MAX_IMAGES": 5})
     with pytest.raises(ValueError, match="max_images"):
         prior_init.init_prior(cfg, _model(cfg, seed=0))
+
+
+def test_statistics_with_missing_classes_are_refused_unless_allowed(seed0_stats, tmp_path):
+    """Issue 28, item 11: a file with classes of no sample (made with ALLOW_MISSING_CLASSES True) is refused by a
+    run that forbids missing classes, as computed statistics are; its identity does not record the key."""
+    data = torch.load(seed0_stats, weights_only=True)
+    for name in ("mean", "std"):
+        data[name][[2, 7]] = 0.0
+    data["count"][[2, 7]] = 0
+    torch.save(data, tmp_path / "partial.pt")
+    for explicit in (True, False):  # the user's STATS_FILE, and the run's own cache
+        out = tmp_path / f"explicit_{explicit}"
+        out.mkdir()
+        path = tmp_path / "partial.pt" if explicit else out / "adarand_stats.pt"
+        if not explicit:
+            shutil.copy(tmp_path / "partial.pt", path)
+        stats_file = {"MODEL.ADARAND.STATS_FILE": str(path)} if explicit else {}
+        cfg = tiny_cfg(out, **stats_file)
+        with pytest.raises(ValueError, match=r"partial.pt|adarand_stats.pt") as err:
+            prior_init.init_prior(cfg, _model(cfg, seed=0))
+        assert "no sample of class(es) [2, 7]" in str(err.value) and "ALLOW_MISSING_CLASSES" in str(err.value)
+        cfg = tiny_cfg(out, **stats_file, **{"MODEL.ADARAND.ALLOW_MISSING_CLASSES": True})
+        (stats,) = prior_init.init_prior(cfg, _model(cfg, seed=0))
+        assert stats.count[2] == 0
 
 
 def test_statistics_computed_ahead_are_accepted_by_the_trainer(fake_voc, tmp_path):
@@ -216,7 +256,9 @@ def test_truncated_voc_image_is_named(fake_voc, tmp_path):
 # ------------------------------------------------------------------ 10. detection inputs
 
 @pytest.mark.parametrize("key,value", [("LAMBDA", "-1.0"), ("LAMBDA", ".nan"), ("LAMBDA", "1e400"),
-                                       ("PRIOR_LR", "0.0"), ("ALPHA", "1.5")])
+                                       ("PRIOR_LR", "0.0"), ("ALPHA", "1.5"),
+                                       ("PRIOR_UPDATE_PERIOD", "-1"), ("STATS_MAX_IMAGES", "-5"),  # issue 28, 10
+                                       ("SCALE_LOG_PERIOD", "-2"), ("PTR_EPOCH_ITERS", "-1")])
 def test_bad_adarand_values_are_refused_at_config_time(fake_voc, tmp_path, key, value):
     """Through a YAML file (the only way to write NaN) that names the base config."""
     config = tmp_path / "bad.yaml"

@@ -150,6 +150,23 @@ def test_weights_without_the_prior_refuse_to_train(fake_voc, tmp_path):
         fresh(batch)
 
 
+def test_training_without_the_prior_hook_is_an_error_naming_it(fake_voc, tmp_path):
+    """Issue 28, item 10: a trainer that never takes the rows (no AdaRandPriorHook) would keep a fixed prior: the
+    next training forward raises. Evaluation and PreciseBN-style forwards (no_grad) in between do not."""
+    model, batch = _model_and_batch(tmp_path)
+    _branch(model).regularizer.prior.init_from_stats(torch.randn(20, 64), torch.ones(20, 64))
+    with EventStorage():
+        model(batch)
+        with torch.no_grad():
+            model(batch)  # training mode without gradients (PreciseBN): neither records nor checks
+            model.eval()(batch)
+        model.train()
+        with pytest.raises(RuntimeError, match="never taken.*AdaRandPriorHook"):
+            model(batch)
+        assert model.roi_heads.take_sampled_rows() is not None
+        model(batch)  # rows taken: trains on
+
+
 def test_method_without_a_capable_head_is_an_error(fake_voc, tmp_path):
     cfg = tiny_cfg(tmp_path, **{"MODEL.ROI_HEADS.NAME": "StandardROIHeads"})
     with pytest.raises(ValueError, match="METHOD is 'adarand' but the model's ROI heads \\(StandardROIHeads\\)"):
@@ -221,8 +238,7 @@ def test_hook_logs_means_over_its_period(fake_voc, tmp_path):
         trainer.storage = storage
         for it in range(2):
             storage.iter = trainer.iter = it
-            with torch.no_grad():
-                model(batch)
+            model(batch)  # a training step's forward (with gradients): the heads record its rows
             features, labels = model.roi_heads.sampled_rows[0]  # the record the hook takes
             kept = labels != IGNORE_INDEX
             rois += int(kept.sum())

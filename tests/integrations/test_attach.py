@@ -417,3 +417,60 @@ def test_the_noise_stream_is_seeded_per_rank_and_restored_from_a_checkpoint():
     c = adarand.attach(other, "classifier.1", total_steps=5, seed=7)
     c.load_state_dict(legacy)
     assert c.seed == 7
+def test_loss_without_step_is_refused_past_max_pending():
+    """Issue 28, item 10: a loop that never calls step() keeps a fixed prior; past max_pending loss() calls it is
+    an error naming reg.step(), while an accumulation of max_pending micro-batches still steps on all of them."""
+    torch.manual_seed(0)
+    model = Net()
+    reg = adarand.attach(model, "classifier.1", total_steps=5, max_pending=3)
+    reg.init_from_data(batches())
+    x, y = make_data()
+    for _ in range(3):
+        model(x)
+        reg.loss(y)
+    reg.step()  # three micro-batches of one optimizer step: accepted
+    assert int(reg.regularizer.prior.optimizer.num_steps) == 1
+    for _ in range(3):
+        model(x)
+        reg.loss(y)
+    model(x)
+    with pytest.raises(RuntimeError, match=r"3 loss\(\) calls without reg\.step\(\).*max_pending"):
+        reg.loss(y)
+    assert adarand.attach(Net(), "classifier.1").max_pending == 256  # the documented default
+    with pytest.raises(ValueError, match="max_pending must be an integer >= 1"):
+        adarand.attach(Net(), "classifier.1", max_pending=0)
+
+
+@pytest.mark.parametrize("batch_of,error,match", [
+    (lambda x, y: {"inputs": x, "labels": y}, TypeError, r"the loader gave a dict with keys \['inputs', 'labels'\]"),
+    (lambda x, y: (x, y, "extra"), ValueError, "the loader gave a batch of 3 items"),
+    (lambda x, y: (x, y.float()), TypeError, "labels of dtype torch.float32"),
+])
+def test_init_from_data_names_batch_fn_for_a_batch_of_another_form(batch_of, error, match):
+    """Issue 28, item 14: dict batches, (x, y, extra) tuples and float labels are errors naming batch_fn and the
+    expected form, before the model or the statistics see them."""
+    reg = adarand.attach(Net(), "classifier.1")
+    loader = [batch_of(x, y) for x, y in batches()]
+    with pytest.raises(error, match=match + r".*batch_fn.*\(inputs, labels\)"):
+        reg.init_from_data(loader)
+    with pytest.raises(TypeError, match=r"batch_fn returned a dict .*fix batch_fn"):
+        reg.init_from_data(batches(), batch_fn=lambda b: {"x": b[0]})
+    assert not reg.is_initialized
+
+
+@pytest.mark.parametrize("name", ["mu", "sigma", "running_mean"])
+def test_a_non_finite_prior_is_refused_on_load(name):
+    """Issue 28, item 12: a checkpoint of a diverged run is refused on load (naming the tensor, and the file
+    where the caller knows it), before any training step."""
+    from adarand.prior import NonFinitePriorError
+
+    reg = adarand.attach(Net(), "classifier.1", total_steps=5)
+    reg.init_from_data(batches())
+    state = reg.state_dict()
+    state[f"regularizer.prior.{name}"][1, 2] = float("nan")
+    fresh = adarand.attach(Net(), "classifier.1", total_steps=5)
+    with pytest.raises(NonFinitePriorError, match=f"regularizer.prior.{name} holds 1 NaN/Inf"):
+        fresh.load_state_dict(state)
+    assert not fresh.regularizer.prior.initialized and not fresh.regularizer.prior.mu.any()  # nothing copied
+    with pytest.raises(NonFinitePriorError, match=f"run.pt: the prior state regularizer.prior.{name}"):
+        fresh.restore_or_init(state, lambda: pytest.fail("statistics computed"), source="run.pt")

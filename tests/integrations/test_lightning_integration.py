@@ -103,3 +103,34 @@ def test_validation_between_accumulated_batches_changes_nothing(tmp_path):
     fit.fit(module, loader(), loader())
     assert fit.global_step == 3
     assert int(module.adarand.attached.state_dict()["regularizer.prior.optimizer.num_steps"]) == 3
+
+
+class TinyLit(Lit):
+    """Lit with a two-layer MLP instead of a ResNet: for the checks that need a fit, not a network."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 8), torch.nn.ReLU(),
+                                         torch.nn.Linear(8, C))
+        self.adarand = AdaRandCallback(head="model.3")
+
+
+def test_a_checkpoint_with_a_non_finite_prior_is_refused_naming_it(tmp_path):
+    """Issue 28, item 12: a Lightning checkpoint whose prior holds NaN stops the fit at its start, naming the file,
+    also when the callback is already attached (a second fit)."""
+    from adarand.prior import NonFinitePriorError
+
+    L.seed_everything(0)
+    module = TinyLit()
+    fit = trainer(tmp_path, epochs=1)
+    fit.fit(module, loader())
+    path = tmp_path / "diverged.ckpt"
+    fit.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["callbacks"][module.adarand.state_key]["regularizer"]["regularizer.prior.running_mean"][0, 0] = float("inf")
+    torch.save(ckpt, path)
+    mu = module.adarand.attached.regularizer.prior.mu.clone()
+    for fitted in (TinyLit(), module):  # a fresh module, then the one already attached
+        with pytest.raises(NonFinitePriorError, match="diverged.ckpt: the prior state regularizer.prior.running_mean"):
+            trainer(tmp_path, epochs=2).fit(fitted, loader(), ckpt_path=path)
+    assert torch.equal(module.adarand.attached.regularizer.prior.mu, mu)

@@ -4,11 +4,13 @@ checkpoints restore it exactly, and Trainer.evaluate is unchanged."""
 import copy
 import os
 
+import pytest
 import torch
 from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
 
 import adarand
 from adarand.integrations.transformers import AdaRandTrainer
+from adarand.prior import NonFinitePriorError
 
 C = 3
 
@@ -75,6 +77,35 @@ def test_train_adds_the_term_steps_the_prior_and_checkpoints_restore_it(tmp_path
     for key, value in state.items():  # restored exactly, not recomputed
         assert torch.equal(seen[key], value), key
     assert int(resumed.adarand.state_dict()["regularizer.prior.optimizer.num_steps"]) == 6
+
+    # issue 28, item 12: an adarand.pt whose prior holds NaN is refused at the start, naming the file
+    saved["regularizer.prior.mu"][0, 0] = float("nan")
+    torch.save(saved, os.path.join(tmp_path, "checkpoint-4", "adarand.pt"))
+    diverged = AdaRandTrainer(model=vit(), args=arguments(str(tmp_path), epochs=3, gradient_accumulation_steps=2),
+                              train_dataset=Images(), head="classifier")
+    with pytest.raises(NonFinitePriorError, match=r"checkpoint-4/adarand.pt: the prior state regularizer.prior.mu"):
+        diverged.train(resume_from_checkpoint=os.path.join(tmp_path, "checkpoint-4"))
+
+
+def test_resume_without_a_checkpoint_is_an_error_as_in_trainer(tmp_path):
+    """Issue 28, item 13: True with no checkpoint raises Trainer's own error (it trained from scratch)."""
+    trainer = AdaRandTrainer(model=vit(), args=arguments(str(tmp_path), epochs=1), train_dataset=Images())
+    with pytest.raises(ValueError, match="No valid checkpoint found in output directory"):
+        trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 0 and trainer.adarand is None
+
+
+def test_resume_from_a_plain_trainer_checkpoint_says_what_to_do(tmp_path):
+    """Issue 28, item 13: a checkpoint without adarand.pt is refused before training, naming the file and the
+    ways on."""
+    plain = Trainer(model=vit(), args=arguments(str(tmp_path), epochs=1, max_steps=1), train_dataset=Images())
+    plain.train()
+    checkpoint = os.path.join(tmp_path, "checkpoint-1")
+    trainer = AdaRandTrainer(model=vit(), args=arguments(str(tmp_path), epochs=1), train_dataset=Images())
+    with pytest.raises(FileNotFoundError, match=r"checkpoint-1/adarand.pt not found: .*not written by AdaRandTrainer"
+                                                r".*from_pretrained.*without resume_from_checkpoint"):
+        trainer.train(resume_from_checkpoint=checkpoint)
+    assert trainer.state.global_step == 0 and trainer.adarand is None
 
 
 def test_the_term_equals_the_explicit_path_and_evaluate_is_unchanged(tmp_path):

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 import adarand
 from adarand.distributed import gather_objects, init_from_env, rank, world_size
 from adarand.files import save_torch, write_json
+from adarand.prior import naming_checkpoint
 from adarand.seeding import AUGMENTATION, LOADER, NOISE, stream_seed
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
@@ -178,7 +179,8 @@ class ClassificationTrainer:
         self.seed_streams()
         last = os.path.join(cfg.OUTPUT_DIR, "last.pth")
         if resume and os.path.isfile(last):
-            self.load_checkpoint_state(load_checkpoint(last))  # CPU: RNG states must stay CPU tensors
+            with naming_checkpoint(last):  # a prior with NaN/Inf is refused, naming the file
+                self.load_checkpoint_state(load_checkpoint(last))  # CPU: RNG states must stay CPU tensors
 
     def seed_streams(self):
         """Each rank's augmentation (the global RNGs), loader workers and regularizer noise: one

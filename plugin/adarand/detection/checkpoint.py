@@ -4,6 +4,7 @@
   a file holding other objects is refused with an error naming it.
 - ``.pkl`` (Detectron2 / Caffe2 model zoo): unpickled with an allow-list of numpy array
   and plain-container constructors only, so a payload cannot run.
+- Loading a prior (mu, sigma, running means) with NaN/Inf is an error naming the file.
 - Saving: refuses a model with NaN/Inf weights (``FloatingPointError``) and writes through
   :func:`adarand.files.save_torch` (unique temporary file, fsync, rename), so a crash or a
   full disk never leaves half a checkpoint. ``save_dir`` must be a local directory.
@@ -14,6 +15,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from adarand.files import load_pickle, load_torch, save_torch, write_text
 from adarand.finite_guard import check_finite_weights
+from adarand.prior import naming_checkpoint
 
 # (module, name) pairs a model-zoo .pkl may reference: numpy arrays, dtypes and scalars.
 _PICKLE_ALLOWED = {
@@ -45,6 +47,10 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         if filename.endswith(".pyth"):
             load_torch(filename, what="weights file")  # refuses unsafe content before upstream reads it
         return super()._load_file(filename)
+
+    def load(self, path, *args, **kwargs):
+        with naming_checkpoint(path):  # a prior with NaN/Inf is refused, naming the file
+            return super().load(path, *args, **kwargs)
 
     def _torch_load(self, f):
         return load_torch(f, what="checkpoint")

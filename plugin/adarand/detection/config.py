@@ -63,9 +63,23 @@ def add_visualization_config(cfg):
     return cfg
 
 
+# Integer keys where 0 means off / all and a negative value means nothing.
+_COUNT_KEYS = ("PRIOR_UPDATE_PERIOD", "STATS_MAX_IMAGES", "SCALE_LOG_PERIOD", "PTR_EPOCH_ITERS")
+
+
 def check_adarand_config(cfg):
     """Refuse values of ``MODEL.ADARAND`` that cannot train, naming the key (call after merging)."""
-    check_regularizer_keys(cfg.MODEL.ADARAND)
+    check_adarand_keys(cfg.MODEL.ADARAND)
+
+
+def check_adarand_keys(node, prefix="MODEL.ADARAND"):
+    """:func:`check_adarand_config` on the ``MODEL.ADARAND`` keys themselves (a CfgNode, or a LazyConfig's dict):
+    the shared keys, and the counts of :data:`_COUNT_KEYS` integers >= 0."""
+    check_regularizer_keys(node, prefix)
+    for key in _COUNT_KEYS:
+        value = node[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"config key {prefix}.{key} = {value!r}; expected an integer >= 0 (0 = off or all)")
 
 
 def adarand_options(**overrides):

@@ -212,15 +212,17 @@ def init_prior(cfg, model):
     method needs none.
     """
     return init_prior_from(model, stats_path(cfg), required=bool(cfg.MODEL.ADARAND.STATS_FILE),
-                           compute=lambda: compute_box_head_stats(cfg, model), identity=stats_identity(cfg))
+                           compute=lambda: compute_box_head_stats(cfg, model), identity=stats_identity(cfg),
+                           allow_missing=cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES)
 
 
-def init_prior_from(model, path, required, compute, identity=None):
+def init_prior_from(model, path, required, compute, identity=None, allow_missing=False):
     """Load each branch's statistics from ``path`` (see :func:`branch_path`), or ``compute()`` and save them.
 
     ``required``: the user gave ``path``; a missing file, or one produced by other weights or
     data (``identity`` plus the weights' hash, see :mod:`adarand.stats_cache`), is an error
-    instead of a cache miss.
+    instead of a cache miss. ``allow_missing`` (ALLOW_MISSING_CLASSES): False refuses a file with
+    classes of no sample, as ``compute`` refuses them.
     """
     regs = box_regularizations(model)
     if not any(reg.regularizer.needs_stats for reg in regs):
@@ -230,7 +232,7 @@ def init_prior_from(model, path, required, compute, identity=None):
     stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(weights, identity, reg),
                                    lambda i=i: compute_all()[i], explicit=required,
                                    num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
-                                   save=comm.is_main_process())
+                                   save=comm.is_main_process(), allow_missing=allow_missing)
              for i, reg in enumerate(regs)]
     comm.synchronize()
     for reg, st in zip(regs, stats):

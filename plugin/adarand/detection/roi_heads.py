@@ -86,9 +86,12 @@ class AdaRandHeadsMixin:
         prior_total_steps: length of the prior optimizer's cosine schedule (SOLVER.MAX_ITER).
 
     Attributes:
-        sampled_rows: the record of the last training forward, one :class:`BoxRows` per
-            regularization (stage order), features detached; None once taken
-            (:meth:`take_sampled_rows`) or before the first training forward.
+        sampled_rows: the record of the last training forward with gradients enabled, one
+            :class:`BoxRows` per regularization (stage order), features detached; None once taken
+            (:meth:`take_sampled_rows`) or before the first such forward. Such a forward while a
+            record is still untaken is an error naming :class:`AdaRandPriorHook` (a trainer without
+            it would never adapt the prior); training-mode forwards under ``torch.no_grad()``
+            (PreciseBN) neither record nor check.
     """
 
     @configurable
@@ -137,8 +140,17 @@ class AdaRandHeadsMixin:
             return super().forward(images, features, proposals, targets)
         if not targets:
             raise ValueError("the ROI heads need the images' ground truth ('targets') in training")
+        step = torch.is_grad_enabled()  # a training step; PreciseBN's forwards (no_grad) neither record nor check
+        if step and self.sampled_rows:
+            raise RuntimeError(
+                f"{type(self).__name__}: the rows regularized by the previous training forward were never taken, so "
+                "the prior never adapts: register adarand.detection.AdaRandPriorHook in the trainer (it steps the "
+                "prior after every optimizer step; AdaRandTrainer and tools/lazyconfig_train_net.py do), or step each "
+                "box_regularizations() regularizer on take_sampled_rows() yourself")
         proposals = self.label_and_sample_proposals(proposals, targets)
-        losses, self.sampled_rows = self._forward_box(features, proposals, targets)
+        losses, rows = self._forward_box(features, proposals, targets)
+        if step:
+            self.sampled_rows = rows
         losses.update(self._forward_mask(features, proposals))
         losses.update(self._forward_keypoint(features, proposals))
         return proposals, losses

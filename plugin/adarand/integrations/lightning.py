@@ -20,7 +20,8 @@ defaulting to ``trainer.estimated_stepping_batches``) and computes the class sta
 from ``trainer.train_dataloader`` — unless a checkpoint restored its state. After every optimizer
 step (once per ``accumulate_grad_batches`` batches: ``trainer.global_step`` moved) it steps the
 prior on the features of all the micro-batches of that step. Its state rides in Lightning
-checkpoints (``state_dict`` / ``load_state_dict``); ``adarand/loss`` and ``adarand/prior_loss``
+checkpoints (``state_dict`` / ``load_state_dict``; a restored state is loaded at ``on_train_start``,
+a prior with NaN/Inf refused naming the checkpoint); ``adarand/loss`` and ``adarand/prior_loss``
 are logged through ``pl_module.log``. The hook stays on after ``fit`` (a later ``fit`` continues
 with the same prior); ``callback.attached.remove()`` takes it off. Automatic optimization only.
 """
@@ -80,8 +81,8 @@ class AdaRandCallback(Callback):
         if self.attached is None:
             options = with_total_steps(self.method, self.options, lambda: _optimizer_steps(trainer))
             self.attached = attach(pl_module, self.head, self.method, self.num_classes, **options)
-        self.attached.restore_or_init(self._restored, lambda: trainer.train_dataloader, self.batch_fn)
-        self._restored = None
+        state, self._restored = self._restored, None
+        self.attached.restore_or_init(state, lambda: trainer.train_dataloader, self.batch_fn, source=trainer.ckpt_path)
         self._last_global_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -98,16 +99,13 @@ class AdaRandCallback(Callback):
         self.attached.on_epoch_end()
 
     def state_dict(self):
-        if self.attached is not None:
-            return {"regularizer": self.attached.state_dict()}
-        return {} if self._restored is None else {"regularizer": self._restored}
+        if self._restored is not None:  # a checkpoint's state, loaded at the next on_train_start
+            return {"regularizer": self._restored}
+        return {} if self.attached is None else {"regularizer": self.attached.state_dict()}
 
     def load_state_dict(self, state_dict):
-        if "regularizer" not in state_dict:
-            return
-        if self.attached is not None:
-            self.attached.load_state_dict(state_dict["regularizer"])
-        else:
+        # kept until on_train_start, which loads it and names trainer.ckpt_path in its errors
+        if "regularizer" in state_dict:
             self._restored = state_dict["regularizer"]
 
 

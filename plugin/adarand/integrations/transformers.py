@@ -73,11 +73,12 @@ class AdaRandTrainer(Trainer):
         if self.adarand is None:
             options = with_total_steps(self.adarand_method, self.adarand_options, lambda: max_steps)
             self.adarand = attach(self.model, self.adarand_head, self.adarand_method, **options)
-        state = None
+        state = path = None
         if self._adarand_resume is not None:
-            state = load_torch(os.path.join(self._adarand_resume, STATE_NAME), what="AdaRand state of the checkpoint",
+            path = os.path.join(self._adarand_resume, STATE_NAME)
+            state = load_torch(path, what="AdaRand state of the checkpoint",
                                map_location=self.adarand.head.weight.device)
-        self.adarand.restore_or_init(state, self.get_train_dataloader, self.adarand_batch_fn)
+        self.adarand.restore_or_init(state, self.get_train_dataloader, self.adarand_batch_fn, source=path)
         self._adarand_resume = None
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
@@ -91,12 +92,16 @@ class AdaRandTrainer(Trainer):
             ``Trainer.train``'s ``TrainOutput``.
 
         Raises:
-            FileNotFoundError: the checkpoint has no ``adarand.pt`` (it was not written by this trainer).
+            ValueError: ``True`` and no checkpoint in ``args.output_dir`` (as ``Trainer.train``).
+            FileNotFoundError: the checkpoint has no ``adarand.pt`` (it was not written by this trainer),
+                before any training.
+            adarand.prior.NonFinitePriorError: its ``adarand.pt`` holds a prior with NaN/Inf.
         """
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer raises
+        if resume_from_checkpoint is True:  # no checkpoint: True goes on, and Trainer.train raises
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True
         if isinstance(resume_from_checkpoint, (str, os.PathLike)):
             self._adarand_resume = os.fspath(resume_from_checkpoint)
+            _check_has_state(self._adarand_resume)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -153,6 +158,17 @@ class AdaRandTrainer(Trainer):
         super().save_model(output_dir, _internal_call)
         if self.adarand is not None and self.args.should_save:
             save_torch(self.adarand.state_dict(), os.path.join(output_dir or self.args.output_dir, STATE_NAME))
+
+
+def _check_has_state(checkpoint):
+    """A checkpoint folder without ``adarand.pt`` (one of a plain ``Trainer``) cannot resume AdaRand: say what can."""
+    path = os.path.join(checkpoint, STATE_NAME)
+    if os.path.isdir(checkpoint) and not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: {checkpoint} was not written by AdaRandTrainer (a plain Trainer checkpoint has no "
+            "regularizer state), so it cannot resume an AdaRand run. Resume from a checkpoint of AdaRandTrainer, or "
+            f"start AdaRand from its weights: load the model from {checkpoint} (from_pretrained) and call train() "
+            "without resume_from_checkpoint (the prior is then initialised from the data)")
 
 
 def _split_labels(batch):
