@@ -12,6 +12,8 @@ Registered names (root: ``$DETECTRON2_DATASETS``, default ``./datasets``):
   image has a single category object", which holds for this subset only. The full
   ``voc_2012_seg_*`` is the multi-category setting.
 
+The semantic-segmentation splits (``voc_2012_sem_seg_*``) are in :mod:`adarand.detection.voc_sem_seg`.
+
 ``SegmentationObject`` PNGs hold instance ids (the i-th ``<object>`` of the XML is id
 i + 1; 0 = background, 255 = void border); each instance's class is checked against
 ``SegmentationClass``. Objects without a single pixel in the PNG are dropped from the
