@@ -14,6 +14,7 @@ DETECTION = [
     # detectron2 itself is installed by tools/install_detectron2.sh (see README).
     "fvcore", "iopath", "yacs", "pycocotools", "omegaconf>=2.1,<2.4", "hydra-core", "termcolor",
     "tabulate", "cloudpickle", "matplotlib", "setuptools<81", "pillow",
+    "scipy",  # SBD's cls/*.mat labels (voc_2012_sem_seg_train_aug)
     # detectron2.utils.visualizer (and PointRend, tools/visualize.py) import cv2. The headless
     # wheel: the same cv2 without Qt/GTK/X11, so it installs and runs on servers and CI with no
     # display libraries. Pinned: an abi3 wheel (any CPython >= 3.7) built against numpy 2.

@@ -2,7 +2,7 @@
 
 In your own Detectron2 project::
 
-    import adarand.detection  # registers AdaRandROIHeads, AdaRandCascadeROIHeads and the VOC splits
+    import adarand.detection  # registers AdaRandROIHeads, AdaRandCascadeROIHeads and the VOC splits (incl. sem-seg)
     from adarand.detection import add_adarand_config
 
     cfg = get_cfg(); add_adarand_config(cfg); cfg.merge_from_file(...)
@@ -27,14 +27,16 @@ from .roi_heads import (
 from .configure import get_detection_cfg, load_detection_cfg, setup_cfg
 from .trainer import AdaRandTrainer, build_evaluator
 from .voc import VOC_CLASSES, load_voc_detection, load_voc_instance_segmentation, register_voc
+from .voc_sem_seg import load_voc_sem_seg, load_voc_sem_seg_train_aug, register_voc_sem_seg, voc_palette
 
 register_voc()
+register_voc_sem_seg()
 
 __all__ = [
     "AdaRandCascadeROIHeads", "AdaRandHeadsMixin", "AdaRandPriorHook", "AdaRandROIHeads", "AdaRandTrainer",
     "BoxRegularization", "BoxRows", "SafeDetectionCheckpointer", "VOC_CLASSES", "adarand_heads", "adarand_options",
     "add_adarand_config", "box_regularizations", "check_adarand_config", "get_detection_cfg", "load_detection_cfg", "setup_cfg",
     "build_evaluator", "check_capable", "check_initialised", "collect_box_head_stats", "compute_box_head_stats",
-    "init_prior", "load_voc_detection", "load_voc_instance_segmentation", "register_voc",
-    "stats_path", "unwrap",
+    "init_prior", "load_voc_detection", "load_voc_instance_segmentation", "load_voc_sem_seg",
+    "load_voc_sem_seg_train_aug", "register_voc", "register_voc_sem_seg", "stats_path", "unwrap", "voc_palette",
 ]

@@ -12,6 +12,8 @@ Registered names (root: ``$DETECTRON2_DATASETS``, default ``./datasets``):
   image has a single category object", which holds for this subset only. The full
   ``voc_2012_seg_*`` is the multi-category setting.
 
+The semantic-segmentation splits (``voc_2012_sem_seg_*``) are in :mod:`adarand.detection.voc_sem_seg`.
+
 ``SegmentationObject`` PNGs hold instance ids (the i-th ``<object>`` of the XML is id
 i + 1; 0 = background, 255 = void border); each instance's class is checked against
 ``SegmentationClass``. Objects without a single pixel in the PNG are dropped from the
@@ -139,15 +141,21 @@ def parse_voc_xml(path, class_names=VOC_CLASSES, clipped=None):
     return height, width, objects
 
 
-def _read_index_png(path, shape):
+def _read_index_png(path, shape, source="the annotation's"):
+    """The H x W indices of a palette (P) or grey (L) PNG, never converted through its colours;
+    a missing, unreadable or other-mode file, or a size other than ``shape`` (``source``'s), is an
+    error naming ``path``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VOC segmentation PNG not found: {path}")
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette (P) or grey (L) PNG, got mode {im.mode}")
-        array = np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"{path}: expected a palette (P) or grey (L) PNG, got mode {im.mode}")
+            array = np.asarray(im)
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"cannot read VOC segmentation PNG {path}: {type(e).__name__}: {e}") from e
     if array.shape != shape:
-        raise ValueError(f"{path}: size {array.shape} differs from the annotation's {shape}")
+        raise ValueError(f"{path}: size {array.shape} differs from {source} {shape}")
     return array
 
 
@@ -222,11 +230,17 @@ def load_voc_instance_segmentation(root, split, single_category=False, class_nam
 
 
 def _register(name, loader, **metadata):
+    """Register (or re-point) ``name``: ``loader`` runs only when ``DatasetCatalog.get`` is called."""
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, loader)
-    MetadataCatalog.get(name).set(thing_classes=list(VOC_CLASSES), **metadata)
+    MetadataCatalog.get(name).set(**metadata)
+
+
+def datasets_root(root=None):
+    """``root``, else ``$DETECTRON2_DATASETS``, else ``datasets`` (Detectron2's rule for its builtin sets)."""
+    return root if root is not None else os.getenv("DETECTRON2_DATASETS", "datasets")
 
 
 def register_voc(root=None):
@@ -234,20 +248,22 @@ def register_voc(root=None):
 
     Calling it again re-points the names (harmless). Returns the registered names.
     """
-    root = root if root is not None else os.getenv("DETECTRON2_DATASETS", "datasets")
+    root = datasets_root(root)
     names = []
     for year, splits in DET_SPLITS.items():
         dirname = os.path.join(root, f"VOC{year}")
         for split in splits:
             name = f"voc_{year}_det_{split}"
             _register(name, lambda d=dirname, s=split: load_voc_detection(d, s),
-                      dirname=dirname, year=int(year), split=split, evaluator_type="pascal_voc")
+                      thing_classes=list(VOC_CLASSES), dirname=dirname, year=int(year), split=split,
+                      evaluator_type="pascal_voc")
             names.append(name)
     dirname = os.path.join(root, "VOC2012")
     for split in SEG_SPLITS:
         for single in (False, True):
             name = f"voc_2012_seg_{split}" + ("_single" if single else "")
             _register(name, lambda s=split, o=single: load_voc_instance_segmentation(dirname, s, o),
-                      dirname=dirname, year=2012, split=split, evaluator_type="coco")
+                      thing_classes=list(VOC_CLASSES), dirname=dirname, year=2012, split=split,
+                      evaluator_type="coco")
             names.append(name)
     return names

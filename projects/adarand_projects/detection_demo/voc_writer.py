@@ -11,24 +11,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
+from adarand.detection.voc_sem_seg import voc_palette
 from adarand.files import save_image, write_text
 
 SUBDIRS = {"jpg": "JPEGImages", "xml": "Annotations", "obj": "SegmentationObject", "cls": "SegmentationClass",
            "main": os.path.join("ImageSets", "Main"), "seg": os.path.join("ImageSets", "Segmentation")}
-
-
-def voc_palette():
-    """VOC's colour map (256 x 3 uint8): class k's RGB takes bit j of k (R, G, B) as bit 7-i of its byte, i = j // 3."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for k in range(256):
-        c, r, g, b = k, 0, 0, 0
-        for i in range(8):
-            r |= ((c >> 0) & 1) << (7 - i)
-            g |= ((c >> 1) & 1) << (7 - i)
-            b |= ((c >> 2) & 1) << (7 - i)
-            c >>= 3
-        palette[k] = (r, g, b)
-    return palette
 
 
 def voc_dirs(voc):
