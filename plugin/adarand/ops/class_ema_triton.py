@@ -136,23 +136,28 @@ def num_row_blocks(batch, num_classes, dim):
     return max(1, min(triton.cdiv(batch, ROWS_PER_BLOCK), MAX_ROW_BLOCKS, MAX_PARTIALS // (num_classes * (dim + 1))))
 
 
-def class_sums_and_flags_triton(features, labels, num_classes, row_blocks=None):
-    """``(sums, flags)``: the C x (D + 1) per-class sums of ``features`` (B x D) with the counts in the last
-    column, and per (class, column block) the number of non-finite sums (int32).
-
-    ``row_blocks``: how many row blocks to cut the batch into (default :func:`num_row_blocks`); each holds a
-    multiple of BLOCK_R rows, so fewer are used where the last would be empty. One launch with one row block,
-    two with more.
-    """
-    if features.dim() != 2 or labels.shape != features.shape[:1]:
-        raise ValueError(f"need B x D features and B labels; got {tuple(features.shape)}, {tuple(labels.shape)}")
-    batch, dim = features.shape
+def row_split(batch, num_classes, dim, row_blocks=None):
+    """``(R, rows)``: the row blocks the class sums use and the rows in each (a multiple of BLOCK_R), for
+    ``row_blocks`` asked (default :func:`num_row_blocks`); fewer than asked where the last would be empty."""
     if row_blocks is None:
         row_blocks = num_row_blocks(batch, num_classes, dim)
     if row_blocks < 1:
         raise ValueError(f"row_blocks must be at least 1; got {row_blocks}")
-    rows = triton.cdiv(triton.cdiv(batch, row_blocks), BLOCK_R) * BLOCK_R  # per row block
-    row_blocks = max(1, triton.cdiv(batch, rows)) if rows else 1
+    rows = triton.cdiv(triton.cdiv(batch, row_blocks), BLOCK_R) * BLOCK_R
+    return (max(1, triton.cdiv(batch, rows)) if rows else 1), rows
+
+
+def class_sums_and_flags_triton(features, labels, num_classes, row_blocks=None):
+    """``(sums, flags)``: the C x (D + 1) per-class sums of ``features`` (B x D) with the counts in the last
+    column, and per (class, column block) the number of non-finite sums (int32).
+
+    ``row_blocks``: how many row blocks to cut the batch into (:func:`row_split`). One launch with one row
+    block, two with more.
+    """
+    if features.dim() != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"need B x D features and B labels; got {tuple(features.shape)}, {tuple(labels.shape)}")
+    batch, dim = features.shape
+    row_blocks, rows = row_split(batch, num_classes, dim, row_blocks)
     acc = accumulation_dtype(features.dtype)
     block_d = _block_d(dim)
     grid = (num_classes, triton.cdiv(dim, block_d))
