@@ -13,12 +13,18 @@ What it does, each step a row of the report:
    equals eager over a few steps; on CUDA a whole training step (forward, CE + AdaRand,
    backward, SGD step, ``reg.step``) is captured in a CUDA graph and replayed, and the captured
    ``reg.step`` equals an eager twin's.
-3. **prior step time**: one ``reg.step`` at the Stanford Cars shape (B=64, C=196, D=2048),
+3. **class sums at pixel scale**: the class-sums kernel on segmentation batches (N = 2^16..2^20
+   rows, C = 21, D = 128 and 256, 70 % of the rows one class; with ``--smoke`` 100 rows cut into
+   4 row blocks): equal to the PyTorch path (``index_add_``) bit for bit on integer-valued
+   features (every order sums them exactly), within a float64 reference's tolerance on normal
+   ones, bit-reproducible, no flag set; and its time against ``index_add_`` and against the
+   kernel with one row block (the design before row blocks).
+4. **prior step time**: one ``reg.step`` at the Stanford Cars shape (B=64, C=196, D=2048),
    Triton vs PyTorch vs compiled (medians over interleaved rounds).
-4. **bandwidth**: the fused prior update's bytes moved / time, as a fraction of the device's
+5. **bandwidth**: the fused prior update's bytes moved / time, as a fraction of the device's
    peak memory bandwidth (from its memory clock and bus width when torch reports them, else of
    a measured device-to-device copy).
-5. **ResNet-50 step ratio** AdaRand / FT with its 95 % interval (``tools/bench/bench_cls_step.py``).
+6. **ResNet-50 step ratio** AdaRand / FT with its 95 % interval (``tools/bench/bench_cls_step.py``).
 
 Prints the table, writes it to ``--out`` (default ``benchmarks/gpu.md``; with ``--smoke`` no
 file unless ``--out`` is given), and ends with one JSON line; exits 1 if a check fails.
@@ -46,6 +52,7 @@ from adarand.ops.target_loss import _target_loss_ref  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CARS = (64, 196, 2048)
+PIXELS = [(2**k, 21, dim) for k in range(16, 21) for dim in (128, 256)]  # segmentation batches: N, C, D
 
 
 def close(a, b, rtol=1e-5, atol=1e-6):
@@ -88,6 +95,41 @@ def check_kernels(device, shape):
         ok &= close(a, b) and all(close(x, z) for x, z in zip(states[0], states[1]))
     results["prior update (gradient + Adam)"] = ok
     return results
+
+
+def _pixel_batch(shape, device, integer):
+    """Features (integers in [-8, 8] if ``integer``, else normal) and labels, 70 % of the rows class 0."""
+    batch, num_classes, dim = shape
+    g = torch.Generator().manual_seed(4)
+    f = torch.randint(-8, 9, (batch, dim), generator=g).float() if integer else torch.randn(batch, dim, generator=g)
+    y = torch.randint(0, num_classes, (batch,), generator=g)
+    y[torch.rand(batch, generator=g) < 0.7] = 0
+    y[::97] = adarand.IGNORE_INDEX
+    return f.to(device), y.to(device)
+
+
+def check_pixel_class_sums(device, shapes, rounds, row_blocks=None):
+    """({check: bool}, {shape label: {provider: median ms}}): the class-sums kernel at segmentation shapes against
+    the PyTorch path, and its time against that path (``index_add_``) and against one row block."""
+    checks, times = {}, {}
+    for shape in shapes:
+        batch, num_classes, dim = shape
+        label = f"N={batch}, C={num_classes}, D={dim}"
+        f, y = _pixel_batch(shape, device, integer=True)
+        sums, flags = class_ema_triton.class_sums_and_flags_triton(f, y, num_classes, row_blocks)
+        ok = bool(torch.equal(sums, _class_sums_ref(f, y, num_classes))) and not bool(flags.any())
+        f, y = _pixel_batch(shape, device, integer=False)
+        sums = class_ema_triton.class_sums_triton(f, y, num_classes, row_blocks)
+        ok &= bool(torch.equal(sums, class_ema_triton.class_sums_triton(f, y, num_classes, row_blocks)))
+        ok &= close(sums, _class_sums_ref(f.double(), y, num_classes), atol=1e-5 * batch ** 0.5)
+        checks[f"kernel: class sums, {label}, 70 % one class"] = ok
+        providers = {"torch": lambda: _class_sums_ref(f, y, num_classes),
+                     "triton": lambda: class_ema_triton.class_sums_triton(f, y, num_classes, row_blocks),
+                     "triton_1block": lambda: class_ema_triton.class_sums_triton(f, y, num_classes, 1)}
+        medians = round_robin({name: lambda fn=fn: timed_call(fn, device)[0] for name, fn in providers.items()},
+                              rounds, warmup=2)
+        times[label] = {"row_blocks": class_ema_triton.row_split(batch, num_classes, dim, row_blocks)[0], **{name: median_ms(t) for name, t in medians.items()}}
+    return checks, times
 
 
 def run_kernel_suite():
@@ -256,6 +298,9 @@ def main(argv=None):
         suite = run_kernel_suite()
         checks["kernel test suite (pytest tests/ops)"] = None if suite is None else suite[0]
     checks.update(check_compile_and_capture(device, shape, args.smoke))
+    pixel_checks, pixel_times = check_pixel_class_sums(device, [(100, 5, 9)] if args.smoke else PIXELS, rounds,
+                                                       4 if args.smoke else None)
+    checks.update(pixel_checks)
     times = time_prior_step(device, shape, rounds, args.smoke)
     fraction, achieved, peak, how = bandwidth(device, shape, rounds)
     ratio = None if args.skip_resnet else resnet_ratio(args.smoke)
@@ -271,6 +316,10 @@ def main(argv=None):
              f"{name}; {versions}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
              f"shape B, C, D = {shape}", "", "| check | result |", "|---|---|"]
     lines += [f"| {k} | {mark[v]} |" for k, v in checks.items()]
+    lines += ["", "| class sums, 70 % one class (median ms of interleaved rounds) | row blocks | PyTorch (index_add_) | "
+              "Triton | Triton, one row block |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['row_blocks']} | {v['torch']:.3f} | {v['triton']:.3f} | {v['triton_1block']:.3f} |"
+              for k, v in pixel_times.items()]
     lines += ["", "| prior step (reg.step: EMA + prior update), median of interleaved rounds | ms |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in times.items()]
     lines += ["", f"Fused prior update: {achieved:.1f} GB/s, {100 * fraction:.1f} % of the peak {peak:.0f} GB/s "
@@ -285,6 +334,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     failed = [k for k, v in checks.items() if v is False]
     summary = {"device": name, "checks_failed": failed, "prior_step_ms": {k: round(v, 4) for k, v in times.items()},
+               "class_sums_ms": {k: {p: round(t, 4) for p, t in v.items()} for k, v in pixel_times.items()},
                "bandwidth_fraction": round(fraction, 4),
                "resnet50_ratio": None if ratio is None or "error" in ratio else
                [ratio["time_ratio"], ratio["ci_low"], ratio["ci_high"]]}

@@ -24,3 +24,17 @@ def test_launch_counts_per_phase():
     assert fused["loss forward"]["aten"] < eager["loss forward"]["aten"]
     # 137 before the prior update lost autograd, 66 before issue 21's last pass
     assert launch_count.training_step_total(fused) <= 17
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts the interpreter's launches")
+def test_ema_over_row_blocks_adds_one_launch(monkeypatch):
+    """A batch cut into row blocks (a segmentation batch; here 70 rows under lowered thresholds): the class sums
+    take their finishing kernel, which writes the flags, so the guard still costs no launch and no torch op."""
+    import adarand.ops.class_ema_triton as class_ema_triton
+
+    monkeypatch.setattr(class_ema_triton, "SINGLE_BLOCK_ROWS", 32)
+    monkeypatch.setattr(class_ema_triton, "ROWS_PER_BLOCK", 32)
+    fused = launch_count.count("triton", batch=70, classes=5, dim=12)
+    assert fused["EMA"]["kernels"] == {"_class_sums_kernel": 1, "_class_sums_finish_kernel": 1,
+                                       "_ema_apply_kernel": 1}
+    assert fused["EMA"]["aten"] == 0

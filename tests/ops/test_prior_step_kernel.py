@@ -116,13 +116,15 @@ def _opcheck_cases(device):
         "target_loss_bwd": (torch.tensor(2.0, device=device), f, y, mu, sigma, seed,
                             torch.tensor(6, device=device), "normal", 3),
         "class_sums": (f, y, 3),
+        # 70 rows, cut into three row blocks under the test's thresholds: the two-kernel sum
+        "class_sums (row blocks)": (torch.randn(70, 6, generator=g).to(device), torch.arange(70, device=device) % 4, 3),
         "ema_apply_": (mu.clone(), sums, 0.25),
     }
 
 
 @pytest.mark.parametrize("impl", ["torch", "triton"])
 @pytest.mark.parametrize("case", ["target_loss_fwd", "target_loss_fwd (FNP)", "target_loss_bwd", "class_sums",
-                                  "ema_apply_"])
+                                  "class_sums (row blocks)", "ema_apply_"])
 def test_loss_and_ema_custom_ops_pass_opcheck(device, impl, case, monkeypatch):
     """The fused loss (with its autograd formula) and the EMA kernels as custom ops, on both of their kernels."""
     import importlib
@@ -132,5 +134,9 @@ def test_loss_and_ema_custom_ops_pass_opcheck(device, impl, case, monkeypatch):
     if impl == "torch" and device.type == "cpu":
         monkeypatch.setattr(target_loss, "triton_interpreter_on", lambda: False)
         monkeypatch.setattr(class_ema, "triton_interpreter_on", lambda: False)
+    if case == "class_sums (row blocks)":
+        class_ema_triton = importlib.import_module("adarand.ops.class_ema_triton")
+        monkeypatch.setattr(class_ema_triton, "SINGLE_BLOCK_ROWS", 32)
+        monkeypatch.setattr(class_ema_triton, "ROWS_PER_BLOCK", 32)
     op = getattr(torch.ops.adarand, case.split(" ")[0]).default
     torch.library.opcheck(op, _opcheck_cases(device)[case])

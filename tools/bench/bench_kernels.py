@@ -5,12 +5,19 @@ For each shape and op, times ``triton.testing.do_bench`` (p20/p50/p80 ms) and th
 peak memory of one call, and reports the achieved bandwidth, a minimum-traffic byte
 count divided by the median time, as a fraction of the device's DRAM peak.
 
-Shapes: ``cars`` (Stanford Cars, ResNet-50: B=64, C=196, D=2048, labels uniform) and
-``det`` (ROI-head features: 8192 x 1024, C=20, 90% of the rows one class).
+Shapes: ``cars`` (Stanford Cars, ResNet-50: B=64, C=196, D=2048, labels uniform),
+``det`` (ROI-head features: 8192 x 1024, C=20, 90% of the rows one class) and ``seg{k}_d{D}``
+(per-pixel features of a segmentation batch: N = 2^k rows for k = 16..20, C=21 as VOC, D=128 and
+256, 70% of the rows one class as VOC's background).
 Ops: ``target_fwd``, ``target_fwd_bwd``, ``class_sums``, ``ema_apply``, and
-``prior_step`` (AdaRand regularizer forward + backward + ``reg.step``).
+``prior_step`` (AdaRand regularizer forward + backward + ``reg.step``); the ``seg`` shapes run
+``class_sums`` only unless ``--ops`` names others. Providers: ``torch`` (the PyTorch path,
+``index_add_``) and ``triton``; ``class_sums`` also times ``triton_1block``, the kernel with one
+row block whatever the batch (the design before row blocks), so the gain of the two-level sum is
+measured where it applies (above 8192 rows; at or below, both are the same launch).
 
-    python tools/bench/bench_kernels.py [--dtype float32|bfloat16] [--out benchmarks/kernels.md]
+    python tools/bench/bench_kernels.py [--dtype float32|bfloat16] [--shapes ...] [--ops ...]
+                                        [--out benchmarks/kernels.md]
 
 Writes a Markdown table to --out and prints one JSON object as the last line. Without
 CUDA it says so and exits 0.
@@ -24,9 +31,11 @@ import torch
 
 from adarand_projects.bench.timing import write_report
 
-SHAPES = {"cars": (64, 196, 2048, None), "det": (8192, 20, 1024, 0.9)}  # B, C, D, share of the dominant class
+SHAPES = {"cars": (64, 196, 2048, None), "det": (8192, 20, 1024, 0.9),  # B, C, D, share of the dominant class
+          **{f"seg{k}_d{dim}": (2**k, 21, dim, 0.7) for k in range(16, 21) for dim in (128, 256)}}
 OPS = ("target_fwd", "target_fwd_bwd", "class_sums", "ema_apply", "prior_step")
-PROVIDERS = ("torch", "triton")
+SEG_OPS = ("class_sums",)  # the segmentation shapes' default ops
+PROVIDERS = {"class_sums": ("torch", "triton", "triton_1block")}  # other ops: ("torch", "triton")
 PEAK_TBPS = {"H100": 3.35, "H200": 4.8, "A100": 2.0}  # used when the device does not report its memory clock
 
 
@@ -91,6 +100,10 @@ def make_call(op, provider, problem):
     if op == "target_fwd_bwd":
         leaf = f.detach().clone().requires_grad_(True)
         return lambda: ops.target_loss(leaf, y, mu, sigma, impl=provider).backward(), [leaf]
+    if op == "class_sums" and provider == "triton_1block":
+        from adarand.ops.class_ema_triton import class_sums_triton
+
+        return lambda: class_sums_triton(f, y, num_classes, row_blocks=1), None
     if op == "class_sums":
         return lambda: ops.class_sums(f, y, num_classes, impl=provider), None
     if op == "ema_apply":
@@ -131,7 +144,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
+    parser.add_argument("--ops", nargs="+", choices=list(OPS),
+                        help=f"default: all for cars and det, {', '.join(SEG_OPS)} for the seg shapes")
     parser.add_argument("--out", default="benchmarks/kernels.md")
     args = parser.parse_args()
 
@@ -156,10 +170,10 @@ def main():
                          "dram_peak_tbps": round(peak / 1e12, 2) if peak else None}
     for shape in args.shapes:
         problem = make_problem(shape, dtype, device)
-        for op in args.ops:
+        for op in args.ops or (SEG_OPS if shape.startswith("seg") else OPS):
             nbytes = min_bytes(op, problem)
             medians = {}
-            for provider in PROVIDERS:
+            for provider in PROVIDERS.get(op, ("torch", "triton")):
                 print(f"[{shape}] {op} {provider} ...", file=sys.stderr, flush=True)
                 p20, p50, p80, peak_mb = measure(*make_call(op, provider, problem))
                 gbps = nbytes / (p50 * 1e-3) / 1e9
@@ -169,6 +183,8 @@ def main():
                 summary[f"{shape}_{op}_{provider}_ms"] = round(p50, 4)
                 summary[f"{shape}_{op}_{provider}_peak_fraction"] = round(frac, 3)
             summary[f"{shape}_{op}_speedup"] = round(medians["torch"] / medians["triton"], 2)
+            if "triton_1block" in medians:
+                summary[f"{shape}_{op}_row_block_gain"] = round(medians["triton_1block"] / medians["triton"], 2)
 
     header = ("| shape | op | provider | p20 ms | p50 ms | p80 ms | peak MB | GB/s (min traffic) | of DRAM peak |\n"
               "|---|---|---|---:|---:|---:|---:|---:|---:|")

@@ -55,7 +55,8 @@ def _guarded_ema_apply_ref_(running_mean, sums_and_counts, alpha, applied):
 
 @torch.library.custom_op("adarand::class_sums", mutates_args=())
 def _class_sums_op(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """C x (D + 1) per-class sums and counts, and C x ceil(D / FLAG_COLUMNS) non-finite flags (fused kernel)."""
+    """C x (D + 1) per-class sums and counts, and C x ceil(D / FLAG_COLUMNS) non-finite flags (fused kernel; two
+    over row blocks)."""
     from .class_ema_triton import class_sums_and_flags_triton
 
     return class_sums_and_flags_triton(features, labels, num_classes)
@@ -154,7 +155,7 @@ def class_ema_(running_mean, features, labels, alpha, impl=None):
     Returns:
         that decision: a 0-dim bool device tensor, True when the batch was applied.
     """
-    if resolve(features, impl) == "triton":  # the guard is in the kernels: two launches in all
+    if resolve(features, impl) == "triton":  # the guard is in the kernels: two launches, three over row blocks
         sums_and_counts, flags = _class_sums_op(features, labels, running_mean.shape[0])
         if world_size() > 1:
             all_reduce_sum_(sums_and_counts)
