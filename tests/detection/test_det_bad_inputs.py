@@ -290,3 +290,14 @@ def test_eval_only_weights_of_another_class_count_name_the_file_and_the_shapes(f
     with pytest.raises(ValueError, match=r"five.pth does not fit the model: roi_heads.box_predictor.cls_score.weight "
                                          r"\(6, 64\) in the file vs \(21, 64\) in the model; .*another class count"):
         _tool("train_net").main(args)
+
+
+def test_compute_prior_refuses_to_overwrite_an_existing_statistics_file(fake_voc, tmp_path):
+    (tmp_path / "stats.pt").write_bytes(b"earlier statistics")
+    tool = _tool("compute_prior")
+    args = tool.argument_parser().parse_args(["--config-file", BASE_CONFIG, "--output", str(tmp_path / "stats.pt"),
+                                              *[str(x) for x in tiny_opts(tmp_path / "out")]])
+    with pytest.raises(FileExistsError, match=r"refusing to overwrite the statistics file\(s\) .*stats.pt: pass "
+                                              "--overwrite"):
+        tool.main(args)
+    assert (tmp_path / "stats.pt").read_bytes() == b"earlier statistics"
