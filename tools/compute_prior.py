@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Class-wise box-head statistics of a pre-trained detector (AdaRand's prior, Eq. 9-10).
 
-    python tools/compute_prior.py --config-file configs/detection/<x>.yaml [--output stats.pt] [--overwrite] [KEY VALUE ...]
+    python tools/compute_prior.py --config-file configs/detection/<x>.yaml [--output stats.pt] [--overwrite] \
+        [KEY VALUE ...]
 
 Loads MODEL.WEIGHTS, runs backbone -> ROIPooler on the ROIs of DATASETS.TRAIN that
 MODEL.ADARAND.STATS_ROIS names -> box head, and saves an ``adarand.ClassStats`` file
