@@ -1,4 +1,7 @@
-"""Faults shared by the bad-input tests: a pickled payload and a second process holding a lock."""
+"""Faults shared by the bad-input tests: a pickled payload, a second process holding a lock, a writer killed
+mid-save."""
+import os
+import signal
 import subprocess
 import sys
 
@@ -34,3 +37,23 @@ def hold_lock(directory):
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from adarand.files import atomic_write
+with atomic_write(sys.argv[1]) as f:
+    f.write(b"partial checkpoint")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_during_save(path):
+    """A process killed while :func:`adarand.files.atomic_write` writes ``path``: returns the temporary file's name
+    it left beside ``path``."""
+    before = set(os.listdir(os.path.dirname(path)))
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    (left,) = set(os.listdir(os.path.dirname(path))) - before
+    return left

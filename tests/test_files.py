@@ -16,7 +16,7 @@ from adarand import files
 from adarand.finite_guard import FiniteGuard, check_finite_weights
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
-from faults import Payload, hold_lock, write_payload_checkpoint
+from faults import Payload, hold_lock, killed_during_save, write_payload_checkpoint
 
 
 def test_payload_is_refused_and_never_runs(tmp_path):
@@ -138,6 +138,24 @@ def test_lock_keeps_a_second_process_out_and_dies_with_it(tmp_path):
         holder.wait(timeout=60)
     files.lock_output_dir(tmp_path)  # the lock died with its process: no stale lock
     files.release_output_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_claim_removes_the_temporary_file_of_a_save_killed_midway_and_nothing_else(tmp_path, caplog):
+    left = killed_during_save(tmp_path / "last.pth")
+    assert (tmp_path / left).read_bytes() == b"partial checkpoint"
+    kept = ["notes.tmp", ".last.pth.tmp", ".last.pth.abc.tmp", "last.pth.abcdefgh.tmp", "sub/.last.pth.abcdefgh.tmp",
+            ".dir.abcdefgh.tmp/x"]  # not atomic_write's names, or not directly in the directory
+    for name in kept:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / ".link.abcdefgh.tmp").symlink_to(tmp_path / "notes.tmp")  # not a regular file
+    with caplog.at_level(logging.WARNING, logger="adarand.files"):
+        files.claim_output_dir(tmp_path, resume=True, checkpoint_names=("last.pth",))
+    files.release_output_dir(tmp_path)
+    assert not (tmp_path / left).exists() and all((tmp_path / name).exists() for name in kept)
+    assert (tmp_path / ".link.abcdefgh.tmp").is_symlink()
+    assert f"removed 1 temporary file(s) an interrupted save left in {tmp_path}: {left}" in caplog.text
 
 
 def test_claim_refuses_another_runs_directory_unless_resuming(tmp_path):

@@ -21,7 +21,8 @@ def main(args):
     if args.eval_only:
         model = AdaRandTrainer.build_model(cfg)
         check_weights(cfg.MODEL.WEIGHTS)
-        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, exact_shapes=True).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
         res = AdaRandTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

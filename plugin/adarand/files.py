@@ -8,20 +8,25 @@
   file or a stray ``.tmp``.
 - :func:`append_line`: one line appended under an exclusive ``flock`` (never interleaved).
 - :func:`claim_output_dir`: one run per output directory (refuses another run's
-  checkpoint unless resuming; ``OUTPUT_DIR/.lock`` keeps a second process out);
+  checkpoint unless resuming; ``OUTPUT_DIR/.lock`` keeps a second process out); it removes
+  the temporary files a writer killed mid-save left there (:func:`remove_stale_temp_files`).
   :func:`move_aside` keeps a directory that is to be rerun under a new name.
 """
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 
 import torch
 
 LOCK_NAME = ".lock"
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # atomic_write's: "." + name + "." + mkstemp's 8 characters + ".tmp"
+logger = logging.getLogger(__name__)
 _held_locks = {}  # absolute output dir -> open lock file, kept for the life of the process
 
 
@@ -198,15 +203,36 @@ def release_output_dir(output_dir) -> None:
 
 
 def claim_output_dir(output_dir, resume: bool, checkpoint_names) -> None:
-    """Lock ``output_dir`` and, unless ``resume``, refuse it when it holds one of ``checkpoint_names``."""
+    """Lock ``output_dir`` and, unless ``resume``, refuse it when it holds one of ``checkpoint_names``; then remove
+    the temporary files an interrupted save left there (:func:`remove_stale_temp_files`)."""
     lock_output_dir(output_dir)
-    if resume:
-        return
-    found = [n for n in checkpoint_names if os.path.exists(os.path.join(output_dir, n))]
-    if found:
-        release_output_dir(output_dir)
-        raise OutputDirInUse(f"OUTPUT_DIR {output_dir} already holds a run ({', '.join(found)}): pass --resume to "
-                             "continue it, or choose a new OUTPUT_DIR for a new run")
+    if not resume:
+        found = [n for n in checkpoint_names if os.path.exists(os.path.join(output_dir, n))]
+        if found:
+            release_output_dir(output_dir)
+            raise OutputDirInUse(f"OUTPUT_DIR {output_dir} already holds a run ({', '.join(found)}): pass --resume "
+                                 "to continue it, or choose a new OUTPUT_DIR for a new run")
+    removed = remove_stale_temp_files(output_dir)
+    if removed:
+        logger.warning("removed %d temporary file(s) an interrupted save left in %s: %s", len(removed), output_dir,
+                       ", ".join(removed))
+
+
+def remove_stale_temp_files(directory):
+    """Delete the temporary files of :func:`atomic_write` in ``directory`` (not below it): a writer killed
+    mid-save leaves one. Only regular files named as :func:`atomic_write` names them; call it only while
+    holding the directory's lock (:func:`lock_output_dir`), when no writer of this run is alive.
+
+    Returns:
+        the removed names, sorted.
+    """
+    removed = []
+    for entry in os.scandir(directory):
+        if TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return sorted(removed)
 
 
 def move_aside(path) -> str:

@@ -280,3 +280,19 @@ def test_negative_std_in_statistics_file_names_the_file(data_root, finished_run,
     torch.save(data, tmp_path / "class_stats.pt")
     with pytest.raises(ValueError, match=r"class_stats.pt: class-statistics file with a negative std"):
         train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
+
+
+# ------------------------------------------------------------------ issue 28, item 16: TEST.WEIGHTS named
+
+def test_eval_weights_of_another_class_count_name_the_file_and_the_shapes(data_root, tmp_path):
+    """torch's "size mismatch for ..." named neither the file nor the class counts."""
+    from adarand.classification.trainer import ClassificationTrainer
+
+    cfg = train_cls.load_cfg("", opts(data_root, tmp_path)[1:])
+    other = ClassificationTrainer.build_model(cfg, NUM_CLASSES + 2)
+    torch.save({"model": other.state_dict()}, tmp_path / "other.pth")
+    head = [k for k, v in other.state_dict().items() if v.shape[:1] == (NUM_CLASSES + 2,)]
+    with pytest.raises(RuntimeError, match=rf"TEST.WEIGHTS '.*other.pth' does not fit the tiny_cnn model of "
+                                           rf"imagefolder \({NUM_CLASSES} classes\): .*other shapes \['{head[0]} "
+                                           rf"\({NUM_CLASSES + 2}, .*\) vs \({NUM_CLASSES}, .*this DATASET"):
+        train_cls.main(["--eval-only"] + opts(data_root, tmp_path / "out", **{"TEST.WEIGHTS": tmp_path / "other.pth"}))

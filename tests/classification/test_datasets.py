@@ -1,6 +1,7 @@
 """Datasets read from fake trees in their real layouts; splits, subsets and transforms."""
 import collections
 import os
+import re
 
 import numpy as np
 import pytest
@@ -268,3 +269,59 @@ def test_index_file_paths_outside_the_data_set_are_refused(tmp_path, name):
     with pytest.raises(ValueError, match=f"{os.path.basename(index)}, line 1 .*lies outside the data set's "
                                          "directory"):
         build_dataset(name, root, "train")
+
+
+# ------------------------------------------------ issue 28, item 16: real paths, ids once, labels in range
+
+def _rewrite(path, edit):
+    lines = open(path).read().splitlines()
+    with open(path, "w") as f:
+        f.write("\n".join(edit(lines)) + "\n")
+
+
+def test_cub_image_linked_out_of_the_data_set_is_refused(tmp_path):
+    root = ft.make_fake("cub", tmp_path / "data", num_classes=2, per_class=2)
+    images = os.path.join(root, "CUB_200_2011", "images")
+    first = open(os.path.join(root, "CUB_200_2011", "images.txt")).readline().split()[1]
+    outside = tmp_path / "elsewhere.jpg"
+    os.replace(os.path.join(images, first), outside)
+    os.symlink(outside, os.path.join(images, first))
+    with pytest.raises(ValueError, match=r"images.txt, line 1 .*lies outside the data set's directory .*through a "
+                                         f"symbolic link: it resolves to {outside}"):
+        build_dataset("cub", root, "train")
+
+
+def test_a_linked_data_set_directory_is_followed(tmp_path):
+    """Real paths on both sides: the whole directory on another disk (a link) is fine."""
+    root = ft.make_fake("cub", tmp_path / "disk", num_classes=2, per_class=2)
+    os.makedirs(tmp_path / "data")
+    os.symlink(os.path.join(root, "CUB_200_2011"), tmp_path / "data" / "CUB_200_2011")
+    assert len(build_dataset("cub", tmp_path / "data", "train")) == len(build_dataset("cub", root, "train"))
+
+
+@pytest.mark.parametrize("name, relative", [
+    ("cub", "CUB_200_2011/train_test_split.txt"), ("cub", "CUB_200_2011/images.txt"),
+    ("cub", "CUB_200_2011/image_class_labels.txt"), ("cub", "CUB_200_2011/classes.txt"),
+    ("aircraft", "fgvc-aircraft-2013b/data/images_variant_trainval.txt"),
+    ("pets", "oxford-iiit-pet/annotations/trainval.txt"), ("dtd", "dtd/dtd/labels/train1.txt"),
+])
+def test_an_id_listed_twice_in_a_split_file_names_the_file_the_id_and_the_lines(tmp_path, name, relative):
+    """The second line of an id would silently override the first (CUB) or count the image twice."""
+    root = ft.make_fake(name, tmp_path, num_classes=2, per_class=2)
+    path = os.path.join(root, relative)
+    first_id = open(path).readline().split()[0]
+    _rewrite(path, lambda lines: lines + [lines[0]])
+    count = len(open(path).read().splitlines())
+    with pytest.raises(ValueError, match=f"{re.escape(relative)}, line {count}: id {re.escape(first_id)} is "
+                                         "listed twice \\(first on line 1\\)"):
+        build_dataset(name, root, "train")
+
+
+@pytest.mark.parametrize("label", ["0", "3", "x"])
+def test_cub_class_id_out_of_range_names_the_file_and_the_line(tmp_path, label):
+    root = ft.make_fake("cub", tmp_path, num_classes=2, per_class=2)
+    path = os.path.join(root, "CUB_200_2011", "image_class_labels.txt")
+    _rewrite(path, lambda lines: [lines[0].split()[0] + " " + label] + lines[1:])
+    with pytest.raises(ValueError, match=f"image_class_labels.txt, line 1: class id '{label}' of image 1 is not one "
+                                         "of 1..2 \\(the classes of .*classes.txt\\)"):
+        build_dataset("cub", root, "train")

@@ -307,3 +307,39 @@ def test_box_past_the_border_is_clipped_and_counted(fake_voc, tmp_path, caplog):
         dicts = load_voc_detection(str(tmp_path), "train")
     assert dicts[0]["annotations"][0]["bbox"] == [99.0, 0.0, 128.0, 40.0]
     assert "1 box(es) extended past their image and were clipped" in caplog.text
+
+
+# ------------------------------------------------------------------ issue 28, item 16: --eval-only weights named
+
+def _tool(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_only_weights_of_another_class_count_name_the_file_and_the_shapes(fake_voc, tmp_path):
+    """Detectron2 skipped the differently shaped head with a warning and evaluated it untrained."""
+    from adarand.run_config import DET_SAFE_RESUME_KEYS, add_resume_arguments
+
+    SafeDetectionCheckpointer(_model(tiny_cfg(tmp_path, **{"MODEL.ROI_HEADS.NUM_CLASSES": 5})),
+                              str(tmp_path)).save("five")
+    args = add_resume_arguments(default_argument_parser(), DET_SAFE_RESUME_KEYS, "iteration").parse_args(
+        ["--config-file", BASE_CONFIG, "--eval-only",
+         *[str(x) for x in tiny_opts(tmp_path / "eval", **{"MODEL.WEIGHTS": str(tmp_path / "five.pth")})]])
+    with pytest.raises(ValueError, match=r"five.pth does not fit the model: roi_heads.box_predictor.cls_score.weight "
+                                         r"\(6, 64\) in the file vs \(21, 64\) in the model; .*another class count"):
+        _tool("train_net").main(args)
+
+
+def test_compute_prior_refuses_to_overwrite_an_existing_statistics_file(fake_voc, tmp_path):
+    (tmp_path / "stats.pt").write_bytes(b"earlier statistics")
+    tool = _tool("compute_prior")
+    args = tool.argument_parser().parse_args(["--config-file", BASE_CONFIG, "--output", str(tmp_path / "stats.pt"),
+                                              *[str(x) for x in tiny_opts(tmp_path / "out")]])
+    with pytest.raises(FileExistsError, match=r"refusing to overwrite the statistics file\(s\) .*stats.pt: pass "
+                                              "--overwrite"):
+        tool.main(args)
+    assert (tmp_path / "stats.pt").read_bytes() == b"earlier statistics"

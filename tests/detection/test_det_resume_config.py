@@ -6,6 +6,7 @@ import os
 import pytest
 import yaml
 from detectron2.engine import default_argument_parser
+from faults import killed_during_save
 from tiny import BASE_CONFIG, tiny_cfg, tiny_opts
 
 from adarand.detection import setup_cfg
@@ -60,3 +61,13 @@ def test_resume_from_model_final_records_the_recorded_max_iter(fake_voc, tmp_pat
     (out / "last_checkpoint").write_text("model_final.pth")
     _setup(out, max_iter=6)
     assert json.load(open(out / "config_history.json")) == [{"iter": 4, "changes": {"SOLVER.MAX_ITER": [4, 6]}}]
+
+
+@pytest.mark.slow
+def test_resume_removes_the_temporary_file_of_a_checkpoint_save_killed_midway(fake_voc, tmp_path):
+    out = tmp_path / "run"
+    _interrupted_run(out)
+    left = killed_during_save(out / "model_0000003.pth")
+    _setup(out)
+    assert left.startswith(".model_0000003.pth.") and not (out / left).exists()
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]

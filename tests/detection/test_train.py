@@ -163,8 +163,9 @@ def test_cli_trains_with_overrides(fake_voc, tmp_path):
 def test_cli_compute_prior_writes_the_statistics(run, fake_voc, tmp_path):
     out, _, _ = run
     env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])
+    (tmp_path / "stats.pt").write_bytes(b"earlier statistics")  # replaced: --overwrite
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compute_prior.py"), "--config-file",
-                           BASE_CONFIG, "--output", str(tmp_path / "stats.pt"), *tiny_opts(tmp_path),
+                           BASE_CONFIG, "--output", str(tmp_path / "stats.pt"), "--overwrite", *tiny_opts(tmp_path),
                            "MODEL.WEIGHTS", str(out / "model_final.pth"), "MODEL.ADARAND.STATS_ROIS", "gt"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]

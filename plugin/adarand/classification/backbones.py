@@ -133,9 +133,10 @@ def check_weights_file(weights, backbone, checkpoint_format="torchvision", key="
                                 f"{weights_file_wanted(backbone, checkpoint_format)}")
 
 
-def load_strictly(module, state, path, arch):
-    """``module.load_state_dict(state, strict=True)``; a mismatch is an error naming MODEL.WEIGHTS, the file,
-    the backbone and the first missing, unexpected and differently shaped keys (not torch's full listing)."""
+def load_strictly(module, state, path, arch, key="MODEL.WEIGHTS", what=None, hint=None):
+    """``module.load_state_dict(state, strict=True)``; a mismatch is an error naming ``key``, the file,
+    the model (``what``, default the ``arch`` backbone) and the first missing, unexpected and differently
+    shaped keys (not torch's full listing), then ``hint`` (default: is the file ``arch``'s)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]  # torch fills it
     unexpected = [k for k in state if k not in expected]
@@ -145,9 +146,10 @@ def load_strictly(module, state, path, arch):
         def some(keys):
             return f"{keys[:5]}{' ...' if len(keys) > 5 else ''} ({len(keys)})"
 
-        raise RuntimeError(f"MODEL.WEIGHTS {path!r} does not fit the {arch} backbone: missing keys {some(missing)}, "
-                           f"unexpected keys {some(unexpected)}, other shapes {some(shapes)} (file vs model); is "
-                           f"it {arch}'s, and is MODEL.CHECKPOINT_FORMAT right?")
+        what = what or f"{arch} backbone"
+        hint = hint or f"is it {arch}'s, and is MODEL.CHECKPOINT_FORMAT right?"
+        raise RuntimeError(f"{key} {os.fspath(path)!r} does not fit the {what}: missing keys {some(missing)}, "
+                           f"unexpected keys {some(unexpected)}, other shapes {some(shapes)} (file vs model); {hint}")
     module.load_state_dict(state, strict=True)
 
 

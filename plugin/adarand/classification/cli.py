@@ -16,6 +16,7 @@ from adarand.run_config import CLS_SAFE_RESUME_KEYS, add_resume_arguments, cfg_a
     history_header, record_changes
 
 from . import build
+from .backbones import load_strictly
 from .checkpoint import load_checkpoint
 from .config import load_cfg
 from .trainer import ClassificationTrainer, seed_all
@@ -70,7 +71,9 @@ def eval_only(cfg):
     model = ClassificationTrainer.build_model(cfg, raw.num_classes).to(device)
     data = build.build_data(cfg, raw, *build.normalization(cfg, model))
     path = cfg.TEST.WEIGHTS or os.path.join(cfg.OUTPUT_DIR, "best.pth")
-    model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+    load_strictly(model, load_checkpoint(path, map_location=device)["model"], path, cfg.MODEL.BACKBONE,
+                  key="TEST.WEIGHTS", what=f"{cfg.MODEL.BACKBONE} model of {cfg.DATASET.NAME} ({raw.num_classes} "
+                  "classes)", hint="is it a checkpoint of this trainer for this DATASET and MODEL.BACKBONE?")
     test = ClassificationTrainer.test(cfg, model, ClassificationTrainer.build_test_loader(cfg, data.test),
                                       data.num_classes, data.test_class_indices)
     results = {"weights": path, "dataset": cfg.DATASET.NAME, "test_top1": test.top1,

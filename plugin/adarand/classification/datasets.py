@@ -191,17 +191,48 @@ def _cifar10(root, split, transform):
     return _describe(ds, ds.targets, ds.classes)
 
 
+def _first_fields(path):
+    """``[(line number, first field, rest of the line)]`` of the non-empty lines of a split or index file;
+    a first field (an id) listed twice is an error naming the file, the id and both lines."""
+    rows, seen = [], {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        fields = line.split(maxsplit=1)
+        if not fields:
+            continue
+        if fields[0] in seen:
+            raise ValueError(f"{path}, line {number}: id {fields[0]} is listed twice (first on line "
+                             f"{seen[fields[0]]}); each id must appear once")
+        seen[fields[0]] = number
+        rows.append((number, fields[0], fields[1].strip() if len(fields) > 1 else ""))
+    return rows
+
+
 def _read_index(path):
-    """``{first field: rest of the line}`` of a CUB index file (``<id> <value>`` per line)."""
-    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+    """``{id: (value, line number)}`` of a CUB index file (``<id> <value>`` per line, each id once)."""
+    index = {}
+    for number, key, value in _first_fields(path):
+        if not value:
+            raise ValueError(f"{path}, line {number}: expected '<id> <value>', got only {key!r}")
+        index[key] = (value, number)
+    return index
 
 
 def _entry(index, image_id, path):
-    """``index[image_id]``; an id absent from the index file ``path`` is an error naming both."""
+    """``(value, line number)`` of ``image_id``; an id absent from the index file ``path`` is an error naming both."""
     try:
-        return index[image_id].strip()
+        return index[image_id]
     except KeyError:
         raise ValueError(f"{path}: no line for image id {image_id} (listed in images.txt)") from None
+
+
+def _cub_label(labels, image_id, path, num_classes, classes_path):
+    """The 0-based class of ``image_id`` in image_class_labels.txt (``path``); a class id outside
+    1..``num_classes`` (the classes of ``classes_path``) is an error naming the file, the line and the id."""
+    value, number = _entry(labels, image_id, path)
+    if not value.isdigit() or not 1 <= int(value) <= num_classes:
+        raise ValueError(f"{path}, line {number}: class id {value!r} of image {image_id} is not one of "
+                         f"1..{num_classes} (the classes of {classes_path})")
+    return int(value) - 1
 
 
 class _CUB(_ImageList):
@@ -221,10 +252,11 @@ class _CUB(_ImageList):
         paths, is_train = _read_index(files["images.txt"]), _read_index(files["train_test_split.txt"])
         labels, names = _read_index(files["image_class_labels.txt"]), _read_index(files["classes.txt"])
         keep = "1" if split == "train" else "0"
-        ids = sorted((i for i in paths if _entry(is_train, i, files["train_test_split.txt"]) == keep), key=int)
-        self.samples = [(str(base / "images" / paths[i].strip()),
-                         int(_entry(labels, i, files["image_class_labels.txt"])) - 1) for i in ids]
-        classes = [names[k].strip() for k in sorted(names, key=int)]
+        ids = sorted((i for i in paths if _entry(is_train, i, files["train_test_split.txt"])[0] == keep), key=int)
+        classes = [names[k][0] for k in sorted(names, key=int)]
+        self.samples = [(str(base / "images" / paths[i][0]),
+                         _cub_label(labels, i, files["image_class_labels.txt"], len(classes), files["classes.txt"]))
+                        for i in ids]
         self.loader, self.transform = default_loader, transform
         _describe(self, [y for _, y in self.samples], classes)
 
@@ -252,21 +284,44 @@ def _listing_line(files, path):
 
 def check_inside_root(ds, name, root):
     """Every image a data set's own index files list lies inside its directory: an entry such as
-    ``../../elsewhere.jpg`` or an absolute path is an error naming the index file and the line.
-    Lexical (symbolic links inside the tree, e.g. images/ on another disk, are fine)."""
+    ``../../elsewhere.jpg``, an absolute path, or one whose symbolic link leads out is an error naming the
+    index file and the line. Real paths on both sides: the data set's directory may itself be a link
+    (e.g. to another disk), but a link inside it must stay inside it."""
     if name not in INDEX_FILES:
         return
     sub, names = INDEX_FILES[name]
-    base = os.path.normpath(os.path.abspath(os.path.join(root, sub)))
+    lexical_base = os.path.abspath(os.path.join(root, sub))
+    base = os.path.realpath(lexical_base)
     for i in range(len(ds)):
         path = sample_path(ds, i)
-        if os.path.commonpath([base, os.path.normpath(os.path.abspath(path))]) != base:
-            files = [Path(base) / n for n in names]
+        real = os.path.realpath(path)
+        if os.path.commonpath([base, real]) != base:
+            linked = os.path.commonpath([lexical_base, os.path.abspath(path)]) == lexical_base
+            files = [Path(root) / sub / n for n in names]
             found = _listing_line(files, path)
             where = f"{found[0]}, line {found[1]} ({found[2].strip()!r})" if found else \
                 f"one of {[str(f) for f in files]} (sample {i})"
-            raise ValueError(f"{where}: the image {path} lies outside the data set's directory {base}; "
-                             "index-file paths must stay inside it")
+            via = f" (through a symbolic link: it resolves to {real})" if linked else ""
+            raise ValueError(f"{where}: the image {path} lies outside the data set's directory {base}{via}; "
+                             "index-file paths must stay inside it (link the whole directory instead)")
+
+
+# dataset -> its split files read by torchvision (relative to DATASET.ROOT), one image id per line
+SPLIT_FILES = {
+    "aircraft": ("fgvc-aircraft-2013b/data/images_variant_trainval.txt",
+                 "fgvc-aircraft-2013b/data/images_variant_test.txt"),
+    "pets": ("oxford-iiit-pet/annotations/trainval.txt", "oxford-iiit-pet/annotations/test.txt"),
+    "dtd": tuple(f"dtd/dtd/labels/{split}1.txt" for split in ("train", "val", "test")),
+}
+
+
+def check_unique_ids(name, root):
+    """No image id is listed twice in a split file torchvision reads for ``name`` (it would count twice);
+    CUB's index files are checked as they are read."""
+    for relative in SPLIT_FILES.get(name, ()):
+        path = Path(root) / relative
+        if path.is_file():
+            _first_fields(path)
 
 
 def _imagenet(root, split, transform):
@@ -396,10 +451,11 @@ class NamedErrors(Dataset):
 
 def _named_errors(builder):
     """``builder(root, split, transform)`` whose read errors name the set; a set with index files is first
-    checked to list images only inside ``root`` (:func:`check_inside_root`)."""
+    checked to list images only inside ``root`` (:func:`check_inside_root`), each once (:func:`check_unique_ids`)."""
     def build(name, root, split, transform):
         ds = builder(root, split, transform)
         check_inside_root(ds, name, root)
+        check_unique_ids(name, root)
         return NamedErrors(ds, name)
     return build
 

@@ -5,6 +5,9 @@
 - ``.pkl`` (Detectron2 / Caffe2 model zoo): unpickled with an allow-list of numpy array
   and plain-container constructors only, so a payload cannot run.
 - Loading a prior (mu, sigma, running means) with NaN/Inf is an error naming the file.
+- ``exact_shapes=True`` (``--eval-only``): a tensor of the file whose shape differs from the model's (a
+  checkpoint of another class count) is an error naming the file and the shapes, where Detectron2 would
+  skip it with a warning and evaluate that layer untrained.
 - Saving: refuses a model with NaN/Inf weights (``FloatingPointError``) and writes through
   :func:`adarand.files.save_torch` (unique temporary file, fsync, rename), so a crash or a
   full disk never leaves half a checkpoint. ``save_dir`` must be a local directory.
@@ -31,7 +34,29 @@ def load_pickle_weights(path):
 
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer with safe loading, atomic writes and no non-finite checkpoint."""
+    """DetectionCheckpointer with safe loading, atomic writes and no non-finite checkpoint; ``exact_shapes``:
+    refuse a file whose tensors do not fit the model (module docstring)."""
+
+    def __init__(self, model, save_dir="", *, exact_shapes=False, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.exact_shapes, self._loading = exact_shapes, None
+
+    def load(self, path, *args, **kwargs):
+        self._loading = path
+        with naming_checkpoint(path):  # a prior with NaN/Inf is refused, naming the file
+            return super().load(path, *args, **kwargs)
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        wrong = sorted(incompatible.incorrect_shapes if incompatible is not None else (),
+                       key=lambda item: "cls_score" not in item[0])  # the class count first
+        if self.exact_shapes and wrong:
+            shapes = "; ".join(f"{key} {tuple(ours)} in the file vs {tuple(model)} in the model"
+                               for key, ours, model in wrong[:4])
+            raise ValueError(f"{self._loading} does not fit the model: {shapes}{' ...' if len(wrong) > 4 else ''} "
+                             f"({len(wrong)} tensor(s)); a checkpoint of another class count "
+                             "(MODEL.ROI_HEADS.NUM_CLASSES) or model? Its layers would be evaluated untrained")
+        return incompatible
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
@@ -47,10 +72,6 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         if filename.endswith(".pyth"):
             load_torch(filename, what="weights file")  # refuses unsafe content before upstream reads it
         return super()._load_file(filename)
-
-    def load(self, path, *args, **kwargs):
-        with naming_checkpoint(path):  # a prior with NaN/Inf is refused, naming the file
-            return super().load(path, *args, **kwargs)
 
     def _torch_load(self, f):
         return load_torch(f, what="checkpoint")

@@ -54,8 +54,12 @@ def prior_loss_and_grad(mu, running_mean, use_mean=True, use_dist=True):
         gap = 1 - (unit * target).sum(dim=1, keepdim=True)
         loss = gap.square().mean()
         grad_unit = (-2.0 / num_classes) * gap * target
-    if use_dist and num_classes > 1:
-        scale = 1.0 / (num_classes * (num_classes - 1))
+    # Traced by torch.compile, use_dist=False keeps L_dist's terms with weight 0 (adding exactly nothing: they are
+    # finite, or the loss is NaN already). A workaround of an inductor bug: its CPU code generation fails on the
+    # mean term alone after the running means' in-place update (``KeyError: 'bufN'`` in the outer-loop fusion's
+    # local buffers, pytorch/pytorch#196570); the Gram matmuls split that fused loop. Eager runs skip them.
+    if num_classes > 1 and (use_dist or torch.compiler.is_compiling()):
+        scale = 1.0 / (num_classes * (num_classes - 1)) if use_dist else 0.0
         self_sq = unit.square().sum(dim=1, keepdim=True)
         if num_classes <= feat_dim:
             gram = unit @ unit.T
