@@ -79,7 +79,10 @@ _C.SOLVER.BATCH_SIZE = 64  # total over all processes
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
-_C.DATALOADER.DROP_LAST = False  # drop each epoch's last incomplete training batch (official: True)
+# Drop each epoch's last incomplete training batch, as the official code's loaders do (drop_last=True).
+# True since issue 28 (was False): a last batch of a few images hurt FT and more AdaRand on the digits
+# demo (docs/classification.md, "A tiny last batch"); False keeps it.
+_C.DATALOADER.DROP_LAST = True
 
 _C.TEST = CN()
 _C.TEST.WEIGHTS = ""  # --eval-only: checkpoint of this trainer to evaluate ("" = OUTPUT_DIR/best.pth)
