@@ -1,4 +1,4 @@
-"""The class-conditional prior of AdaRand (Yamaguchi et al., CVPR 2024, Sec. 3).
+"""The class-conditional prior of AdaRand (Yamaguchi et al., CVPR 2024, Sec. 5.1-5.2, Algorithm 1).
 
 Class c has a diagonal Gaussian ``N(mu_c, diag(sigma_c^2))`` over the D-dimensional
 penultimate features; ``running_mean`` holds the per-class feature means ``m_c``
@@ -292,7 +292,7 @@ class ClassConditionalPrior(nn.Module):
 
 
 class AdaptivePrior(ClassConditionalPrior):
-    """AdaRand's prior (Sec. 3.2): a normal :class:`ClassConditionalPrior` that adapts its own means.
+    """AdaRand's prior (Sec. 5.2, Algorithm 1): a normal :class:`ClassConditionalPrior` that adapts its own means.
 
     :meth:`adapt` is the whole adaptation of one training step: the running class means
     (Eq. 14-15), then one step of the prior's own optimizer (:class:`PriorAdam`, ``optimizer``)

@@ -410,6 +410,73 @@ def test_delta_errors():
         delta(features)
 
 
+class TinyConvBN(TinyConv):
+    """TinyConv with a BatchNorm after its first convolution (modules "0" conv, "1" BN, "3" conv)."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone.insert(1, nn.BatchNorm2d(3))
+
+
+def _with_bn_statistics(backbone, batches):
+    """A copy of ``backbone`` whose BN holds, from its equations, the mean over ``batches`` of each
+    batch's per-channel mean and unbiased variance of the BN's input (one BN, after module 0)."""
+    net = copy.deepcopy(backbone)
+    means, variances = [], []
+    with torch.no_grad():
+        for images, _ in batches:
+            h = net[0](images).transpose(0, 1).flatten(1)  # channels x (N H W)
+            means.append(h.mean(1))
+            variances.append(h.var(1, unbiased=True))
+        net[1].running_mean.copy_(torch.stack(means).mean(0))
+        net[1].running_var.copy_(torch.stack(variances).mean(0))
+    return net.eval()
+
+
+def test_delta_attention_uses_the_target_datas_bn_statistics_by_default():
+    """DELTA's code fits its probe head with the network in train mode, so the BN running statistics
+    follow the target data before the loss increases are measured; BASELINE.DELTA_ATTENTION_BN
+    pretrained keeps the starting network's. The reference network w^0 and the model keep theirs."""
+    torch.manual_seed(4)
+    model = TinyConvBN().double().eval()
+    x = 3.0 + 2.0 * torch.randn(12, 2, 6, 6, dtype=torch.float64)  # far from the BN's (0, 1) statistics
+    y = torch.randint(0, 3, (12,))
+    fit, probe = [(x[:5], y[:5]), (x[5:11], y[5:11]), (x[11:], y[11:])], [(x[:6], y[:6])]  # one 1-image batch
+    start = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+
+    def expected(backbone):
+        with torch.no_grad():
+            head = fit_linear_head(backbone(x), y, 3)
+            base = _reference_ce(_reference_forward(backbone, head, x[:6]), y[:6])
+            return [[_reference_ce(_reference_forward(backbone, head, x[:6], (index, c)), y[:6]) - base
+                     for c in range(channels)] for index, channels in ((0, 3), (3, 4))]
+
+    default = DELTA(model, layers=["0", "3"], attention="supervised")
+    assert default.bn_stats == "target"
+    default.init_from_data(fit, probe)
+    pretrained = DELTA(model, layers=["0", "3"], attention="supervised", bn_stats="pretrained")
+    pretrained.init_from_data(fit, probe)
+    target_net = _with_bn_statistics(model.backbone, fit[:2])  # the 1-image batch has no batch statistics
+    for j, (target, kept) in enumerate(zip(expected(target_net), expected(model.backbone))):
+        got, got_kept = getattr(default, f"attention_{j}"), getattr(pretrained, f"attention_{j}")
+        assert got.tolist() == pytest.approx(attention_weights(torch.tensor(target), "supervised").tolist(), rel=1e-5)
+        assert got_kept.tolist() == pytest.approx(attention_weights(torch.tensor(kept), "supervised").tolist(),
+                                                  rel=1e-5)
+    assert not torch.allclose(default.attention_0, pretrained.attention_0, rtol=1e-3)
+    for net in (model.backbone, default.frozen):
+        assert all(torch.equal(v, start[k]) for k, v in net.state_dict().items())
+
+
+def test_delta_target_bn_statistics_need_a_batch_of_two_images():
+    model = TinyConvBN().double()
+    x, y = torch.randn(2, 2, 6, 6, dtype=torch.float64), torch.tensor([0, 1])
+    delta = DELTA(model, layers=["0"])
+    with pytest.raises(ValueError, match="BASELINE.DELTA_ATTENTION_BN"):
+        delta.init_from_data([(x[:1], y[:1]), (x[1:], y[1:])], [(x, y)])
+    with pytest.raises(ValueError, match="bn_stats"):
+        DELTA(model, bn_stats="frozen")
+
+
 def test_delta_frozen_reference_stays_in_eval_mode():
     model = build_classifier("tiny_cnn", 3)
     delta = DELTA(model, attention="none").train()
@@ -442,7 +509,7 @@ def test_registry_builds_every_baseline_with_checked_options():
     model = build_classifier("tiny_cnn", 3)
     assert available_baselines() == ["l2sp", "delta", "bss"]
     assert baseline_options("bss") == {"eta": 0.001, "k": 1}
-    assert set(baseline_options("delta")) == {"alpha", "beta", "layers", "attention", "scale"}
+    assert set(baseline_options("delta")) == {"alpha", "beta", "layers", "attention", "scale", "bn_stats"}
     assert isinstance(build_baseline("l2sp", model, alpha=0.1), L2SP)
     assert isinstance(build_baseline("delta", model, layers=["2"], attention="none"), DELTA)
     assert build_baseline("bss", model, k=2).k == 2
@@ -461,11 +528,15 @@ def test_config_keys_map_to_options():
 
     model = build_classifier("tiny_cnn", 3)
     cfg = load_cfg("", ["BASELINE.METHOD", "delta", "BASELINE.ALPHA", "0.2", "BASELINE.DELTA_LAYERS", "['2', '5']",
-                        "BASELINE.DELTA_ATTENTION", "supervised", "BASELINE.DELTA_SCALE", "mean"])
+                        "BASELINE.DELTA_ATTENTION", "supervised", "BASELINE.DELTA_SCALE", "mean",
+                        "BASELINE.DELTA_ATTENTION_BN", "pretrained"])
     delta = build.build_baseline(cfg, model)
-    assert (delta.alpha, delta.layers, delta.attention, delta.scale) == (0.2, ["2", "5"], "supervised", "mean")
+    assert (delta.alpha, delta.layers, delta.attention, delta.scale, delta.bn_stats) == (
+        0.2, ["2", "5"], "supervised", "mean", "pretrained")
     default = build.build_baseline(load_cfg("", ["BASELINE.METHOD", "delta"]), model)
-    assert (default.attention, default.scale) == ("supervised-standardized", "delta")  # DELTA's code
+    assert (default.attention, default.scale, default.bn_stats) == ("supervised-standardized", "delta", "target")
+    with pytest.raises(ValueError, match="BASELINE.DELTA_ATTENTION_BN"):
+        load_cfg("", ["BASELINE.DELTA_ATTENTION_BN", "frozen"])
     assert build.build_baseline(load_cfg("", []), model) is None
     with pytest.raises(ValueError, match="BASELINE.DELTA_ATTENTION"):
         load_cfg("", ["BASELINE.DELTA_ATTENTION", "learned"])

@@ -222,6 +222,18 @@ def test_small_subset_never_selects_on_the_test_split(tmp_path, monkeypatch, val
     assert json.load(open(out / "results.json"))["selection"] == results["selection"]
 
 
+def test_default_train_loader_drops_an_incomplete_last_batch():
+    """The official loaders' drop_last=True is the default, the CPU demo's config included: a last
+    batch of 3 images (11 = 2 x 4 + 3) is dropped, each epoch; DROP_LAST False keeps it."""
+    config = os.path.join(ROOT, "configs", "classification", "digits_mobilenetv2_adarand.yaml")
+    dataset = torch.utils.data.TensorDataset(torch.arange(11))
+    for config_file, drop, sizes in (("", [], [4, 4]), (config, [], [4, 4]),
+                                     (config, ["DATALOADER.DROP_LAST", "False"], [4, 4, 3])):
+        cfg = load_cfg(config_file, ["SOLVER.BATCH_SIZE", "4", "DATALOADER.NUM_WORKERS", "0", *drop])
+        loader = ClassificationTrainer.build_train_loader(cfg, dataset, torch.Generator().manual_seed(0))
+        assert [len(images) for images, in loader] == sizes
+
+
 def test_official_per_iteration_schedule_with_warmup(data_root, tmp_path):
     """cosine_7_16 steps every iteration: after 2 epochs of 3 steps with 2 warm-up steps the
     lr is base * cos(pi 7/16 (6 - 2) / (6 - 2)); the first epoch starts at 0 (warm-up)."""

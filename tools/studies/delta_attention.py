@@ -4,7 +4,8 @@
         --layers features.3.conv.2 features.6.conv.2 features.13.conv.2 features.17.conv.2
 
 Computes the loss increases once (``baselines.starting_loss_increase``: a head fitted on the frozen
-starting features of the training split, BASELINE.DELTA_ATTENTION_IMAGES probe images) and prints, per
+starting features of the training split, BASELINE.DELTA_ATTENTION_IMAGES probe images, BatchNorm statistics
+as BASELINE.DELTA_ATTENTION_BN says) and prints, per
 attention mode and layer, the channel count and the max / median / min of the weights W_jc (mean 1),
 as one JSON line per layer.
 """
@@ -29,7 +30,9 @@ def main(argv=None):
     model = build.build_model(cfg, raw.num_classes).eval()
     data = build.build_data(cfg, raw, *build.normalization(cfg, model))
     layers = args.layers or baselines.delta_layers(model.backbone)
-    increase = baselines.starting_loss_increase(model.backbone, layers, data.num_classes, *build.baseline_data(cfg, data))
+    fit, probe = build.baseline_data(cfg, data)
+    increase = baselines.starting_loss_increase(model.backbone, layers, data.num_classes, fit, probe,
+                                                bn_stats=cfg.BASELINE.DELTA_ATTENTION_BN)
     for mode in baselines.DELTA.ATTENTION[:2]:
         for name, d in zip(layers, increase):
             w = baselines.attention_weights(d, mode)

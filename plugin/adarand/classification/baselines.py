@@ -41,6 +41,9 @@ from adarand.validation import check_hyperparameter
 OFFICIAL_ATTENTION_TEMPERATURE = 5.0
 # Normalisations of DELTA's feature-map distance: "delta" (DELTA's code), "mean" (our earlier default).
 DELTA_SCALES = ("delta", "mean")
+# BatchNorm statistics the attention is measured with: "target" (DELTA's code: its probe head trains with the
+# network in train mode, so the running statistics follow the target data), "pretrained" (our earlier default).
+DELTA_BN_STATS = ("target", "pretrained")
 
 
 def head_l2(params) -> torch.Tensor:
@@ -224,10 +227,43 @@ def channel_loss_increase(backbone, head, layers, batches, device=None):
     return [s / count for s in sums]
 
 
-def starting_loss_increase(backbone, layers, num_classes, fit_batches, probe_batches):
+def target_bn_statistics(backbone, batches):
+    """A copy of ``backbone`` in eval mode whose BatchNorm running statistics are re-estimated on
+    ``batches`` of ``(images, labels)``: reset, then the average over the batches of their batch
+    statistics (train-mode forward passes without gradient; batches of one image are skipped).
+    Parameters are unchanged; without BatchNorm the copy computes what ``backbone`` does.
+
+    Raises:
+        ValueError: the network has BatchNorm and no batch holds two images or more.
+    """
+    network = copy.deepcopy(backbone)
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches
+    device, used = next(network.parameters()).device, 0
+    with torch.no_grad():
+        network.train()
+        for images, _ in batches:
+            if norms and images.shape[0] > 1:
+                network(images.to(device))
+                used += 1
+    if norms and not used:
+        raise ValueError("delta: no batch of two images or more to estimate the BatchNorm statistics of the "
+                         "target data from (BASELINE.DELTA_ATTENTION_BN target; TEST.BATCH_SIZE)")
+    return network.eval()
+
+
+def starting_loss_increase(backbone, layers, num_classes, fit_batches, probe_batches, bn_stats="target"):
     """The loss increases DELTA's attention is made of: a linear head fitted to the frozen starting
     features of ``fit_batches`` (:func:`fit_linear_head`), then :func:`channel_loss_increase` over
-    ``probe_batches``. Returns one float64 tensor (C_j,) per layer."""
+    ``probe_batches``. ``bn_stats`` "target" (DELTA's code) first re-estimates the BatchNorm running
+    statistics on ``fit_batches`` (:func:`target_bn_statistics`, on a copy); "pretrained" keeps the
+    backbone's. Returns one float64 tensor (C_j,) per layer."""
+    if bn_stats not in DELTA_BN_STATS:
+        raise ValueError(f"delta: unknown bn_stats {bn_stats!r}; expected one of {DELTA_BN_STATS}")
+    if bn_stats == "target":
+        backbone = target_bn_statistics(backbone, fit_batches)
     device = next(backbone.parameters()).device
     features, labels = [], []
     with torch.no_grad():
@@ -270,7 +306,8 @@ class DELTA(Baseline):
     The attention W_jc is computed once, before training, by :meth:`init_from_data`: a linear head
     is fitted to the frozen starting features of ``fit_batches`` (:func:`fit_linear_head`), then
     each channel's loss increase is averaged over ``probe_batches`` (:func:`channel_loss_increase`)
-    and normalised per layer (:func:`attention_weights`).
+    and normalised per layer (:func:`attention_weights`); by default with BatchNorm statistics
+    re-estimated on ``fit_batches`` (``bn_stats``). The reference w^0 keeps the pre-trained ones.
 
     Args:
         model: an ``ImageClassifier``; its backbone is copied (frozen, eval mode) as w^0.
@@ -282,6 +319,8 @@ class DELTA(Baseline):
             paper's equation as written) or ``none`` (every channel weighs 1); see :func:`attention_weights`.
         scale: ``delta`` (default, DELTA's code: 0.5 x the sum over the batch, each layer over its H x W)
             or ``mean`` (the mean over the batch, no 1/(H W)).
+        bn_stats: BatchNorm statistics the attention is measured with: ``target`` (default, DELTA's
+            code, :func:`target_bn_statistics`) or ``pretrained`` (the starting network's).
 
     Shape:
         - Layer outputs: (B, C_j, ...), channels on dim 1 (B x D for the penultimate features).
@@ -291,16 +330,18 @@ class DELTA(Baseline):
     ATTENTION = ("supervised-standardized", "supervised", "none")
 
     def __init__(self, model, alpha=0.01, beta=0.01, layers=(), attention="supervised-standardized",
-                 scale="delta"):
+                 scale="delta", bn_stats="target"):
         super().__init__()
         if attention not in self.ATTENTION:
             raise ValueError(f"delta: unknown attention {attention!r}; expected one of {self.ATTENTION}")
         if scale not in DELTA_SCALES:
             raise ValueError(f"delta: unknown scale {scale!r}; expected one of {DELTA_SCALES}")
+        if bn_stats not in DELTA_BN_STATS:
+            raise ValueError(f"delta: unknown bn_stats {bn_stats!r}; expected one of {DELTA_BN_STATS}")
         self.alpha = check_hyperparameter("alpha", alpha)
         self.beta = check_hyperparameter("beta", beta)
         self.layers = list(layers) or delta_layers(model.backbone)
-        self.attention, self.scale = attention, scale
+        self.attention, self.scale, self.bn_stats = attention, scale, bn_stats
         self.num_classes = model.head.out_features
         self.head_params = list(model.head.parameters())
         self.live = _resolve_layers(model.backbone, self.layers)  # a dict: not submodules of the baseline
@@ -323,7 +364,8 @@ class DELTA(Baseline):
         """Compute the channel attention (see the class docstring) from ``(images, labels)`` batches."""
         if not self.needs_data:
             return
-        increase = starting_loss_increase(self.frozen, self.layers, self.num_classes, fit_batches, probe_batches)
+        increase = starting_loss_increase(self.frozen, self.layers, self.num_classes, fit_batches, probe_batches,
+                                          self.bn_stats)
         for j, delta_loss in enumerate(increase):
             setattr(self, f"attention_{j}", attention_weights(delta_loss, self.attention).float())
 
@@ -398,6 +440,6 @@ def build_baseline(name, model, **options):
     """The baseline ``name`` for ``model`` (an ``ImageClassifier``: ``backbone``, ``head``).
 
     Options (see :func:`baseline_options`): ``alpha``, ``beta`` (L2-SP, DELTA), ``layers``,
-    ``attention``, ``scale`` (DELTA), ``eta``, ``k`` (BSS).
+    ``attention``, ``scale``, ``bn_stats`` (DELTA), ``eta``, ``k`` (BSS).
     """
     return _REGISTRY.build(name, model, **options)

@@ -155,16 +155,17 @@ def build_baseline(cfg, model):
     if not b.METHOD:
         return None
     values = {"alpha": b.ALPHA, "beta": b.BETA, "layers": list(b.DELTA_LAYERS), "attention": b.DELTA_ATTENTION,
-              "scale": b.DELTA_SCALE, "eta": b.BSS_ETA, "k": b.BSS_K}
+              "scale": b.DELTA_SCALE, "bn_stats": b.DELTA_ATTENTION_BN, "eta": b.BSS_ETA, "k": b.BSS_K}
     options = adarand.select_options(baselines.baseline_options(b.METHOD), values)
     return baselines.build_baseline(b.METHOD, model, **options)
 
 
 def baseline_data(cfg, data):
-    """``(fit_batches, probe_batches)`` for ``baseline.init_from_data``: every training image, and
-    BASELINE.DELTA_ATTENTION_IMAGES of them drawn with DATASET.SEED; eval transforms, in order, and
-    the whole set in every process (each rank computes the same result, no communication)."""
+    """``(fit_batches, probe_batches)`` for ``baseline.init_from_data``: every training image in an
+    order drawn with DATASET.SEED (BatchNorm statistics estimated on these batches see mixed classes),
+    and the first BASELINE.DELTA_ATTENTION_IMAGES of that order; eval transforms, and the whole set in
+    every process (each rank computes the same result, no communication)."""
     generator = torch.Generator().manual_seed(cfg.DATASET.SEED)
-    probe = torch.randperm(len(data.train_eval), generator=generator)[:cfg.BASELINE.DELTA_ATTENTION_IMAGES]
-    return (eval_loader(cfg, data.train_eval, 0, 1),
-            eval_loader(cfg, Subset(data.train_eval, probe.tolist()), 0, 1))
+    order = torch.randperm(len(data.train_eval), generator=generator).tolist()
+    return (eval_loader(cfg, Subset(data.train_eval, order), 0, 1),
+            eval_loader(cfg, Subset(data.train_eval, order[:cfg.BASELINE.DELTA_ATTENTION_IMAGES]), 0, 1))

@@ -9,7 +9,7 @@ from fvcore.common.config import CfgNode as CN
 
 from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
 
-from .baselines import DELTA, DELTA_SCALES, available_baselines
+from .baselines import DELTA, DELTA_BN_STATS, DELTA_SCALES, available_baselines
 from .solver import OPTIMIZERS, SCHEDULERS
 
 _C = CN()
@@ -58,6 +58,10 @@ _C.BASELINE.DELTA_ATTENTION = "supervised-standardized"
 # DELTA: distance normalisation: delta (DELTA's code: 0.5 * sum over the batch, each layer over its H*W) |
 # mean (mean over the batch, no 1/(H*W))
 _C.BASELINE.DELTA_SCALE = "delta"
+# DELTA: BatchNorm statistics the attention is measured with: target (DELTA's code: re-estimated on the
+# training images, as its probe head trains in train mode) | pretrained (the starting network's; our
+# earlier default)
+_C.BASELINE.DELTA_ATTENTION_BN = "target"
 _C.BASELINE.DELTA_ATTENTION_IMAGES = 256  # DELTA: training images the loss increases are averaged over (DELTA's code: 4 x 64)
 _C.BASELINE.BSS_ETA = 0.001  # BSS: eta
 _C.BASELINE.BSS_K = 1  # BSS: number of smallest singular values penalised
@@ -79,7 +83,10 @@ _C.SOLVER.BATCH_SIZE = 64  # total over all processes
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
-_C.DATALOADER.DROP_LAST = True  # drop each epoch's last incomplete training batch, as the official code does (docs/classification.md)
+# Drop each epoch's last incomplete training batch, as the official code's loaders do (drop_last=True).
+# True (earlier releases: False): a last batch of a few images hurt FT and more AdaRand on the digits
+# demo (docs/classification.md, "A tiny last batch"); False keeps it.
+_C.DATALOADER.DROP_LAST = True
 
 _C.TEST = CN()
 _C.TEST.WEIGHTS = ""  # --eval-only: checkpoint of this trainer to evaluate ("" = OUTPUT_DIR/best.pth)
@@ -108,6 +115,7 @@ CHOICES = {  # the names a registry builds are the registry's own
     "BASELINE.METHOD": ("", *available_baselines()),
     "BASELINE.DELTA_ATTENTION": DELTA.ATTENTION,
     "BASELINE.DELTA_SCALE": DELTA_SCALES,
+    "BASELINE.DELTA_ATTENTION_BN": DELTA_BN_STATS,
 }
 
 
