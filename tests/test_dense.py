@@ -1,6 +1,9 @@
 """adarand.dense: the cell-labelling rule against a float64 loop, exact per-class cell statistics, and the
 on-device pixel sampler (fixed shapes, valid cells first, class balance, its own generator only)."""
 import math
+import re
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +173,15 @@ def test_rows_pair_each_drawn_cell_with_its_label():
         h, w = divmod(int(index[b, i]), 6)
         assert torch.equal(rows[k], features[b, :, h, w]) and torch.equal(logit_rows[k], logits[b, :, h, w])
         assert labels[k] == cells[b, h, w]
+
+
+def test_the_library_docs_dense_example_runs(tmp_path, monkeypatch, capsys):
+    """docs/library.md's "Dense heads" example, as the script it is (torchvision's DeepLabV3 at 64 x 64)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "library.md").read_text()
+    section = re.search(r"^## Dense heads.*?(?=^## )", page, flags=re.M | re.S).group(0)
+    (code,) = re.findall(r"^```python\n(.*?)^```", section, flags=re.M | re.S)
+    script = tmp_path / "dense_example.py"
+    script.write_text(code)
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(script), run_name="__main__")
+    assert "prior steps 3" in capsys.readouterr().out
