@@ -13,6 +13,7 @@ import adarand.stats_cache
 def _public():
     names = [(f"adarand.{n}", getattr(adarand, n)) for n in adarand.__all__]
     names += [(f"adarand.ops.{n}", getattr(adarand.ops, n)) for n in adarand.ops.__all__]
+    names += [(f"adarand.dense.{n}", getattr(adarand.dense, n)) for n in adarand.dense.__all__]
     names += [(f"adarand.stats_cache.{n}", getattr(adarand.stats_cache, n))
               for n in ("load_or_compute_stats", "state_dict_digest")]
     return [(name, obj) for name, obj in names if callable(obj)]

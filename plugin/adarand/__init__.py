@@ -1,10 +1,11 @@
 """AdaRand: adaptive random feature regularization for fine-tuning (CVPR 2024).
 
 The prior, the regularizers and the kernels need only torch; :func:`attach` puts a regularizer on
-an unchanged model's classifier head. ``adarand.integrations`` holds Lightning and Transformers
+an unchanged model's classifier head (a linear layer, or a 1x1 convolution: :mod:`adarand.dense`). ``adarand.integrations`` holds Lightning and Transformers
 glue (their own extras). The trainers live in
 ``adarand.classification`` and ``adarand.detection`` (extra dependencies).
 """
+from . import dense
 from .attach import AttachedRegularizer, attach
 from .config import (
     REGULARIZER_KEYS, build_regularizer_from_config, check_regularizer_keys, regularizer_options_from_config,

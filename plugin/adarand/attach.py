@@ -12,6 +12,10 @@ returns nothing, so the model's outputs are untouched. A training step then read
 
 which is, call for call, the explicit path ``reg.regularizer(features, labels, ...)`` /
 ``reg.regularizer.step(features.detach(), labels)`` of :func:`adarand.build_regularizer`.
+
+A dense head (a 1x1 ``nn.Conv2d``, e.g. torchvision's ``DeepLabHead``'s last layer) regularizes its
+input's cells (B x D x H x W): ``reg.loss(label_map)`` labels each cell by the ground truth at its centre
+and draws ``pixels_per_image`` cells per image on the device (:mod:`adarand.dense`).
 """
 import contextlib
 import random
@@ -19,6 +23,7 @@ import random
 import torch
 from torch import nn
 
+from . import dense
 from .config import select_options
 from .distributed import rank
 from .prior import naming_checkpoint
@@ -51,36 +56,49 @@ def _untouched_random_streams(loader):
             generator.set_state(state)
 
 
+def _is_pixel_classifier(module):
+    """A 1x1 ``nn.Conv2d`` that classifies each cell of its input on its own (groups 1, stride 1, no padding)."""
+    return (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
+            and module.stride == (1, 1) and module.padding in ((0, 0), "same", "valid"))
+
+
 def _find_head(model, head):
-    """``head`` itself, or the submodule of ``model`` named by the dotted path ``head``; a linear layer."""
+    """``head`` itself, or the submodule of ``model`` named by the dotted path ``head``; a linear layer or a
+    1x1 convolution (a dense head)."""
     if isinstance(head, str):
         try:
             module = model.get_submodule(head)
         except AttributeError:
-            linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-            raise ValueError(f"attach: {type(model).__name__} has no submodule {head!r}; its linear layers are "
-                             f"{linear or 'none'}") from None
+            heads = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) or _is_pixel_classifier(m)]
+            raise ValueError(f"attach: {type(model).__name__} has no submodule {head!r}; its linear layers and "
+                             f"1x1 convolutions are {heads or 'none'}") from None
         name = head
     else:
         module = head
         name = next((n for n, m in model.named_modules() if m is head), None)
         if name is None:
             raise ValueError(f"attach: the head {type(head).__name__} is not a submodule of {type(model).__name__}")
-    if not isinstance(module, nn.Linear):
-        raise TypeError(f"attach: the head {name!r} is a {type(module).__name__}, not a torch.nn.Linear: give the "
-                        "final classifier layer, whose input are the features to regularize")
-    if module.in_features < 1:
-        raise ValueError(f"attach: the head {name!r} has no input width yet (an uninitialised LazyLinear): "
-                         "run one forward first")
+    if isinstance(module, nn.Conv2d) and not _is_pixel_classifier(module):
+        raise TypeError(f"attach: the head {name!r} is a Conv2d with kernel_size={module.kernel_size}, "
+                        f"groups={module.groups}, stride={module.stride}, padding={module.padding}: a dense head "
+                        "must be a per-pixel classifier (kernel_size 1, groups 1, stride 1, no padding)")
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
+        raise TypeError(f"attach: the head {name!r} is a {type(module).__name__}, not a torch.nn.Linear or a 1x1 "
+                        "torch.nn.Conv2d: give the final classifier layer, whose input are the features to regularize")
+    if _widths(module)[0] < 1:
+        raise ValueError(f"attach: the head {name!r} has no input width yet (an uninitialised "
+                         f"{type(module).__name__}): run one forward first")
     return name, module
 
 
-def _checked_batch(batch, mapped):
-    """``batch`` as ``(inputs, labels)`` with integer labels, else an error naming ``batch_fn`` and that form."""
+def _checked_batch(batch, mapped, dense=False):
+    """``batch`` as ``(inputs, labels)`` with integer labels ((B,) class indices, or a (B, H', W') label map for a
+    ``dense`` head), else an error naming ``batch_fn`` and that form."""
     given = "batch_fn returned" if mapped else "the loader gave"
+    form = "a (B, H', W') integer label map" if dense else "(B,) int64 class labels"
     fix = ("fix batch_fn" if mapped else "pass batch_fn=lambda batch: (inputs, labels)") + (
-        " to init_from_data; expected (inputs, labels): the model's inputs (a tensor, or a dict of keyword inputs) "
-        "and (B,) int64 class labels")
+        f" to init_from_data; expected (inputs, labels): the model's inputs (a tensor, or a dict of keyword inputs) "
+        f"and {form}")
     if isinstance(batch, dict) or not isinstance(batch, (tuple, list)):
         kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else f"a {type(batch).__name__}"
         raise TypeError(f"init_from_data: {given} {kind}; {fix}")
@@ -88,10 +106,16 @@ def _checked_batch(batch, mapped):
         raise ValueError(f"init_from_data: {given} a batch of {len(batch)} items; {fix}")
     inputs, labels = batch
     labels = torch.as_tensor(labels)
-    if labels.dtype not in LABEL_DTYPES or labels.dim() != 1:
+    integer = labels.dtype in LABEL_DTYPES or (dense and not labels.dtype.is_floating_point
+                                               and not labels.is_complex() and labels.dtype != torch.bool)
+    if not integer or labels.dim() != (3 if dense else 1):
         raise TypeError(f"init_from_data: {given} labels of dtype {labels.dtype} and shape {tuple(labels.shape)}, "
-                        f"not class indices; {fix}")
+                        f"not {'a label map' if dense else 'class indices'}; {fix}")
     return inputs, labels
+def _widths(head):
+    """(D, K): the head's input and output widths."""
+    return (head.in_features, head.out_features) if isinstance(head, nn.Linear) else (head.in_channels,
+                                                                                       head.out_channels)
 
 
 class AttachedRegularizer(nn.Module):
@@ -111,19 +135,24 @@ class AttachedRegularizer(nn.Module):
     device, seeded with ``stream_seed(NOISE, seed, rank)``; its seed and state are checkpointed as ``noise_seed`` / ``noise_state``),
     so fine-tuning with and without the regularizer sees the same dropout, augmentation and batch order.
 
+    A dense head (``sampling`` given) hands the regularizer the cells :meth:`adarand.dense.PixelSampling.rows`
+    draws from the same generator, before the noise; the queue keeps those rows.
+
     Args:
         model: the network (not registered as a submodule).
-        head_name: the head's dotted name in ``model``. head: the ``nn.Linear`` itself.
-        regularizer: an :class:`adarand.Regularizer` of ``head.in_features`` features.
+        head_name: the head's dotted name in ``model``. head: the ``nn.Linear`` or 1x1 ``nn.Conv2d`` itself.
+        regularizer: an :class:`adarand.Regularizer` of D features (the head's input width).
         seed: the noise stream's seed (default ``torch.initial_seed()``, i.e. the run's ``torch.manual_seed``).
         max_pending: the most :meth:`loss` calls one :meth:`step` may take (micro-batches of one optimizer
             step), >= 1; default :data:`MAX_PENDING` (256).
+        sampling: a :class:`adarand.dense.PixelSampling` for a dense head, else None.
 
     Shape:
-        - features (the head's input): (B, D), D = ``head.in_features``; labels: (B,) int64 in [0, C)
+        - features (the head's input): (B, D); labels: (B,) int64 in [0, C)
+        - dense: features (B, D, H, W); labels: a label map (B, H', W') of integers, H' >= H, W' >= W
     """
 
-    def __init__(self, model, head_name, head, regularizer, seed=None, max_pending=MAX_PENDING):
+    def __init__(self, model, head_name, head, regularizer, seed=None, max_pending=MAX_PENDING, sampling=None):
         super().__init__()
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"attach: max_pending must be an integer >= 1; got {max_pending!r}")
@@ -132,6 +161,7 @@ class AttachedRegularizer(nn.Module):
         object.__setattr__(self, "head", head)
         self.head_name = head_name
         self.regularizer = regularizer
+        self.sampling = sampling
         # checkpointed flag, and its host mirror (read on every step: never a device read)
         self.register_buffer("initialized", torch.tensor(not regularizer.needs_stats))
         self.is_initialized = not regularizer.needs_stats
@@ -144,7 +174,8 @@ class AttachedRegularizer(nn.Module):
         self._handle = head.register_forward_hook(self._capture)
 
     def extra_repr(self):
-        return f"head={self.head_name!r}, attached={self._handle is not None}"
+        dense_repr = "" if self.sampling is None else f", {self.sampling}"
+        return f"head={self.head_name!r}, attached={self._handle is not None}{dense_repr}"
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -194,6 +225,8 @@ class AttachedRegularizer(nn.Module):
         Runs ``model(inputs)`` (``model(**inputs)`` for a dict) in eval mode without gradients,
         on the head's device, through :func:`adarand.compute_class_stats` (float64 sums and counts,
         all-reduced under torch.distributed), then restores every submodule's train/eval mode.
+        A dense head's labels are label maps: every cell counts, labelled by :func:`adarand.dense.cell_labels`
+        (ignored cells excluded; no sampling, so the statistics are exact).
         Nothing happens for methods that need no statistics (``regularizer.needs_stats`` False).
 
         Args:
@@ -218,10 +251,11 @@ class AttachedRegularizer(nn.Module):
         self._stats_features = []
         try:
             with _untouched_random_streams(loader):  # iter(loader) draws from its generator: inside
-                batches = (_checked_batch(b if batch_fn is None else batch_fn(b), batch_fn is not None) for b in loader)
+                batches = (_checked_batch(b if batch_fn is None else batch_fn(b), batch_fn is not None,
+                                          self.sampling is not None) for b in loader)
                 stats = compute_class_stats(self._features_of, batches, self.regularizer.num_classes,
                                             device=self.head.weight.device, name=type(self.model).__name__,
-                                            progress=progress)
+                                            progress=progress, rows=None if self.sampling is None else self._cells)
         finally:
             self._stats_features = None
             for module, training in modes:
@@ -257,13 +291,21 @@ class AttachedRegularizer(nn.Module):
                                f"{len(self._stats_features)} times in one forward; expected once")
         return self._stats_features[0]
 
+    def _cells(self, features, label_map):
+        """Every cell of a dense head's features as a labelled row (the statistics' rows)."""
+        labels = dense.cell_labels(label_map.to(features.device), features.shape[-2:], self.sampling.ignore_index)
+        return dense.cell_rows(features, labels)
+
     def loss(self, labels):
         """``regularizer(f, labels)`` on the features ``f`` of the last forward (lambda included, with graph).
 
-        Queues ``(f.detach(), labels)`` for the next :meth:`step`.
+        Queues ``(f.detach(), labels)`` for the next :meth:`step`. A dense head's ``f`` and labels are the
+        ``pixels_per_image`` cells per image drawn from the noise generator (:class:`adarand.dense.PixelSampling`).
 
         Args:
-            labels: (B,) int64 class labels of that forward's batch (``IGNORE_INDEX`` rows take no part).
+            labels: (B,) int64 class labels of that forward's batch (``IGNORE_INDEX`` rows take no part);
+                for a dense head, its (B, H', W') integer label map (H' >= H, W' >= W; ``ignore_index`` pixels
+                take no part).
 
         Returns:
             scalar, differentiable w.r.t. the model's parameters through ``f``.
@@ -285,12 +327,21 @@ class AttachedRegularizer(nn.Module):
         if not self.is_initialized:
             raise RuntimeError("loss: the prior is not initialised: call init_from_data(train_loader) first "
                                "(or load a checkpoint of this regularizer)")
-        features = self._features
-        if features.dim() != 2 or labels.shape[:1] != features.shape[:1]:
+        features, logits, weight = self._features, self._logits, self.head.weight
+        generator = self._noise_generator(features.device)
+        if self.sampling is not None:
+            if features.dim() != 4 or labels.dim() != 3 or labels.shape[0] != features.shape[0] \
+                    or labels.shape[1] < features.shape[2] or labels.shape[2] < features.shape[3]:
+                raise ValueError(f"loss: the dense head {self.head_name!r} saw features of shape "
+                                 f"{tuple(features.shape)}; expected a label map (B, H', W') with H' >= H, W' >= W; "
+                                 f"got labels of shape {tuple(labels.shape)}")
+            features, logits, labels, _ = self.sampling.rows(features, logits, labels, self.regularizer.num_classes,
+                                                             generator)
+            weight = weight.flatten(1)
+        elif features.dim() != 2 or labels.shape[:1] != features.shape[:1]:
             raise ValueError(f"loss: the head {self.head_name!r} saw features of shape {tuple(features.shape)}; "
                              f"expected (B, D) for labels of shape {tuple(labels.shape)}")
-        self._noise_generator(features.device)
-        value = self.regularizer(features, labels, logits=self._logits, classifier_weight=self.head.weight)
+        value = self.regularizer(features, labels, logits=logits, classifier_weight=weight)
         self._queue.append((features.detach(), labels))
         return value
 
@@ -351,11 +402,14 @@ def with_total_steps(method, options, total_steps):
     return {**{name: value() for name, value in defaults.items() if name not in options}, **options}
 
 
-def attach(model, head, method="adarand", num_classes=None, seed=None, max_pending=MAX_PENDING, **options):
+def attach(model, head, method="adarand", num_classes=None, seed=None, max_pending=MAX_PENDING, *,
+           ignore_index=None, pixels_per_image=None, balance=None, **options):
     """AdaRand (or any of :func:`adarand.available_regularizers`) on ``model`` as it is.
 
-    The regularizer is :func:`adarand.build_regularizer` ``(method, num_classes, head.in_features,
-    **options)`` on the head's device; the features are the head's input, kept by a forward hook.
+    The regularizer is :func:`adarand.build_regularizer` ``(method, num_classes, D, **options)`` on the
+    head's device (D: ``in_features`` / ``in_channels``); the features are the head's input, kept by a forward
+    hook. A 1x1 ``nn.Conv2d`` head is dense: one row per cell of its input, labelled and drawn as
+    :mod:`adarand.dense` says.
     Then: :meth:`~AttachedRegularizer.init_from_data` once (Eq. 9-10), and per step
     :meth:`~AttachedRegularizer.loss` (added to the task loss) and, after the optimizer step,
     :meth:`~AttachedRegularizer.step`.
@@ -364,13 +418,18 @@ def attach(model, head, method="adarand", num_classes=None, seed=None, max_pendi
         model: any ``nn.Module`` (a DDP wrapper or a ``torch.compile``'d model too: the hook is on
             the head, which they share).
         head: the final classifier, a ``nn.Linear`` submodule of ``model``, or its dotted name
-            (``"fc"``, ``"classifier.1"``, ``"head"``; timm: ``model.get_classifier()``).
+            (``"fc"``, ``"classifier.1"``, ``"head"``; timm: ``model.get_classifier()``); or a per-pixel
+            classifier, a 1x1 ``nn.Conv2d`` (torchvision's DeepLabV3: ``"classifier.4"``).
         method: a regularizer name, default ``"adarand"``.
-        num_classes: C; default ``head.out_features``.
+        num_classes: C; default ``head.out_features`` (``out_channels``).
         seed: seed of the regularizer's own noise stream (per rank); default ``torch.initial_seed()``.
         max_pending: the most :meth:`~AttachedRegularizer.loss` calls one
             :meth:`~AttachedRegularizer.step` may take (micro-batches of one optimizer step), default 256;
             one more is an error naming ``reg.step()``.
+        ignore_index: dense heads only: the label maps' "no label" value, default 255 (VOC, torchvision).
+        pixels_per_image: dense heads only: cells drawn per image per step, default
+            :data:`adarand.dense.DEFAULT_PIXELS_PER_IMAGE`.
+        balance: dense heads only: ``"class"`` (default) or ``"uniform"`` (:func:`adarand.dense.sample_pixels`).
         **options: the method's options (``lam``, ``alpha``, ``prior_lr``, ``total_steps``, ...; see
             :func:`adarand.regularizer_options`).
 
@@ -378,8 +437,9 @@ def attach(model, head, method="adarand", num_classes=None, seed=None, max_pendi
         :class:`AttachedRegularizer`.
 
     Raises:
-        ValueError: a head name not found (the message lists the linear layers), a module that is not
-            in ``model``, an unknown method or option, ``max_pending`` < 1. TypeError: a head that is not ``nn.Linear``.
+        ValueError: a head name not found (the message lists the linear layers and 1x1 convolutions), a module
+            that is not in ``model``, an unknown method or option, a pixel option for a linear head or a bad
+            one, ``max_pending`` < 1. TypeError: a head that is neither ``nn.Linear`` nor a 1x1 ``nn.Conv2d`` (groups 1, stride 1).
 
     Example::
 
@@ -387,7 +447,14 @@ def attach(model, head, method="adarand", num_classes=None, seed=None, max_pendi
         reg.init_from_data(loader)
     """
     name, module = _find_head(model, head)
-    num_classes = module.out_features if num_classes is None else num_classes
-    regularizer = build_regularizer(method, num_classes, module.in_features, **options)
+    pixel_options = {key: value for key, value in (("ignore_index", ignore_index), ("pixels_per_image",
+                     pixels_per_image), ("balance", balance)) if value is not None}
+    if isinstance(module, nn.Linear) and pixel_options:
+        raise ValueError(f"attach: {sorted(pixel_options)} apply to a dense head (a 1x1 Conv2d); the head {name!r} "
+                         "is a Linear")
+    sampling = dense.PixelSampling(**pixel_options) if isinstance(module, nn.Conv2d) else None
+    feat_dim, outputs = _widths(module)
+    num_classes = outputs if num_classes is None else num_classes
+    regularizer = build_regularizer(method, num_classes, feat_dim, **options)
     regularizer.to(module.weight.device)
-    return AttachedRegularizer(model, name, module, regularizer, seed, max_pending)
+    return AttachedRegularizer(model, name, module, regularizer, seed, max_pending, sampling)

@@ -227,7 +227,8 @@ def _to_device(inputs, device):
 
 
 @torch.no_grad()
-def compute_class_stats(extractor, loader, num_classes: int, device=None, name=None, progress=True) -> ClassStats:
+def compute_class_stats(extractor, loader, num_classes: int, device=None, name=None, progress=True,
+                        rows=None) -> ClassStats:
     """Per-class mean/std of ``extractor(images)`` over ``loader`` (batches of (images, labels)).
 
     ``extractor`` is called as is (put a network in eval mode first so BatchNorm
@@ -240,6 +241,8 @@ def compute_class_stats(extractor, loader, num_classes: int, device=None, name=N
         num_classes: C. device: where images go, a tensor or a dict's tensors (None: as they come).
         name: recorded as the statistics' ``extractor`` (None: the extractor's class name).
         progress: a progress bar.
+        rows: optional ``(features, labels) -> (features (N, D), labels (N,))`` applied to each batch, e.g.
+            a dense head's cells (:func:`adarand.dense.cell_rows`); None: the extractor returns rows.
 
     Returns:
         :class:`ClassStats`.
@@ -252,6 +255,7 @@ def compute_class_stats(extractor, loader, num_classes: int, device=None, name=N
     for images, labels in tqdm(loader, desc="class statistics", disable=not progress, leave=False):
         if device is not None:
             images = _to_device(images, device)
-        acc.update(extractor(images), torch.as_tensor(labels))
+        features, labels = extractor(images), torch.as_tensor(labels)
+        acc.update(*(rows(features, labels) if rows is not None else (features, labels)))
     name = name if name is not None else type(extractor).__name__
     return acc.finalize(extractor=name)

@@ -3,6 +3,7 @@ with the model's outputs untouched; its refusals; gradient accumulation, no_grad
 checkpoints, torch.compile and two DDP ranks."""
 import copy
 import itertools
+import math
 import os
 
 import pytest
@@ -327,11 +328,10 @@ def test_torch_compile_matches_eager():
 def ddp_rank(rank):
     torch.manual_seed(0)
     ddp = nn.parallel.DistributedDataParallel(Net())
-    reg = adarand.attach(ddp, "module.classifier.1", total_steps=3)
+    reg = adarand.attach(ddp, "module.classifier.1", total_steps=3, seed=5)
     shards = batches(48, 8)[rank::2]  # each rank its own data
     stats = reg.init_from_data(shards)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-    torch.manual_seed(rank)  # each rank draws its own noise
     for x, y in batches(48, 8, seed=7)[rank::2]:
         loss = F.cross_entropy(ddp(x), y) + reg.loss(y)
         opt.zero_grad()
@@ -345,7 +345,9 @@ def ddp_rank(rank):
 def test_two_ddp_ranks_keep_identical_priors(tmp_path):
     ranks = run_on_ranks(ddp_rank, tmp_path)
     for key, value in ranks[0]["state"].items():
-        assert torch.equal(value, ranks[1]["state"][key]), key
+        if key != "noise_state":  # each rank draws its own noise: stream_seed(NOISE, seed, rank)
+            assert torch.equal(value, ranks[1]["state"][key]), key
+    assert not torch.equal(ranks[0]["state"]["noise_state"], ranks[1]["state"]["noise_state"])
     assert int(ranks[0]["count"].sum()) == 48  # statistics over both ranks' data
     assert int(ranks[0]["state"]["regularizer.prior.optimizer.num_steps"]) == 3
 
@@ -417,6 +419,8 @@ def test_the_noise_stream_is_seeded_per_rank_and_restored_from_a_checkpoint():
     c = adarand.attach(other, "classifier.1", total_steps=5, seed=7)
     c.load_state_dict(legacy)
     assert c.seed == 7
+
+
 def test_loss_without_step_is_refused_past_max_pending():
     """Issue 28, item 10: a loop that never calls step() keeps a fixed prior; past max_pending loss() calls it is
     an error naming reg.step(), while an accumulation of max_pending micro-batches still steps on all of them."""
@@ -474,3 +478,201 @@ def test_a_non_finite_prior_is_refused_on_load(name):
     assert not fresh.regularizer.prior.initialized and not fresh.regularizer.prior.mu.any()  # nothing copied
     with pytest.raises(NonFinitePriorError, match=f"run.pt: the prior state regularizer.prior.{name}"):
         fresh.restore_or_init(state, lambda: pytest.fail("statistics computed"), source="run.pt")
+
+
+# Dense heads: a 1x1 Conv2d whose input cells are the rows (adarand.dense).
+
+GRID, SOURCE = 9, 33  # a 33 x 33 image and label map give a 9 x 9 feature grid (non-integer ratio)
+
+
+class DenseNet(nn.Module):
+    """A convolutional body with BatchNorm and a per-pixel classifier ``head`` (1x1 Conv2d)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, stride=4, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, D, 1), nn.ReLU())
+        self.head = nn.Conv2d(D, C, 1)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def dense_batches(n=8, size=4, seed=0):
+    """Images and (n, 33, 33) label maps with 255 (ignore) pixels; the last image of each batch is all ignore."""
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.randint(0, C, (n, SOURCE, SOURCE), generator=g)
+    maps[:, :6] = 255
+    maps[size - 1::size] = 255
+    images = torch.randn(n, 3, SOURCE, SOURCE, generator=g) + maps[:, None].clamp(max=C).float()
+    return [(images[i:i + size], maps[i:i + size]) for i in range(0, n, size)]
+
+
+def loop_cell_labels(label_map):
+    """float64 loop: cell (h, w) reads pixel (floor((h + 0.5) * 33 / 9), floor((w + 0.5) * 33 / 9)); 255 -> ignored."""
+    out = torch.empty(label_map.shape[0], GRID * GRID, dtype=torch.int64)
+    for b in range(label_map.shape[0]):
+        for h in range(GRID):
+            for w in range(GRID):
+                value = int(label_map[b, math.floor((h + 0.5) * SOURCE / GRID), math.floor((w + 0.5) * SOURCE / GRID)])
+                out[b, h * GRID + w] = adarand.IGNORE_INDEX if value == 255 else value
+    return out
+
+
+def test_dense_statistics_equal_a_float64_reference_over_the_labelled_cells():
+    torch.manual_seed(0)
+    model = DenseNet()
+    twin = copy.deepcopy(model).eval()
+    reg = adarand.attach(model, "head", total_steps=5)
+    stats = reg.init_from_data(dense_batches())
+    rows = {c: [] for c in range(C)}
+    with torch.no_grad():
+        for images, maps in dense_batches():
+            features, labels = twin.body(images).double(), loop_cell_labels(maps)
+            for b in range(images.shape[0]):
+                for cell in range(GRID * GRID):
+                    if labels[b, cell] != adarand.IGNORE_INDEX:
+                        rows[int(labels[b, cell])].append(features[b, :, cell // GRID, cell % GRID])
+    for c in range(C):
+        z = torch.stack(rows[c])
+        assert int(stats.count[c]) == len(rows[c]), c
+        torch.testing.assert_close(stats.mean[c], z.mean(0).float(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(stats.std[c], z.std(0, unbiased=False).float(), rtol=1e-5, atol=1e-6)
+    assert torch.equal(reg.regularizer.prior.mu, stats.mean) and model.training
+
+
+def test_dense_loss_equals_a_float64_reference_on_the_drawn_cells():
+    """sigma = 0, so r = mu: the loss is lambda * sum over the drawn labelled cells of ||f - mu_y||^2 / (n D), with the
+    cells drawn by sample_pixels from the regularizer's own noise stream (seed 5, rank 0)."""
+    torch.manual_seed(0)
+    model = DenseNet()
+    reg = adarand.attach(model, "head", total_steps=5, lam=0.7, seed=5, pixels_per_image=6)
+    reg.init_from_data(dense_batches())
+    reg.regularizer.prior.sigma.zero_()
+    images, maps = dense_batches(seed=1)[0]
+    model(images)
+    term = reg.loss(maps)
+    features, mu = model.body(images).detach().double(), reg.regularizer.prior.mu.double()
+    labels = loop_cell_labels(maps)
+    index = adarand.dense.sample_pixels(labels, 6, C, "class", seeded_generator(stream_seed(NOISE, 5, 0)))
+    total, count = 0.0, 0
+    for b in range(images.shape[0]):
+        for cell in index[b].tolist():
+            label = int(labels[b, cell])
+            if label != adarand.IGNORE_INDEX:
+                total += float((features[b, :, cell // GRID, cell % GRID] - mu[label]).pow(2).sum())
+                count += 1
+    assert 0 < count < images.shape[0] * 6  # the all-ignore image gave only ignored rows
+    torch.testing.assert_close(term.double(), torch.tensor(0.7 * total / (count * D), dtype=torch.float64),
+                               rtol=1e-6, atol=0)
+
+
+def test_dense_loss_and_step_are_the_regularizers_on_the_drawn_rows():
+    torch.manual_seed(0)
+    model = DenseNet()
+    reg = adarand.attach(model, "head", total_steps=5, seed=3, pixels_per_image=10, balance="uniform")
+    reg.init_from_data(dense_batches())
+    twin = adarand.build_regularizer("adarand", C, D, total_steps=5)
+    twin.load_state_dict(reg.regularizer.state_dict())
+    twin.noise_generator = generator = seeded_generator(stream_seed(NOISE, 3, 0))
+    mu0 = twin.prior.mu.clone()
+    for images, maps in dense_batches(seed=2):
+        rng = torch.get_rng_state()
+        model(images)
+        term = reg.loss(maps)
+        term.backward()
+        reg.step()
+        assert torch.equal(rng, torch.get_rng_state())  # the draws leave the global RNG (dropout, ...) alone
+        features = model.body(images).detach()
+        rows, _, labels, _ = adarand.dense.PixelSampling(pixels_per_image=10, balance="uniform").rows(
+            features, None, maps, C, generator)
+        assert torch.equal(term.detach(), twin(rows, labels))
+        twin.step(rows, labels)
+        for key, value in twin.state_dict().items():
+            assert torch.equal(reg.regularizer.state_dict()[key], value), key
+    assert (twin.prior.mu - mu0).abs().max() > 1e-4  # the prior moved
+
+
+def test_dense_ptr_gets_the_drawn_cells_logits_and_the_head_weight():
+    torch.manual_seed(0)
+    model = DenseNet()
+    reg = adarand.attach(model, "head", method="ptr", threshold=10.0, seed=4, pixels_per_image=5)
+    ref = adarand.build_regularizer("ptr", C, D, threshold=10.0)
+    images, maps = dense_batches()[0]
+    logits = model(images)
+    reg.regularizer.enabled.fill_(True), ref.enabled.fill_(True)  # past the switch-on threshold
+    term = reg.loss(maps)
+    ref.noise_generator = generator = seeded_generator(stream_seed(NOISE, 4, 0))  # the cells, then the targets
+    rows, logit_rows, labels, _ = adarand.dense.PixelSampling(pixels_per_image=5).rows(
+        model.body(images), logits, maps, C, generator)
+    want = ref(rows, labels, logits=logit_rows, classifier_weight=model.head.weight.flatten(1))
+    assert want > 0 and torch.equal(term, want)
+
+
+def test_dense_refusals_name_the_problem():
+    model = DenseNet()
+    model.wide = nn.Conv2d(D, C, 3)
+    model.grouped = nn.Conv2d(D, C * 2, 1, groups=2)
+    with pytest.raises(TypeError, match=r"'wide' is a Conv2d with kernel_size=\(3, 3\).*per-pixel classifier"):
+        adarand.attach(model, "wide")
+    with pytest.raises(TypeError, match=r"'grouped' .*groups=2"):
+        adarand.attach(model, "grouped")
+    with pytest.raises(ValueError, match=r"no submodule 'fc'.*'body.3', 'head'"):
+        adarand.attach(model, "fc")
+    with pytest.raises(ValueError, match=r"\['pixels_per_image'\] apply to a dense head.*'classifier.1' is a Linear"):
+        adarand.attach(Net(), "classifier.1", pixels_per_image=64)
+    with pytest.raises(ValueError, match="pixels_per_image must be an int >= 1"):
+        adarand.attach(model, "head", pixels_per_image=0)
+    reg = adarand.attach(model, "head")
+    reg.init_from_data(dense_batches())
+    images, maps = dense_batches()[0]
+    model(images)
+    with pytest.raises(ValueError, match=r"dense head 'head' .*\(4, 8, 9, 9\).*label map.*shape \(4,\)"):
+        reg.loss(maps[:, 0, 0])
+    with pytest.raises(ValueError, match=r"label map .*shape \(4, 8, 33\)"):
+        reg.loss(maps[:, :8])
+
+
+def test_dense_loss_and_step_issue_no_host_sync():
+    torch.manual_seed(0)
+    model = DenseNet()
+    reg = adarand.attach(model, "head", total_steps=5)
+    reg.init_from_data(dense_batches())
+    values_unchecked(reg)
+    with SyncAudit() as audit:
+        for images, maps in dense_batches(seed=2):
+            model(images)
+            reg.loss(maps).backward()
+            reg.step()
+    audit.assert_none_ours()
+
+
+def test_dense_attach_on_torchvision_deeplabv3_trains_and_checkpoints_its_prior(tmp_path):
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    model = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(2, 3, 64, 64, generator=g), torch.randint(0, 3, (2, 64, 64), generator=g)) for _ in range(3)]
+    for _, target in data:
+        target[:, :4] = 255
+    reg = adarand.attach(model, "classifier.4", total_steps=3, pixels_per_image=8)
+    reg.init_from_data(data)
+    mu0 = reg.regularizer.prior.mu.clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for images, target in data:
+        out = model(images)["out"]
+        loss = F.cross_entropy(out, target, ignore_index=255) + reg.loss(target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        reg.step()
+    assert torch.isfinite(loss) and (reg.regularizer.prior.mu - mu0).abs().max() > 1e-5
+    assert int(reg.regularizer.prior.optimizer.num_steps) == 3
+    torch.save(reg.state_dict(), tmp_path / "adarand.pt")
+    fresh = adarand.attach(model, "classifier.4", total_steps=3, pixels_per_image=8, seed=1)
+    fresh.load_state_dict(torch.load(tmp_path / "adarand.pt", weights_only=True))
+    for key, value in reg.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    model(data[0][0])  # both hooks see this forward
+    assert torch.equal(fresh.loss(data[0][1]), reg.loss(data[0][1]))  # the same cells and noise next
