@@ -18,7 +18,9 @@ input's cells (B x D x H x W): ``reg.loss(label_map)`` labels each cell by the g
 and draws ``pixels_per_image`` cells per image on the device (:mod:`adarand.dense`).
 """
 import contextlib
+import itertools
 import random
+import weakref
 
 import torch
 from torch import nn
@@ -64,7 +66,12 @@ def _is_pixel_classifier(module):
 
 def _find_head(model, head):
     """``head`` itself, or the submodule of ``model`` named by the dotted path ``head``; a linear layer or a
-    1x1 convolution (a dense head)."""
+    1x1 convolution (a dense head). A tuple (timm's distilled models: ``get_classifier()`` gives the class
+    token's head and the distillation token's) stands for its first head, the class token's."""
+    if isinstance(head, (tuple, list)):
+        if not head:
+            raise ValueError("attach: an empty tuple of heads")
+        head = head[0]
     if isinstance(head, str):
         try:
             module = model.get_submodule(head)
@@ -83,8 +90,11 @@ def _find_head(model, head):
                         f"groups={module.groups}, stride={module.stride}, padding={module.padding}: a dense head "
                         "must be a per-pixel classifier (kernel_size 1, groups 1, stride 1, no padding)")
     if not isinstance(module, (nn.Linear, nn.Conv2d)):
+        inner = [n for n, m in module.named_modules() if isinstance(m, nn.Linear) or _is_pixel_classifier(m)]
+        hint = f" (its last one is {name + '.' + inner[-1]!r})" if inner else ""
         raise TypeError(f"attach: the head {name!r} is a {type(module).__name__}, not a torch.nn.Linear or a 1x1 "
-                        "torch.nn.Conv2d: give the final classifier layer, whose input are the features to regularize")
+                        "torch.nn.Conv2d: give the final classifier layer, whose input are the features to regularize"
+                        + hint)
     if _widths(module)[0] < 1:
         raise ValueError(f"attach: the head {name!r} has no input width yet (an uninitialised "
                          f"{type(module).__name__}): run one forward first")
@@ -171,6 +181,12 @@ class AttachedRegularizer(nn.Module):
         self._stats_features = None
         self.seed = torch.initial_seed() if seed is None else int(seed)
         self._noise_state = None  # a loaded generator state, applied when the generator is made
+        attached = getattr(head, "_adarand_attached", None)
+        other = attached() if attached is not None else None
+        if other is not None and other.head is head and other._handle is not None:  # (a deepcopy's head is another)
+            raise RuntimeError(f"attach: the head {head_name!r} already has a regularizer attached; call its "
+                               "remove() first (two would regularize the same features twice)")
+        head._adarand_attached = weakref.ref(self)
         self._handle = head.register_forward_hook(self._capture)
 
     def extra_repr(self):
@@ -187,6 +203,9 @@ class AttachedRegularizer(nn.Module):
 
     def _noise_generator(self, device):
         """The noise generator on ``device``: made (seeded, or from a loaded state) when missing or elsewhere."""
+        if device.type == "meta":  # shapes only: no numbers, no generator
+            self.regularizer.noise_generator = None
+            return None
         generator = self.regularizer.noise_generator
         if generator is None or generator.device.type != device.type:
             generator = seeded_generator(stream_seed(NOISE, self.seed, rank()), device)
@@ -195,6 +214,17 @@ class AttachedRegularizer(nn.Module):
             self._noise_state = None
             self.regularizer.noise_generator = generator
         return generator
+
+    def _follow(self, tensor):
+        """Move the regularizer to ``tensor``'s device (the head's features or weight), and to float64 for float64
+        ones (float32 otherwise: the prior's EMA and Adam never run in half precision), when the model moved or
+        changed dtype after attach()."""
+        dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+        prior = self.regularizer.prior.mu if hasattr(self.regularizer, "prior") else self.initialized
+        if prior.device != tensor.device or (prior.is_floating_point() and prior.dtype != dtype):
+            self.to(tensor.device)
+            if prior.is_floating_point():
+                self.regularizer.to(dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if prefix + "noise_seed" in state_dict:  # absent from checkpoints written before the noise had its stream
@@ -219,7 +249,7 @@ class AttachedRegularizer(nn.Module):
             raise RuntimeError(f"{what}: the regularizer was removed from {self.head_name!r} (remove() was called)")
 
     @torch.no_grad()
-    def init_from_data(self, loader, batch_fn=None, progress=False):
+    def init_from_data(self, loader, batch_fn=None, progress=True, max_batches=None):
         """Eq. 9-10 from the model's own features: per-class mean/std of the head's input over ``loader``.
 
         Runs ``model(inputs)`` (``model(**inputs)`` for a dict) in eval mode without gradients,
@@ -232,7 +262,9 @@ class AttachedRegularizer(nn.Module):
         Args:
             loader: iterable of batches ``(inputs, labels)``, or of anything ``batch_fn`` maps to that.
             batch_fn: optional ``batch -> (inputs, labels)``.
-            progress: a progress bar.
+            progress: a progress bar (on rank 0).
+            max_batches: read at most this many batches (None: the whole loader), e.g. a framework's
+                ``limit_train_batches``.
 
         Returns:
             the :class:`adarand.ClassStats` (None when the method needs none).
@@ -244,18 +276,24 @@ class AttachedRegularizer(nn.Module):
                 not a 1-D int64/int32 tensor. RuntimeError: after :meth:`remove`.
         """
         self._check_attached("init_from_data")
+        if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
+                                        or max_batches < 1):
+            raise ValueError(f"init_from_data: max_batches must be an integer >= 1 or None; got {max_batches!r}")
         if not self.regularizer.needs_stats:
             return None
+        self._follow(self.head.weight)
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         self._stats_features = []
         try:
             with _untouched_random_streams(loader):  # iter(loader) draws from its generator: inside
                 batches = (_checked_batch(b if batch_fn is None else batch_fn(b), batch_fn is not None,
-                                          self.sampling is not None) for b in loader)
+                                          self.sampling is not None)
+                           for b in (loader if max_batches is None else itertools.islice(loader, max_batches)))
                 stats = compute_class_stats(self._features_of, batches, self.regularizer.num_classes,
                                             device=self.head.weight.device, name=type(self.model).__name__,
-                                            progress=progress, rows=None if self.sampling is None else self._cells)
+                                            progress=progress and rank() == 0,
+                                            rows=None if self.sampling is None else self._cells)
         finally:
             self._stats_features = None
             for module, training in modes:
@@ -328,6 +366,7 @@ class AttachedRegularizer(nn.Module):
             raise RuntimeError("loss: the prior is not initialised: call init_from_data(train_loader) first "
                                "(or load a checkpoint of this regularizer)")
         features, logits, weight = self._features, self._logits, self.head.weight
+        self._follow(features)
         generator = self._noise_generator(features.device)
         if self.sampling is not None:
             if features.dim() != 4 or labels.dim() != 3 or labels.shape[0] != features.shape[0] \
@@ -382,6 +421,7 @@ class AttachedRegularizer(nn.Module):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+            self.head._adarand_attached = None
         self._features = self._logits = None
         self._queue = []
 

@@ -14,7 +14,9 @@ LABEL_DTYPES = (torch.int64, torch.int32)
 
 
 def should_check_values(tensor: torch.Tensor, check_values) -> bool:
-    return (not tensor.is_cuda) if check_values is None else bool(check_values)
+    """``check_values``, or by default: on for CPU tensors only (a host read is free there; an accelerator's would
+    sync, and a meta tensor has no values)."""
+    return (tensor.device.type == "cpu") if check_values is None else bool(check_values)
 
 
 def check_finite(name: str, tensor: torch.Tensor) -> None:

@@ -670,9 +670,71 @@ def test_dense_attach_on_torchvision_deeplabv3_trains_and_checkpoints_its_prior(
     assert torch.isfinite(loss) and (reg.regularizer.prior.mu - mu0).abs().max() > 1e-5
     assert int(reg.regularizer.prior.optimizer.num_steps) == 3
     torch.save(reg.state_dict(), tmp_path / "adarand.pt")
-    fresh = adarand.attach(model, "classifier.4", total_steps=3, pixels_per_image=8, seed=1)
+    twin = copy.deepcopy(model)
+    fresh = adarand.attach(twin, "classifier.4", total_steps=3, pixels_per_image=8, seed=1)
     fresh.load_state_dict(torch.load(tmp_path / "adarand.pt", weights_only=True))
     for key, value in reg.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
-    model(data[0][0])  # both hooks see this forward
+    torch.manual_seed(9)  # the same dropout masks in both forwards
+    model(data[0][0])
+    torch.manual_seed(9)
+    twin(data[0][0])
     assert torch.equal(fresh.loss(data[0][1]), reg.loss(data[0][1]))  # the same cells and noise next
+
+
+def test_the_prior_follows_the_heads_device_and_dtype_after_attach():
+    """attach() before .to(...): the next loss() moves the regularizer (float64 with a float64 head, the meta device
+    standing in for a second device where no GPU exists); attach() after .to("meta") builds it there."""
+    torch.manual_seed(0)
+    model = Net()
+    reg = adarand.attach(model, "classifier.1", total_steps=5)
+    reg.init_from_data(batches(), progress=False)
+    model.double()
+    x, y = make_data()
+    model(x.double())
+    term = reg.loss(y)
+    assert term.dtype == torch.float64 and reg.regularizer.prior.mu.dtype == torch.float64
+    term.backward()
+    reg.step()
+    model.to("meta")
+    model(x.double().to("meta"))
+    assert reg.loss(y.to("meta")).device.type == "meta" and reg.regularizer.prior.mu.device.type == "meta"
+    reg.step()
+    late = adarand.attach(Net().to("meta"), "classifier.1", total_steps=5)
+    assert late.regularizer.prior.mu.device.type == "meta"
+
+
+def test_one_regularizer_per_head_until_removed():
+    model = Net()
+    first = adarand.attach(model, "classifier.1", total_steps=5)
+    with pytest.raises(RuntimeError, match="already has a regularizer attached; call its remove"):
+        adarand.attach(model, "classifier.1", total_steps=5)
+    first.remove()
+    adarand.attach(model, "classifier.1", total_steps=5)  # allowed once the first is off
+
+
+def test_a_sequential_head_names_its_last_linear_layer():
+    with pytest.raises(TypeError, match=r"its last one is 'classifier\.1'"):
+        adarand.attach(Net(), "classifier", total_steps=5)
+
+
+def test_a_tuple_of_heads_is_the_class_tokens_head():
+    """timm's distilled models: get_classifier() returns (head, head_dist); the class token's head is regularized."""
+    model = Net()
+    reg = adarand.attach(model, (model.classifier[1], model.body[3]), total_steps=5)
+    assert reg.head is model.classifier[1] and reg.head_name == "classifier.1"
+
+
+def test_init_from_data_reads_at_most_max_batches():
+    read = []
+
+    def counted():
+        for batch in batches(48, 8):
+            read.append(batch)
+            yield batch
+
+    reg = adarand.attach(Net(), "classifier.1", total_steps=5)
+    stats = reg.init_from_data(counted(), progress=False, max_batches=2)
+    assert len(read) == 2 and int(stats.count.sum()) == 16
+    with pytest.raises(ValueError, match="max_batches must be an integer >= 1"):
+        reg.init_from_data(batches(), max_batches=0)

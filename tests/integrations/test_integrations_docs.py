@@ -72,7 +72,8 @@ def test_lightning_example_on_two_ddp_processes_keeps_one_prior(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert set(ranks[0]) == set(ranks[1])
     for key, value in ranks[0].items():
-        assert torch.equal(value, ranks[1][key]), f"the ranks' priors differ in {key}"
+        if key != "noise_state":  # each rank draws its own noise
+            assert torch.equal(value, ranks[1][key]), f"the ranks' priors differ in {key}"
     # 32 images, 2 ranks x batches of 8, 2 epochs: 4 optimizer steps, each moving the prior (nonzero moments)
     assert int(ranks[0]["regularizer.prior.optimizer.num_steps"]) == 4
     assert ranks[0]["regularizer.prior.optimizer.exp_avg_sq"].min() > 0
