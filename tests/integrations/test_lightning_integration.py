@@ -146,6 +146,12 @@ def test_the_statistics_pass_reads_only_the_batches_the_fit_trains_on(tmp_path, 
     assert module.adarand.is_initialized and num_steps(module.adarand.state_dict()) == batches
 
 
+@pytest.mark.parametrize("shown", [True, False])
+def test_the_statistics_pass_shows_progress_where_the_trainer_does(tmp_path, capsys, shown):
+    trainer(tmp_path, epochs=1, limit_train_batches=1, enable_progress_bar=shown).fit(Lit(), loader())
+    assert ("class statistics" in capsys.readouterr().err) == shown
+
+
 def test_validation_between_accumulated_batches_changes_nothing(tmp_path):
     """Validation (under no_grad) after batch 3 falls inside an accumulation of batches 3-4: the step after
     batch 4 still updates on both, and validation adds no step."""
