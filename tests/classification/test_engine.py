@@ -58,7 +58,7 @@ def test_two_epoch_run_writes_everything(method_runs, reg, baseline):
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[1]["lr"] == pytest.approx(0.1 * records[0]["lr"])  # x GAMMA at milestone 1
-    for key in ("train_loss", "train_reg", "val_top1", "train_pairwise_entropy", "train_mean_feature_norm",
+    for key in ("train_loss", "adarand/loss", "val_top1", "train_pairwise_entropy", "train_mean_feature_norm",
                 "train_ce_weight_grad_norm", "val_sample_norm", "val_gaussian_mi", "val_ce_feature_grad_norm",
                 "val_gaussian_entropy", "epoch_time_s"):
         assert key in records[0] and records[0][key] == records[0][key], key  # present, not NaN

@@ -46,7 +46,9 @@ def test_classification_epoch_checks_the_counters_on_its_log_period(data_root, t
     assert len(trainer.train_loader) == 3  # 24 training images, batch 8
     trainer.train()
     assert reg.check_device_errors.call_count == 3  # steps 0 and 2, and the end of the epoch
-    assert trainer.history[0]["reg_skipped_batches"] == 0
+    record = trainer.history[0]
+    assert record["adarand/skipped_batches"] == 0 and record["adarand/loss"] > 0  # the one logging vocabulary
+    assert record["adarand/prior_loss"] >= 0  # the epoch's mean prior loss (3 prior steps)
 
 
 def _first_epoch(data_root, out, **values):

@@ -48,15 +48,26 @@ class HookBase:
 class PriorStep(HookBase):
     """After each optimizer step ``reg.step(features, labels)`` (AdaRand: EMA of the class means,
     Eq. 14-15, then one prior update, Eq. 11-13); ``reg.on_epoch_end()`` closes each epoch
-    (PtR's switch-on check). The detection plugin's ``AdaRandPriorHook`` makes the same calls
-    on the ROIs each box branch kept, as a Detectron2 hook (which this trainer does not need)."""
+    (PtR's switch-on check), whose mean prior loss goes to the epoch record as ``adarand/prior_loss``
+    (summed on the device; the prior is the same on every rank). The detection plugin's
+    ``AdaRandPriorHook`` makes the same calls on the ROIs each box branch kept, as a Detectron2 hook
+    (which this trainer does not need)."""
+
+    def before_epoch(self):
+        self.prior_loss_sum, self.prior_steps = None, 0
 
     def after_step(self):
         out = self.trainer.step_outputs
-        self.trainer.regularizer.step(out.features, out.labels)
+        prior_loss = self.trainer.regularizer.step(out.features, out.labels)
+        if prior_loss is not None:
+            prior_loss = prior_loss.double()
+            self.prior_loss_sum = prior_loss if self.prior_loss_sum is None else self.prior_loss_sum + prior_loss
+            self.prior_steps += 1
 
     def after_epoch(self):
         self.trainer.regularizer.on_epoch_end()
+        if self.prior_steps:
+            self.trainer.epoch_record["adarand/prior_loss"] = self.prior_loss_sum.item() / self.prior_steps
 
 
 class LRScheduler(HookBase):
@@ -79,9 +90,10 @@ class TrainingMetrics(HookBase):
 
     Every ``LOG_PERIOD`` steps (the only host reads): the divergence flags, the regularizer's
     device counters (masked bad labels raise ``ValueError``) and the progress bar. At the end of
-    the epoch the sums are all-reduced and written to ``trainer.epoch_record`` as ``train_*``,
-    with the regularizer's counters (``reg_*``), the times, and with ``DIAGNOSTICS`` the paper's
-    per-batch diagnostics (Sec. 4.2, Fig. 2) of the training features averaged over the epoch.
+    the epoch the sums are all-reduced and written to ``trainer.epoch_record`` as ``train_*`` (the
+    regularizer's term as ``adarand/loss``), with the regularizer's counters (``adarand/skipped_batches``),
+    the times, and with ``DIAGNOSTICS`` the paper's per-batch diagnostics (Sec. 4.2, Fig. 2) of the
+    training features averaged over the epoch.
     """
 
     def __init__(self, log_period, diagnostics, progress):
@@ -122,10 +134,10 @@ class TrainingMetrics(HookBase):
                                      "over all processes")
         count, steps = max(s[5], 1.0), max(len(t.train_loader), 1)
         t.epoch_record.update({
-            "train_loss": s[0] / count, "train_ce": s[1] / count, "train_reg": s[2] / count,
+            "train_loss": s[0] / count, "train_ce": s[1] / count, "adarand/loss": s[2] / count,
             "train_baseline": s[3] / count, "train_top1": s[4] / count,
             "epoch_time_s": seconds, "step_time_s": seconds / steps,
-            **{f"reg_{name}": value for name, value in counters.items() if name != "bad_labels"}})
+            **{f"adarand/{name}": value for name, value in counters.items() if name != "bad_labels"}})
         if self.features is not None:
             t.epoch_record.update({f"train_{name}": value for name, value in self.features.means().items()})
 

@@ -1,12 +1,17 @@
 """A run directory's records: written by :class:`RunLog` (``metrics.jsonl``, one JSON object a
 line, and TensorBoard scalars), read by :func:`read_metrics`, :func:`read_results`,
-:func:`result_metric` and :func:`find_results` (``results.json``, written by the trainer)."""
+:func:`result_metric` and :func:`find_results` (``results.json``, written by the trainer).
+The regularizer's values are named as in every integration (docs/logging.md): ``adarand/loss``,
+``adarand/prior_loss``, ``adarand/skipped_batches``; files written before read with those names."""
 import glob
 import json
 import math
 import os
 
 from adarand.files import append_line, write_text
+
+# metrics.jsonl keys written before the one logging vocabulary (docs/logging.md), and their names now
+FORMER_KEYS = {"train_reg": "adarand/loss", "reg_skipped_batches": "adarand/skipped_batches"}
 
 
 class RunLog:
@@ -35,7 +40,7 @@ class RunLog:
         if self.writer is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
+                    self.writer.add_scalar(key if "/" in key else key.replace("_", "/", 1), value, record["epoch"])
             self.writer.flush()
 
     def close(self) -> None:
@@ -53,11 +58,12 @@ def read_jsonl(path) -> list:
 
 
 def read_metrics(run_dir) -> list:
-    """The per-epoch records of a run directory (``metrics.jsonl``)."""
+    """The per-epoch records of a run directory (``metrics.jsonl``), former key names read as today's
+    (:data:`FORMER_KEYS`)."""
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (not a tools/train_cls.py run directory?)")
-    return read_jsonl(path)
+    return [{FORMER_KEYS.get(key, key): value for key, value in record.items()} for record in read_jsonl(path)]
 
 
 def read_results(path, metric=None) -> dict:

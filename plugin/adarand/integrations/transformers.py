@@ -1,24 +1,31 @@
-"""AdaRand for the Hugging Face ``Trainer``: ``AdaRandTrainer`` overrides ``compute_loss`` only.
+"""AdaRand for the Hugging Face ``Trainer``: :class:`AdaRandMixin` composes with any ``Trainer`` subclass.
 
 ::
 
-    trainer = AdaRandTrainer(model=ViTForImageClassification.from_pretrained(...), args=args,
-                             train_dataset=train, eval_dataset=val, head="classifier")
+    class MyTrainer(AdaRandMixin, SFTTrainer):   # or any Trainer subclass of your own
+        pass                                      # AdaRandTrainer is (AdaRandMixin, Trainer)
+
+    trainer = MyTrainer(model=ViTForImageClassification.from_pretrained(...), args=args,
+                        train_dataset=train, eval_dataset=val, head="classifier")
     trainer.train()
 
-At ``on_train_begin`` the regularizer is attached to the head (:func:`adarand.attach`,
-``total_steps`` defaulting to the run's optimizer steps) and initialised from the model's own
-features over the training dataloader (Eq. 9-10), or restored from ``adarand.pt`` when
-``train(resume_from_checkpoint=...)`` resumes. ``compute_loss`` adds ``lambda * mean (f - r)^2``
-to the training loss only (``model.training`` and gradients on: ``evaluate``/``predict`` are
-untouched); after each optimizer step (so once per ``gradient_accumulation_steps`` batches) the
-prior steps on the features of all those batches. ``save_model`` (hence every checkpoint) writes
-the regularizer's state to ``adarand.pt`` beside the weights; ``adarand_loss`` joins the logs.
+It overrides public methods only (``train``, ``compute_loss``, ``log``, ``save_model``), each calling
+``super()``, and adds a ``TrainerCallback``. At ``on_train_begin`` the regularizer is attached to the head
+(:func:`adarand.attach`, ``total_steps`` defaulting to the run's optimizer steps) and initialised from the
+model's own features over the training dataloader (Eq. 9-10), or restored from ``adarand.pt`` when
+``train(resume_from_checkpoint=...)`` resumes. ``compute_loss`` adds ``lambda * mean (f - r)^2`` to the
+training loss only (``model.training`` and gradients on: ``evaluate``/``predict`` are untouched); after
+each optimizer step (``on_optimizer_step``: once per ``gradient_accumulation_steps`` batches) the prior
+steps on the features of all those batches. ``save_model`` (hence every checkpoint) writes the
+regularizer's state to ``adarand.pt`` beside the weights. Each training log gains ``adarand/loss`` and
+``adarand/prior_loss`` (means since the last log, gathered over processes as the Trainer gathers
+``loss``) and ``adarand/skipped_batches``.
 """
 import os
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..attach import attach, with_total_steps
@@ -37,17 +44,19 @@ class _PriorSteps(TrainerCallback):
         self.trainer._attach_adarand(state.max_steps)
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        self.trainer.adarand.step()
+        prior_loss = self.trainer.adarand.step()
+        if prior_loss is not None:
+            self.trainer._adarand_logged["adarand/prior_loss"].append(prior_loss)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer.adarand.on_epoch_end()
 
 
-class AdaRandTrainer(Trainer):
-    """A ``transformers.Trainer`` whose training loss carries the AdaRand term of the model's head.
+class AdaRandMixin:
+    """Mixed in before a ``transformers.Trainer`` class: its training loss carries the AdaRand term of the head.
 
     Args:
-        *args, **kwargs: those of ``transformers.Trainer``.
+        *args, **kwargs: those of the ``Trainer`` class it is mixed with.
         head: the classifier ``nn.Linear`` of the model, or its dotted name (``"classifier"`` for
             ``*ForImageClassification`` models).
         method: a regularizer name (:func:`adarand.available_regularizers`), default ``"adarand"``.
@@ -66,9 +75,8 @@ class AdaRandTrainer(Trainer):
         self.adarand_batch_fn = batch_fn or _split_labels
         self.adarand = None
         self._adarand_resume = None
-        self._adarand_terms = []
+        self._adarand_logged = {"adarand/loss": [], "adarand/prior_loss": []}  # detached values since the last log
         self.add_callback(_PriorSteps(self))
-
     def _attach_adarand(self, max_steps):
         if self.adarand is None:
             options = with_total_steps(self.adarand_method, self.adarand_options, lambda: max_steps)
@@ -82,7 +90,7 @@ class AdaRandTrainer(Trainer):
         self._adarand_resume = None
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        """``Trainer.train``; resuming also restores the regularizer from the checkpoint's ``adarand.pt``.
+        """The parent's ``train``; resuming also restores the regularizer from the checkpoint's ``adarand.pt``.
 
         Args:
             resume_from_checkpoint: as in ``Trainer.train`` (a checkpoint folder, or True for the last one).
@@ -105,7 +113,7 @@ class AdaRandTrainer(Trainer):
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """``Trainer.compute_loss`` plus, in training, the regularizer on the head's input.
+        """The parent's ``compute_loss`` plus, in training, the regularizer on the head's input.
 
         The term is a mean over this batch; when the Trainer takes the task loss as already normalised
         over the accumulated batch (``num_items_in_batch``), the term is divided by the number of
@@ -121,16 +129,18 @@ class AdaRandTrainer(Trainer):
         labels = inputs.get("labels")
         training = model.training and torch.is_grad_enabled()
         if labels is None and training:
-            raise ValueError("AdaRandTrainer: the training batch has no 'labels'; the class-conditional prior needs "
-                             "the class label of every image")
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            raise ValueError(f"{type(self).__name__}: the training batch has no 'labels'; the class-conditional prior "
+                             "needs the class label of every image")
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        loss = result[0] if return_outputs else result
         if self.adarand is not None and training:
             term = self.adarand.loss(labels)
-            self._adarand_terms.append(term.detach())
+            self._adarand_logged["adarand/loss"].append(term.detach())
             if self._loss_scaled_for_accumulation(num_items_in_batch):
                 term = term / self.current_gradient_accumulation_steps
             loss = loss + term
-        return (loss, outputs) if return_outputs else loss
+        return (loss, *result[1:]) if return_outputs else loss
 
     def _loss_scaled_for_accumulation(self, num_items_in_batch):
         """Trainer.training_step's own decision whether to divide the loss by the accumulation steps."""
@@ -139,18 +149,32 @@ class AdaRandTrainer(Trainer):
         return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
 
     def log(self, logs, *args, **kwargs):
-        """``Trainer.log``, with the mean AdaRand term since the last training log as ``adarand_loss``.
+        """The parent's ``log``; a training log (one with ``loss``) gains the ``adarand/*`` values.
+
+        ``adarand/loss`` and ``adarand/prior_loss`` are means since the last training log, gathered over
+        processes and averaged as the Trainer does ``loss``; ``adarand/skipped_batches`` counts the prior's
+        skipped non-finite batches. Every process logs at the same steps, as the Trainer's own gather needs.
 
         Args:
             logs: the dict to log. *args, **kwargs: as in ``Trainer.log``.
+
+        Raises:
+            ValueError: labels outside [0, C) were masked by the regularizer (on any process).
         """
-        if "loss" in logs and self._adarand_terms:
-            logs = {**logs, "adarand_loss": torch.stack(self._adarand_terms).mean().item()}
-            self._adarand_terms = []
+        if "loss" in logs and self.adarand is not None:
+            logs = dict(logs)
+            for name, values in self._adarand_logged.items():
+                if values:
+                    mean = torch.stack(values).float().mean()
+                    logs[name] = nested_gather(mean, self.args.parallel_mode).mean().item()
+                    values.clear()
+            counters = self.adarand.regularizer.check_device_errors()  # a collective: every process logs here
+            if "skipped_batches" in counters:
+                logs["adarand/skipped_batches"] = counters["skipped_batches"]
         return super().log(logs, *args, **kwargs)
 
     def save_model(self, output_dir=None, _internal_call=False):
-        """``Trainer.save_model``, plus the regularizer's state (prior, its optimizer) as ``adarand.pt``.
+        """The parent's ``save_model``, plus the regularizer's state (prior, its optimizer) as ``adarand.pt``.
 
         Args:
             output_dir: as in ``Trainer.save_model`` (default ``args.output_dir``). _internal_call: Trainer's.
@@ -160,13 +184,18 @@ class AdaRandTrainer(Trainer):
             save_torch(self.adarand.state_dict(), os.path.join(output_dir or self.args.output_dir, STATE_NAME))
 
 
+class AdaRandTrainer(AdaRandMixin, Trainer):
+    """``transformers.Trainer`` with AdaRand: :class:`AdaRandMixin` mixed with ``Trainer`` (see there)."""
+
+
 def _check_has_state(checkpoint):
     """A checkpoint folder without ``adarand.pt`` (one of a plain ``Trainer``) cannot resume AdaRand: say what can."""
     path = os.path.join(checkpoint, STATE_NAME)
     if os.path.isdir(checkpoint) and not os.path.isfile(path):
         raise FileNotFoundError(
-            f"{path} not found: {checkpoint} was not written by AdaRandTrainer (a plain Trainer checkpoint has no "
-            "regularizer state), so it cannot resume an AdaRand run. Resume from a checkpoint of AdaRandTrainer, or "
+            f"{path} not found: {checkpoint} was not written by AdaRandTrainer or AdaRandMixin (a plain Trainer "
+            "checkpoint has no regularizer state), so it cannot resume an AdaRand run. Resume from a checkpoint "
+            "written with AdaRand, or "
             f"start AdaRand from its weights: load the model from {checkpoint} (from_pretrained) and call train() "
             "without resume_from_checkpoint (the prior is then initialised from the data)")
 
