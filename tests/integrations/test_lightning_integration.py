@@ -206,6 +206,7 @@ class OldLit(Lit):
 
     def __init__(self):
         super().__init__()
+        self.adarand.remove()  # off the head: the callback attaches its own
         del self.adarand
         with pytest.warns(FutureWarning, match=r"adarand.attach\(self, 'model.3'"):
             self.callback = AdaRandCallback(head="model.3")
