@@ -39,6 +39,28 @@ def hold_lock(directory):
     return proc
 
 
+LEFT_BEHIND = """
+import os, sys
+from adarand.files import lock_output_dir
+lock_output_dir(sys.argv[1])
+if os.fork() == 0:  # the child shares the lock, as a forked data-loader worker does
+    sys.stdin.read()  # hold until the test closes stdin
+    os._exit(0)
+print(os.getpid(), flush=True)
+os._exit(0)
+"""
+
+
+def lock_left_behind(directory):
+    """A process that takes ``directory``'s lock and exits, leaving a forked child holding it until the returned
+    pipe is closed: returns (the exited taker's pid, the child's stdin)."""
+    proc = subprocess.Popen([sys.executable, "-c", LEFT_BEHIND, str(directory)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    assert proc.wait(timeout=60) == 0
+    return pid, proc.stdin
+
+
 KILLED_WRITER = """
 import os, signal, sys
 from adarand.files import atomic_write

@@ -16,7 +16,7 @@ from adarand import files
 from adarand.finite_guard import FiniteGuard, check_finite_weights
 from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
-from faults import Payload, hold_lock, killed_during_save, write_payload_checkpoint
+from faults import Payload, hold_lock, killed_during_save, lock_left_behind, write_payload_checkpoint
 
 
 def test_payload_is_refused_and_never_runs(tmp_path):
@@ -138,6 +138,26 @@ def test_lock_keeps_a_second_process_out_and_dies_with_it(tmp_path):
         holder.wait(timeout=60)
     files.lock_output_dir(tmp_path)  # the lock died with its process: no stale lock
     files.release_output_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_lock_names_its_holder_and_a_holder_that_is_no_longer_running(tmp_path):
+    """Issue 30, item 7: a lock whose taker has ended (a child it forked still holds it) was reported as "in use by
+    another process", with no pid."""
+    holder = hold_lock(tmp_path)
+    try:
+        with pytest.raises(files.OutputDirInUse, match=rf"in use by another process \(pid {holder.pid} holds "):
+            files.lock_output_dir(tmp_path)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    pid, child = lock_left_behind(tmp_path / "left")
+    try:
+        with pytest.raises(files.OutputDirInUse, match=rf"locked by a process left behind by pid {pid}, which took "
+                                                       r".*\.lock and is no longer running"):
+            files.lock_output_dir(tmp_path / "left")
+    finally:
+        child.close()
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@
     python tools/summarize.py --table 3 [--root output/reproduce]   # a paper table, ours beside the paper's
 
 Each argument is a run directory holding ``results.json`` or a folder searched for them.
+Runs of one column that differ in epochs, fraction or batch size get one warning line on stderr.
 With ``--table N`` (1-5, alpha) the runs are those of ``tools/reproduce.py --table N`` under
 ``--root``; each cell shows ours, the paper's published number and the difference; a cell
 without finished runs shows "—".

@@ -172,8 +172,10 @@ class OutputDirInUse(RuntimeError):
 def lock_output_dir(output_dir) -> None:
     """Take ``output_dir/.lock`` (``flock``, exclusive, non-blocking) for the rest of this process.
 
-    The kernel drops the lock when the process exits, however it exits, so a crashed run
-    never leaves a stale lock. Taking it twice in one process is a no-op.
+    The kernel drops the lock when the last process sharing it exits, however it exits, so a crashed run
+    never leaves a stale lock; the file records the taker's pid, named when the lock is refused (a
+    taker no longer running means a process it started still holds it). Taking it twice in one process
+    is a no-op.
     """
     key = os.path.abspath(output_dir)
     if key in _held_locks:
@@ -183,15 +185,38 @@ def lock_output_dir(output_dir) -> None:
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
         f.close()
-        raise OutputDirInUse(f"OUTPUT_DIR {output_dir} is in use by another process (it holds "
-                             f"{os.path.join(output_dir, LOCK_NAME)}); wait for it to finish or choose "
-                             "a new OUTPUT_DIR") from None
+        raise OutputDirInUse(_lock_refusal(output_dir, holder)) from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
     f.flush()
     _held_locks[key] = f
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _lock_refusal(output_dir, holder: str) -> str:
+    """Why ``output_dir``'s lock is held: by the process whose pid the lock file records, or, when that
+    process has ended, by one it started that shares the lock (a forked data-loader worker, a child)."""
+    lock = os.path.join(output_dir, LOCK_NAME)
+    if holder.isdigit() and not _alive(int(holder)):
+        return (f"OUTPUT_DIR {output_dir} is locked by a process left behind by pid {holder}, which took "
+                f"{lock} and is no longer running: a process it started (a data-loader worker, a child) still "
+                f"holds the lock; end it (`fuser -v {lock}` lists it) or choose a new OUTPUT_DIR")
+    who = f"pid {holder}" if holder.isdigit() else "another process"
+    return (f"OUTPUT_DIR {output_dir} is in use by another process ({who} holds {lock}); wait for it to "
+            "finish or choose a new OUTPUT_DIR")
 
 
 def release_output_dir(output_dir) -> None:

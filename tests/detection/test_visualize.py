@@ -2,12 +2,14 @@
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog, detection_utils
 from detectron2.structures import Instances
+from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
@@ -138,11 +140,32 @@ def test_score_threshold_and_top_k_drop_detections(evaluated):
     detections = load_predictions(str(path), metadata)[record["image_id"]]
     above_all = max(r["score"] for r in detections) + 1e-6
     raw = _raw(record)
-    assert np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=above_all), raw)
+    with mock.patch.object(Visualizer, "draw_text", autospec=True) as draw_text:  # only the empty panel's note
+        assert np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=above_all), raw)
+    assert draw_text.call_args.args[1].startswith("no detection")
     assert not np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=0.0), raw)
     best = max(detections, key=lambda r: r["score"])
     assert np.array_equal(draw_predictions(raw, detections, metadata, score_threshold=0.0, top_k=1),
                           draw_predictions(raw, [best], metadata, score_threshold=0.0))
+
+
+def test_empty_prediction_panel_says_why(tmp_path):
+    """Issue 30, item 8: an empty panel looked like a failed drawing; it names the threshold and the best score
+    under it, or that there was no detection at all (the note is checked as the text drawn, then looked at)."""
+    image = np.full((90, 160, 3), 120, np.uint8)
+    metadata = Metadata(thing_classes=["cat", "dog"])
+    below = [{"category_id": 0, "bbox": [10, 10, 40, 30], "score": 0.31},
+             {"category_id": 1, "bbox": [50, 20, 40, 30], "score": 0.12}]
+    cases = [(below, 0.5, "no detection ≥ 0.5 (best score 0.31)"), ([], 0.5, "no detection"),
+             (below, 0.3, None)]
+    for records, threshold, note in cases:
+        with mock.patch.object(Visualizer, "draw_text", autospec=True, side_effect=Visualizer.draw_text) as spy:
+            panel = draw_predictions(image, records, metadata, score_threshold=threshold)
+        notes = [c.args[1].replace("\n", " ") for c in spy.call_args_list if c.args[1].startswith("no detection")]
+        assert notes == ([note] if note else []), notes
+        if note:
+            assert not np.array_equal(panel, image)  # drawn
+            save_png(panel, str(tmp_path / f"empty_{threshold}_{len(records)}.png"))
 
 
 def test_eval_draws_the_first_images(evaluated):

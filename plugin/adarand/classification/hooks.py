@@ -6,6 +6,7 @@ this trainer runs in epochs, ``before_epoch / after_epoch``; ``self.trainer`` is
 :class:`LRScheduler`, :class:`TrainingMetrics`, :class:`Validation`,
 :class:`PeriodicCheckpointer`, :class:`MetricsWriter`.
 """
+import logging
 import math
 import os
 import time
@@ -18,7 +19,9 @@ from adarand.distributed import all_reduce_sum_
 from adarand.files import save_torch
 
 from .steps import accumulate_step_
-from .run_log import RunLog
+from .run_log import RunLog, epoch_line
+
+logger = logging.getLogger(__name__)
 
 
 class HookBase:
@@ -89,11 +92,11 @@ class TrainingMetrics(HookBase):
     """Epoch means of the training loss terms and accuracy, kept on the device between reads.
 
     Every ``LOG_PERIOD`` steps (the only host reads): the divergence flags, the regularizer's
-    device counters (masked bad labels raise ``ValueError``) and the progress bar. At the end of
-    the epoch the sums are all-reduced and written to ``trainer.epoch_record`` as ``train_*`` (the
-    regularizer's term as ``adarand/loss``), with the regularizer's counters (``adarand/skipped_batches``),
-    the times, and with ``DIAGNOSTICS`` the paper's per-batch diagnostics (Sec. 4.2, Fig. 2) of the
-    training features averaged over the epoch.
+    device counters (masked bad labels raise ``ValueError``) and the progress bar's running means
+    of the epoch (loss, ce, reg, accuracy). At the end of the epoch the sums are all-reduced and written
+    to ``trainer.epoch_record`` as ``train_*`` (the regularizer's term as ``adarand/loss``), with the
+    regularizer's counters (``adarand/skipped_batches``), the times, and with ``DIAGNOSTICS`` the paper's
+    per-batch diagnostics (Sec. 4.2, Fig. 2) of the training features averaged over the epoch.
     """
 
     def __init__(self, log_period, diagnostics, progress):
@@ -116,9 +119,10 @@ class TrainingMetrics(HookBase):
         if t.inner_iter % self.log_period == 0:
             t.guard.check(t.where)
             t.regularizer.check_device_errors()  # raises on labels the kernels had to mask (value checks off)
-            if self.progress:
+            if self.progress:  # running means of the epoch so far
                 s = self.sums.tolist()
-                self.bar.set_postfix(loss=f"{s[0] / s[5]:.3f}", acc=f"{s[4] / s[5]:.3f}", reg=f"{s[2] / s[5]:.4f}")
+                self.bar.set_postfix({"loss": f"{s[0] / s[5]:.3f}", "ce": f"{s[1] / s[5]:.3f}",
+                                      "reg": f"{s[2] / s[5]:.4g}", "acc": f"{s[4] / s[5]:.3f}"})
 
     def after_epoch(self):
         t = self.trainer
@@ -187,14 +191,18 @@ class PeriodicCheckpointer(HookBase):
 
 
 class MetricsWriter(HookBase):
-    """The epoch record to ``metrics.jsonl`` and TensorBoard (rank 0; :class:`RunLog`)."""
+    """The epoch record to ``metrics.jsonl`` and TensorBoard (:class:`RunLog`) and as one log line
+    (:func:`epoch_line`), on rank 0."""
 
     def before_train(self):
         t = self.trainer
         self.log = RunLog(t.cfg.OUTPUT_DIR, t.history, enabled=t.rank == 0)
 
     def after_epoch(self):
-        self.log.log(self.trainer.epoch_record)
+        t = self.trainer
+        self.log.log(t.epoch_record)
+        if t.rank == 0:
+            logger.info(epoch_line(t.epoch_record, t.cfg.SOLVER.EPOCHS, baseline=t.baseline is not None))
 
     def after_train(self):
         self.log.close()

@@ -1,17 +1,59 @@
 """A run directory's records: written by :class:`RunLog` (``metrics.jsonl``, one JSON object a
-line, and TensorBoard scalars), read by :func:`read_metrics`, :func:`read_results`,
-:func:`result_metric` and :func:`find_results` (``results.json``, written by the trainer).
+line, and TensorBoard scalars) and :func:`log_file` (``log.txt``, the console's log lines), read by
+:func:`read_metrics`, :func:`read_results`, :func:`result_metric` and :func:`find_results`
+(``results.json``, written by the trainer); :func:`epoch_line` is the console's line of an epoch.
 The regularizer's values are named as in every integration (docs/logging.md): ``adarand/loss``,
 ``adarand/prior_loss``, ``adarand/skipped_batches``; files written before read with those names."""
+import contextlib
 import glob
 import json
+import logging
 import math
 import os
+import sys
 
 from adarand.files import append_line, write_text
 
 # metrics.jsonl keys written before the one logging vocabulary (docs/logging.md), and their names now
 FORMER_KEYS = {"train_reg": "adarand/loss", "reg_skipped_batches": "adarand/skipped_batches"}
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"  # the console's and log.txt's
+
+
+@contextlib.contextmanager
+def log_file(output_dir):
+    """Within the block the root logger's records also go to ``output_dir/log.txt`` (appended, so a
+    resumed run continues it, as Detectron2's ``setup_logger``), in :data:`LOG_FORMAT`, the
+    ``adarand`` loggers' from INFO up whatever the root's level; an exception that ends the block is
+    written there with its traceback."""
+    handler = logging.FileHandler(os.path.join(output_dir, "log.txt"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root, ours = logging.getLogger(), logging.getLogger("adarand")
+    level = ours.level
+    ours.setLevel(min(ours.getEffectiveLevel(), logging.INFO))
+    root.addHandler(handler)
+    try:
+        yield
+    except BaseException as err:
+        handler.handle(root.makeRecord(__name__, logging.ERROR, __file__, 0, "run stopped: %s: %s",
+                                       (type(err).__name__, err), sys.exc_info()))
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        ours.setLevel(level)
+
+
+def epoch_line(record: dict, epochs: int, baseline: bool = False) -> str:
+    """An epoch record in one line: training losses (the baseline's with ``baseline``), validation top-1
+    (when there is validation), learning rate, time."""
+    losses = f"ce {record['train_ce']:.4f}, regularizer {record['adarand/loss']:.4g}"
+    losses += f", baseline {record['train_baseline']:.4g}" if baseline else ""
+    parts = [f"train loss {record['train_loss']:.4f} ({losses})"]
+    if record.get("val_top1") is not None:
+        parts.append(f"val top-1 {100 * record['val_top1']:.2f} %")
+    parts += [f"lr {record['lr']:.4g}", f"{record['epoch_time_s']:.1f} s"]
+    return f"epoch {record['epoch']}/{epochs}: " + ", ".join(parts)
 
 
 class RunLog:

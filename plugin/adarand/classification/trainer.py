@@ -18,9 +18,10 @@ and writes ``config.yaml``): ``class_stats.pt`` (pre-trained class statistics wi
 of what produced them, reused when it matches), ``last.pth`` (everything needed to resume,
 written atomically each epoch), ``best.pth`` (the selected model), ``metrics.jsonl`` +
 ``tensorboard/`` (per epoch: training and validation values only), ``features_test.pt`` (test
-features of the selected model, for PCA), ``results.json``.
+features of the selected model, for PCA), ``results.json``; ``log.txt`` (the log, written by the CLI).
 """
 import contextlib
+import logging
 import os
 import random
 from collections import namedtuple
@@ -43,6 +44,7 @@ from .steps import FeaturesAndLogits, autocast, check_diverged, evaluate, new_gu
 
 # What one step leaves for the hooks, all detached: the loss terms, the logits, the features, the labels.
 StepOutputs = namedtuple("StepOutputs", "loss ce reg_loss base_loss logits features labels")
+logger = logging.getLogger(__name__)
 
 
 def seed_all(seed):
@@ -64,13 +66,16 @@ def stats_identity(cfg, model, data):
 def class_stats(cfg, model, data, device, progress=True):
     """Pre-trained class statistics over the training split (eval mode, eval transforms), cached in
     OUTPUT_DIR/class_stats.pt and reused only when produced by the same extractor, weights and data;
-    a progress bar on rank 0 when ``progress``."""
+    announced in the log (how many images; then reused or computed), a progress bar on rank 0 when ``progress``."""
     def compute():
         model.eval()
         loader = build.eval_loader(cfg, data.train_eval, rank(), world_size())
         return adarand.compute_class_stats(model.features, loader, data.num_classes, device=device,
                                            name=cfg.MODEL.BACKBONE, progress=progress and rank() == 0)
 
+    if rank() == 0:
+        logger.info("class statistics of %d training images (%d classes) from the pre-trained %s",
+                    len(data.train_eval), data.num_classes, cfg.MODEL.BACKBONE)
     return load_or_compute_stats(os.path.join(cfg.OUTPUT_DIR, "class_stats.pt"), stats_identity(cfg, model, data),
                                  compute, num_classes=data.num_classes, feat_dim=model.feat_dim, save=rank() == 0)
 

@@ -119,9 +119,13 @@ def class_colors(metadata):
     return [tuple(palette[c % len(palette)]) for c in range(len(metadata.thing_classes))]
 
 
-def _overlay(image, boxes, classes, masks, labels, metadata, scale):
+def _overlay(image, boxes, classes, masks, labels, metadata, scale, empty_note=""):
     visualizer = Visualizer(image, metadata, scale=scale)
     if not len(classes):
+        if empty_note:  # two lines, shrunk to fit a narrow image (a character is about 0.8 font sizes wide)
+            text = empty_note.replace(" (", "\n(")
+            size = min(visualizer._default_font_size, (image.shape[1] - 8) / (0.8 * max(map(len, text.split("\n")))))
+            visualizer.draw_text(text, (3, 3), font_size=size, color="w", horizontal_alignment="left")
         return visualizer.output.get_image()
     colors = class_colors(metadata)
     drawn = visualizer.overlay_instances(boxes=boxes, labels=labels, masks=masks,
@@ -141,9 +145,16 @@ def draw_ground_truth(image, record, metadata, scale=1.0):
     return _overlay(image, boxes, classes, masks, labels, metadata, scale)
 
 
+def empty_panel_note(records, score_threshold):
+    """What a prediction panel without a detection to draw says: the best score below the threshold."""
+    if not records:
+        return "no detection"
+    return f"no detection ≥ {score_threshold:g} (best score {max(r['score'] for r in records):.2f})"
+
+
 def draw_predictions(image, records, metadata, score_threshold=0.5, top_k=0, scale=1.0):
     """COCO json detections scoring at least ``score_threshold`` (at most the ``top_k`` best when
-    ``top_k`` > 0), drawn as "class score%"."""
+    ``top_k`` > 0), drawn as "class score%"; with none, :func:`empty_panel_note` in the corner."""
     kept = sorted((r for r in records if r["score"] >= score_threshold), key=lambda r: -r["score"])
     kept = kept[:top_k] if top_k > 0 else kept
     boxes = BoxMode.convert(np.array([r["bbox"] for r in kept], dtype=np.float64).reshape(-1, 4),
@@ -151,7 +162,7 @@ def draw_predictions(image, records, metadata, score_threshold=0.5, top_k=0, sca
     classes = [r["category_id"] for r in kept]
     masks = [r["segmentation"] for r in kept] if kept and all("segmentation" in r for r in kept) else None
     labels = [f"{metadata.thing_classes[r['category_id']]} {r['score']:.0%}" for r in kept]
-    return _overlay(image, boxes, classes, masks, labels, metadata, scale)
+    return _overlay(image, boxes, classes, masks, labels, metadata, scale, empty_panel_note(records, score_threshold))
 
 
 def _with_title(panel, title):

@@ -5,13 +5,20 @@ With ``--paired BASELINE``, runs paired with the baseline's by setting and seed
 (:mod:`adarand_projects.paper.paired`).
 """
 import argparse
+import os
 import sys
 
 from adarand.classification.run_log import find_results, read_results, result_metric
 from adarand.files import write_text
+from adarand.run_config import read_recorded_config
 
 from . import paired, paper_table, reproduce
 from .paper_table import mean_std
+
+
+def column(result):
+    """A run's column: its dataset, ``dataset@fraction`` for a subset."""
+    return result["dataset"] + (f"@{result['fraction']:g}" if result.get("fraction", 1.0) < 1.0 else "")
 
 
 def collect(files, metric):
@@ -20,9 +27,40 @@ def collect(files, metric):
     for path in files:
         result = read_results(path)
         value = result_metric(result, metric, path)
-        dataset = result["dataset"] + (f"@{result['fraction']:g}" if result.get("fraction", 1.0) < 1.0 else "")
-        table.setdefault((result["method"], dataset), []).append(100.0 * value)
+        table.setdefault((result["method"], column(result)), []).append(100.0 * value)
     return table
+
+
+def budget(path):
+    """What a run's training cost: ``{"epochs", "fraction", "batch size"}`` from its results.json and (the
+    batch size) the config.yaml beside it; a value not recorded is left out."""
+    result, run_dir = read_results(path), os.path.dirname(path)
+    config = read_recorded_config(run_dir) or {}
+    found = {"epochs": result.get("epochs"), "fraction": result.get("fraction"),
+             "batch size": config.get("SOLVER.BATCH_SIZE")}
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def budget_warning(files, shown=3):
+    """One line naming the budgets (epochs, fraction, batch size) that differ between runs of one column of
+    the table, with their values and runs (at most ``shown`` named a value); ``None`` when none differs."""
+    columns = {}
+    for path in files:
+        columns.setdefault(column(read_results(path)), []).append((os.path.dirname(path), budget(path)))
+    parts = []
+    for name, runs in sorted(columns.items()):
+        for key in ("epochs", "fraction", "batch size"):
+            values = {}
+            for run_dir, cost in runs:
+                if key in cost:
+                    values.setdefault(cost[key], []).append(run_dir)
+            if len(values) > 1:
+                named = [f"{value:g} ({', '.join(dirs[:shown])}{f' +{len(dirs) - shown} more' * (len(dirs) > shown)})"
+                         for value, dirs in sorted(values.items())]
+                parts.append(f"{name}: {key} " + " vs ".join(named))
+    if not parts:
+        return None
+    return "warning: the table mixes runs of different budgets, " + "; ".join(parts)
 
 
 def markdown(table, metric):
@@ -64,7 +102,11 @@ def main(argv=None, description=__doc__):
     elif args.table:
         text = paper_table.render(reproduce.get_table(args.table), args.root, args.metric)
     elif args.runs:
-        text = markdown(collect(find_results(args.runs), args.metric), args.metric)
+        files = find_results(args.runs)
+        warning = budget_warning(files)
+        if warning:
+            print(warning, file=sys.stderr)
+        text = markdown(collect(files, args.metric), args.metric)
     else:
         parser.error("give run directories, or --table N")
     sys.stdout.write(text)
