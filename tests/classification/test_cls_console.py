@@ -144,4 +144,4 @@ def test_progress_bar_shows_the_running_means(data_root, tmp_path):
     bar = next(h for h in trainer._hooks if isinstance(h, TrainingMetrics)).bar
     record = trainer.history[-1]
     assert bar.postfix == (f"loss={record['train_loss']:.3f}, ce={record['train_ce']:.3f}, "
-                           f"reg={record['train_reg']:.4g}, acc={record['train_top1']:.3f}")
+                           f"reg={record['adarand/loss']:.4g}, acc={record['train_top1']:.3f}")
