@@ -11,7 +11,7 @@ from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
 from .mapper import NamedErrorsMapper
 from .prior_init import init_prior
-from .roi_heads import check_capable, check_initialised
+from .regularized import check_capable, check_initialised
 
 
 def has_fast_coco_eval():
