@@ -128,3 +128,30 @@ def test_an_untaken_record_is_an_error_naming_the_hook(tmp_path):
 def test_bad_pixel_keys_are_refused_naming_the_key(tmp_path, key, value, expected):
     with pytest.raises(ValueError, match=rf"MODEL\.ADARAND\.{key} = .*{expected}"):
         tiny_sem_seg_cfg(tmp_path, **{f"MODEL.ADARAND.{key}": value})
+
+
+def test_statistics_are_float64_per_class_means_over_every_labelled_cell(fake_voc, tmp_path):
+    """Eq. 9-10 for the dense head: every cell of the eval-mode features, labelled at its centre, ignore excluded."""
+    from detectron2.modeling import build_model
+
+    from adarand.detection import compute_box_head_stats
+    from adarand.detection.prior_init import _images, _sem_seg_targets, build_stats_loader
+
+    cfg = tiny_sem_seg_cfg(tmp_path, **{"MODEL.ADARAND.STATS_MAX_IMAGES": 3, "MODEL.ADARAND.ALLOW_MISSING_CLASSES": True})
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    (stats,) = compute_box_head_stats(cfg, model)
+    assert model.training  # put back
+    sums, counts = torch.zeros(21, 32, dtype=torch.float64), torch.zeros(21, dtype=torch.long)
+    model.eval()
+    with torch.no_grad():
+        for batch in build_stats_loader(cfg):
+            x = model.sem_seg_head.dense_features(model.backbone(_images(model, batch).tensor))
+            hand = _hand_cell_labels(_sem_seg_targets(model, batch), *x.shape[-2:])[0]
+            cells = x[0].flatten(1).t().double()
+            for c in range(21):
+                sums[c] += cells[torch.from_numpy(hand == c)].sum(0)
+                counts[c] += int((hand == c).sum())
+    assert torch.equal(stats.count, counts) and counts.sum() > 0
+    seen = counts > 0
+    torch.testing.assert_close(stats.mean[seen].double(), sums[seen] / counts[seen, None], rtol=1e-5, atol=1e-5)

@@ -83,3 +83,14 @@ def test_eval_only_prints_the_segmentation_metrics(runs, fake_voc, tmp_path):
     log = _cli(fake_voc, "--eval-only", *_opts(tmp_path, "adarand"), "MODEL.WEIGHTS",
                os.path.join(runs["adarand"], "model_final.pth"))
     assert "mIoU" in log and "fwIoU" in log
+
+
+def test_compute_prior_writes_the_sem_seg_statistics(runs, fake_voc, tmp_path):
+    env = dict(os.environ, DETECTRON2_DATASETS=fake_voc[0])
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compute_prior.py"), "--config-file",
+                           SEM_SEG_CONFIG, "--output", str(tmp_path / "stats.pt"), *_opts(tmp_path, "adarand"),
+                           "MODEL.WEIGHTS", os.path.join(runs["adarand"], "model_final.pth")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    stats = adarand.ClassStats.load(str(tmp_path / "stats_sem_seg.pt"), num_classes=21, feat_dim=32)
+    assert stats.count.sum() > 0 and "pixels" in proc.stdout
