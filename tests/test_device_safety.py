@@ -95,18 +95,19 @@ def test_detection_hook_raises_on_masked_labels_at_its_log_period():
     pytest.importorskip("detectron2")
     from unittest import mock
 
-    from adarand.detection import AdaRandPriorHook, AdaRandROIHeads, BoxRegularization
+    from adarand.detection import AdaRandPriorHook, BoxRegularization
 
     reg = build_regularizer("fnp", C, D, check_values=False)
     branch = mock.Mock(spec=BoxRegularization, regularizer=reg)
     branch.name = ""
     labels = torch.tensor([0, C + 2, IGNORE_INDEX])
     reg(torch.randn(3, D), labels)  # the forward the head ran: masks and counts the bad label
-    heads = mock.Mock(spec=AdaRandROIHeads)
-    heads.box_regularizations.return_value = [branch]
-    heads.take_sampled_rows.return_value = [(torch.randn(3, D), labels)]
+    branch.ROWS = "rois"
+    model = torch.nn.Module()
+    model.roi_heads = torch.nn.Module()  # a regularized head (adarand.detection.regularized's protocol)
+    model.roi_heads.regularizations = mock.Mock(return_value=[branch])
+    model.roi_heads.take_sampled_rows = mock.Mock(side_effect=lambda: {branch: (torch.randn(3, D), labels)})
     hook = AdaRandPriorHook(log_period=2)
-    model = mock.Mock(spec=["roi_heads"], roi_heads=heads)
     hook.trainer = mock.Mock(model=model, max_iter=10, iter=0)
     hook.before_train()
     hook.after_step()  # iteration 1: nothing read back

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""Class-wise box-head statistics of a pre-trained detector (AdaRand's prior, Eq. 9-10).
+"""Class-wise statistics of a pre-trained model's regularized features (AdaRand's prior, Eq. 9-10).
 
     python tools/compute_prior.py --config-file configs/detection/<x>.yaml [--output stats.pt] [--overwrite] \
         [KEY VALUE ...]
 
 Loads MODEL.WEIGHTS, runs backbone -> ROIPooler on the ROIs of DATASETS.TRAIN that
-MODEL.ADARAND.STATS_ROIS names -> box head, and saves an ``adarand.ClassStats`` file
+MODEL.ADARAND.STATS_ROIS names -> box head (and, for a semantic-segmentation head, every labelled
+cell of the features its predictor reads), and saves an ``adarand.ClassStats`` file per branch
 (default: OUTPUT_DIR/adarand_stats.pt, the cache train_net.py looks for; a cascade head
-regularizing several stages gets one file per stage, ``<stem>_stage<k>.pt``). Pass it to
+regularizing several stages gets one file per stage, ``<stem>_stage<k>.pt``, a sem-seg head
+``<stem>_sem_seg.pt``). Pass it to
 training as MODEL.ADARAND.STATS_FILE. An existing file is replaced only with ``--overwrite``.
 """
 import os
@@ -17,7 +19,7 @@ from detectron2.modeling import build_model
 from detectron2.utils import comm
 
 from adarand.detection import (
-    SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, setup_cfg, stats_path,
+    SafeDetectionCheckpointer, compute_box_head_stats, regularizations, setup_cfg, stats_path,
 )
 from adarand.detection.prior_init import branch_path
 from adarand.detection.trainer import check_weights
@@ -27,18 +29,18 @@ def main(args):
     cfg = setup_cfg(args)
     model = build_model(cfg)
     path = args.output or stats_path(cfg)
-    existing = [branch_path(path, branch) for branch in box_regularizations(model)
+    existing = [branch_path(path, branch) for branch in regularizations(model)
                 if os.path.exists(branch_path(path, branch))]
     if existing and not args.overwrite:
         raise FileExistsError(f"refusing to overwrite the statistics file(s) {', '.join(existing)}: pass "
                               "--overwrite to replace them, or another --output")
     check_weights(cfg.MODEL.WEIGHTS)
     SafeDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    for branch, stats in zip(box_regularizations(model), compute_box_head_stats(cfg, model)):
+    for branch, stats in zip(regularizations(model), compute_box_head_stats(cfg, model)):
         if comm.is_main_process():
             stats.save(branch_path(path, branch))
             print(f"saved class statistics of {stats.num_classes} classes x {stats.feat_dim} features "
-                  f"({int(stats.count.sum())} ROIs) to {branch_path(path, branch)}")
+                  f"({int(stats.count.sum())} {branch.ROWS}) to {branch_path(path, branch)}")
 
 
 def argument_parser():

@@ -4,11 +4,12 @@ import os
 from unittest import mock
 
 import pytest
+import torch
 from detectron2.config import get_cfg
 from tiny import REPO
 
 import adarand
-from adarand.detection import AdaRandPriorHook, add_adarand_config, box_regularizations
+from adarand.detection import AdaRandPriorHook, add_adarand_config, regularizations
 from adarand.detection.hooks import aligned_period
 
 
@@ -56,13 +57,20 @@ def test_shipped_configs_merge(path):
     assert cfg.INPUT.MASK_FORMAT == "bitmask"
 
 
+class _FakeHeads(torch.nn.Module):
+    """A regularized head (the protocol of adarand.detection.regularized) with mocked methods."""
+
+    def __init__(self, branches):
+        super().__init__()
+        self.regularizations = mock.Mock(return_value=branches)
+        self.take_sampled_rows = mock.Mock(side_effect=lambda: {branch: ("f", "y") for branch in branches})
+
+
 def _fake_trainer(branches):
     trainer = mock.Mock()
     trainer.model = mock.Mock(spec=["module"])  # a DDP-wrapped model
-    trainer.model.module = mock.Mock(spec=["roi_heads"])
-    heads = trainer.model.module.roi_heads = mock.Mock(spec=adarand.detection.AdaRandROIHeads)
-    heads.box_regularizations.return_value = branches
-    heads.take_sampled_rows.return_value = [("f", "y")] * len(branches)
+    trainer.model.module = torch.nn.Module()
+    trainer.model.module.roi_heads = _FakeHeads(branches)
     return trainer
 
 
@@ -78,7 +86,7 @@ def test_hook_period(period, epoch_iters, steps, epochs):
     branches = [_branch(), _branch()]  # e.g. two cascade stages
     hook = AdaRandPriorHook(period, epoch_iters, log_period=0)
     hook.trainer = _fake_trainer(branches)
-    assert box_regularizations(hook.trainer.model) == branches
+    assert regularizations(hook.trainer.model) == branches
     hook.before_train()
     for it in range(10):
         hook.trainer.iter = it
@@ -98,11 +106,11 @@ def test_hook_finds_the_branches_once():
     hook.trainer = _fake_trainer(branches)
     hook.before_train()
     heads = hook.trainer.model.module.roi_heads
-    lookups = heads.box_regularizations.call_count
+    lookups = heads.regularizations.call_count
     for it in range(5):
         hook.trainer.iter = it
         hook.after_step()
-    assert heads.box_regularizations.call_count == lookups
+    assert heads.regularizations.call_count == lookups
     assert branches[0].regularizer.step.call_count == 5
 
 

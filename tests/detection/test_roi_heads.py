@@ -37,7 +37,8 @@ def _branch(model):
 
 def _rows(model):
     """The (features, labels) the one box branch regularized in the last training forward (the hook's record)."""
-    (rows,) = model.roi_heads.take_sampled_rows()
+    ((branch, rows),) = model.roi_heads.take_sampled_rows().items()
+    assert branch is _branch(model)  # the record names its branch
     return rows
 
 
@@ -47,7 +48,7 @@ def test_fnp_loss_is_mean_square_of_foreground_rows(fake_voc, tmp_path):
     with EventStorage():
         losses = model(batch)
     features, labels = _rows(model)
-    assert model.roi_heads.take_sampled_rows() is None
+    assert model.roi_heads.take_sampled_rows() == {}
     # Every sampled ROI is kept in place; the background ones are labelled IGNORE_INDEX.
     assert features.shape == (labels.numel(), 64) and (labels == IGNORE_INDEX).any()
     kept = labels != IGNORE_INDEX
@@ -163,13 +164,13 @@ def test_training_without_the_prior_hook_is_an_error_naming_it(fake_voc, tmp_pat
         model.train()
         with pytest.raises(RuntimeError, match="never taken.*AdaRandPriorHook"):
             model(batch)
-        assert model.roi_heads.take_sampled_rows() is not None
+        assert model.roi_heads.take_sampled_rows()
         model(batch)  # rows taken: trains on
 
 
 def test_method_without_a_capable_head_is_an_error(fake_voc, tmp_path):
     cfg = tiny_cfg(tmp_path, **{"MODEL.ROI_HEADS.NAME": "StandardROIHeads"})
-    with pytest.raises(ValueError, match="METHOD is 'adarand' but the model's ROI heads \\(StandardROIHeads\\)"):
+    with pytest.raises(ValueError, match="METHOD is 'adarand' but no head of the model \\({'roi_heads': 'StandardROIHeads'}\\)"):
         AdaRandTrainer.build_model(cfg)
     check_capable("none", build_model(cfg))  # plain fine-tuning needs no such head
 
@@ -183,7 +184,9 @@ def test_cascade_regularizes_the_chosen_stages(fake_voc, tmp_path, stages, names
     with EventStorage():
         losses = model(batch)
     assert sorted(k for k in losses if k.startswith("loss_adarand")) == [f"loss_adarand_{n}" for n in names]
-    for branch, (features, labels) in zip(box_regularizations(model), model.roi_heads.take_sampled_rows()):
+    rows = model.roi_heads.take_sampled_rows()
+    assert list(rows) == box_regularizations(model)  # keyed by branch, not paired by position
+    for branch, (features, labels) in rows.items():
         features, labels = features[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX]
         torch.testing.assert_close(losses[f"loss_adarand_{branch.name}"], features.pow(2).mean())
         assert labels.numel() > 0 and (labels < 20).all()
@@ -239,7 +242,7 @@ def test_hook_logs_means_over_its_period(fake_voc, tmp_path):
         for it in range(2):
             storage.iter = trainer.iter = it
             model(batch)  # a training step's forward (with gradients): the heads record its rows
-            features, labels = model.roi_heads.sampled_rows[0]  # the record the hook takes
+            features, labels = model.roi_heads.sampled_rows[_branch(model)]  # the record the hook takes
             kept = labels != IGNORE_INDEX
             rois += int(kept.sum())
             feature_norms += float(features[kept].double().norm(dim=1).sum())
@@ -276,16 +279,16 @@ def test_heads_hand_over_what_they_regularized(fake_voc, tmp_path, extra):
     heads = model.roi_heads
     predictors = list(heads.box_predictor) if extra else [heads.box_predictor]
     assert {type(p) for p in predictors} == {FastRCNNOutputLayers}
-    assert heads.sampled_rows is None
+    assert heads.sampled_rows == {}
     with EventStorage():
         losses = model(batch)
     assert all(k.startswith("loss_") and torch.is_tensor(v) for k, v in losses.items())
     rows = heads.sampled_rows
-    assert len(rows) == len(box_regularizations(model)) == (3 if extra else 1)
-    for features, labels in rows:
+    assert list(rows) == box_regularizations(model) and len(rows) == (3 if extra else 1)
+    for features, labels in rows.values():
         assert features.shape == (labels.numel(), 64) and not features.requires_grad
         assert ((labels == IGNORE_INDEX) | ((labels >= 0) & (labels < 20))).all() and (labels >= 0).any()
-    assert heads.take_sampled_rows() is rows and heads.sampled_rows is None
+    assert heads.take_sampled_rows() is rows and heads.sampled_rows == {}
 
 
 @pytest.mark.parametrize("extra", [{"MODEL.ADARAND.STATS_ROIS": "proposals"},

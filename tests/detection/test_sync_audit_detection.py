@@ -1,5 +1,5 @@
-"""Sync audit of the detection step: the ROI heads' training forward (and its loss's backward)
-plus the prior hook issue no op that would stall a CUDA stream from adarand's own code.
+"""Sync audit of the detection and semantic-segmentation steps: the ROI heads' and the sem-seg head's
+training forward (and its loss's backward) plus the prior hook issue no op that would stall a CUDA stream from adarand's own code.
 
 Detectron2's own syncs (proposal sampling, its box losses) are recorded but not ours.
 Value checks are off, as they are by default on CUDA.
@@ -12,9 +12,9 @@ from detectron2.data import build_detection_train_loader
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from sync_audit import SyncAudit, values_unchecked
-from tiny import tiny_cfg
+from tiny import tiny_cfg, tiny_sem_seg_cfg
 
-from adarand.detection import AdaRandPriorHook, box_regularizations
+from adarand.detection import AdaRandPriorHook, box_regularizations, regularizations
 
 
 CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True,
@@ -49,3 +49,27 @@ def test_roi_heads_forward_and_prior_hook_issue_no_sync(fake_voc, tmp_path, meth
     if method == "adarand":
         for reg in regs:
             assert int(reg.prior.optimizer.num_steps) == 2  # the hook did step the prior under the audit
+
+
+@pytest.mark.parametrize("balance", ["class", "uniform"])
+def test_semantic_fpn_step_and_prior_hook_issue_no_sync(fake_voc, tmp_path, balance):
+    """The sem-seg head's pixel draw, loss_adarand_sem_seg and its backward, and the prior step."""
+    cfg = tiny_sem_seg_cfg(tmp_path, **{"MODEL.ADARAND.PIXEL_BALANCE": balance})
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    (reg,) = [values_unchecked(branch.regularizer) for branch in regularizations(model)]
+    reg.prior.init_normal()
+    batch = next(iter(build_detection_train_loader(cfg)))
+    hook = AdaRandPriorHook(period=1, log_period=20)
+    hook.trainer = mock.Mock(model=model, max_iter=100, iter=0)
+    hook.before_train()
+    with EventStorage() as storage:
+        hook.trainer.storage = storage
+        with SyncAudit() as audit:
+            for it in range(2):
+                hook.trainer.iter = it
+                losses = model(batch)
+                losses["loss_adarand_sem_seg"].backward()
+                hook.after_step()
+    audit.assert_none_ours()
+    assert int(reg.prior.optimizer.num_steps) == 2

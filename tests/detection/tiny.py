@@ -97,3 +97,19 @@ def write_tiny_lazy_config(path, output_dir, base=LAZY_CONFIG):
     with open(path, "w") as f:
         f.write(TINY_LAZY.format(base=base, output_dir=str(output_dir)))
     return str(path)
+
+
+SEM_SEG_CONFIG = os.path.join(REPO, "configs", "segmentation", "semantic_R_50_FPN_voc2012_adarand.yaml")
+DEEPLAB_CONFIG = os.path.join(REPO, "configs", "segmentation", "deeplab_v3_plus_R_50_voc2012_adarand.yaml")
+# The semantic heads shrunk as tiny_opts shrinks the R-CNN: 32 features (GroupNorm's 32 groups), no crop.
+TINY_SEM_SEG = {"MODEL.SEM_SEG_HEAD.CONVS_DIM": 32, "MODEL.SEM_SEG_HEAD.NORM": "GN",
+                "DATASETS.TRAIN": ("voc_2012_sem_seg_train",), "MODEL.ADARAND.PIXELS_PER_IMAGE": 32}
+TINY_DEEPLAB = {**TINY_SEM_SEG, "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS": 32, "MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS": [32],
+                "MODEL.SEM_SEG_HEAD.ASPP_DILATIONS": [1, 2, 3], "INPUT.CROP.ENABLED": False,
+                "MODEL.RESNETS.RES5_DILATION": 1}
+
+
+def tiny_sem_seg_cfg(output_dir, config_file=SEM_SEG_CONFIG, **extra):
+    """A shipped segmentation config shrunk like :func:`tiny_cfg` (ResNet-18, GN, 64 x 96 images); not frozen."""
+    tiny = TINY_DEEPLAB if config_file == DEEPLAB_CONFIG else TINY_SEM_SEG
+    return load_detection_cfg(config_file, tiny_opts(output_dir, **{**tiny, **extra}))

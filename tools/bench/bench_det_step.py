@@ -109,9 +109,8 @@ def step(model, optimizer, batch):
     optimizer.zero_grad(set_to_none=False)
     sum(losses.values()).backward()
     optimizer.step()
-    heads = adarand_heads(model)  # None for "ft"
-    regularized = zip(heads.box_regularizations(), heads.take_sampled_rows()) if heads is not None else ()
-    for branch, (features, labels) in regularized:
+    records = [heads.take_sampled_rows() for heads in adarand_heads(model)]  # none for "ft"
+    for branch, (features, labels) in (item for record in records for item in record.items()):
         kept_rows[0] = int((labels != adarand.IGNORE_INDEX).sum())
         branch.regularizer.step(features, labels)
     sync()

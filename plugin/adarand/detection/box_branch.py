@@ -22,7 +22,7 @@ NORMALIZERS = ("regularized", "sampled")
 
 UNINITIALISED = (
     "the AdaRand prior of {where} is not initialised (the loaded weights hold no prior): compute the "
-    "pre-trained box-head statistics with tools/compute_prior.py and pass them as MODEL.ADARAND.STATS_FILE, "
+    "pre-trained head's statistics with tools/compute_prior.py and pass them as MODEL.ADARAND.STATS_FILE, "
     "train with adarand.detection.AdaRandTrainer / tools/train_net.py / tools/lazyconfig_train_net.py "
     "(they initialise it), or call adarand.detection.init_prior(cfg, model) after loading the weights"
 )
@@ -37,6 +37,15 @@ RESUMED_UNINITIALISED = (
 def unwrap(model):
     """The model inside DistributedDataParallel / DataParallel (or the model itself)."""
     return getattr(model, "module", model)
+
+
+def check_prior_initialised(regularizer, where, resumed_from=None):
+    """Raise the error saying how to initialise ``regularizer``'s prior when it needs statistics and has none
+    (``where``: the branch, for the message; ``resumed_from``: the checkpoint a resume loaded)."""
+    prior = getattr(regularizer, "prior", None)
+    if regularizer.needs_stats and prior is not None and not prior.initialized:
+        message = RESUMED_UNINITIALISED if resumed_from else UNINITIALISED
+        raise RuntimeError(message.format(where=where, path=resumed_from))
 
 
 class BoxRegularization(nn.Module):
@@ -57,6 +66,8 @@ class BoxRegularization(nn.Module):
         stage: index of the box head feeding this predictor (cascade stage; 0 otherwise).
         name: suffix of the logged scalars (``""``, or ``"stage2"``).
     """
+
+    ROWS = "rois"  # what one row is, in the logged names (adarand/num_rois)
 
     def __init__(self, regularizer, num_classes, labels="roi", regularize_background=False, stage=0, name="",
                  normalizer="sampled"):
@@ -106,11 +117,8 @@ class BoxRegularization(nn.Module):
     # -- loss -----------------------------------------------------------------------------
     def check_initialised(self, resumed_from=None):
         """Raise the error saying how to initialise the prior (``resumed_from``: the checkpoint a resume loaded)."""
-        prior = getattr(self.regularizer, "prior", None)
-        if self.regularizer.needs_stats and prior is not None and not prior.initialized:
-            where = "the box predictor" + (f" of {self.name}" if self.name else "")
-            message = RESUMED_UNINITIALISED if resumed_from else UNINITIALISED
-            raise RuntimeError(message.format(where=where, path=resumed_from))
+        check_prior_initialised(self.regularizer, "the box predictor" + (f" of {self.name}" if self.name else ""),
+                                resumed_from)
 
     def loss(self, features, labels, logits=None, classifier_weight=None):
         """``loss_adarand`` of the ROIs' box-head features under their labels.

@@ -2,6 +2,7 @@
 from detectron2.config import CfgNode as CN
 
 from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
+from adarand.dense import BALANCES, DEFAULT_PIXELS_PER_IMAGE
 
 
 def add_adarand_config(cfg):
@@ -49,6 +50,14 @@ def add_adarand_config(cfg):
     # log loss_adarand / (sum of the other losses) and the regularized features' mean norm
     # against their prior means' (adarand/*): the only host reads the plugin adds.
     cfg.MODEL.ADARAND.SCALE_LOG_PERIOD = 20
+    # Semantic-segmentation heads (AdaRandSemSegFPNHead, AdaRandDeepLabV3PlusHead, AdaRandDeepLabV3Head;
+    # docs/segmentation.md): each cell of the features their 1x1 predictor reads is one row, labelled by
+    # the ground truth at its centre (MODEL.SEM_SEG_HEAD.IGNORE_VALUE pixels not regularized). A training
+    # step regularizes PIXELS_PER_IMAGE cells per image, drawn on the device ...
+    cfg.MODEL.ADARAND.PIXELS_PER_IMAGE = DEFAULT_PIXELS_PER_IMAGE
+    # ... "class": each class present in the image gets an equal expected share of the draw (background
+    # does not drown the small classes); "uniform": every labelled cell is equally likely.
+    cfg.MODEL.ADARAND.PIXEL_BALANCE = "class"
     add_visualization_config(cfg)
     return cfg
 
@@ -74,12 +83,17 @@ def check_adarand_config(cfg):
 
 def check_adarand_keys(node, prefix="MODEL.ADARAND"):
     """:func:`check_adarand_config` on the ``MODEL.ADARAND`` keys themselves (a CfgNode, or a LazyConfig's dict):
-    the shared keys, and the counts of :data:`_COUNT_KEYS` integers >= 0."""
+    the shared keys, the counts of :data:`_COUNT_KEYS` integers >= 0, the pixel keys."""
     check_regularizer_keys(node, prefix)
     for key in _COUNT_KEYS:
         value = node[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"config key {prefix}.{key} = {value!r}; expected an integer >= 0 (0 = off or all)")
+    pixels = node["PIXELS_PER_IMAGE"]
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+        raise ValueError(f"config key {prefix}.PIXELS_PER_IMAGE = {pixels!r}; expected an integer >= 1")
+    if node["PIXEL_BALANCE"] not in BALANCES:
+        raise ValueError(f"config key {prefix}.PIXEL_BALANCE = {node['PIXEL_BALANCE']!r}; expected one of {BALANCES}")
 
 
 def adarand_options(**overrides):

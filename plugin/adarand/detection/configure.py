@@ -9,6 +9,7 @@ import re
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
+from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -23,9 +24,10 @@ from .mobilenet_fpn import add_mobilenet_config
 
 
 def get_detection_cfg():
-    """Detectron2's defaults plus this plugin's keys: ``MODEL.ADARAND``, ``TEST.VIS_*`` and the
-    MobileNetV2-FPN backbone's."""
+    """Detectron2's defaults plus this plugin's keys: ``MODEL.ADARAND``, ``TEST.VIS_*``, the
+    MobileNetV2-FPN backbone's, and DeepLab's (its heads' and poly schedule's)."""
     cfg = get_cfg()
+    add_deeplab_config(cfg)
     add_adarand_config(cfg)
     add_mobilenet_config(cfg)
     return cfg

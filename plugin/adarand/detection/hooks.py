@@ -1,12 +1,12 @@
-"""``AdaRandPriorHook``: step each box regularizer after the optimizer step; log the scale."""
+"""``AdaRandPriorHook``: step each regularizer (box and dense branches) after the optimizer step; log the scale."""
 import torch
 from detectron2.engine import HookBase
 
 from adarand.ops import active_rows, safe_labels
 
-from .roi_heads import adarand_heads, check_initialised
+from .regularized import adarand_heads, check_initialised
 
-# Device-side sums kept per box branch between two log periods.
+# Device-side sums kept per branch between two log periods ("rois": its rows, ROIs or pixels).
 _SUMS = ("rois", "feature_norm", "prior_norm", "prior_loss", "iters", "steps")
 
 
@@ -38,20 +38,20 @@ def scale_sums(features, labels, num_classes, mu, prior_loss):
 
 
 class AdaRandPriorHook(HookBase):
-    """After every ``period``-th step, ``reg.step(features, labels)`` on the rows each box branch regularized.
+    """After every ``period``-th step, ``reg.step(features, labels)`` on the rows each branch regularized.
 
-    ``before_train`` finds the model's AdaRand ROI heads and their box regularizations once;
-    after each step the hook takes the heads' record of that step's forward
-    (:meth:`~adarand.detection.AdaRandHeadsMixin.take_sampled_rows`: per branch, the detached
-    box-head features of every sampled ROI and their labels, IGNORE_INDEX where not
+    ``before_train`` finds the model's regularized heads (:mod:`adarand.detection.regularized`: ROI heads,
+    semantic-segmentation heads; PanopticFPN has both) and their branches once; after each step the hook
+    takes every head's record of that step's forward (``take_sampled_rows()``: ``{branch: (features,
+    labels)}``, the detached features of every sampled ROI or drawn pixel, IGNORE_INDEX where not
     regularized).
 
     ``period`` = 0 never steps. ``epoch_iters`` > 0 calls ``reg.on_epoch_end()`` every that
     many iterations (PtR's switch-on check; detection trains by iterations). The prior
     syncs itself across ranks (the core library all-reduces its class sums).
 
-    Logging reads nothing back on ordinary steps: per box branch, the regularized ROIs'
-    count, their mean feature norm ``adarand/feature_norm``, the mean norm of their prior
+    Logging reads nothing back on ordinary steps: per branch (prefix ``adarand/<name>/``; the
+    single box branch's is ``adarand/``), the regularized rows' count (``num_rois``, ``num_pixels``), their mean feature norm ``adarand/feature_norm``, the mean norm of their prior
     means ``adarand/prior_norm`` (mean_i ||mu_{y_i}||) and the prior loss are summed on the
     device and written as means over the last ``log_period`` iterations (rounded up to a
     multiple of ``period``, and at the last iteration), with ``adarand/loss_ratio`` =
@@ -64,19 +64,21 @@ class AdaRandPriorHook(HookBase):
         self._period, self._epoch_iters = period, epoch_iters
         self._log_period = aligned_period(log_period, period)
         self._sums = {}
-        self._heads, self._branches = None, []
+        self._heads, self._branches = [], []
 
     def before_train(self):
         check_initialised(self.trainer.model)  # fail before the first step, saying how to initialise
         self._heads = adarand_heads(self.trainer.model)
-        self._branches = self._heads.box_regularizations() if self._heads is not None else []
+        self._branches = [branch for head in self._heads for branch in head.regularizations()]
 
     def after_step(self):
         next_iter = self.trainer.iter + 1
         step = self._period > 0 and next_iter % self._period == 0
-        rows = self._heads.take_sampled_rows() if self._heads is not None else None
-        for branch, kept in zip(self._branches, rows or [None] * len(self._branches)):
-            reg = branch.regularizer
+        rows = {}
+        for head in self._heads:
+            rows.update(head.take_sampled_rows())
+        for branch in self._branches:
+            kept, reg = rows.get(branch), branch.regularizer
             prior_loss = reg.step(*kept) if kept is not None and step else None
             if self._epoch_iters > 0 and next_iter % self._epoch_iters == 0:
                 reg.on_epoch_end()
@@ -96,7 +98,7 @@ class AdaRandPriorHook(HookBase):
             for name, value in branch.regularizer.check_device_errors().items():  # raises on masked bad labels
                 if name != "bad_labels":
                     storage.put_scalar(prefix + name, value, smoothing_hint=False)
-            storage.put_scalar(prefix + "num_rois", sums["rois"] / sums["iters"])
+            storage.put_scalar(prefix + "num_" + branch.ROWS, sums["rois"] / sums["iters"])
             if sums["rois"]:
                 storage.put_scalar(prefix + "feature_norm", sums["feature_norm"] / sums["rois"])
                 if sums["prior_norm"]:

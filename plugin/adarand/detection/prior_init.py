@@ -1,10 +1,12 @@
-"""Prior initialisation (Eq. 9-10) from the pre-trained detector's box-head features.
+"""Prior initialisation (Eq. 9-10) from the pre-trained model's box-head and per-pixel features.
 
-For every training image (test-time resize, no flip), in eval mode and without grad:
-backbone -> ``box_pooler`` on the ROIs given by ``STATS_ROIS`` -> each regularized stage's
-``box_head``; the flattened features are accumulated per class with
-:class:`adarand.ClassStatsAccumulator`, one accumulator per regularized box branch
-(:func:`~adarand.detection.roi_heads.box_regularizations`). ``STATS_ROIS "gt"``: the
+For every training image (test-time resize, no flip), in eval mode and without grad: the
+backbone, then each regularized head (:func:`~adarand.detection.regularized.regularizations`);
+the features are accumulated per class with :class:`adarand.ClassStatsAccumulator`, one
+accumulator per branch. A semantic-segmentation head gives every cell of its predictor's input,
+labelled by the ground truth (``sem_seg``) at the cell's centre, ignore pixels excluded (the rule
+of :mod:`adarand.dense`). ROI heads: ``box_pooler`` on the ROIs given by ``STATS_ROIS`` -> each
+regularized stage's ``box_head``, flattened. ``STATS_ROIS "gt"``: the
 ground-truth boxes with their classes; ``"proposals"``: the ROIs the sampler draws from the
 pre-trained RPN's training-mode proposals, labelled as training labels them (``LABELS``).
 With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the features of
@@ -19,6 +21,7 @@ from detectron2.data import (
     DatasetFromList, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
+from detectron2.structures import ImageList
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
@@ -28,13 +31,16 @@ from adarand.stats_cache import load_or_compute_stats, stamp_identity, state_dic
 
 from .box_branch import SingleCategoryMapper, unwrap
 from .mapper import NamedErrorsMapper
-from .roi_heads import adarand_heads, box_regularizations
+from .dense_branch import DenseRegularization
+from .regularized import adarand_heads, regularizations
+from .roi_heads import AdaRandHeadsMixin
+from .sem_seg_heads import AdaRandSemSegMixin
 
 STATS_NAME = "adarand_stats.pt"
 
 
 def build_stats_loader(cfg):
-    """Training images with their annotations, resized as at test time, one per batch."""
+    """Training images with their annotations (and ``sem_seg``), resized as at test time, one per batch."""
     return stats_loader(cfg.DATASETS.TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.FORMAT,
                         cfg.MODEL.ADARAND.STATS_MAX_IMAGES, cfg.MODEL.ADARAND.LABELS)
 
@@ -65,26 +71,59 @@ def _training_proposals(model, images, features, targets):
         rpn.training = mode
 
 
+def _images(model, batch):
+    """The batch's images normalised and padded as the model's forward does (``SemanticSegmentor`` has no
+    ``preprocess_image``; the R-CNNs' does the same)."""
+    if hasattr(model, "preprocess_image"):
+        return model.preprocess_image(batch)
+    images = [(x["image"].to(model.device) - model.pixel_mean) / model.pixel_std for x in batch]
+    return ImageList.from_tensors(images, model.backbone.size_divisibility,
+                                  padding_constraints=model.backbone.padding_constraints)
+
+
+def _sem_seg_targets(model, batch):
+    """The batch's ``sem_seg`` padded with the head's ignore value, as the model's forward pads them."""
+    if "sem_seg" not in batch[0]:
+        raise ValueError(f"the statistics of the semantic-segmentation head need the ground truth 'sem_seg' "
+                         f"({batch[0].get('file_name', 'a training image')} has none: its dataset dict needs "
+                         "'sem_seg_file_name')")
+    return ImageList.from_tensors([x["sem_seg"].to(model.device) for x in batch], model.backbone.size_divisibility,
+                                  model.sem_seg_head.ignore_value, model.backbone.padding_constraints).tensor
+
+
 @torch.no_grad()
 def _update(accumulators, model, heads, batch, rois):
-    images = model.preprocess_image(batch)
+    images = _images(model, batch)
     features = model.backbone(images.tensor)
-    targets = [x["instances"].to(model.device) for x in batch]
-    needed = heads.statistics_need_proposals(rois)
-    proposals = _training_proposals(model, images, features, targets) if needed else None
-    for acc, (f, y) in zip(accumulators, heads.statistics_rows(features, proposals, targets, rois)):
-        acc.update(f, y)  # rows labelled IGNORE_INDEX are not counted
+    rows = {}
+    for head in heads:
+        if isinstance(head, AdaRandSemSegMixin):
+            rows.update(head.statistics_rows(features, _sem_seg_targets(model, batch)))
+        elif isinstance(head, AdaRandHeadsMixin):
+            targets = [x["instances"].to(model.device) for x in batch]
+            needed = head.statistics_need_proposals(rois)
+            proposals = _training_proposals(model, images, features, targets) if needed else None
+            rows.update(head.statistics_rows(features, proposals, targets, rois))
+        else:
+            raise TypeError(f"the statistics pass knows ROI heads and semantic-segmentation heads; "
+                            f"{type(head).__name__} is neither")
+    for branch, (f, y) in rows.items():
+        accumulators[branch].update(f, y)  # rows labelled IGNORE_INDEX are not counted
 
 
-def collect_box_head_stats(model, loader, rois="gt", allow_missing=False, extractor="", meta=None, class_names=()):
-    """``ClassStats`` of each regularized box branch's features over ``loader`` (list, stage order)."""
+def collect_box_head_stats(model, loader, rois="gt", allow_missing=False, extractor="", meta=None, class_names=(),
+                           stuff_names=()):
+    """``ClassStats`` of each regularized branch's features over ``loader`` (list, in
+    :func:`~adarand.detection.regularized.regularizations` order: box branches by stage, dense heads).
+    ``class_names``: the detector's classes; ``stuff_names``: the semantic head's (error messages)."""
     model = unwrap(model)
-    heads = adarand_heads(model)
-    regs = heads.box_regularizations() if heads is not None else []
+    regs = regularizations(model)
     if not regs:
-        raise ValueError("the model has no AdaRand ROI heads (set MODEL.ROI_HEADS.NAME: AdaRandROIHeads or "
-                         "AdaRandCascadeROIHeads)")
-    accumulators = [ClassStatsAccumulator(reg.regularizer.num_classes) for reg in regs]
+        raise ValueError("the model has no AdaRand heads (set MODEL.ROI_HEADS.NAME: AdaRandROIHeads or "
+                         "AdaRandCascadeROIHeads, or MODEL.SEM_SEG_HEAD.NAME: AdaRandSemSegFPNHead, "
+                         "AdaRandDeepLabV3PlusHead or AdaRandDeepLabV3Head)")
+    heads = adarand_heads(model)
+    accumulators = {reg: ClassStatsAccumulator(reg.regularizer.num_classes) for reg in regs}
     was_training = model.training
     model.eval()
     try:
@@ -93,26 +132,33 @@ def collect_box_head_stats(model, loader, rois="gt", allow_missing=False, extrac
                 _update(accumulators, model, heads, batch, rois)
     finally:
         model.train(was_training)
-    meta = {**(meta or {}), "stats_rois": rois, "labels": regs[0].labels}
-    out = []
-    for reg, acc in zip(regs, accumulators):
-        try:
-            out.append(acc.finalize(extractor=f"{extractor} box head {reg.stage}".strip(), meta=meta,
-                                    allow_missing=allow_missing))
-        except ValueError:
-            if acc.counts is None:
-                raise
-            names = list(class_names) + ["background"]
-            missing = [names[i] if i < len(names) else str(i) for i in (acc.counts == 0).nonzero().flatten().tolist()]
-            raise ValueError(f"no {'ground-truth box' if rois == 'gt' else 'sampled ROI'} of class(es) {missing} "
-                             f"in {meta.get('datasets', 'the training set')}: every class needs at least one to "
-                             "initialise the prior (fix ROI_HEADS.NUM_CLASSES or the data, or set "
-                             "MODEL.ADARAND.ALLOW_MISSING_CLASSES True)") from None
-    return out
+    return [_finalize(accumulators[reg], reg, rois, allow_missing, extractor, meta or {}, class_names, stuff_names)
+            for reg in regs]
+
+
+def _finalize(acc, reg, rois, allow_missing, extractor, meta, class_names, stuff_names):
+    """One branch's ``ClassStats``, or the error naming the classes that had no row."""
+    dense = isinstance(reg, DenseRegularization)
+    if dense:
+        meta, where, rows, names = {**meta, "rows": "labelled cells"}, f"{reg.name} head", "labelled pixel", stuff_names
+        key = "SEM_SEG_HEAD.NUM_CLASSES"
+    else:
+        meta, where = {**meta, "stats_rois": rois, "labels": reg.labels}, f"box head {reg.stage}"
+        rows, names = ("ground-truth box" if rois == "gt" else "sampled ROI"), list(class_names) + ["background"]
+        key = "ROI_HEADS.NUM_CLASSES"
+    try:
+        return acc.finalize(extractor=f"{extractor} {where}".strip(), meta=meta, allow_missing=allow_missing)
+    except ValueError:
+        if acc.counts is None:
+            raise
+        missing = [names[i] if i < len(names) else str(i) for i in (acc.counts == 0).nonzero().flatten().tolist()]
+        raise ValueError(f"no {rows} of class(es) {missing} in {meta.get('datasets', 'the training set')}: every "
+                         f"class needs at least one to initialise the prior (fix {key} or the data, or set "
+                         "MODEL.ADARAND.ALLOW_MISSING_CLASSES True)") from None
 
 
 def compute_box_head_stats(cfg, model, loader=None):
-    """``ClassStats`` of each regularized box branch on ``cfg.DATASETS.TRAIN`` (list, stage order),
+    """``ClassStats`` of each regularized branch on ``cfg.DATASETS.TRAIN`` (list, as :func:`collect_box_head_stats`),
     each recording its identity (:func:`branch_identity`), so a file saved from it is accepted as
     ``STATS_FILE`` by a run of the same set-up."""
     a = cfg.MODEL.ADARAND
@@ -121,10 +167,11 @@ def compute_box_head_stats(cfg, model, loader=None):
         model, loader if loader is not None else build_stats_loader(cfg), rois=a.STATS_ROIS,
         allow_missing=a.ALLOW_MISSING_CLASSES, extractor=f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.WEIGHTS or 'random init'})",
         meta={"datasets": list(cfg.DATASETS.TRAIN)},
-        class_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []))
+        class_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []),
+        stuff_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("stuff_classes", []))
     weights = weights_identity(model)
     return [stamp_identity(st, branch_identity(weights, identity, reg))
-            for st, reg in zip(stats, box_regularizations(model))]
+            for st, reg in zip(stats, regularizations(model))]
 
 
 def stats_path(cfg):
@@ -133,7 +180,8 @@ def stats_path(cfg):
 
 
 def branch_path(path, reg):
-    """The statistics file of one box branch: ``path`` itself, or ``<stem>_stage<k><ext>`` in a cascade."""
+    """The statistics file of one branch: ``path`` itself for the single box branch, else ``<stem>_<name><ext>``
+    (``_stage<k>`` in a cascade, ``_sem_seg`` for a semantic-segmentation head)."""
     if not reg.name:
         return path
     stem, ext = os.path.splitext(path)
@@ -152,8 +200,18 @@ def stats_identity(cfg):
         "regularize_background": a.REGULARIZE_BACKGROUND,
         "transform": f"ResizeShortestEdge({cfg.INPUT.MIN_SIZE_TEST}, {cfg.INPUT.MAX_SIZE_TEST}) {cfg.INPUT.FORMAT} "
                      f"mean={list(cfg.MODEL.PIXEL_MEAN)} std={list(cfg.MODEL.PIXEL_STD)}",
-        **roi_sampler_identity(cfg),
+        **roi_sampler_identity(cfg), **sem_seg_identity(cfg),
     }
+
+
+def sem_seg_identity(cfg):
+    """What a semantic-segmentation head's statistics depend on besides the weights (its head and ignore
+    value), for the meta-architectures that have one; empty otherwise."""
+    if cfg.MODEL.META_ARCHITECTURE not in ("SemanticSegmentor", "PanopticFPN"):
+        return {}
+    head = cfg.MODEL.SEM_SEG_HEAD
+    return {"sem_seg_head": head.NAME, "sem_seg_in_features": list(head.IN_FEATURES),
+            "ignore_value": head.IGNORE_VALUE}
 
 
 def roi_sampler_identity(cfg):
@@ -224,7 +282,7 @@ def init_prior_from(model, path, required, compute, identity=None, allow_missing
     instead of a cache miss. ``allow_missing`` (ALLOW_MISSING_CLASSES): False refuses a file with
     classes of no sample, as ``compute`` refuses them.
     """
-    regs = box_regularizations(model)
+    regs = regularizations(model)
     if not any(reg.regularizer.needs_stats for reg in regs):
         return None
     compute_all = functools.cache(compute)  # one statistics pass gives every branch's, run on the first miss

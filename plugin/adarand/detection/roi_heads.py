@@ -11,14 +11,14 @@ forward, as ``CascadeROIHeads._run_stage`` passes its data:
       _box_stages: per stage, its ROIs -> box_pooler -> box_head -> features F_k -> box_predictor
       _stage_losses: the predictor's losses, plus loss_adarand = branch.loss(F_k, labels_k)
     -> (losses, rows): the losses go back to the trainer (only ``loss_*`` tensors); the rows
-       (F_k detached, labels_k) become :attr:`AdaRandHeadsMixin.sampled_rows`, the record the
-       prior hook takes after the optimizer step.
+       {branch: (F_k detached, labels_k)} become :attr:`AdaRandHeadsMixin.sampled_rows`, the record the
+       prior hook takes after the optimizer step (the protocol of :mod:`adarand.detection.regularized`).
 
 Inference is Detectron2's own. :meth:`AdaRandHeadsMixin.statistics_rows` gives the prior's
 statistics pass the same box-head features without computing any loss.
 """
 import math
-from typing import List, NamedTuple, Optional
+from typing import Dict, NamedTuple
 
 import torch
 from detectron2.config import configurable
@@ -32,6 +32,7 @@ from torch import nn
 from adarand import build_regularizer_from_config
 
 from .box_branch import BoxRegularization, image_categories, unwrap
+from .regularized import UNTAKEN
 
 CASCADE_STAGES = ("all", "last")
 STATS_ROIS = ("gt", "proposals")
@@ -86,8 +87,8 @@ class AdaRandHeadsMixin:
         prior_total_steps: length of the prior optimizer's cosine schedule (SOLVER.MAX_ITER).
 
     Attributes:
-        sampled_rows: the record of the last training forward with gradients enabled, one
-            :class:`BoxRows` per regularization (stage order), features detached; None once taken
+        sampled_rows: the record of the last training forward with gradients enabled,
+            ``{branch: BoxRows}`` for each regularization, features detached; empty once taken
             (:meth:`take_sampled_rows`) or before the first such forward. Such a forward while a
             record is still untaken is an error naming :class:`AdaRandPriorHook` (a trainer without
             it would never adapt the prior); training-mode forwards under ``torch.no_grad()``
@@ -110,7 +111,7 @@ class AdaRandHeadsMixin:
             predictors[k].adarand = BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
                                                       background, stage=k, name=name,
                                                       normalizer=adarand.get("NORMALIZER", "sampled"))
-        self.sampled_rows: Optional[List[BoxRows]] = None
+        self.sampled_rows: Dict[BoxRegularization, BoxRows] = {}
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -119,7 +120,7 @@ class AdaRandHeadsMixin:
         ret["prior_total_steps"] = cfg.SOLVER.MAX_ITER
         return ret
 
-    def box_regularizations(self):
+    def regularizations(self):
         """The regularizations of this head's box predictors, in stage order."""
         return [p.adarand for p in _as_list(self.box_predictor)
                 if isinstance(getattr(p, "adarand", None), BoxRegularization)]
@@ -128,10 +129,9 @@ class AdaRandHeadsMixin:
         """The record of the last training forward (:attr:`sampled_rows`), which is then forgotten.
 
         Returns:
-            one :class:`BoxRows` per regularization (stage order), or None when no training
-            forward ran since the last call.
+            ``{branch: BoxRows}`` ({} when no training forward ran since the last call).
         """
-        rows, self.sampled_rows = self.sampled_rows, None
+        rows, self.sampled_rows = self.sampled_rows, {}
         return rows
 
     # -- training ---------------------------------------------------------------------------
@@ -142,11 +142,7 @@ class AdaRandHeadsMixin:
             raise ValueError("the ROI heads need the images' ground truth ('targets') in training")
         step = torch.is_grad_enabled()  # a training step; PreciseBN's forwards (no_grad) neither record nor check
         if step and self.sampled_rows:
-            raise RuntimeError(
-                f"{type(self).__name__}: the rows regularized by the previous training forward were never taken, so "
-                "the prior never adapts: register adarand.detection.AdaRandPriorHook in the trainer (it steps the "
-                "prior after every optimizer step; AdaRandTrainer and tools/lazyconfig_train_net.py do), or step each "
-                "box_regularizations() regularizer on take_sampled_rows() yourself")
+            raise RuntimeError(UNTAKEN.format(head=type(self).__name__))
         proposals = self.label_and_sample_proposals(proposals, targets)
         losses, rows = self._forward_box(features, proposals, targets)
         if step:
@@ -164,24 +160,25 @@ class AdaRandHeadsMixin:
     def _image_categories(self, targets):
         """Each image's category (``image_categories``) when the ROIs are labelled by image, else None:
         computed once per forward for every stage."""
-        if any(reg.labels == "image" for reg in self.box_regularizations()):
+        if any(reg.labels == "image" for reg in self.regularizations()):
             return image_categories(targets)
         return None
 
     def _stage_losses(self, stage, targets, categories=None):
-        """The stage predictor's losses plus ``loss_adarand`` on its box features; and the rows regularized
-        (``categories``: :meth:`_image_categories` of ``targets``, when computed already)."""
+        """The stage predictor's losses plus ``loss_adarand`` on its box features; and the rows regularized,
+        ``{branch: BoxRows}`` ({} for a stage without one; ``categories``: :meth:`_image_categories` of
+        ``targets``, when computed already)."""
         losses = stage.predictor.losses(stage.predictions, stage.proposals)
         branch = _branch(stage)
         if branch is None:
-            return losses, None
+            return losses, {}
         rows = _rows(stage, branch, targets, categories)
         losses["loss_adarand"] = branch.loss(rows.features, rows.labels, logits=stage.predictions[0],
                                              classifier_weight=stage.predictor.cls_score.weight)
-        return losses, BoxRows(rows.features.detach(), rows.labels)
+        return losses, {branch: BoxRows(rows.features.detach(), rows.labels)}
 
     def _forward_box(self, features, proposals, targets=None):
-        """Training: (losses, [BoxRows]); inference: Detectron2's predicted instances."""
+        """Training: (losses, {branch: BoxRows}); inference: Detectron2's predicted instances."""
         if not self.training:
             return super()._forward_box(features, proposals)
         (stage,) = self._box_stages(features, proposals, targets)
@@ -191,13 +188,13 @@ class AdaRandHeadsMixin:
                 boxes = self.box_predictor.predict_boxes_for_gt_classes(stage.predictions, proposals)
                 for p, b in zip(proposals, boxes):
                     p.proposal_boxes = Boxes(b)
-        return losses, [rows] if rows is not None else []
+        return losses, rows
 
     # -- statistics (Eq. 9-10) --------------------------------------------------------------
     def statistics_need_proposals(self, rois):
         """Whether :meth:`statistics_rows` with ``rois`` needs the RPN's proposals: ``"proposals"``, or a
         regularized background (whose rows are the sampled background ROIs)."""
-        return rois == "proposals" or any(reg.regularize_background for reg in self.box_regularizations())
+        return rois == "proposals" or any(reg.regularize_background for reg in self.regularizations())
 
     @torch.no_grad()
     def statistics_rows(self, features, proposals, targets, rois="gt"):
@@ -214,28 +211,27 @@ class AdaRandHeadsMixin:
                 training (LABELS), i.e. exactly the rows a training step regularizes.
 
         Returns:
-            one :class:`BoxRows` per regularization (stage order).
+            ``{branch: BoxRows}`` for each regularization.
         """
         if rois not in STATS_ROIS:
             raise ValueError(f"MODEL.ADARAND.STATS_ROIS must be one of {STATS_ROIS}; got {rois!r}")
-        regs = self.box_regularizations()
         if self.statistics_need_proposals(rois):
             stages = self._box_stages(features, self.label_and_sample_proposals(proposals, targets), targets)
             categories = self._image_categories(targets)
-            sampled = [_rows(stage, branch, targets, categories)
-                       for stage, branch in zip(stages, map(_branch, stages)) if branch is not None]
+            sampled = {branch: _rows(stage, branch, targets, categories)
+                       for stage, branch in zip(stages, map(_branch, stages)) if branch is not None}
         if rois == "proposals":
             return sampled
         box_heads = _as_list(self.box_head)
         pooled = self.box_pooler([features[f] for f in self.box_in_features], [t.gt_boxes for t in targets])
         labels = torch.cat([t.gt_classes for t in targets])
-        out = []
-        for k, reg in enumerate(regs):
+        out = {}
+        for reg in self.regularizations():
             f, y = box_heads[reg.stage](pooled).flatten(1), labels
             if reg.regularize_background:
-                bg = sampled[k].labels == self.num_classes
-                f, y = torch.cat([f, sampled[k].features[bg]]), torch.cat([y, sampled[k].labels[bg]])
-            out.append(BoxRows(f, y))
+                bg = sampled[reg].labels == self.num_classes
+                f, y = torch.cat([f, sampled[reg].features[bg]]), torch.cat([y, sampled[reg].labels[bg]])
+            out[reg] = BoxRows(f, y)
         return out
 
 
@@ -270,44 +266,21 @@ class AdaRandCascadeROIHeads(AdaRandHeadsMixin, CascadeROIHeads):
         return stages
 
     def _forward_box(self, features, proposals, targets=None):
-        """Training: (losses with a ``_stage{k}`` suffix, [BoxRows]); inference: Detectron2's."""
+        """Training: (losses with a ``_stage{k}`` suffix, {branch: BoxRows}); inference: Detectron2's."""
         if not self.training:
             return super()._forward_box(features, proposals)
-        losses, rows = {}, []
+        losses, rows = {}, {}
         storage = get_event_storage()
         categories = self._image_categories(targets)
         for stage in self._box_stages(features, proposals, targets):
             with storage.name_scope(f"stage{stage.index}"):
                 stage_losses, stage_rows = self._stage_losses(stage, targets, categories)
             losses.update({f"{name}_stage{stage.index}": value for name, value in stage_losses.items()})
-            if stage_rows is not None:
-                rows.append(stage_rows)
+            rows.update(stage_rows)
         return losses, rows
 
 
-def adarand_heads(model):
-    """The model's AdaRand ROI heads (inside DDP), or None when its ROI heads regularize nothing."""
-    heads = getattr(unwrap(model), "roi_heads", None)
-    return heads if isinstance(heads, AdaRandHeadsMixin) else None
-
-
 def box_regularizations(model):
-    """Every :class:`BoxRegularization` of the model (cascade stages in order); [] when none."""
-    heads = adarand_heads(model)
-    return heads.box_regularizations() if heads is not None else []
-
-
-def check_capable(method, model):
-    """A regularizer is configured (``method`` != none) but the model has no box branch that applies it."""
-    if method != "none" and not box_regularizations(model):
-        heads = type(getattr(unwrap(model), "roi_heads", None)).__name__
-        raise ValueError(f"MODEL.ADARAND.METHOD is {method!r} but the model's ROI heads ({heads}) apply no "
-                         "regularizer: set MODEL.ROI_HEADS.NAME to AdaRandROIHeads or AdaRandCascadeROIHeads "
-                         "(or a head built with adarand.detection.AdaRandHeadsMixin), or METHOD 'none'")
-
-
-def check_initialised(model, resumed_from=None):
-    """Raise the error saying how to initialise, for the first uninitialised prior of the model
-    (``resumed_from``: the checkpoint a ``--resume`` loaded, where statistics are not read)."""
-    for reg in box_regularizations(model):
-        reg.check_initialised(resumed_from)
+    """Every :class:`BoxRegularization` of the model's ROI heads (cascade stages in order); [] when none."""
+    heads = getattr(unwrap(model), "roi_heads", None)
+    return heads.regularizations() if isinstance(heads, AdaRandHeadsMixin) else []

@@ -1,17 +1,20 @@
-"""``AdaRandTrainer``: DefaultTrainer with VOC/COCO evaluators, the prior hook and prior init."""
+"""``AdaRandTrainer``: DefaultTrainer with VOC/COCO/semantic-segmentation evaluators, the prior hook and prior init."""
 import os
 import urllib.parse
 
+import numpy as np
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator, SemSegEvaluator
+from detectron2.utils.file_io import PathManager
+from PIL import Image
 
 from .box_branch import SingleCategoryMapper
 from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
 from .mapper import NamedErrorsMapper
 from .prior_init import init_prior
-from .roi_heads import check_capable, check_initialised
+from .regularized import check_capable, check_initialised
 
 
 def has_fast_coco_eval():
@@ -24,12 +27,20 @@ def has_fast_coco_eval():
 
 
 def build_evaluator(cfg, dataset_name, output_folder):
-    """COCO-style bbox (+ segm when masks exist) AP; plus VOC AP50 on the detection splits.
+    """COCO-style bbox (+ segm when masks exist) AP; plus VOC AP50 on the detection splits; mIoU, fwIoU,
+    mACC and pACC (Detectron2's ``SemSegEvaluator``) on a semantic-segmentation split (evaluator_type
+    ``sem_seg``, e.g. ``voc_2012_sem_seg_val``).
 
-    With ``TEST.VIS_NUM_IMAGES`` > 0, also draws the first images' predictions (``PredictionDrawer``).
+    With ``TEST.VIS_NUM_IMAGES`` > 0, also draws the first images' detections (``PredictionDrawer``).
     """
     meta = MetadataCatalog.get(dataset_name)
     kind = meta.get("evaluator_type", "coco")
+    if kind == "sem_seg":
+        if cfg.TEST.VIS_NUM_IMAGES > 0:
+            raise ValueError(f"TEST.VIS_NUM_IMAGES draws detections; {dataset_name} is a semantic-segmentation set: "
+                             "set it to 0 (tools/visualize.py draws segmentations)")
+        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
+                               sem_seg_loading_fn=read_label_png)
     fast = has_fast_coco_eval()
     if kind == "pascal_voc":
         evaluators = [COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=fast),
@@ -43,6 +54,13 @@ def build_evaluator(cfg, dataset_name, output_folder):
         evaluators.append(PredictionDrawer(dataset_name, os.path.join(output_folder, "vis", dataset_name),
                                            cfg.TEST.VIS_NUM_IMAGES, cfg.TEST.VIS_SCORE_THRESH))
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+def read_label_png(path, dtype=int):
+    """A ground-truth label PNG as an array (``SemSegEvaluator``'s own reader asks NumPy >= 2 for a copy-free
+    conversion it refuses)."""
+    with PathManager.open(path, "rb") as f, Image.open(f) as image:
+        return np.asarray(image, dtype=dtype)
 
 
 def check_weights(path):

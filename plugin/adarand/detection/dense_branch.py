@@ -1,0 +1,87 @@
+"""The regularizer on one dense (semantic-segmentation) head: which pixels it regularizes, under which label.
+
+The dense analogue of :class:`~adarand.detection.box_branch.BoxRegularization`. The heads of
+:mod:`adarand.detection.sem_seg_heads` hand a :class:`DenseRegularization` the B x D x H x W features
+their 1x1 predictor reads, its logits and the ground-truth label map; it draws ``pixels_per_image``
+cells per image (:class:`adarand.dense.PixelSampling`: each cell labelled by the ground truth at its
+centre, ignore pixels not regularized) and returns
+
+    loss_adarand_sem_seg = lambda * mean_{i,d} (f_id - r_id)^2,  r_i ~ N(mu_{y_i}, sigma_{y_i}^2)
+
+over the drawn cells (or the chosen method's term), with the rows it used. The pixel draw and the
+method's noise come from the same generator (the regularizer's ``noise_source()``). It keeps nothing
+between calls; it is a submodule of its head, so the model's checkpoints hold its prior.
+"""
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from adarand import build_regularizer_from_config
+from adarand.dense import PixelSampling, cell_labels, cell_rows
+
+from .box_branch import check_prior_initialised
+
+
+class PixelRows(NamedTuple):
+    """What one dense regularization saw: the drawn cells (training) or every cell (statistics), in place."""
+
+    features: torch.Tensor  # N x D features (detached in the record)
+    labels: torch.Tensor  # N labels, IGNORE_INDEX where not regularized
+
+
+class DenseRegularization(nn.Module):
+    """A regularizer on a dense head's per-pixel features, with the pixel rule.
+
+    Args:
+        regularizer: an ``adarand.Regularizer`` over the head's classes, on its D features.
+        sampling: the :class:`adarand.dense.PixelSampling` of a training step (ignore value, cells per image,
+            balance).
+        name: the branch's name: suffix of the loss (``loss_adarand_<name>``), prefix of the logged scalars
+            (``adarand/<name>/...``), suffix of its statistics file.
+    """
+
+    ROWS = "pixels"  # what one row is, in the logged names (adarand/<name>/num_pixels)
+
+    def __init__(self, regularizer, sampling: PixelSampling, name="sem_seg"):
+        super().__init__()
+        self.regularizer, self.sampling, self.name = regularizer, sampling, name
+
+    def extra_repr(self):
+        return f"name={self.name}, {self.sampling}"
+
+    def check_initialised(self, resumed_from=None):
+        """Raise the error saying how to initialise the prior (``resumed_from``: the checkpoint a resume loaded)."""
+        check_prior_initialised(self.regularizer, f"the {self.name} head", resumed_from)
+
+    def loss(self, features, logits, label_map, classifier_weight=None):
+        """The term on the cells drawn from ``features`` and the rows it regularized.
+
+        Args:
+            features: (B, D, H, W), the predictor's input. logits: (B, K, H, W), its output.
+            label_map: (B, H', W') ground truth, H' >= H, W' >= W (the head's padded targets).
+            classifier_weight: the predictor's weight (K, D), for the methods that use it (PtR).
+
+        Returns:
+            ``(loss, PixelRows)``: a scalar tensor, and the (B*P, D) drawn features (detached) with their labels.
+        """
+        self.check_initialised()
+        rows, logit_rows, labels, _ = self.sampling.rows(features, logits, label_map, self.regularizer.num_classes,
+                                                         self.regularizer.noise_source())
+        loss = self.regularizer(rows, labels, logits=logit_rows, classifier_weight=classifier_weight)
+        return loss, PixelRows(rows.detach(), labels)
+
+    def cell_rows(self, features, label_map):
+        """Every cell of ``features`` as a row, labelled by the same rule (the statistics' rows, Eq. 9-10)."""
+        labels = cell_labels(label_map.to(features.device), features.shape[-2:], self.sampling.ignore_index)
+        return PixelRows(*cell_rows(features, labels))
+
+
+def build_dense_regularization(cfg, feat_dim, name="sem_seg"):
+    """The :class:`DenseRegularization` of a semantic-segmentation head on ``feat_dim`` features, from
+    ``MODEL.ADARAND`` (method, pixel keys), ``MODEL.SEM_SEG_HEAD`` (NUM_CLASSES, IGNORE_VALUE) and
+    SOLVER.MAX_ITER (the prior's schedule)."""
+    a, head = cfg.MODEL.ADARAND, cfg.MODEL.SEM_SEG_HEAD
+    regularizer = build_regularizer_from_config(a, head.NUM_CLASSES, feat_dim, cfg.SOLVER.MAX_ITER)
+    return DenseRegularization(regularizer, PixelSampling(head.IGNORE_VALUE, a.PIXELS_PER_IMAGE, a.PIXEL_BALANCE),
+                               name)
