@@ -47,7 +47,8 @@ class AdaRandTrainer(Trainer):
     """A ``transformers.Trainer`` whose training loss carries the AdaRand term of the model's head.
 
     Args:
-        *args, **kwargs: those of ``transformers.Trainer``.
+        *args: those of ``transformers.Trainer``.
+        **kwargs: those of ``transformers.Trainer``.
         head: the classifier ``nn.Linear`` of the model, or its dotted name (``"classifier"`` for
             ``*ForImageClassification`` models).
         method: a regularizer name (:func:`adarand.available_regularizers`), default ``"adarand"``.
@@ -86,7 +87,8 @@ class AdaRandTrainer(Trainer):
 
         Args:
             resume_from_checkpoint: as in ``Trainer.train`` (a checkpoint folder, or True for the last one).
-            *args, **kwargs: the other arguments of ``Trainer.train``.
+            *args: the other arguments of ``Trainer.train``.
+            **kwargs: the other arguments of ``Trainer.train``.
 
         Returns:
             ``Trainer.train``'s ``TrainOutput``.
@@ -142,7 +144,9 @@ class AdaRandTrainer(Trainer):
         """``Trainer.log``, with the mean AdaRand term since the last training log as ``adarand_loss``.
 
         Args:
-            logs: the dict to log. *args, **kwargs: as in ``Trainer.log``.
+            logs: the dict to log.
+            *args: as in ``Trainer.log``.
+            **kwargs: as in ``Trainer.log``.
         """
         if "loss" in logs and self._adarand_terms:
             logs = {**logs, "adarand_loss": torch.stack(self._adarand_terms).mean().item()}
