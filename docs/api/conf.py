@@ -21,9 +21,19 @@ napoleon_numpy_docstring = False
 napoleon_custom_sections = [("Shape", "params_style"), ("Equation", "notes_style")]
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}  # constants too
 exclude_patterns = ["_build"]
 if importlib.util.find_spec("detectron2") is None:
     exclude_patterns.append("detection.rst")
 suppress_warnings = ["toc.excluded"]
 html_theme = "alabaster"
+
+
+def _no_builtin_docstring(app, what, name, obj, options, lines):
+    """A constant (``IGNORE_INDEX = -100``) is shown with its value, not with ``int``'s docstring."""
+    if what == "data" and lines and "\n".join(lines).strip() == (type(obj).__doc__ or "").strip():
+        lines.clear()
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _no_builtin_docstring)
