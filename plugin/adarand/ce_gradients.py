@@ -24,7 +24,7 @@ def ce_logit_residual(logits, labels) -> torch.Tensor:
     return residual
 
 
-def ce_weight_grad_norm(logits, labels, features) -> torch.Tensor:
+def ce_weight_grad_norm(logits: torch.Tensor, labels: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """``||d CE / d W||_F`` for a linear head ``z = W f + b`` and the batch-mean CE:
     ``||(softmax(Z) - onehot(Y))^T F||_F / B`` (what the official code logs as ``grad_norm``,
     the norm of the classifier weight's gradient, Eq. 5).
@@ -39,7 +39,7 @@ def ce_weight_grad_norm(logits, labels, features) -> torch.Tensor:
     return (residual.T @ features.detach().to(residual.dtype)).norm() / labels.shape[0]
 
 
-def ce_feature_grad_norm(logits, labels, classifier_weight) -> torch.Tensor:
+def ce_feature_grad_norm(logits: torch.Tensor, labels: torch.Tensor, classifier_weight: torch.Tensor) -> torch.Tensor:
     """Per-sample ``||d CE(W f_i + b, y_i) / d f_i||_2 = ||W^T (softmax(z_i) - onehot(y_i))||_2`` (B,).
 
     Analytic for a linear head ``z = W f + b`` (``classifier_weight`` is K x D): no

@@ -6,9 +6,11 @@ or a plain dict in Detectron2 LazyConfigs) with the names and defaults of
 options of :func:`adarand.build_regularizer` and keeps those the chosen method takes.
 """
 import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .schedules import SCHEDULES as PRIOR_SCHEDULES
-from .regularizers import build_regularizer, regularizer_options
+from .regularizers import Regularizer, build_regularizer, regularizer_options
 
 # Shared keys and their defaults: lambda and alpha as the paper fixes them (Sec. 6.1, App. A), the prior's
 # optimiser (PRIOR_LR, PRIOR_LR_SCHEDULE) the official code's, PtR's Zhong & Maki's; docs/fidelity.md.
@@ -47,7 +49,7 @@ _NUMBER_CHECKS = (
 )
 
 
-def select_options(accepted, values):
+def select_options(accepted: Iterable[str], values: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``values`` whose name is in ``accepted``: the one place options are kept by name.
 
     Args:
@@ -57,7 +59,7 @@ def select_options(accepted, values):
     return {name: value for name, value in values.items() if name in accepted}
 
 
-def check_regularizer_keys(node, prefix="MODEL.ADARAND"):
+def check_regularizer_keys(node: Mapping[str, Any], prefix: str = "MODEL.ADARAND") -> None:
     """Refuse values of the shared keys that cannot train.
 
     Args:
@@ -76,7 +78,8 @@ def check_regularizer_keys(node, prefix="MODEL.ADARAND"):
                          f"expected one of {PRIOR_SCHEDULES}")
 
 
-def regularizer_options_from_config(node, total_steps, prefix="MODEL.ADARAND"):
+def regularizer_options_from_config(node: Mapping[str, Any], total_steps: int | None,
+                                    prefix: str = "MODEL.ADARAND") -> dict[str, Any]:
     """Checked keyword options of :func:`adarand.build_regularizer` for ``node["METHOD"]``.
 
     Args:
@@ -93,7 +96,8 @@ def regularizer_options_from_config(node, total_steps, prefix="MODEL.ADARAND"):
     return select_options(regularizer_options(node["METHOD"]), values)
 
 
-def build_regularizer_from_config(node, num_classes, feat_dim, total_steps, prefix="MODEL.ADARAND"):
+def build_regularizer_from_config(node: Mapping[str, Any], num_classes: int, feat_dim: int, total_steps: int | None,
+                                  prefix: str = "MODEL.ADARAND") -> Regularizer:
     """``build_regularizer(node["METHOD"], num_classes, feat_dim, **options from node)``.
 
     Args:

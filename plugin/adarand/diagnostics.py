@@ -84,12 +84,12 @@ class TrainingDiagnostics:
 
     NAMES = ("pairwise_entropy", "mean_feature_norm", "ce_weight_grad_norm")
 
-    def __init__(self, device):
+    def __init__(self, device: torch.device | str):
         self.sums = torch.zeros(len(self.NAMES), dtype=torch.float64, device=device)
         self.batches = 0
 
     @torch.no_grad()
-    def update(self, features, logits, labels):
+    def update(self, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one batch's three values on the device (nothing read back); a 1-sample batch is skipped.
 
         Args:
@@ -147,7 +147,8 @@ def gaussian_entropy(features: torch.Tensor, ridge: float = 1e-3) -> torch.Tenso
     return 0.5 * d * math.log(2 * math.pi * math.e) + 0.5 * logdet
 
 
-def conditional_entropy(features, labels, num_classes: int, ridge: float = 1e-3) -> torch.Tensor:
+def conditional_entropy(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                        ridge: float = 1e-3) -> torch.Tensor:
     """``H(Z|Y) = sum_c p(c) H(Z | Y=c)`` over the classes with at least two samples.
 
     Args:
@@ -167,7 +168,8 @@ def conditional_entropy(features, labels, num_classes: int, ridge: float = 1e-3)
     return sum(counts[c] / total * gaussian_entropy(features[labels == c], ridge) for c in used)
 
 
-def mutual_information(features, labels, num_classes: int, ridge: float = 1e-3) -> torch.Tensor:
+def mutual_information(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                       ridge: float = 1e-3) -> torch.Tensor:
     """``I(Z; Y) = H(Z) - H(Z|Y)`` under the Gaussian fits.
 
     Args:
@@ -176,7 +178,8 @@ def mutual_information(features, labels, num_classes: int, ridge: float = 1e-3) 
     return gaussian_entropy(features, ridge) - conditional_entropy(features, labels, num_classes, ridge)
 
 
-def feature_diagnostics(features, labels, num_classes: int, logits=None, classifier_weight=None) -> dict:
+def feature_diagnostics(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                        logits: torch.Tensor | None = None, classifier_weight: torch.Tensor | None = None) -> dict:
     """This project's extra measures on a set of features, as plain floats (reads back: call once
     per evaluation, not per step): mean per-sample norm, Gaussian entropy and mutual information,
     mean per-sample CE gradient norm w.r.t. the features. None of them is the paper's estimator.

@@ -21,13 +21,14 @@ import pickle
 import re
 import tempfile
 import zipfile
+from typing import Any
 
 import torch
 
 LOCK_NAME = ".lock"
 TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # atomic_write's: "." + name + "." + mkstemp's 8 characters + ".tmp"
 logger = logging.getLogger(__name__)
-_held_locks = {}  # absolute output dir -> open lock file, kept for the life of the process
+_held_locks: dict[str, Any] = {}  # absolute output dir -> open lock file, kept for the life of the process
 
 
 class UnsafeFileError(ValueError):

@@ -34,7 +34,8 @@ def naming_checkpoint(path):
         raise NonFinitePriorError(f"{path}: {err}") from None
 
 
-def prior_alignment_loss(mu, running_mean, use_mean=True, use_dist=True):
+def prior_alignment_loss(mu: torch.Tensor, running_mean: torch.Tensor, use_mean: bool = True,
+                         use_dist: bool = True) -> torch.Tensor:
     """``L_mean + L_dist`` (Eq. 11-13).
 
     ``L_mean = mean_c (1 - cos(mu_c, m_c))^2`` pulls each prior mean towards the class's
@@ -92,7 +93,7 @@ class ClassConditionalPrior(nn.Module):
     """
 
     def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, noise: str = "normal",
-                 check_values=None):
+                 check_values: bool | None = None):
         super().__init__()
         if num_classes < 1 or feat_dim < 1:
             raise ValueError(f"num_classes and feat_dim must be positive; got {num_classes}, {feat_dim}")
@@ -107,7 +108,7 @@ class ClassConditionalPrior(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_classes, feat_dim))
         self.initialized = False
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, alpha={self.alpha}, noise={self.noise}"
 
     # -- initialisation -------------------------------------------------------------
@@ -132,7 +133,7 @@ class ClassConditionalPrior(nn.Module):
         self.initialized = True
         return self
 
-    def init_from_stats(self, mean, std):
+    def init_from_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Eq. 9-10: ``mu_c``, ``sigma_c`` = per-class mean and std of pre-trained features (C x D).
 
         D-vectors or scalars give a class-agnostic Gaussian (every class the same).
@@ -154,7 +155,7 @@ class ClassConditionalPrior(nn.Module):
             raise ValueError("std must be non-negative")
         return self._set(mean, std)
 
-    def init_normal(self, mean=0.0, std=1.0):
+    def init_normal(self, mean: float = 0.0, std: float = 1.0) -> None:
         """Class-agnostic ``N(mean, std^2)`` (RandReg with N(0, 1), or with pre-trained statistics).
 
         Args:
@@ -168,7 +169,7 @@ class ClassConditionalPrior(nn.Module):
         """
         return self.init_from_stats(mean, std)
 
-    def init_uniform(self, low=0.0, high=1.0):
+    def init_uniform(self, low: float = 0.0, high: float = 1.0) -> None:
         """Class-agnostic ``U(low, high)`` per coordinate (RandReg U(0,1); PtR's U[0, 2m)).
 
         Stored as ``mu = (low + high) / 2`` and ``sigma = high - low`` (eps is U[-0.5, 0.5)).
@@ -217,7 +218,7 @@ class ClassConditionalPrior(nn.Module):
         if not checked:
             check_features_labels(features, labels, self.num_classes, self.feat_dim, self.check_values)
 
-    def sample(self, labels, generator=None):
+    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Eq. 8: ``r_i = mu_{y_i} + sigma_{y_i} * eps_i`` (B x D), never differentiable w.r.t. mu.
 
         Rows whose label is outside [0, C) (``IGNORE_INDEX``) get class 0's draw: callers mask them.
@@ -238,7 +239,9 @@ class ClassConditionalPrior(nn.Module):
         y = ops.safe_labels(labels, ops.active_rows(labels, self.num_classes))
         return self.mu.detach()[y] + self.sigma[y] * eps
 
-    def regression_loss(self, features, labels, generator=None, impl=None, bad_labels=None, checked=False):
+    def regression_loss(self, features: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None,
+                        impl: str | None = None, bad_labels: torch.Tensor | None = None,
+                        checked: bool = False) -> torch.Tensor:
         """``mean_{i,d} (f_id - r_id)^2`` over the rows not labelled IGNORE_INDEX (Eq. 1-3 without lambda).
 
         On CUDA the fused kernel draws the noise in-kernel, so r never exists in memory.
@@ -261,7 +264,8 @@ class ClassConditionalPrior(nn.Module):
                                bad_labels=bad_labels)
 
     @torch.no_grad()
-    def update_running_mean(self, features, labels, impl=None, checked=False):
+    def update_running_mean(self, features: torch.Tensor, labels: torch.Tensor, impl: str | None = None,
+                            checked: bool = False) -> torch.Tensor:
         """Eq. 14-15 for every class present in the batch (summed over all ranks); absent classes untouched.
 
         A batch with non-finite features (in its non-ignored rows) changes nothing; returns
@@ -277,7 +281,7 @@ class ClassConditionalPrior(nn.Module):
         self._check(features, labels, checked)
         return ops.class_ema_(self.running_mean, features.detach(), labels, self.alpha, impl=impl)
 
-    def prior_loss(self, use_mean=True, use_dist=True, mu=None):
+    def prior_loss(self, use_mean: bool = True, use_dist: bool = True, mu: torch.Tensor | None = None) -> torch.Tensor:
         """``L_mean + L_dist`` of Eq. 11-13 evaluated at ``mu`` (default: ``self.mu``).
 
         Pass a leaf tensor as ``mu`` to differentiate; gradients reach mu only.
@@ -315,8 +319,10 @@ class AdaptivePrior(ClassConditionalPrior):
         ValueError: both ``use_*`` False, or the errors of :class:`ClassConditionalPrior` and :class:`PriorAdam`.
     """
 
-    def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, lr: float = 1e-2, total_steps=None,
-                 schedule: str = "cosine_7_16", use_mean: bool = True, use_dist: bool = True, check_values=None):
+    def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, lr: float = 1e-2,
+                 total_steps: int | None = None,
+                 schedule: str = "cosine_7_16", use_mean: bool = True, use_dist: bool = True,
+                 check_values: bool | None = None):
         super().__init__(num_classes, feat_dim, alpha=alpha, noise="normal", check_values=check_values)
         if not (use_mean or use_dist):
             raise ValueError("AdaRand's prior needs at least one of use_mean / use_dist")
@@ -324,7 +330,7 @@ class AdaptivePrior(ClassConditionalPrior):
         self.optimizer = PriorAdam((num_classes, feat_dim), lr=lr, total_steps=total_steps, schedule=schedule)
         self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.int64))  # non-finite batches
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{super().extra_repr()}, use_mean={self.use_mean}, use_dist={self.use_dist}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -333,7 +339,7 @@ class AdaptivePrior(ClassConditionalPrior):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def adapt(self, features, labels, checked=False):
+    def adapt(self, features: torch.Tensor, labels: torch.Tensor, checked: bool = False) -> torch.Tensor:
         """Eq. 14-15 (running means), then one optimizer step on ``L_mean + L_dist`` (Eq. 11-13) at ``mu``.
 
         Without ``L_mean`` the features never reach the prior: the running means stay and no batch is

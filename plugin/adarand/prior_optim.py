@@ -38,7 +38,8 @@ class PriorAdam(nn.Module):
         ValueError: ``lr <= 0``, ``total_steps < 1``, an unknown schedule.
     """
 
-    def __init__(self, shape, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, total_steps=None, schedule="cosine_7_16"):
+    def __init__(self, shape: tuple[int, ...], lr: float = 1e-2, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, total_steps: int | None = None, schedule: str = "cosine_7_16"):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"prior learning rate must be positive; got {lr}")
@@ -52,7 +53,7 @@ class PriorAdam(nn.Module):
         self.register_buffer("exp_avg_sq", torch.zeros(shape))
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))  # updates taken: the schedule's t
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"lr={self.lr}, betas={self.betas}, total_steps={self.total_steps}, schedule={self.schedule}"
 
     @property
@@ -87,7 +88,8 @@ class PriorAdam(nn.Module):
         adam_update_(param, grad, self.exp_avg, self.exp_avg_sq, self.num_steps, **self._hyper())
 
     @torch.no_grad()
-    def update_prior(self, mu, running_mean, use_mean=True, use_dist=True, applied=None):
+    def update_prior(self, mu: torch.Tensor, running_mean: torch.Tensor, use_mean: bool = True, use_dist: bool = True,
+                     applied: torch.Tensor | None = None) -> torch.Tensor:
         """AdaRand's prior update: the analytic gradient of ``L_mean + L_dist`` at ``mu``, then :meth:`step`.
 
         One fused op (``adarand.ops.prior_step_``: Triton kernels on CUDA), no autograd, no host sync.

@@ -18,6 +18,8 @@ reads the counters back and raises ``ValueError`` naming the count. AdaRand skip
 running-mean and prior update of a batch whose class sums are not finite, on the
 device, and counts it in ``skipped_batches`` (logged).
 """
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -28,6 +30,7 @@ from .distributed import all_reduce_sum_
 from .ops.common import accumulation_dtype, count_bad_labels
 from .prior import AdaptivePrior, ClassConditionalPrior
 from .registry import Registry
+from .stats import ClassStats
 from .validation import check_features_labels, check_hyperparameter, check_logits_head, should_check_values
 
 
@@ -55,7 +58,7 @@ class Regularizer(nn.Module):
 
     needs_stats = False
 
-    def __init__(self, num_classes: int, feat_dim: int, lam: float = 1.0, check_values=None):
+    def __init__(self, num_classes: int, feat_dim: int, lam: float = 1.0, check_values: bool | None = None):
         super().__init__()
         if int(num_classes) < 1 or int(feat_dim) < 1:
             raise ValueError(f"num_classes and feat_dim must be positive; got {num_classes}, {feat_dim}")
@@ -68,10 +71,10 @@ class Regularizer(nn.Module):
         # a run that saw one stops at its next read-back)
         self.register_buffer("bad_labels", torch.zeros((), dtype=torch.int64), persistent=False)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, lam={self.lam}"
 
-    def check_inputs(self, features, labels, count=True):
+    def check_inputs(self, features: torch.Tensor, labels: torch.Tensor, count: bool = True) -> None:
         """Shape/dtype checks (always), value checks (``check_values``) or, without them, count bad labels.
 
         Args:
@@ -87,7 +90,7 @@ class Regularizer(nn.Module):
         if count and counter is not None:
             counter += count_bad_labels(labels, self.num_classes).to(counter.device)
 
-    def bad_label_counter(self, labels):
+    def bad_label_counter(self, labels: torch.Tensor) -> torch.Tensor | None:
         """The counter bad labels go to: ``bad_labels`` when value checks are off (bad labels are then masked
         and counted on the device), else None (they raise instead).
 
@@ -99,18 +102,18 @@ class Regularizer(nn.Module):
         """
         return None if should_check_values(labels, self.check_values) else self.bad_labels
 
-    def noise_source(self):
+    def noise_source(self) -> torch.Generator | None:
         """The generator of this call's noise: ``noise_generator``, or None (torch's global RNG) when none is set
         or inside ``torch.compile`` (dynamo traces no ``torch.Generator``)."""
         if self.noise_generator is None or torch.compiler.is_compiling():
             return None
         return self.noise_generator
 
-    def device_counters(self):
+    def device_counters(self) -> dict[str, torch.Tensor]:
         """The error and skip counters, as device tensors (nothing read back)."""
         return {"bad_labels": self.bad_labels}
 
-    def check_device_errors(self):
+    def check_device_errors(self) -> dict[str, int]:
         """Read the counters back (a host sync: call on the log period); raise on bad labels, else return them.
 
         Under torch.distributed the bad-label count is summed over ranks first (every rank must
@@ -132,7 +135,8 @@ class Regularizer(nn.Module):
                              "with value checks off; they were masked (no loss, no update), but the labels are wrong")
         return counters
 
-    def forward(self, features, labels, logits=None, classifier_weight=None):
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None,
+                classifier_weight: torch.Tensor | None = None) -> torch.Tensor:
         """``0`` (plain fine-tuning): checks the inputs and returns a zero loss.
 
         Args:
@@ -144,7 +148,7 @@ class Regularizer(nn.Module):
         self.check_inputs(features, labels)
         return features.new_zeros((), dtype=torch.float32)
 
-    def step(self, features, labels):
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """Update after the model's optimizer step (nothing for this method but the input checks).
 
         Args:
@@ -154,11 +158,12 @@ class Regularizer(nn.Module):
             None.
         """
         self.check_inputs(features, labels, count=False)
+        return None
 
-    def on_epoch_end(self):
+    def on_epoch_end(self) -> None:
         """Close an epoch (nothing for this method)."""
 
-    def init_from_stats(self, stats):
+    def init_from_stats(self, stats: ClassStats) -> None:
         """Initialise from pre-trained class statistics (nothing for this method).
 
         Args:
@@ -182,7 +187,8 @@ class FeatureNormPenalty(Regularizer):
         no row is active).
     """
 
-    def forward(self, features, labels, logits=None, classifier_weight=None):
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None,
+                classifier_weight: torch.Tensor | None = None) -> torch.Tensor:
         """``lambda * mean_{i active, d} f_id^2``.
 
         Args:
@@ -220,8 +226,8 @@ class RandomTargetRegression(Regularizer):
 
     PRIOR_INITS = ("uniform", "normal", "pretrained", "class-conditional")
 
-    def __init__(self, num_classes, feat_dim, prior_init="class-conditional", lam=1.0, alpha=0.5, check_values=None,
-                 *, prior=None):
+    def __init__(self, num_classes: int, feat_dim: int, prior_init: str = "class-conditional", lam: float = 1.0,
+                 alpha: float = 0.5, check_values: bool | None = None, *, prior: ClassConditionalPrior | None = None):
         super().__init__(num_classes, feat_dim, lam, check_values)
         if prior_init not in self.PRIOR_INITS:
             raise ValueError(f"unknown prior_init {prior_init!r}; choose one of {self.PRIOR_INITS}")
@@ -239,7 +245,7 @@ class RandomTargetRegression(Regularizer):
     def needs_stats(self):
         return self.prior_init in ("pretrained", "class-conditional")
 
-    def init_from_stats(self, stats):
+    def init_from_stats(self, stats: ClassStats) -> None:
         """Eq. 9-10 from ``stats`` (``pretrained``: its global mean/std; ``class-conditional``: per class).
 
         The ``uniform`` and ``normal`` priors are fixed: nothing happens for them.
@@ -256,7 +262,8 @@ class RandomTargetRegression(Regularizer):
         elif self.prior_init == "class-conditional":
             self.prior.init_from_stats(stats.mean, stats.std)
 
-    def forward(self, features, labels, logits=None, classifier_weight=None):
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None,
+                classifier_weight: torch.Tensor | None = None) -> torch.Tensor:
         """``lambda * mean_{i active, d} (f_id - r_id)^2``, r drawn from the prior.
 
         Args:
@@ -297,8 +304,9 @@ class AdaRand(RandomTargetRegression):
     # where the prior's optimizer and skip counter were kept before the prior owned them
     _FORMER_KEYS = {"prior_optimizer.": "prior.optimizer.", "skipped_batches": "prior.skipped_batches"}
 
-    def __init__(self, num_classes, feat_dim, lam=1.0, alpha=0.5, prior_lr=1e-2, total_steps=None,
-                 use_mean=True, use_dist=True, check_values=None, prior_schedule="cosine_7_16"):
+    def __init__(self, num_classes: int, feat_dim: int, lam: float = 1.0, alpha: float = 0.5, prior_lr: float = 1e-2,
+                 total_steps: int | None = None, use_mean: bool = True, use_dist: bool = True,
+                 check_values: bool | None = None, prior_schedule: str = "cosine_7_16"):
         if not (use_mean or use_dist):
             raise ValueError("AdaRand needs at least one of use_mean / use_dist")
         prior_lr = check_hyperparameter("prior_lr", prior_lr, positive=True)
@@ -306,7 +314,7 @@ class AdaRand(RandomTargetRegression):
                               schedule=prior_schedule, use_mean=use_mean, use_dist=use_dist, check_values=check_values)
         super().__init__(num_classes, feat_dim, "class-conditional", lam, alpha, check_values, prior=prior)
 
-    def device_counters(self):
+    def device_counters(self) -> dict[str, torch.Tensor]:
         return {**super().device_counters(), "skipped_batches": self.prior.skipped_batches}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -315,7 +323,7 @@ class AdaRand(RandomTargetRegression):
                 state_dict[prefix + current + key[len(prefix + former):]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def step(self, features, labels):
+    def step(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """Validate the inputs once, then :meth:`AdaptivePrior.adapt`; returns the prior loss (detached).
 
         A batch whose features are not finite (non-ignored rows) moves nothing (running
@@ -354,8 +362,8 @@ class PtR(Regularizer):
 
     LOSSES = ("smooth_l1", "l2")
 
-    def __init__(self, num_classes, feat_dim, lam=1.0, ratio=3.0, target_scale=1.0, threshold=1.0,
-                 loss="smooth_l1", check_values=None):
+    def __init__(self, num_classes: int, feat_dim: int, lam: float = 1.0, ratio: float = 3.0, target_scale: float = 1.0,
+                 threshold: float = 1.0, loss: str = "smooth_l1", check_values: bool | None = None):
         super().__init__(num_classes, feat_dim, lam, check_values)
         if loss not in self.LOSSES:
             raise ValueError(f"unknown PtR loss {loss!r}; choose one of {self.LOSSES}")
@@ -369,7 +377,7 @@ class PtR(Regularizer):
         self.register_buffer("epoch_ce_sum", torch.zeros((), dtype=torch.float64))
         self.register_buffer("epoch_ce_count", torch.zeros((), dtype=torch.float64))
 
-    def regression_terms(self, features, targets):
+    def regression_terms(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample regression losses (B,) and their gradients w.r.t. the features (B x D).
 
         Args:
@@ -389,7 +397,8 @@ class PtR(Regularizer):
             grad = 2.0 * diff.detach() / dim
         return per_sample, grad
 
-    def forward(self, features, labels, logits=None, classifier_weight=None):
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None,
+                classifier_weight: torch.Tensor | None = None) -> torch.Tensor:
         """``lambda * w * mean_{i active} loss(f_i, t_i)`` once enabled (0 before); adds the CE to the epoch sums.
 
         Args:
@@ -414,14 +423,14 @@ class PtR(Regularizer):
             g_ce = active_mean(ce_feature_grad_norm(logits, y, classifier_weight))
             g_ptr = active_mean(grad.norm(dim=1))
             weight = g_ce / (g_ptr * self.ratio).clamp(min=1e-12)
-            ce = F.cross_entropy(logits.detach().double(), y, reduction="none")
+            ce = F.cross_entropy(logits.detach().double(), y, reduction="none")  # type: ignore[union-attr]
             self.epoch_ce_sum += torch.where(active, ce, torch.zeros_like(ce)).sum()
             self.epoch_ce_count += count
         loss = self.lam * weight * active_mean(per_sample)
         return torch.where(self.enabled, loss, torch.zeros_like(loss))
 
     @torch.no_grad()
-    def on_epoch_end(self):
+    def on_epoch_end(self) -> None:
         """Switch on once an epoch's mean CE over all ranks is below T (no host read).
 
         The CE sum and count (never means) are all-reduced first, so every rank takes the
@@ -468,7 +477,7 @@ _REGISTRY = Registry("regularizer", {
 }, leading=("num_classes", "feat_dim"))
 
 
-def available_regularizers():
+def available_regularizers() -> list[str]:
     """Names accepted by :func:`build_regularizer`.
 
     Returns:
@@ -478,7 +487,7 @@ def available_regularizers():
     return _REGISTRY.names()
 
 
-def regularizer_options(name):
+def regularizer_options(name: str) -> dict[str, Any]:
     """The keyword options ``name`` accepts (beyond num_classes and feat_dim), with defaults.
 
     Args:
@@ -493,7 +502,7 @@ def regularizer_options(name):
     return _REGISTRY.options(name)
 
 
-def build_regularizer(name, num_classes, feat_dim, **options):
+def build_regularizer(name: str, num_classes: int, feat_dim: int, **options: Any) -> "Regularizer":
     """Build the regularizer ``name`` for C classes and D-dimensional features.
 
     Options (each method takes a subset; see :func:`regularizer_options`): ``lam``

@@ -7,6 +7,9 @@ whole dataset. Standard deviations are population ones (divide by N): a class se
 once has std 0, so its prior draws exactly its one feature vector.
 """
 from dataclasses import dataclass, field
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -51,7 +54,8 @@ class ClassStats:
         return self.mean.shape[1]
 
     @classmethod
-    def from_sums(cls, sums, sq_sums, counts, extractor="", meta=None, allow_missing=False):
+    def from_sums(cls, sums: torch.Tensor, sq_sums: torch.Tensor, counts: torch.Tensor, extractor: str = "",
+                  meta: dict | None = None, allow_missing: bool = False) -> "ClassStats":
         """Build from float64 per-class sums (C x D), squared sums (C x D) and counts (C).
 
         A class without samples is an error, unless ``allow_missing``: then its mean and
@@ -94,7 +98,7 @@ class ClassStats:
             **{k: getattr(self, k).cpu() for k in ("mean", "std", "count", "global_mean", "global_std")},
         }
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write atomically (unique temporary file, fsync, rename): a crash never leaves half a file.
 
         Args:
@@ -105,7 +109,7 @@ class ClassStats:
         """
         save_torch(self.to_dict(), path)
 
-    def check_size(self, path, num_classes=None, feat_dim=None) -> None:
+    def check_size(self, path: str | os.PathLike, num_classes: int | None = None, feat_dim: int | None = None) -> None:
         """Raise unless these statistics have C = ``num_classes`` and D = ``feat_dim`` (None: not checked).
 
         Args:
@@ -119,7 +123,8 @@ class ClassStats:
                 raise ValueError(f"{path}: statistics have {name}={got}, expected {want}")
 
     @classmethod
-    def load(cls, path, num_classes=None, feat_dim=None) -> "ClassStats":
+    def load(cls, path: str | os.PathLike, num_classes: int | None = None,
+             feat_dim: int | None = None) -> "ClassStats":
         """Read a file written by :meth:`save`, checking C and D when given.
 
         Args:
@@ -162,9 +167,12 @@ class ClassStatsAccumulator:
         - features: (B, D); labels: (B,) int64; sums, sq_sums: (C, D), float64; counts: (C,), float64
     """
 
-    def __init__(self, num_classes: int, device=None):
+    def __init__(self, num_classes: int, device: torch.device | str | None = None):
         self.num_classes, self.device = num_classes, device
-        self.sums = self.sq_sums = self.counts = None
+        # (C, D), (C, D), (C,) float64 tensors from the first batch on
+        self.sums: Any = None
+        self.sq_sums: Any = None
+        self.counts: Any = None
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -199,7 +207,7 @@ class ClassStatsAccumulator:
         self.sq_sums.index_add_(0, labels, z * z)
         self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
 
-    def finalize(self, extractor="", meta=None, allow_missing=False) -> ClassStats:
+    def finalize(self, extractor: str = "", meta: dict | None = None, allow_missing: bool = False) -> ClassStats:
         """All-reduce (when distributed) and build the statistics; see ClassStats.from_sums.
 
         Args:
@@ -227,8 +235,9 @@ def _to_device(inputs, device):
 
 
 @torch.no_grad()
-def compute_class_stats(extractor, loader, num_classes: int, device=None, name=None, progress=True,
-                        rows=None) -> ClassStats:
+def compute_class_stats(extractor: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, num_classes: int,
+                        device: torch.device | str | None = None, name: str | None = None,
+                        progress: bool = True, rows: Callable | None = None) -> ClassStats:
     """Per-class mean/std of ``extractor(images)`` over ``loader`` (batches of (images, labels)).
 
     ``extractor`` is called as is (put a network in eval mode first so BatchNorm

@@ -15,6 +15,7 @@ root, split, fraction, split seed, transform, ... Both trainers go through
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 IDENTITY_KEY = "identity"
 
 
-def state_dict_digest(module_or_state) -> str:
+def state_dict_digest(module_or_state: torch.nn.Module | dict) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of a state dict's tensors (in key order).
 
     Args:
@@ -69,8 +70,9 @@ def identity_mismatch(stored, wanted: dict) -> list:
     return sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
 
 
-def load_or_compute_stats(path, identity: dict, compute, explicit=False, num_classes=None, feat_dim=None,
-                          save=True, allow_missing=False) -> ClassStats:
+def load_or_compute_stats(path: str | os.PathLike, identity: dict, compute: Callable[[], ClassStats],
+                          explicit: bool = False, num_classes: int | None = None, feat_dim: int | None = None,
+                          save: bool = True, allow_missing: bool = False) -> ClassStats:
     """Statistics for ``identity``: from ``path`` when it was produced by the same thing, else
     ``compute()`` (saved to ``path`` when ``save``; pass False on non-main ranks).
 

@@ -63,11 +63,11 @@ class EpochShuffleSampler(DistributedSampler):
 class Data:
     train: Dataset  # training share, training transforms
     train_eval: Dataset  # the same images with eval transforms (class statistics)
-    val: Dataset  # held-out share of the training set, eval transforms (None when VAL_FRACTION = 0)
+    val: Dataset | None  # held-out share of the training set, eval transforms (None when VAL_FRACTION = 0)
     test: Dataset
     num_classes: int
     classes: list
-    test_class_indices: list  # logits kept at test time (ImageNet-R/-A: 200 of 1000), None = all
+    test_class_indices: list | None  # logits kept at test time (ImageNet-R/-A: 200 of 1000), None = all
 
 
 def raw_train_set(cfg):

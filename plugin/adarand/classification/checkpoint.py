@@ -6,6 +6,7 @@ fsync, rename: a run killed mid-write leaves the previous checkpoint intact) and
 code). RNG states are stored as tensors and plain Python types for that reason.
 """
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +15,8 @@ from adarand.files import load_torch
 
 
 def _numpy_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Any = np.random.get_state()  # numpy's legacy 5-tuple
+    kind, keys, pos, has_gauss, cached = state
     return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
 

@@ -50,7 +50,7 @@ def _as_list(module):
 class BoxStage(NamedTuple):
     """One stage of the box branch in a training forward (one for ``StandardROIHeads``)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the stage's index, shadowing tuple.index by design
     predictor: nn.Module  # the stage's FastRCNNOutputLayers
     proposals: list  # its ROIs per image, labelled (``gt_classes``)
     box_features: torch.Tensor  # the box head's output on them, one row per ROI

@@ -56,7 +56,8 @@ class AdaRandMixin:
     """Mixed in before a ``transformers.Trainer`` class: its training loss carries the AdaRand term of the head.
 
     Args:
-        *args, **kwargs: those of the ``Trainer`` class it is mixed with.
+        *args: those of the ``Trainer`` class it is mixed with.
+        **kwargs: those of the ``Trainer`` class it is mixed with.
         head: the classifier ``nn.Linear`` of the model, or its dotted name (``"classifier"`` for
             ``*ForImageClassification`` models).
         method: a regularizer name (:func:`adarand.available_regularizers`), default ``"adarand"``.
@@ -94,7 +95,8 @@ class AdaRandMixin:
 
         Args:
             resume_from_checkpoint: as in ``Trainer.train`` (a checkpoint folder, or True for the last one).
-            *args, **kwargs: the other arguments of ``Trainer.train``.
+            *args: the other arguments of ``Trainer.train``.
+            **kwargs: the other arguments of ``Trainer.train``.
 
         Returns:
             ``Trainer.train``'s ``TrainOutput``.
@@ -156,7 +158,9 @@ class AdaRandMixin:
         skipped non-finite batches. Every process logs at the same steps, as the Trainer's own gather needs.
 
         Args:
-            logs: the dict to log. *args, **kwargs: as in ``Trainer.log``.
+            logs: the dict to log.
+            *args: as in ``Trainer.log``.
+            **kwargs: as in ``Trainer.log``.
 
         Raises:
             ValueError: labels outside [0, C) were masked by the regularizer (on any process).

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     HAS_TRITON = False
 
 
-def set_backend(name):
+def set_backend(name: str | None) -> None:
     """Force ``"torch"`` or ``"triton"`` everywhere, or ``"auto"``; ``None`` clears the override.
 
     Args:

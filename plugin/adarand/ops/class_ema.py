@@ -110,7 +110,7 @@ def _ema_apply_fake(running_mean, sums_and_counts, alpha, flags=None):
     return running_mean.new_empty((), dtype=torch.bool)
 
 
-def class_sums(features, labels, num_classes, impl=None):
+def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int, impl: str | None = None) -> torch.Tensor:
     """Per-class sums of the active rows' features with the per-class count as a last column.
 
     Args:
@@ -125,7 +125,8 @@ def class_sums(features, labels, num_classes, impl=None):
     return _class_sums_ref(features, labels, num_classes)
 
 
-def ema_apply_(running_mean, sums_and_counts, alpha, impl=None):
+def ema_apply_(running_mean: torch.Tensor, sums_and_counts: torch.Tensor, alpha: float,
+               impl: str | None = None) -> torch.Tensor | None:
     """Eq. 15 in place, ``m_c <- alpha m_c + (1 - alpha) sums_c / n_c``, for the classes with ``n_c > 0``.
 
     Args:
@@ -142,7 +143,8 @@ def ema_apply_(running_mean, sums_and_counts, alpha, impl=None):
 
 
 @torch.no_grad()
-def class_ema_(running_mean, features, labels, alpha, impl=None):
+def class_ema_(running_mean: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, alpha: float,
+               impl: str | None = None) -> torch.Tensor:
     """Update ``running_mean`` (C x D) in place from one batch; one all-reduce when distributed.
 
     A batch whose (all-reduced) class sums are not all finite leaves every running mean

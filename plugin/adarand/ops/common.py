@@ -9,7 +9,7 @@ NOISES = ("normal", "uniform")
 IGNORE_INDEX = -100  # label of rows kept in place that contribute nothing (torch's cross_entropy default)
 
 
-def active_rows(labels: torch.Tensor, num_classes=None) -> torch.Tensor:
+def active_rows(labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
     """Bool (B,): ``0 <= y_i < C`` (``num_classes=None``: any ``y_i >= 0``).
 
     Args:

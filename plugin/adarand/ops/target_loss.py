@@ -19,7 +19,8 @@ from .backend import HAS_TRITON, resolve, triton_interpreter_on
 from .common import NOISES, accumulation_dtype, active_rows, count_bad_labels, safe_labels
 
 
-def draw_noise(shape, noise: str, device, dtype, generator=None) -> torch.Tensor:
+def draw_noise(shape: tuple[int, ...], noise: str, device: torch.device | str, dtype: torch.dtype,
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """eps ~ N(0, 1) (``normal``) or U[-0.5, 0.5) (``uniform``), from torch's RNG.
 
     Args:
@@ -158,8 +159,10 @@ def _target_loss_backward(ctx, grad_loss, grad_count, grad_bad):
 _target_loss_fwd_op.register_autograd(_target_loss_backward, setup_context=_target_loss_setup_context)
 
 
-def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", generator=None, impl=None,
-                num_classes=None, bad_labels=None):
+def target_loss(features: torch.Tensor, labels: torch.Tensor | None = None, mu: torch.Tensor | None = None,
+                sigma: torch.Tensor | None = None, *, noise: str = "normal", generator: torch.Generator | None = None,
+                impl: str | None = None, num_classes: int | None = None,
+                bad_labels: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared distance of the active rows of ``features`` (B x D) to reference vectors of ``labels``.
 
     ``mu``/``sigma`` are C x D and are never differentiated; ``mu=None`` regresses onto
@@ -181,7 +184,7 @@ def target_loss(features, labels=None, mu=None, sigma=None, *, noise="normal", g
         scalar in the accumulation dtype, differentiable w.r.t. ``features``.
     """
     if mu is not None:
-        mu, sigma = mu.detach(), sigma.detach()
+        mu, sigma = mu.detach(), sigma.detach()  # type: ignore[union-attr]  # mu and sigma come together
     if resolve(features, impl) == "triton":
         from .target_loss_triton import target_loss_triton
 
