@@ -496,8 +496,8 @@ def attach(model: nn.Module, head: str | nn.Module | tuple, method: str = "adara
         reg.init_from_data(loader)
     """
     name, module = _find_head(model, head)
-    pixel_options = {key: value for key, value in (("ignore_index", ignore_index), ("pixels_per_image",
-                     pixels_per_image), ("balance", balance)) if value is not None}
+    pixel_options: dict[str, Any] = {key: value for key, value in (("ignore_index", ignore_index), ("pixels_per_image",
+                                     pixels_per_image), ("balance", balance)) if value is not None}
     if isinstance(module, nn.Linear) and pixel_options:
         raise ValueError(f"attach: {sorted(pixel_options)} apply to a dense head (a 1x1 Conv2d); the head {name!r} "
                          "is a Linear")

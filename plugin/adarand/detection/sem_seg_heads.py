@@ -99,7 +99,7 @@ class AdaRandSemSegMixin:
 
 @SEM_SEG_HEADS_REGISTRY.register()
 class AdaRandSemSegFPNHead(AdaRandSemSegMixin, SemSegFPNHead):
-    """Semantic FPN's head (:paper:`PanopticFPN`): the sum of the scale heads (CONVS_DIM features) is regularized."""
+    """Semantic FPN's head (Kirillov et al., Panoptic FPN): the sum of the scale heads (CONVS_DIM features) is regularized."""
 
     @classmethod
     def feature_channels(cls, cfg):

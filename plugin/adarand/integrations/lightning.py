@@ -50,8 +50,9 @@ class AdaRandCallback(Callback):
             ``(inputs, labels)``; ``inputs`` go to the LightningModule's ``forward``).
         prog_bar, on_step, on_epoch, sync_dist: ``LightningModule.log``'s options for ``adarand/loss``
             and ``adarand/prior_loss``.
-        head, method, num_classes, **options: deprecated: the callback attaches the regularizer itself
+        head, method, num_classes: deprecated: the callback attaches the regularizer itself
             (:func:`adarand.attach` on the LightningModule) and keeps its state in its own checkpoint entry.
+        **options: deprecated, with ``head``: the method's options.
 
     Attributes:
         attached: the LightningModule's :class:`adarand.attach.AttachedRegularizer`, from ``on_train_start`` on.
