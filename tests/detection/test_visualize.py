@@ -1,21 +1,28 @@
-"""OpenCV in the environment; ground truth and predictions of a tiny run drawn to PNG files."""
+"""OpenCV in the environment; ground truth and predictions of a tiny run drawn to PNG files; semantic
+segmentations (VOC 2012) of SemSegEvaluator's prediction files."""
+import importlib.util
+import json
 import os
 import subprocess
 import sys
 from unittest import mock
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog, detection_utils
+from detectron2.evaluation import SemSegEvaluator
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
-from adarand.detection import AdaRandTrainer
-from adarand.detection.visualize import (GAP, TITLE_HEIGHT, class_colors, draw_predictions, load_predictions,
-                                         save_png, visualize_dataset)
+from adarand.detection import AdaRandTrainer, register_voc_sem_seg
+from adarand.detection.visualize import (GAP, TITLE_HEIGHT, class_colors, draw_predictions,
+                                         draw_sem_seg_ground_truth, draw_sem_seg_predictions, hidden_classes,
+                                         load_predictions, save_png, visualize_dataset)
 
 
 def test_opencv_and_the_detectron2_visualizer_work():
@@ -260,3 +267,183 @@ def test_class_colours_are_fixed_saturated_or_the_datasets_own(fake_voc):
     assert colors == class_colors(MetadataCatalog.get(VAL))
     own = Metadata(thing_classes=["a", "b"], thing_colors=[(255, 0, 0), (0, 51, 255)])
     assert class_colors(own) == [(1.0, 0.0, 0.0), (0.0, 0.2, 1.0)]
+
+
+SEM_VAL = "voc_2012_sem_seg_val"
+PERSON = 15  # VOC's index of "person" (stuff_classes: background first)
+
+
+def _visualize_tool():
+    spec = importlib.util.spec_from_file_location("visualize_tool", os.path.join(REPO, "tools", "visualize.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sem_seg_label(record):
+    with Image.open(record["sem_seg_file_name"]) as im:
+        return np.asarray(im).astype(np.int64)
+
+
+def _evaluate(out_dir, predict):
+    """SemSegEvaluator's own sem_seg_predictions.json for ``predict(ground truth label) -> label`` per image."""
+    # Detectron2's default label reader passes copy=False to np.array, which NumPy 2 refuses.
+    evaluator = SemSegEvaluator(SEM_VAL, distributed=False, output_dir=str(out_dir),
+                                sem_seg_loading_fn=lambda path, dtype: np.asarray(Image.open(path), dtype=dtype))
+    evaluator.reset()
+    for record in DatasetCatalog.get(SEM_VAL):
+        logits = F.one_hot(torch.from_numpy(predict(_sem_seg_label(record))), 21).permute(2, 0, 1).float()
+        evaluator.process([{"file_name": record["file_name"]}], [{"sem_seg": logits}])
+    evaluator.evaluate()
+    return out_dir / "sem_seg_predictions.json"
+
+
+def _drawn(label, hidden=(0,)):
+    """The label map as draw_sem_seg is given it: the hidden classes (background) past the 21 classes."""
+    return np.where(np.isin(label, hidden), 21, label)
+
+
+def _perfect(label):
+    return np.where(label == 255, 0, label)
+
+
+def _left_half_person(label):
+    predicted = np.zeros_like(label)
+    predicted[:, : label.shape[1] // 2] = PERSON
+    return predicted
+
+
+@pytest.fixture
+def sem_seg_runs(fake_voc, tmp_path):
+    """VOC 2012 segmentation val (4 images, 96 x 128) of the fake tree; an FT run predicting its ground truth
+    (ignore pixels as background) and an AdaRand run predicting "person" on every image's left half."""
+    register_voc_sem_seg(fake_voc[0])  # test_voc_sem_seg points the names at its own trees
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "adarand").mkdir()
+    return _evaluate(tmp_path / "ft", _perfect), _evaluate(tmp_path / "adarand", _left_half_person)
+
+
+def test_sem_seg_ground_truth_and_runs_side_by_side(sem_seg_runs, tmp_path):
+    """Issue 29, item 4: ground truth | FT | AdaRand semantic segmentations drawn with draw_sem_seg, through the
+    tool's main, one PNG per image and a grid."""
+    ft, adarand = sem_seg_runs
+    _visualize_tool().main(["--dataset", SEM_VAL, "--predictions", f"FT={ft}", "--predictions", f"AdaRand={adarand}",
+                       "--num-images", "2", "--output-dir", str(tmp_path / "vis"), "--grid", str(tmp_path / "grid.png")])
+    dicts = DatasetCatalog.get(SEM_VAL)[:2]
+    assert sorted(os.listdir(tmp_path / "vis")) == sorted(d["image_id"] + ".png" for d in dicts)
+    height, width = dicts[0]["height"], dicts[0]["width"]
+    row = TITLE_HEIGHT + height
+    grid = _read_png(tmp_path / "grid.png")
+    assert grid.shape == (2 * row + GAP, 3 * width + 2 * GAP, 3)
+    metadata = MetadataCatalog.get(SEM_VAL)
+    for i, record in enumerate(dicts):
+        raw = _raw(record)
+        label = _sem_seg_label(record)
+        assert np.array_equal(_read_png(tmp_path / "vis" / (record["image_id"] + ".png")),
+                              grid[i * (row + GAP):i * (row + GAP) + row, :3 * width + 2 * GAP])
+        top = i * (row + GAP) + TITLE_HEIGHT
+        gt, ft_panel, adarand_panel = (grid[top:top + height, k * (width + GAP):k * (width + GAP) + width]
+                                       for k in range(3))
+        # Each panel is draw_sem_seg of its label map, background hidden; the ground truth's 255 (object
+        # borders) is left undrawn by draw_sem_seg itself.
+        assert np.array_equal(gt, Visualizer(raw, metadata).draw_sem_seg(_drawn(label)).get_image())
+        assert np.array_equal(ft_panel, Visualizer(raw, metadata).draw_sem_seg(_drawn(_perfect(label))).get_image())
+        assert np.array_equal(adarand_panel,
+                              Visualizer(raw, metadata).draw_sem_seg(_drawn(_left_half_person(label))).get_image())
+        # The class colour, blended over the photo at draw_sem_seg's alpha (0.8), at a pixel clear of edges and
+        # names: an object's corner (3 pixels inside its box) in the ground truth, the top left corner (person)
+        # in AdaRand's panel; background pixels show the photo itself.
+        ys, xs = np.nonzero((label > 0) & (label < 255))
+        y, x = ys.min() + 3, xs.min() + 3
+        color = np.array(metadata.stuff_colors[label[y, x]])
+        assert np.abs(gt[y, x].astype(int) - (0.8 * color + 0.2 * raw[y, x])).max() < 16
+        person = np.array(metadata.stuff_colors[PERSON])
+        assert np.abs(adarand_panel[3, 3].astype(int) - (0.8 * person + 0.2 * raw[3, 3])).max() < 16
+        assert np.array_equal(adarand_panel[3, -4], raw[3, -4]) and np.array_equal(gt[3, 3], raw[3, 3])
+
+
+@pytest.mark.parametrize("hide, shown", [(None, ["person"]), ([], ["background", "person"]),
+                                         (["person"], ["background"])])
+def test_sem_seg_classes_are_named_in_their_colours(sem_seg_runs, hide, shown):
+    """What draw_sem_seg is asked to draw: each shown class's pixels, colour and name; background hidden by
+    default (VOC's is black: blended over the photo it would hide it), any classes on request."""
+    _, adarand = sem_seg_runs
+    record = DatasetCatalog.get(SEM_VAL)[0]
+    metadata = MetadataCatalog.get(SEM_VAL)
+    with mock.patch.object(Visualizer, "draw_binary_mask", autospec=True,
+                           side_effect=Visualizer.draw_binary_mask) as spy:
+        draw_sem_seg_predictions(_raw(record), load_predictions(str(adarand), metadata, sem_seg=True)
+                                 [record["file_name"]], metadata, hidden_classes(metadata, hide))
+    drawn = {c.kwargs["text"]: (c.args[1], c.kwargs["color"]) for c in spy.call_args_list}
+    predicted = _left_half_person(_sem_seg_label(record))
+    assert sorted(drawn) == shown
+    for name in shown:
+        mask, color = drawn[name]
+        k = metadata.stuff_classes.index(name)
+        assert np.array_equal(mask, predicted == k)
+        assert list(color) == [v / 255 for v in metadata.stuff_colors[k]]
+
+
+def test_image_without_sem_seg_prediction_says_so(sem_seg_runs):
+    record = DatasetCatalog.get(SEM_VAL)[0]
+    raw = _raw(record)
+    with mock.patch.object(Visualizer, "draw_text", autospec=True, side_effect=Visualizer.draw_text) as spy:
+        panel = draw_sem_seg_predictions(raw, [], MetadataCatalog.get(SEM_VAL))
+    assert [c.args[1] for c in spy.call_args_list] == ["no prediction for this image"]
+    assert not np.array_equal(panel, raw)
+
+
+@pytest.mark.parametrize("given, names", [([], None), (["--hide-classes", ""], []),
+                                         (["--hide-classes", "background,person"], ["background", "person"])])
+def test_hide_classes_option(given, names):
+    assert _visualize_tool().parse_args(["--dataset", SEM_VAL, "--grid", "g.png", *given]).hide_classes == names
+
+
+def test_unknown_hidden_class_is_named(sem_seg_runs, tmp_path):
+    with pytest.raises(ValueError, match=r"\['kitten'\] are not among dataset voc_2012_sem_seg_val's"):
+        visualize_dataset(SEM_VAL, grid_file=str(tmp_path / "g.png"), hide_classes=["kitten"], progress=False)
+
+
+def _write_json(path, obj):
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def test_bad_sem_seg_predictions_are_clear_errors(sem_seg_runs, tmp_path):
+    ft, _ = sem_seg_runs
+    records = json.loads(ft.read_text())
+    first = records[0]
+    grid = str(tmp_path / "g.png")
+
+    def refused(path, message, dataset=SEM_VAL):
+        with pytest.raises(ValueError, match=message) as err:
+            visualize_dataset(dataset, runs=[("FT", path)], grid_file=grid, progress=False)
+        assert path in str(err.value)
+
+    refused(_write_json(tmp_path / "dict.json", {"predictions": records}), "is not SemSegEvaluator's")
+    refused(_write_json(tmp_path / "coco.json", [{"image_id": "a", "category_id": 1, "bbox": [0, 0, 1, 1],
+                                                  "score": 1.0}]), "is not SemSegEvaluator's")
+    refused(_write_json(tmp_path / "lacks.json", [{"file_name": first["file_name"], "category_id": 0}]),
+            r"lacks \['segmentation'\]")
+    refused(_write_json(tmp_path / "class.json", [{**first, "category_id": 21}]), r"class id 21 .*\[0, 21\)")
+    refused(_write_json(tmp_path / "rle.json", [{**first, "segmentation": [[0, 0, 4, 0, 4, 4]]}]), "not an RLE")
+    refused(_write_json(tmp_path / "other.json", [{**first, "file_name": "/elsewhere/x.jpg"}]),
+            f"'/elsewhere/x.jpg': predictions of another dataset or root \\(its images are like '.*\\.jpg'\\)")
+    small = np.zeros((48, 64), np.uint8, order="F")
+    rle = mask_util.encode(small[:, :, None])[0]
+    rle["counts"] = rle["counts"].decode()
+    refused(_write_json(tmp_path / "size.json", [{**first, "segmentation": rle}]),
+            f"image '{first['file_name']}' has a mask of 48 x 64 but is 96 x 128")
+    torch.save([{"image_id": "x", "instances": []}], tmp_path / "instances_predictions.pth")
+    refused(str(tmp_path / "instances_predictions.pth"), "malformed predictions file")
+    # SemSegEvaluator's file on a detection dataset (named by the file, not by the dataset's evaluator_type).
+    refused(str(ft), "voc_2012_seg_val has no stuff_classes", dataset=VAL)
+
+
+def test_sem_seg_ground_truth_of_another_size_is_named(sem_seg_runs, tmp_path):
+    record = DatasetCatalog.get(SEM_VAL)[0]
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((48, 64), np.uint8), mode="L").save(small)
+    with pytest.raises(ValueError, match=f"{small}: size \\(48, 64\\) differs from its image {record['file_name']}'s"):
+        draw_sem_seg_ground_truth(_raw(record), {**record, "sem_seg_file_name": str(small)},
+                                  MetadataCatalog.get(SEM_VAL))

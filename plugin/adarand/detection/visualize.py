@@ -11,6 +11,14 @@ A run's predictions are read from what ``COCOEvaluator`` writes to its output fo
   dataset's class ids (mapped back through ``thing_dataset_id_to_contiguous_id`` when the
   metadata has it); images without detections are absent from it.
 
+Semantic segmentation (a dataset whose ``evaluator_type`` is "sem_seg", or runs given as
+``sem_seg_predictions.json``) is drawn with ``Visualizer.draw_sem_seg``: the ground truth from
+each dict's ``sem_seg_file_name`` (an index PNG; ``ignore_label`` pixels are not drawn), a run's
+predictions from what ``SemSegEvaluator`` writes, ``sem_seg_predictions.json``: a JSON list of
+``{"file_name", "category_id", "segmentation": RLE}``, one per image and predicted class, with
+the dataset's class ids (mapped back through ``stuff_dataset_id_to_contiguous_id`` when the
+metadata has it).
+
 Each class keeps one colour in every panel, so ground truth and runs compare at a glance.
 """
 import json
@@ -18,6 +26,7 @@ import os
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog, detection_utils
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
@@ -30,18 +39,22 @@ from tqdm.auto import tqdm
 
 from adarand.files import UnsafeFileError, load_torch, save_image
 
+from .voc import _read_index_png
+
 TITLE_HEIGHT = 20  # pixels of the white strip holding a panel's title
 GAP = 4  # white pixels between panels and between grid rows
 _REQUIRED = ("category_id", "bbox", "score")
+SEM_SEG_FILE = "sem_seg_predictions.json"  # what SemSegEvaluator writes to <OUTPUT_DIR>/inference/
+_SEM_SEG_REQUIRED = ("file_name", "category_id", "segmentation")
 
 
-def _check_records(records, path, num_classes):
+def _check_records(records, path, num_classes, required=_REQUIRED, key="image_id"):
     for r in records:
-        missing = [k for k in _REQUIRED if k not in r]
+        missing = [k for k in required if k not in r]
         if missing:
-            raise ValueError(f"{path}: a detection of image {r.get('image_id')!r} lacks {missing}")
+            raise ValueError(f"{path}: a prediction of image {r.get(key)!r} lacks {missing}")
         if not 0 <= r["category_id"] < num_classes:
-            raise ValueError(f"{path}: class id {r['category_id']} of image {r.get('image_id')!r} is outside "
+            raise ValueError(f"{path}: class id {r['category_id']} of image {r.get(key)!r} is outside "
                              f"[0, {num_classes})")
 
 
@@ -57,51 +70,83 @@ def _load_pth(path):
     return {p["image_id"]: list(p.get("instances", [])) for p in saved}
 
 
-def _load_json(path, metadata):
+def _load_json(path, what, key, to_contiguous):
+    """{record[key]: [records]} of a JSON list of dicts (``what``), class ids mapped through ``to_contiguous``."""
     try:
         with open(path) as f:
             records = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"malformed predictions file {path}: {e}") from e
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "image_id" in r for r in records):
-        raise ValueError(f"{path} is not a COCO results list (dicts with 'image_id', 'category_id', 'bbox', 'score')")
-    to_contiguous = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
+    if not isinstance(records, list) or not all(isinstance(r, dict) and key in r for r in records):
+        raise ValueError(f"{path} is not {what}")
     by_image = {}
     for r in records:
         if to_contiguous is not None:
             if r.get("category_id") not in to_contiguous:
                 raise ValueError(f"{path}: class id {r.get('category_id')!r} is not one of the dataset's")
             r = {**r, "category_id": to_contiguous[r["category_id"]]}
-        by_image.setdefault(r["image_id"], []).append(r)
+        by_image.setdefault(r[key], []).append(r)
     return by_image
 
 
-def load_predictions(path, metadata):
-    """{image_id: [COCO json detections, contiguous class ids]} of one run (see the module doc)."""
+def draws_sem_seg(metadata, paths=()):
+    """Whether semantic segmentation is drawn: the dataset is evaluated as such, or a run's file is
+    ``sem_seg_predictions.json`` (e.g. the semantic branch of a panoptic dataset)."""
+    return metadata.get("evaluator_type") == "sem_seg" or any(os.path.basename(p) == SEM_SEG_FILE for p in paths)
+
+
+def _load_sem_seg(path, metadata):
+    if not metadata.get("stuff_classes"):
+        raise ValueError(f"{path}: dataset {metadata.name} has no stuff_classes, so no semantic segmentation "
+                         "to draw")
+    by_image = _load_json(path, f"SemSegEvaluator's {SEM_SEG_FILE} (a list of dicts with 'file_name', "
+                                "'category_id' and an RLE 'segmentation')",
+                          "file_name", metadata.get("stuff_dataset_id_to_contiguous_id"))
+    for file_name, records in by_image.items():
+        _check_records(records, path, len(metadata.stuff_classes), _SEM_SEG_REQUIRED, key="file_name")
+        if not all(isinstance(r["segmentation"], dict) and {"size", "counts"} <= set(r["segmentation"])
+                   for r in records):
+            raise ValueError(f"{path}: a segmentation of image {file_name!r} is not an RLE "
+                             "({'size': [height, width], 'counts': ...})")
+    return by_image
+
+
+def load_predictions(path, metadata, sem_seg=False):
+    """One run's predictions (see the module doc): {image_id: [COCO json detections, contiguous class
+    ids]}, or with ``sem_seg`` {image file_name: [sem_seg_predictions.json records]}."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"predictions file not found: {path}")
-    by_image = _load_json(path, metadata) if path.endswith(".json") else _load_pth(path)
+    if sem_seg:
+        return _load_sem_seg(path, metadata)
+    if path.endswith(".json"):
+        by_image = _load_json(path, "a COCO results list (dicts with 'image_id', 'category_id', 'bbox', 'score')",
+                              "image_id", metadata.get("thing_dataset_id_to_contiguous_id"))
+    else:
+        by_image = _load_pth(path)
     for records in by_image.values():
         _check_records(records, path, len(metadata.thing_classes))
     return by_image
 
 
-def check_predictions_belong(predictions, dicts, where, dataset_name):
-    """Predictions of another data set are refused: every image id must be one of ``dicts``, every
-    mask's size (RLE ``size``) that image's, and no box may reach past it (Detectron2 clips its
-    boxes to the image), since ids alone coincide across data sets (e.g. the demo's sizes)."""
-    by_id = {d["image_id"]: d for d in dicts}
+def check_predictions_belong(predictions, dicts, where, dataset_name, key="image_id"):
+    """Predictions of another data set are refused: every image (``key`` of its dict: the image id, or
+    the file name for semantic segmentation) must be one of ``dicts``, every mask's size (RLE ``size``)
+    that image's, and no box may reach past it (Detectron2 clips its boxes to the image), since ids
+    alone coincide across data sets (e.g. the demo's sizes)."""
+    by_id = {d[key]: d for d in dicts}
     foreign = [i for i in predictions if i not in by_id]
     if foreign:
         raise ValueError(f"{where} has predictions for {len(foreign)} image(s) not in "
-                         f"{dataset_name}, e.g. {foreign[0]!r}: predictions of another dataset?")
+                         f"{dataset_name}, e.g. {foreign[0]!r}: predictions of another dataset"
+                         + (f" or root (its images are like {dicts[0][key]!r})?" if key == "file_name" and dicts
+                            else "?"))
     for image_id, records in predictions.items():
         height, width = by_id[image_id]["height"], by_id[image_id]["width"]
         for r in records:
             mask = r.get("segmentation")
             size = mask.get("size") if isinstance(mask, dict) else None
             other_size = size is not None and list(size) != [height, width]
-            x, y, w, h = r["bbox"]  # COCO XYWH
+            x, y, w, h = r.get("bbox", (0, 0, 0, 0))  # COCO XYWH; a semantic segment has none
             if other_size or x + w > width + 1 or y + h > height + 1:
                 shown = f"a mask of {size[0]} x {size[1]}" if other_size \
                     else f"a box (x, y, w, h) = {tuple(round(v, 1) for v in r['bbox'])}"
@@ -119,13 +164,19 @@ def class_colors(metadata):
     return [tuple(palette[c % len(palette)]) for c in range(len(metadata.thing_classes))]
 
 
+def _draw_note(visualizer, image, note):
+    """``note`` in the top left corner: two lines, shrunk to fit a narrow image (a character is about 0.8
+    font sizes wide)."""
+    text = note.replace(" (", "\n(")
+    size = min(visualizer._default_font_size, (image.shape[1] - 8) / (0.8 * max(map(len, text.split("\n")))))
+    visualizer.draw_text(text, (3, 3), font_size=size, color="w", horizontal_alignment="left")
+
+
 def _overlay(image, boxes, classes, masks, labels, metadata, scale, empty_note=""):
     visualizer = Visualizer(image, metadata, scale=scale)
     if not len(classes):
-        if empty_note:  # two lines, shrunk to fit a narrow image (a character is about 0.8 font sizes wide)
-            text = empty_note.replace(" (", "\n(")
-            size = min(visualizer._default_font_size, (image.shape[1] - 8) / (0.8 * max(map(len, text.split("\n")))))
-            visualizer.draw_text(text, (3, 3), font_size=size, color="w", horizontal_alignment="left")
+        if empty_note:
+            _draw_note(visualizer, image, empty_note)
         return visualizer.output.get_image()
     colors = class_colors(metadata)
     drawn = visualizer.overlay_instances(boxes=boxes, labels=labels, masks=masks,
@@ -165,6 +216,55 @@ def draw_predictions(image, records, metadata, score_threshold=0.5, top_k=0, sca
     return _overlay(image, boxes, classes, masks, labels, metadata, scale, empty_panel_note(records, score_threshold))
 
 
+def hidden_classes(metadata, names=None):
+    """Indices of the classes a semantic segmentation panel leaves undrawn: ``names`` (the dataset's
+    ``stuff_classes``), by default "background" where the dataset has one: VOC colours it black, which
+    blended over the photo at ``draw_sem_seg``'s alpha (0.8) would hide most of it."""
+    classes = metadata.stuff_classes
+    if names is None:
+        names = [n for n in ("background",) if n in classes]
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise ValueError(f"hidden classes {unknown} are not among dataset {metadata.name}'s {list(classes)}")
+    return tuple(classes.index(n) for n in names)
+
+
+def _draw_label(image, label, metadata, hidden, scale):
+    """``draw_sem_seg`` of an H x W label map; the ``hidden`` classes and values past the classes
+    (``ignore_label``, 255) are left undrawn."""
+    label = np.where(np.isin(label, hidden), len(metadata.stuff_classes), label)
+    return Visualizer(image, metadata, scale=scale).draw_sem_seg(label).get_image()
+
+
+def draw_sem_seg_ground_truth(image, record, metadata, hidden=(), scale=1.0):
+    """The dict's ``sem_seg_file_name`` (an index PNG of the image's size) drawn on ``image``: class
+    colours and names (see :func:`_draw_label`)."""
+    if "sem_seg_file_name" not in record:
+        raise ValueError(f"image {record['file_name']} of dataset {metadata.name} has no sem_seg_file_name")
+    label = _read_index_png(record["sem_seg_file_name"], (record["height"], record["width"]),
+                            source=f"its image {record['file_name']}'s")
+    return _draw_label(image, label, metadata, hidden, scale)
+
+
+def sem_seg_label_map(records, height, width, num_classes):
+    """H x W class indices of one image's ``sem_seg_predictions.json`` records (RLE per class); pixels of
+    no record get ``num_classes``, which ``draw_sem_seg`` leaves undrawn."""
+    label = np.full((height, width), num_classes, np.int64)
+    for r in records:
+        label[mask_util.decode(r["segmentation"]).astype(bool)] = r["category_id"]
+    return label
+
+
+def draw_sem_seg_predictions(image, records, metadata, hidden=(), scale=1.0):
+    """One image's predicted segments drawn as the ground truth is; none: a note saying so."""
+    if not records:
+        visualizer = Visualizer(image, metadata, scale=scale)
+        _draw_note(visualizer, image, "no prediction for this image")
+        return visualizer.output.get_image()
+    label = sem_seg_label_map(records, image.shape[0], image.shape[1], len(metadata.stuff_classes))
+    return _draw_label(image, label, metadata, hidden, scale)
+
+
 def _with_title(panel, title):
     strip = np.full((TITLE_HEIGHT, panel.shape[1], 3), 255, np.uint8)
     font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.45
@@ -199,8 +299,11 @@ def stack_rows(rows):
     return np.concatenate(out)
 
 
-def draw_comparison(record, metadata, runs=(), score_threshold=0.5, top_k=0, ground_truth=True, scale=1.0):
-    """One row for one dataset dict: [ground truth |] run 1 | run 2 ..., runs = [(name, predictions)].
+def draw_comparison(record, metadata, runs=(), score_threshold=0.5, top_k=0, ground_truth=True, scale=1.0,
+                    sem_seg=False, hidden=()):
+    """One row for one dataset dict: [ground truth |] run 1 | run 2 ..., runs = [(name, predictions)]
+    (as :func:`load_predictions` gives them; ``sem_seg``: semantic segmentations without the
+    ``hidden`` classes, no score cut).
 
     Panels are titled; the first title starts with the image id.
     """
@@ -208,9 +311,15 @@ def draw_comparison(record, metadata, runs=(), score_threshold=0.5, top_k=0, gro
     detection_utils.check_image_size(record, image)
     panels, titles = [], []
     if ground_truth:
-        panels.append(draw_ground_truth(image, record, metadata, scale))
+        panels.append(draw_sem_seg_ground_truth(image, record, metadata, hidden, scale) if sem_seg
+                      else draw_ground_truth(image, record, metadata, scale))
         titles.append("ground truth")
     for name, predictions in runs:
+        if sem_seg:
+            panels.append(draw_sem_seg_predictions(image, predictions.get(record["file_name"], []), metadata, hidden,
+                                                   scale))
+            titles.append(name)
+            continue
         panels.append(draw_predictions(image, predictions.get(record["image_id"], []), metadata,
                                        score_threshold, top_k, scale))
         titles.append(f"{name} ({f'top {top_k}, ' if top_k > 0 else ''}score >= {score_threshold:g})")
@@ -227,29 +336,33 @@ def save_png(image, path, colors=0):
 
 
 def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score_threshold=0.5, top_k=0,
-                      num_images=0, ground_truth=True, scale=1.0, colors=0, progress=True):
+                      num_images=0, ground_truth=True, scale=1.0, colors=0, progress=True, hide_classes=None):
     """Draw the first ``num_images`` images (0 = all) of a registered dataset.
 
-    ``runs``: [(name, path of instances_predictions.pth or coco_instances_results.json)],
-    drawn right of the ground truth. Writes one ``<out_dir>/<image name>.png`` per image
-    and/or one ``grid_file`` (a row per image), palette PNGs when ``colors`` > 0. Returns the
-    paths written.
+    ``runs``: [(name, path of instances_predictions.pth or coco_instances_results.json, or
+    sem_seg_predictions.json: see :func:`draws_sem_seg`)], drawn right of the ground truth.
+    Semantic segmentations leave the ``hide_classes`` undrawn (names; default: see :func:`hidden_classes`).
+    Writes one ``<out_dir>/<image name>.png`` per image and/or one ``grid_file`` (a row per
+    image), palette PNGs when ``colors`` > 0. Returns the paths written.
     """
     if out_dir is None and grid_file is None:
         raise ValueError("nothing to write: give out_dir and/or grid_file")
     if not ground_truth and not runs:
         raise ValueError("nothing to draw: no ground truth and no predictions")
     metadata = MetadataCatalog.get(dataset_name)
+    sem_seg = draws_sem_seg(metadata, [path for _, path in runs])
     dicts = DatasetCatalog.get(dataset_name)
-    loaded = [(name, load_predictions(path, metadata)) for name, path in runs]
+    loaded = [(name, load_predictions(path, metadata, sem_seg)) for name, path in runs]
+    hidden = hidden_classes(metadata, hide_classes) if sem_seg else ()
     for (name, predictions), (_, path) in zip(loaded, runs):
-        check_predictions_belong(predictions, dicts, f"{path} ({name})", dataset_name)
+        check_predictions_belong(predictions, dicts, f"{path} ({name})", dataset_name,
+                                 "file_name" if sem_seg else "image_id")
     selected = dicts[:num_images] if num_images > 0 else dicts
     if not selected:
         raise ValueError(f"dataset {dataset_name} has no images")
     written, rows = [], []
     for record in tqdm(selected, desc=f"drawing {dataset_name}", disable=not progress):
-        row = draw_comparison(record, metadata, loaded, score_threshold, top_k, ground_truth, scale)
+        row = draw_comparison(record, metadata, loaded, score_threshold, top_k, ground_truth, scale, sem_seg, hidden)
         if out_dir is not None:
             path = os.path.join(out_dir, os.path.splitext(os.path.basename(record["file_name"]))[0] + ".png")
             save_png(row, path, colors)
