@@ -6,46 +6,16 @@ import math
 import torch
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
-from tiny import tiny_cfg
+from tiny import STUFF, THINGS, panoptic_cfg, tiny_batch
 
 from adarand.detection import (
     AdaRandPriorHook, AdaRandROIHeads, AdaRandSemSegFPNHead, BoxRegularization, DenseRegularization,
     collect_box_head_stats, regularizations,
 )
 
-SIZE = (64, 96)
-THINGS, STUFF = 3, 4  # box classes; semantic classes (PanopticFPN's: the stuff classes and one for all things)
-
-
-def _panoptic_cfg(tmp_path):
-    return tiny_cfg(tmp_path, **{
-        "MODEL.META_ARCHITECTURE": "PanopticFPN", "MODEL.MASK_ON": False,
-        "MODEL.ROI_HEADS.NAME": "AdaRandROIHeads", "MODEL.ROI_HEADS.NUM_CLASSES": THINGS,
-        "MODEL.SEM_SEG_HEAD.NAME": "AdaRandSemSegFPNHead", "MODEL.SEM_SEG_HEAD.NUM_CLASSES": STUFF,
-        "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32, "MODEL.SEM_SEG_HEAD.NORM": "GN", "MODEL.ADARAND.PIXELS_PER_IMAGE": 32,
-        "MODEL.ADARAND.LAMBDA": 1.0, "SOLVER.MAX_ITER": 4})
-
-
-def _batch(seed=0):
-    """Two images as a dataset mapper gives them: ``image``, ``instances`` (every box class) and ``sem_seg`` (every
-    semantic class, an ignore band)."""
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for i in range(2):
-        instances = Instances(SIZE)
-        instances.gt_boxes = Boxes(torch.tensor([[4.0, 4.0, 40.0, 36.0], [44.0, 20.0, 90.0, 60.0]]) + i)
-        instances.gt_classes = torch.tensor([i, 2])
-        sem_seg = torch.zeros(SIZE, dtype=torch.long)
-        sem_seg[:, 24:48], sem_seg[:, 48:72], sem_seg[:, 72:] = 1, 2, 3
-        sem_seg[:6] = 255
-        batch.append({"image": torch.randint(0, 256, (3,) + SIZE, generator=g, dtype=torch.uint8).float(),
-                      "instances": instances, "sem_seg": sem_seg, "height": SIZE[0], "width": SIZE[1]})
-    return batch
-
 
 def test_panoptic_fpn_trains_both_heads_each_with_its_own_prior(tmp_path):
-    cfg = _panoptic_cfg(tmp_path)
+    cfg = panoptic_cfg(tmp_path)
     torch.manual_seed(0)
     model = build_model(cfg)
     assert isinstance(model.roi_heads, AdaRandROIHeads) and isinstance(model.sem_seg_head, AdaRandSemSegFPNHead)
@@ -55,7 +25,7 @@ def test_panoptic_fpn_trains_both_heads_each_with_its_own_prior(tmp_path):
     assert box.regularizer.prior is not dense.regularizer.prior
     assert (box.regularizer.num_classes, dense.regularizer.num_classes) == (THINGS, STUFF)
 
-    batch = _batch()
+    batch = tiny_batch()
     stats = collect_box_head_stats(model, [batch])  # one statistics pass gives both branches' (Eq. 9-10)
     for branch, st in zip((box, dense), stats):
         assert st.count.gt(0).all()  # every class seen
