@@ -32,7 +32,7 @@ from .config import select_options
 from .distributed import rank
 from .prior import naming_checkpoint
 from .regularizers import Regularizer, build_regularizer, regularizer_options
-from .seeding import NOISE, seeded_generator, stream_seed
+from .seeding import NoiseStream
 from .stats import ClassStats, compute_class_stats
 from .validation import LABEL_DTYPES
 
@@ -145,7 +145,8 @@ class AttachedRegularizer(nn.Module):
     would keep a fixed prior (and every batch's features).
 
     The regularizer's noise is drawn from its own generator (created at the first :meth:`loss` on the features'
-    device, seeded with ``stream_seed(NOISE, seed, rank)``; its seed and state are checkpointed as ``noise_seed`` / ``noise_state``),
+    device, seeded with ``stream_seed(NOISE, seed, rank)``; its seed and state are checkpointed as ``noise_seed`` /
+    ``noise_state``: :class:`adarand.seeding.NoiseStream`),
     so fine-tuning with and without the regularizer sees the same dropout, augmentation and batch order.
 
     A dense head (``sampling`` given) hands the regularizer the cells :meth:`adarand.dense.PixelSampling.rows`
@@ -184,8 +185,7 @@ class AttachedRegularizer(nn.Module):
         self._dropped = "no forward has run through the head since attach() or the last step()"
         self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []  # (features, labels) awaiting step()
         self._stats_features: list[torch.Tensor] | None = None
-        self.seed = torch.initial_seed() if seed is None else int(seed)
-        self._noise_state = None  # a loaded generator state, applied when the generator is made
+        self.noise_stream = NoiseStream(regularizer, seed)
         attached = getattr(head, "_adarand_attached", None)
         other = attached() if attached is not None else None
         if other is not None and other.head is head and other._handle is not None:  # (a deepcopy's head is another)
@@ -198,27 +198,14 @@ class AttachedRegularizer(nn.Module):
         dense_repr = "" if self.sampling is None else f", {self.sampling}"
         return f"head={self.head_name!r}, attached={self._handle is not None}{dense_repr}"
 
+    @property
+    def seed(self):
+        """The noise stream's seed (a loaded checkpoint's, once one is loaded)."""
+        return self.noise_stream.seed
+
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        generator = self.regularizer.noise_generator
-        destination[prefix + "noise_seed"] = torch.tensor(self.seed, dtype=torch.int64)
-        state = generator.get_state() if generator is not None else self._noise_state
-        if state is not None:
-            destination[prefix + "noise_state"] = state
-
-    def _noise_generator(self, device):
-        """The noise generator on ``device``: made (seeded, or from a loaded state) when missing or elsewhere."""
-        if device.type == "meta":  # shapes only: no numbers, no generator
-            self.regularizer.noise_generator = None
-            return None
-        generator = self.regularizer.noise_generator
-        if generator is None or generator.device.type != device.type:
-            generator = seeded_generator(stream_seed(NOISE, self.seed, rank()), device)
-            if self._noise_state is not None and generator.get_state().shape == self._noise_state.shape:
-                generator.set_state(self._noise_state)
-            self._noise_state = None
-            self.regularizer.noise_generator = generator
-        return generator
+        self.noise_stream.save(destination, prefix)
 
     def _follow(self, tensor):
         """Move the regularizer to ``tensor``'s device (the head's features or weight), and to float64 for float64
@@ -232,10 +219,7 @@ class AttachedRegularizer(nn.Module):
                 self.regularizer.to(dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if prefix + "noise_seed" in state_dict:  # absent from checkpoints written before the noise had its stream
-            self.seed = int(state_dict.pop(prefix + "noise_seed"))
-            self._noise_state = state_dict.pop(prefix + "noise_state", None)
-            self.regularizer.noise_generator = None  # made again, from the loaded state, at the next loss()
+        self.noise_stream.load(state_dict, prefix)  # (no keys in checkpoints from before the noise had its stream)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if prefix + "initialized" in state_dict:
             self.is_initialized = bool(state_dict[prefix + "initialized"])
@@ -374,7 +358,7 @@ class AttachedRegularizer(nn.Module):
                                "(or load a checkpoint of this regularizer)")
         features, logits, weight = self._features, self._logits, self.head.weight
         self._follow(features)
-        generator = self._noise_generator(features.device)
+        generator = self.noise_stream.generator(features.device)
         if self.sampling is not None:
             if features.dim() != 4 or labels.dim() != 3 or labels.shape[0] != features.shape[0] \
                     or labels.shape[1] < features.shape[2] or labels.shape[2] < features.shape[3]:

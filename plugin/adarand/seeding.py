@@ -8,6 +8,8 @@ workers and the regularizer's noise of one run are unrelated streams.
 """
 import torch
 
+from .distributed import rank
+
 DATA_ORDER, AUGMENTATION, LOADER, NOISE = range(4)  # stream names (the first key of stream_seed)
 
 _MASK64 = (1 << 64) - 1
@@ -48,3 +50,68 @@ def seeded_generator(seed: int, device="cpu"):
         ``torch.Generator``.
     """
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def run_seed(seed: int) -> int:
+    """The seed a run uses: ``seed``, or for a negative one (Detectron2's SEED -1: a random seed) the seed torch's
+    global generator was last seeded with (``torch.initial_seed()``: what Detectron2's ``default_setup`` drew)."""
+    return int(seed) if int(seed) >= 0 else torch.initial_seed()
+
+
+def name_keys(name: str):
+    """Keys naming a stream by text (a regularization branch): its UTF-8 length, then its bytes (prefix-free, so two
+    names never give the same keys)."""
+    data = name.encode()
+    return (len(data), *data)
+
+
+class NoiseStream:
+    """A regularizer's own noise stream: ``regularizer.noise_generator``, seeded with
+    ``stream_seed(NOISE, seed, rank, *keys)``, made on the device of the first draw, checkpointed by its owner.
+
+    The owner (a module) calls :meth:`generator` before each draw, :meth:`save` from its ``_save_to_state_dict``
+    (``noise_seed``, and ``noise_state`` once drawn) and :meth:`load` from its ``_load_from_state_dict``, so a
+    resumed run continues the stream exactly; a state dict without these keys (written before the noise had its
+    stream) loads and keeps the stream's own seed.
+
+    Args:
+        regularizer: the ``adarand.Regularizer`` whose ``noise_generator`` this stream sets.
+        seed: the run's seed (default ``torch.initial_seed()``). keys: further ints naming the stream.
+    """
+
+    def __init__(self, regularizer, seed=None, keys=()):
+        self.regularizer = regularizer
+        self.seed = torch.initial_seed() if seed is None else int(seed)
+        self.keys = tuple(keys)
+        self._state = None  # a loaded generator state, applied when the generator is made
+
+    def generator(self, device):
+        """The generator on ``device``: made (seeded, or from a loaded state) when missing or elsewhere; None on
+        the meta device (shapes only, no numbers)."""
+        if device.type == "meta":
+            self.regularizer.noise_generator = None
+            return None
+        generator = self.regularizer.noise_generator
+        if generator is None or generator.device.type != device.type:
+            generator = seeded_generator(stream_seed(NOISE, self.seed, rank(), *self.keys), device)
+            if self._state is not None and generator.get_state().shape == self._state.shape:
+                generator.set_state(self._state)
+            self._state = None
+            self.regularizer.noise_generator = generator
+        return generator
+
+    def save(self, destination, prefix):
+        """Put ``noise_seed`` and the generator's state (``noise_state``, when there is one) into ``destination``."""
+        generator = self.regularizer.noise_generator
+        destination[prefix + "noise_seed"] = torch.tensor(self.seed, dtype=torch.int64)
+        state = generator.get_state() if generator is not None else self._state
+        if state is not None:
+            destination[prefix + "noise_state"] = state
+
+    def load(self, state_dict, prefix):
+        """Take ``noise_seed`` / ``noise_state`` out of ``state_dict`` (when present): the generator is made again
+        from them at the next draw."""
+        if prefix + "noise_seed" in state_dict:
+            self.seed = int(state_dict.pop(prefix + "noise_seed"))
+            self._state = state_dict.pop(prefix + "noise_state", None)
+            self.regularizer.noise_generator = None

@@ -113,3 +113,37 @@ def tiny_sem_seg_cfg(output_dir, config_file=SEM_SEG_CONFIG, **extra):
     """A shipped segmentation config shrunk like :func:`tiny_cfg` (ResNet-18, GN, 64 x 96 images); not frozen."""
     tiny = TINY_DEEPLAB if config_file == DEEPLAB_CONFIG else TINY_SEM_SEG
     return load_detection_cfg(config_file, tiny_opts(output_dir, **{**tiny, **extra}))
+
+
+SIZE = (64, 96)
+# tiny_batch's box classes; its semantic classes (PanopticFPN's: the stuff classes and one for all things)
+THINGS, STUFF = 3, 4
+
+
+def panoptic_cfg(output_dir, **extra):
+    """A tiny PanopticFPN with both AdaRand heads (box: THINGS classes; semantic: STUFF), no masks; not frozen."""
+    return tiny_cfg(output_dir, **{
+        "MODEL.META_ARCHITECTURE": "PanopticFPN", "MODEL.MASK_ON": False,
+        "MODEL.ROI_HEADS.NAME": "AdaRandROIHeads", "MODEL.ROI_HEADS.NUM_CLASSES": THINGS,
+        "MODEL.SEM_SEG_HEAD.NAME": "AdaRandSemSegFPNHead", "MODEL.SEM_SEG_HEAD.NUM_CLASSES": STUFF,
+        **TINY_SEM_SEG, "MODEL.ADARAND.LAMBDA": 1.0, "SOLVER.MAX_ITER": 4, **extra})
+
+
+def tiny_batch(seed=0):
+    """Two SIZE images as a dataset mapper gives them: ``image``, ``instances`` (every box class) and ``sem_seg``
+    (every semantic class, an ignore band)."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for i in range(2):
+        instances = Instances(SIZE)
+        instances.gt_boxes = Boxes(torch.tensor([[4.0, 4.0, 40.0, 36.0], [44.0, 20.0, 90.0, 60.0]]) + i)
+        instances.gt_classes = torch.tensor([i, 2])
+        sem_seg = torch.zeros(SIZE, dtype=torch.long)
+        sem_seg[:, 24:48], sem_seg[:, 48:72], sem_seg[:, 72:] = 1, 2, 3
+        sem_seg[:6] = 255
+        batch.append({"image": torch.randint(0, 256, (3,) + SIZE, generator=g, dtype=torch.uint8).float(),
+                      "instances": instances, "sem_seg": sem_seg, "height": SIZE[0], "width": SIZE[1]})
+    return batch

@@ -6,7 +6,8 @@ and add what :meth:`~BoxRegularization.loss` returns to their losses:
 
     loss_adarand = lambda * mean_{i,d} (f_id - r_id)^2,  r_i ~ N(mu_{y_i}, sigma_{y_i}^2)
 
-over the regularized ROIs (or the chosen method's term). It keeps nothing between calls.
+over the regularized ROIs (or the chosen method's term). It keeps nothing between calls but its noise
+stream (:class:`Branch`).
 Each one is a submodule of the box predictor whose input it regularizes
 (``box_predictor[.k].adarand``), so the model's checkpoints hold its state while Detectron2's
 own state-dict keys stay as they are.
@@ -16,6 +17,7 @@ from detectron2.layers import cat
 from torch import nn
 
 from adarand import IGNORE_INDEX
+from adarand.seeding import NoiseStream, name_keys
 
 LABELS = ("roi", "image")
 NORMALIZERS = ("regularized", "sampled")
@@ -48,7 +50,37 @@ def check_prior_initialised(regularizer, where, resumed_from=None):
         raise RuntimeError(message.format(where=where, path=resumed_from))
 
 
-class BoxRegularization(nn.Module):
+class Branch(nn.Module):
+    """A regularization of a Detectron2 head (the box and dense branches): its ``regularizer`` and ``name``, and the
+    regularizer's own noise stream (:class:`adarand.seeding.NoiseStream`, keyed by the name), from which the
+    method's noise and a dense head's pixel draw come, so they never shift torch's global RNG (the ROI sampler,
+    dropout) away from a run without AdaRand; its seed and state are in the model's checkpoints
+    (``<prefix>noise_seed``, ``noise_state``), so ``--resume`` continues it.
+
+    Args:
+        regularizer: an ``adarand.Regularizer``. name: the branch's name (see the subclasses).
+        seed: the run's seed (:func:`adarand.seeding.run_seed` of SEED; default ``torch.initial_seed()``).
+    """
+
+    def __init__(self, regularizer, name, seed=None):
+        super().__init__()
+        self.regularizer, self.name = regularizer, name
+        self.noise_stream = NoiseStream(regularizer, seed, name_keys(name))
+
+    def noise_generator(self, device):
+        """The branch's generator on ``device`` (made at the first draw); its regularizer draws from it."""
+        return self.noise_stream.generator(device)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        self.noise_stream.save(destination, prefix)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.noise_stream.load(state_dict, prefix)  # (no keys in checkpoints from before the noise had its stream)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class BoxRegularization(Branch):
     """A regularizer on one box predictor's input features, with the ROI labelling rule.
 
     Args:
@@ -65,13 +97,14 @@ class BoxRegularization(nn.Module):
             the regularized ROIs.
         stage: index of the box head feeding this predictor (cascade stage; 0 otherwise).
         name: suffix of the logged scalars (``""``, or ``"stage2"``).
+        seed: the run's seed, for the noise stream (:class:`Branch`).
     """
 
     ROWS = "rois"  # what one row is, in the logged names (adarand/num_rois)
 
     def __init__(self, regularizer, num_classes, labels="roi", regularize_background=False, stage=0, name="",
-                 normalizer="sampled"):
-        super().__init__()
+                 normalizer="sampled", seed=None):
+        super().__init__(regularizer, name, seed)
         if labels not in LABELS:
             raise ValueError(f"MODEL.ADARAND.LABELS must be one of {LABELS}; got {labels!r}")
         if normalizer not in NORMALIZERS:
@@ -82,9 +115,8 @@ class BoxRegularization(nn.Module):
         expected = num_classes + int(regularize_background)
         if regularizer.num_classes != expected:
             raise ValueError(f"the regularizer has {regularizer.num_classes} classes, expected {expected}")
-        self.regularizer = regularizer
         self.num_classes, self.labels, self.regularize_background = num_classes, labels, regularize_background
-        self.stage, self.name, self.normalizer = stage, name, normalizer
+        self.stage, self.normalizer = stage, normalizer
 
     def extra_repr(self):
         return (f"labels={self.labels}, regularize_background={self.regularize_background}, stage={self.stage}, "
@@ -139,6 +171,7 @@ class BoxRegularization(nn.Module):
             RuntimeError: the prior needs statistics and was never initialised (saying how).
         """
         self.check_initialised()
+        self.noise_generator(features.device)
         loss = self.regularizer(features, labels, logits=logits, classifier_weight=classifier_weight)
         if self.normalizer == "sampled":
             loss = loss * (labels != IGNORE_INDEX).sum() / max(labels.numel(), 1)

@@ -9,18 +9,19 @@ centre, ignore pixels not regularized) and returns
     loss_adarand_sem_seg = lambda * mean_{i,d} (f_id - r_id)^2,  r_i ~ N(mu_{y_i}, sigma_{y_i}^2)
 
 over the drawn cells (or the chosen method's term), with the rows it used. The pixel draw and the
-method's noise come from the same generator (the regularizer's ``noise_source()``). It keeps nothing
-between calls; it is a submodule of its head, so the model's checkpoints hold its prior.
+method's noise come from the branch's own generator (:class:`~adarand.detection.box_branch.Branch`), never
+from torch's global RNG. It keeps nothing between calls but that stream; it is a submodule of its head, so the
+model's checkpoints hold its prior and its stream.
 """
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from adarand import build_regularizer_from_config
 from adarand.dense import PixelSampling, cell_labels, cell_rows
+from adarand.seeding import run_seed
 
-from .box_branch import check_prior_initialised
+from .box_branch import Branch, check_prior_initialised
 
 
 class PixelRows(NamedTuple):
@@ -30,7 +31,7 @@ class PixelRows(NamedTuple):
     labels: torch.Tensor  # N labels, IGNORE_INDEX where not regularized
 
 
-class DenseRegularization(nn.Module):
+class DenseRegularization(Branch):
     """A regularizer on a dense head's per-pixel features, with the pixel rule.
 
     Args:
@@ -39,13 +40,14 @@ class DenseRegularization(nn.Module):
             balance).
         name: the branch's name: suffix of the loss (``loss_adarand_<name>``), prefix of the logged scalars
             (``adarand/<name>/...``), suffix of its statistics file.
+        seed: the run's seed, for the noise stream (:class:`~adarand.detection.box_branch.Branch`).
     """
 
     ROWS = "pixels"  # what one row is, in the logged names (adarand/<name>/num_pixels)
 
-    def __init__(self, regularizer, sampling: PixelSampling, name="sem_seg"):
-        super().__init__()
-        self.regularizer, self.sampling, self.name = regularizer, sampling, name
+    def __init__(self, regularizer, sampling: PixelSampling, name="sem_seg", seed=None):
+        super().__init__(regularizer, name, seed)
+        self.sampling = sampling
 
     def extra_repr(self):
         return f"name={self.name}, {self.sampling}"
@@ -66,6 +68,7 @@ class DenseRegularization(nn.Module):
             ``(loss, PixelRows)``: a scalar tensor, and the (B*P, D) drawn features (detached) with their labels.
         """
         self.check_initialised()
+        self.noise_generator(features.device)
         rows, logit_rows, labels, _ = self.sampling.rows(features, logits, label_map, self.regularizer.num_classes,
                                                          self.regularizer.noise_source())
         loss = self.regularizer(rows, labels, logits=logit_rows, classifier_weight=classifier_weight)
@@ -80,8 +83,8 @@ class DenseRegularization(nn.Module):
 def build_dense_regularization(cfg, feat_dim, name="sem_seg"):
     """The :class:`DenseRegularization` of a semantic-segmentation head on ``feat_dim`` features, from
     ``MODEL.ADARAND`` (method, pixel keys), ``MODEL.SEM_SEG_HEAD`` (NUM_CLASSES, IGNORE_VALUE) and
-    SOLVER.MAX_ITER (the prior's schedule)."""
+    SOLVER.MAX_ITER (the prior's schedule); its noise stream is seeded from SEED (:func:`adarand.seeding.run_seed`)."""
     a, head = cfg.MODEL.ADARAND, cfg.MODEL.SEM_SEG_HEAD
     regularizer = build_regularizer_from_config(a, head.NUM_CLASSES, feat_dim, cfg.SOLVER.MAX_ITER)
     return DenseRegularization(regularizer, PixelSampling(head.IGNORE_VALUE, a.PIXELS_PER_IMAGE, a.PIXEL_BALANCE),
-                               name)
+                               name, run_seed(cfg.SEED))

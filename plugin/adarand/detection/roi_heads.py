@@ -30,6 +30,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from adarand import build_regularizer_from_config
+from adarand.seeding import run_seed
 
 from .box_branch import BoxRegularization, image_categories, unwrap
 from .regularized import UNTAKEN
@@ -85,6 +86,8 @@ class AdaRandHeadsMixin:
     Args (besides the head's own):
         adarand: the ``MODEL.ADARAND`` keys (a dict or CfgNode).
         prior_total_steps: length of the prior optimizer's cosine schedule (SOLVER.MAX_ITER).
+        noise_seed: the run's seed, for the branches' noise streams (:class:`~adarand.detection.box_branch.Branch`;
+            ``run_seed(SEED)``; default ``torch.initial_seed()``, e.g. a LazyConfig's ``train.seed`` + rank).
 
     Attributes:
         sampled_rows: the record of the last training forward with gradients enabled,
@@ -96,7 +99,7 @@ class AdaRandHeadsMixin:
     """
 
     @configurable
-    def __init__(self, *, adarand, prior_total_steps=None, **kwargs):
+    def __init__(self, *, adarand, prior_total_steps=None, noise_seed=None, **kwargs):
         super().__init__(**kwargs)
         stages = adarand.get("CASCADE_STAGES", "last")
         if stages not in CASCADE_STAGES:
@@ -110,7 +113,7 @@ class AdaRandHeadsMixin:
             name = f"stage{k}" if len(predictors) > 1 else ""
             predictors[k].adarand = BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
                                                       background, stage=k, name=name,
-                                                      normalizer=adarand.get("NORMALIZER", "sampled"))
+                                                      normalizer=adarand.get("NORMALIZER", "sampled"), seed=noise_seed)
         self.sampled_rows: Dict[BoxRegularization, BoxRows] = {}
 
     @classmethod
@@ -118,6 +121,7 @@ class AdaRandHeadsMixin:
         ret = super().from_config(cfg, input_shape)
         ret["adarand"] = dict(cfg.MODEL.ADARAND)
         ret["prior_total_steps"] = cfg.SOLVER.MAX_ITER
+        ret["noise_seed"] = run_seed(cfg.SEED)
         return ret
 
     def regularizations(self):
