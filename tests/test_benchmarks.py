@@ -42,10 +42,10 @@ def test_round_robin_rotates_who_goes_first_and_drops_warmup():
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
 
 
-@pytest.mark.parametrize("tool", ["bench_cls_step.py", "bench_det_step.py"])
+@pytest.mark.parametrize("tool", ["bench_cls_step.py", "bench_det_step.py", "bench_seg_step.py"])
 @pytest.mark.slow
 def test_quick_mode_prints_ratio_and_interval(tool, tmp_path):
-    if tool == "bench_det_step.py":
+    if tool != "bench_cls_step.py":
         pytest.importorskip("detectron2")
     out = tmp_path / "report.md"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -55,6 +55,9 @@ def test_quick_mode_prints_ratio_and_interval(tool, tmp_path):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["ci_low"] <= summary["time_ratio"] <= summary["ci_high"]
     assert len(summary["load_before"]) == len(summary["load_after"]) == 3
+    if tool == "bench_seg_step.py":  # AdaRand drew labelled pixels of a mostly-background batch with ignore pixels
+        assert summary["regularized_pixels"] > 0 and summary["ignore_share"] > 0
+        assert summary["background_share"] > 0.5
     text = out.read_text()
     assert "95 %" in text and "load average" in text.lower()
     assert ("within noise" in text) == summary["within_noise"]

@@ -59,3 +59,20 @@ def test_detection_demo_config_runs(method, demo_assets, tmp_path):
     assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log
     assert "loss_adarand" in log
     assert (tmp_path / "adarand_stats.pt").is_file() == (method == "adarand")
+
+
+@pytest.mark.parametrize("method", ["ft", "adarand"])
+def test_segmentation_demo_configs_load_and_build(method):
+    from detectron2.modeling import build_model
+
+    from adarand.detection import load_detection_cfg, regularizations
+
+    config = os.path.join(REPO, "configs", "segmentation", "demo", f"semantic_mobilenetv2_fpn_demo_{method}.yaml")
+    cfg = load_detection_cfg(config)
+    assert cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor" and cfg.MODEL.DEVICE == "cpu"
+    assert cfg.MODEL.BACKBONE.NAME == "build_mobilenetv2_fpn_backbone"
+    assert cfg.MODEL.SEM_SEG_HEAD.NAME == "AdaRandSemSegFPNHead" and cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 21
+    assert cfg.DATASETS.TRAIN == ("voc_2012_sem_seg_train",) and cfg.DATASETS.TEST == ("voc_2012_sem_seg_val",)
+    assert cfg.MODEL.ADARAND.METHOD == ("none" if method == "ft" else "adarand")
+    model = build_model(cfg)
+    assert [b.name for b in regularizations(model)] == ["sem_seg"]  # the head carries its branch in both
