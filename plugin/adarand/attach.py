@@ -36,6 +36,10 @@ from .seeding import NoiseStream
 from .stats import ClassStats, compute_class_stats
 from .validation import LABEL_DTYPES
 
+# The regularizer attached to each head (weak both ways: nothing kept alive, nothing put on the module, so a
+# model still pickles and deep-copies; a copy's head is another key).
+_ATTACHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+
 # Default of ``max_pending``: loss() calls one step() may take, far more micro-batches than gradient accumulation uses.
 MAX_PENDING = 256
 BatchFn = Callable[[Any], tuple[Any, torch.Tensor]]  # batch -> (inputs of the model, labels)
@@ -186,12 +190,12 @@ class AttachedRegularizer(nn.Module):
         self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []  # (features, labels) awaiting step()
         self._stats_features: list[torch.Tensor] | None = None
         self.noise_stream = NoiseStream(regularizer, seed)
-        attached = getattr(head, "_adarand_attached", None)
+        attached = _ATTACHED.get(head)
         other = attached() if attached is not None else None
-        if other is not None and other.head is head and other._handle is not None:  # (a deepcopy's head is another)
+        if other is not None and other._handle is not None:
             raise RuntimeError(f"attach: the head {head_name!r} already has a regularizer attached; call its "
                                "remove() first (two would regularize the same features twice)")
-        head._adarand_attached = weakref.ref(self)
+        _ATTACHED[head] = weakref.ref(self)
         self._handle = head.register_forward_hook(self._capture)
 
     def extra_repr(self) -> str:
@@ -412,7 +416,7 @@ class AttachedRegularizer(nn.Module):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-            self.head._adarand_attached = None
+            _ATTACHED.pop(self.head, None)
         self._features = self._logits = None
         self._queue = []
 

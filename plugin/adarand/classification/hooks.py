@@ -56,6 +56,9 @@ class PriorStep(HookBase):
     ``AdaRandPriorHook`` makes the same calls on the ROIs each box branch kept, as a Detectron2 hook
     (which this trainer does not need)."""
 
+    def __init__(self):
+        self.prior_loss_sum, self.prior_steps = None, 0  # this epoch's, on the device
+
     def before_epoch(self):
         self.prior_loss_sum, self.prior_steps = None, 0
 
