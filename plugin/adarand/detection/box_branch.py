@@ -12,6 +12,8 @@ Each one is a submodule of the box predictor whose input it regularizes
 (``box_predictor[.k].adarand``), so the model's checkpoints hold its state while Detectron2's
 own state-dict keys stay as they are.
 """
+from collections.abc import Callable
+
 import torch
 from detectron2.layers import cat
 from torch import nn
@@ -36,12 +38,12 @@ RESUMED_UNINITIALISED = (
 )
 
 
-def unwrap(model):
+def unwrap(model: nn.Module) -> nn.Module:
     """The model inside DistributedDataParallel / DataParallel (or the model itself)."""
     return getattr(model, "module", model)
 
 
-def check_prior_initialised(regularizer, where, resumed_from=None):
+def check_prior_initialised(regularizer: nn.Module, where: str, resumed_from: str | None = None) -> None:
     """Raise the error saying how to initialise ``regularizer``'s prior when it needs statistics and has none
     (``where``: the branch, for the message; ``resumed_from``: the checkpoint a resume loaded)."""
     prior = getattr(regularizer, "prior", None)
@@ -62,12 +64,12 @@ class Branch(nn.Module):
         seed: the run's seed (:func:`adarand.seeding.run_seed` of SEED; default ``torch.initial_seed()``).
     """
 
-    def __init__(self, regularizer, name, seed=None):
+    def __init__(self, regularizer: nn.Module, name: str, seed: int | None = None):
         super().__init__()
         self.regularizer, self.name = regularizer, name
         self.noise_stream = NoiseStream(regularizer, seed, name_keys(name))
 
-    def noise_generator(self, device):
+    def noise_generator(self, device: torch.device) -> torch.Generator | None:
         """The branch's generator on ``device`` (made at the first draw); its regularizer draws from it."""
         return self.noise_stream.generator(device)
 
@@ -102,8 +104,8 @@ class BoxRegularization(Branch):
 
     ROWS = "rois"  # what one row is, in the logged names (adarand/num_rois)
 
-    def __init__(self, regularizer, num_classes, labels="roi", regularize_background=False, stage=0, name="",
-                 normalizer="sampled", seed=None):
+    def __init__(self, regularizer: nn.Module, num_classes: int, labels: str = "roi", regularize_background: bool = False,
+                 stage: int = 0, name: str = "", normalizer: str = "sampled", seed: int | None = None):
         super().__init__(regularizer, name, seed)
         if labels not in LABELS:
             raise ValueError(f"MODEL.ADARAND.LABELS must be one of {LABELS}; got {labels!r}")
@@ -118,12 +120,13 @@ class BoxRegularization(Branch):
         self.num_classes, self.labels, self.regularize_background = num_classes, labels, regularize_background
         self.stage, self.normalizer = stage, normalizer
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"labels={self.labels}, regularize_background={self.regularize_background}, stage={self.stage}, "
                 f"normalizer={self.normalizer}")
 
     # -- labels -------------------------------------------------------------------------
-    def roi_labels(self, proposals, targets=None, categories=None):
+    def roi_labels(self, proposals: list, targets: list | None = None,
+                   categories: torch.Tensor | None = None) -> torch.Tensor:
         """Label of every sampled ROI (IGNORE_INDEX = not regularized), in the order of ``proposals``.
 
         Args:
@@ -147,12 +150,13 @@ class BoxRegularization(Branch):
         return torch.where(classes < limit, classes, torch.full_like(classes, IGNORE_INDEX))
 
     # -- loss -----------------------------------------------------------------------------
-    def check_initialised(self, resumed_from=None):
+    def check_initialised(self, resumed_from: str | None = None) -> None:
         """Raise the error saying how to initialise the prior (``resumed_from``: the checkpoint a resume loaded)."""
         check_prior_initialised(self.regularizer, "the box predictor" + (f" of {self.name}" if self.name else ""),
                                 resumed_from)
 
-    def loss(self, features, labels, logits=None, classifier_weight=None):
+    def loss(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None,
+             classifier_weight: torch.Tensor | None = None) -> torch.Tensor:
         """``loss_adarand`` of the ROIs' box-head features under their labels.
 
         Rows labelled IGNORE_INDEX are not regularized but stay in place (selecting them with a
@@ -178,7 +182,7 @@ class BoxRegularization(Branch):
         return loss
 
 
-def image_categories(targets):
+def image_categories(targets: list) -> torch.Tensor:
     """Each training image's category (``"image"`` labels): its first GT class.
 
     Multi-category images fail a device-side assertion (no host sync); the trainers check the
@@ -204,10 +208,10 @@ def image_categories(targets):
 class SingleCategoryMapper:
     """Wraps a dataset mapper: an image whose annotations have several categories is an error naming it."""
 
-    def __init__(self, mapper):
+    def __init__(self, mapper: Callable[[dict], dict]):
         self.mapper = mapper
 
-    def __call__(self, dataset_dict):
+    def __call__(self, dataset_dict: dict) -> dict:
         categories = sorted({a["category_id"] for a in dataset_dict.get("annotations", ()) if not a.get("iscrowd", 0)})
         if len(categories) > 1:
             raise ValueError(f"MODEL.ADARAND.LABELS 'image' needs single-category images; "

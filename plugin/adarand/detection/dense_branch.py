@@ -13,7 +13,7 @@ method's noise come from the branch's own generator (:class:`~adarand.detection.
 from torch's global RNG. It keeps nothing between calls but that stream; it is a submodule of its head, so the
 model's checkpoints hold its prior and its stream.
 """
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -45,18 +45,20 @@ class DenseRegularization(Branch):
 
     ROWS = "pixels"  # what one row is, in the logged names (adarand/<name>/num_pixels)
 
-    def __init__(self, regularizer, sampling: PixelSampling, name="sem_seg", seed=None):
+    def __init__(self, regularizer: torch.nn.Module, sampling: PixelSampling, name: str = "sem_seg",
+                 seed: int | None = None):
         super().__init__(regularizer, name, seed)
         self.sampling = sampling
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"name={self.name}, {self.sampling}"
 
-    def check_initialised(self, resumed_from=None):
+    def check_initialised(self, resumed_from: str | None = None) -> None:
         """Raise the error saying how to initialise the prior (``resumed_from``: the checkpoint a resume loaded)."""
         check_prior_initialised(self.regularizer, f"the {self.name} head", resumed_from)
 
-    def loss(self, features, logits, label_map, classifier_weight=None):
+    def loss(self, features: torch.Tensor, logits: torch.Tensor, label_map: torch.Tensor,
+             classifier_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, "PixelRows"]:
         """The term on the cells drawn from ``features`` and the rows it regularized.
 
         Args:
@@ -74,13 +76,13 @@ class DenseRegularization(Branch):
         loss = self.regularizer(rows, labels, logits=logit_rows, classifier_weight=classifier_weight)
         return loss, PixelRows(rows.detach(), labels)
 
-    def cell_rows(self, features, label_map):
+    def cell_rows(self, features: torch.Tensor, label_map: torch.Tensor) -> "PixelRows":
         """Every cell of ``features`` as a row, labelled by the same rule (the statistics' rows, Eq. 9-10)."""
         labels = cell_labels(label_map.to(features.device), features.shape[-2:], self.sampling.ignore_index)
         return PixelRows(*cell_rows(features, labels))
 
 
-def build_dense_regularization(cfg, feat_dim, name="sem_seg"):
+def build_dense_regularization(cfg: Any, feat_dim: int, name: str = "sem_seg") -> DenseRegularization:
     """The :class:`DenseRegularization` of a semantic-segmentation head on ``feat_dim`` features, from
     ``MODEL.ADARAND`` (method, pixel keys), ``MODEL.SEM_SEG_HEAD`` (NUM_CLASSES, IGNORE_VALUE) and
     SOLVER.MAX_ITER (the prior's schedule); its noise stream is seeded from SEED (:func:`adarand.seeding.run_seed`)."""

@@ -18,7 +18,7 @@ Inference is Detectron2's own. :meth:`AdaRandHeadsMixin.statistics_rows` gives t
 statistics pass the same box-head features without computing any loss.
 """
 import math
-from typing import Dict, NamedTuple
+from typing import Any, Dict, NamedTuple
 
 import torch
 from detectron2.config import configurable
@@ -39,7 +39,7 @@ CASCADE_STAGES = ("all", "last")
 STATS_ROIS = ("gt", "proposals")
 
 
-def flat_dim(shape):
+def flat_dim(shape: Any) -> int:
     """Length of a box-head output (a ShapeSpec) once flattened."""
     return int(math.prod(s for s in (shape.channels, shape.height, shape.width) if s))
 
@@ -99,7 +99,8 @@ class AdaRandHeadsMixin:
     """
 
     @configurable
-    def __init__(self, *, adarand, prior_total_steps=None, noise_seed=None, **kwargs):
+    def __init__(self, *, adarand: dict, prior_total_steps: int | None = None, noise_seed: int | None = None,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         stages = adarand.get("CASCADE_STAGES", "last")
         if stages not in CASCADE_STAGES:
@@ -117,19 +118,19 @@ class AdaRandHeadsMixin:
         self.sampled_rows: Dict[BoxRegularization, BoxRows] = {}
 
     @classmethod
-    def from_config(cls, cfg, input_shape):
+    def from_config(cls, cfg: Any, input_shape: Any) -> dict:
         ret = super().from_config(cfg, input_shape)
         ret["adarand"] = dict(cfg.MODEL.ADARAND)
         ret["prior_total_steps"] = cfg.SOLVER.MAX_ITER
         ret["noise_seed"] = run_seed(cfg.SEED)
         return ret
 
-    def regularizations(self):
+    def regularizations(self) -> list[BoxRegularization]:
         """The regularizations of this head's box predictors, in stage order."""
         return [p.adarand for p in _as_list(self.box_predictor)
                 if isinstance(getattr(p, "adarand", None), BoxRegularization)]
 
-    def take_sampled_rows(self):
+    def take_sampled_rows(self) -> dict:
         """The record of the last training forward (:attr:`sampled_rows`), which is then forgotten.
 
         Returns:
@@ -139,7 +140,8 @@ class AdaRandHeadsMixin:
         return rows
 
     # -- training ---------------------------------------------------------------------------
-    def forward(self, images, features, proposals, targets=None):
+    def forward(self, images: Any, features: Dict[str, torch.Tensor], proposals: list,
+                targets: list | None = None) -> tuple:
         if not self.training:
             return super().forward(images, features, proposals, targets)
         if not targets:
@@ -195,13 +197,14 @@ class AdaRandHeadsMixin:
         return losses, rows
 
     # -- statistics (Eq. 9-10) --------------------------------------------------------------
-    def statistics_need_proposals(self, rois):
+    def statistics_need_proposals(self, rois: str) -> bool:
         """Whether :meth:`statistics_rows` with ``rois`` needs the RPN's proposals: ``"proposals"``, or a
         regularized background (whose rows are the sampled background ROIs)."""
         return rois == "proposals" or any(reg.regularize_background for reg in self.regularizations())
 
     @torch.no_grad()
-    def statistics_rows(self, features, proposals, targets, rois="gt"):
+    def statistics_rows(self, features: Dict[str, torch.Tensor], proposals: list | None, targets: list,
+                        rois: str = "gt") -> dict:
         """Box-head features and labels for the prior statistics (Eq. 9-10), per regularization.
 
         Args:
@@ -284,7 +287,7 @@ class AdaRandCascadeROIHeads(AdaRandHeadsMixin, CascadeROIHeads):
         return losses, rows
 
 
-def box_regularizations(model):
+def box_regularizations(model: nn.Module) -> list[BoxRegularization]:
     """Every :class:`BoxRegularization` of the model's ROI heads (cascade stages in order); [] when none."""
     heads = getattr(unwrap(model), "roi_heads", None)
     return heads.regularizations() if isinstance(heads, AdaRandHeadsMixin) else []

@@ -14,11 +14,12 @@ as ``SemanticSegmentor`` and ``PanopticFPN`` call it with the padded ground trut
 Inference is Detectron2's own. :meth:`AdaRandSemSegMixin.statistics_rows` gives the statistics pass
 every labelled cell of the same features without computing any loss.
 """
-from typing import Dict
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from detectron2.projects.deeplab import DeepLabV3Head, DeepLabV3PlusHead
@@ -49,30 +50,30 @@ class AdaRandSemSegMixin:
         self.sampled_rows: Dict[DenseRegularization, PixelRows] = {}
 
     @classmethod
-    def from_config(cls, cfg, input_shape):
+    def from_config(cls, cfg: Any, input_shape: Dict[str, ShapeSpec]) -> dict:
         ret = super().from_config(cfg, input_shape)
         ret["adarand"] = build_dense_regularization(cfg, cls.feature_channels(cfg))
         return ret
 
     @classmethod
-    def feature_channels(cls, cfg):
+    def feature_channels(cls, cfg: Any) -> int:
         """D, the channels of the predictor's input under ``cfg``."""
         raise NotImplementedError
 
-    def dense_features(self, features):
+    def dense_features(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """The predictor's input (B, D, H, W) from the backbone's feature maps."""
         raise NotImplementedError
 
-    def regularizations(self):
+    def regularizations(self) -> list[DenseRegularization]:
         """This head's one regularization."""
         return [self.adarand]
 
-    def take_sampled_rows(self):
+    def take_sampled_rows(self) -> dict:
         """The record of the last training forward, ``{branch: PixelRows}`` ({} when none ran since), then forgotten."""
         rows, self.sampled_rows = self.sampled_rows, {}
         return rows
 
-    def forward(self, features, targets=None):
+    def forward(self, features: Dict[str, torch.Tensor], targets: torch.Tensor | None = None) -> tuple:
         if not self.training:
             return super().forward(features, targets)
         step = torch.is_grad_enabled()  # PreciseBN's forwards (no_grad) neither record nor check
@@ -88,7 +89,7 @@ class AdaRandSemSegMixin:
         return None, losses
 
     @torch.no_grad()
-    def statistics_rows(self, features, targets):
+    def statistics_rows(self, features: Dict[str, torch.Tensor], targets: torch.Tensor) -> dict:
         """Every cell of the predictor's input with its label (the statistics, Eq. 9-10), ``{branch: PixelRows}``.
 
         Args:
@@ -102,10 +103,10 @@ class AdaRandSemSegFPNHead(AdaRandSemSegMixin, SemSegFPNHead):
     """Semantic FPN's head (Kirillov et al., Panoptic FPN): the sum of the scale heads (CONVS_DIM features) is regularized."""
 
     @classmethod
-    def feature_channels(cls, cfg):
+    def feature_channels(cls, cfg: Any) -> int:
         return cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM
 
-    def dense_features(self, features):
+    def dense_features(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.scale_heads[0](features[self.in_features[0]])
         for head, name in zip(self.scale_heads[1:], self.in_features[1:]):
             x = x + head(features[name])
@@ -118,11 +119,11 @@ class AdaRandDeepLabV3PlusHead(AdaRandSemSegMixin, DeepLabV3PlusHead):
     regularized."""
 
     @classmethod
-    def feature_channels(cls, cfg):
+    def feature_channels(cls, cfg: Any) -> int:
         head = cfg.MODEL.SEM_SEG_HEAD
         return head.CONVS_DIM if len(head.IN_FEATURES) > 1 else head.ASPP_CHANNELS
 
-    def dense_features(self, features):
+    def dense_features(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         for name in self.in_features[::-1]:  # top-down, from the ASPP to the finest level
             projected = self.decoder[name]["project_conv"](features[name])
             if self.decoder[name]["fuse_conv"] is None:
@@ -139,13 +140,13 @@ class AdaRandDeepLabV3Head(AdaRandSemSegMixin, DeepLabV3Head):
     ``from_config``): ours passes it on with the regularization built from the same cfg."""
 
     @classmethod
-    def from_config(cls, cfg, input_shape):
+    def from_config(cls, cfg: Any, input_shape: Dict[str, ShapeSpec]) -> dict:
         return {"cfg": cfg, "input_shape": input_shape,
                 "adarand": build_dense_regularization(cfg, cls.feature_channels(cfg))}
 
     @classmethod
-    def feature_channels(cls, cfg):
+    def feature_channels(cls, cfg: Any) -> int:
         return cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM  # the predictor's input (ASPP_CHANNELS must equal it)
 
-    def dense_features(self, features):
+    def dense_features(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         return self.aspp(features[self.in_features[0]])
