@@ -433,7 +433,7 @@ class AttachedRegularizer(nn.Module):
         self._queue = []
 
 
-def with_total_steps(method, options, total_steps):
+def with_total_steps(method: str, options: dict[str, Any], total_steps: Callable[[], int | None]) -> dict[str, Any]:
     """``options`` with ``total_steps`` defaulting to ``total_steps()`` where ``method`` takes that option.
 
     Args:

@@ -38,7 +38,7 @@ def stream_seed(*keys: int) -> int:
     return value >> 1
 
 
-def seeded_generator(seed: int, device="cpu"):
+def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed``.
 
     Args:
