@@ -165,7 +165,7 @@ def clear_history(output_dir: str) -> None:
         os.remove(path)
 
 
-def record_changes(output_dir: str, changes: Mapping[str, Any], unit: str, at: int) -> list[dict[str, Any]]:
+def record_changes(output_dir: str, changes: Mapping[str, Any] | None, unit: str, at: int) -> list[dict[str, Any]]:
     """Append the changes that take effect at ``unit`` (``"epoch"`` / ``"iter"``) ``at``; return the history."""
     history = read_history(output_dir)
     if changes:
