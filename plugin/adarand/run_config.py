@@ -165,7 +165,8 @@ def clear_history(output_dir: str) -> None:
         os.remove(path)
 
 
-def record_changes(output_dir: str, changes: Mapping[str, Any] | None, unit: str, at: int) -> list[dict[str, Any]]:
+def record_changes(output_dir: str, changes: Mapping[str, Any] | None, unit: str,
+                   at: int | None) -> list[dict[str, Any]]:
     """Append the changes that take effect at ``unit`` (``"epoch"`` / ``"iter"``) ``at``; return the history."""
     history = read_history(output_dir)
     if changes:
