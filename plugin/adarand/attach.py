@@ -203,7 +203,7 @@ class AttachedRegularizer(nn.Module):
         return f"head={self.head_name!r}, attached={self._handle is not None}{dense_repr}"
 
     @property
-    def seed(self):
+    def seed(self) -> int:
         """The noise stream's seed (a loaded checkpoint's, once one is loaded)."""
         return self.noise_stream.seed
 
@@ -421,7 +421,7 @@ class AttachedRegularizer(nn.Module):
         self._queue = []
 
 
-def with_total_steps(method, options, total_steps):
+def with_total_steps(method: str, options: dict[str, Any], total_steps: Callable[[], int | None]) -> dict[str, Any]:
     """``options`` with ``total_steps`` defaulting to ``total_steps()`` where ``method`` takes that option.
 
     Args:

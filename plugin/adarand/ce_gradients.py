@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from .ops.common import accumulation_dtype
 
 
-def ce_logit_residual(logits, labels) -> torch.Tensor:
+def ce_logit_residual(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``softmax(z_i) - onehot(y_i)``, the gradient of ``CE(z_i, y_i)`` w.r.t. the logits ``z_i`` (B x K).
 
     Args:

@@ -23,7 +23,7 @@ DEFAULT_IGNORE_INDEX = 255  # VOC's and torchvision's segmentation ignore value
 DEFAULT_PIXELS_PER_IMAGE = 256  # docs/library.md, "Dense heads", says how it was chosen
 
 
-def centre_index(size: int, source_size: int, device=None) -> torch.Tensor:
+def centre_index(size: int, source_size: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Index into ``source_size`` ground-truth pixels of the centre of each of ``size`` cells (one axis).
 
     Args:
@@ -35,7 +35,8 @@ def centre_index(size: int, source_size: int, device=None) -> torch.Tensor:
     return (torch.arange(size, device=device) * 2 + 1) * source_size // (2 * size)
 
 
-def cell_labels(label_map: torch.Tensor, size, ignore_index=DEFAULT_IGNORE_INDEX) -> torch.Tensor:
+def cell_labels(label_map: torch.Tensor, size: tuple[int, int],
+                ignore_index: object = DEFAULT_IGNORE_INDEX) -> torch.Tensor:
     """The label of each feature cell: the ground truth at its centre, ``ignore_index`` mapped to IGNORE_INDEX.
 
     Args:
@@ -64,7 +65,7 @@ def cell_labels(label_map: torch.Tensor, size, ignore_index=DEFAULT_IGNORE_INDEX
     return torch.where(labels == ignore_index, torch.full_like(labels, IGNORE_INDEX), labels)
 
 
-def cell_rows(features: torch.Tensor, labels: torch.Tensor):
+def cell_rows(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every cell as a row: ``(B*H*W, D)`` features and ``(B*H*W,)`` labels, cells in (b, h, w) order.
 
     Args:
@@ -76,8 +77,8 @@ def cell_rows(features: torch.Tensor, labels: torch.Tensor):
     return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]), labels.reshape(-1)
 
 
-def sample_pixels(labels: torch.Tensor, pixels_per_image: int, num_classes: int, balance="uniform",
-                  generator=None) -> torch.Tensor:
+def sample_pixels(labels: torch.Tensor, pixels_per_image: int, num_classes: int, balance: str = "uniform",
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw ``P = min(pixels_per_image, N)`` distinct cells per image on the device, no host sync.
 
     Weights: ``uniform`` gives every labelled cell weight 1; ``class`` gives a cell of class c weight
@@ -152,7 +153,9 @@ class PixelSampling:
                                               or not isinstance(self.ignore_index, int)):
             raise ValueError(f"ignore_index must be an int or None; got {self.ignore_index!r}")
 
-    def rows(self, features, logits, label_map, num_classes, generator=None):
+    def rows(self, features: torch.Tensor, logits: torch.Tensor | None, label_map: torch.Tensor, num_classes: int,
+             generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The drawn rows of a forward: ``(features, logits, labels, index)``.
 
         Args:

@@ -1,5 +1,6 @@
 """torch.distributed helpers that fall back to the single-process case when it is not in use."""
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,7 +48,7 @@ def all_reduce_sum_(*tensors: torch.Tensor) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
-def gather_objects(obj) -> list:
+def gather_objects(obj: Any) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects); ``[obj]`` alone."""
     if world_size() == 1:
         return [obj]

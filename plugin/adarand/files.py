@@ -21,13 +21,15 @@ import pickle
 import re
 import tempfile
 import zipfile
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 import torch
 
 LOCK_NAME = ".lock"
 TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # atomic_write's: "." + name + "." + mkstemp's 8 characters + ".tmp"
 logger = logging.getLogger(__name__)
+StrPath = str | os.PathLike[str]  # what the functions below take as a path
 _held_locks: dict[str, Any] = {}  # absolute output dir -> open lock file, kept for the life of the process
 
 
@@ -35,7 +37,7 @@ class UnsafeFileError(ValueError):
     """A file holds objects that ``torch.load(weights_only=True)`` refuses to build."""
 
 
-def load_torch(path, what="file", map_location="cpu"):
+def load_torch(path: StrPath, what: str = "file", map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name ``path`` (``what`` says what it is)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -67,7 +69,8 @@ class _AllowListUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_pickle(path, what="file", allowed=(), encoding="latin1"):
+def load_pickle(path: StrPath, what: str = "file", allowed: Iterable[tuple[str, str]] = (),
+                encoding: str = "latin1") -> Any:
     """Unpickle ``path`` allowing only the ``(module, name)`` globals in ``allowed`` (plain
     containers, numbers and strings need none), so a payload cannot run."""
     path = os.fspath(path)
@@ -92,7 +95,7 @@ def _umask():
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="wb"):
+def atomic_write(path: StrPath, mode: str = "wb") -> Iterator[IO[Any]]:
     """Yield a file object whose content replaces ``path`` only when the block completes.
 
     The temporary file is ``.<name>.<random>.tmp`` beside ``path`` (two writers never share
@@ -120,30 +123,30 @@ def atomic_write(path, mode="wb"):
         raise
 
 
-def save_torch(obj, path) -> None:
+def save_torch(obj: Any, path: StrPath) -> None:
     """``torch.save`` through :func:`atomic_write`."""
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
 
 
-def write_json(path, obj) -> None:
+def write_json(path: StrPath, obj: Any) -> None:
     """JSON (indented) through :func:`atomic_write`."""
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
 
 
-def write_text(path, text) -> None:
+def write_text(path: StrPath, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
 
 
-def save_figure(fig, path, **options) -> None:
+def save_figure(fig: Any, path: str, **options: Any) -> None:
     """A matplotlib figure through :func:`atomic_write` (format from the extension)."""
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format=os.path.splitext(path)[1].lstrip(".") or "png", **options)
 
 
-def save_image(image, path, **options) -> None:
+def save_image(image: Any, path: str, **options: Any) -> None:
     """A PIL image through :func:`atomic_write` (format from the extension)."""
     from PIL import Image
 
@@ -154,7 +157,7 @@ def save_image(image, path, **options) -> None:
         image.save(f, format=Image.registered_extensions()[extension], **options)
 
 
-def append_line(path, line: str) -> None:
+def append_line(path: StrPath, line: str) -> None:
     """Append ``line`` + newline under an exclusive lock, flushed to disk."""
     with open(path, "a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -170,7 +173,7 @@ class OutputDirInUse(RuntimeError):
     """Another process holds ``OUTPUT_DIR/.lock``, or the directory holds another run."""
 
 
-def lock_output_dir(output_dir) -> None:
+def lock_output_dir(output_dir: str) -> None:
     """Take ``output_dir/.lock`` (``flock``, exclusive, non-blocking) for the rest of this process.
 
     The kernel drops the lock when the last process sharing it exits, however it exits, so a crashed run
@@ -220,7 +223,7 @@ def _lock_refusal(output_dir, holder: str) -> str:
             "finish or choose a new OUTPUT_DIR")
 
 
-def release_output_dir(output_dir) -> None:
+def release_output_dir(output_dir: str) -> None:
     """Give the lock back before the process ends (tests, several runs in one process)."""
     f = _held_locks.pop(os.path.abspath(output_dir), None)
     if f is not None:
@@ -228,7 +231,7 @@ def release_output_dir(output_dir) -> None:
         f.close()
 
 
-def claim_output_dir(output_dir, resume: bool, checkpoint_names) -> None:
+def claim_output_dir(output_dir: str, resume: bool, checkpoint_names: Iterable[str]) -> None:
     """Lock ``output_dir`` and, unless ``resume``, refuse it when it holds one of ``checkpoint_names``; then remove
     the temporary files an interrupted save left there (:func:`remove_stale_temp_files`)."""
     lock_output_dir(output_dir)
@@ -244,7 +247,7 @@ def claim_output_dir(output_dir, resume: bool, checkpoint_names) -> None:
                        ", ".join(removed))
 
 
-def remove_stale_temp_files(directory):
+def remove_stale_temp_files(directory: StrPath) -> list[str]:
     """Delete the temporary files of :func:`atomic_write` in ``directory`` (not below it): a writer killed
     mid-save leaves one. Only regular files named as :func:`atomic_write` names them; call it only while
     holding the directory's lock (:func:`lock_output_dir`), when no writer of this run is alive.
@@ -261,7 +264,7 @@ def remove_stale_temp_files(directory):
     return sorted(removed)
 
 
-def move_aside(path) -> str:
+def move_aside(path: str) -> str:
     """Rename the directory ``path`` to ``<path>.old<k>`` (the first free k); returns the new name."""
     k = 1
     while os.path.exists(f"{path}.old{k}"):

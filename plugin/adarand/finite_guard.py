@@ -7,6 +7,8 @@ evaluation or a checkpoint); it raises ``FloatingPointError`` naming the term an
 iteration. :func:`check_finite_weights` does the same for a model's parameters and
 buffers, before anything is saved.
 """
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
 import torch
 
 
@@ -16,14 +18,16 @@ class FiniteGuard:
     ``scaled_by``: {term: the config keys that scale it}; the error then names the term(s) that went
     non-finite first and their keys (a term without an entry, e.g. the total, gets no advice)."""
 
-    def __init__(self, names, device=None, scaled_by=None):
+    def __init__(self, names: Iterable[str], device: torch.device | str | None = None,
+                 scaled_by: Mapping[str, str] | None = None):
         self.names = list(names)
         self.scaled_by = dict(scaled_by or {})
         self.first_bad = torch.full((len(self.names),), -1, dtype=torch.long, device=device)
-        self.last = None  # (iteration, the terms' values) of the latest update, kept on the device
+        # (iteration, the terms' values) of the latest update, kept on the device
+        self.last: tuple[int, torch.Tensor] | None = None
 
     @torch.no_grad()
-    def update(self, iteration: int, *terms) -> None:
+    def update(self, iteration: int, *terms: torch.Tensor) -> None:
         """Record ``terms`` (scalars, in the order of ``names``) of ``iteration``; no host sync."""
         values = torch.stack([t.detach().float().reshape(()) for t in terms]).to(self.first_bad.device)
         newly_bad = ~torch.isfinite(values) & (self.first_bad < 0)
@@ -42,7 +46,7 @@ class FiniteGuard:
             raise FloatingPointError(f"training diverged ({where}): non-finite loss term(s): {terms}. "
                                      f"Nothing was saved from this point; {self.advice(bad)}.")
 
-    def last_step_advice(self):
+    def last_step_advice(self) -> str | None:
         """When the weights went non-finite while every term stayed finite: the largest scaled term of the
         latest step and its keys (reads the values back; for error messages). ``None`` without one."""
         if self.last is None or not self.scaled_by:
@@ -54,7 +58,7 @@ class FiniteGuard:
         return (f"at iteration {iteration}, the last one recorded ({shown}), {name} was the largest term, lower "
                 f"what scales it: {self.scaled_by[name]}")
 
-    def advice(self, bad) -> str:
+    def advice(self, bad: Sequence[tuple[str, int]]) -> str:
         """What to lower: the keys scaling the term(s) that went non-finite first (the earliest iteration)."""
         first = min(it for _, it in bad)
         culprits = [(n, self.scaled_by[n]) for n, it in bad if it == first and n in self.scaled_by]
@@ -64,7 +68,8 @@ class FiniteGuard:
 
 
 @torch.no_grad()
-def check_finite_weights(module: torch.nn.Module, where: str, advice_fn=None) -> None:
+def check_finite_weights(module: torch.nn.Module, where: str,
+                         advice_fn: Callable[[], str | None] | None = None) -> None:
     """Raise ``FloatingPointError`` naming the first parameter/buffer of ``module`` with NaN/Inf
     (``advice_fn``: called only then, returns what to change; default, or None: "lower the learning rate")."""
     tensors = [(n, t) for n, t in list(module.named_parameters()) + list(module.named_buffers())

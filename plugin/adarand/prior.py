@@ -8,6 +8,7 @@ class-agnostic prior (RandReg) is the same module with all rows equal. AdaRand's
 alignment losses and the optimizer step on ``mu``, in one call (:meth:`AdaptivePrior.adapt`).
 """
 import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ class NonFinitePriorError(ValueError):
 
 
 @contextlib.contextmanager
-def naming_checkpoint(path):
+def naming_checkpoint(path: str | None) -> Iterator[None]:
     """Put ``path`` (the file being loaded; None: nothing) in front of a :class:`NonFinitePriorError` of the block."""
     try:
         yield

@@ -242,7 +242,7 @@ class RandomTargetRegression(Regularizer):
             self.prior.init_normal(0.0, 1.0)
 
     @property
-    def needs_stats(self):
+    def needs_stats(self) -> bool:  # type: ignore[override]  # a class attribute of the base
         return self.prior_init in ("pretrained", "class-conditional")
 
     def init_from_stats(self, stats: ClassStats) -> None:

@@ -11,8 +11,11 @@ Safe keys change neither what is trained nor how (loader workers, logging and ch
 periods, the output directory); the length of training (``SOLVER.EPOCHS`` / ``SOLVER.MAX_ITER``)
 may change to extend a run, and is recorded like any other change.
 """
+import argparse
 import json
 import os
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from typing import Any
 
 from .files import release_output_dir, write_json
 
@@ -32,7 +35,7 @@ class ConfigChanged(ValueError):
     """A resume, or a finished run, whose config differs from the one asked for."""
 
 
-def flatten(node, prefix=""):
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings (a ``CfgNode``, a loaded YAML) -> ``{"A.B": value}``; tuples become lists."""
     flat = {}
     for key, value in node.items():
@@ -50,7 +53,7 @@ def _plain(value):
     return value
 
 
-def cfg_as_recorded(cfg):
+def cfg_as_recorded(cfg: Any) -> dict[str, Any]:
     """A ``CfgNode`` flattened as its ``config.yaml`` reads back (same types on both sides)."""
     import yaml
 
@@ -70,7 +73,7 @@ def _tagged_as_text(loader, tag, node):
     return f"{tag} {value!r}"
 
 
-def read_recorded_config(output_dir):
+def read_recorded_config(output_dir: str) -> dict[str, Any] | None:
     """The flattened ``output_dir/config.yaml`` (safe loading; Python-tagged nodes kept as text);
     ``None`` when there is none."""
     import yaml
@@ -89,17 +92,18 @@ def read_recorded_config(output_dir):
             raise ValueError(f"{path}: not YAML ({err})") from None
 
 
-def config_changes(old, new, ignore=()):
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Container[str] = ()) -> dict[str, list[Any]]:
     """``{key: [old value, new value]}`` for every key whose value differs (``None`` = absent)."""
     return {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new))
             if k not in ignore and old.get(k) != new.get(k)}
 
 
-def describe(changes):
+def describe(changes: Mapping[str, Sequence[Any]]) -> str:
     return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
 
 
-def check_resume(output_dir, new, safe_keys, allow):
+def check_resume(output_dir: str, new: Mapping[str, Any], safe_keys: Sequence[str],
+                 allow: bool) -> dict[str, list[Any]]:
     """Changes of a resume of ``output_dir`` to the flattened config ``new``; refuses (``ConfigChanged``)
     any outside ``safe_keys`` unless ``allow``. Reads only."""
     old = read_recorded_config(output_dir)
@@ -118,7 +122,8 @@ def check_resume(output_dir, new, safe_keys, allow):
     return changes
 
 
-def add_resume_arguments(parser, safe_keys, unit):
+def add_resume_arguments(parser: argparse.ArgumentParser, safe_keys: Sequence[str],
+                         unit: str) -> argparse.ArgumentParser:
     """``--allow-config-change`` on an entry point's argument parser; ``unit``: what a change is recorded with."""
     parser.add_argument(ALLOW_OPTION, action="store_true",
                         help="--resume with a config that differs from the run's config.yaml in keys other than "
@@ -126,7 +131,8 @@ def add_resume_arguments(parser, safe_keys, unit):
     return parser
 
 
-def checked_resume_changes(output_dir, recorded, resuming, safe_keys, allow):
+def checked_resume_changes(output_dir: str, recorded: Callable[[], Mapping[str, Any]], resuming: bool,
+                           safe_keys: Sequence[str], allow: bool) -> dict[str, list[Any]] | None:
     """The config changes of a resume of the claimed ``output_dir`` (:func:`check_resume`); ``None`` when not
     ``resuming``, whose history of an earlier attempt is then cleared. ``recorded``: ``() ->`` the new config
     flattened as config.yaml will hold it, called only when resuming. A refusal releases ``output_dir``."""
@@ -140,7 +146,7 @@ def checked_resume_changes(output_dir, recorded, resuming, safe_keys, allow):
         raise
 
 
-def read_history(output_dir):
+def read_history(output_dir: str) -> list[dict[str, Any]]:
     """The recorded config changes of a run: ``[{"epoch"|"iter": n, "changes": {key: [old, new]}}]``."""
     path = os.path.join(output_dir, HISTORY_NAME)
     if not os.path.isfile(path):
@@ -152,14 +158,15 @@ def read_history(output_dir):
             raise ValueError(f"{path}: not JSON ({err})") from None
 
 
-def clear_history(output_dir):
+def clear_history(output_dir: str) -> None:
     """A new run in ``output_dir`` starts without the history of an earlier attempt."""
     path = os.path.join(output_dir, HISTORY_NAME)
     if os.path.isfile(path):
         os.remove(path)
 
 
-def record_changes(output_dir, changes, unit, at):
+def record_changes(output_dir: str, changes: Mapping[str, Any] | None, unit: str,
+                   at: int | None) -> list[dict[str, Any]]:
     """Append the changes that take effect at ``unit`` (``"epoch"`` / ``"iter"``) ``at``; return the history."""
     history = read_history(output_dir)
     if changes:
@@ -168,7 +175,7 @@ def record_changes(output_dir, changes, unit, at):
     return history
 
 
-def history_header(history):
+def history_header(history: Iterable[Mapping[str, Any]]) -> str:
     """YAML comments stating every change of the run's config and when it took effect."""
     lines = []
     for entry in history:

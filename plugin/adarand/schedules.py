@@ -11,18 +11,18 @@ import math
 SCHEDULES = ("cosine_7_16", "half_cosine", "constant")
 
 
-def cosine_7_16(step, total, warmup=0):
+def cosine_7_16(step: float, total: float, warmup: float = 0) -> float:
     if step < warmup:
         return step / max(1, warmup)
     progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
     return max(0.0, math.cos(math.pi * 7.0 / 16.0 * progress))
 
 
-def half_cosine(step, total):
+def half_cosine(step: float, total: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
-def lr_factor(schedule, step, total, warmup=0):
+def lr_factor(schedule: str, step: float, total: float, warmup: float = 0) -> float:
     """The factor of ``schedule`` (one of ``SCHEDULES``) at ``step``; ``constant`` is 1."""
     if schedule == "cosine_7_16":
         return cosine_7_16(step, total, warmup)

@@ -40,7 +40,7 @@ def stream_seed(*keys: int) -> int:
     return value >> 1
 
 
-def seeded_generator(seed: int, device="cpu"):
+def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed``.
 
     Args:
@@ -58,7 +58,7 @@ def run_seed(seed: int) -> int:
     return int(seed) if int(seed) >= 0 else torch.initial_seed()
 
 
-def name_keys(name: str):
+def name_keys(name: str) -> tuple[int, ...]:
     """Keys naming a stream by text (a regularization branch): its UTF-8 length, then its bytes (prefix-free, so two
     names never give the same keys)."""
     data = name.encode()
@@ -79,13 +79,13 @@ class NoiseStream:
         seed: the run's seed (default ``torch.initial_seed()``). keys: further ints naming the stream.
     """
 
-    def __init__(self, regularizer, seed=None, keys=()):
+    def __init__(self, regularizer: torch.nn.Module, seed: int | None = None, keys: tuple[int, ...] = ()):
         self.regularizer = regularizer
         self.seed = torch.initial_seed() if seed is None else int(seed)
         self.keys = tuple(keys)
         self._state = None  # a loaded generator state, applied when the generator is made
 
-    def generator(self, device):
+    def generator(self, device: torch.device) -> "torch.Generator | None":
         """The generator on ``device``: made (seeded, or from a loaded state) when missing or elsewhere; None on
         the meta device (shapes only, no numbers)."""
         if device.type == "meta":
@@ -100,7 +100,7 @@ class NoiseStream:
             self.regularizer.noise_generator = generator
         return generator
 
-    def save(self, destination, prefix):
+    def save(self, destination: dict, prefix: str) -> None:
         """Put ``noise_seed`` and the generator's state (``noise_state``, when there is one) into ``destination``."""
         generator = self.regularizer.noise_generator
         destination[prefix + "noise_seed"] = torch.tensor(self.seed, dtype=torch.int64)
@@ -108,7 +108,7 @@ class NoiseStream:
         if state is not None:
             destination[prefix + "noise_state"] = state
 
-    def load(self, state_dict, prefix):
+    def load(self, state_dict: dict, prefix: str) -> None:
         """Take ``noise_seed`` / ``noise_state`` out of ``state_dict`` (when present): the generator is made again
         from them at the next draw."""
         if prefix + "noise_seed" in state_dict:

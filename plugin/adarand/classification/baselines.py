@@ -28,6 +28,8 @@ Methods:
 """
 import contextlib
 import copy
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,9 +46,10 @@ DELTA_SCALES = ("delta", "mean")
 # BatchNorm statistics the attention is measured with: "target" (DELTA's code: its probe head trains with the
 # network in train mode, so the running statistics follow the target data), "pretrained" (our earlier default).
 DELTA_BN_STATS = ("target", "pretrained")
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (images, labels) batches
 
 
-def head_l2(params) -> torch.Tensor:
+def head_l2(params: Iterable[torch.Tensor]) -> torch.Tensor:
     """``||w_head||^2`` over the given head parameters (weight and bias)."""
     return sum(p.pow(2).sum() for p in params)
 
@@ -56,11 +59,11 @@ class Baseline(nn.Module):
 
     needs_data = False
 
-    def watch(self, images):
+    def watch(self, images: torch.Tensor) -> contextlib.AbstractContextManager[None]:
         """Context manager around the model's forward pass on ``images`` (nothing to watch here)."""
         return contextlib.nullcontext()
 
-    def init_from_data(self, fit_batches, probe_batches):
+    def init_from_data(self, fit_batches: Batches, probe_batches: Batches) -> None:
         """One-off initialisation from ``(images, labels)`` batches (nothing for this method)."""
 
 
@@ -76,7 +79,7 @@ class L2SP(Baseline):
         - Output: scalar (the inputs of ``forward`` are not used).
     """
 
-    def __init__(self, model, alpha=0.01, beta=0.01):
+    def __init__(self, model: nn.Module, alpha: float = 0.01, beta: float = 0.01):
         super().__init__()
         self.alpha = check_hyperparameter("alpha", alpha)
         self.beta = check_hyperparameter("beta", beta)
@@ -87,11 +90,12 @@ class L2SP(Baseline):
         for i, p in enumerate(self.params):
             self.register_buffer(f"start_{i}", p.detach().clone())
 
-    def starting_point(self):
+    def starting_point(self) -> dict[str, torch.Tensor]:
         """``{name: w^0}``, keyed like ``model.named_parameters()``."""
         return {name: getattr(self, f"start_{i}") for i, name in enumerate(self.names)}
 
-    def forward(self, features=None, labels=None, logits=None, classifier_weight=None):
+    def forward(self, features: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                logits: torch.Tensor | None = None, classifier_weight: torch.Tensor | None = None) -> torch.Tensor:
         drift = sum((p - getattr(self, f"start_{i}")).pow(2).sum() for i, p in enumerate(self.params))
         return 0.5 * self.alpha * drift + 0.5 * self.beta * head_l2(self.head_params)
 
@@ -137,7 +141,7 @@ def _resolve_layers(backbone, layers):
     return {name: modules[name] for name in layers}
 
 
-def delta_layers(backbone):
+def delta_layers(backbone: nn.Module) -> list[str]:
     """DELTA's layers for ``backbone``: the output of the last convolution of the last block of each
     ResNet stage, before its BatchNorm (``layer1.2.conv3`` ... ``layer4.2.conv3`` on a ResNet-50, as
     DELTA's code hooks them; ``conv2`` of basic blocks); the penultimate features ``[""]`` for other
@@ -155,7 +159,8 @@ def delta_layers(backbone):
     return layers
 
 
-def fit_linear_head(features, labels, num_classes, weight_decay=1e-4, max_iter=200):
+def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float = 1e-4,
+                    max_iter: int = 200) -> nn.Linear:
     """A new linear head on fixed features: argmin over (W, b) of ``CE(f W^T + b, y) + wd/2 ||W||^2``
     (L-BFGS from zero, deterministic).
 
@@ -184,7 +189,8 @@ def fit_linear_head(features, labels, num_classes, weight_decay=1e-4, max_iter=2
 
 
 @torch.no_grad()
-def channel_loss_increase(backbone, head, layers, batches, device=None):
+def channel_loss_increase(backbone: nn.Module, head: nn.Module, layers: Sequence[str], batches: Batches,
+                          device: torch.device | str | None = None) -> list[torch.Tensor]:
     """``dL_jc = mean_i [CE(head(f^{-jc}(x_i)), y_i) - CE(head(f(x_i)), y_i)]`` for every channel c of
     every layer j: the increase of the classification loss when channel c of layer j's output is
     set to zero (for a bias-free convolution: when its c-th filter is removed).
@@ -199,7 +205,9 @@ def channel_loss_increase(backbone, head, layers, batches, device=None):
         A list with one float64 tensor of shape (C_j,) per layer.
     """
     modules = _resolve_layers(backbone, layers)
-    sums, count, zeroed = None, 0, {"channel": None}
+    sums: list[torch.Tensor] | None = None
+    count = 0
+    zeroed: dict[str, int | None] = {"channel": None}
 
     def zero_channel(module, inputs, output):
         output = output.clone()
@@ -224,10 +232,10 @@ def channel_loss_increase(backbone, head, layers, batches, device=None):
         count += labels.shape[0]
     if not count:
         raise ValueError("delta: no images to compute the channel attention from")
-    return [s / count for s in sums]
+    return [s / count for s in sums]  # type: ignore[union-attr]  # count > 0: the first batch set sums
 
 
-def target_bn_statistics(backbone, batches):
+def target_bn_statistics(backbone: nn.Module, batches: Batches) -> nn.Module:
     """A copy of ``backbone`` in eval mode whose BatchNorm running statistics are re-estimated on
     ``batches`` of ``(images, labels)``: reset, then the average over the batches of their batch
     statistics (train-mode forward passes without gradient; batches of one image are skipped).
@@ -254,7 +262,8 @@ def target_bn_statistics(backbone, batches):
     return network.eval()
 
 
-def starting_loss_increase(backbone, layers, num_classes, fit_batches, probe_batches, bn_stats="target"):
+def starting_loss_increase(backbone: nn.Module, layers: Sequence[str], num_classes: int, fit_batches: Batches,
+                           probe_batches: Batches, bn_stats: str = "target") -> list[torch.Tensor]:
     """The loss increases DELTA's attention is made of: a linear head fitted to the frozen starting
     features of ``fit_batches`` (:func:`fit_linear_head`), then :func:`channel_loss_increase` over
     ``probe_batches``. ``bn_stats`` "target" (DELTA's code) first re-estimates the BatchNorm running
@@ -275,7 +284,7 @@ def starting_loss_increase(backbone, layers, num_classes, fit_batches, probe_bat
     return channel_loss_increase(backbone, head, layers, probe_batches, device)
 
 
-def attention_weights(loss_increase, mode="supervised-standardized"):
+def attention_weights(loss_increase: torch.Tensor, mode: str = "supervised-standardized") -> torch.Tensor:
     """Channel attention of one layer from its loss increases dL (shape C), scaled to mean 1.
 
     - ``supervised-standardized`` (DELTA's code, ``lixingjian/DELTA`` ``train.py``; the default):
@@ -329,8 +338,8 @@ class DELTA(Baseline):
 
     ATTENTION = ("supervised-standardized", "supervised", "none")
 
-    def __init__(self, model, alpha=0.01, beta=0.01, layers=(), attention="supervised-standardized",
-                 scale="delta", bn_stats="target"):
+    def __init__(self, model: nn.Module, alpha: float = 0.01, beta: float = 0.01, layers: Sequence[str] = (),
+                 attention: str = "supervised-standardized", scale: str = "delta", bn_stats: str = "target"):
         super().__init__()
         if attention not in self.ATTENTION:
             raise ValueError(f"delta: unknown attention {attention!r}; expected one of {self.ATTENTION}")
@@ -349,18 +358,19 @@ class DELTA(Baseline):
         self.reference = _resolve_layers(self.frozen, self.layers)
         for j in range(len(self.layers)):
             self.register_buffer(f"attention_{j}", None)
-        self._maps = None  # (live, reference) outputs of the last watched forward, until the next call
+        # (live, reference) outputs of the last watched forward, until the next call
+        self._maps: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
 
     @property
-    def needs_data(self):
+    def needs_data(self) -> bool:  # type: ignore[override]  # a class attribute of the base
         return self.attention != "none"
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> "DELTA":
         super().train(mode)
         self.frozen.eval()  # the reference network always runs with its pre-trained BN statistics
         return self
 
-    def init_from_data(self, fit_batches, probe_batches):
+    def init_from_data(self, fit_batches: Batches, probe_batches: Batches) -> None:
         """Compute the channel attention (see the class docstring) from ``(images, labels)`` batches."""
         if not self.needs_data:
             return
@@ -369,7 +379,7 @@ class DELTA(Baseline):
         for j, delta_loss in enumerate(increase):
             setattr(self, f"attention_{j}", attention_weights(delta_loss, self.attention).float())
 
-    def channel_weights(self):
+    def channel_weights(self) -> list[torch.Tensor | None]:
         """Per layer: the C_j channel weights, or None (every channel weighs 1)."""
         weights = [getattr(self, f"attention_{j}") for j in range(len(self.layers))]
         if self.needs_data and any(w is None for w in weights):
@@ -378,7 +388,7 @@ class DELTA(Baseline):
         return weights
 
     @contextlib.contextmanager
-    def watch(self, images):
+    def watch(self, images: torch.Tensor) -> Iterator[None]:
         """Run the frozen network on ``images``, then hook the live layers for the block's forward pass."""
         with torch.no_grad(), _capture(self.reference) as reference:
             self.frozen(images)
@@ -386,7 +396,8 @@ class DELTA(Baseline):
             yield
         self._maps = (live, reference)
 
-    def forward(self, features=None, labels=None, logits=None, classifier_weight=None):
+    def forward(self, features: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                logits: torch.Tensor | None = None, classifier_weight: torch.Tensor | None = None) -> torch.Tensor:
         if self._maps is None:
             raise RuntimeError("delta: run the model's forward pass inside `with baseline.watch(images):` "
                                "before computing the loss")
@@ -407,14 +418,15 @@ class BSS(Baseline):
         - features: (B, D); Output: scalar.
     """
 
-    def __init__(self, eta=0.001, k=1):
+    def __init__(self, eta: float = 0.001, k: int = 1):
         super().__init__()
         self.eta = check_hyperparameter("eta", eta)
         if int(k) != k or k < 1:
             raise ValueError(f"bss: k must be a positive integer; got {k!r}")
         self.k = int(k)
 
-    def forward(self, features, labels=None, logits=None, classifier_weight=None):
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None, logits: torch.Tensor | None = None,
+                classifier_weight: torch.Tensor | None = None) -> torch.Tensor:
         singular = torch.linalg.svdvals(features.to(accumulation_dtype(features.dtype)))  # descending
         return self.eta * singular[-self.k:].pow(2).sum()
 
@@ -426,17 +438,17 @@ def _bss(model, eta=0.001, k=1):
 _REGISTRY = Registry("baseline", {"l2sp": L2SP, "delta": DELTA, "bss": _bss}, leading=("model",))
 
 
-def available_baselines():
+def available_baselines() -> list[str]:
     """Names accepted by :func:`build_baseline`."""
     return _REGISTRY.names()
 
 
-def baseline_options(name):
+def baseline_options(name: str) -> dict[str, Any]:
     """The keyword options ``name`` accepts (beyond the model), with defaults."""
     return _REGISTRY.options(name)
 
 
-def build_baseline(name, model, **options):
+def build_baseline(name: str, model: nn.Module, **options: Any) -> Baseline:
     """The baseline ``name`` for ``model`` (an ``ImageClassifier``: ``backbone``, ``head``).
 
     Options (see :func:`baseline_options`): ``alpha``, ``beta`` (L2-SP, DELTA), ``layers``,

@@ -1,9 +1,13 @@
 """Builders: config -> data, loaders, model, regularizer, baseline (the optimizer and schedule: ``solver.py``)."""
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from fvcore.common.config import CfgNode
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 import adarand
@@ -15,7 +19,7 @@ from . import backbones, baselines, datasets, transforms
 class TransformedSubset(Dataset):
     """``dataset[indices[i]]`` with ``transform`` applied to the image (one raw dataset, many views)."""
 
-    def __init__(self, dataset, indices, transform):
+    def __init__(self, dataset: Any, indices: Iterable[int], transform: Callable[[Any], Any] | None):
         self.dataset, self.indices, self.transform = dataset, list(indices), transform
         self.targets = [dataset.targets[i] for i in self.indices]
 
@@ -30,7 +34,7 @@ class TransformedSubset(Dataset):
 class ShardSampler(Sampler):
     """Indices ``rank, rank + world, ...``: every sample on exactly one rank, no padding (evaluation)."""
 
-    def __init__(self, length, rank=0, world=1):
+    def __init__(self, length: int, rank: int = 0, world: int = 1):
         self.length, self.rank, self.world = length, rank, world
 
     def __iter__(self):
@@ -70,12 +74,12 @@ class Data:
     test_class_indices: list | None  # logits kept at test time (ImageNet-R/-A: 200 of 1000), None = all
 
 
-def raw_train_set(cfg):
+def raw_train_set(cfg: CfgNode) -> Any:
     """The training split without transforms (its size and classes size the model)."""
     return datasets.build_dataset(cfg.DATASET.NAME, cfg.DATASET.ROOT, "train")
 
 
-def build_data(cfg, raw, mean, std) -> Data:
+def build_data(cfg: CfgNode, raw: Any, mean: Sequence[float], std: Sequence[float]) -> Data:
     """Seeded per-class subset (DATASET.FRACTION) of ``raw``, then a seeded train/val split of it."""
     d = cfg.DATASET
     keep = list(range(len(raw.targets)))
@@ -99,7 +103,7 @@ def build_data(cfg, raw, mean, std) -> Data:
     )
 
 
-def extra_test_sets(cfg, mean, std):
+def extra_test_sets(cfg: CfgNode, mean: Sequence[float], std: Sequence[float]) -> list[tuple[str, Dataset]]:
     """``[(name, test split)]`` of DATASET.EXTRA_TESTS ("name" beside DATASET.ROOT, or "name=ROOT"),
     with the evaluation transforms."""
     eval_t = transforms.build_transforms(False, size=cfg.INPUT.SIZE, mean=mean, std=std)
@@ -111,20 +115,20 @@ def extra_test_sets(cfg, mean, std):
     return sets
 
 
-def build_model(cfg, num_classes):
+def build_model(cfg: CfgNode, num_classes: int) -> backbones.ImageClassifier:
     m = cfg.MODEL
     backbones.check_weights_file(m.WEIGHTS, m.BACKBONE, m.CHECKPOINT_FORMAT)
     return backbones.build_classifier(m.BACKBONE, num_classes, weights=m.WEIGHTS, checkpoint_format=m.CHECKPOINT_FORMAT)
 
 
-def normalization(cfg, model):
+def normalization(cfg: CfgNode, model: backbones.ImageClassifier) -> tuple[list[float], list[float]]:
     """INPUT.MEAN/STD when set, else the loaded weights' own normalisation."""
     mean = list(cfg.INPUT.MEAN) or list(model.input_mean)
     std = list(cfg.INPUT.STD) or list(model.input_std)
     return mean, std
 
 
-def train_loader(cfg, dataset, rank, world, generator):
+def train_loader(cfg: CfgNode, dataset: Dataset, rank: int, world: int, generator: torch.Generator) -> DataLoader:
     """Shuffled, split over ranks (:class:`EpochShuffleSampler`, call ``sampler.set_epoch``): the order
     of each epoch is its own stream of the training ``SEED``, so training seeds differ in data order and no
     (seed, epoch) repeats another's. DATASET.SEED fixes only the subset and the split."""
@@ -136,7 +140,7 @@ def train_loader(cfg, dataset, rank, world, generator):
                       generator=generator, persistent_workers=False, drop_last=cfg.DATALOADER.DROP_LAST)
 
 
-def eval_loader(cfg, dataset, rank, world, batch_size=None):
+def eval_loader(cfg: CfgNode, dataset: Dataset, rank: int, world: int, batch_size: int | None = None) -> DataLoader:
     """In order, each sample on one rank; its own generator so it never draws from the global RNG."""
     return DataLoader(dataset, batch_size=batch_size or cfg.TEST.BATCH_SIZE,
                       sampler=ShardSampler(len(dataset), rank, world),
@@ -144,12 +148,12 @@ def eval_loader(cfg, dataset, rank, world, batch_size=None):
                       generator=torch.Generator().manual_seed(0))
 
 
-def build_regularizer(cfg, num_classes, feat_dim, total_steps):
+def build_regularizer(cfg: CfgNode, num_classes: int, feat_dim: int, total_steps: int) -> adarand.Regularizer:
     """The core regularizer MODEL.ADARAND.METHOD (:func:`adarand.build_regularizer_from_config`)."""
     return adarand.build_regularizer_from_config(cfg.MODEL.ADARAND, num_classes, feat_dim, total_steps)
 
 
-def build_baseline(cfg, model):
+def build_baseline(cfg: CfgNode, model: nn.Module) -> baselines.Baseline | None:
     """The baseline BASELINE.METHOD for ``model`` with the options it accepts (None for "")."""
     b = cfg.BASELINE
     if not b.METHOD:
@@ -160,7 +164,7 @@ def build_baseline(cfg, model):
     return baselines.build_baseline(b.METHOD, model, **options)
 
 
-def baseline_data(cfg, data):
+def baseline_data(cfg: CfgNode, data: Data) -> tuple[DataLoader, DataLoader]:
     """``(fit_batches, probe_batches)`` for ``baseline.init_from_data``: every training image in an
     order drawn with DATASET.SEED (BatchNorm statistics estimated on these batches see mixed classes),
     and the first BASELINE.DELTA_ATTENTION_IMAGES of that order; eval transforms, and the whole set in

@@ -26,7 +26,7 @@ def _set_numpy_state(state: dict) -> None:
     np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
 
 
-def rng_state(loader_generator=None, noise_generator=None) -> dict:
+def rng_state(loader_generator: torch.Generator | None = None, noise_generator: torch.Generator | None = None) -> dict:
     """Python, NumPy, torch (CPU and every CUDA device), DataLoader and regularizer-noise generator states."""
     version, internal, gauss_next = random.getstate()
     state = {
@@ -42,7 +42,8 @@ def rng_state(loader_generator=None, noise_generator=None) -> dict:
     return state
 
 
-def set_rng_state(state: dict, loader_generator=None, noise_generator=None) -> None:
+def set_rng_state(state: dict, loader_generator: torch.Generator | None = None,
+                  noise_generator: torch.Generator | None = None) -> None:
     """Inverse of :func:`rng_state` (a checkpoint from before the noise had its own generator keeps the
     generator's fresh seed)."""
     py = state["python"]
@@ -57,7 +58,7 @@ def set_rng_state(state: dict, loader_generator=None, noise_generator=None) -> N
         noise_generator.set_state(state["noise"])
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
+def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     """Read a checkpoint written by this trainer (weights_only=True; errors name the file)."""
     ckpt = load_torch(path, what="checkpoint", map_location=map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:

@@ -17,8 +17,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch.distributed as dist
+from fvcore.common.config import CfgNode
 
 from adarand.distributed import init_from_env, is_distributed, rank
 from adarand.files import OutputDirInUse, UnsafeFileError, claim_output_dir, release_output_dir, write_json, \
@@ -31,6 +34,7 @@ from . import build
 from .backbones import load_strictly
 from .checkpoint import load_checkpoint
 from .config import load_cfg
+from .hooks import HookBase
 from .run_log import LOG_FORMAT, log_file
 from .trainer import ClassificationTrainer, seed_all
 
@@ -40,13 +44,13 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def reading_input():
+def reading_input() -> Iterator[None]:
     """Marks a ``ValueError`` / ``KeyError`` raised inside as the user's (the input checks' types), for
     :func:`is_user_error`; the exception itself passes unchanged."""
     try:
         yield
     except (ValueError, KeyError) as err:
-        err.adarand_user_input = True
+        err.adarand_user_input = True  # type: ignore[union-attr]  # a marker read by is_user_error
         raise
 
 
@@ -55,7 +59,7 @@ def is_user_error(err: BaseException) -> bool:
     return isinstance(err, USER_ERRORS) or getattr(err, "adarand_user_input", False)
 
 
-def check_option_order(opts):
+def check_option_order(opts: Sequence[str]) -> None:
     """An option after the KEY VALUE overrides lands among them (argparse's REMAINDER): name it."""
     misplaced = [token for token in opts if token.startswith("--")]
     if misplaced:
@@ -63,7 +67,7 @@ def check_option_order(opts):
                          "put options before the KEY VALUE overrides")
 
 
-def get_args_parser(description=None):
+def get_args_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="", metavar="FILE", help="YAML config (may name a _BASE_)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth when it exists")
@@ -76,7 +80,8 @@ def get_args_parser(description=None):
     return parser
 
 
-def train(cfg, resume=False, progress=True, extra_hooks=(), allow_config_change=False):
+def train(cfg: CfgNode, resume: bool = False, progress: bool = True, extra_hooks: Iterable[HookBase] = (),
+          allow_config_change: bool = False) -> dict[str, Any]:
     """Claim OUTPUT_DIR (one run per directory; refused when it holds another run's checkpoint
     unless ``resume``; a resume refused when the config differs from the run's, see
     :mod:`adarand.run_config`), write config.yaml, then ``ClassificationTrainer`` -> ``resume_or_load``
@@ -110,7 +115,7 @@ def train(cfg, resume=False, progress=True, extra_hooks=(), allow_config_change=
     return results
 
 
-def eval_only(cfg):
+def eval_only(cfg: CfgNode) -> dict[str, Any]:
     """Evaluate a checkpoint of this trainer (TEST.WEIGHTS, default OUTPUT_DIR/best.pth) on the test split."""
     device = init_from_env()
     seed_all(cfg.SEED)
@@ -133,13 +138,13 @@ def eval_only(cfg):
     return results
 
 
-def main(argv=None, description=None):
+def main(argv: Sequence[str] | None = None, description: str | None = None) -> dict[str, Any]:
     """Parse ``argv``, train (or evaluate with --eval-only) and print the results as one JSON line;
     errors propagate (:func:`console_main` is the console's entry point)."""
     return run(get_args_parser(description).parse_args(argv))
 
 
-def run(args):
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`main` after parsing; log records go to stderr in :data:`LOG_FORMAT`."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     with reading_input():
@@ -156,7 +161,7 @@ def run(args):
     return results
 
 
-def console_main(argv=None, description=None):
+def console_main(argv: Sequence[str] | None = None, description: str | None = None) -> dict[str, Any]:
     """:func:`main` for the console: a user error (:func:`is_user_error`) prints one ``error: ...`` line
     on stderr and exits with status 2 (``--debug``: its traceback instead); other errors keep theirs.
     Python warnings go to the log (and log.txt)."""

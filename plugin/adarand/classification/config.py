@@ -5,6 +5,8 @@ relative to themselves) and may only set keys defined here: an unknown key is an
 that names the file and the key. The paper configs (configs/classification/Base-*.yaml) set
 the official code's values; docs/fidelity.md lists them against the paper and these defaults.
 """
+from collections.abc import Sequence
+
 from fvcore.common.config import CfgNode as CN
 
 from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
@@ -145,7 +147,7 @@ def check_cfg(cfg: CN) -> None:
                          "expected >= 1")
 
 
-def load_cfg(config_file: str = "", opts=()) -> CN:
+def load_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CN:
     """Defaults, then ``config_file`` (with its ``_BASE_`` chain), then ``KEY VALUE`` overrides; frozen."""
     cfg = get_cfg()
     if config_file:

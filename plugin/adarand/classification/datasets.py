@@ -10,7 +10,9 @@ Layouts are listed in ``docs/classification_data.md``.
 import bisect
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -282,7 +284,7 @@ def _listing_line(files, path):
     return None
 
 
-def check_inside_root(ds, name, root):
+def check_inside_root(ds: Any, name: str, root: str) -> None:
     """Every image a data set's own index files list lies inside its directory: an entry such as
     ``../../elsewhere.jpg``, an absolute path, or one whose symbolic link leads out is an error naming the
     index file and the line. Real paths on both sides: the data set's directory may itself be a link
@@ -315,7 +317,7 @@ SPLIT_FILES = {
 }
 
 
-def check_unique_ids(name, root):
+def check_unique_ids(name: str, root: str) -> None:
     """No image id is listed twice in a split file torchvision reads for ``name`` (it would count twice);
     CUB's index files are checked as they are read."""
     for relative in SPLIT_FILES.get(name, ()):
@@ -331,7 +333,7 @@ def _imagenet(root, split, transform):
     return _folder(folders[split], _subfolders(folders["train"]), transform)
 
 
-def imagenet_wnids(root):
+def imagenet_wnids(root: str) -> list[str]:
     """The 1000 ImageNet-1k wnids in model class-index order (sorted), for a dataset at ``root``:
     read from ``<root>/wnids.txt`` (one wnid a line) or from the folders of ``<root>/../imagenet/train``."""
     listed, tree = Path(root) / "wnids.txt", Path(root).resolve().parent / "imagenet" / "train"
@@ -393,7 +395,7 @@ class Digits(Dataset):
 
     NUM_TRAIN = 1000
 
-    def __init__(self, split, transform=None, size=32):
+    def __init__(self, split: str, transform: Callable[[Any], Any] | None = None, size: int = 32):
         from sklearn.datasets import load_digits
 
         digits = load_digits()
@@ -410,7 +412,7 @@ class Digits(Dataset):
         return (self.transform(image) if self.transform else image), self.targets[index]
 
 
-def sample_path(ds, index):
+def sample_path(ds: Any, index: int) -> str:
     """The image file of sample ``index`` of any dataset built here ("" when it has none, e.g. digits)."""
     if isinstance(ds, ConcatDataset):
         part = bisect.bisect_right(ds.cumulative_sizes, index)
@@ -429,7 +431,7 @@ class NamedErrors(Dataset):
     Every other attribute (targets, classes, ...) is the wrapped dataset's.
     """
 
-    def __init__(self, dataset, name):
+    def __init__(self, dataset: Dataset, name: str):
         self.dataset, self.name = dataset, name
 
     def __getattr__(self, attr):
@@ -482,7 +484,8 @@ _REGISTRY = Registry("dataset", {
 DATASETS = tuple(_REGISTRY.names())
 
 
-def build_dataset(name, root, split, transform=None):
+def build_dataset(name: str, root: str | os.PathLike[str], split: str,
+                  transform: Callable[[Any], Any] | None = None) -> Dataset:
     """The ``split`` ("train" | "test") of dataset ``name`` (one of ``DATASETS``) read from ``root``."""
     builder = _REGISTRY.get(name)
     if split not in SPLITS:
@@ -492,7 +495,7 @@ def build_dataset(name, root, split, transform=None):
     return builder(name, os.path.expanduser(str(root)), split, transform)
 
 
-def restrict_logits(logits, class_indices):
+def restrict_logits(logits: torch.Tensor, class_indices: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
     """Keep the columns ``class_indices`` of 1000-way ImageNet logits (e.g. the 200 of ImageNet-R/-A),
     so ``argmax`` over the result is a label in the dataset's own class order."""
     index = torch.as_tensor(class_indices, dtype=torch.long, device=logits.device)
@@ -504,7 +507,8 @@ def _by_class(targets):
     return [np.flatnonzero(targets == c) for c in np.unique(targets)]
 
 
-def train_val_split(targets, val_fraction=0.1, seed=0):
+def train_val_split(targets: Sequence[int], val_fraction: float = 0.1,
+                    seed: int = 0) -> tuple[Sequence[int], Sequence[int]]:
     """Seeded stratified split with ``round(val_fraction * N)`` validation images in total.
 
     Largest-remainder apportionment over classes: class c gets ``floor(val_fraction * n_c)``
@@ -541,7 +545,7 @@ def train_val_split(targets, val_fraction=0.1, seed=0):
     return sorted(train), sorted(val)
 
 
-def per_class_subset(targets, fraction, seed=0):
+def per_class_subset(targets: Sequence[int], fraction: float, seed: int = 0) -> list[int]:
     """Seeded per-class sample keeping max(1, round(fraction * n_c)) indices of each class (sorted)."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction = {fraction}; expected 0 < x <= 1")

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import time
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -27,24 +28,24 @@ logger = logging.getLogger(__name__)
 class HookBase:
     """Does nothing at every event; subclasses override the ones they need."""
 
-    trainer = None
+    trainer: Any = None  # the ClassificationTrainer, set by its register_hooks
 
-    def before_train(self):
+    def before_train(self) -> None:
         pass
 
-    def after_train(self):
+    def after_train(self) -> None:
         pass
 
-    def before_epoch(self):
+    def before_epoch(self) -> None:
         pass
 
-    def after_epoch(self):
+    def after_epoch(self) -> None:
         pass
 
-    def before_step(self):
+    def before_step(self) -> None:
         pass
 
-    def after_step(self):
+    def after_step(self) -> None:
         pass
 
 
@@ -56,13 +57,14 @@ class PriorStep(HookBase):
     ``AdaRandPriorHook`` makes the same calls on the ROIs each box branch kept, as a Detectron2 hook
     (which this trainer does not need)."""
 
-    def __init__(self):
-        self.prior_loss_sum, self.prior_steps = None, 0  # this epoch's, on the device
+    def __init__(self) -> None:
+        self.prior_loss_sum: Any = None  # this epoch's, on the device (a tensor from the first prior step on)
+        self.prior_steps = 0
 
-    def before_epoch(self):
+    def before_epoch(self) -> None:
         self.prior_loss_sum, self.prior_steps = None, 0
 
-    def after_step(self):
+    def after_step(self) -> None:
         out = self.trainer.step_outputs
         prior_loss = self.trainer.regularizer.step(out.features, out.labels)
         if prior_loss is not None:
@@ -70,7 +72,7 @@ class PriorStep(HookBase):
             self.prior_loss_sum = prior_loss if self.prior_loss_sum is None else self.prior_loss_sum + prior_loss
             self.prior_steps += 1
 
-    def after_epoch(self):
+    def after_epoch(self) -> None:
         self.trainer.regularizer.on_epoch_end()
         if self.prior_steps:
             self.trainer.epoch_record["adarand/prior_loss"] = self.prior_loss_sum.item() / self.prior_steps
@@ -79,14 +81,14 @@ class PriorStep(HookBase):
 class LRScheduler(HookBase):
     """Steps the scheduler after every optimizer step (``per_iteration``) or once per epoch."""
 
-    def __init__(self, per_iteration):
+    def __init__(self, per_iteration: bool):
         self.per_iteration = per_iteration
 
-    def after_step(self):
+    def after_step(self) -> None:
         if self.per_iteration:
             self.trainer.scheduler.step()
 
-    def after_epoch(self):
+    def after_epoch(self) -> None:
         if not self.per_iteration:
             self.trainer.scheduler.step()
 
@@ -102,10 +104,10 @@ class TrainingMetrics(HookBase):
     per-batch diagnostics (Sec. 4.2, Fig. 2) of the training features averaged over the epoch.
     """
 
-    def __init__(self, log_period, diagnostics, progress):
+    def __init__(self, log_period: int, diagnostics: bool, progress: bool):
         self.log_period, self.diagnostics, self.progress = log_period, diagnostics, progress
 
-    def before_epoch(self):
+    def before_epoch(self) -> None:
         t = self.trainer
         self.sums = torch.zeros(6, dtype=torch.float64, device=t.device)  # loss, ce, reg, baseline, correct, n
         self.features = adarand.TrainingDiagnostics(t.device) if self.diagnostics else None
@@ -113,7 +115,7 @@ class TrainingMetrics(HookBase):
                         disable=not self.progress, leave=False)
         self.start = time.perf_counter()
 
-    def after_step(self):
+    def after_step(self) -> None:
         t, out = self.trainer, self.trainer.step_outputs
         if self.features is not None:
             self.features.update(out.features, out.logits, out.labels)
@@ -127,7 +129,7 @@ class TrainingMetrics(HookBase):
                 self.bar.set_postfix({"loss": f"{s[0] / s[5]:.3f}", "ce": f"{s[1] / s[5]:.3f}",
                                       "reg": f"{s[2] / s[5]:.4g}", "acc": f"{s[4] / s[5]:.3f}"})
 
-    def after_epoch(self):
+    def after_epoch(self) -> None:
         t = self.trainer
         self.bar.close()
         counters = t.regularizer.check_device_errors()
@@ -154,10 +156,10 @@ class Validation(HookBase):
     epoch; ``best.pth`` holds the best validation epoch. Without a validation split the last
     epoch is the selected model. The test split is never looked at here."""
 
-    def __init__(self, diagnostics):
+    def __init__(self, diagnostics: bool):
         self.diagnostics = diagnostics
 
-    def after_epoch(self):
+    def after_epoch(self) -> None:
         t = self.trainer
         if t.val_loader is None:
             if t.epoch + 1 == t.cfg.SOLVER.EPOCHS:
@@ -185,7 +187,7 @@ class Validation(HookBase):
 class PeriodicCheckpointer(HookBase):
     """``last.pth`` after every epoch (atomic): everything :meth:`resume_or_load` needs to continue."""
 
-    def after_epoch(self):
+    def after_epoch(self) -> None:
         t = self.trainer
         t.history.append(t.epoch_record)
         state = t.checkpoint_state()  # a collective (every rank's RNG state): all ranks take part
@@ -197,15 +199,15 @@ class MetricsWriter(HookBase):
     """The epoch record to ``metrics.jsonl`` and TensorBoard (:class:`RunLog`) and as one log line
     (:func:`epoch_line`), on rank 0."""
 
-    def before_train(self):
+    def before_train(self) -> None:
         t = self.trainer
         self.log = RunLog(t.cfg.OUTPUT_DIR, t.history, enabled=t.rank == 0)
 
-    def after_epoch(self):
+    def after_epoch(self) -> None:
         t = self.trainer
         self.log.log(t.epoch_record)
         if t.rank == 0:
             logger.info(epoch_line(t.epoch_record, t.cfg.SOLVER.EPOCHS, baseline=t.baseline is not None))
 
-    def after_train(self):
+    def after_train(self) -> None:
         self.log.close()

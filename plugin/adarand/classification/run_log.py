@@ -11,6 +11,8 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from adarand.files import append_line, write_text
 
@@ -21,7 +23,7 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"  # the console's 
 
 
 @contextlib.contextmanager
-def log_file(output_dir):
+def log_file(output_dir: str) -> Iterator[None]:
     """Within the block the root logger's records also go to ``output_dir/log.txt`` (appended, so a
     resumed run continues it, as Detectron2's ``setup_logger``), in :data:`LOG_FORMAT`, the
     ``adarand`` loggers' from INFO up whatever the root's level; an exception that ends the block is
@@ -60,7 +62,7 @@ class RunLog:
     """Writes on rank 0 only. ``history`` (the records of earlier epochs, from a checkpoint)
     replaces whatever ``metrics.jsonl`` holds, so a resumed run has no duplicate epochs."""
 
-    def __init__(self, output_dir, history=(), enabled=True):
+    def __init__(self, output_dir: str, history: Iterable[dict[str, Any]] = (), enabled: bool = True):
         self.path = os.path.join(output_dir, "metrics.jsonl")
         self.history = list(history)
         self.enabled = enabled
@@ -90,7 +92,7 @@ class RunLog:
             self.writer.close()
 
 
-def read_jsonl(path) -> list:
+def read_jsonl(path: str) -> list:
     """The JSON objects of a JSON-lines file (blank lines skipped); errors name the file."""
     with open(path) as f:
         try:
@@ -99,7 +101,7 @@ def read_jsonl(path) -> list:
             raise ValueError(f"{path}: not JSON lines ({err})") from None
 
 
-def read_metrics(run_dir) -> list:
+def read_metrics(run_dir: str) -> list:
     """The per-epoch records of a run directory (``metrics.jsonl``), former key names read as today's
     (:data:`FORMER_KEYS`)."""
     path = os.path.join(run_dir, "metrics.jsonl")
@@ -108,7 +110,7 @@ def read_metrics(run_dir) -> list:
     return [{FORMER_KEYS.get(key, key): value for key, value in record.items()} for record in read_jsonl(path)]
 
 
-def read_results(path, metric=None) -> dict:
+def read_results(path: str, metric: str | None = None) -> dict:
     """A finished run's ``results.json``: the file itself, or the run directory holding it. A file that
     is not a JSON object is an error naming it; with ``metric``, so is one without a valid value of
     it (:func:`result_metric`)."""
@@ -126,7 +128,7 @@ def read_results(path, metric=None) -> dict:
     return result
 
 
-def result_metric(result, metric, source) -> float:
+def result_metric(result: Mapping[str, Any], metric: str, source: object) -> float:
     """``result[metric]``, an accuracy in [0, 1]; a missing, non-numeric, non-finite or out-of-range
     value is an error naming ``source`` (the results.json it was read from)."""
     value = result.get(metric)
@@ -138,7 +140,7 @@ def result_metric(result, metric, source) -> float:
     return float(value)
 
 
-def find_results(paths) -> list:
+def find_results(paths: Iterable[str]) -> list:
     """The ``results.json`` files of ``paths``: run directories, or folders searched for them."""
     files = []
     for path in paths:

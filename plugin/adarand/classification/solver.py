@@ -4,8 +4,10 @@
 ``SOLVER.OPTIMIZER`` and ``SOLVER.LR_SCHEDULE``.
 """
 import functools
+from typing import Any
 
 import torch
+from fvcore.common.config import CfgNode
 from torch import nn
 
 from adarand.registry import Registry
@@ -23,13 +25,13 @@ def _adamw(params, s):
 OPTIMIZERS = Registry("optimizer (config key SOLVER.OPTIMIZER)", {"sgd": _sgd, "adamw": _adamw})
 
 
-def build_optimizer(cfg, model: nn.Module):
+def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     """``OPTIMIZERS[SOLVER.OPTIMIZER]`` over the trainable parameters, with the SOLVER's hyperparameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     return OPTIMIZERS.get(cfg.SOLVER.OPTIMIZER)(params, cfg.SOLVER)
 
 
-def schedule_per_iteration(cfg):
+def schedule_per_iteration(cfg: CfgNode) -> bool:
     """True when the scheduler is stepped after every optimizer step, False once per epoch."""
     return cfg.SOLVER.LR_SCHEDULE == "cosine_7_16"
 
@@ -51,7 +53,7 @@ SCHEDULERS = Registry("learning-rate schedule (config key SOLVER.LR_SCHEDULE)",
                       {"multistep": _multistep, "cosine": _cosine, "cosine_7_16": _cosine_7_16})
 
 
-def build_scheduler(cfg, optimizer, iters_per_epoch):
+def build_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer, iters_per_epoch: int) -> Any:
     """multistep (x GAMMA at MILESTONES) and cosine (to 0 over EPOCHS) step per epoch;
     cosine_7_16 steps per iteration: ``adarand.schedules.cosine_7_16`` over EPOCHS * iters_per_epoch
     iterations after WARMUP_ITERS of linear warm-up. ``SCHEDULERS[SOLVER.LR_SCHEDULE]``."""

@@ -7,9 +7,12 @@ Running sums (:func:`accumulate_step_`) and the divergence flags (:func:`new_gua
 device; the trainer's hooks read them back every ``LOG_PERIOD`` steps and at the end of an epoch.
 """
 import contextlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from fvcore.common.config import CfgNode
 from torch import nn
 from tqdm import tqdm
 
@@ -24,22 +27,23 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class FeaturesAndLogits(nn.Module):
     """``forward`` = ``model.forward_features``, so DDP sees the call that builds the graph."""
 
-    def __init__(self, model):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images):
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.forward_features(images)
 
 
-def autocast(cfg, device):
+def autocast(cfg: CfgNode, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """bf16/fp16 autocast on CUDA when AMP asks for it; a no-op context otherwise."""
     if device.type == "cuda" and cfg.AMP in AMP_DTYPES:
         return torch.autocast("cuda", dtype=AMP_DTYPES[cfg.AMP])
     return contextlib.nullcontext()
 
 
-def to_device(cfg, images, labels, device):
+def to_device(cfg: CfgNode, images: torch.Tensor, labels: torch.Tensor,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     images = images.to(device, non_blocking=True)
     if device.type == "cuda" and cfg.CHANNELS_LAST:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -47,7 +51,8 @@ def to_device(cfg, images, labels, device):
 
 
 @torch.no_grad()
-def accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels):
+def accumulate_step_(sums: torch.Tensor, loss: torch.Tensor, ce: torch.Tensor, reg_loss: torch.Tensor,
+                     base_loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
     """``sums += [loss n, ce n, reg n, baseline n, correct, n]`` for a batch of n, all on the device.
 
     ``n`` multiplies device tensors as a host scalar (a kernel argument): no tensor is built
@@ -58,7 +63,7 @@ def accumulate_step_(sums, loss, ce, reg_loss, base_loss, logits, labels):
     sums += torch.stack([loss * n, ce * n, reg_loss * n, base_loss * n, correct, torch.ones_like(correct) * n])
 
 
-def set_train_mode(cfg, net, baseline):
+def set_train_mode(cfg: CfgNode, net: nn.Module, baseline: nn.Module | None) -> None:
     """Training mode; BatchNorm kept in eval mode when MODEL.FREEZE_BN."""
     net.train()
     if cfg.MODEL.FREEZE_BN:
@@ -75,12 +80,12 @@ TERM_KEYS = {"ce": "SOLVER.BASE_LR", "regularizer": "MODEL.ADARAND.LAMBDA (its w
              "baseline": "BASELINE.ALPHA / BASELINE.BETA / BASELINE.BSS_ETA (its weights), SOLVER.BASE_LR"}
 
 
-def new_guard(device):
+def new_guard(device: torch.device) -> FiniteGuard:
     """Divergence flags of the loss terms of a step (:data:`LOSS_TERMS`)."""
     return FiniteGuard(LOSS_TERMS, device, scaled_by=TERM_KEYS)
 
 
-def check_diverged(guard, where, *modules):
+def check_diverged(guard: FiniteGuard, where: str, *modules: nn.Module) -> None:
     """``FloatingPointError`` when a loss term or a weight/buffer of ``modules`` went non-finite."""
     guard.check(where)
     for module in modules:
@@ -97,13 +102,15 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(cfg, model, loader, num_classes, device, class_indices=None, keep_features=False, progress=True):
+def evaluate(cfg: CfgNode, model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+             device: torch.device, class_indices: Sequence[int] | None = None, keep_features: bool = False,
+             progress: bool = True) -> Evaluation:
     """Top-1 and mean per-class accuracy (counts summed over ranks). ``class_indices`` keeps
     only those logits (ImageNet-R/-A: 200 of the 1000 ImageNet classes)."""
     model.eval()
     correct = torch.zeros(num_classes, dtype=torch.float64, device=device)
     total = torch.zeros(num_classes, dtype=torch.float64, device=device)
-    kept = {"features": [], "logits": [], "labels": []}
+    kept: dict[str, list[torch.Tensor]] = {"features": [], "logits": [], "labels": []}
     for images, labels in tqdm(loader, desc="eval", disable=not progress, leave=False):
         images, labels = to_device(cfg, images, labels, device)
         with autocast(cfg, device):

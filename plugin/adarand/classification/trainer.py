@@ -25,11 +25,16 @@ import logging
 import os
 import random
 from collections import namedtuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fvcore.common.config import CfgNode
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 
 import adarand
 from adarand.distributed import gather_objects, init_from_env, rank, world_size
@@ -40,20 +45,21 @@ from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build, hooks, solver
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .steps import FeaturesAndLogits, autocast, check_diverged, evaluate, new_guard, set_train_mode, to_device
+from .steps import Evaluation, FeaturesAndLogits, autocast, check_diverged, evaluate, new_guard, set_train_mode, \
+    to_device
 
 # What one step leaves for the hooks, all detached: the loss terms, the logits, the features, the labels.
 StepOutputs = namedtuple("StepOutputs", "loss ce reg_loss base_loss logits features labels")
 logger = logging.getLogger(__name__)
 
 
-def seed_all(seed):
+def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def stats_identity(cfg, model, data):
+def stats_identity(cfg: CfgNode, model: nn.Module, data: build.Data) -> dict[str, Any]:
     """What the class statistics depend on: extractor, its weights, the images and their transform."""
     d = cfg.DATASET
     return {"trainer": "classification", "backbone": cfg.MODEL.BACKBONE, "weights": cfg.MODEL.WEIGHTS,
@@ -63,7 +69,8 @@ def stats_identity(cfg, model, data):
             "transform": repr(data.train_eval.transform)}
 
 
-def class_stats(cfg, model, data, device, progress=True):
+def class_stats(cfg: CfgNode, model: nn.Module, data: build.Data, device: torch.device,
+                progress: bool = True) -> adarand.ClassStats:
     """Pre-trained class statistics over the training split (eval mode, eval transforms), cached in
     OUTPUT_DIR/class_stats.pt and reused only when produced by the same extractor, weights and data;
     announced in the log (how many images; then reused or computed), a progress bar on rank 0 when ``progress``."""
@@ -80,7 +87,7 @@ def class_stats(cfg, model, data, device, progress=True):
                                  compute, num_classes=data.num_classes, feat_dim=model.feat_dim, save=rank() == 0)
 
 
-def method_name(cfg):
+def method_name(cfg: CfgNode) -> str:
     """Row label of the summary table: the regularizer, plus the baseline when one is used."""
     parts = [cfg.MODEL.ADARAND.METHOD] if cfg.MODEL.ADARAND.METHOD != "none" else []
     parts += [cfg.BASELINE.METHOD] if cfg.BASELINE.METHOD else []
@@ -90,7 +97,7 @@ def method_name(cfg):
 class ClassificationTrainer:
     """Builds everything from a frozen config, trains in epochs of :meth:`run_step`, fires the hooks."""
 
-    def __init__(self, cfg, progress=True):
+    def __init__(self, cfg: CfgNode, progress: bool = True):
         self.cfg, self.progress = cfg, progress and rank() == 0
         self.device = init_from_env()
         self.rank, self.world = rank(), world_size()
@@ -119,18 +126,21 @@ class ClassificationTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda" and cfg.AMP == "fp16")
         self.guard = new_guard(self.device)  # divergence flags on the device, checked before evaluation and saving
         self.start_epoch, self.epoch, self.inner_iter = 0, 0, 0
-        self.best_top1, self.best_epoch, self.history, self.epoch_record = -1.0, -1, [], {}
-        self.config_changes = []  # changes of the config on --resume, with their epoch (adarand.run_config)
-        self._hooks = []
+        self.best_top1, self.best_epoch = -1.0, -1
+        self.history: list[dict[str, Any]] = []
+        self.epoch_record: dict[str, Any] = {}
+        # changes of the config on --resume, with their epoch (adarand.run_config)
+        self.config_changes: list[dict[str, Any]] = []
+        self._hooks: list[hooks.HookBase] = []
         self.register_hooks(self.build_hooks())
 
     # ---- builders (override one to change one part) -------------------------------------------------
     @classmethod
-    def build_model(cls, cfg, num_classes):
+    def build_model(cls, cfg: CfgNode, num_classes: int) -> nn.Module:
         return build.build_model(cfg, num_classes)
 
     @classmethod
-    def build_train_loader(cls, cfg, dataset, generator):
+    def build_train_loader(cls, cfg: CfgNode, dataset: Dataset, generator: torch.Generator) -> DataLoader:
         if len(dataset) == 0:
             raise ValueError(f"the training split of {cfg.DATASET.NAME!r} under {cfg.DATASET.ROOT!r} is empty")
         loader = build.train_loader(cfg, dataset, rank(), world_size(), generator)
@@ -140,32 +150,32 @@ class ClassificationTrainer:
         return loader
 
     @classmethod
-    def build_test_loader(cls, cfg, dataset):
+    def build_test_loader(cls, cfg: CfgNode, dataset: Dataset) -> DataLoader:
         return build.eval_loader(cfg, dataset, rank(), world_size())
 
     @classmethod
-    def build_regularizer(cls, cfg, num_classes, feat_dim, total_steps):
+    def build_regularizer(cls, cfg: CfgNode, num_classes: int, feat_dim: int, total_steps: int) -> adarand.Regularizer:
         return build.build_regularizer(cfg, num_classes, feat_dim, total_steps)
 
     @classmethod
-    def build_baseline(cls, cfg, model):
+    def build_baseline(cls, cfg: CfgNode, model: nn.Module) -> nn.Module | None:
         return build.build_baseline(cfg, model)
 
     @classmethod
-    def build_optimizer(cls, cfg, model):
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
         return solver.build_optimizer(cfg, model)
 
     @classmethod
-    def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer, iters_per_epoch: int) -> Any:
         return solver.build_scheduler(cfg, optimizer, iters_per_epoch)
 
-    def build_hooks(self):
+    def build_hooks(self) -> list[hooks.HookBase]:
         cfg = self.cfg
         return [hooks.PriorStep(), hooks.LRScheduler(solver.schedule_per_iteration(cfg)),
                 hooks.TrainingMetrics(cfg.LOG_PERIOD, cfg.DIAGNOSTICS, self.progress),
                 hooks.Validation(cfg.DIAGNOSTICS), hooks.PeriodicCheckpointer(), hooks.MetricsWriter()]
 
-    def register_hooks(self, hook_list):
+    def register_hooks(self, hook_list: Iterable[hooks.HookBase | None]) -> None:
         """Append hooks (``None`` entries are skipped); they run in the order registered."""
         for hook in hook_list:
             if hook is not None:
@@ -173,7 +183,7 @@ class ClassificationTrainer:
                 self._hooks.append(hook)
 
     # ---- state -------------------------------------------------------------------------------------
-    def resume_or_load(self, resume=True):
+    def resume_or_load(self, resume: bool = True) -> None:
         """Initialise what starts from the data (class statistics, DELTA's attention: recomputed
         identically on resume), then continue from OUTPUT_DIR/last.pth when ``resume`` and it exists."""
         cfg = self.cfg
@@ -187,7 +197,7 @@ class ClassificationTrainer:
             with naming_checkpoint(last):  # a prior with NaN/Inf is refused, naming the file
                 self.load_checkpoint_state(load_checkpoint(last))  # CPU: RNG states must stay CPU tensors
 
-    def seed_streams(self):
+    def seed_streams(self) -> None:
         """Each rank's augmentation (the global RNGs), loader workers and regularizer noise: one
         :func:`adarand.seeding.stream_seed` each of (SEED, rank), so no seed or rank repeats another's."""
         key = (self.cfg.SEED, self.rank)
@@ -195,7 +205,7 @@ class ClassificationTrainer:
         self.generator.manual_seed(stream_seed(LOADER, *key))
         self.noise_generator.manual_seed(stream_seed(NOISE, *key))
 
-    def checkpoint_state(self):
+    def checkpoint_state(self) -> dict[str, Any]:
         """Everything needed to continue after this epoch (every rank's RNG states: a collective)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
@@ -203,7 +213,7 @@ class ClassificationTrainer:
                 "epoch": self.epoch, "best_top1": self.best_top1, "best_epoch": self.best_epoch,
                 "history": self.history}
 
-    def load_checkpoint_state(self, ckpt):
+    def load_checkpoint_state(self, ckpt: Mapping[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -217,10 +227,10 @@ class ClassificationTrainer:
 
     # ---- loop --------------------------------------------------------------------------------------
     @property
-    def where(self):
+    def where(self) -> str:
         return f"epoch {self.epoch + 1}"
 
-    def train(self):
+    def train(self) -> dict[str, Any]:
         """Epochs ``start_epoch .. SOLVER.EPOCHS - 1`` of :meth:`run_step`, then the single test
         evaluation of the selected model; returns the results (also written to results.json)."""
         self.before_train()
@@ -241,28 +251,28 @@ class ClassificationTrainer:
             self.after_train()
         return self.test_selected_model()
 
-    def before_epoch(self):
+    def before_epoch(self) -> None:
         self.train_loader.sampler.set_epoch(self.epoch)
         self.epoch_record = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
         set_train_mode(self.cfg, self.net, self.baseline)
         self._call_hooks("before_epoch")
 
-    def before_train(self):
+    def before_train(self) -> None:
         self._call_hooks("before_train")
 
-    def after_train(self):
+    def after_train(self) -> None:
         self._call_hooks("after_train")
 
-    def after_epoch(self):
+    def after_epoch(self) -> None:
         self._call_hooks("after_epoch")
 
-    def before_step(self):
+    def before_step(self) -> None:
         self._call_hooks("before_step")
 
-    def after_step(self):
+    def after_step(self) -> None:
         self._call_hooks("after_step")
 
-    def run_step(self, batch):
+    def run_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         """One optimisation step of Eq. 1: CE + regularizer + baseline, optimizer step; the detached
         outputs go to ``self.step_outputs`` for the hooks (the prior step among them)."""
         images, labels = to_device(self.cfg, *batch, self.device)
@@ -290,13 +300,14 @@ class ClassificationTrainer:
 
     # ---- evaluation --------------------------------------------------------------------------------
     @classmethod
-    def test(cls, cfg, model, loader, num_classes, class_indices=None, keep_features=False):
+    def test(cls, cfg: CfgNode, model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+             class_indices: Sequence[int] | None = None, keep_features: bool = False) -> Evaluation:
         """Top-1 and mean per-class accuracy of ``model`` on ``loader`` (an :class:`engine.Evaluation`)."""
         device = next(model.parameters()).device
         return evaluate(cfg, model, loader, num_classes, device, class_indices, keep_features=keep_features,
                         progress=False)
 
-    def test_extra_sets(self):
+    def test_extra_sets(self) -> dict[str, float]:
         """``{test_top1@name, test_mean_class_acc@name}`` of the loaded model on DATASET.EXTRA_TESTS."""
         cfg, results = self.cfg, {}
         for name, dataset in build.extra_test_sets(cfg, *build.normalization(cfg, self.model)):
@@ -305,7 +316,7 @@ class ClassificationTrainer:
             results.update({f"test_top1@{name}": test.top1, f"test_mean_class_acc@{name}": test.mean_class_acc})
         return results
 
-    def test_selected_model(self):
+    def test_selected_model(self) -> dict[str, Any]:
         """Evaluate the selected model (best validation epoch, or the last) on the test split, once;
         write its features and results.json."""
         cfg, data = self.cfg, self.data

@@ -13,7 +13,9 @@
   full disk never leaves half a checkpoint. ``save_dir`` must be a local directory.
 """
 import os
+from typing import Any
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from adarand.files import load_pickle, load_torch, save_torch, write_text
@@ -28,7 +30,7 @@ _PICKLE_ALLOWED = {
 }
 
 
-def load_pickle_weights(path):
+def load_pickle_weights(path: str) -> Any:
     """A model-zoo ``.pkl`` holding only numpy arrays and plain containers; anything else is refused."""
     return load_pickle(path, what="weights file", allowed=_PICKLE_ALLOWED)
 
@@ -37,11 +39,12 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer with safe loading, atomic writes and no non-finite checkpoint; ``exact_shapes``:
     refuse a file whose tensors do not fit the model (module docstring)."""
 
-    def __init__(self, model, save_dir="", *, exact_shapes=False, **kwargs):
+    def __init__(self, model: torch.nn.Module, save_dir: str = "", *, exact_shapes: bool = False, **kwargs: Any):
         super().__init__(model, save_dir, **kwargs)
-        self.exact_shapes, self._loading = exact_shapes, None
+        self.exact_shapes = exact_shapes
+        self._loading: str | None = None
 
-    def load(self, path, *args, **kwargs):
+    def load(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self._loading = path
         with naming_checkpoint(path):  # a prior with NaN/Inf is refused, naming the file
             return super().load(path, *args, **kwargs)
@@ -76,7 +79,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     def _torch_load(self, f):
         return load_torch(f, what="checkpoint")
 
-    def save(self, name, **kwargs):
+    def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
         check_finite_weights(self.model, f"before saving checkpoint {name}")
@@ -89,6 +92,6 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         save_torch(data, path)
         self.tag_last_checkpoint(basename)
 
-    def tag_last_checkpoint(self, last_filename_basename):
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if self.save_to_disk:
             write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)

@@ -1,11 +1,13 @@
 """``add_adarand_config``: the ``MODEL.ADARAND`` keys of the Detectron2 plugin; ``check_adarand_config``."""
+from typing import Any
+
 from detectron2.config import CfgNode as CN
 
 from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
 from adarand.dense import BALANCES, DEFAULT_PIXELS_PER_IMAGE
 
 
-def add_adarand_config(cfg):
+def add_adarand_config(cfg: CN) -> CN:
     """Add ``cfg.MODEL.ADARAND`` (λ and α as the paper fixes them; the rest
     the official code's or ours, docs/fidelity.md), the keys of the datasets switch, and
     ``cfg.TEST.VIS_*`` (:func:`add_visualization_config`)."""
@@ -62,7 +64,7 @@ def add_adarand_config(cfg):
     return cfg
 
 
-def add_visualization_config(cfg):
+def add_visualization_config(cfg: CN) -> CN:
     """Add ``cfg.TEST.VIS_*``: prediction images written by every evaluation (off by default)."""
     # Draw ground truth | predictions of the first VIS_NUM_IMAGES images of each test set to
     # <evaluation output folder>/vis/<dataset>/<image>.png (0 = off).
@@ -76,12 +78,12 @@ def add_visualization_config(cfg):
 _COUNT_KEYS = ("PRIOR_UPDATE_PERIOD", "STATS_MAX_IMAGES", "SCALE_LOG_PERIOD", "PTR_EPOCH_ITERS")
 
 
-def check_adarand_config(cfg):
+def check_adarand_config(cfg: CN) -> None:
     """Refuse values of ``MODEL.ADARAND`` that cannot train, naming the key (call after merging)."""
     check_adarand_keys(cfg.MODEL.ADARAND)
 
 
-def check_adarand_keys(node, prefix="MODEL.ADARAND"):
+def check_adarand_keys(node: CN, prefix: str = "MODEL.ADARAND") -> None:
     """:func:`check_adarand_config` on the ``MODEL.ADARAND`` keys themselves (a CfgNode, or a LazyConfig's dict):
     the shared keys, the counts of :data:`_COUNT_KEYS` integers >= 0, the pixel keys."""
     check_regularizer_keys(node, prefix)
@@ -96,7 +98,7 @@ def check_adarand_keys(node, prefix="MODEL.ADARAND"):
         raise ValueError(f"config key {prefix}.PIXEL_BALANCE = {node['PIXEL_BALANCE']!r}; expected one of {BALANCES}")
 
 
-def adarand_options(**overrides):
+def adarand_options(**overrides: Any) -> dict[str, Any]:
     """The ``MODEL.ADARAND`` defaults as a plain dict, with overrides (for LazyConfigs)."""
     from detectron2.config import get_cfg
 

@@ -4,10 +4,13 @@ visualize.py, diagnose_det.py, compare_stats_rois.py and the tests).
 The VOC splits are registered when ``adarand.detection`` is imported (under
 ``$DETECTRON2_DATASETS``, as Detectron2 registers its builtin datasets on import).
 """
+import argparse
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from detectron2.config import get_cfg
+from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_setup
 from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils import comm
@@ -23,7 +26,7 @@ from .config import add_adarand_config, check_adarand_config
 from .mobilenet_fpn import add_mobilenet_config
 
 
-def get_detection_cfg():
+def get_detection_cfg() -> CfgNode:
     """Detectron2's defaults plus this plugin's keys: ``MODEL.ADARAND``, ``TEST.VIS_*``, the
     MobileNetV2-FPN backbone's, and DeepLab's (its heads' and poly schedule's)."""
     cfg = get_cfg()
@@ -33,7 +36,7 @@ def get_detection_cfg():
     return cfg
 
 
-def load_detection_cfg(config_file, opts=()):
+def load_detection_cfg(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     """:func:`get_detection_cfg` merged with ``config_file`` (and its ``_BASE_``) and ``KEY VALUE``
     overrides, ``MODEL.ADARAND`` checked; not frozen."""
     cfg = get_detection_cfg()
@@ -43,7 +46,7 @@ def load_detection_cfg(config_file, opts=()):
     return cfg
 
 
-def setup_cfg(args, claim_output=False):
+def setup_cfg(args: argparse.Namespace, claim_output: bool = False) -> CfgNode:
     """The frozen config of ``args`` (Detectron2's ``default_argument_parser``), then
     ``default_setup`` (output dir, config.yaml, logging, seed) and the ``adarand`` logger.
 
@@ -58,8 +61,10 @@ def setup_cfg(args, claim_output=False):
     return cfg
 
 
-def checked_default_setup(cfg, args, output_dir, recorded, claim_output=True, safe_keys=DET_SAFE_RESUME_KEYS,
-                          max_iter_key="SOLVER.MAX_ITER"):
+def checked_default_setup(cfg: Any, args: argparse.Namespace, output_dir: str,
+                          recorded: Callable[[], Mapping[str, Any]], claim_output: bool = True,
+                          safe_keys: Sequence[str] = DET_SAFE_RESUME_KEYS,
+                          max_iter_key: str = "SOLVER.MAX_ITER") -> None:
     """Detectron2's ``default_setup`` of a run in ``output_dir``. With ``claim_output`` the main process
     first claims ``output_dir``, and a ``--resume`` from its checkpoint is refused when its config changes
     keys outside ``safe_keys`` (unless ``--allow-config-change``), else its changes are recorded at the
@@ -77,7 +82,7 @@ def checked_default_setup(cfg, args, output_dir, recorded, claim_output=True, sa
         record_resume_changes(output_dir, changes, at)
 
 
-def resumed_iteration(output_dir, max_iter_key="SOLVER.MAX_ITER"):
+def resumed_iteration(output_dir: str, max_iter_key: str = "SOLVER.MAX_ITER") -> int | None:
     """The first iteration a resume from ``output_dir/last_checkpoint`` trains (``None`` when unknown):
     ``model_<k>.pth`` holds iteration k; ``model_final.pth`` the recorded max_iter - 1."""
     with open(os.path.join(output_dir, "last_checkpoint")) as f:
@@ -89,7 +94,7 @@ def resumed_iteration(output_dir, max_iter_key="SOLVER.MAX_ITER"):
     return recorded.get(max_iter_key) if name == "model_final.pth" else None
 
 
-def record_resume_changes(output_dir, changes, at):
+def record_resume_changes(output_dir: str, changes: Mapping[str, Any] | None, at: int | None) -> None:
     """Append ``changes`` to the run's history at iteration ``at`` (:func:`resumed_iteration`, read before
     ``default_setup`` rewrites config.yaml), and head config.yaml (just written) with the whole history."""
     history = record_changes(output_dir, changes, "iter", at)
@@ -100,7 +105,7 @@ def record_resume_changes(output_dir, changes, at):
         write_text(path, history_header(history) + text)
 
 
-def lazy_cfg_as_recorded(cfg):
+def lazy_cfg_as_recorded(cfg: Any) -> dict[str, Any] | None:
     """A LazyConfig flattened as ``default_setup`` records it (``LazyConfig.save`` to config.yaml)."""
     import tempfile
 

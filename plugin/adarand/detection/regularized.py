@@ -11,6 +11,10 @@ A regularized head is any module with
 The prior hook, the statistics pass and the checks below find every such head of a model (PanopticFPN:
 its ROI heads and its semantic-segmentation head, each branch with its own prior).
 """
+from typing import Any
+
+import torch
+
 from .box_branch import unwrap
 
 UNTAKEN = (
@@ -21,22 +25,22 @@ UNTAKEN = (
 )
 
 
-def is_regularized_head(module):
+def is_regularized_head(module: torch.nn.Module) -> bool:
     """Whether ``module`` follows the protocol above."""
     return callable(getattr(module, "regularizations", None)) and callable(getattr(module, "take_sampled_rows", None))
 
 
-def adarand_heads(model):
+def adarand_heads(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The model's regularized heads (inside DDP), in module order; [] when none."""
     return [m for m in unwrap(model).modules() if is_regularized_head(m)]
 
 
-def regularizations(model):
+def regularizations(model: torch.nn.Module) -> list[Any]:
     """Every branch of every regularized head of the model (heads in module order, then each head's order)."""
     return [branch for head in adarand_heads(model) for branch in head.regularizations()]
 
 
-def check_capable(method, model):
+def check_capable(method: str, model: torch.nn.Module) -> None:
     """A regularizer is configured (``method`` != none) but no head of the model applies it."""
     if method != "none" and not regularizations(model):
         model = unwrap(model)
@@ -48,7 +52,7 @@ def check_capable(method, model):
                          "AdaRandSemSegFPNHead, AdaRandDeepLabV3PlusHead or AdaRandDeepLabV3Head, or METHOD 'none'")
 
 
-def check_initialised(model, resumed_from=None):
+def check_initialised(model: torch.nn.Module, resumed_from: str | None = None) -> None:
     """Raise the error saying how to initialise, for the first uninitialised prior of the model
     (``resumed_from``: the checkpoint a ``--resume`` loaded, where statistics are not read)."""
     for branch in regularizations(model):

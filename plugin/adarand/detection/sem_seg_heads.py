@@ -44,7 +44,7 @@ class AdaRandSemSegMixin:
     """
 
     @configurable
-    def __init__(self, *args, adarand: DenseRegularization, **kwargs):
+    def __init__(self, *args: Any, adarand: DenseRegularization, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.adarand = adarand
         self.sampled_rows: Dict[DenseRegularization, PixelRows] = {}

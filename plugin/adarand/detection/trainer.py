@@ -1,11 +1,16 @@
 """``AdaRandTrainer``: DefaultTrainer with VOC/COCO/semantic-segmentation evaluators, the prior hook and prior init."""
 import os
 import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
+import torch
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator, SemSegEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator, \
+    SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
@@ -17,7 +22,7 @@ from .prior_init import init_prior
 from .regularized import check_capable, check_initialised
 
 
-def has_fast_coco_eval():
+def has_fast_coco_eval() -> bool:
     """True when detectron2 was built with its ``_C`` ops (the fast COCO evaluation)."""
     try:
         from detectron2 import _C  # noqa: F401
@@ -26,7 +31,7 @@ def has_fast_coco_eval():
     return True
 
 
-def build_evaluator(cfg, dataset_name, output_folder):
+def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> DatasetEvaluator:
     """COCO-style bbox (+ segm when masks exist) AP; plus VOC AP50 on the detection splits; mIoU, fwIoU,
     mACC and pACC (Detectron2's ``SemSegEvaluator``) on a semantic-segmentation split (evaluator_type
     ``sem_seg``, e.g. ``voc_2012_sem_seg_val``).
@@ -56,14 +61,14 @@ def build_evaluator(cfg, dataset_name, output_folder):
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
 
-def read_label_png(path, dtype=int):
+def read_label_png(path: str, dtype: Any = int) -> np.ndarray:
     """A ground-truth label PNG as an array (``SemSegEvaluator``'s own reader asks NumPy >= 2 for a copy-free
     conversion it refuses)."""
     with PathManager.open(path, "rb") as f, Image.open(f) as image:
         return np.asarray(image, dtype=dtype)
 
 
-def check_weights(path):
+def check_weights(path: str) -> None:
     """Clear error for MODEL.WEIGHTS that is neither a local file nor fetchable."""
     if not path:
         return
@@ -82,7 +87,8 @@ def check_weights(path):
                            "Download it elsewhere and pass the local file as MODEL.WEIGHTS.") from e
 
 
-def load_weights_and_prior(checkpointer, weights, resume, init_prior, load=None):
+def load_weights_and_prior(checkpointer: Any, weights: str, resume: bool, init_prior: Callable[[], Any],
+                           load: Callable[..., Any] | None = None) -> bool:
     """The start of a run, one rule for both trainers: resume from the checkpoint (its prior kept,
     checked) or check and load ``weights``, then initialise the prior (Eq. 9-10).
 
@@ -116,13 +122,13 @@ def load_weights_and_prior(checkpointer, weights, resume, init_prior, load=None)
     return resuming
 
 
-def build_prior_hook(adarand):
+def build_prior_hook(adarand: Mapping[str, Any]) -> AdaRandPriorHook:
     """The prior hook from the ``MODEL.ADARAND`` keys."""
     epoch_iters = adarand["PTR_EPOCH_ITERS"] if adarand["METHOD"] == "ptr" else 0
     return AdaRandPriorHook(adarand["PRIOR_UPDATE_PERIOD"], epoch_iters, adarand["SCALE_LOG_PERIOD"])
 
 
-def insert_prior_hook(hook_list, prior_hook):
+def insert_prior_hook(hook_list: list[Any], prior_hook: Any) -> list[Any]:
     """Put the prior hook before the checkpointer and evaluation: a checkpoint at step k holds prior step k."""
     later = [i for i, h in enumerate(hook_list) if isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook))]
     hook_list.insert(later[0] if later else len(hook_list), prior_hook)
@@ -132,35 +138,37 @@ def insert_prior_hook(hook_list, prior_hook):
 class AdaRandTrainer(DefaultTrainer):
     """Fine-tunes with an AdaRand ROI head: prior initialised at start, stepped after every step."""
 
+    checkpointer: Any  # DefaultTrainer's, swapped for the safe one in build_hooks
+
     @classmethod
-    def build_model(cls, cfg):
+    def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
         model = super().build_model(cfg)
         check_capable(cfg.MODEL.ADARAND.METHOD, model)
         return model
 
     @classmethod
-    def build_train_loader(cls, cfg):
-        mapper = NamedErrorsMapper(cfg, True)
+    def build_train_loader(cls, cfg: CfgNode) -> Iterable[list[dict[str, Any]]]:
+        mapper: Any = NamedErrorsMapper(cfg, True)
         if cfg.MODEL.ADARAND.LABELS == "image":
             mapper = SingleCategoryMapper(mapper)
         return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Iterable[list[dict[str, Any]]]:
         return build_detection_test_loader(cfg, dataset_name, mapper=NamedErrorsMapper(cfg, False))
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:
         return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
-    def build_hooks(self):
+    def build_hooks(self) -> list[Any]:
         # DefaultTrainer.__init__ builds its checkpointer just before the hooks that use it:
         # swap in the safe one (weights_only loading, atomic writes, no non-finite save).
         old = self.checkpointer
         self.checkpointer = SafeDetectionCheckpointer(old.model, old.save_dir, **old.checkpointables)
         return insert_prior_hook(super().build_hooks(), build_prior_hook(self.cfg.MODEL.ADARAND))
 
-    def resume_or_load(self, resume=True):
+    def resume_or_load(self, resume: bool = True) -> None:
         """Resume (prior restored from the checkpoint) or load MODEL.WEIGHTS and initialise the prior."""
         load_weights_and_prior(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume,
                                lambda: init_prior(self.cfg, self.model),

@@ -23,6 +23,8 @@ Each class keeps one colour in every panel, so ground truth and runs compare at 
 """
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -89,7 +91,7 @@ def _load_json(path, what, key, to_contiguous):
     return by_image
 
 
-def draws_sem_seg(metadata, paths=()):
+def draws_sem_seg(metadata: Any, paths: Iterable[str] = ()) -> bool:
     """Whether semantic segmentation is drawn: the dataset is evaluated as such, or a run's file is
     ``sem_seg_predictions.json`` (e.g. the semantic branch of a panoptic dataset)."""
     return metadata.get("evaluator_type") == "sem_seg" or any(os.path.basename(p) == SEM_SEG_FILE for p in paths)
@@ -111,7 +113,7 @@ def _load_sem_seg(path, metadata):
     return by_image
 
 
-def load_predictions(path, metadata, sem_seg=False):
+def load_predictions(path: str, metadata: Any, sem_seg: bool = False) -> dict[Any, list[dict[str, Any]]]:
     """One run's predictions (see the module doc): {image_id: [COCO json detections, contiguous class
     ids]}, or with ``sem_seg`` {image file_name: [sem_seg_predictions.json records]}."""
     if not os.path.isfile(path):
@@ -128,7 +130,8 @@ def load_predictions(path, metadata, sem_seg=False):
     return by_image
 
 
-def check_predictions_belong(predictions, dicts, where, dataset_name, key="image_id"):
+def check_predictions_belong(predictions: Mapping[Any, Any], dicts: Sequence[dict[str, Any]], where: str,
+                             dataset_name: str, key: str = "image_id") -> None:
     """Predictions of another data set are refused: every image (``key`` of its dict: the image id, or
     the file name for semantic segmentation) must be one of ``dicts``, every mask's size (RLE ``size``)
     that image's, and no box may reach past it (Detectron2 clips its boxes to the image), since ids
@@ -144,7 +147,7 @@ def check_predictions_belong(predictions, dicts, where, dataset_name, key="image
         height, width = by_id[image_id]["height"], by_id[image_id]["width"]
         for r in records:
             mask = r.get("segmentation")
-            size = mask.get("size") if isinstance(mask, dict) else None
+            size: Any = mask.get("size") if isinstance(mask, dict) else None
             other_size = size is not None and list(size) != [height, width]
             x, y, w, h = r.get("bbox", (0, 0, 0, 0))  # COCO XYWH; a semantic segment has none
             if other_size or x + w > width + 1 or y + h > height + 1:
@@ -155,7 +158,7 @@ def check_predictions_belong(predictions, dicts, where, dataset_name, key="image
                                  "sizes?")
 
 
-def class_colors(metadata):
+def class_colors(metadata: Any) -> list[tuple[float, ...]]:
     """One fixed RGB colour (floats in [0, 1]) per class: the metadata's ``thing_colors`` (0-255)
     when it has them, else Detectron2's colormap without its greys (which vanish on photos), cycled."""
     if metadata.get("thing_colors"):
@@ -184,7 +187,7 @@ def _overlay(image, boxes, classes, masks, labels, metadata, scale, empty_note="
     return drawn.get_image()
 
 
-def draw_ground_truth(image, record, metadata, scale=1.0):
+def draw_ground_truth(image: np.ndarray, record: Mapping[str, Any], metadata: Any, scale: float = 1.0) -> np.ndarray:
     """The dataset dict's boxes, masks and class names drawn on ``image`` (H x W x 3 RGB uint8)."""
     annotations = record.get("annotations", [])
     boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations],
@@ -196,14 +199,15 @@ def draw_ground_truth(image, record, metadata, scale=1.0):
     return _overlay(image, boxes, classes, masks, labels, metadata, scale)
 
 
-def empty_panel_note(records, score_threshold):
+def empty_panel_note(records: Sequence[Mapping[str, Any]], score_threshold: float) -> str:
     """What a prediction panel without a detection to draw says: the best score below the threshold."""
     if not records:
         return "no detection"
     return f"no detection ≥ {score_threshold:g} (best score {max(r['score'] for r in records):.2f})"
 
 
-def draw_predictions(image, records, metadata, score_threshold=0.5, top_k=0, scale=1.0):
+def draw_predictions(image: np.ndarray, records: Sequence[Mapping[str, Any]], metadata: Any,
+                     score_threshold: float = 0.5, top_k: int = 0, scale: float = 1.0) -> np.ndarray:
     """COCO json detections scoring at least ``score_threshold`` (at most the ``top_k`` best when
     ``top_k`` > 0), drawn as "class score%"; with none, :func:`empty_panel_note` in the corner."""
     kept = sorted((r for r in records if r["score"] >= score_threshold), key=lambda r: -r["score"])
@@ -216,7 +220,7 @@ def draw_predictions(image, records, metadata, score_threshold=0.5, top_k=0, sca
     return _overlay(image, boxes, classes, masks, labels, metadata, scale, empty_panel_note(records, score_threshold))
 
 
-def hidden_classes(metadata, names=None):
+def hidden_classes(metadata: Any, names: Sequence[str] | None = None) -> tuple[int, ...]:
     """Indices of the classes a semantic segmentation panel leaves undrawn: ``names`` (the dataset's
     ``stuff_classes``), by default "background" where the dataset has one: VOC colours it black, which
     blended over the photo at ``draw_sem_seg``'s alpha (0.8) would hide most of it."""
@@ -236,7 +240,8 @@ def _draw_label(image, label, metadata, hidden, scale):
     return Visualizer(image, metadata, scale=scale).draw_sem_seg(label).get_image()
 
 
-def draw_sem_seg_ground_truth(image, record, metadata, hidden=(), scale=1.0):
+def draw_sem_seg_ground_truth(image: np.ndarray, record: Mapping[str, Any], metadata: Any, hidden: Sequence[int] = (),
+                              scale: float = 1.0) -> np.ndarray:
     """The dict's ``sem_seg_file_name`` (an index PNG of the image's size) drawn on ``image``: class
     colours and names (see :func:`_draw_label`)."""
     if "sem_seg_file_name" not in record:
@@ -246,16 +251,17 @@ def draw_sem_seg_ground_truth(image, record, metadata, hidden=(), scale=1.0):
     return _draw_label(image, label, metadata, hidden, scale)
 
 
-def sem_seg_label_map(records, height, width, num_classes):
+def sem_seg_label_map(records: Iterable[Mapping[str, Any]], height: int, width: int, num_classes: int) -> np.ndarray:
     """H x W class indices of one image's ``sem_seg_predictions.json`` records (RLE per class); pixels of
     no record get ``num_classes``, which ``draw_sem_seg`` leaves undrawn."""
-    label = np.full((height, width), num_classes, np.int64)
+    label: np.ndarray = np.full((height, width), num_classes, np.int64)
     for r in records:
         label[mask_util.decode(r["segmentation"]).astype(bool)] = r["category_id"]
     return label
 
 
-def draw_sem_seg_predictions(image, records, metadata, hidden=(), scale=1.0):
+def draw_sem_seg_predictions(image: np.ndarray, records: Sequence[Mapping[str, Any]], metadata: Any,
+                             hidden: Sequence[int] = (), scale: float = 1.0) -> np.ndarray:
     """One image's predicted segments drawn as the ground truth is; none: a note saying so."""
     if not records:
         visualizer = Visualizer(image, metadata, scale=scale)
@@ -280,7 +286,7 @@ def _pad(image, height, width):
     return out
 
 
-def side_by_side(panels, titles):
+def side_by_side(panels: Sequence[np.ndarray], titles: Sequence[str]) -> np.ndarray:
     """Panels left to right, each under its title, ``GAP`` white pixels apart."""
     titled = [_with_title(p, t) for p, t in zip(panels, titles, strict=True)]
     height = max(p.shape[0] for p in titled)
@@ -290,7 +296,7 @@ def side_by_side(panels, titles):
     return np.concatenate(row, axis=1)
 
 
-def stack_rows(rows):
+def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
     """Rows top to bottom, ``GAP`` white pixels apart, padded on the right to the widest."""
     width = max(r.shape[1] for r in rows)
     gap = np.full((GAP, width, 3), 255, np.uint8)
@@ -299,8 +305,9 @@ def stack_rows(rows):
     return np.concatenate(out)
 
 
-def draw_comparison(record, metadata, runs=(), score_threshold=0.5, top_k=0, ground_truth=True, scale=1.0,
-                    sem_seg=False, hidden=()):
+def draw_comparison(record: Mapping[str, Any], metadata: Any, runs: Sequence[tuple[str, Any]] = (),
+                    score_threshold: float = 0.5, top_k: int = 0, ground_truth: bool = True, scale: float = 1.0,
+                    sem_seg: bool = False, hidden: Sequence[int] = ()) -> np.ndarray:
     """One row for one dataset dict: [ground truth |] run 1 | run 2 ..., runs = [(name, predictions)]
     (as :func:`load_predictions` gives them; ``sem_seg``: semantic segmentations without the
     ``hidden`` classes, no score cut).
@@ -327,7 +334,7 @@ def draw_comparison(record, metadata, runs=(), score_threshold=0.5, top_k=0, gro
     return side_by_side(panels, titles)
 
 
-def save_png(image, path, colors=0):
+def save_png(image: np.ndarray, path: str, colors: int = 0) -> None:
     """RGB PNG; ``colors`` > 0: a palette PNG of that many colours (dithered), several times smaller."""
     picture = Image.fromarray(image)
     if colors > 0:
@@ -335,8 +342,10 @@ def save_png(image, path, colors=0):
     save_image(picture, path, optimize=True)
 
 
-def visualize_dataset(dataset_name, runs=(), out_dir=None, grid_file=None, score_threshold=0.5, top_k=0,
-                      num_images=0, ground_truth=True, scale=1.0, colors=0, progress=True, hide_classes=None):
+def visualize_dataset(dataset_name: str, runs: Sequence[tuple[str, str]] = (), out_dir: str | None = None,
+                      grid_file: str | None = None, score_threshold: float = 0.5, top_k: int = 0, num_images: int = 0,
+                      ground_truth: bool = True, scale: float = 1.0, colors: int = 0, progress: bool = True,
+                      hide_classes: Sequence[str] | None = None) -> list[str]:
     """Draw the first ``num_images`` images (0 = all) of a registered dataset.
 
     ``runs``: [(name, path of instances_predictions.pth or coco_instances_results.json, or
@@ -382,7 +391,8 @@ class PredictionDrawer(DatasetEvaluator):
     the dataset's first images). One PNG per image in ``out_dir``; nothing is evaluated.
     """
 
-    def __init__(self, dataset_name, out_dir, num_images, score_threshold=0.5, scale=1.0):
+    def __init__(self, dataset_name: str, out_dir: str, num_images: int, score_threshold: float = 0.5,
+                 scale: float = 1.0):
         self._dataset_name = dataset_name
         self._out_dir = out_dir
         self._num_images = num_images
@@ -391,7 +401,7 @@ class PredictionDrawer(DatasetEvaluator):
         self._records = None
         self._drawn = 0
 
-    def reset(self):
+    def reset(self) -> None:
         self._drawn = 0
 
     def _record(self, inp):
@@ -399,7 +409,7 @@ class PredictionDrawer(DatasetEvaluator):
             self._records = {d["image_id"]: d for d in DatasetCatalog.get(self._dataset_name)}
         return self._records.get(inp["image_id"], inp)
 
-    def process(self, inputs, outputs):
+    def process(self, inputs: Sequence[dict[str, Any]], outputs: Sequence[dict[str, Any]]) -> None:
         if not comm.is_main_process():
             return
         metadata = MetadataCatalog.get(self._dataset_name)
@@ -414,5 +424,5 @@ class PredictionDrawer(DatasetEvaluator):
             save_png(row, os.path.join(self._out_dir, name))
             self._drawn += 1
 
-    def evaluate(self):
+    def evaluate(self) -> dict[str, Any]:
         return {}

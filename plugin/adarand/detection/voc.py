@@ -30,6 +30,8 @@ import logging
 import math
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -67,7 +69,7 @@ def _text(node, tag, path):
     return child.text.strip()
 
 
-def box_coordinates(path, index, name, bndbox):
+def box_coordinates(path: str, index: int, name: str, bndbox: ET.Element) -> list[float]:
     """(xmin, ymin, xmax, ymax) of a ``<bndbox>``; a non-numeric or non-finite value (``nan``, ``inf``)
     raises ``ValueError`` naming the file, the object and the tag."""
     values = []
@@ -84,7 +86,8 @@ def box_coordinates(path, index, name, bndbox):
     return values
 
 
-def checked_box(path, index, name, raw, width, height):
+def checked_box(path: str, index: int, name: str, raw: Sequence[float], width: int,
+                height: int) -> tuple[list[float], bool]:
     """Detectron2 box ``[xmin - 1, ymin - 1, xmax, ymax]`` of the 1-based XML ``raw``, clipped to the
     image; returns (box, clipped). Inverted, empty and fully outside boxes raise ``ValueError``."""
     x0, y0, x1, y1 = raw[0] - 1.0, raw[1] - 1.0, raw[2], raw[3]
@@ -99,7 +102,8 @@ def checked_box(path, index, name, raw, width, height):
     return box, box != [x0, y0, x1, y1]
 
 
-def parse_voc_xml(path, class_names=VOC_CLASSES, clipped=None):
+def parse_voc_xml(path: str, class_names: Sequence[str] = VOC_CLASSES,
+                  clipped: list[int] | None = None) -> tuple[int, int, list[dict[str, Any]]]:
     """(height, width, [object dicts in XML order]) of one VOC annotation file.
 
     ``clipped``: a list to which the index of every object clipped to the image is appended.
@@ -159,7 +163,8 @@ def _read_index_png(path, shape, source="the annotation's"):
     return array
 
 
-def instance_masks(object_png, class_png, objects, class_names=VOC_CLASSES):
+def instance_masks(object_png: np.ndarray, class_png: np.ndarray, objects: Sequence[dict[str, Any]],
+                   class_names: Sequence[str] = VOC_CLASSES) -> list[np.ndarray]:
     """Boolean H x W mask per XML object (id i + 1), checked against the class PNG."""
     ids = np.unique(object_png)
     ids = ids[(ids != 0) & (ids != VOID)]
@@ -178,9 +183,10 @@ def instance_masks(object_png, class_png, objects, class_names=VOC_CLASSES):
     return masks
 
 
-def load_voc_detection(root, split, class_names=VOC_CLASSES):
+def load_voc_detection(root: str, split: str, class_names: Sequence[str] = VOC_CLASSES) -> list[dict[str, Any]]:
     """Detectron2 dicts of ``ImageSets/Main/<split>.txt`` under ``root`` (e.g. .../VOC2007)."""
-    dicts, clipped = [], []
+    dicts: list[dict[str, Any]] = []
+    clipped: list[int] = []
     for image_id in _read_ids(os.path.join(root, "ImageSets", "Main", split + ".txt")):
         height, width, objects = parse_voc_xml(os.path.join(root, "Annotations", image_id + ".xml"), class_names,
                                                clipped)
@@ -196,7 +202,8 @@ def _warn_clipped(clipped, root, split):
                        root, split, len(clipped))
 
 
-def load_voc_instance_segmentation(root, split, single_category=False, class_names=VOC_CLASSES):
+def load_voc_instance_segmentation(root: str, split: str, single_category: bool = False,
+                                   class_names: Sequence[str] = VOC_CLASSES) -> list[dict[str, Any]]:
     """Dicts of ``ImageSets/Segmentation/<split>.txt`` with RLE instance masks.
 
     ``single_category``: keep only images whose objects all have one class (our reading of the
@@ -204,7 +211,8 @@ def load_voc_instance_segmentation(root, split, single_category=False, class_nam
     """
     import pycocotools.mask as mask_util
 
-    dicts, clipped = [], []
+    dicts: list[dict[str, Any]] = []
+    clipped: list[int] = []
     for image_id in _read_ids(os.path.join(root, "ImageSets", "Segmentation", split + ".txt")):
         xml = os.path.join(root, "Annotations", image_id + ".xml")
         height, width, objects = parse_voc_xml(xml, class_names, clipped)
@@ -238,12 +246,12 @@ def _register(name, loader, **metadata):
     MetadataCatalog.get(name).set(**metadata)
 
 
-def datasets_root(root=None):
+def datasets_root(root: str | None = None) -> str:
     """``root``, else ``$DETECTRON2_DATASETS``, else ``datasets`` (Detectron2's rule for its builtin sets)."""
     return root if root is not None else os.getenv("DETECTRON2_DATASETS", "datasets")
 
 
-def register_voc(root=None):
+def register_voc(root: str | None = None) -> list[str]:
     """Register every split above under ``root`` (default ``$DETECTRON2_DATASETS`` or ``datasets``).
 
     Calling it again re-points the names (harmless). Returns the registered names.

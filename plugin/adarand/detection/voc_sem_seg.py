@@ -21,6 +21,7 @@ loads only read image headers.
 """
 import logging
 import os
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -36,9 +37,9 @@ CACHE_DIR = "SegmentationClassIndex"
 logger = logging.getLogger(__name__)
 
 
-def voc_palette():
+def voc_palette() -> np.ndarray:
     """VOC's colour map (256 x 3 uint8): class k's RGB takes bit j of k (R, G, B) as bit 7-i of its byte, i = j // 3."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette: np.ndarray = np.zeros((256, 3), dtype=np.uint8)
     for k in range(256):
         c, r, g, b = k, 0, 0, 0
         for i in range(8):
@@ -50,7 +51,7 @@ def voc_palette():
     return palette
 
 
-def checked_label(label, path):
+def checked_label(label: np.ndarray, path: str) -> np.ndarray:
     """``label`` as uint8; a value that is neither a class index (0..20) nor 255 is an error naming ``path``."""
     values = np.unique(label)
     bad = values[((values < 0) | (values >= len(STUFF_CLASSES))) & (values != VOID)]
@@ -60,7 +61,7 @@ def checked_label(label, path):
     return label.astype(np.uint8)
 
 
-def image_shape(path):
+def image_shape(path: str) -> tuple[int, int]:
     """(height, width) of an image from its header; a missing or unreadable file is an error naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VOC image not found: {path}")
@@ -72,12 +73,12 @@ def image_shape(path):
     return height, width
 
 
-def read_class_png(path, shape, image):
+def read_class_png(path: str, shape: tuple[int, int], image: str) -> np.ndarray:
     """Indices of a VOC ``SegmentationClass`` PNG (P or L mode), checked against ``image``'s ``shape``."""
     return checked_label(_read_index_png(path, shape, source=f"its image {image}'s"), path)
 
 
-def read_sbd_mat(path, shape, image):
+def read_sbd_mat(path: str, shape: tuple[int, int], image: str) -> np.ndarray:
     """``GTcls.Segmentation`` of an SBD ``cls/*.mat``, checked against ``image``'s ``shape``."""
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
@@ -134,10 +135,10 @@ def _log_converted(converted, what, cache_dir):
         logger.info("%s: checked %d label(s) and wrote them as index PNGs to %s", what, len(converted), cache_dir)
 
 
-def load_voc_sem_seg(voc, split, cache_dir=None):
+def load_voc_sem_seg(voc: str, split: str, cache_dir: str | None = None) -> list[dict[str, Any]]:
     """Dicts of ``ImageSets/Segmentation/<split>.txt`` under ``voc`` (.../VOC2012), labels from ``SegmentationClass``."""
     cache_dir = cache_dir or os.path.join(voc, CACHE_DIR)
-    converted = []
+    converted: list[str] = []
     dicts = [_label_dict(voc, i, os.path.join(voc, "SegmentationClass", i + ".png"), read_class_png, cache_dir,
                          converted)
              for i in _read_ids(os.path.join(voc, "ImageSets", "Segmentation", split + ".txt"))]
@@ -145,7 +146,7 @@ def load_voc_sem_seg(voc, split, cache_dir=None):
     return dicts
 
 
-def train_aug_ids(voc, sbd):
+def train_aug_ids(voc: str, sbd: str) -> tuple[list[str], set[str]]:
     """(sorted train_aug ids, VOC train ids): (VOC train ∪ SBD train ∪ SBD val) minus VOC val."""
     seg = os.path.join(voc, "ImageSets", "Segmentation")
     voc_train = set(_read_ids(os.path.join(seg, "train.txt")))
@@ -154,11 +155,12 @@ def train_aug_ids(voc, sbd):
     return sorted((voc_train | sbd_ids) - voc_val), voc_train
 
 
-def load_voc_sem_seg_train_aug(voc, sbd, cache_dir=None):
+def load_voc_sem_seg_train_aug(voc: str, sbd: str, cache_dir: str | None = None) -> list[dict[str, Any]]:
     """Dicts of train_aug (:func:`train_aug_ids`): VOC's label for VOC train images, else ``<sbd>/cls/<id>.mat``."""
     cache_dir = cache_dir or os.path.join(voc, CACHE_DIR)
     ids, voc_train = train_aug_ids(voc, sbd)
-    converted, dicts = [], []
+    converted: list[str] = []
+    dicts: list[dict[str, Any]] = []
     for i in ids:
         if i in voc_train:
             source, read = os.path.join(voc, "SegmentationClass", i + ".png"), read_class_png
@@ -169,7 +171,7 @@ def load_voc_sem_seg_train_aug(voc, sbd, cache_dir=None):
     return dicts
 
 
-def find_sbd(root):
+def find_sbd(root: str) -> str:
     """The SBD directory under ``root``: the first of ``SBD_DIRS`` that holds ``cls/``."""
     candidates = [os.path.join(root, d) for d in SBD_DIRS]
     for candidate in candidates:
@@ -179,7 +181,7 @@ def find_sbd(root):
                             + " or ".join(candidates))
 
 
-def register_voc_sem_seg(root=None, cache_dir=None):
+def register_voc_sem_seg(root: str | None = None, cache_dir: str | None = None) -> list[str]:
     """Register the semantic-segmentation splits above; nothing is read until ``DatasetCatalog.get``.
 
     ``cache_dir``: where the checked index PNGs go (default ``<root>/VOC2012/SegmentationClassIndex``).

@@ -34,7 +34,10 @@ callback's checkpoint entry (still works, with a ``FutureWarning``; see docs/int
 import itertools
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -61,8 +64,10 @@ class AdaRandCallback(Callback):
         ValueError: ``method``, ``num_classes`` or options without ``head`` (they belong to ``adarand.attach``).
     """
 
-    def __init__(self, batch_fn=None, prog_bar=False, on_step=True, on_epoch=False, sync_dist=False, head=None,
-                 method="adarand", num_classes=None, **options):
+    def __init__(self, batch_fn: Callable[[Any], tuple[Any, torch.Tensor]] | None = None, prog_bar: bool = False,
+                 on_step: bool = True, on_epoch: bool = False, sync_dist: bool = False,
+                 head: str | torch.nn.Module | None = None, method: str = "adarand", num_classes: int | None = None,
+                 **options: Any):
         if head is None and (options or method != "adarand" or num_classes is not None):
             raise ValueError("AdaRandCallback: the regularizer's method and options go to adarand.attach in the "
                              "LightningModule (self.adarand = adarand.attach(self, 'model.fc', lam=...)); got "
@@ -74,16 +79,17 @@ class AdaRandCallback(Callback):
         self.batch_fn = batch_fn
         self.log_options = {"prog_bar": prog_bar, "on_step": on_step, "on_epoch": on_epoch, "sync_dist": sync_dist}
         self.head, self.method, self.num_classes, self.options = head, method, num_classes, options
-        self.attached = None
+        self.attached: Any = None  # the AttachedRegularizer, from on_train_start on
         self._restored = None  # deprecated usage: state from a checkpoint, loaded once attached
-        self._terms, self._term_hook = [], None
+        self._terms: list[torch.Tensor] = []
+        self._term_hook = None
         self._last_global_step = None
 
     @property
-    def state_key(self):
+    def state_key(self) -> str:
         return self._generate_state_key(head=self.head, method=self.method)
 
-    def loss(self, labels):
+    def loss(self, labels: torch.Tensor) -> torch.Tensor:
         """Deprecated usage (``head=``): :meth:`AttachedRegularizer.loss` of the regularizer the callback attached.
 
         Raises:
@@ -97,7 +103,7 @@ class AdaRandCallback(Callback):
                                "(is the callback in Trainer(callbacks=...) or configure_callbacks()?)")
         return self.attached.loss(labels)
 
-    def on_train_start(self, trainer, pl_module):
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.head is not None and self.attached is None:
             self.attached = attach(pl_module, self.head, self.method, self.num_classes, **self.options)
         elif self.head is None:
@@ -117,7 +123,8 @@ class AdaRandCallback(Callback):
             lambda module, args, output: self._terms.append(output.detach()))
         self._last_global_step = trainer.global_step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         if trainer.global_step == self._last_global_step:
             return  # gradient accumulation: no optimizer step yet
         self._last_global_step = trainer.global_step
@@ -128,32 +135,32 @@ class AdaRandCallback(Callback):
         if prior_loss is not None:
             pl_module.log("adarand/prior_loss", prior_loss, **self.log_options)
 
-    def on_train_epoch_end(self, trainer, pl_module):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.attached.on_epoch_end()
         counters = self.attached.regularizer.check_device_errors()  # raises on masked bad labels
         if "skipped_batches" in counters:
             pl_module.log("adarand/skipped_batches", float(counters["skipped_batches"]), on_step=False,
                           on_epoch=True)
 
-    def on_train_end(self, trainer, pl_module):
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._term_hook is not None:
             self._term_hook.remove()
             self._term_hook = None
 
-    def on_exception(self, trainer, pl_module, exception):
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """A non-finite prior in the checkpoint being restored: put the file in front of the error."""
         if isinstance(exception, NonFinitePriorError) and trainer.ckpt_path is not None \
                 and not str(exception).startswith(str(trainer.ckpt_path)):
             exception.args = (f"{trainer.ckpt_path}: {exception}",)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         if self.head is None:
             return {}  # the state is the LightningModule's
         if self._restored is not None:  # a checkpoint's state, loaded at the next on_train_start
             return {"regularizer": self._restored}
         return {} if self.attached is None else {"regularizer": self.attached.state_dict()}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # deprecated usage: kept until on_train_start, which loads it and names trainer.ckpt_path in its errors
         if "regularizer" in state_dict:
             self._restored = state_dict["regularizer"]

@@ -22,6 +22,8 @@ regularizer's state to ``adarand.pt`` beside the weights. Each training log gain
 ``loss``) and ``adarand/skipped_batches``.
 """
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -52,7 +54,13 @@ class _PriorSteps(TrainerCallback):
         self.trainer.adarand.on_epoch_end()
 
 
-class AdaRandMixin:
+if TYPE_CHECKING:  # the mixin's methods call those of the Trainer it is mixed with
+    from transformers import Trainer as _TrainerBase
+else:
+    _TrainerBase = object
+
+
+class AdaRandMixin(_TrainerBase):
     """Mixed in before a ``transformers.Trainer`` class: its training loss carries the AdaRand term of the head.
 
     Args:
@@ -69,14 +77,17 @@ class AdaRandMixin:
         adarand: the :class:`adarand.attach.AttachedRegularizer`, from the start of ``train`` on.
     """
 
-    def __init__(self, *args, head="classifier", method="adarand", adarand_options=None, batch_fn=None, **kwargs):
+    def __init__(self, *args: Any, head: str | torch.nn.Module = "classifier", method: str = "adarand",
+                 adarand_options: dict[str, Any] | None = None,
+                 batch_fn: Callable[[Any], tuple[Any, torch.Tensor]] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.adarand_head, self.adarand_method = head, method
         self.adarand_options = dict(adarand_options or {})
         self.adarand_batch_fn = batch_fn or _split_labels
-        self.adarand = None
-        self._adarand_resume = None
-        self._adarand_logged = {"adarand/loss": [], "adarand/prior_loss": []}  # detached values since the last log
+        self.adarand: Any = None  # the AttachedRegularizer, from the start of train on
+        self._adarand_resume: str | None = None
+        # detached values since the last log
+        self._adarand_logged: dict[str, list[torch.Tensor]] = {"adarand/loss": [], "adarand/prior_loss": []}
         self.add_callback(_PriorSteps(self))
     def _attach_adarand(self, max_steps):
         if self.adarand is None:
@@ -90,7 +101,7 @@ class AdaRandMixin:
         self.adarand.restore_or_init(state, self.get_train_dataloader, self.adarand_batch_fn, source=path)
         self._adarand_resume = None
 
-    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """The parent's ``train``; resuming also restores the regularizer from the checkpoint's ``adarand.pt``.
 
         Args:
@@ -114,7 +125,8 @@ class AdaRandMixin:
             _check_has_state(self._adarand_resume)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
         """The parent's ``compute_loss`` plus, in training, the regularizer on the head's input.
 
         The term is a mean over this batch; when the Trainer takes the task loss as already normalised
@@ -150,7 +162,7 @@ class AdaRandMixin:
             return self.loss_is_scaled_for_ga
         return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
 
-    def log(self, logs, *args, **kwargs):
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> Any:
         """The parent's ``log``; a training log (one with ``loss``) gains the ``adarand/*`` values.
 
         ``adarand/loss`` and ``adarand/prior_loss`` are means since the last training log, gathered over
@@ -177,7 +189,7 @@ class AdaRandMixin:
                 logs["adarand/skipped_batches"] = counters["skipped_batches"]
         return super().log(logs, *args, **kwargs)
 
-    def save_model(self, output_dir=None, _internal_call=False):
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """The parent's ``save_model``, plus the regularizer's state (prior, its optimizer) as ``adarand.pt``.
 
         Args:

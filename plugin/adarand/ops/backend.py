@@ -59,7 +59,7 @@ def triton_interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def resolve(tensor: torch.Tensor, impl=None) -> str:
+def resolve(tensor: torch.Tensor, impl: str | None = None) -> str:
     """Return ``"torch"`` or ``"triton"`` for an op on ``tensor``."""
     name = impl if impl is not None else get_backend()
     if name not in BACKENDS:

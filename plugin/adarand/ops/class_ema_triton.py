@@ -128,7 +128,7 @@ def _block_d(dim):
     return min(triton.next_power_of_2(dim), 128)
 
 
-def num_row_blocks(batch, num_classes, dim):
+def num_row_blocks(batch: int, num_classes: int, dim: int) -> int:
     """Row blocks of the class sums of a B x D batch with C classes: 1 up to SINGLE_BLOCK_ROWS rows, else one per
     ROWS_PER_BLOCK rows, at most MAX_ROW_BLOCKS and at most MAX_PARTIALS / (C (D + 1)) (at least 1)."""
     if batch <= SINGLE_BLOCK_ROWS:
@@ -136,7 +136,7 @@ def num_row_blocks(batch, num_classes, dim):
     return max(1, min(triton.cdiv(batch, ROWS_PER_BLOCK), MAX_ROW_BLOCKS, MAX_PARTIALS // (num_classes * (dim + 1))))
 
 
-def row_split(batch, num_classes, dim, row_blocks=None):
+def row_split(batch: int, num_classes: int, dim: int, row_blocks: int | None = None) -> tuple[int, int]:
     """``(R, rows)``: the row blocks the class sums use and the rows in each (a multiple of BLOCK_R), for
     ``row_blocks`` asked (default :func:`num_row_blocks`); fewer than asked where the last would be empty."""
     if row_blocks is None:
@@ -147,7 +147,8 @@ def row_split(batch, num_classes, dim, row_blocks=None):
     return (max(1, triton.cdiv(batch, rows)) if rows else 1), rows
 
 
-def class_sums_and_flags_triton(features, labels, num_classes, row_blocks=None):
+def class_sums_and_flags_triton(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                                row_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sums, flags)``: the C x (D + 1) per-class sums of ``features`` (B x D) with the counts in the last
     column, and per (class, column block) the number of non-finite sums (int32).
 
@@ -174,12 +175,14 @@ def class_sums_and_flags_triton(features, labels, num_classes, row_blocks=None):
     return out, flags
 
 
-def class_sums_triton(features, labels, num_classes, row_blocks=None):
+def class_sums_triton(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                      row_blocks: int | None = None) -> torch.Tensor:
     """C x (D + 1) per-class sums of ``features`` (B x D) with the counts in the last column."""
     return class_sums_and_flags_triton(features, labels, num_classes, row_blocks)[0]
 
 
-def ema_apply_triton_(running_mean, sums_and_counts, alpha, flags=None, applied=None):
+def ema_apply_triton_(running_mean: torch.Tensor, sums_and_counts: torch.Tensor, alpha: float,
+                      flags: torch.Tensor | None = None, applied: torch.Tensor | None = None) -> torch.Tensor:
     """In place on ``running_mean`` (C x D): Eq. 15 for the classes whose count is nonzero, unless ``flags``
     (any shape, e.g. from :func:`class_sums_and_flags_triton`) holds a nonzero entry. ``applied``: an optional
     0-dim bool tensor set to whether it moved. Returns ``running_mean``."""

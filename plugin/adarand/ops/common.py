@@ -22,7 +22,7 @@ def active_rows(labels: torch.Tensor, num_classes: int | None = None) -> torch.T
     return active if num_classes is None else active & (labels < num_classes)
 
 
-def bad_label_mask(labels: torch.Tensor, num_classes) -> torch.Tensor:
+def bad_label_mask(labels: torch.Tensor, num_classes: int | None) -> torch.Tensor:
     """Bool (B,): the labels that are neither in [0, C) nor ``IGNORE_INDEX`` (``num_classes=None``: neither >= 0).
 
     Args:
@@ -31,7 +31,7 @@ def bad_label_mask(labels: torch.Tensor, num_classes) -> torch.Tensor:
     return (labels != IGNORE_INDEX) & ~active_rows(labels, num_classes)
 
 
-def count_bad_labels(labels, num_classes) -> torch.Tensor:
+def count_bad_labels(labels: torch.Tensor | None, num_classes: int | None) -> torch.Tensor:
     """How many labels are neither in [0, C) nor ``IGNORE_INDEX``: a 0-dim int64 device tensor (0 for no labels).
 
     Args:

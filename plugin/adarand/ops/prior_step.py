@@ -34,7 +34,8 @@ if set(SCHEDULE_CODES) != set(SCHEDULES):
     raise ImportError(f"the device schedules {sorted(SCHEDULE_CODES)} differ from schedules.SCHEDULES {SCHEDULES}")
 
 
-def prior_loss_and_grad(mu, running_mean, use_mean=True, use_dist=True):
+def prior_loss_and_grad(mu: torch.Tensor, running_mean: torch.Tensor, use_mean: bool = True,
+                        use_dist: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L, dL/dmu)`` of ``L = L_mean + L_dist`` (Eq. 11-13), analytically (module docstring).
 
     Args:
@@ -74,7 +75,7 @@ def prior_loss_and_grad(mu, running_mean, use_mean=True, use_dist=True):
     return loss, (grad_unit - radial * unit) / denom
 
 
-def lr_factor_tensor(schedule, steps, total_steps):
+def lr_factor_tensor(schedule: str, steps: torch.Tensor, total_steps: int | None) -> torch.Tensor:
     """The schedule factor at ``steps`` updates taken, as a float64 device tensor (``schedules.lr_factor``).
 
     Args:
@@ -93,8 +94,9 @@ def lr_factor_tensor(schedule, steps, total_steps):
     raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {SCHEDULES}")
 
 
-def adam_update_(param, grad, exp_avg, exp_avg_sq, num_steps, *, lr, beta1, beta2, eps, schedule, total_steps,
-                 applied=None):
+def adam_update_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                 num_steps: torch.Tensor, *, lr: float, beta1: float, beta2: float, eps: float, schedule: str,
+                 total_steps: int | None, applied: torch.Tensor | None = None) -> None:
     """One Adam step of ``param`` in place (``torch.optim.Adam``'s, no weight decay), ``t = num_steps + 1``.
 
     ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
@@ -167,8 +169,10 @@ def _prior_step_fake(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, 
 
 
 @torch.no_grad()
-def prior_step_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied=None, *, lr, beta1=0.9, beta2=0.999,
-                eps=1e-8, schedule="cosine_7_16", total_steps=None, use_mean=True, use_dist=True, impl=None):
+def prior_step_(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                num_steps: torch.Tensor, applied: torch.Tensor | None = None, *, lr: float, beta1: float = 0.9,
+                beta2: float = 0.999, eps: float = 1e-8, schedule: str = "cosine_7_16", total_steps: int | None = None,
+                use_mean: bool = True, use_dist: bool = True, impl: str | None = None) -> torch.Tensor:
     """One prior update in place: gradient of ``L_mean + L_dist`` at mu, then Adam; returns L before the update.
 
     Nothing is read back to the host; ``num_steps`` (the schedule's ``t``) is a device tensor.

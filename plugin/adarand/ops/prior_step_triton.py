@@ -174,8 +174,10 @@ def _prior_finish_kernel(row_loss_ptr, loss_ptr, steps_ptr, C, BLOCK_C: tl.const
     tl.store(steps_ptr, tl.load(steps_ptr) + 1)
 
 
-def prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
-                       total_steps, use_mean, use_dist):
+def prior_step_triton_(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                       num_steps: torch.Tensor, applied: torch.Tensor | None, lr: float, beta1: float, beta2: float,
+                       eps: float, schedule: str, total_steps: int | None, use_mean: bool,
+                       use_dist: bool) -> torch.Tensor:
     """The fused prior update in place (see ``prior_step.prior_step_``); returns the loss before it."""
     num_classes, dim = mu.shape
     for name, tensor in (("running_mean", running_mean), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):

@@ -17,6 +17,8 @@ Row i is active when ``0 <= y_i < C`` (see ``target_loss``): inactive rows (IGNO
 or a label out of range) load no prior row, add nothing and get a zero gradient. The
 forward kernel also writes each program's active-row count, so ``n`` stays on the device.
 """
+from typing import cast
+
 import torch
 import triton
 import triton.language as tl
@@ -160,7 +162,7 @@ def _tiles(batch, dim):
     return block_b, block_d, (triton.cdiv(batch, block_b), triton.cdiv(dim, block_d)), warps
 
 
-def draw_seed(device, generator=None) -> torch.Tensor:
+def draw_seed(device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
     """A 1-element int64 seed drawn by torch's RNG (``generator``'s device, else ``device``), on ``device``."""
     source = generator.device if generator is not None else device
     seed = torch.randint(0, torch.iinfo(torch.int64).max, (1,), device=source, dtype=torch.int64, generator=generator)
@@ -175,7 +177,9 @@ def _launch_args(features, labels, mu, sigma, seed):
     return (lab, mu, sigma, seed), True, True
 
 
-def target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes):
+def target_loss_fwd_triton(features: torch.Tensor, labels: torch.Tensor | None, mu: torch.Tensor | None,
+                           sigma: torch.Tensor | None, seed: torch.Tensor | None, noise: str,
+                           num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, n, bad)``: the fused forward (the kernels of ``adarand::target_loss_fwd``); n = active rows,
     bad = rows labelled outside [0, C) other than IGNORE_INDEX, both int64. Two launches."""
     acc = accumulation_dtype(features.dtype)
@@ -197,7 +201,9 @@ def target_loss_fwd_triton(features, labels, mu, sigma, seed, noise, num_classes
     return loss, count, bad
 
 
-def target_loss_bwd_triton(grad_out, features, labels, mu, sigma, seed, count, noise, num_classes):
+def target_loss_bwd_triton(grad_out: torch.Tensor, features: torch.Tensor, labels: torch.Tensor | None,
+                           mu: torch.Tensor | None, sigma: torch.Tensor | None, seed: torch.Tensor | None,
+                           count: torch.Tensor, noise: str, num_classes: int) -> torch.Tensor:
     """``dL/df`` (the kernel of ``adarand::target_loss_bwd``), the noise regenerated from ``seed``."""
     grad_f = torch.empty_like(features)
     batch, dim = features.shape
@@ -214,8 +220,10 @@ def target_loss_bwd_triton(grad_out, features, labels, mu, sigma, seed, count, n
 _NO_CLASS_LIMIT = 2**31 - 1  # C for FNP without num_classes: any label >= 0 is active
 
 
-def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator=None, seed=None,
-                       num_classes=None, bad_labels=None):
+def target_loss_triton(features: torch.Tensor, labels: torch.Tensor | None, mu: torch.Tensor | None,
+                       sigma: torch.Tensor | None, *, noise: str = "normal", generator: torch.Generator | None = None,
+                       seed: torch.Tensor | None = None, num_classes: int | None = None,
+                       bad_labels: torch.Tensor | None = None) -> torch.Tensor:
     """Fused ``sum_{i active, d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2 / (n D)``; ``mu=None``: target 0.
 
     Active rows: ``0 <= y_i < C`` (C = ``mu.shape[0]``, or ``num_classes`` without a
@@ -238,6 +246,7 @@ def target_loss_triton(features, labels, mu, sigma, *, noise="normal", generator
         limit = _NO_CLASS_LIMIT if num_classes is None else num_classes
         return _counted(torch.ops.adarand.target_loss_fwd(features, labels, None, None, None, noise, limit),
                         bad_labels)
+    labels, sigma = cast(torch.Tensor, labels), cast(torch.Tensor, sigma)  # for the type checker: they come with mu
     if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
         raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
     labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
