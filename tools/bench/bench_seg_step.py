@@ -16,7 +16,6 @@ Prints a table, writes ``benchmarks/seg_step.md`` and ends with one JSON line (`
 ``ci_low``, ``ci_high``). ``--quick``: a seconds-long smoke run on a ResNet-18 at 64 px (no file
 unless --out is given).
 """
-import argparse
 import os
 import sys
 
@@ -25,7 +24,7 @@ import torch
 from adarand.detection import regularizations
 from adarand_projects.bench.timing import write_report
 from adarand_projects.bench.train_step import (build_step_model, load_sentence, paired_steps, ratio_sentence,
-                                               step_result, time_regularizer)
+                                               step_arguments, step_result, step_settings, time_regularizer)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "segmentation", "Base-AdaRand-SemanticFPN.yaml")
@@ -65,26 +64,9 @@ def label_shares(batch):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (default 30 on CUDA, 16 on CPU)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (default 1)")
-    parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples of the rounds")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (see above)")
-    parser.add_argument("--out", default=None, help="report file (default benchmarks/seg_step.md; none with --quick)")
-    args = parser.parse_args(argv)
-    cuda = args.device == "cuda"
+    args = step_arguments(__doc__, "benchmarks/seg_step.md").parse_args(argv)
+    cuda, rounds, out = step_settings(args, os.path.join(REPO, "benchmarks", "seg_step.md"))
     extra = QUICK_OPTS if args.quick else []
-    if args.quick:
-        args.size, args.images, args.warmup = 64, 1, 1
-        args.rounds, args.resamples = args.rounds or 4, min(args.resamples, 500)
-    rounds = args.rounds or (30 if cuda else 16)
-    out = args.out if args.out is not None else ("" if args.quick else os.path.join(REPO, "benchmarks", "seg_step.md"))
-    if not cuda:
-        torch.set_num_threads(args.threads)
 
     batch = make_batch(args.images, args.size, args.device)
     background, ignore = label_shares(batch)

@@ -9,7 +9,9 @@ same rows and differ only by AdaRand's own work. On CUDA the clock is wall time 
 ``torch.cuda.max_memory_allocated``; on a CPU, the process's CPU time and the bytes of parameters,
 gradients, momentum, buffers and every tensor saved for backward (``saved_tensors_hooks``).
 """
+import argparse
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -157,3 +159,32 @@ def ratio_sentence(result, ratio):
 
 def load_sentence(result):
     return f"Load average (1, 5, 15 min): {result['load_before']} before, {result['load_after']} after."
+
+
+def step_arguments(description, report):
+    """The arguments every training-step benchmark takes (``report``: its default file under benchmarks/)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (default 30 on CUDA, 16 on CPU)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (default 1)")
+    parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples of the rounds")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (see above)")
+    parser.add_argument("--out", default=None, help=f"report file (default {report}; none with --quick)")
+    return parser
+
+
+def step_settings(args, report):
+    """``(cuda, rounds, out)`` of parsed :func:`step_arguments`; ``--quick`` shrinks the run (64 px, one image, one
+    warm-up, 4 rounds, 500 resamples) and writes no file; on a CPU sets torch's threads."""
+    cuda = args.device == "cuda"
+    if args.quick:
+        args.size, args.images, args.warmup = 64, 1, 1
+        args.rounds, args.resamples = args.rounds or 4, min(args.resamples, 500)
+    rounds = args.rounds or (30 if cuda else 16)
+    out = args.out if args.out is not None else ("" if args.quick else report)
+    if not cuda:
+        torch.set_num_threads(args.threads)
+    return cuda, rounds, out
