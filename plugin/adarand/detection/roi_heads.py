@@ -86,8 +86,7 @@ class AdaRandHeadsMixin:
     Args (besides the head's own):
         adarand: the ``MODEL.ADARAND`` keys (a dict or CfgNode).
         prior_total_steps: length of the prior optimizer's cosine schedule (SOLVER.MAX_ITER).
-        noise_seed: the run's seed, for the branches' noise streams (:class:`~adarand.detection.box_branch.Branch`;
-            ``run_seed(SEED)``; default ``torch.initial_seed()``, e.g. a LazyConfig's ``train.seed`` + rank).
+        noise_seed: the run's seed for the branches' noise streams, ``run_seed(SEED)`` (default ``torch.initial_seed()``).
 
     Attributes:
         sampled_rows: the record of the last training forward with gradients enabled,
