@@ -21,6 +21,22 @@ CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD
            "MODEL.ADARAND.CASCADE_STAGES": "all"}
 
 
+
+def audited_steps(model, batch, hook, regularizer_loss, steps=2):
+    """``steps`` training steps of ``model`` on ``batch`` (the backward of ``regularizer_loss(losses)``, then the
+    prior hook) under a SyncAudit that finds no sync of ours; returns the audit."""
+    hook.trainer = mock.Mock(model=model, max_iter=100, iter=0)
+    hook.before_train()
+    with EventStorage() as storage:
+        hook.trainer.storage = storage
+        with SyncAudit() as audit:
+            for it in range(steps):
+                hook.trainer.iter = it
+                regularizer_loss(model(batch)).backward()
+                hook.after_step()
+    audit.assert_none_ours()
+    return audit
+
 @pytest.mark.parametrize("method, extra", [("adarand", {}), ("adarand", {"MODEL.ADARAND.REGULARIZE_BACKGROUND": True}),
                                            ("ptr", {}), ("fnp", {}), ("adarand", {"MODEL.ADARAND.LABELS": "image"}),
                                            ("adarand", CASCADE)])
@@ -33,18 +49,8 @@ def test_roi_heads_forward_and_prior_hook_issue_no_sync(fake_voc, tmp_path, meth
         if reg.needs_stats:
             reg.prior.init_normal()
     batch = next(iter(build_detection_train_loader(cfg)))
-    hook = AdaRandPriorHook(period=1, epoch_iters=2, log_period=20)
-    hook.trainer = mock.Mock(model=model, max_iter=100, iter=0)
-    hook.before_train()
-    with EventStorage() as storage:
-        hook.trainer.storage = storage
-        with SyncAudit() as audit:
-            for it in range(2):
-                hook.trainer.iter = it
-                losses = model(batch)
-                sum(v for k, v in losses.items() if k.startswith("loss_adarand")).backward()
-                hook.after_step()
-    audit.assert_none_ours()
+    audit = audited_steps(model, batch, AdaRandPriorHook(period=1, epoch_iters=2, log_period=20),
+                          lambda losses: sum(v for k, v in losses.items() if k.startswith("loss_adarand")))
     assert audit.records  # Detectron2's own syncs were seen, so the audit was on
     if method == "adarand":
         for reg in regs:
@@ -60,16 +66,5 @@ def test_semantic_fpn_step_and_prior_hook_issue_no_sync(fake_voc, tmp_path, bala
     (reg,) = [values_unchecked(branch.regularizer) for branch in regularizations(model)]
     reg.prior.init_normal()
     batch = next(iter(build_detection_train_loader(cfg)))
-    hook = AdaRandPriorHook(period=1, log_period=20)
-    hook.trainer = mock.Mock(model=model, max_iter=100, iter=0)
-    hook.before_train()
-    with EventStorage() as storage:
-        hook.trainer.storage = storage
-        with SyncAudit() as audit:
-            for it in range(2):
-                hook.trainer.iter = it
-                losses = model(batch)
-                losses["loss_adarand_sem_seg"].backward()
-                hook.after_step()
-    audit.assert_none_ours()
+    audited_steps(model, batch, AdaRandPriorHook(period=1, log_period=20), lambda losses: losses["loss_adarand_sem_seg"])
     assert int(reg.prior.optimizer.num_steps) == 2
