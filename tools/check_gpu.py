@@ -61,7 +61,7 @@ def close(a, b, rtol=1e-5, atol=1e-6):
 
 def check_kernels(device, shape):
     """{check: bool}: each fused kernel equals the PyTorch path on ``device``."""
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     batch, num_classes, dim = shape
     g = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from adarand.classification import backbones
-from adarand_projects.paper import paper_table, reproduce, summary
+from adarand_projects.paper import grid, launcher, paper_table, plan, reproduce, status, summary
 from adarand.classification.build import build_model
 from adarand.classification.config import load_cfg
 from adarand.classification.trainer import method_name
@@ -22,7 +22,7 @@ import fake_trees  # noqa: E402  (tests/classification is on sys.path under pyte
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
-# cells of each table, counted from the paper's layout (Table 4 and alpha: see reproduce.py)
+# cells of each table, counted from the paper's layout (Table 4 and alpha: see grid.py)
 EXPECTED_CELLS = {"1": 4 * 5, "2": 8 * 6, "3": 6 * 7, "4": 3 * 7, "5": 12, "alpha": 7, "clip-imagenet": 6, "lambda": 4 * 5}
 BACKBONE_OF_TAG = {"r50": "resnet50", "r50simclr": "resnet50", "r50barlowtwins": "resnet50", "r50clip": "clip:RN50",
                    "vitb32": "vit_b_32", "vitb16": "vit_b_16", "vitb32clip": "clip:ViT-B-32",
@@ -66,7 +66,7 @@ def test_dry_run_lists_every_cell_and_seed_with_a_loadable_config(table, tmp_pat
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == EXPECTED_CELLS[table] * 3
     assert f"{EXPECTED_CELLS[table]} cells x 3 seeds" in err
-    cells = {c.id: c for c in reproduce.get_table(table).cells}
+    cells = {c.id: c for c in grid.get_table(table).cells}
     outputs = set()
     for line in lines:
         argv = shlex.split(line)
@@ -81,17 +81,17 @@ def test_dry_run_lists_every_cell_and_seed_with_a_loadable_config(table, tmp_pat
     assert len(outputs) == len(lines)
     if table == "alpha":
         alphas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).MODEL.ADARAND.ALPHA for x in lines}
-        assert alphas == set(reproduce.ALPHAS)
+        assert alphas == set(grid.ALPHAS)
     if table == "lambda":
         lambdas = {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).MODEL.ADARAND.LAMBDA for x in lines}
-        assert lambdas == set(reproduce.LAMBDAS)
+        assert lambdas == set(grid.LAMBDAS)
     if table == "clip-imagenet":  # App. B.1: 5 epochs on ImageNet
         assert {load_cfg(os.path.join(REPO, shlex.split(x)[3]), shlex.split(x)[4:]).SOLVER.EPOCHS for x in lines} == {5}
 
 
 def test_paper_numbers_sit_at_positions_of_the_layout():
     paper = paper_table.load_paper_results()
-    published = {name: table for name, table in reproduce.TABLES.items() if table.published}
+    published = {name: table for name, table in grid.TABLES.items() if table.published}
     assert set(paper["tables"]) == set(published) and "digits" not in published
     for name, table in published.items():
         values = paper["tables"][name]["values"]
@@ -105,7 +105,7 @@ def test_paper_numbers_sit_at_positions_of_the_layout():
             assert all(values[c.row].get(c.col) is not None for c in table.cells)
     # Table 2's RandReg-Best for ResNet-50 is the row maximum of Table 1's three priors
     t1, t2 = paper["tables"]["1"]["values"], paper["tables"]["2"]["values"]
-    randreg = [reproduce.METHODS[m] for m in reproduce.RANDREG]
+    randreg = [grid.METHODS[m] for m in grid.RANDREG]
     for pretraining, row in t1.items():
         assert t2[f"{pretraining} / RN-50"]["RandReg-Best"] == max(row[m] for m in randreg)
 
@@ -129,30 +129,30 @@ def test_dry_run_check_loads_every_config_and_names_every_missing_weights_file(t
 
 
 def test_summarize_names_under_each_table_what_is_our_reconstruction(tmp_path):
-    for name, table in reproduce.TABLES.items():
+    for name, table in grid.TABLES.items():
         assert table.reconstructed, name
         code, out, _ = run_tool(lambda argv: summary.main(argv) and 0, ["--table", name, "--root", str(tmp_path)])
         section = out.split("Our reconstruction, not the paper's (docs/fidelity.md):\n", 1)
         assert len(section) == 2, name
         assert section[1].splitlines()[:len(table.reconstructed)] == [f"- {line}" for line in table.reconstructed]
-    assert "every row, column and cell" in reproduce.get_table("4").reconstructed[0]
+    assert "every row, column and cell" in grid.get_table("4").reconstructed[0]
 
 
 def test_missing_user_weights_name_the_key_and_the_file_wanted(tmp_path):
-    runs = reproduce.build_runs(reproduce.get_table("1"), str(tmp_path), seeds=[0], cell_ids=["cars_r50simclr_ft"])
+    runs = plan.build_runs(grid.get_table("1"), str(tmp_path), seeds=[0], cell_ids=["cars_r50simclr_ft"])
     with pytest.raises(FileNotFoundError, match=r"MODEL\.WEIGHTS = 'weights/simclr_resnet50\.pth'.*SimCLR.*"
                                                 r"--weights r50simclr=FILE"):
-        reproduce.check_runs(runs, REPO)
+        status.check_runs(runs, REPO)
     weights = tmp_path / "simclr.pth"
     weights.write_bytes(b"")
-    runs = reproduce.build_runs(reproduce.get_table("1"), str(tmp_path), seeds=[0], cell_ids=["cars_r50simclr_ft"],
-                                weights=reproduce.parse_weights([f"r50simclr={weights}"]))
-    reproduce.check_runs(runs, REPO)  # exists: checked, not read
+    runs = plan.build_runs(grid.get_table("1"), str(tmp_path), seeds=[0], cell_ids=["cars_r50simclr_ft"],
+                                weights=plan.parse_weights([f"r50simclr={weights}"]))
+    status.check_runs(runs, REPO)  # exists: checked, not read
     cfg = load_cfg(os.path.join(REPO, "configs/classification/cars_r50clip_adarand.yaml"))
     with pytest.raises(FileNotFoundError, match=r"MODEL\.WEIGHTS = 'weights/clip_RN50\.pth'.*state dict of CLIP RN50"):
         build_model(cfg, num_classes=3)
     with pytest.raises(ValueError, match="TAG=FILE"):
-        reproduce.parse_weights(["simclr=/x.pth"])
+        plan.parse_weights(["simclr=/x.pth"])
 
 
 class FakeTower(nn.Module):
@@ -186,7 +186,7 @@ def test_clip_file_is_read_with_weights_only_and_loaded_strictly_into_the_image_
 
 
 def test_interrupted_run_resumes_and_finished_run_is_skipped(tmp_path):
-    run, = reproduce.build_runs(reproduce.get_table("5"), str(tmp_path), seeds=[1], cell_ids=["cars_r50_ft"])
+    run, = plan.build_runs(grid.get_table("5"), str(tmp_path), seeds=[1], cell_ids=["cars_r50_ft"])
     assert run.status() == "new" and "--resume" not in run.argv()
     os.makedirs(run.output_dir)
     open(os.path.join(run.output_dir, "last.pth"), "w").close()
@@ -237,7 +237,7 @@ def test_a_position_with_several_cells_shows_the_best_and_std_is_over_seeds(tmp_
             run_dir = tmp_path / f"cars_vitb32clip_{method}" / f"seed{seed}"
             run_dir.mkdir(parents=True)
             (run_dir / "results.json").write_text(json.dumps({"method": method, "test_top1": value}))
-    table = reproduce.get_table("2")
+    table = grid.get_table("2")
     best = paper_table.position_result(table, "CLIP / ViT-B/32", "RandReg-Best", str(tmp_path))
     assert (best.cell_id, best.n) == ("cars_vitb32clip_randreg-normal", 2)
     assert best.mean == pytest.approx(88.0) and best.std == pytest.approx(2 * 2 ** 0.5)
@@ -252,7 +252,7 @@ def test_slurm_executor_gets_partition_gpus_cpus_and_time(tmp_path, monkeypatch)
     srun.write_text("#!/bin/sh\nexit 0\n")
     srun.chmod(0o755)
     monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
-    executor = reproduce.make_executor(str(tmp_path / "jobs"), "slurm", partition="gpu", gpus=4, cpus=8,
+    executor = launcher.make_executor(str(tmp_path / "jobs"), "slurm", partition="gpu", gpus=4, cpus=8,
                                        timeout_min=90)
     params = executor._executor.parameters
     assert (params["partition"], params["gpus_per_node"], params["cpus_per_task"], params["time"]) == ("gpu", 4, 8, 90)
@@ -262,13 +262,13 @@ def test_slurm_executor_gets_partition_gpus_cpus_and_time(tmp_path, monkeypatch)
 def test_digits_study_has_four_methods_three_fractions_a_longer_arm_and_twenty_seeds(tmp_path):
     """`--table digits`: 12 + 2 cells x 20 seeds = 280 runs; each cell loads as the shipped digits config
     at its fraction and epochs, nothing else changed."""
-    table = reproduce.get_table("digits")
-    runs = reproduce.build_runs(table, str(tmp_path))
+    table = grid.get_table("digits")
+    runs = plan.build_runs(table, str(tmp_path))
     assert len(runs) == 280 and sorted({r.seed for r in runs}) == list(range(20))
     shipped = load_cfg(os.path.join(REPO, "configs/classification/digits_mobilenetv2_adarand.yaml"))
     by_cell = {}
     for run in runs:
-        cfg = reproduce.load_run_cfg(run, REPO)
+        cfg = status.load_run_cfg(run, REPO)
         by_cell[run.cell.id] = (cfg.MODEL.ADARAND.METHOD, round(cfg.DATASET.FRACTION, 2), cfg.SOLVER.EPOCHS)
         assert (cfg.SEED, cfg.OUTPUT_DIR) == (run.seed, run.output_dir)
         assert (cfg.SOLVER.BASE_LR, cfg.MODEL.ADARAND.LAMBDA, cfg.INPUT.SIZE) == \
@@ -308,7 +308,7 @@ def test_extra_test_sets_give_the_clip_imagenet_columns_from_one_run(tmp_path):
             correct += int(logits.argmax(1).item() == label)
     assert results["test_top1@imagenet-r"] == pytest.approx(correct / len(test))
     assert json.load(open(out / "results.json"))["test_top1@imagenet-r"] == results["test_top1@imagenet-r"]
-    table = reproduce.get_table("clip-imagenet")
+    table = grid.get_table("clip-imagenet")
     ours = paper_table.position_result(table, "Fine-tuning", "ImageNet-R", str(tmp_path / "runs"))
     assert ours.mean == pytest.approx(100 * correct / len(test)) and ours.n == 1
     assert paper_table.position_result(table, "Fine-tuning", "ImageNet", str(tmp_path / "runs")).mean == \
@@ -354,10 +354,10 @@ def test_launch_counts_a_run_finished_only_when_its_config_is_the_grids(tmp_path
     """A smoke run (SOLVER.EPOCHS 1) left in the root is not the reproduction: refused, or moved and rerun."""
     launched = []
     monkeypatch.setattr(reproduce, "launch", lambda runs, *a, **k: launched.extend(runs) or {})
-    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": {r: reproduce.load_run_cfg(r, repo_root)
+    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": {r: status.load_run_cfg(r, repo_root)
                                                                               for r in runs})
-    table = reproduce.get_table("5")
-    smoke, same, partial = reproduce.build_runs(table, str(tmp_path), seeds=[0],
+    table = grid.get_table("5")
+    smoke, same, partial = plan.build_runs(table, str(tmp_path), seeds=[0],
                                                 cell_ids=["cars_r50_ft", "cars_r50_fnp", "cars_r50_bss"])
     _record_run(smoke, ["SOLVER.EPOCHS", "1"])
     _record_run(same, ["LOG_PERIOD", "3"])  # a key that leaves the results unchanged
@@ -379,23 +379,23 @@ def test_launch_counts_a_run_finished_only_when_its_config_is_the_grids(tmp_path
 
 def test_a_run_changed_on_resume_is_not_the_grids(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": None)
-    run, = reproduce.build_runs(reproduce.get_table("5"), str(tmp_path), seeds=[0], cell_ids=["cars_r50_ft"])
+    run, = plan.build_runs(grid.get_table("5"), str(tmp_path), seeds=[0], cell_ids=["cars_r50_ft"])
     _record_run(run)
-    assert reproduce.recorded_differences(run, REPO) == {}
+    assert status.recorded_differences(run, REPO) == {}
     with open(os.path.join(run.output_dir, "config_history.json"), "w") as f:
         json.dump([{"epoch": 3, "changes": {"SOLVER.BASE_LR": [0.1, 0.01]}}], f)
-    assert reproduce.recorded_differences(run, REPO) == {
+    assert status.recorded_differences(run, REPO) == {
         "SOLVER.BASE_LR (changed on resume at epoch 3)": [0.1, 0.01]}
 
 
 def test_a_study_of_ours_shows_no_paper_columns_and_marks_settings_not_run(tmp_path):
     """The digits study has no published numbers: our column alone, and FT in the 30-epoch arm is 'not run'."""
-    text = paper_table.render(reproduce.get_table("digits"), str(tmp_path))
+    text = paper_table.render(grid.get_table("digits"), str(tmp_path))
     header, = [line for line in text.splitlines() if line.startswith("|  |")]
     assert header == "|  | 10% | 20% | 50% | 20%, 30 epochs |"
     fine_tuning, = [line for line in text.splitlines() if line.startswith("| Fine-tuning")]
     assert fine_tuning == "| Fine-tuning | — | — | — | not run |"
-    assert "| UOT | not implemented |" in paper_table.render(reproduce.get_table("5"), str(tmp_path))
+    assert "| UOT | not implemented |" in paper_table.render(grid.get_table("5"), str(tmp_path))
 
 
 # ---------------------------------------------- issue 28, items 7, 8 and 16
@@ -419,7 +419,7 @@ def test_an_override_cannot_change_what_defines_a_cell(argv, key, value, tmp_pat
 
 def test_summarize_table_refuses_a_run_of_another_method_in_a_cells_directory(tmp_path):
     cells = ["digits20_mobilenetv2_ft", "digits20_mobilenetv2_adarand"]
-    runs = reproduce.build_runs(reproduce.get_table("digits"), str(tmp_path), seeds=[0, 1], cell_ids=cells)
+    runs = plan.build_runs(grid.get_table("digits"), str(tmp_path), seeds=[0, 1], cell_ids=cells)
     for run in runs:
         os.makedirs(run.output_dir)
         _write_results(run)
@@ -444,9 +444,9 @@ def test_a_partial_results_json_is_resumed_or_run_again_never_skipped(text, tmp_
     launched = []
     monkeypatch.setattr(reproduce, "launch", lambda runs, *a, **k: launched.extend(r for r in runs
                                                                                    if r.status() != "done") or {})
-    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": {r: reproduce.load_run_cfg(r, repo_root)
+    monkeypatch.setattr(reproduce, "check_runs", lambda runs, repo_root=".": {r: status.load_run_cfg(r, repo_root)
                                                                               for r in runs})
-    resumable, fresh, finished = reproduce.build_runs(reproduce.get_table("5"), str(tmp_path), seeds=[0, 1, 2],
+    resumable, fresh, finished = plan.build_runs(grid.get_table("5"), str(tmp_path), seeds=[0, 1, 2],
                                                       cell_ids=["cars_r50_ft"])
     _record_run(resumable, results=False)
     _record_run(fresh)

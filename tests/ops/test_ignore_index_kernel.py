@@ -24,7 +24,7 @@ def _labels(batch, num_classes, g, device):
 @pytest.mark.parametrize("noise", ["normal", "uniform"])
 @pytest.mark.parametrize("batch, num_classes, dim", _SHAPES)
 def test_target_loss_skips_inactive_rows(device, batch, num_classes, dim, noise):
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     from noise_probe import noise_from_seed
 
@@ -50,7 +50,7 @@ def test_target_loss_skips_inactive_rows(device, batch, num_classes, dim, noise)
 
 
 def test_all_ignored_and_fnp_with_labels(device):
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     f = torch.randn(6, 13, device=device, requires_grad=True)
     mu, sigma = torch.randn(3, 13, device=device), torch.ones(3, 13, device=device)

@@ -94,7 +94,7 @@ def test_kernels_compile_for_sm90(compile_for_sm90, dtype, acc):
           **{name: "fp32" for name in ("lr_hi", "lr_lo", "log_b1_hi", "log_b1_lo", "log_b2_hi", "log_b2_lo",
                                        "one_b1_hi", "one_b1_lo", "b2_hi", "b2_lo", "one_b2_hi", "one_b2_lo",
                                        "eps_hi", "eps_lo")},
-          "TOTAL": "i32", "SCHEDULE": "constexpr", "HAS_APPLIED": "constexpr", **{k: "constexpr" for k in flags}},
+          "TOTAL": "i32", "WARMUP": "i32", "SCHEDULE": "constexpr", "HAS_APPLIED": "constexpr", **{k: "constexpr" for k in flags}},
          {"SCHEDULE": 1, "HAS_APPLIED": True, **flags}),
         (module, "_prior_finish_kernel",
          {"row_loss_ptr": f"*{acc}", "loss_ptr": f"*{dtype}", "steps_ptr": "*i64", "C": "i32", "BLOCK_C": "constexpr"},

@@ -32,7 +32,7 @@ def _seed(device, value=1234):
 @pytest.mark.parametrize("dtype, atol, rtol", _DTYPES)
 @pytest.mark.parametrize("batch, num_classes, dim", _SHAPES)
 def test_forward_and_grad_match_reference(device, batch, num_classes, dim, dtype, atol, rtol, noise):
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
     from noise_probe import noise_from_seed
 
     f, y, mu, sigma = _problem(batch, num_classes, dim, dtype, device)
@@ -51,7 +51,7 @@ def test_forward_and_grad_match_reference(device, batch, num_classes, dim, dtype
 @pytest.mark.parametrize("noise", ["normal", "uniform"])
 def test_backward_regenerates_the_forward_noise(device, noise):
     """grad = g * 2 (f - r) / (B D) with r = mu_y + sigma_y eps, eps the debug helper's draw (float64 check)."""
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
     from noise_probe import noise_from_seed
 
     f, y, mu, sigma = _problem(9, 4, 41, torch.float32, device)
@@ -66,7 +66,7 @@ def test_backward_regenerates_the_forward_noise(device, noise):
 
 
 def test_zero_target_is_feature_norm_penalty(device):
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     f = torch.randn(6, 129, device=device, requires_grad=True)
     loss = target_loss_triton(f, None, None, None)
@@ -76,7 +76,7 @@ def test_zero_target_is_feature_norm_penalty(device):
 
 
 def test_empty_batch_gives_zero_loss_and_empty_grad(device):
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     f, y, mu, sigma = _problem(0, 3, 41, torch.float32, device)
     loss = target_loss_triton(f, y, mu, sigma)
@@ -87,7 +87,7 @@ def test_empty_batch_gives_zero_loss_and_empty_grad(device):
 
 def test_zero_sigma_is_distance_to_class_mean(device):
     """Degenerate case independent of the noise: sigma = 0 regresses onto mu_y."""
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     f, y, mu, sigma = _problem(11, 5, 41, torch.float64, device)
     loss = target_loss_triton(f, y, mu.double(), torch.zeros_like(mu, dtype=torch.float64))
@@ -109,7 +109,7 @@ def test_noise_moments(device, noise):
 
 
 def test_seed_fixes_the_noise_and_generator_fixes_the_seed(device):
-    from adarand.ops.target_loss_triton import draw_seed
+    from adarand.ops.target_loss import draw_seed
     from noise_probe import noise_from_seed
 
     a, b = noise_from_seed(_seed(device, 5), (4, 33)), noise_from_seed(_seed(device, 5), (4, 33))
@@ -120,7 +120,7 @@ def test_seed_fixes_the_noise_and_generator_fixes_the_seed(device):
 
 
 def test_public_op_dispatches_to_the_kernel_and_honours_generator(device):
-    from adarand.ops.target_loss_triton import draw_seed
+    from adarand.ops.target_loss import draw_seed
     from noise_probe import noise_from_seed
 
     f, y, mu, sigma = _problem(7, 10, 41, torch.float32, device)
@@ -133,7 +133,7 @@ def test_public_op_dispatches_to_the_kernel_and_honours_generator(device):
 
 
 def test_mu_and_sigma_get_no_gradient(device):
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     f, y, mu, sigma = _problem(5, 3, 8, torch.float32, device)
     mu.requires_grad_(True)
@@ -143,7 +143,7 @@ def test_mu_and_sigma_get_no_gradient(device):
 
 
 def test_deterministic_mode_is_bit_identical(device):
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     f, y, mu, sigma = _problem(20, 10, 129, torch.float32, device)
     previous = torch.are_deterministic_algorithms_enabled()
@@ -186,7 +186,7 @@ def test_kernels_compile_for_sm90(compile_for_sm90):
 
 
 def test_bad_input_names_the_problem(device):
-    from adarand.ops.target_loss_triton import target_loss_triton
+    from adarand.ops.target_loss import target_loss_triton
 
     f, y, mu, sigma = _problem(3, 2, 8, torch.float32, device)
     with pytest.raises(ValueError, match="unknown noise"):

@@ -1,12 +1,15 @@
-"""Package-wide helpers of the ops: the ignored label, the noises, active rows, bad labels and the accumulation dtype.
+"""Package-wide helpers of the ops: the ignored label, the noises, the normalisation's eps, active rows, bad labels
+and the accumulation dtype.
 
 Imported by the kernels' modules, the regularizers and the input checks alike, so that no
-op module has to import another to reach them.
+op module has to import another to reach them (a ``*_triton.py`` module imports only these,
+``triton_common.py`` and Triton: never its host module).
 """
 import torch
 
 NOISES = ("normal", "uniform")
 IGNORE_INDEX = -100  # label of rows kept in place that contribute nothing (torch's cross_entropy default)
+NORM_EPS = 1e-12  # the prior's row normalisation, F.normalize's eps
 
 
 def active_rows(labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:

@@ -20,18 +20,13 @@ count advances either way.
 ``torch.compile`` traces it and fuses the elementwise work), or the fused Triton kernels
 of ``prior_step_triton.py`` behind the custom op ``adarand::prior_step_``.
 """
-import math
 from typing import Optional
 
 import torch
 
-from ..schedules import SCHEDULES
+from ..schedules import SCHEDULES, check_warmup, lr_factor
 from .backend import HAS_TRITON, resolve, triton_interpreter_on
-
-NORM_EPS = 1e-12  # F.normalize's eps
-SCHEDULE_CODES = {"constant": 0, "cosine_7_16": 1, "half_cosine": 2}  # the fused kernel's SCHEDULE of each
-if set(SCHEDULE_CODES) != set(SCHEDULES):
-    raise ImportError(f"the device schedules {sorted(SCHEDULE_CODES)} differ from schedules.SCHEDULES {SCHEDULES}")
+from .common import NORM_EPS
 
 
 def prior_loss_and_grad(mu: torch.Tensor, running_mean: torch.Tensor, use_mean: bool = True,
@@ -75,28 +70,25 @@ def prior_loss_and_grad(mu: torch.Tensor, running_mean: torch.Tensor, use_mean: 
     return loss, (grad_unit - radial * unit) / denom
 
 
-def lr_factor_tensor(schedule: str, steps: torch.Tensor, total_steps: int | None) -> torch.Tensor:
-    """The schedule factor at ``steps`` updates taken, as a float64 device tensor (``schedules.lr_factor``).
+def lr_factor_tensor(schedule: str, steps: torch.Tensor, total_steps: int | None, warmup: int = 0) -> torch.Tensor:
+    """The schedule factor at ``steps`` updates taken, as a float64 device tensor: ``schedules.lr_factor`` on it.
 
     Args:
         schedule: one of ``schedules.SCHEDULES``. steps: int64 tensor. total_steps: int >= 1, or None (1).
+        warmup: steps of linear warm-up (``cosine_7_16`` only).
 
     Returns:
         float64 tensor of ``steps``' shape.
     """
     t = steps.to(torch.float64)
-    if total_steps is None or schedule == "constant":
+    if total_steps is None:
         return torch.ones_like(t)
-    if schedule == "cosine_7_16":
-        return torch.cos((math.pi * 7.0 / 16.0) * (t / total_steps).clamp(0.0, 1.0)).clamp_min(0.0)
-    if schedule == "half_cosine":
-        return 0.5 * (1.0 + torch.cos(math.pi * t.clamp_max(total_steps) / total_steps))
-    raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {SCHEDULES}")
+    return lr_factor(schedule, t, total_steps, warmup)
 
 
 def adam_update_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                  num_steps: torch.Tensor, *, lr: float, beta1: float, beta2: float, eps: float, schedule: str,
-                 total_steps: int | None, applied: torch.Tensor | None = None) -> None:
+                 total_steps: int | None, applied: torch.Tensor | None = None, warmup: int = 0) -> None:
     """One Adam step of ``param`` in place (``torch.optim.Adam``'s, no weight decay), ``t = num_steps + 1``.
 
     ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
@@ -107,14 +99,14 @@ def adam_update_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
 
     Args:
         param, grad, exp_avg, exp_avg_sq: (C, D). num_steps: 0-dim int64, incremented.
-        lr, beta1, beta2, eps: floats. schedule, total_steps: as in :func:`lr_factor_tensor`.
+        lr, beta1, beta2, eps: floats. schedule, total_steps, warmup: as in :func:`lr_factor_tensor`.
         applied: 0-dim bool tensor or None (always applied).
 
     Returns:
         None.
     """
     t = (num_steps + 1).to(torch.float64)
-    step_size = (lr * lr_factor_tensor(schedule, num_steps, total_steps) / (1 - beta1 ** t)).to(param.dtype)
+    step_size = (lr * lr_factor_tensor(schedule, num_steps, total_steps, warmup) / (1 - beta1 ** t)).to(param.dtype)
     bias2 = (1 - beta2 ** t).to(param.dtype)
     new_avg = torch.lerp(exp_avg, grad, 1 - beta1)
     new_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
@@ -130,31 +122,31 @@ def adam_update_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
 
 
 def _prior_step_ref_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
-                     total_steps, use_mean, use_dist):
+                     total_steps, use_mean, use_dist, warmup=0):
     loss, grad = prior_loss_and_grad(mu, running_mean, use_mean, use_dist)
     adam_update_(mu, grad, exp_avg, exp_avg_sq, num_steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                 schedule=schedule, total_steps=total_steps, applied=applied)
+                 schedule=schedule, total_steps=total_steps, applied=applied, warmup=warmup)
     return loss
 
 
 @torch.library.custom_op("adarand::prior_step_", mutates_args=("mu", "exp_avg", "exp_avg_sq", "num_steps"))
 def _prior_step_op(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                    num_steps: torch.Tensor, applied: Optional[torch.Tensor], lr: float, beta1: float, beta2: float,
-                   eps: float, schedule: str, total_steps: Optional[int], use_mean: bool,
-                   use_dist: bool) -> torch.Tensor:
+                   eps: float, schedule: str, total_steps: Optional[int], use_mean: bool, use_dist: bool,
+                   warmup: int = 0) -> torch.Tensor:
     """The fused prior update as an opaque op (Triton kernels)."""
     from .prior_step_triton import prior_step_triton_
 
     return prior_step_triton_(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps,
-                              schedule, total_steps, use_mean, use_dist)
+                              schedule, total_steps, use_mean, use_dist, warmup)
 
 
 @_prior_step_op.register_kernel("cpu")
 def _prior_step_cpu(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
-                    total_steps, use_mean, use_dist):
+                    total_steps, use_mean, use_dist, warmup=0):
     """The PyTorch reference on CPU tensors (the Triton kernels only under ``TRITON_INTERPRET=1``)."""
     args = (mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
-            total_steps, use_mean, use_dist)
+            total_steps, use_mean, use_dist, warmup)
     if HAS_TRITON and triton_interpreter_on():
         from .prior_step_triton import prior_step_triton_
 
@@ -164,7 +156,7 @@ def _prior_step_cpu(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, l
 
 @_prior_step_op.register_fake
 def _prior_step_fake(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, lr, beta1, beta2, eps, schedule,
-                     total_steps, use_mean, use_dist):
+                     total_steps, use_mean, use_dist, warmup=0):
     return mu.new_empty(())
 
 
@@ -172,7 +164,7 @@ def _prior_step_fake(mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, 
 def prior_step_(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                 num_steps: torch.Tensor, applied: torch.Tensor | None = None, *, lr: float, beta1: float = 0.9,
                 beta2: float = 0.999, eps: float = 1e-8, schedule: str = "cosine_7_16", total_steps: int | None = None,
-                use_mean: bool = True, use_dist: bool = True, impl: str | None = None) -> torch.Tensor:
+                use_mean: bool = True, use_dist: bool = True, warmup: int = 0, impl: str | None = None) -> torch.Tensor:
     """One prior update in place: gradient of ``L_mean + L_dist`` at mu, then Adam; returns L before the update.
 
     Nothing is read back to the host; ``num_steps`` (the schedule's ``t``) is a device tensor.
@@ -180,16 +172,18 @@ def prior_step_(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: torch.Ten
     Args:
         mu: (C, D), updated. running_mean: (C, D). exp_avg, exp_avg_sq: (C, D), updated.
         num_steps: 0-dim int64, incremented. applied: 0-dim bool or None (see :func:`adam_update_`).
-        lr, beta1, beta2, eps: Adam's. schedule, total_steps: the lr schedule (:func:`lr_factor_tensor`).
+        lr, beta1, beta2, eps: Adam's. schedule, total_steps, warmup: the lr schedule (:func:`lr_factor_tensor`).
         use_mean, use_dist: the loss terms. impl: ``"torch"``, ``"triton"`` or None (the backend setting).
 
     Returns:
         scalar in mu's dtype, ``L_mean + L_dist`` at mu before the update.
     """
-    if schedule not in SCHEDULE_CODES:
+    if schedule not in SCHEDULES:
         raise ValueError(f"unknown prior lr schedule {schedule!r}; expected one of {SCHEDULES}")
+    check_warmup(schedule, warmup)
     args = (mu, running_mean, exp_avg, exp_avg_sq, num_steps, applied, float(lr), float(beta1), float(beta2),
             float(eps), schedule)
     if resolve(mu, impl) == "triton":
-        return _prior_step_op(*args, None if total_steps is None else int(total_steps), bool(use_mean), bool(use_dist))
-    return _prior_step_ref_(*args, total_steps, use_mean, use_dist)
+        return _prior_step_op(*args, None if total_steps is None else int(total_steps), bool(use_mean), bool(use_dist),
+                              int(warmup))
+    return _prior_step_ref_(*args, total_steps, use_mean, use_dist, warmup)

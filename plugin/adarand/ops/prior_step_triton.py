@@ -1,4 +1,5 @@
-"""Fused Triton kernels of AdaRand's prior update (``prior_step.py`` states the equations).
+"""Fused Triton kernels of AdaRand's prior update and their launcher (``prior_step.py`` states the equations and
+makes the launcher the custom op ``adarand::prior_step_``).
 
 Five launches: ``_prior_rows_kernel`` (one program per class: row norms, ``g_c = 1 - cos(mu_c, m_c)``,
 the unit rows ``u_c`` and each row's share of the loss), two matmuls for ``U U^T U`` through the
@@ -16,9 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .prior_step import NORM_EPS, SCHEDULE_CODES
-from .common import accumulation_dtype
+from .common import NORM_EPS, accumulation_dtype
 from .triton_common import fp32_hi_lo, tl_dtype
+
+SCHEDULE_CODES = {"constant": 0, "cosine_7_16": 1, "half_cosine": 2}  # the SCHEDULE of each of schedules.SCHEDULES
 
 
 @triton.jit
@@ -63,14 +65,17 @@ def _prior_rows_kernel(mu_ptr, rm_ptr, unit_ptr, stats_ptr, row_loss_ptr, C, D, 
 
 
 @triton.jit
-def _schedule_factor(t_prev, TOTAL, SCHEDULE: tl.constexpr):
-    """lr factor after ``t_prev`` updates (float64).
+def _schedule_factor(t_prev, TOTAL, WARMUP, SCHEDULE: tl.constexpr):
+    """lr factor after ``t_prev`` updates (float64): ``schedules.lr_factor``'s expressions, the schedule by its code.
 
-    Constant 1, ``max(0, cos(pi 7/16 min(t/T, 1)))`` or ``(1 + cos(pi min(t, T)/T))/2``.
+    Constant 1; ``max(0, cos(pi 7/16 p))``, ``p = (t - W) / max(T - W, 1)`` clipped to [0, 1], after
+    ``t / max(W, 1)`` while ``t < W``; or ``(1 + cos(pi min(t, T)/T))/2``.
+    ``tests/ops/test_schedule_kernel.py`` holds it to ``schedules.lr_factor`` at every step.
     """
     if SCHEDULE == 1:
-        progress = tl.minimum(t_prev / TOTAL, 1.0)
+        progress = tl.minimum(tl.maximum((t_prev - WARMUP) / tl.maximum(TOTAL - WARMUP, 1.0), 0.0), 1.0)
         factor = tl.maximum(tl.cos(progress * (3.141592653589793 * 7.0 / 16.0)), 0.0)
+        factor = tl.where(t_prev < WARMUP, t_prev / tl.maximum(WARMUP, 1.0), factor)
     elif SCHEDULE == 2:
         factor = 0.5 * (1.0 + tl.cos(3.141592653589793 * tl.minimum(t_prev, TOTAL) / TOTAL))
     else:
@@ -98,7 +103,7 @@ def _pull_block(unit_ptr, rm_ptr, gram_unit_ptr, offsets, mask, coef_mean, coef_
 def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, row_loss_ptr, avg_ptr, avg_sq_ptr,
                        steps_ptr, applied_ptr, C, D, norm_eps_hi, norm_eps_lo, lr_hi, lr_lo, log_b1_hi, log_b1_lo,
                        log_b2_hi, log_b2_lo, one_b1_hi, one_b1_lo, b2_hi, b2_lo, one_b2_hi, one_b2_lo, eps_hi,
-                       eps_lo, TOTAL, SCHEDULE: tl.constexpr, HAS_APPLIED: tl.constexpr,
+                       eps_lo, TOTAL, WARMUP, SCHEDULE: tl.constexpr, HAS_APPLIED: tl.constexpr,
                        USE_MEAN: tl.constexpr, USE_DIST: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
     """grad_c = (w_c - [|mu_c| >= eps] (u_c . w_c) u_c) / max(|mu_c|, eps),
     w_c = -(2/C) g_c m_c / max(|m_c|, eps) + 4 ((U U^T U)_c - |u_c|^2 u_c) / (C (C-1)); then Adam on row c.
@@ -120,7 +125,7 @@ def _prior_adam_kernel(mu_ptr, rm_ptr, unit_ptr, gram_unit_ptr, stats_ptr, row_l
     t_prev = tl.load(steps_ptr).to(tl.float64)
     t = t_prev + 1.0
     lr = tl.cast(lr_hi, tl.float64) + tl.cast(lr_lo, tl.float64)
-    lr_t = lr * _schedule_factor(t_prev, tl.cast(TOTAL, tl.float64), SCHEDULE)
+    lr_t = lr * _schedule_factor(t_prev, tl.cast(TOTAL, tl.float64), tl.cast(WARMUP, tl.float64), SCHEDULE)
     bias1 = 1.0 - tl.exp(t * (tl.cast(log_b1_hi, tl.float64) + tl.cast(log_b1_lo, tl.float64)))
     bias2 = 1.0 - tl.exp(t * (tl.cast(log_b2_hi, tl.float64) + tl.cast(log_b2_lo, tl.float64)))
     step_size = (lr_t / bias1).to(ACC)
@@ -177,7 +182,7 @@ def _prior_finish_kernel(row_loss_ptr, loss_ptr, steps_ptr, C, BLOCK_C: tl.const
 def prior_step_triton_(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                        num_steps: torch.Tensor, applied: torch.Tensor | None, lr: float, beta1: float, beta2: float,
                        eps: float, schedule: str, total_steps: int | None, use_mean: bool,
-                       use_dist: bool) -> torch.Tensor:
+                       use_dist: bool, warmup: int = 0) -> torch.Tensor:
     """The fused prior update in place (see ``prior_step.prior_step_``); returns the loss before it."""
     num_classes, dim = mu.shape
     for name, tensor in (("running_mean", running_mean), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
@@ -208,7 +213,8 @@ def prior_step_triton_(mu: torch.Tensor, running_mean: torch.Tensor, exp_avg: to
         mu, running_mean, unit, gram_unit, stats, row_loss, exp_avg, exp_avg_sq, num_steps,
         applied if applied is not None else num_steps, num_classes, dim, *norm_eps, lr_hi, lr_lo, b1_hi, b1_lo,
         b2_hi, b2_lo, *fp32_hi_lo(1.0 - beta1), *fp32_hi_lo(beta2), *fp32_hi_lo(1.0 - beta2), *fp32_hi_lo(float(eps)),
-        1 if total_steps is None else int(total_steps), SCHEDULE=0 if total_steps is None else SCHEDULE_CODES[schedule],
+        1 if total_steps is None else int(total_steps), int(warmup),
+        SCHEDULE=0 if total_steps is None else SCHEDULE_CODES[schedule],
         HAS_APPLIED=applied is not None, USE_MEAN=bool(use_mean), USE_DIST=use_dist, ACC=acc_tl, BLOCK_D=block_d)
     loss = mu.new_empty(())
     _prior_finish_kernel[(1,)](row_loss, loss, num_steps, num_classes, BLOCK_C=1024)

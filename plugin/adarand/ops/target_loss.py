@@ -11,7 +11,7 @@ all-ignored batch gives 0 without a host sync). Labels outside [0, C) that are n
 IGNORE_INDEX are masked the same way, so nothing is ever read out of bounds; the
 regularizers count them (see ``Regularizer.check_device_errors``).
 """
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 
@@ -159,6 +159,58 @@ def _target_loss_backward(ctx, grad_loss, grad_count, grad_bad):
 _target_loss_fwd_op.register_autograd(_target_loss_backward, setup_context=_target_loss_setup_context)
 
 
+def draw_seed(device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A 1-element int64 seed drawn by torch's RNG (``generator``'s device, else ``device``), on ``device``."""
+    source = generator.device if generator is not None else device
+    seed = torch.randint(0, torch.iinfo(torch.int64).max, (1,), device=source, dtype=torch.int64, generator=generator)
+    return seed.to(device, non_blocking=True)
+
+
+_MAX_ELEMENTS = 2**31  # the fused kernels' Philox counters are int32 element indices
+_NO_CLASS_LIMIT = 2**31 - 1  # C for FNP without num_classes: any label >= 0 is active
+
+
+def target_loss_triton(features: torch.Tensor, labels: torch.Tensor | None, mu: torch.Tensor | None,
+                       sigma: torch.Tensor | None, *, noise: str = "normal", generator: torch.Generator | None = None,
+                       seed: torch.Tensor | None = None, num_classes: int | None = None,
+                       bad_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Fused ``sum_{i active, d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2 / (n D)``; ``mu=None``: target 0.
+
+    Active rows: ``0 <= y_i < C`` (C = ``mu.shape[0]``, or ``num_classes`` without a
+    prior; every row when ``labels`` is None). ``seed`` (1-element int64 tensor on the
+    features' device) fixes the noise, for tests; by default a fresh one is drawn from
+    torch's RNG (``generator`` if given). ``bad_labels``: an optional int64 counter that gains the number
+    of rows labelled outside [0, C) other than IGNORE_INDEX (counted by the kernel).
+    """
+    if noise not in NOISES:
+        raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
+    if features.dim() != 2:
+        raise ValueError(f"features must be B x D; got shape {tuple(features.shape)}")
+    if features.numel() >= _MAX_ELEMENTS:
+        raise ValueError(f"the fused target loss takes fewer than 2**31 elements; got {features.numel()}")
+    features = features.contiguous()
+    if labels is not None and tuple(labels.shape) != tuple(features.shape[:1]):
+        raise ValueError(f"labels must have shape ({features.shape[0]},); got {tuple(labels.shape)}")
+    if mu is None:  # FNP: no noise; labels, if any, only select the active rows
+        labels = None if labels is None else labels.contiguous()
+        limit = _NO_CLASS_LIMIT if num_classes is None else num_classes
+        return _counted(_target_loss_fwd_op(features, labels, None, None, None, noise, limit), bad_labels)
+    labels, sigma = cast(torch.Tensor, labels), cast(torch.Tensor, sigma)  # for the type checker: they come with mu
+    if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
+        raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
+    labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
+    if seed is None:
+        seed = draw_seed(features.device, generator)
+    return _counted(_target_loss_fwd_op(features, labels, mu, sigma, seed, noise, mu.shape[0]), bad_labels)
+
+
+def _counted(outputs, bad_labels):
+    """The loss of the forward op's ``(loss, n, bad)``, after adding ``bad`` to the ``bad_labels`` counter (if any)."""
+    if bad_labels is not None:
+        bad_labels.add_(outputs[2])
+    return outputs[0]
+
+
 def target_loss(features: torch.Tensor, labels: torch.Tensor | None = None, mu: torch.Tensor | None = None,
                 sigma: torch.Tensor | None = None, *, noise: str = "normal", generator: torch.Generator | None = None,
                 impl: str | None = None, num_classes: int | None = None,
@@ -186,8 +238,6 @@ def target_loss(features: torch.Tensor, labels: torch.Tensor | None = None, mu: 
     if mu is not None:
         mu, sigma = mu.detach(), sigma.detach()  # type: ignore[union-attr]  # mu and sigma come together
     if resolve(features, impl) == "triton":
-        from .target_loss_triton import target_loss_triton
-
         return target_loss_triton(features, labels, mu, sigma, noise=noise, generator=generator,
                                   num_classes=num_classes, bad_labels=bad_labels)
     if bad_labels is not None and labels is not None:

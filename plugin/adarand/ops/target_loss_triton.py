@@ -5,10 +5,11 @@
 keyed by a 64-bit seed and an element counter; the backward kernel regenerates the
 same ``eps`` from the same seed and writes ``dL/df = g * 2 (f - r) / (B D)``.
 
-The two kernels are the custom ops ``adarand::target_loss_fwd`` / ``adarand::target_loss_bwd``
-(registered in ``target_loss.py`` with their autograd formula), so ``torch.compile`` keeps them
-in its graph. The seed is drawn by torch's RNG on the device (honouring ``generator``) and read by
-the kernels from memory: no host sync, and the launch is CUDA-graph capturable. The
+This module holds the kernels and their launchers only. ``target_loss.py`` makes the launchers the
+custom ops ``adarand::target_loss_fwd`` / ``adarand::target_loss_bwd`` with their autograd formula
+(so ``torch.compile`` keeps them in its graph) and checks the inputs. The seed is drawn there by
+torch's RNG on the device and read by the kernels from memory: no host sync, and the launch is
+CUDA-graph capturable. The
 loss is reduced deterministically: one partial sum per program, then a one-program
 finishing kernel sums the partials (and the active and bad row counts) in a fixed order
 (no float atomics).
@@ -17,17 +18,14 @@ Row i is active when ``0 <= y_i < C`` (see ``target_loss``): inactive rows (IGNO
 or a label out of range) load no prior row, add nothing and get a zero gradient. The
 forward kernel also writes each program's active-row count, so ``n`` stays on the device.
 """
-from typing import cast
-
 import torch
 import triton
 import triton.language as tl
 
-from .common import IGNORE_INDEX as _IGNORE, NOISES, accumulation_dtype
+from .common import IGNORE_INDEX as _IGNORE, accumulation_dtype
 from .triton_common import tl_dtype
 
 _NOISE_CODE = {"normal": 0, "uniform": 1}
-_MAX_ELEMENTS = 2**31  # Philox counters are int32 element indices
 IGNORE_INDEX = tl.constexpr(_IGNORE)
 
 
@@ -162,13 +160,6 @@ def _tiles(batch, dim):
     return block_b, block_d, (triton.cdiv(batch, block_b), triton.cdiv(dim, block_d)), warps
 
 
-def draw_seed(device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A 1-element int64 seed drawn by torch's RNG (``generator``'s device, else ``device``), on ``device``."""
-    source = generator.device if generator is not None else device
-    seed = torch.randint(0, torch.iinfo(torch.int64).max, (1,), device=source, dtype=torch.int64, generator=generator)
-    return seed.to(device, non_blocking=True)
-
-
 def _launch_args(features, labels, mu, sigma, seed):
     """Pointers for the kernels; the features stand in for the unread ones (no labels, or no prior)."""
     lab = features if labels is None else labels
@@ -215,49 +206,3 @@ def target_loss_bwd_triton(grad_out: torch.Tensor, features: torch.Tensor, label
                                       NOISE=_NOISE_CODE[noise], ACC=tl_dtype(accumulation_dtype(features.dtype)),
                                       BLOCK_B=block_b, BLOCK_D=block_d, num_warps=warps)
     return grad_f
-
-
-_NO_CLASS_LIMIT = 2**31 - 1  # C for FNP without num_classes: any label >= 0 is active
-
-
-def target_loss_triton(features: torch.Tensor, labels: torch.Tensor | None, mu: torch.Tensor | None,
-                       sigma: torch.Tensor | None, *, noise: str = "normal", generator: torch.Generator | None = None,
-                       seed: torch.Tensor | None = None, num_classes: int | None = None,
-                       bad_labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Fused ``sum_{i active, d} (f_id - (mu_{y_i,d} + sigma_{y_i,d} eps_id))^2 / (n D)``; ``mu=None``: target 0.
-
-    Active rows: ``0 <= y_i < C`` (C = ``mu.shape[0]``, or ``num_classes`` without a
-    prior; every row when ``labels`` is None). ``seed`` (1-element int64 tensor on the
-    features' device) fixes the noise, for tests; by default a fresh one is drawn from
-    torch's RNG (``generator`` if given). ``bad_labels``: an optional int64 counter that gains the number
-    of rows labelled outside [0, C) other than IGNORE_INDEX (counted by the kernel).
-    """
-    if noise not in NOISES:
-        raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
-    if features.dim() != 2:
-        raise ValueError(f"features must be B x D; got shape {tuple(features.shape)}")
-    if features.numel() >= _MAX_ELEMENTS:
-        raise ValueError(f"the fused target loss takes fewer than 2**31 elements; got {features.numel()}")
-    features = features.contiguous()
-    if labels is not None and tuple(labels.shape) != tuple(features.shape[:1]):
-        raise ValueError(f"labels must have shape ({features.shape[0]},); got {tuple(labels.shape)}")
-    if mu is None:  # FNP: no noise; labels, if any, only select the active rows
-        labels = None if labels is None else labels.contiguous()
-        limit = _NO_CLASS_LIMIT if num_classes is None else num_classes
-        return _counted(torch.ops.adarand.target_loss_fwd(features, labels, None, None, None, noise, limit),
-                        bad_labels)
-    labels, sigma = cast(torch.Tensor, labels), cast(torch.Tensor, sigma)  # for the type checker: they come with mu
-    if tuple(mu.shape) != tuple(sigma.shape) or mu.dim() != 2 or mu.shape[1] != features.shape[1]:
-        raise ValueError(f"mu and sigma must be C x {features.shape[1]}; got {tuple(mu.shape)}, {tuple(sigma.shape)}")
-    labels, mu, sigma = labels.contiguous(), mu.detach().contiguous(), sigma.detach().contiguous()
-    if seed is None:
-        seed = draw_seed(features.device, generator)
-    return _counted(torch.ops.adarand.target_loss_fwd(features, labels, mu, sigma, seed, noise, mu.shape[0]),
-                    bad_labels)
-
-
-def _counted(outputs, bad_labels):
-    """The loss of the forward op's ``(loss, n, bad)``, after adding ``bad`` to the ``bad_labels`` counter (if any)."""
-    if bad_labels is not None:
-        bad_labels.add_(outputs[2])
-    return outputs[0]

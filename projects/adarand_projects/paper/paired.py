@@ -401,9 +401,9 @@ def add_arguments(parser):
 def report(args, files=None):
     """``summarize.py --paired``: Markdown (or JSON) of the runs in ``files``, or of ``args.table``."""
     if args.table:
-        from . import paper_table, reproduce
+        from . import grid, paper_table
 
-        table = reproduce.get_table(args.table)
+        table = grid.get_table(args.table)
         finished = paper_table.read_cells(table, args.root)
         results = paper_table.position_results(table, args.root, args.metric, finished)
         cells, left_out = table_comparisons(table, finished, args.paired, args.metric, args.ci, args.resamples)

@@ -1,6 +1,6 @@
 """A paper table filled from finished runs: ours (mean ± std over seeds) beside the published number.
 
-Runs are read from ``ROOT/<cell id>/seed*/results.json`` (see ``reproduce``); the published
+Runs are read from ``ROOT/<cell id>/seed*/results.json`` (see ``grid`` and ``plan``); the published
 numbers from ``paper_results.json`` next to this module, keyed by the tables' row and column
 labels. ``std`` is the sample standard deviation over seeds (0 for one seed).
 """

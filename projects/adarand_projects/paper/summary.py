@@ -12,7 +12,7 @@ from adarand.classification.run_log import find_results, read_results, result_me
 from adarand.files import write_text
 from adarand.run_config import read_recorded_config
 
-from . import paired, paper_table, reproduce
+from . import grid, paired, paper_table
 from .paper_table import mean_std
 
 
@@ -100,7 +100,7 @@ def main(argv=None, description=__doc__):
         if note:
             print(note, file=sys.stderr)
     elif args.table:
-        text = paper_table.render(reproduce.get_table(args.table), args.root, args.metric)
+        text = paper_table.render(grid.get_table(args.table), args.root, args.metric)
     elif args.runs:
         files = find_results(args.runs)
         warning = budget_warning(files)
