@@ -39,16 +39,16 @@ from torch.utils.data import DataLoader, Dataset
 
 import adarand
 from adarand.distributed import gather_objects, init_from_env, rank, world_size
-from adarand.files import save_torch, write_json
 from adarand.prior import naming_checkpoint
 from adarand.seeding import AUGMENTATION, LOADER, NOISE, stream_seed
-from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build, hooks, solver
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
+from .class_stats import class_stats
+from .evaluation import Evaluation, evaluate
+from .results import run_results, write_results
+from .steps import FeaturesAndLogits, autocast, check_diverged, new_guard, set_train_mode, to_device
 from .storage import StepOutputs, TrainingStorage
-from .steps import Evaluation, FeaturesAndLogits, autocast, check_diverged, evaluate, new_guard, set_train_mode, \
-    to_device
 
 logger = logging.getLogger(__name__)
 
@@ -59,41 +59,6 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stats_identity(cfg: CfgNode, model: nn.Module, data: build.Data) -> dict[str, Any]:
-    """What the class statistics depend on: extractor, its weights, the images and their transform."""
-    d = cfg.DATASET
-    return {"trainer": "classification", "backbone": cfg.MODEL.BACKBONE, "weights": cfg.MODEL.WEIGHTS,
-            "checkpoint_format": cfg.MODEL.CHECKPOINT_FORMAT, "weights_sha256": state_dict_digest(model.backbone),
-            "dataset": d.NAME, "root": os.path.abspath(d.ROOT), "split": "train", "fraction": d.FRACTION,
-            "val_fraction": d.VAL_FRACTION, "split_seed": d.SEED, "num_images": len(data.train_eval),
-            "transform": repr(data.train_eval.transform)}
-
-
-def class_stats(cfg: CfgNode, model: nn.Module, data: build.Data, device: torch.device,
-                progress: bool = True) -> adarand.ClassStats:
-    """Pre-trained class statistics over the training split (eval mode, eval transforms), cached in
-    OUTPUT_DIR/class_stats.pt and reused only when produced by the same extractor, weights and data;
-    announced in the log (how many images; then reused or computed), a progress bar on rank 0 when ``progress``."""
-    def compute():
-        model.eval()
-        loader = build.eval_loader(cfg, data.train_eval, rank(), world_size())
-        return adarand.compute_class_stats(model.features, loader, data.num_classes, device=device,
-                                           name=cfg.MODEL.BACKBONE, progress=progress and rank() == 0)
-
-    if rank() == 0:
-        logger.info("class statistics of %d training images (%d classes) from the pre-trained %s",
-                    len(data.train_eval), data.num_classes, cfg.MODEL.BACKBONE)
-    return load_or_compute_stats(os.path.join(cfg.OUTPUT_DIR, "class_stats.pt"), stats_identity(cfg, model, data),
-                                 compute, num_classes=data.num_classes, feat_dim=model.feat_dim, save=rank() == 0)
-
-
-def method_name(cfg: CfgNode) -> str:
-    """Row label of the summary table: the regularizer, plus the baseline when one is used."""
-    parts = [cfg.MODEL.ADARAND.METHOD] if cfg.MODEL.ADARAND.METHOD != "none" else []
-    parts += [cfg.BASELINE.METHOD] if cfg.BASELINE.METHOD else []
-    return "+".join(parts) or "ft"
-
-
 class ClassificationTrainer:
     """Builds everything from a frozen config, trains in epochs of :meth:`run_step`, fires the hooks."""
 
@@ -101,12 +66,9 @@ class ClassificationTrainer:
         self.cfg, self.progress = cfg, progress and rank() == 0
         self.device = init_from_env()
         self.rank, self.world = rank(), world_size()
-        seed_all(cfg.SEED)  # identical model initialisation on every rank
-        raw = build.raw_train_set(cfg)
-        self.model = self.build_model(cfg, raw.num_classes).to(self.device)
+        self.model, self.data = self.build_model_and_data(cfg, self.device)
         if self.device.type == "cuda" and cfg.CHANNELS_LAST:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.data = build.build_data(cfg, raw, *build.normalization(cfg, self.model))
         self.generator = torch.Generator()
         self.train_loader = self.build_train_loader(cfg, self.data.train, self.generator)
         self.val_loader = self.build_test_loader(cfg, self.data.val) if self.data.val is not None else None
@@ -133,6 +95,16 @@ class ClassificationTrainer:
         self.register_hooks(self.build_hooks())
 
     # ---- builders (override one to change one part) -------------------------------------------------
+    @classmethod
+    def build_model_and_data(cls, cfg: CfgNode, device: torch.device) -> tuple[nn.Module, build.Data]:
+        """The model on ``device``, initialised alike on every rank (seeded with SEED), and the data sized by
+        the training split and normalised as the model's weights ask (INPUT.MEAN/STD when set); the set-up
+        :func:`adarand.classification.cli.eval_only` shares."""
+        seed_all(cfg.SEED)
+        raw = build.raw_train_set(cfg)
+        model = cls.build_model(cfg, raw.num_classes).to(device)
+        return model, build.build_data(cfg, raw, *build.normalization(cfg, model))
+
     @classmethod
     def build_model(cls, cfg: CfgNode, num_classes: int) -> nn.Module:
         return build.build_model(cfg, num_classes)
@@ -331,26 +303,15 @@ class ClassificationTrainer:
 
     def test_selected_model(self) -> dict[str, Any]:
         """Evaluate the selected model (best validation epoch, or the last) on the test split, once;
-        write its features and results.json."""
+        write its features and results.json (:mod:`adarand.classification.results`)."""
         cfg, data = self.cfg, self.data
         best = load_checkpoint(os.path.join(cfg.OUTPUT_DIR, "best.pth"), map_location=self.device)
         self.model.load_state_dict(best["model"])
         test = self.test(cfg, self.model, self.build_test_loader(cfg, data.test), data.num_classes,
                          data.test_class_indices, keep_features=True)
-        history = self.storage.history
-        results = {
-            "method": method_name(cfg), "dataset": cfg.DATASET.NAME, "backbone": cfg.MODEL.BACKBONE,
-            "seed": cfg.SEED, "fraction": cfg.DATASET.FRACTION, "epochs": cfg.SOLVER.EPOCHS,
-            "selection": "best_val_top1" if data.val is not None else "last_epoch",
-            "best_epoch": best["epoch"], "val_top1": self.storage.best_top1 if data.val is not None else None,
-            "test_top1": test.top1, "test_mean_class_acc": test.mean_class_acc,
-            "time_per_epoch_s": float(np.mean([r["epoch_time_s"] for r in history])) if history else None,
-            "step_time_s": float(np.mean([r["step_time_s"] for r in history])) if history else None,
-            "world_size": self.world, "config_changes": self.config_changes,
-        }
+        results = run_results(cfg, self.storage, best["epoch"], test, has_val=data.val is not None,
+                              world=self.world, config_changes=self.config_changes)
         results.update(self.test_extra_sets())
         if self.rank == 0:
-            save_torch({"features": test.features, "labels": test.labels, "classes": data.classes},
-                       os.path.join(cfg.OUTPUT_DIR, "features_test.pt"))
-            write_json(os.path.join(cfg.OUTPUT_DIR, "results.json"), results)
+            write_results(cfg.OUTPUT_DIR, results, test, data.classes)
         return results
