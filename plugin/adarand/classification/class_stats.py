@@ -13,8 +13,8 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 import adarand
+from adarand import stats_cache
 from adarand.distributed import rank, world_size
-from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build
 
@@ -22,13 +22,14 @@ logger = logging.getLogger(__name__)
 
 
 def stats_identity(cfg: CfgNode, model: nn.Module, data: build.Data) -> dict[str, Any]:
-    """What the class statistics depend on: extractor, its weights, the images and their transform."""
+    """What the class statistics depend on (:func:`adarand.stats_cache.statistics_identity`): the backbone's
+    weights, the extractor's settings, the images and their transform."""
     d = cfg.DATASET
-    return {"trainer": "classification", "backbone": cfg.MODEL.BACKBONE, "weights": cfg.MODEL.WEIGHTS,
-            "checkpoint_format": cfg.MODEL.CHECKPOINT_FORMAT, "weights_sha256": state_dict_digest(model.backbone),
-            "dataset": d.NAME, "root": os.path.abspath(d.ROOT), "split": "train", "fraction": d.FRACTION,
-            "val_fraction": d.VAL_FRACTION, "split_seed": d.SEED, "num_images": len(data.train_eval),
-            "transform": repr(data.train_eval.transform)}
+    return stats_cache.statistics_identity(stats_cache.extractor_identity("classification", model.backbone), {
+        "backbone": cfg.MODEL.BACKBONE, "weights": cfg.MODEL.WEIGHTS, "checkpoint_format": cfg.MODEL.CHECKPOINT_FORMAT,
+        "dataset": d.NAME, "root": os.path.abspath(d.ROOT), "split": "train", "fraction": d.FRACTION,
+        "val_fraction": d.VAL_FRACTION, "split_seed": d.SEED, "num_images": len(data.train_eval),
+        "transform": repr(data.train_eval.transform)})
 
 
 def class_stats(cfg: CfgNode, model: nn.Module, data: build.Data, device: torch.device,
@@ -45,5 +46,6 @@ def class_stats(cfg: CfgNode, model: nn.Module, data: build.Data, device: torch.
     if rank() == 0:
         logger.info("class statistics of %d training images (%d classes) from the pre-trained %s",
                     len(data.train_eval), data.num_classes, cfg.MODEL.BACKBONE)
-    return load_or_compute_stats(os.path.join(cfg.OUTPUT_DIR, "class_stats.pt"), stats_identity(cfg, model, data),
-                                 compute, num_classes=data.num_classes, feat_dim=model.feat_dim, save=rank() == 0)
+    return stats_cache.load_or_compute_stats(os.path.join(cfg.OUTPUT_DIR, "class_stats.pt"),
+                                             stats_identity(cfg, model, data), compute, num_classes=data.num_classes,
+                                             feat_dim=model.feat_dim, save=rank() == 0)
