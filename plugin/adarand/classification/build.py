@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 import adarand
 from adarand.seeding import DATA_ORDER, stream_seed
 
-from . import backbones, baselines, datasets, splits, transforms
+from . import backbones, baselines, datasets, splits, transforms, weights
 
 
 class TransformedSubset(Dataset):
@@ -117,7 +117,7 @@ def extra_test_sets(cfg: CfgNode, mean: Sequence[float], std: Sequence[float]) -
 
 def build_model(cfg: CfgNode, num_classes: int) -> backbones.ImageClassifier:
     m = cfg.MODEL
-    backbones.check_weights_file(m.WEIGHTS, m.BACKBONE, m.CHECKPOINT_FORMAT)
+    weights.check_weights_file(m.WEIGHTS, m.BACKBONE, m.CHECKPOINT_FORMAT)
     return backbones.build_classifier(m.BACKBONE, num_classes, weights=m.WEIGHTS, checkpoint_format=m.CHECKPOINT_FORMAT)
 
 

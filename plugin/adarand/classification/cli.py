@@ -30,7 +30,7 @@ from adarand.prior import NonFinitePriorError
 from adarand.run_config import CLS_SAFE_RESUME_KEYS, ConfigChanged, add_resume_arguments, cfg_as_recorded, \
     checked_resume_changes, history_header, record_changes
 
-from .backbones import load_strictly
+from .weights import load_strictly
 from .checkpoint import load_checkpoint
 from .config import load_cfg
 from .hooks import HookBase
