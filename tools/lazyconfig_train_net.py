@@ -21,12 +21,11 @@ from detectron2.engine import (
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
-from omegaconf import OmegaConf
 
 from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_box_head_stats
 from adarand.detection.box_branch import SingleCategoryMapper
 from adarand.detection.config import check_adarand_keys
-from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_roi_sampler_identity
+from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_stats_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook, load_weights_and_prior
 from adarand.detection.configure import checked_default_setup, lazy_cfg_as_recorded
 from adarand.run_config import LAZY_SAFE_RESUME_KEYS, add_resume_arguments
@@ -56,10 +55,7 @@ def init_prior(cfg, model):
         model, instantiate(cfg.dataloader.stats), rois=a["STATS_ROIS"], allow_missing=a["ALLOW_MISSING_CLASSES"],
         extractor=f"{cfg.train.init_checkpoint or 'random init'}",
         meta={"datasets": [names] if isinstance(names, str) else list(names)}),
-        identity={"weights": cfg.train.init_checkpoint, "stats_loader": OmegaConf.to_yaml(cfg.dataloader.stats),
-                  "stats_rois": a["STATS_ROIS"], "labels": a["LABELS"],
-                  "regularize_background": a["REGULARIZE_BACKGROUND"], **lazy_roi_sampler_identity(cfg)},
-        allow_missing=a["ALLOW_MISSING_CLASSES"])
+        identity=lazy_stats_identity(cfg), allow_missing=a["ALLOW_MISSING_CLASSES"])
 
 
 def build_model(cfg):

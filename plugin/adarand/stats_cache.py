@@ -1,9 +1,10 @@
 """Load or compute class statistics, guarded by the identity of what produced them.
 
-A statistics file records, in ``meta["identity"]``, a plain dict built by the caller:
-architecture, a hash of the extractor's weights (:func:`state_dict_digest`), dataset,
-root, split, fraction, split seed, transform, ... Both trainers go through
-:func:`load_or_compute_stats`:
+A statistics file records, in ``meta["identity"]``, a plain dict of one shape for every trainer
+(:func:`statistics_identity`): which trainer computed them and a hash of the extractor's weights
+(:func:`extractor_identity`, :func:`state_dict_digest`), the settings they depend on
+(architecture, dataset, root, split, fraction, split seed, transform, ...: the caller's), and for
+a detector's statistics the branch. Both trainers go through :func:`load_or_compute_stats`:
 
 - cached file (the trainer's own cache in OUTPUT_DIR) with the run's identity: reused;
 - cached file with another identity (or none): recomputed and overwritten, and the log
@@ -15,7 +16,8 @@ root, split, fraction, split seed, transform, ... Both trainers go through
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -44,6 +46,39 @@ def state_dict_digest(module_or_state: torch.nn.Module | dict) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def extractor_identity(trainer: str, weights: torch.nn.Module | dict) -> dict[str, str]:
+    """Who computed a set of class statistics, and with which weights.
+
+    Args:
+        trainer: the trainer that computed them ("classification", "detection").
+        weights: the extractor (an ``nn.Module``) or its state dict, as :func:`state_dict_digest` takes it.
+
+    Returns:
+        ``{"trainer": trainer, "weights_sha256": digest}``, the first part of :func:`statistics_identity`.
+    """
+    return {"trainer": trainer, "weights_sha256": state_dict_digest(weights)}
+
+
+def statistics_identity(extractor: Mapping[str, str], settings: Mapping[str, Any],
+                        branch: str | None = None) -> dict[str, Any]:
+    """The identity recorded with a set of class statistics (``meta["identity"]``), the one shape every
+    trainer uses, compared key by key when a file is reused (:func:`load_or_compute_stats`).
+
+    Args:
+        extractor: :func:`extractor_identity` (computed once for the statistics of every branch).
+        settings: what else the statistics depend on (architecture, data, transform ...), a plain dict;
+            add a key for any new setting that changes them.
+        branch: the detector's branch the statistics belong to; None for a model of one (no key).
+
+    Returns:
+        ``{**extractor, **settings}``, plus ``"branch"`` when given.
+    """
+    identity = {**extractor, **settings}
+    if branch is not None:
+        identity["branch"] = branch
+    return identity
 
 
 def _plain(identity: dict) -> dict:

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torchvision import models
 
-from adarand.classification import backbones
 from adarand.classification.backbones import build_classifier, load_torchvision_model
 from adarand.classification.baselines import L2SP
 from adarand.classification.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from adarand.classification.weights import offline_mobilenet_path
 
 
 def test_tiny_cnn_interface():
@@ -74,7 +74,7 @@ def test_offline_imagenet_mobilenet_names_real_photos():
     with torch.no_grad():
         features = model.features(x)
     assert torch.allclose(imagenet.classifier[1](features), logits, atol=1e-4)
-    state = torch.load(backbones.offline_mobilenet_path(), weights_only=True)
+    state = torch.load(offline_mobilenet_path(), weights_only=True)
     start = L2SP(model).starting_point()  # L2-SP's w^0 are the pre-trained weights
     assert torch.equal(start["backbone.features.0.0.weight"], state["features.0.0.weight"])
     assert model.input_mean == IMAGENET_MEAN

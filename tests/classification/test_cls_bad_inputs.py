@@ -13,7 +13,7 @@ from adarand import files
 from adarand.files import OutputDirInUse, UnsafeFileError
 
 from adarand.classification import cli as train_cls
-from adarand.classification.hooks import PriorStep
+from adarand.classification.trainer import ClassificationTrainer
 
 from fake_trees import make_fake_imagefolder  # noqa: E402  (tests/classification is on sys.path under pytest)
 from tiny_runs import NUM_CLASSES, PER_CLASS, tiny_opts  # noqa: E402
@@ -101,14 +101,14 @@ def test_non_finite_loss_term_is_named_with_its_iteration(data_root, tmp_path, m
 
 
 def test_non_finite_prior_is_never_saved(data_root, tmp_path, monkeypatch):
-    real_step = PriorStep.after_step
+    real_step = ClassificationTrainer.prior_step
 
-    def step(self):
-        real_step(self)
+    def step(self, *args):
+        real_step(self, *args)
         with torch.no_grad():
-            self.trainer.regularizer.prior.mu[0, 0] = float("nan")  # the prior update of the last step went wrong
+            self.regularizer.prior.mu[0, 0] = float("nan")  # the prior update of the last step went wrong
 
-    monkeypatch.setattr(PriorStep, "after_step", step)
+    monkeypatch.setattr(ClassificationTrainer, "prior_step", step)
     with pytest.raises(FloatingPointError, match="epoch 1.*'prior.mu'"):
         train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", "SOLVER.BATCH_SIZE": 24}))
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
@@ -286,8 +286,6 @@ def test_negative_std_in_statistics_file_names_the_file(data_root, finished_run,
 
 def test_eval_weights_of_another_class_count_name_the_file_and_the_shapes(data_root, tmp_path):
     """torch's "size mismatch for ..." named neither the file nor the class counts."""
-    from adarand.classification.trainer import ClassificationTrainer
-
     cfg = train_cls.load_cfg("", opts(data_root, tmp_path)[1:])
     other = ClassificationTrainer.build_model(cfg, NUM_CLASSES + 2)
     torch.save({"model": other.state_dict()}, tmp_path / "other.pth")

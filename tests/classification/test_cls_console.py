@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from adarand.classification import cli
-from adarand.classification.hooks import PriorStep, TrainingMetrics
+from adarand.classification.hooks import TrainingMetrics
 from adarand.classification.trainer import ClassificationTrainer
 
 from tiny_runs import tiny_opts  # noqa: E402  (tests/classification is on sys.path under pytest)
@@ -94,10 +94,10 @@ def test_a_bug_keeps_its_traceback(data_root, tmp_path, monkeypatch):
         cli.console_main(argv(data_root, tmp_path / "a"))
     monkeypatch.undo()
 
-    def step(self):
+    def step(self, *args):
         raise ValueError("a bug in a step")
 
-    monkeypatch.setattr(PriorStep, "after_step", step)
+    monkeypatch.setattr(ClassificationTrainer, "prior_step", step)
     with pytest.raises(ValueError, match="a bug in a step"):
         cli.console_main(argv(data_root, tmp_path / "b"))
 
@@ -123,10 +123,10 @@ def test_epoch_lines_and_log_txt(data_root, tmp_path, caplog, monkeypatch):
     log = (tmp_path / "log.txt").read_text()
     assert log.index("epoch 2/2:") < log.index("epoch 3/3:")
 
-    def step(self):
+    def step(self, *args):
         raise RuntimeError("the step broke")
 
-    monkeypatch.setattr(PriorStep, "after_step", step)
+    monkeypatch.setattr(ClassificationTrainer, "prior_step", step)
     with pytest.raises(RuntimeError):
         cli.main(["--resume"] + argv(data_root, tmp_path, **{"SOLVER.EPOCHS": 4}))
     tail = (tmp_path / "log.txt").read_text().split("epoch 3/3:")[1]
@@ -142,6 +142,6 @@ def test_progress_bar_shows_the_running_means(data_root, tmp_path):
     trainer.resume_or_load(resume=False)
     trainer.train()
     bar = next(h for h in trainer._hooks if isinstance(h, TrainingMetrics)).bar
-    record = trainer.history[-1]
+    record = trainer.storage.history[-1]
     assert bar.postfix == (f"loss={record['train_loss']:.3f}, ce={record['train_ce']:.3f}, "
                            f"reg={record['adarand/loss']:.4g}, acc={record['train_top1']:.3f}")

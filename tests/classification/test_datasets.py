@@ -10,7 +10,8 @@ from PIL import Image
 
 import fake_trees as ft
 from adarand.classification import datasets
-from adarand.classification.datasets import build_dataset, per_class_subset, restrict_logits, train_val_split
+from adarand.classification.datasets import build_dataset, restrict_logits
+from adarand.classification.splits import per_class_subset, train_val_split
 from adarand.classification.transforms import build_transforms
 
 TRAINABLE = [n for n in ft.MAKERS if n not in datasets.TEST_ONLY]

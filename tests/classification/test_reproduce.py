@@ -16,7 +16,7 @@ from adarand.classification import backbones
 from adarand_projects.paper import grid, launcher, paper_table, plan, reproduce, status, summary
 from adarand.classification.build import build_model
 from adarand.classification.config import load_cfg
-from adarand.classification.trainer import method_name
+from adarand.classification.results import method_name
 
 import fake_trees  # noqa: E402  (tests/classification is on sys.path under pytest)
 

@@ -46,7 +46,7 @@ def test_classification_epoch_checks_the_counters_on_its_log_period(data_root, t
     assert len(trainer.train_loader) == 3  # 24 training images, batch 8
     trainer.train()
     assert reg.check_device_errors.call_count == 3  # steps 0 and 2, and the end of the epoch
-    record = trainer.history[0]
+    record = trainer.storage.history[0]
     assert record["adarand/skipped_batches"] == 0 and record["adarand/loss"] > 0  # the one logging vocabulary
     assert record["adarand/prior_loss"] >= 0  # the epoch's mean prior loss (3 prior steps)
 
@@ -73,3 +73,27 @@ def test_training_seed_sets_the_data_order_and_dataset_seed_the_split(data_root,
     assert batches0 != batches1 and sorted(sum(batches0, [])) == sorted(sum(batches1, []))
     other_split = _first_epoch(data_root, tmp_path / "d", SEED=0, **{"DATASET.SEED": 5})
     assert other_split[1] != val0
+
+
+class NoHooks(ClassificationTrainer):
+    def build_hooks(self):
+        return []
+
+
+def test_a_trainer_without_hooks_still_adapts_the_prior(data_root, tmp_path):
+    """The prior step is the trainer's (``run_step``), not a hook's: overriding ``build_hooks`` cannot drop it."""
+    trainer = NoHooks(load_cfg("", tiny_opts(data_root, tmp_path, **{"SOLVER.EPOCHS": 1,
+                                                                      "MODEL.ADARAND.METHOD": "adarand"})),
+                      progress=False)
+    trainer.resume_or_load(resume=False)
+    prior = trainer.regularizer.prior
+    start = prior.mu.detach().clone()
+    assert trainer._hooks == [] and int(prior.optimizer.num_steps) == 0
+    trainer.before_train()
+    trainer.before_epoch()
+    for trainer.inner_iter, batch in enumerate(trainer.train_loader):
+        trainer.run_step(batch)
+    trainer.after_epoch()
+    assert int(prior.optimizer.num_steps) == len(trainer.train_loader) == 3
+    assert not prior.mu.equal(start)
+    assert trainer.storage.record["adarand/prior_loss"] >= 0  # the epoch's mean, in the record without a hook

@@ -51,7 +51,7 @@ from adarand.classification.build import build_baseline, build_regularizer
 from adarand.classification.solver import build_optimizer
 from adarand.classification.config import get_cfg
 from adarand.classification.steps import FeaturesAndLogits, new_guard, set_train_mode
-from adarand.classification.hooks import PriorStep
+from adarand.classification.storage import TrainingStorage
 from adarand.classification.trainer import ClassificationTrainer
 
 from adarand_projects.bench.builders import compile_regularizer
@@ -75,7 +75,7 @@ def make_cfg(device, regularizer, baseline):
 
 class Setup(ClassificationTrainer):
     """The trainer's step for one method on a synthetic batch: model, optimizer, regularizer,
-    baseline and the prior-step hook, without data loaders (``__init__`` builds only those)."""
+    baseline and the prior step, without data loaders (``__init__`` builds only those)."""
 
     def __init__(self, name, regularizer, baseline, device, batch, size, model=None, net=None, compile=False):
         self.name, self.device, self.epoch, self.inner_iter, self._hooks = name, device, 0, 0, []
@@ -109,7 +109,7 @@ class Setup(ClassificationTrainer):
             self.images = self.images.contiguous(memory_format=torch.channels_last)
         self.labels = torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
         self.guard, self.train_loader = new_guard(device), [None]
-        self.register_hooks([PriorStep()])
+        self.storage = TrainingStorage()
 
     def step(self):
         set_train_mode(self.cfg, self.net, self.baseline)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 import adarand
 from adarand.seeding import DATA_ORDER, stream_seed
 
-from . import backbones, baselines, datasets, transforms
+from . import backbones, baselines, datasets, splits, transforms, weights
 
 
 class TransformedSubset(Dataset):
@@ -84,10 +84,10 @@ def build_data(cfg: CfgNode, raw: Any, mean: Sequence[float], std: Sequence[floa
     d = cfg.DATASET
     keep = list(range(len(raw.targets)))
     if d.FRACTION < 1.0:
-        keep = list(datasets.per_class_subset(raw.targets, d.FRACTION, seed=d.SEED))
+        keep = list(splits.per_class_subset(raw.targets, d.FRACTION, seed=d.SEED))
     kept_targets = [raw.targets[i] for i in keep]
     if d.VAL_FRACTION > 0:
-        train_pos, val_pos = datasets.train_val_split(kept_targets, val_fraction=d.VAL_FRACTION, seed=d.SEED)
+        train_pos, val_pos = splits.train_val_split(kept_targets, val_fraction=d.VAL_FRACTION, seed=d.SEED)
     else:
         train_pos, val_pos = range(len(keep)), []
     train_idx, val_idx = [keep[i] for i in train_pos], [keep[i] for i in val_pos]
@@ -117,7 +117,7 @@ def extra_test_sets(cfg: CfgNode, mean: Sequence[float], std: Sequence[float]) -
 
 def build_model(cfg: CfgNode, num_classes: int) -> backbones.ImageClassifier:
     m = cfg.MODEL
-    backbones.check_weights_file(m.WEIGHTS, m.BACKBONE, m.CHECKPOINT_FORMAT)
+    weights.check_weights_file(m.WEIGHTS, m.BACKBONE, m.CHECKPOINT_FORMAT)
     return backbones.build_classifier(m.BACKBONE, num_classes, weights=m.WEIGHTS, checkpoint_format=m.CHECKPOINT_FORMAT)
 
 

@@ -30,13 +30,12 @@ from adarand.prior import NonFinitePriorError
 from adarand.run_config import CLS_SAFE_RESUME_KEYS, ConfigChanged, add_resume_arguments, cfg_as_recorded, \
     checked_resume_changes, history_header, record_changes
 
-from . import build
-from .backbones import load_strictly
+from .weights import load_strictly
 from .checkpoint import load_checkpoint
 from .config import load_cfg
 from .hooks import HookBase
 from .run_log import LOG_FORMAT, log_file
-from .trainer import ClassificationTrainer, seed_all
+from .trainer import ClassificationTrainer
 
 CHECKPOINTS = ("last.pth", "best.pth")  # a directory holding one of them holds a run
 USER_ERRORS = (OutputDirInUse, ConfigChanged, UnsafeFileError, NonFinitePriorError, OSError)
@@ -118,15 +117,12 @@ def train(cfg: CfgNode, resume: bool = False, progress: bool = True, extra_hooks
 def eval_only(cfg: CfgNode) -> dict[str, Any]:
     """Evaluate a checkpoint of this trainer (TEST.WEIGHTS, default OUTPUT_DIR/best.pth) on the test split."""
     device = init_from_env()
-    seed_all(cfg.SEED)
     with reading_input():
-        raw = build.raw_train_set(cfg)
-        model = ClassificationTrainer.build_model(cfg, raw.num_classes).to(device)
-        data = build.build_data(cfg, raw, *build.normalization(cfg, model))
+        model, data = ClassificationTrainer.build_model_and_data(cfg, device)
         path = cfg.TEST.WEIGHTS or os.path.join(cfg.OUTPUT_DIR, "best.pth")
         load_strictly(model, load_checkpoint(path, map_location=device)["model"], path, cfg.MODEL.BACKBONE,
                       key="TEST.WEIGHTS", what=f"{cfg.MODEL.BACKBONE} model of {cfg.DATASET.NAME} "
-                      f"({raw.num_classes} classes)", hint="is it a checkpoint of this trainer for this DATASET "
+                      f"({data.num_classes} classes)", hint="is it a checkpoint of this trainer for this DATASET "
                       "and MODEL.BACKBONE?")
     test = ClassificationTrainer.test(cfg, model, ClassificationTrainer.build_test_loader(cfg, data.test),
                                       data.num_classes, data.test_class_indices)

@@ -2,9 +2,11 @@
 
 A hook has Detectron2's ``before_train / after_train / before_step / after_step`` and, as
 this trainer runs in epochs, ``before_epoch / after_epoch``; ``self.trainer`` is set by
-``register_hooks``. The default hooks, in the order they run: :class:`PriorStep`,
-:class:`LRScheduler`, :class:`TrainingMetrics`, :class:`Validation`,
-:class:`PeriodicCheckpointer`, :class:`MetricsWriter`.
+``register_hooks``. Hooks share ``self.trainer.storage`` (:class:`~adarand.classification.storage.TrainingStorage`:
+the step's outputs, the epoch's record, the selected epoch) and keep their own state otherwise; the
+prior step is the trainer's (``ClassificationTrainer.prior_step``, in ``run_step``), not a hook's. The
+default hooks, in the order they run: :class:`LRScheduler`, :class:`TrainingMetrics`,
+:class:`Validation`, :class:`PeriodicCheckpointer`, :class:`MetricsWriter`.
 """
 import logging
 import math
@@ -49,35 +51,6 @@ class HookBase:
         pass
 
 
-class PriorStep(HookBase):
-    """After each optimizer step ``reg.step(features, labels)`` (AdaRand: EMA of the class means,
-    Eq. 14-15, then one prior update, Eq. 11-13); ``reg.on_epoch_end()`` closes each epoch
-    (PtR's switch-on check), whose mean prior loss goes to the epoch record as ``adarand/prior_loss``
-    (summed on the device; the prior is the same on every rank). The detection plugin's
-    ``AdaRandPriorHook`` makes the same calls on the ROIs each box branch kept, as a Detectron2 hook
-    (which this trainer does not need)."""
-
-    def __init__(self) -> None:
-        self.prior_loss_sum: Any = None  # this epoch's, on the device (a tensor from the first prior step on)
-        self.prior_steps = 0
-
-    def before_epoch(self) -> None:
-        self.prior_loss_sum, self.prior_steps = None, 0
-
-    def after_step(self) -> None:
-        out = self.trainer.step_outputs
-        prior_loss = self.trainer.regularizer.step(out.features, out.labels)
-        if prior_loss is not None:
-            prior_loss = prior_loss.double()
-            self.prior_loss_sum = prior_loss if self.prior_loss_sum is None else self.prior_loss_sum + prior_loss
-            self.prior_steps += 1
-
-    def after_epoch(self) -> None:
-        self.trainer.regularizer.on_epoch_end()
-        if self.prior_steps:
-            self.trainer.epoch_record["adarand/prior_loss"] = self.prior_loss_sum.item() / self.prior_steps
-
-
 class LRScheduler(HookBase):
     """Steps the scheduler after every optimizer step (``per_iteration``) or once per epoch."""
 
@@ -99,7 +72,7 @@ class TrainingMetrics(HookBase):
     Every ``LOG_PERIOD`` steps (the only host reads): the divergence flags, the regularizer's
     device counters (masked bad labels raise ``ValueError``) and the progress bar's running means
     of the epoch (loss, ce, reg, accuracy). At the end of the epoch the sums are all-reduced and written
-    to ``trainer.epoch_record`` as ``train_*`` (the regularizer's term as ``adarand/loss``), with the
+    to the epoch's record (``trainer.storage.record``) as ``train_*`` (the regularizer's term as ``adarand/loss``), with the
     regularizer's counters (``adarand/skipped_batches``), the times, and with ``DIAGNOSTICS`` the paper's
     per-batch diagnostics (Sec. 4.2, Fig. 2) of the training features averaged over the epoch.
     """
@@ -116,7 +89,7 @@ class TrainingMetrics(HookBase):
         self.start = time.perf_counter()
 
     def after_step(self) -> None:
-        t, out = self.trainer, self.trainer.step_outputs
+        t, out = self.trainer, self.trainer.storage.step
         if self.features is not None:
             self.features.update(out.features, out.logits, out.labels)
         accumulate_step_(self.sums, out.loss, out.ce, out.reg_loss, out.base_loss, out.logits, out.labels)
@@ -142,13 +115,13 @@ class TrainingMetrics(HookBase):
             raise FloatingPointError(f"training diverged ({t.where}): non-finite epoch loss sums {s[:4]} "
                                      "over all processes")
         count, steps = max(s[5], 1.0), max(len(t.train_loader), 1)
-        t.epoch_record.update({
+        t.storage.record.update({
             "train_loss": s[0] / count, "train_ce": s[1] / count, "adarand/loss": s[2] / count,
             "train_baseline": s[3] / count, "train_top1": s[4] / count,
             "epoch_time_s": seconds, "step_time_s": seconds / steps,
             **{f"adarand/{name}": value for name, value in counters.items() if name != "bad_labels"}})
         if self.features is not None:
-            t.epoch_record.update({f"train_{name}": value for name, value in self.features.means().items()})
+            t.storage.record.update({f"train_{name}": value for name, value in self.features.means().items()})
 
 
 class Validation(HookBase):
@@ -160,21 +133,21 @@ class Validation(HookBase):
         self.diagnostics = diagnostics
 
     def after_epoch(self) -> None:
-        t = self.trainer
+        t, storage = self.trainer, self.trainer.storage
         if t.val_loader is None:
             if t.epoch + 1 == t.cfg.SOLVER.EPOCHS:
-                t.best_epoch = t.epoch + 1
+                storage.best_epoch = t.epoch + 1
                 self._save_best(None)
             return
         ev = t.test(t.cfg, t.model, t.val_loader, t.data.num_classes, keep_features=self.diagnostics)
-        t.epoch_record.update({"val_top1": ev.top1, "val_mean_class_acc": ev.mean_class_acc})
+        storage.record.update({"val_top1": ev.top1, "val_mean_class_acc": ev.mean_class_acc})
         if self.diagnostics:
             weight = t.model.head.weight.detach().float().cpu()
             diag = adarand.feature_diagnostics(ev.features, ev.labels, t.data.num_classes,
                                                logits=ev.logits, classifier_weight=weight)
-            t.epoch_record.update({f"val_{k}": v for k, v in diag.items()})
-        if ev.top1 > t.best_top1:
-            t.best_top1, t.best_epoch = ev.top1, t.epoch + 1
+            storage.record.update({f"val_{k}": v for k, v in diag.items()})
+        if ev.top1 > storage.best_top1:
+            storage.best_top1, storage.best_epoch = ev.top1, t.epoch + 1
             self._save_best(ev.top1)
 
     def _save_best(self, top1):
@@ -189,7 +162,7 @@ class PeriodicCheckpointer(HookBase):
 
     def after_epoch(self) -> None:
         t = self.trainer
-        t.history.append(t.epoch_record)
+        t.storage.history.append(t.storage.record)
         state = t.checkpoint_state()  # a collective (every rank's RNG state): all ranks take part
         if t.rank == 0:
             save_torch(state, os.path.join(t.cfg.OUTPUT_DIR, "last.pth"))
@@ -201,13 +174,13 @@ class MetricsWriter(HookBase):
 
     def before_train(self) -> None:
         t = self.trainer
-        self.log = RunLog(t.cfg.OUTPUT_DIR, t.history, enabled=t.rank == 0)
+        self.log = RunLog(t.cfg.OUTPUT_DIR, t.storage.history, enabled=t.rank == 0)
 
     def after_epoch(self) -> None:
         t = self.trainer
-        self.log.log(t.epoch_record)
+        self.log.log(t.storage.record)
         if t.rank == 0:
-            logger.info(epoch_line(t.epoch_record, t.cfg.SOLVER.EPOCHS, baseline=t.baseline is not None))
+            logger.info(epoch_line(t.storage.record, t.cfg.SOLVER.EPOCHS, baseline=t.baseline is not None))
 
     def after_train(self) -> None:
         self.log.close()

@@ -6,8 +6,10 @@
 
 ``build_*`` class methods make the model, data, loaders, regularizer, baseline, optimizer and
 scheduler from the config (override them to change one part); :meth:`run_step` is one step of
-Eq. 1; :meth:`build_hooks` returns the hooks of :mod:`adarand.classification.hooks` (prior step,
-LR schedule, training metrics, validation, checkpointing, logging); :meth:`test` evaluates a model.
+Eq. 1 with the prior step after the optimizer step (:meth:`prior_step`: the method itself, so it runs whatever
+:meth:`build_hooks` returns); :meth:`build_hooks` returns the hooks of :mod:`adarand.classification.hooks` (LR
+schedule, training metrics, validation, checkpointing, logging), which share ``self.storage``
+(:class:`~adarand.classification.storage.TrainingStorage`); :meth:`test` evaluates a model.
 
 Model selection never looks at the test split: with a validation split (VAL_FRACTION > 0)
 the best validation epoch is kept; without one, the last epoch. The test split is evaluated
@@ -24,7 +26,6 @@ import contextlib
 import logging
 import os
 import random
-from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,18 +39,17 @@ from torch.utils.data import DataLoader, Dataset
 
 import adarand
 from adarand.distributed import gather_objects, init_from_env, rank, world_size
-from adarand.files import save_torch, write_json
 from adarand.prior import naming_checkpoint
 from adarand.seeding import AUGMENTATION, LOADER, NOISE, stream_seed
-from adarand.stats_cache import load_or_compute_stats, state_dict_digest
 
 from . import build, hooks, solver
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .steps import Evaluation, FeaturesAndLogits, autocast, check_diverged, evaluate, new_guard, set_train_mode, \
-    to_device
+from .class_stats import class_stats
+from .evaluation import Evaluation, evaluate
+from .results import run_results, write_results
+from .steps import FeaturesAndLogits, autocast, check_diverged, new_guard, set_train_mode, to_device
+from .storage import StepOutputs, TrainingStorage
 
-# What one step leaves for the hooks, all detached: the loss terms, the logits, the features, the labels.
-StepOutputs = namedtuple("StepOutputs", "loss ce reg_loss base_loss logits features labels")
 logger = logging.getLogger(__name__)
 
 
@@ -59,41 +59,6 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stats_identity(cfg: CfgNode, model: nn.Module, data: build.Data) -> dict[str, Any]:
-    """What the class statistics depend on: extractor, its weights, the images and their transform."""
-    d = cfg.DATASET
-    return {"trainer": "classification", "backbone": cfg.MODEL.BACKBONE, "weights": cfg.MODEL.WEIGHTS,
-            "checkpoint_format": cfg.MODEL.CHECKPOINT_FORMAT, "weights_sha256": state_dict_digest(model.backbone),
-            "dataset": d.NAME, "root": os.path.abspath(d.ROOT), "split": "train", "fraction": d.FRACTION,
-            "val_fraction": d.VAL_FRACTION, "split_seed": d.SEED, "num_images": len(data.train_eval),
-            "transform": repr(data.train_eval.transform)}
-
-
-def class_stats(cfg: CfgNode, model: nn.Module, data: build.Data, device: torch.device,
-                progress: bool = True) -> adarand.ClassStats:
-    """Pre-trained class statistics over the training split (eval mode, eval transforms), cached in
-    OUTPUT_DIR/class_stats.pt and reused only when produced by the same extractor, weights and data;
-    announced in the log (how many images; then reused or computed), a progress bar on rank 0 when ``progress``."""
-    def compute():
-        model.eval()
-        loader = build.eval_loader(cfg, data.train_eval, rank(), world_size())
-        return adarand.compute_class_stats(model.features, loader, data.num_classes, device=device,
-                                           name=cfg.MODEL.BACKBONE, progress=progress and rank() == 0)
-
-    if rank() == 0:
-        logger.info("class statistics of %d training images (%d classes) from the pre-trained %s",
-                    len(data.train_eval), data.num_classes, cfg.MODEL.BACKBONE)
-    return load_or_compute_stats(os.path.join(cfg.OUTPUT_DIR, "class_stats.pt"), stats_identity(cfg, model, data),
-                                 compute, num_classes=data.num_classes, feat_dim=model.feat_dim, save=rank() == 0)
-
-
-def method_name(cfg: CfgNode) -> str:
-    """Row label of the summary table: the regularizer, plus the baseline when one is used."""
-    parts = [cfg.MODEL.ADARAND.METHOD] if cfg.MODEL.ADARAND.METHOD != "none" else []
-    parts += [cfg.BASELINE.METHOD] if cfg.BASELINE.METHOD else []
-    return "+".join(parts) or "ft"
-
-
 class ClassificationTrainer:
     """Builds everything from a frozen config, trains in epochs of :meth:`run_step`, fires the hooks."""
 
@@ -101,12 +66,9 @@ class ClassificationTrainer:
         self.cfg, self.progress = cfg, progress and rank() == 0
         self.device = init_from_env()
         self.rank, self.world = rank(), world_size()
-        seed_all(cfg.SEED)  # identical model initialisation on every rank
-        raw = build.raw_train_set(cfg)
-        self.model = self.build_model(cfg, raw.num_classes).to(self.device)
+        self.model, self.data = self.build_model_and_data(cfg, self.device)
         if self.device.type == "cuda" and cfg.CHANNELS_LAST:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.data = build.build_data(cfg, raw, *build.normalization(cfg, self.model))
         self.generator = torch.Generator()
         self.train_loader = self.build_train_loader(cfg, self.data.train, self.generator)
         self.val_loader = self.build_test_loader(cfg, self.data.val) if self.data.val is not None else None
@@ -126,15 +88,23 @@ class ClassificationTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda" and cfg.AMP == "fp16")
         self.guard = new_guard(self.device)  # divergence flags on the device, checked before evaluation and saving
         self.start_epoch, self.epoch, self.inner_iter = 0, 0, 0
-        self.best_top1, self.best_epoch = -1.0, -1
-        self.history: list[dict[str, Any]] = []
-        self.epoch_record: dict[str, Any] = {}
+        self.storage = TrainingStorage()  # what the hooks share: step outputs, epoch records, the selected epoch
         # changes of the config on --resume, with their epoch (adarand.run_config)
         self.config_changes: list[dict[str, Any]] = []
         self._hooks: list[hooks.HookBase] = []
         self.register_hooks(self.build_hooks())
 
     # ---- builders (override one to change one part) -------------------------------------------------
+    @classmethod
+    def build_model_and_data(cls, cfg: CfgNode, device: torch.device) -> tuple[nn.Module, build.Data]:
+        """The model on ``device``, initialised alike on every rank (seeded with SEED), and the data sized by
+        the training split and normalised as the model's weights ask (INPUT.MEAN/STD when set); the set-up
+        :func:`adarand.classification.cli.eval_only` shares."""
+        seed_all(cfg.SEED)
+        raw = build.raw_train_set(cfg)
+        model = cls.build_model(cfg, raw.num_classes).to(device)
+        return model, build.build_data(cfg, raw, *build.normalization(cfg, model))
+
     @classmethod
     def build_model(cls, cfg: CfgNode, num_classes: int) -> nn.Module:
         return build.build_model(cfg, num_classes)
@@ -171,7 +141,7 @@ class ClassificationTrainer:
 
     def build_hooks(self) -> list[hooks.HookBase]:
         cfg = self.cfg
-        return [hooks.PriorStep(), hooks.LRScheduler(solver.schedule_per_iteration(cfg)),
+        return [hooks.LRScheduler(solver.schedule_per_iteration(cfg)),
                 hooks.TrainingMetrics(cfg.LOG_PERIOD, cfg.DIAGNOSTICS, self.progress),
                 hooks.Validation(cfg.DIAGNOSTICS), hooks.PeriodicCheckpointer(), hooks.MetricsWriter()]
 
@@ -210,8 +180,8 @@ class ClassificationTrainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "regularizer": self.regularizer.state_dict(), "rng": gather_objects(rng_state(self.generator, self.noise_generator)),
-                "epoch": self.epoch, "best_top1": self.best_top1, "best_epoch": self.best_epoch,
-                "history": self.history}
+                "epoch": self.epoch, "best_top1": self.storage.best_top1, "best_epoch": self.storage.best_epoch,
+                "history": self.storage.history}
 
     def load_checkpoint_state(self, ckpt: Mapping[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -219,8 +189,9 @@ class ClassificationTrainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.regularizer.load_state_dict(ckpt["regularizer"])
-        self.start_epoch, self.best_top1, self.best_epoch = ckpt["epoch"] + 1, ckpt["best_top1"], ckpt["best_epoch"]
-        self.history = list(ckpt["history"])
+        self.start_epoch = ckpt["epoch"] + 1
+        self.storage.best_top1, self.storage.best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
+        self.storage.history = list(ckpt["history"])
         if len(ckpt["rng"]) != self.world:
             raise ValueError(f"checkpoint was written by {len(ckpt['rng'])} process(es), resumed with {self.world}")
         set_rng_state(ckpt["rng"][self.rank], self.generator, self.noise_generator)
@@ -253,7 +224,7 @@ class ClassificationTrainer:
 
     def before_epoch(self) -> None:
         self.train_loader.sampler.set_epoch(self.epoch)
-        self.epoch_record = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+        self.storage.open_epoch({"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]})
         set_train_mode(self.cfg, self.net, self.baseline)
         self._call_hooks("before_epoch")
 
@@ -264,6 +235,10 @@ class ClassificationTrainer:
         self._call_hooks("after_train")
 
     def after_epoch(self) -> None:
+        """Close the regularizer's epoch (PtR's switch-on check) and put the epoch's mean prior loss in the
+        record, then the hooks."""
+        self.regularizer.on_epoch_end()
+        self.storage.close_prior_loss()
         self._call_hooks("after_epoch")
 
     def before_step(self) -> None:
@@ -273,8 +248,8 @@ class ClassificationTrainer:
         self._call_hooks("after_step")
 
     def run_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        """One optimisation step of Eq. 1: CE + regularizer + baseline, optimizer step; the detached
-        outputs go to ``self.step_outputs`` for the hooks (the prior step among them)."""
+        """One optimisation step of Eq. 1: CE + regularizer + baseline, optimizer step, then the prior step
+        (:meth:`prior_step`); the detached outputs go to ``self.storage.step`` for the hooks."""
         images, labels = to_device(self.cfg, *batch, self.device)
         head = self.model.head.weight
         watch = self.baseline.watch(images) if self.baseline is not None else contextlib.nullcontext()
@@ -290,9 +265,19 @@ class ClassificationTrainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.step_outputs = StepOutputs(loss.detach(), ce.detach(), reg_loss.detach(), base_loss.detach(),
-                                        logits.detach(), features.detach(), labels)
-        self.guard.update(self.epoch * len(self.train_loader) + self.inner_iter, *self.step_outputs[:4])
+        out = self.storage.step = StepOutputs(loss.detach(), ce.detach(), reg_loss.detach(), base_loss.detach(),
+                                              logits.detach(), features.detach(), labels)
+        self.guard.update(self.epoch * len(self.train_loader) + self.inner_iter, *out[:4])
+        self.prior_step(out.features, out.labels)
+
+    def prior_step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """After the optimizer step, ``reg.step(features, labels)`` on the step's detached features (AdaRand: EMA
+        of the class means, Eq. 14-15, then one prior update, Eq. 11-13); its loss is summed on the device
+        for the epoch's ``adarand/prior_loss``. The detection plugin's ``AdaRandPriorHook`` makes the same
+        call on the ROIs each box branch kept."""
+        prior_loss = self.regularizer.step(features, labels)
+        if prior_loss is not None:
+            self.storage.put_prior_loss(prior_loss)
 
     def _call_hooks(self, event):
         for hook in self._hooks:
@@ -318,26 +303,15 @@ class ClassificationTrainer:
 
     def test_selected_model(self) -> dict[str, Any]:
         """Evaluate the selected model (best validation epoch, or the last) on the test split, once;
-        write its features and results.json."""
+        write its features and results.json (:mod:`adarand.classification.results`)."""
         cfg, data = self.cfg, self.data
         best = load_checkpoint(os.path.join(cfg.OUTPUT_DIR, "best.pth"), map_location=self.device)
         self.model.load_state_dict(best["model"])
         test = self.test(cfg, self.model, self.build_test_loader(cfg, data.test), data.num_classes,
                          data.test_class_indices, keep_features=True)
-        history = self.history
-        results = {
-            "method": method_name(cfg), "dataset": cfg.DATASET.NAME, "backbone": cfg.MODEL.BACKBONE,
-            "seed": cfg.SEED, "fraction": cfg.DATASET.FRACTION, "epochs": cfg.SOLVER.EPOCHS,
-            "selection": "best_val_top1" if data.val is not None else "last_epoch",
-            "best_epoch": best["epoch"], "val_top1": self.best_top1 if data.val is not None else None,
-            "test_top1": test.top1, "test_mean_class_acc": test.mean_class_acc,
-            "time_per_epoch_s": float(np.mean([r["epoch_time_s"] for r in history])) if history else None,
-            "step_time_s": float(np.mean([r["step_time_s"] for r in history])) if history else None,
-            "world_size": self.world, "config_changes": self.config_changes,
-        }
+        results = run_results(cfg, self.storage, best["epoch"], test, has_val=data.val is not None,
+                              world=self.world, config_changes=self.config_changes)
         results.update(self.test_extra_sets())
         if self.rank == 0:
-            save_torch({"features": test.features, "labels": test.labels, "classes": data.classes},
-                       os.path.join(cfg.OUTPUT_DIR, "features_test.pt"))
-            write_json(os.path.join(cfg.OUTPUT_DIR, "results.json"), results)
+            write_results(cfg.OUTPUT_DIR, results, test, data.classes)
         return results

@@ -30,7 +30,7 @@ from detectron2.utils.events import EventStorage
 
 from adarand import ClassStats, ClassStatsAccumulator
 from adarand.run_config import flatten
-from adarand.stats_cache import load_or_compute_stats, stamp_identity, state_dict_digest
+from adarand.stats_cache import extractor_identity, load_or_compute_stats, stamp_identity, statistics_identity
 
 from .box_branch import SingleCategoryMapper, unwrap
 from .mapper import NamedErrorsMapper
@@ -202,12 +202,26 @@ def stats_identity(cfg: CfgNode) -> dict[str, Any]:
         "roi_heads": cfg.MODEL.ROI_HEADS.NAME, "box_head": cfg.MODEL.ROI_BOX_HEAD.NAME, "weights": cfg.MODEL.WEIGHTS,
         "datasets": list(cfg.DATASETS.TRAIN),
         "dataset_dirs": [os.path.abspath(str(MetadataCatalog.get(d).get("dirname", ""))) for d in cfg.DATASETS.TRAIN],
-        "max_images": a.STATS_MAX_IMAGES, "stats_rois": a.STATS_ROIS, "labels": a.LABELS,
-        "regularize_background": a.REGULARIZE_BACKGROUND,
+        "max_images": a.STATS_MAX_IMAGES, **adarand_keys_identity(a),
         "transform": f"ResizeShortestEdge({cfg.INPUT.MIN_SIZE_TEST}, {cfg.INPUT.MAX_SIZE_TEST}) {cfg.INPUT.FORMAT} "
                      f"mean={list(cfg.MODEL.PIXEL_MEAN)} std={list(cfg.MODEL.PIXEL_STD)}",
         **roi_sampler_identity(cfg), **sem_seg_identity(cfg),
     }
+
+
+def lazy_stats_identity(cfg: Any) -> dict[str, Any]:
+    """:func:`stats_identity` of a LazyConfig: its initial checkpoint, its statistics loader (as YAML), the
+    ``adarand`` keys (:func:`adarand_keys_identity`) and :func:`lazy_roi_sampler_identity`."""
+    from omegaconf import OmegaConf
+
+    return {"weights": cfg.train.init_checkpoint, "stats_loader": OmegaConf.to_yaml(cfg.dataloader.stats),
+            **adarand_keys_identity(cfg.model.roi_heads.adarand), **lazy_roi_sampler_identity(cfg)}
+
+
+def adarand_keys_identity(a: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``MODEL.ADARAND`` keys that decide which rows the statistics are taken on (a CfgNode, or a
+    LazyConfig's ``model.roi_heads.adarand``)."""
+    return {"stats_rois": a["STATS_ROIS"], "labels": a["LABELS"], "regularize_background": a["REGULARIZE_BACKGROUND"]}
 
 
 def sem_seg_identity(cfg: CfgNode) -> dict[str, Any]:
@@ -257,13 +271,13 @@ def lazy_roi_sampler_identity(cfg: Any) -> dict[str, Any]:
 def weights_identity(model: torch.nn.Module) -> dict[str, Any]:
     """The detector's weights, without the regularizers' own state (which training changes)."""
     state = {k: v for k, v in unwrap(model).state_dict().items() if ".adarand." not in k}
-    return {"trainer": "detection", "weights_sha256": state_dict_digest(state)}
+    return extractor_identity("detection", state)
 
 
 def branch_identity(weights: Mapping[str, Any], identity: Mapping[str, Any] | None, reg: Any) -> dict[str, Any]:
-    """The identity of one box branch's statistics: the ``weights`` (:func:`weights_identity`), the
-    caller's settings, the branch."""
-    return {**weights, **(identity or {}), "branch": reg.name or "box"}
+    """The identity of one box branch's statistics (:func:`adarand.stats_cache.statistics_identity`): the
+    ``weights`` (:func:`weights_identity`), the caller's settings, the branch."""
+    return statistics_identity(weights, identity or {}, branch=reg.name or "box")
 
 
 def init_prior(cfg: CfgNode, model: torch.nn.Module) -> list[ClassStats] | None:

@@ -56,7 +56,7 @@ def differing_runs(status, cfgs):
 def check_runs(runs, repo_root="."):
     """Load every run's config and check that its weights file exists (relative paths from ``repo_root``,
     where the jobs run), before anything is launched; returns {run: config}."""
-    from adarand.classification.backbones import check_weights_file
+    from adarand.classification.weights import check_weights_file
 
     cfgs = {}
     for run in runs:
