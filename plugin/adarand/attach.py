@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from . import dense
-from .config import select_options
+from .regularizer_config import select_options
 from .distributed import rank
 from .prior import naming_checkpoint
 from .regularizers import Regularizer, build_regularizer, regularizer_options
 from .seeding import NoiseStream
 from .stats import ClassStats, compute_class_stats
-from .validation import LABEL_DTYPES
+from .checks import LABEL_DTYPES
 
 # The regularizer attached to each head (weak both ways: nothing kept alive, nothing put on the module, so a
 # model still pickles and deep-copies; a copy's head is another key).

@@ -15,7 +15,7 @@ from torch import nn
 
 from . import ops
 from .prior_optim import PriorAdam
-from .validation import check_features_labels, check_finite, check_labels
+from .checks import check_features_labels, check_finite, check_labels
 
 PRIOR_TENSORS = ("mu", "sigma", "running_mean")
 

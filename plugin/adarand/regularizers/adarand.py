@@ -2,7 +2,7 @@
 import torch
 
 from ..prior import AdaptivePrior
-from ..validation import check_hyperparameter
+from ..checks import check_hyperparameter
 from .randreg import RandomTargetRegression
 
 

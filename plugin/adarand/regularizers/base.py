@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from ..validation import check_features_labels, check_hyperparameter, should_check_values
+from ..checks import check_features_labels, check_hyperparameter, should_check_values
 from ..distributed import all_reduce_sum_
 from ..ops.common import count_bad_labels
 from ..stats import ClassStats

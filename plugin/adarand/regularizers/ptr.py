@@ -8,7 +8,7 @@ from ..ce_gradients import ce_feature_grad_norm
 from ..distributed import all_reduce_sum_
 from ..ops.common import accumulation_dtype
 from ..prior import ClassConditionalPrior
-from ..validation import check_hyperparameter, check_logits_head
+from ..checks import check_hyperparameter, check_logits_head
 from .base import Regularizer
 
 
