@@ -41,7 +41,7 @@ class AdaRand(RandomTargetRegression):
         prior_lr = check_hyperparameter("prior_lr", prior_lr, positive=True)
         prior = AdaptivePrior(num_classes, feat_dim, alpha=alpha, lr=prior_lr, total_steps=total_steps,
                               schedule=prior_schedule, use_mean=use_mean, use_dist=use_dist, check_values=check_values)
-        super().__init__(num_classes, feat_dim, "class-conditional", lam, alpha, check_values, prior=prior)
+        super().__init__(num_classes, feat_dim, "class-conditional", lam, check_values, prior=prior)
 
     def device_counters(self) -> dict[str, torch.Tensor]:
         return {**super().device_counters(), "skipped_batches": self.prior.skipped_batches}

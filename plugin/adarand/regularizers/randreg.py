@@ -14,9 +14,8 @@ class RandomTargetRegression(TargetRegression):
         prior_init: ``uniform`` (U(0,1)), ``normal`` (N(0,1)), ``pretrained`` (one N(mean, std)
             from the pre-trained features of all classes) or ``class-conditional`` (per-class
             N(mu_c, sigma_c), Eq. 9-10); the last two need :meth:`init_from_stats` (``needs_stats``).
-        alpha: EMA factor of the prior's running class means (used by AdaRand), in [0, 1].
         prior: the prior to regress onto, C x D and uninitialised (AdaRand passes its :class:`AdaptivePrior`);
-            None builds a fixed :class:`ClassConditionalPrior` (``alpha`` is then its EMA factor).
+            None builds a fixed :class:`ClassConditionalPrior`.
 
     Shape: as in :class:`Regularizer` (``logits`` and ``classifier_weight`` unused).
 
@@ -24,21 +23,21 @@ class RandomTargetRegression(TargetRegression):
         ``reg(features, labels)``: the scalar ``lambda`` times the regression loss, r drawn anew per call.
 
     Raises:
-        ValueError: an unknown ``prior_init``, alpha outside [0, 1], or those of :class:`Regularizer`.
+        ValueError: an unknown ``prior_init``, or those of :class:`Regularizer`.
         RuntimeError: at call time, a ``pretrained`` / ``class-conditional`` prior not initialised yet.
     """
 
     PRIOR_INITS = ("uniform", "normal", "pretrained", "class-conditional")
 
     def __init__(self, num_classes: int, feat_dim: int, prior_init: str = "class-conditional", lam: float = 1.0,
-                 alpha: float = 0.5, check_values: bool | None = None, *, prior: ClassConditionalPrior | None = None):
+                 check_values: bool | None = None, *, prior: ClassConditionalPrior | None = None):
         super().__init__(num_classes, feat_dim, lam, check_values)
         if prior_init not in self.PRIOR_INITS:
             raise ValueError(f"unknown prior_init {prior_init!r}; choose one of {self.PRIOR_INITS}")
         self.prior_init = prior_init
         if prior is None:
             noise = "uniform" if prior_init == "uniform" else "normal"
-            prior = ClassConditionalPrior(num_classes, feat_dim, alpha=alpha, noise=noise, check_values=check_values)
+            prior = ClassConditionalPrior(num_classes, feat_dim, noise=noise, check_values=check_values)
         self.prior = prior
         if prior_init == "uniform":
             self.prior.init_uniform(0.0, 1.0)
