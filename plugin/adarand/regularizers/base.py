@@ -57,6 +57,13 @@ class Regularizer(nn.Module):
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, lam={self.lam}"
 
+    @property
+    def initialized(self) -> bool:
+        """Ready to run: a method with a prior asks the prior (its host flag, never a device read); one without,
+        True."""
+        prior = getattr(self, "prior", None)
+        return prior is None or bool(prior.initialized)
+
     def check_inputs(self, features: torch.Tensor, labels: torch.Tensor, count: bool = True) -> None:
         """Shape/dtype checks (always), value checks (``check_values``) or, without them, count bad labels.
 
