@@ -10,14 +10,14 @@ import pytest
 
 import adarand
 import adarand.ops
-import adarand.stats_cache
+import adarand.runs.stats_cache
 
 
 def _public():
     names = [(f"adarand.{n}", getattr(adarand, n)) for n in adarand.__all__]
     names += [(f"adarand.ops.{n}", getattr(adarand.ops, n)) for n in adarand.ops.__all__]
     names += [(f"adarand.dense.{n}", getattr(adarand.dense, n)) for n in adarand.dense.__all__]
-    names += [(f"adarand.stats_cache.{n}", getattr(adarand.stats_cache, n))
+    names += [(f"adarand.runs.stats_cache.{n}", getattr(adarand.runs.stats_cache, n))
               for n in ("load_or_compute_stats", "state_dict_digest")]
     return [(name, obj) for name, obj in names if callable(obj)]
 
@@ -96,7 +96,7 @@ def _documented_names():
     for module in (adarand.integrations.lightning, adarand.integrations.transformers):
         names |= {f"{module.__name__}.{n}" for n, obj in vars(module).items() if not n.startswith("_")
                   and inspect.isclass(obj) and obj.__module__ == module.__name__}
-    return names | {"adarand.stats_cache.load_or_compute_stats", "adarand.stats_cache.state_dict_digest",
+    return names | {"adarand.runs.stats_cache.load_or_compute_stats", "adarand.runs.stats_cache.state_dict_digest",
                     "adarand.classification.trainer.ClassificationTrainer", "adarand.classification.cli.main",
                     "adarand.classification.train.cli", "adarand.detection.train_net.main",
                     "adarand.detection.train_net.cli"}

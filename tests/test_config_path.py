@@ -1,11 +1,11 @@
-"""adarand.config: the one path from a config node (CfgNode or dict) to a regularizer."""
+"""adarand.regularizer_config: the one path from a config node (CfgNode or dict) to a regularizer."""
 import math
 
 import pytest
 from fvcore.common.config import CfgNode
 
 import adarand
-from adarand.config import REGULARIZER_KEYS, build_regularizer_from_config, regularizer_options_from_config
+from adarand.regularizer_config import REGULARIZER_KEYS, build_regularizer_from_config, regularizer_options_from_config
 
 
 def node(**changes):

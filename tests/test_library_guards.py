@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from adarand import ClassConditionalPrior, build_regularizer
+from adarand import AdaptivePrior, ClassConditionalPrior, build_regularizer
 from regularizer_cases import C, D, build
 
 NAN, INF = math.nan, math.inf
@@ -139,6 +139,6 @@ def test_ptr_accepts_a_head_with_more_logits_than_regularized_classes():
 
 def test_prior_refuses_bad_alpha_and_noise():
     with pytest.raises(ValueError, match="alpha"):
-        ClassConditionalPrior(C, D, alpha=-0.1)
+        AdaptivePrior(C, D, alpha=-0.1)
     with pytest.raises(ValueError, match="unknown noise"):
         ClassConditionalPrior(C, D, noise="laplace")

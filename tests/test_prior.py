@@ -1,22 +1,23 @@
 import pytest
 import torch
 
-from adarand import ClassConditionalPrior
+from adarand import AdaptivePrior, ClassConditionalPrior
 from helpers import ref_ema, ref_prior_loss, ref_regression
 
 C, D, B = 4, 6, 10
 
 
-def make_prior(dtype=torch.float64, alpha=0.5, seed=0):
+def make_prior(dtype=torch.float64, alpha=None, seed=0):
+    """A ClassConditionalPrior, or, ``alpha`` given (the running means' EMA factor), an AdaptivePrior."""
     g = torch.Generator().manual_seed(seed)
-    prior = ClassConditionalPrior(C, D, alpha=alpha).to(dtype)
+    prior = (ClassConditionalPrior(C, D) if alpha is None else AdaptivePrior(C, D, alpha=alpha)).to(dtype)
     prior.init_from_stats(torch.randn(C, D, generator=g, dtype=dtype), torch.rand(C, D, generator=g, dtype=dtype) + 0.1)
     return prior
 
 
 def test_init_from_stats_sets_mu_sigma_and_running_mean():
     mean, std = torch.randn(C, D), torch.rand(C, D)
-    prior = ClassConditionalPrior(C, D).init_from_stats(mean, std)
+    prior = AdaptivePrior(C, D).init_from_stats(mean, std)
     assert torch.equal(prior.mu, mean) and torch.equal(prior.sigma, std) and torch.equal(prior.running_mean, mean)
     assert not prior.mu.requires_grad
 
@@ -105,7 +106,7 @@ def test_running_mean_ema(labels):
 
 
 def test_running_mean_with_more_classes_than_rows():
-    prior = ClassConditionalPrior(50, D).double().init_normal()
+    prior = AdaptivePrior(50, D).double().init_normal()
     y = torch.tensor([7, 49, 7])
     f = torch.randn(3, D, dtype=torch.float64)
     expected = ref_ema(prior.running_mean, f, y, 0.5)
@@ -120,7 +121,7 @@ def test_running_mean_with_more_classes_than_rows():
 @pytest.mark.parametrize("num_classes,feat_dim", [(4, 6), (9, 3), (1, 5)])  # C <= D, C > D (D x D Gram), C = 1
 def test_prior_loss_and_gradient_match_reference(use_mean, use_dist, num_classes, feat_dim):
     g = torch.Generator().manual_seed(3)
-    prior = ClassConditionalPrior(num_classes, feat_dim).double()
+    prior = AdaptivePrior(num_classes, feat_dim).double()
     prior.init_from_stats(torch.randn(num_classes, feat_dim, generator=g, dtype=torch.float64), torch.ones(num_classes, feat_dim))
     prior.running_mean.copy_(torch.randn(num_classes, feat_dim, generator=g, dtype=torch.float64))
     mu = prior.mu.detach().clone().requires_grad_(True)
@@ -135,20 +136,34 @@ def test_prior_loss_and_gradient_match_reference(use_mean, use_dist, num_classes
 
 
 def test_prior_loss_with_default_mu_matches_reference():
-    prior = make_prior()
+    prior = make_prior(alpha=0.5)
     prior.running_mean.add_(0.3)
     torch.testing.assert_close(prior.prior_loss(), ref_prior_loss(prior.mu.detach(), prior.running_mean))
 
 
 def test_state_dict_round_trip():
-    prior = make_prior()
+    prior = make_prior(alpha=0.5)
     prior.update_running_mean(torch.randn(B, D, dtype=torch.float64), torch.randint(0, C, (B,)))
-    fresh = ClassConditionalPrior(C, D).double()
+    fresh = AdaptivePrior(C, D).double()
     fresh.load_state_dict(prior.state_dict())
     assert fresh.initialized
     for name in ("mu", "sigma", "running_mean"):
         assert torch.equal(getattr(fresh, name), getattr(prior, name))
-    assert set(prior.state_dict()) == {"mu", "sigma", "running_mean"}
+    assert {"mu", "sigma", "running_mean"} <= set(prior.state_dict())
+    fixed = make_prior()  # RandReg's and PtR's prior: no running means
+    assert set(fixed.state_dict()) == {"mu", "sigma"}
+
+
+def test_a_fixed_priors_state_from_before_the_running_means_moved_still_loads():
+    """Checkpoints written when every prior held ``running_mean`` (RandReg, PtR) load strictly: the key is dropped,
+    and the prior is initialised from the state as before."""
+    prior = make_prior()
+    old = {**prior.state_dict(), "running_mean": prior.mu.detach().clone()}
+    fresh = ClassConditionalPrior(C, D).double()
+    fresh.load_state_dict(old)
+    assert fresh.initialized and set(fresh.state_dict()) == {"mu", "sigma"} and "running_mean" in old
+    for name in ("mu", "sigma"):
+        assert torch.equal(getattr(fresh, name), getattr(prior, name))
 
 
 def _snapshot(prior):
@@ -165,7 +180,7 @@ def _snapshot(prior):
     (torch.randn(2, D), torch.tensor([0.0, 1.0]), "integer"),
 ])
 def test_bad_input_raises_and_leaves_state_unchanged(features, labels, error):
-    prior = make_prior(torch.float32)
+    prior = make_prior(torch.float32, alpha=0.5)
     before = _snapshot(prior)
     with pytest.raises((ValueError, TypeError), match=error):
         prior.update_running_mean(features, labels)
@@ -195,7 +210,7 @@ def test_bad_statistics_and_uninitialised_prior():
 def test_loading_a_state_without_the_priors_keys_leaves_it_uninitialised():
     prior = ClassConditionalPrior(C, D)
     missing = prior.load_state_dict({}, strict=False).missing_keys
-    assert set(missing) == {"mu", "sigma", "running_mean"}
+    assert set(missing) == {"mu", "sigma"}
     assert not prior.initialized
     with pytest.raises(RuntimeError, match="not initialised"):
         prior.regression_loss(torch.randn(2, D), torch.tensor([0, 1]))

@@ -30,6 +30,19 @@ def test_every_regularizer_runs_a_step_and_round_trips_its_state(name):
     assert not [p for p in reg.parameters() if p.requires_grad]  # nothing for the model optimizer
 
 
+@pytest.mark.parametrize("name", ["randreg-uniform", "randreg-normal", "randreg-pretrained", "randreg-cp", "ptr"])
+def test_a_fixed_prior_state_with_the_former_running_means_loads(name):
+    """RandReg's and PtR's checkpoints from when every prior held ``running_mean`` (only AdaRand's uses it) load
+    strictly: the stale key is dropped, the rest is restored and the prior counts as initialised."""
+    reg = build(name)
+    old = {**reg.state_dict(), "prior.running_mean": reg.prior.mu.detach().clone()}
+    fresh = build_regularizer(name, num_classes=C, feat_dim=D).double()
+    fresh.load_state_dict(old)
+    assert fresh.prior.initialized and "prior.running_mean" not in fresh.state_dict()
+    for key, value in reg.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
 def test_none_is_zero():
     f, y, _, _ = batch()
     assert build("none")(f, y).item() == 0.0

@@ -28,7 +28,7 @@ from adarand.detection.config import check_adarand_keys
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_stats_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook, load_weights_and_prior
 from adarand.detection.configure import checked_default_setup, lazy_cfg_as_recorded
-from adarand.run_config import LAZY_SAFE_RESUME_KEYS, add_resume_arguments
+from adarand.runs.resume import LAZY_SAFE_RESUME_KEYS, add_resume_arguments
 
 logger = logging.getLogger("adarand")
 

@@ -7,7 +7,7 @@ glue (their own extras). The trainers live in
 """
 from . import dense
 from .attach import AttachedRegularizer, attach
-from .config import (
+from .regularizer_config import (
     REGULARIZER_KEYS, build_regularizer_from_config, check_regularizer_keys, regularizer_options_from_config,
     select_options,
 )

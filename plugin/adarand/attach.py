@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from . import dense
-from .config import select_options
+from .regularizer_config import select_options
 from .distributed import rank
 from .prior import naming_checkpoint
 from .regularizers import Regularizer, build_regularizer, regularizer_options
 from .seeding import NoiseStream
 from .stats import ClassStats, compute_class_stats
-from .validation import LABEL_DTYPES
+from .checks import LABEL_DTYPES
 
 # The regularizer attached to each head (weak both ways: nothing kept alive, nothing put on the module, so a
 # model still pickles and deep-copies; a copy's head is another key).
@@ -129,6 +129,18 @@ def _checked_batch(batch, mapped, dense=False):
         raise TypeError(f"init_from_data: {given} labels of dtype {labels.dtype} and shape {tuple(labels.shape)}, "
                         f"not {'a label map' if dense else 'class indices'}; {fix}")
     return inputs, labels
+
+
+def _keep_saved_uninitialised(module, incompatible_keys):
+    """Load post-hook of :class:`AttachedRegularizer`: a state saved before the prior was initialised holds the
+    prior's placeholder tensors, which would mark it initialised; it stays uninitialised, as saved."""
+    if module._saved_uninitialised:
+        module._saved_uninitialised = False
+        prior = getattr(module.regularizer, "prior", None)
+        if prior is not None:
+            prior.initialized = False
+
+
 def _widths(head):
     """(D, K): the head's input and output widths."""
     return (head.in_features, head.out_features) if isinstance(head, nn.Linear) else (head.in_channels,
@@ -139,8 +151,8 @@ class AttachedRegularizer(nn.Module):
     """A regularizer fed by a forward hook on a model's classifier head; built by :func:`attach`.
 
     Its only submodule is ``regularizer`` (the :class:`adarand.Regularizer`), so ``state_dict()``
-    checkpoints the prior, the prior optimizer's moments and ``initialized`` (mirrored on the host as
-    ``is_initialized``), and nothing of the model. The hook keeps the last forward's features when
+    checkpoints the prior, the prior optimizer's moments and ``initialized`` (a copy of the prior's own flag,
+    :attr:`is_initialized`, taken when saved and put back when loaded), and nothing of the model. The hook keeps the last forward's features when
     gradients are enabled; a forward under ``torch.no_grad()`` (evaluation) drops them, so a later
     :meth:`loss` cannot use stale training features. :meth:`loss` also queues ``(features.detach(), labels)``;
     :meth:`step` updates on every queued pair at once (one step after several micro-batches of
@@ -182,9 +194,8 @@ class AttachedRegularizer(nn.Module):
         self.head_name = head_name
         self.regularizer = regularizer
         self.sampling = sampling
-        # checkpointed flag, and its host mirror (read on every step: never a device read)
-        self.register_buffer("initialized", torch.tensor(not regularizer.needs_stats))
-        self.is_initialized = not regularizer.needs_stats
+        self._saved_uninitialised = False  # the state being loaded was saved before the prior was initialised
+        self.register_load_state_dict_post_hook(_keep_saved_uninitialised)
         self._features = self._logits = None
         self._dropped = "no forward has run through the head since attach() or the last step()"
         self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []  # (features, labels) awaiting step()
@@ -203,12 +214,19 @@ class AttachedRegularizer(nn.Module):
         return f"head={self.head_name!r}, attached={self._handle is not None}{dense_repr}"
 
     @property
+    def is_initialized(self) -> bool:
+        """Whether the regularizer is ready to run: its prior's flag (a host bool: never a device read); always
+        True for a method without statistics."""
+        return self.regularizer.initialized
+
+    @property
     def seed(self) -> int:
         """The noise stream's seed (a loaded checkpoint's, once one is loaded)."""
         return self.noise_stream.seed
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "initialized"] = torch.tensor(self.is_initialized)
         self.noise_stream.save(destination, prefix)
 
     def _follow(self, tensor):
@@ -216,7 +234,7 @@ class AttachedRegularizer(nn.Module):
         ones (float32 otherwise: the prior's EMA and Adam never run in half precision), when the model moved or
         changed dtype after attach()."""
         dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
-        prior = self.regularizer.prior.mu if hasattr(self.regularizer, "prior") else self.initialized
+        prior = self.regularizer.prior.mu if hasattr(self.regularizer, "prior") else self.regularizer.bad_labels
         if prior.device != tensor.device or (prior.is_floating_point() and prior.dtype != dtype):
             self.to(tensor.device)
             if prior.is_floating_point():
@@ -224,9 +242,9 @@ class AttachedRegularizer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self.noise_stream.load(state_dict, prefix)  # (no keys in checkpoints from before the noise had its stream)
+        saved = state_dict.pop(prefix + "initialized", None)  # (a buffer in checkpoints from before: the same key)
+        self._saved_uninitialised = saved is not None and not bool(saved)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "initialized" in state_dict:
-            self.is_initialized = bool(state_dict[prefix + "initialized"])
 
     def _capture(self, module, args, output):
         if self._stats_features is not None:  # init_from_data: collect, whatever the grad mode
@@ -293,8 +311,6 @@ class AttachedRegularizer(nn.Module):
             for module, training in modes:
                 module.training = training
         self.regularizer.init_from_stats(stats)
-        self.initialized.fill_(True)
-        self.is_initialized = True
         return stats
 
     def restore_or_init(self, state: dict | None, make_loader: Callable[[], Iterable], batch_fn: BatchFn | None = None,

@@ -1,11 +1,11 @@
 """The class-conditional prior of AdaRand (Yamaguchi et al., CVPR 2024, Sec. 5.1-5.2, Algorithm 1).
 
 Class c has a diagonal Gaussian ``N(mu_c, diag(sigma_c^2))`` over the D-dimensional
-penultimate features; ``running_mean`` holds the per-class feature means ``m_c``
-tracked during fine-tuning. One module serves every random-target method: a
-class-agnostic prior (RandReg) is the same module with all rows equal. AdaRand's prior,
-:class:`AdaptivePrior`, is that module plus its own adaptation: the running means, the
-alignment losses and the optimizer step on ``mu``, in one call (:meth:`AdaptivePrior.adapt`).
+penultimate features. One module serves every random-target method: a class-agnostic prior
+(RandReg, PtR) is the same module with all rows equal. AdaRand's prior, :class:`AdaptivePrior`,
+is that module plus what only AdaRand uses: the per-class running feature means ``m_c`` tracked
+during fine-tuning, the alignment losses and the optimizer step on ``mu``, in one call
+(:meth:`AdaptivePrior.adapt`).
 """
 import contextlib
 from collections.abc import Iterator
@@ -15,13 +15,10 @@ from torch import nn
 
 from . import ops
 from .prior_optim import PriorAdam
-from .validation import check_features_labels, check_finite, check_labels
-
-PRIOR_TENSORS = ("mu", "sigma", "running_mean")
-
+from .checks import check_features_labels, check_finite, check_labels
 
 class NonFinitePriorError(ValueError):
-    """A loaded prior state whose ``mu``, ``sigma`` or ``running_mean`` holds NaN/Inf."""
+    """A loaded prior state whose ``mu``, ``sigma`` (or AdaptivePrior's ``running_mean``) holds NaN/Inf."""
 
 
 @contextlib.contextmanager
@@ -72,45 +69,48 @@ def prior_alignment_loss(mu: torch.Tensor, running_mean: torch.Tensor, use_mean:
 
 
 class ClassConditionalPrior(nn.Module):
-    """Per-class diagonal Gaussians with per-class running feature means.
+    """Per-class diagonal Gaussians: the fixed prior of RandReg and PtR, and the base of :class:`AdaptivePrior`.
 
     ``mu`` is an ``nn.Parameter`` with ``requires_grad=False``: the network's loss never
     reaches it (samples are detached); only :meth:`AdaptivePrior.adapt` moves it. So an outer optimizer built from
     ``model.parameters()`` or a DDP wrapper never sees it as trainable.
 
+    ``initialized`` (a host bool, never a device read) is the one record of whether the prior is ready: set by
+    an init, or by a load of a state that holds the prior's tensors.
+
     Args:
         num_classes: C. feat_dim: D.
-        alpha: EMA factor of the running means (Eq. 15), in [0, 1].
         noise: ``"normal"`` for Gaussian priors, ``"uniform"`` for U(low, high) priors.
         check_values: validate label ranges and finiteness (host sync); ``None`` = on CPU only.
 
     Shape:
-        - mu, sigma, running_mean: (C, D), float32
+        - mu, sigma: (C, D), float32
         - features: (B, D); labels: (B,) int64 (or int32), rows labelled ``IGNORE_INDEX`` take no part
 
     Raises:
-        ValueError: C or D < 1, alpha outside [0, 1], an unknown ``noise``.
-        RuntimeError: :meth:`sample`, :meth:`regression_loss` or :meth:`update_running_mean` before an init.
+        ValueError: C or D < 1, an unknown ``noise``.
+        RuntimeError: :meth:`sample` or :meth:`regression_loss` before an init.
     """
 
-    def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, noise: str = "normal",
-                 check_values: bool | None = None):
+    # the state's tensors: a load that holds them all initialises the prior; a non-finite one is refused
+    TENSORS: tuple[str, ...] = ("mu", "sigma")
+    # keys every prior's state held before the running means became AdaptivePrior's: dropped on load
+    _FORMER_KEYS: tuple[str, ...] = ("running_mean",)
+
+    def __init__(self, num_classes: int, feat_dim: int, noise: str = "normal", check_values: bool | None = None):
         super().__init__()
         if num_classes < 1 or feat_dim < 1:
             raise ValueError(f"num_classes and feat_dim must be positive; got {num_classes}, {feat_dim}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
         if noise not in ops.NOISES:
             raise ValueError(f"unknown noise {noise!r}; choose one of {ops.NOISES}")
-        self.num_classes, self.feat_dim, self.alpha, self.noise = num_classes, feat_dim, alpha, noise
+        self.num_classes, self.feat_dim, self.noise = num_classes, feat_dim, noise
         self.check_values = check_values
         self.mu = nn.Parameter(torch.zeros(num_classes, feat_dim), requires_grad=False)
         self.register_buffer("sigma", torch.ones(num_classes, feat_dim))
-        self.register_buffer("running_mean", torch.zeros(num_classes, feat_dim))
         self.initialized = False
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, alpha={self.alpha}, noise={self.noise}"
+        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, noise={self.noise}"
 
     # -- initialisation -------------------------------------------------------------
     def _as_rows(self, name, value):
@@ -130,7 +130,6 @@ class ClassConditionalPrior(nn.Module):
     def _set(self, mean, std):
         self.mu.copy_(mean)
         self.sigma.copy_(std)
-        self.running_mean.copy_(mean)
         self.initialized = True
         return self
 
@@ -138,7 +137,7 @@ class ClassConditionalPrior(nn.Module):
         """Eq. 9-10: ``mu_c``, ``sigma_c`` = per-class mean and std of pre-trained features (C x D).
 
         D-vectors or scalars give a class-agnostic Gaussian (every class the same).
-        Also resets ``running_mean`` to ``mu``.
+        (:class:`AdaptivePrior` also resets its ``running_mean`` to ``mu``.)
 
         Args:
             mean, std: (C, D), (D,) or scalars; finite, ``std >= 0``.
@@ -195,17 +194,21 @@ class ClassConditionalPrior(nn.Module):
 
         Detectron2's checkpointer loads with ``strict=False``: pre-trained weights without
         ``...prior.mu`` must leave an uninitialised prior uninitialised, not N(0, 1). Every load
-        (``attach``, the trainers' and integrations' checkpoints) passes here: a non-finite ``mu``,
-        ``sigma`` or ``running_mean`` is refused (:class:`NonFinitePriorError`) before anything is copied.
+        (``attach``, the trainers' and integrations' checkpoints) passes here: a non-finite tensor of
+        :data:`TENSORS` is refused (:class:`NonFinitePriorError`) before anything is copied. A key of
+        :data:`_FORMER_KEYS` (a fixed prior's ``running_mean``, from checkpoints written before it moved to
+        :class:`AdaptivePrior`) is dropped, so those checkpoints load, strictly too.
         """
-        for name in PRIOR_TENSORS:
+        for name in self._FORMER_KEYS:
+            state_dict.pop(prefix + name, None)
+        for name in self.TENSORS:
             value = state_dict.get(prefix + name)
             if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
                 bad = int((~torch.isfinite(value)).sum())
                 raise NonFinitePriorError(f"the prior state {prefix + name} holds {bad} NaN/Inf value(s): the "
                                           "checkpoint comes from a run that diverged; resume from an earlier one")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if all(prefix + name in state_dict for name in PRIOR_TENSORS):
+        if all(prefix + name in state_dict for name in self.TENSORS):
             self.initialized = True
 
     # -- the three operations of a training step -------------------------------------
@@ -264,6 +267,59 @@ class ClassConditionalPrior(nn.Module):
         return ops.target_loss(features, labels, self.mu, self.sigma, noise=self.noise, generator=generator, impl=impl,
                                bad_labels=bad_labels)
 
+
+class AdaptivePrior(ClassConditionalPrior):
+    """AdaRand's prior (Sec. 5.2, Algorithm 1): a normal :class:`ClassConditionalPrior` that adapts its own means.
+
+    :meth:`adapt` is the whole adaptation of one training step: the running class means
+    (Eq. 14-15), then one step of the prior's own optimizer (:class:`PriorAdam`, ``optimizer``)
+    on ``L_mean + L_dist`` (Eq. 11-13) w.r.t. ``mu``; ``sigma`` stays fixed. A batch whose class
+    sums are not finite moves nothing (running means, ``mu``, Adam moments), decided on the
+    device, and is counted in ``skipped_batches``.
+
+    Args:
+        num_classes: C. feat_dim: D. alpha: EMA factor of the running means, in [0, 1].
+        lr: the prior optimizer's learning rate, > 0. total_steps: its schedule's length (the run's
+            iterations), >= 1, or None (constant). schedule: ``cosine_7_16``, ``half_cosine`` or ``constant``.
+        use_mean, use_dist: keep ``L_mean`` / ``L_dist`` (not both False; the paper's ablations, Table 5).
+        check_values: as in :class:`ClassConditionalPrior`.
+
+    Shape:
+        - mu, sigma, running_mean: (C, D), float32; skipped_batches: scalar int64 (a buffer)
+        - features: (B, D); labels: (B,) int64 (or int32), as in :class:`ClassConditionalPrior`
+
+    Raises:
+        ValueError: alpha outside [0, 1], both ``use_*`` False, or the errors of :class:`ClassConditionalPrior`
+            and :class:`PriorAdam`.
+        RuntimeError: :meth:`update_running_mean` or :meth:`adapt` before an init.
+    """
+
+    TENSORS = ("mu", "sigma", "running_mean")
+    _FORMER_KEYS = ()
+
+    def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, lr: float = 1e-2,
+                 total_steps: int | None = None,
+                 schedule: str = "cosine_7_16", use_mean: bool = True, use_dist: bool = True,
+                 check_values: bool | None = None):
+        super().__init__(num_classes, feat_dim, noise="normal", check_values=check_values)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
+        if not (use_mean or use_dist):
+            raise ValueError("AdaRand's prior needs at least one of use_mean / use_dist")
+        self.alpha, self.use_mean, self.use_dist = alpha, use_mean, use_dist
+        self.register_buffer("running_mean", torch.zeros(num_classes, feat_dim))
+        self.optimizer = PriorAdam((num_classes, feat_dim), lr=lr, total_steps=total_steps, schedule=schedule)
+        self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.int64))  # non-finite batches
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, alpha={self.alpha}, use_mean={self.use_mean}, use_dist={self.use_dist}"
+
+    @torch.no_grad()
+    def _set(self, mean, std):
+        super()._set(mean, std)
+        self.running_mean.copy_(mean)  # the running means start at mu (Algorithm 1)
+        return self
+
     @torch.no_grad()
     def update_running_mean(self, features: torch.Tensor, labels: torch.Tensor, impl: str | None = None,
                             checked: bool = False) -> torch.Tensor:
@@ -294,45 +350,6 @@ class ClassConditionalPrior(nn.Module):
             scalar in mu's dtype; differentiable w.r.t. a ``mu`` that requires grad.
         """
         return prior_alignment_loss(self.mu if mu is None else mu, self.running_mean, use_mean, use_dist)
-
-
-class AdaptivePrior(ClassConditionalPrior):
-    """AdaRand's prior (Sec. 5.2, Algorithm 1): a normal :class:`ClassConditionalPrior` that adapts its own means.
-
-    :meth:`adapt` is the whole adaptation of one training step: the running class means
-    (Eq. 14-15), then one step of the prior's own optimizer (:class:`PriorAdam`, ``optimizer``)
-    on ``L_mean + L_dist`` (Eq. 11-13) w.r.t. ``mu``; ``sigma`` stays fixed. A batch whose class
-    sums are not finite moves nothing (running means, ``mu``, Adam moments), decided on the
-    device, and is counted in ``skipped_batches``.
-
-    Args:
-        num_classes: C. feat_dim: D. alpha: EMA factor of the running means, in [0, 1].
-        lr: the prior optimizer's learning rate, > 0. total_steps: its schedule's length (the run's
-            iterations), >= 1, or None (constant). schedule: ``cosine_7_16``, ``half_cosine`` or ``constant``.
-        use_mean, use_dist: keep ``L_mean`` / ``L_dist`` (not both False; the paper's ablations, Table 5).
-        check_values: as in :class:`ClassConditionalPrior`.
-
-    Shape:
-        - mu, sigma, running_mean: (C, D), float32; skipped_batches: scalar int64 (a buffer)
-        - features: (B, D); labels: (B,) int64 (or int32), as in :class:`ClassConditionalPrior`
-
-    Raises:
-        ValueError: both ``use_*`` False, or the errors of :class:`ClassConditionalPrior` and :class:`PriorAdam`.
-    """
-
-    def __init__(self, num_classes: int, feat_dim: int, alpha: float = 0.5, lr: float = 1e-2,
-                 total_steps: int | None = None,
-                 schedule: str = "cosine_7_16", use_mean: bool = True, use_dist: bool = True,
-                 check_values: bool | None = None):
-        super().__init__(num_classes, feat_dim, alpha=alpha, noise="normal", check_values=check_values)
-        if not (use_mean or use_dist):
-            raise ValueError("AdaRand's prior needs at least one of use_mean / use_dist")
-        self.use_mean, self.use_dist = use_mean, use_dist
-        self.optimizer = PriorAdam((num_classes, feat_dim), lr=lr, total_steps=total_steps, schedule=schedule)
-        self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.int64))  # non-finite batches
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, use_mean={self.use_mean}, use_dist={self.use_dist}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before the counter existed load with a count of 0.

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from adarand import files
-from adarand.files import OutputDirInUse, UnsafeFileError
+from adarand.runs import files
+from adarand.runs.files import OutputDirInUse, UnsafeFileError
 
 from adarand.classification import cli as train_cls
 from adarand.classification.trainer import ClassificationTrainer
@@ -121,7 +121,7 @@ def test_non_finite_prior_is_never_saved(data_root, tmp_path, monkeypatch):
 def test_statistics_of_another_setup_are_recomputed(data_root, finished_run, tmp_path, caplog, change):
     first = torch.load(finished_run / "class_stats.pt", weights_only=True)
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
-    with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
+    with caplog.at_level(logging.INFO, logger="adarand.runs.stats_cache"):
         train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand", **change}))
     assert "produced by another set-up" in caplog.text and "recomputing" in caplog.text
     second = torch.load(tmp_path / "class_stats.pt", weights_only=True)
@@ -132,7 +132,7 @@ def test_statistics_of_another_setup_are_recomputed(data_root, finished_run, tmp
 def test_statistics_of_the_same_setup_are_reused(data_root, finished_run, tmp_path, caplog):
     (tmp_path / "class_stats.pt").write_bytes((finished_run / "class_stats.pt").read_bytes())
     os.utime(tmp_path / "class_stats.pt", (0, 0))
-    with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
+    with caplog.at_level(logging.INFO, logger="adarand.runs.stats_cache"):
         train_cls.main(opts(data_root, tmp_path, **{"MODEL.ADARAND.METHOD": "adarand"}))
     assert "reusing" in caplog.text and os.stat(tmp_path / "class_stats.pt").st_mtime == 0
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from adarand.classification import cli
-from adarand.run_config import ConfigChanged
+from adarand.runs.resume import ConfigChanged
 
 from tiny_runs import tiny_opts  # noqa: E402  (tests/classification is on sys.path under pytest)
 

@@ -6,7 +6,7 @@ import os
 from adarand.classification.config import load_cfg
 from adarand.classification.class_stats import stats_identity
 from adarand.classification.trainer import ClassificationTrainer
-from adarand.stats_cache import state_dict_digest
+from adarand.runs.stats_cache import state_dict_digest
 from tiny_runs import tiny_opts  # noqa: E402  (tests/classification is on sys.path under pytest)
 
 TRANSFORM = ("Compose(\n"

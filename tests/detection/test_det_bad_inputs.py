@@ -20,7 +20,7 @@ from adarand.detection import (
     SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, prior_init, setup_cfg,
 )
 from adarand.detection.voc import load_voc_detection
-from adarand.files import OutputDirInUse, UnsafeFileError
+from adarand.runs.files import OutputDirInUse, UnsafeFileError
 
 from faults import Payload, hold_lock, write_payload_checkpoint  # noqa: E402
 
@@ -187,7 +187,7 @@ def test_statistics_computed_ahead_are_accepted_by_the_trainer(fake_voc, tmp_pat
 def test_cached_statistics_of_another_setup_are_recomputed(seed0_stats, tmp_path, caplog, change):
     shutil.copy(seed0_stats, tmp_path / "adarand_stats.pt")
     cfg = tiny_cfg(tmp_path, **change)
-    with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
+    with caplog.at_level(logging.INFO, logger="adarand.runs.stats_cache"):
         (stats,) = prior_init.init_prior(cfg, _model(cfg, seed=cfg.SEED))
     assert "produced by another set-up" in caplog.text and "recomputing" in caplog.text
     old = torch.load(seed0_stats, weights_only=True)
@@ -322,7 +322,7 @@ def _tool(name):
 
 def test_eval_only_weights_of_another_class_count_name_the_file_and_the_shapes(fake_voc, tmp_path):
     """Detectron2 skipped the differently shaped head with a warning and evaluated it untrained."""
-    from adarand.run_config import DET_SAFE_RESUME_KEYS, add_resume_arguments
+    from adarand.runs.resume import DET_SAFE_RESUME_KEYS, add_resume_arguments
 
     SafeDetectionCheckpointer(_model(tiny_cfg(tmp_path, **{"MODEL.ROI_HEADS.NUM_CLASSES": 5})),
                               str(tmp_path)).save("five")

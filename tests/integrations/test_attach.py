@@ -63,7 +63,7 @@ def test_statistics_equal_the_explicit_path_in_eval_mode_and_modes_are_restored(
     for name in ("mean", "std", "count", "global_mean", "global_std"):
         assert torch.equal(getattr(stats, name), getattr(want, name)), name
     assert torch.equal(reg.regularizer.prior.mu, want.mean) and torch.equal(reg.regularizer.prior.sigma, want.std)
-    assert bool(reg.initialized)
+    assert reg.is_initialized
     assert torch.equal(model.body[1].running_mean, bn_before)  # eval mode: BatchNorm statistics untouched
     assert model.training and model.body[0].training and not model.body[1].training
 
@@ -211,9 +211,9 @@ def test_state_dict_checkpoints_the_prior_and_nothing_of_the_model(tmp_path):
                for key in reg.state_dict())
     torch.save(reg.state_dict(), tmp_path / "adarand.pt")
     fresh = adarand.attach(copy.deepcopy(model), "classifier.1", total_steps=5)
-    assert not bool(fresh.initialized) and not fresh.is_initialized
+    assert not fresh.is_initialized
     fresh.load_state_dict(torch.load(tmp_path / "adarand.pt", weights_only=True))
-    assert bool(fresh.initialized) and fresh.is_initialized
+    assert fresh.is_initialized and fresh.regularizer.prior.initialized
     for key, value in reg.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
     fresh.model(x)
@@ -222,6 +222,25 @@ def test_state_dict_checkpoints_the_prior_and_nothing_of_the_model(tmp_path):
     model(x)
     torch.manual_seed(1)
     assert torch.equal(a, reg.loss(y))  # ready without init_from_data
+
+
+@pytest.mark.parametrize("saved_initialized", [True, False])
+def test_initialized_is_the_priors_flag_and_a_saved_one_comes_back(saved_initialized):
+    """One record of "initialised", the prior's; ``initialized`` in the state is a copy taken on save. A state saved
+    before the statistics (its prior tensors are placeholders), and checkpoints from when ``initialized`` was a
+    buffer of its own, load as they were saved; a fixed prior's former ``running_mean`` is dropped."""
+    reg = adarand.attach(Net(), "classifier.1", method="randreg-cp")
+    assert "initialized" not in dict(reg.named_buffers()) and not reg.is_initialized
+    if saved_initialized:
+        reg.init_from_data(batches())
+    assert reg.is_initialized is reg.regularizer.prior.initialized is saved_initialized
+    state = reg.state_dict()
+    assert bool(state["initialized"]) is saved_initialized
+    old = {**state, "regularizer.prior.running_mean": state["regularizer.prior.mu"].clone()}  # a buffer's format
+    fresh = adarand.attach(Net(), "classifier.1", method="randreg-cp")
+    fresh.load_state_dict(old)
+    assert fresh.is_initialized is fresh.regularizer.prior.initialized is saved_initialized
+    assert set(fresh.state_dict()) == set(state)
 
 
 def test_with_total_steps_counts_only_when_the_method_takes_it_and_none_was_given():

@@ -13,7 +13,7 @@ import pytest
 import adarand
 import adarand.model_zoo
 import adarand.ops
-import adarand.stats_cache
+import adarand.runs.stats_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = os.path.join(REPO, "plugin", "adarand")
@@ -27,7 +27,7 @@ def _core_callables():
     statistics cache, with the public methods (and ``__init__``) their classes define."""
     modules = [(adarand, adarand.__all__), (adarand.ops, adarand.ops.__all__),
                (adarand.model_zoo, adarand.model_zoo.__all__),
-               (adarand.stats_cache, ["load_or_compute_stats", "state_dict_digest"])]
+               (adarand.runs.stats_cache, ["load_or_compute_stats", "state_dict_digest"])]
     out = {}
     for module, names in modules:
         for name in names:

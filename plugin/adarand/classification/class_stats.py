@@ -2,7 +2,7 @@
 
 :func:`class_stats` computes them over the training split once and caches them in
 ``OUTPUT_DIR/class_stats.pt`` with their identity (:func:`stats_identity`); a later run (or a resume) of
-the same extractor, weights and data reuses the file (:func:`adarand.stats_cache.load_or_compute_stats`).
+the same extractor, weights and data reuses the file (:func:`adarand.runs.stats_cache.load_or_compute_stats`).
 """
 import logging
 import os
@@ -13,7 +13,7 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 import adarand
-from adarand import stats_cache
+from adarand.runs import stats_cache
 from adarand.distributed import rank, world_size
 
 from . import build
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def stats_identity(cfg: CfgNode, model: nn.Module, data: build.Data) -> dict[str, Any]:
-    """What the class statistics depend on (:func:`adarand.stats_cache.statistics_identity`): the backbone's
+    """What the class statistics depend on (:func:`adarand.runs.stats_cache.statistics_identity`): the backbone's
     weights, the extractor's settings, the images and their transform."""
     d = cfg.DATASET
     return stats_cache.statistics_identity(stats_cache.extractor_identity("classification", model.backbone), {

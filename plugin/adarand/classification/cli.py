@@ -24,10 +24,10 @@ import torch.distributed as dist
 from fvcore.common.config import CfgNode
 
 from adarand.distributed import init_from_env, is_distributed, rank
-from adarand.files import OutputDirInUse, UnsafeFileError, claim_output_dir, release_output_dir, write_json, \
+from adarand.runs.files import OutputDirInUse, UnsafeFileError, claim_output_dir, release_output_dir, write_json, \
     write_text
 from adarand.prior import NonFinitePriorError
-from adarand.run_config import CLS_SAFE_RESUME_KEYS, ConfigChanged, add_resume_arguments, cfg_as_recorded, \
+from adarand.runs.resume import CLS_SAFE_RESUME_KEYS, ConfigChanged, add_resume_arguments, cfg_as_recorded, \
     checked_resume_changes, history_header, record_changes
 
 from .weights import load_strictly
@@ -83,7 +83,7 @@ def train(cfg: CfgNode, resume: bool = False, progress: bool = True, extra_hooks
           allow_config_change: bool = False) -> dict[str, Any]:
     """Claim OUTPUT_DIR (one run per directory; refused when it holds another run's checkpoint
     unless ``resume``; a resume refused when the config differs from the run's, see
-    :mod:`adarand.run_config`), write config.yaml, then ``ClassificationTrainer`` -> ``resume_or_load``
+    :mod:`adarand.runs.resume`), write config.yaml, then ``ClassificationTrainer`` -> ``resume_or_load``
     -> ``train``; ``extra_hooks`` run after the default ones. Returns the results dict."""
     init_from_env()
     out = cfg.OUTPUT_DIR

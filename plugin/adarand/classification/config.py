@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from fvcore.common.config import CfgNode as CN
 
-from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
+from adarand.regularizer_config import REGULARIZER_KEYS, check_regularizer_keys
 
 from .baselines import DELTA, DELTA_BN_STATS, DELTA_SCALES, available_baselines
 from .solver import OPTIMIZERS, SCHEDULERS
@@ -21,7 +21,7 @@ _C.MODEL.BACKBONE = "resnet50"  # resnet50 | vit_b_32 | vit_b_16 | mobilenet_v2 
 _C.MODEL.WEIGHTS = ""  # pre-trained weights: torchvision name, "imagenet-offline", or a local file ("" = random init)
 _C.MODEL.CHECKPOINT_FORMAT = "torchvision"  # key layout of a local WEIGHTS file (torchvision | simclr | barlowtwins ...)
 _C.MODEL.FREEZE_BN = False  # BatchNorm layers stay in eval mode (pre-trained statistics; affine weights still train)
-# The regularizer: the keys both trainers share, documented in adarand.config.REGULARIZER_KEYS
+# The regularizer: the keys both trainers share, documented in adarand.regularizer_config.REGULARIZER_KEYS
 # (METHOD, LAMBDA, ALPHA, PRIOR_LR, PRIOR_LR_SCHEDULE, PTR_*); here plain fine-tuning by default.
 _C.MODEL.ADARAND = CN(REGULARIZER_KEYS)
 _C.MODEL.ADARAND.METHOD = "none"

@@ -14,7 +14,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from adarand.finite_guard import FiniteGuard, check_finite_weights
+from adarand.runs.finite_guard import FiniteGuard, check_finite_weights
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

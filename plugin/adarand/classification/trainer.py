@@ -89,7 +89,7 @@ class ClassificationTrainer:
         self.guard = new_guard(self.device)  # divergence flags on the device, checked before evaluation and saving
         self.start_epoch, self.epoch, self.inner_iter = 0, 0, 0
         self.storage = TrainingStorage()  # what the hooks share: step outputs, epoch records, the selected epoch
-        # changes of the config on --resume, with their epoch (adarand.run_config)
+        # changes of the config on --resume, with their epoch (adarand.runs.resume)
         self.config_changes: list[dict[str, Any]] = []
         self._hooks: list[hooks.HookBase] = []
         self.register_hooks(self.build_hooks())

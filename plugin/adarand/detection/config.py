@@ -3,7 +3,7 @@ from typing import Any
 
 from detectron2.config import CfgNode as CN
 
-from adarand.config import REGULARIZER_KEYS, check_regularizer_keys
+from adarand.regularizer_config import REGULARIZER_KEYS, check_regularizer_keys
 from adarand.dense import BALANCES, DEFAULT_PIXELS_PER_IMAGE
 
 
@@ -12,7 +12,7 @@ def add_adarand_config(cfg: CN) -> CN:
     the official code's or ours, docs/fidelity.md), the keys of the datasets switch, and
     ``cfg.TEST.VIS_*`` (:func:`add_visualization_config`)."""
     # The keys both trainers share (METHOD, LAMBDA, ALPHA, PRIOR_LR, PRIOR_LR_SCHEDULE, PTR_*),
-    # documented in adarand.config.REGULARIZER_KEYS; the prior's lr schedule runs over SOLVER.MAX_ITER.
+    # documented in adarand.regularizer_config.REGULARIZER_KEYS; the prior's lr schedule runs over SOLVER.MAX_ITER.
     cfg.MODEL.ADARAND = CN(REGULARIZER_KEYS)
     # Normalisation of loss_adarand over the ROIs. "sampled": the regularizer's sum over the
     # regularized ROIs divided by all sampled ROIs (x D), as Detectron2 normalises loss_box_reg,

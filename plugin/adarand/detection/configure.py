@@ -16,8 +16,8 @@ from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from adarand.files import claim_output_dir, write_text
-from adarand.run_config import (
+from adarand.runs.files import claim_output_dir, write_text
+from adarand.runs.resume import (
     DET_SAFE_RESUME_KEYS, cfg_as_recorded, checked_resume_changes, history_header, read_recorded_config,
     record_changes,
 )
@@ -68,7 +68,7 @@ def checked_default_setup(cfg: Any, args: argparse.Namespace, output_dir: str,
     """Detectron2's ``default_setup`` of a run in ``output_dir``. With ``claim_output`` the main process
     first claims ``output_dir``, and a ``--resume`` from its checkpoint is refused when its config changes
     keys outside ``safe_keys`` (unless ``--allow-config-change``), else its changes are recorded at the
-    resumed iteration (:mod:`adarand.run_config`). ``recorded``: ``() ->`` the config flattened as
+    resumed iteration (:mod:`adarand.runs.resume`). ``recorded``: ``() ->`` the config flattened as
     config.yaml holds it (called only on a resume)."""
     changes = None
     if claim_output and comm.is_main_process():

@@ -29,8 +29,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 from adarand import ClassStats, ClassStatsAccumulator
-from adarand.run_config import flatten
-from adarand.stats_cache import extractor_identity, load_or_compute_stats, stamp_identity, statistics_identity
+from adarand.runs.resume import flatten
+from adarand.runs.stats_cache import extractor_identity, load_or_compute_stats, stamp_identity, statistics_identity
 
 from .box_branch import SingleCategoryMapper, unwrap
 from .mapper import NamedErrorsMapper
@@ -275,7 +275,7 @@ def weights_identity(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def branch_identity(weights: Mapping[str, Any], identity: Mapping[str, Any] | None, reg: Any) -> dict[str, Any]:
-    """The identity of one box branch's statistics (:func:`adarand.stats_cache.statistics_identity`): the
+    """The identity of one box branch's statistics (:func:`adarand.runs.stats_cache.statistics_identity`): the
     ``weights`` (:func:`weights_identity`), the caller's settings, the branch."""
     return statistics_identity(weights, identity or {}, branch=reg.name or "box")
 
@@ -299,7 +299,7 @@ def init_prior_from(model: torch.nn.Module, path: str, required: bool, compute: 
     """Load each branch's statistics from ``path`` (see :func:`branch_path`), or ``compute()`` and save them.
 
     ``required``: the user gave ``path``; a missing file, or one produced by other weights or
-    data (``identity`` plus the weights' hash, see :mod:`adarand.stats_cache`), is an error
+    data (``identity`` plus the weights' hash, see :mod:`adarand.runs.stats_cache`), is an error
     instead of a cache miss. ``allow_missing`` (ALLOW_MISSING_CLASSES): False refuses a file with
     classes of no sample, as ``compute`` refuses them.
     """

@@ -13,7 +13,7 @@ from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
-from adarand.run_config import DET_SAFE_RESUME_KEYS, add_resume_arguments
+from adarand.runs.resume import DET_SAFE_RESUME_KEYS, add_resume_arguments
 
 from .checkpoint import SafeDetectionCheckpointer
 from .configure import setup_cfg

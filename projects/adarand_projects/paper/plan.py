@@ -93,7 +93,7 @@ def config_file_keys(config, repo_root="."):
     up to the shared recipe (``Base-*.yaml``, whose keys, e.g. SOLVER.EPOCHS, may be overridden)."""
     import yaml
 
-    from adarand.run_config import flatten
+    from adarand.runs.resume import flatten
 
     keys, path = set(), os.path.join(repo_root, config)
     while path and not os.path.basename(path).startswith("Base-"):

@@ -21,7 +21,7 @@ def recorded_differences(run, repo_root=".", cfg=None):
     from its ``config.yaml`` (keys that leave the results unchanged aside), plus every change made
     on resume (``config_history.json``); ``None`` when the directory holds no config.yaml. ``cfg``: the
     run's :func:`load_run_cfg` when already loaded."""
-    from adarand.run_config import CLS_NEUTRAL_KEYS, cfg_as_recorded, config_changes, read_history, \
+    from adarand.runs.resume import CLS_NEUTRAL_KEYS, cfg_as_recorded, config_changes, read_history, \
         read_recorded_config
 
     recorded = read_recorded_config(run.output_dir)
@@ -39,7 +39,7 @@ def recorded_differences(run, repo_root=".", cfg=None):
 def differing_runs(status, cfgs):
     """{run: description} of the runs holding results or a checkpoint made with another config
     (``status``: {run: run.status()}; ``cfgs``: {run: config}, :func:`check_runs`)."""
-    from adarand.run_config import describe
+    from adarand.runs.resume import describe
 
     found = {}
     for run, state in status.items():
@@ -88,7 +88,7 @@ def check_all(runs, repo_root="."):
 def settle_differing_runs(status, cfgs, rerun=False):
     """Runs recorded with another config than the grid's (:func:`differing_runs`): listed and refused
     (False), or, with ``rerun``, moved aside so that they run again (True; their ``status`` becomes new)."""
-    from adarand.files import move_aside
+    from adarand.runs.files import move_aside
 
     differing = differing_runs(status, cfgs)
     for run, why in differing.items():

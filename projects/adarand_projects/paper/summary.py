@@ -9,8 +9,8 @@ import os
 import sys
 
 from adarand.classification.run_log import find_results, read_results, result_metric
-from adarand.files import write_text
-from adarand.run_config import read_recorded_config
+from adarand.runs.files import write_text
+from adarand.runs.resume import read_recorded_config
 
 from . import grid, paired, paper_table
 from .paper_table import mean_std

@@ -3,7 +3,7 @@ of the batch feature matrix (B x D)."""
 import torch
 
 from adarand.ops.common import accumulation_dtype
-from adarand.validation import check_hyperparameter
+from adarand.checks import check_hyperparameter
 
 from .base import Baseline
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from adarand.ops.common import accumulation_dtype
-from adarand.validation import check_hyperparameter
+from adarand.checks import check_hyperparameter
 
 from .base import Baseline, Batches, head_l2
 from .delta_attention import ATTENTIONS, DELTA_BN_STATS, attention_weights, starting_loss_increase

@@ -4,7 +4,7 @@ held by the baseline alone."""
 import torch
 from torch import nn
 
-from adarand.validation import check_hyperparameter
+from adarand.checks import check_hyperparameter
 
 from .base import Baseline, head_l2
 

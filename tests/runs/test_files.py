@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import adarand
-from adarand import files
-from adarand.finite_guard import FiniteGuard, check_finite_weights
-from adarand.stats_cache import load_or_compute_stats, state_dict_digest
+from adarand.runs import files
+from adarand.runs.finite_guard import FiniteGuard, check_finite_weights
+from adarand.runs.stats_cache import load_or_compute_stats, state_dict_digest
 
 from faults import Payload, hold_lock, killed_during_save, lock_left_behind, write_payload_checkpoint
 
@@ -170,7 +170,7 @@ def test_claim_removes_the_temporary_file_of_a_save_killed_midway_and_nothing_el
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     (tmp_path / ".link.abcdefgh.tmp").symlink_to(tmp_path / "notes.tmp")  # not a regular file
-    with caplog.at_level(logging.WARNING, logger="adarand.files"):
+    with caplog.at_level(logging.WARNING, logger="adarand.runs.files"):
         files.claim_output_dir(tmp_path, resume=True, checkpoint_names=("last.pth",))
     files.release_output_dir(tmp_path)
     assert not (tmp_path / left).exists() and all((tmp_path / name).exists() for name in kept)
@@ -229,7 +229,7 @@ def test_cache_of_another_setup_is_recomputed_and_logged(tmp_path, caplog, key, 
     path = tmp_path / "class_stats.pt"
     load_or_compute_stats(path, IDENTITY, _compute_counter()[0])
     compute, calls = _compute_counter(shift=1.0)
-    with caplog.at_level(logging.INFO, logger="adarand.stats_cache"):
+    with caplog.at_level(logging.INFO, logger="adarand.runs.stats_cache"):
         stats = load_or_compute_stats(path, {**IDENTITY, key: value}, compute)
     assert len(calls) == 1 and f"{key}: file" in caplog.text and "recomputing" in caplog.text
     saved = adarand.ClassStats.load(path)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .stats import ClassStats
+from ..stats import ClassStats
 
 logger = logging.getLogger(__name__)
 IDENTITY_KEY = "identity"
