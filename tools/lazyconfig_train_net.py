@@ -22,12 +22,12 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from adarand.detection import SafeDetectionCheckpointer, check_capable, collect_box_head_stats
-from adarand.detection.box_branch import SingleCategoryMapper
-from adarand.detection.config import check_adarand_keys
+from adarand.detection import SafeDetectionCheckpointer, check_method_has_heads, collect_box_head_stats
+from adarand.detection.mapper import SingleCategoryMapper
+from adarand.detection.config_keys import check_adarand_keys
 from adarand.detection.prior_init import STATS_NAME, init_prior_from, lazy_stats_identity
 from adarand.detection.trainer import build_prior_hook, check_weights, insert_prior_hook, load_weights_and_prior
-from adarand.detection.configure import checked_default_setup, lazy_cfg_as_recorded
+from adarand.detection.run_setup import checked_default_setup, lazy_cfg_as_recorded
 from adarand.runs.resume import LAZY_SAFE_RESUME_KEYS, add_resume_arguments
 
 logger = logging.getLogger("adarand")
@@ -64,7 +64,7 @@ def build_model(cfg):
         check_adarand_keys(a, "model.roi_heads.adarand")
     model = instantiate(cfg.model)
     if a is not None:
-        check_capable(a["METHOD"], model)
+        check_method_has_heads(a["METHOD"], model)
     return model.to(cfg.train.device)
 
 

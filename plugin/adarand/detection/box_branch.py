@@ -12,8 +12,6 @@ Each one is a submodule of the box predictor whose input it regularizes
 (``box_predictor[.k].adarand``), so the model's checkpoints hold its state while Detectron2's
 own state-dict keys stay as they are.
 """
-from collections.abc import Callable
-
 import torch
 from detectron2.layers import cat
 from torch import nn
@@ -27,7 +25,7 @@ NORMALIZERS = ("regularized", "sampled")
 UNINITIALISED = (
     "the AdaRand prior of {where} is not initialised (the loaded weights hold no prior): compute the "
     "pre-trained head's statistics with tools/compute_prior.py and pass them as MODEL.ADARAND.STATS_FILE, "
-    "train with adarand.detection.AdaRandTrainer / tools/train_net.py / tools/lazyconfig_train_net.py "
+    "train with adarand.detection.AdaRandDetectionTrainer / tools/train_net.py / tools/lazyconfig_train_net.py "
     "(they initialise it), or call adarand.detection.init_prior(cfg, model) after loading the weights"
 )
 RESUMED_UNINITIALISED = (
@@ -36,11 +34,6 @@ RESUMED_UNINITIALISED = (
     "statistics (MODEL.ADARAND.STATS_FILE is not used); to start AdaRand from these weights, run without "
     "--resume in a new OUTPUT_DIR with MODEL.WEIGHTS {path}"
 )
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DistributedDataParallel / DataParallel (or the model itself)."""
-    return getattr(model, "module", model)
 
 
 def check_prior_initialised(regularizer: nn.Module, where: str, resumed_from: str | None = None) -> None:
@@ -186,7 +179,7 @@ def image_categories(targets: list) -> torch.Tensor:
     """Each training image's category (``"image"`` labels): its first GT class.
 
     Multi-category images fail a device-side assertion (no host sync); the trainers check the
-    data first with :class:`SingleCategoryMapper`, whose error names the file.
+    data first with :class:`~adarand.detection.mapper.SingleCategoryMapper`, whose error names the file.
 
     Args:
         targets: the images' ground truth (``Instances`` with ``gt_classes``).
@@ -203,19 +196,3 @@ def image_categories(targets: list) -> torch.Tensor:
         filler = torch.full((1,), IGNORE_INDEX, dtype=classes.dtype, device=classes.device)
         firsts.append(torch.cat([classes[:1], filler])[:1])
     return firsts
-
-
-class SingleCategoryMapper:
-    """Wraps a dataset mapper: an image whose annotations have several categories is an error naming it."""
-
-    def __init__(self, mapper: Callable[[dict], dict]):
-        self.mapper = mapper
-
-    def __call__(self, dataset_dict: dict) -> dict:
-        categories = sorted({a["category_id"] for a in dataset_dict.get("annotations", ()) if not a.get("iscrowd", 0)})
-        if len(categories) > 1:
-            raise ValueError(f"MODEL.ADARAND.LABELS 'image' needs single-category images; "
-                             f"{dataset_dict.get('file_name', dataset_dict.get('image_id'))} has categories "
-                             f"{categories} (train on a single-category split such as voc_2012_seg_train_single, "
-                             "or use LABELS 'roi')")
-        return self.mapper(dataset_dict)

@@ -32,10 +32,9 @@ from adarand import ClassStats, ClassStatsAccumulator
 from adarand.runs.resume import flatten
 from adarand.runs.stats_cache import extractor_identity, load_or_compute_stats, stamp_identity, statistics_identity
 
-from .box_branch import SingleCategoryMapper, unwrap
-from .mapper import NamedErrorsMapper
 from .dense_branch import DenseRegularization
-from .regularized import adarand_heads, regularizations
+from .mapper import NamedErrorsMapper, SingleCategoryMapper
+from .regularized import adarand_heads, regularizations, unwrap
 from .roi_heads import AdaRandHeadsMixin
 from .sem_seg_heads import AdaRandSemSegMixin
 
@@ -167,11 +166,11 @@ def compute_box_head_stats(cfg: CfgNode, model: torch.nn.Module,
     """``ClassStats`` of each regularized branch on ``cfg.DATASETS.TRAIN`` (list, as :func:`collect_box_head_stats`),
     each recording its identity (:func:`branch_identity`), so a file saved from it is accepted as
     ``STATS_FILE`` by a run of the same set-up."""
-    a = cfg.MODEL.ADARAND
+    options = cfg.MODEL.ADARAND
     identity = stats_identity(cfg)
     stats = collect_box_head_stats(
-        model, loader if loader is not None else build_stats_loader(cfg), rois=a.STATS_ROIS,
-        allow_missing=a.ALLOW_MISSING_CLASSES, extractor=f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.WEIGHTS or 'random init'})",
+        model, loader if loader is not None else build_stats_loader(cfg), rois=options.STATS_ROIS,
+        allow_missing=options.ALLOW_MISSING_CLASSES, extractor=f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.WEIGHTS or 'random init'})",
         meta={"datasets": list(cfg.DATASETS.TRAIN)},
         class_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []),
         stuff_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("stuff_classes", []))

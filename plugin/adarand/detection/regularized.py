@@ -15,14 +15,17 @@ from typing import Any
 
 import torch
 
-from .box_branch import unwrap
-
 UNTAKEN = (
     "{head}: the rows regularized by the previous training forward were never taken, so the prior never adapts: "
     "register adarand.detection.AdaRandPriorHook in the trainer (it steps the prior after every optimizer step; "
-    "AdaRandTrainer and tools/lazyconfig_train_net.py do), or step each regularizations() regularizer on "
+    "AdaRandDetectionTrainer and tools/lazyconfig_train_net.py do), or step each regularizations() regularizer on "
     "take_sampled_rows() yourself"
 )
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel / DataParallel (or the model itself)."""
+    return getattr(model, "module", model)
 
 
 def is_regularized_head(module: torch.nn.Module) -> bool:
@@ -40,7 +43,7 @@ def regularizations(model: torch.nn.Module) -> list[Any]:
     return [branch for head in adarand_heads(model) for branch in head.regularizations()]
 
 
-def check_capable(method: str, model: torch.nn.Module) -> None:
+def check_method_has_heads(method: str, model: torch.nn.Module) -> None:
     """A regularizer is configured (``method`` != none) but no head of the model applies it."""
     if method != "none" and not regularizations(model):
         model = unwrap(model)

@@ -32,8 +32,8 @@ from torch import nn
 from adarand import build_regularizer_from_config
 from adarand.seeding import run_seed
 
-from .box_branch import BoxRegularization, image_categories, unwrap
-from .regularized import UNTAKEN
+from .box_branch import BoxRegularization, image_categories
+from .regularized import UNTAKEN, unwrap
 
 CASCADE_STAGES = ("all", "last")
 STATS_ROIS = ("gt", "proposals")

@@ -1,4 +1,4 @@
-"""``AdaRandTrainer``: DefaultTrainer with VOC/COCO/semantic-segmentation evaluators, the prior hook and prior init."""
+"""``AdaRandDetectionTrainer``: DefaultTrainer with VOC/COCO/semantic-segmentation evaluators, the prior hook and prior init."""
 import os
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -14,12 +14,11 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvalua
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from .box_branch import SingleCategoryMapper
 from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
-from .mapper import NamedErrorsMapper
+from .mapper import NamedErrorsMapper, SingleCategoryMapper
 from .prior_init import init_prior
-from .regularized import check_capable, check_initialised
+from .regularized import check_method_has_heads, check_initialised
 
 
 def has_fast_coco_eval() -> bool:
@@ -135,7 +134,7 @@ def insert_prior_hook(hook_list: list[Any], prior_hook: Any) -> list[Any]:
     return hook_list
 
 
-class AdaRandTrainer(DefaultTrainer):
+class AdaRandDetectionTrainer(DefaultTrainer):
     """Fine-tunes with an AdaRand ROI head: prior initialised at start, stepped after every step."""
 
     checkpointer: Any  # DefaultTrainer's, swapped for the safe one in build_hooks
@@ -143,7 +142,7 @@ class AdaRandTrainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
         model = super().build_model(cfg)
-        check_capable(cfg.MODEL.ADARAND.METHOD, model)
+        check_method_has_heads(cfg.MODEL.ADARAND.METHOD, model)
         return model
 
     @classmethod
@@ -172,4 +171,4 @@ class AdaRandTrainer(DefaultTrainer):
         """Resume (prior restored from the checkpoint) or load MODEL.WEIGHTS and initialise the prior."""
         load_weights_and_prior(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume,
                                lambda: init_prior(self.cfg, self.model),
-                               load=lambda: super(AdaRandTrainer, self).resume_or_load(resume=resume))
+                               load=lambda: super(AdaRandDetectionTrainer, self).resume_or_load(resume=resume))
