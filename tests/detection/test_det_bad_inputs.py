@@ -81,7 +81,7 @@ def test_non_finite_prior_in_the_checkpoint_is_refused_on_resume(fake_voc, tmp_p
 
     cfg = tiny_cfg(tmp_path)
     state = _model(cfg).state_dict()
-    mu = next(k for k in state if k.endswith("adarand.regularizer.prior.mu"))
+    mu = next(k for k in state if k.startswith("roi_heads.adarand.") and k.endswith(".regularizer.prior.mu"))
     state[mu][3, 1] = math.nan
     torch.save({"model": state, "iteration": 1}, tmp_path / "model_0000001.pth")
     (tmp_path / "last_checkpoint").write_text("model_0000001.pth")

@@ -13,7 +13,7 @@ from tiny import REPO, write_tiny_lazy_config
 import adarand
 from adarand.detection import AdaRandROIHeads
 
-PREFIX = "roi_heads.box_predictor.adarand.regularizer."
+PREFIX = "roi_heads.adarand.0.regularizer."
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "detection", "*_*.py"))))

@@ -195,7 +195,7 @@ def test_cascade_regularizes_the_chosen_stages(fake_voc, tmp_path, stages, names
 
 def test_regularizer_state_is_in_the_model_but_not_trained(fake_voc, tmp_path):
     model = build_model(tiny_cfg(tmp_path))
-    prefix = "roi_heads.box_predictor.adarand.regularizer."
+    prefix = "roi_heads.adarand.0.regularizer."
     keys = [k for k in model.state_dict() if k.startswith(prefix)]
     assert {prefix + k for k in ("prior.mu", "prior.running_mean", "prior.optimizer.exp_avg",
                                  "prior.optimizer.num_steps")} <= set(keys)

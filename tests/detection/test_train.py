@@ -17,7 +17,7 @@ from adarand.detection.voc import VOC_CLASSES
 
 pytestmark = pytest.mark.slow
 
-PREFIX = "roi_heads.box_predictor.adarand.regularizer."
+PREFIX = "roi_heads.adarand.0.regularizer."
 PRIOR_KEYS = ("prior.mu", "prior.running_mean", "prior.sigma", "prior.optimizer.exp_avg",
               "prior.optimizer.exp_avg_sq", "prior.optimizer.num_steps")
 
@@ -191,7 +191,7 @@ def test_cascade_trains_steps_every_prior_checkpoints_and_evaluates(fake_voc, tm
     assert [b.stage for b in branches] == ([0, 1, 2] if stages == "all" else [2])
     saved = torch.load(os.path.join(tmp_path, "model_final.pth"), map_location="cpu", weights_only=True)["model"]
     for b in branches:
-        key = f"roi_heads.box_predictor.{b.stage}.adarand.regularizer."
+        key = f"roi_heads.adarand.{b.stage}.regularizer."
         assert int(b.regularizer.prior.optimizer.num_steps) == 3
         torch.testing.assert_close(saved[key + "prior.mu"], b.regularizer.prior.mu)
         stats_file = os.path.join(tmp_path, f"adarand_stats_stage{b.stage}.pt")

@@ -13,9 +13,10 @@ With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the
 the background proposals the ROI sampler draws, as in training. Under torch.distributed
 each rank reads its shard and the sums are all-reduced.
 """
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -64,14 +65,20 @@ def stats_loader(dataset_names: Sequence[str], min_size: int, max_size: int, ima
     return build_detection_test_loader(DatasetFromList(dicts, copy=False), mapper=mapper)
 
 
-def _training_proposals(model, images, features, targets):
-    """The RPN's proposals as in training (training-mode top-k), without touching other modules."""
-    rpn = model.proposal_generator
-    mode, rpn.training = rpn.training, True
+@contextlib.contextmanager
+def statistics_modes(model: torch.nn.Module, training_proposals: bool) -> Iterator[None]:
+    """The modes of the statistics pass, set once for the whole pass and restored after it: the model in eval
+    mode (test-time normalisation, no dropout) and, with ``training_proposals``, its proposal generator's own
+    forward in training mode (training's top-k: the proposals a step's ROI sampler draws from; its anchor
+    losses are computed and dropped), its submodules left in eval mode."""
+    was_training = model.training
+    model.eval()
+    if training_proposals:
+        model.proposal_generator.training = True
     try:
-        return rpn(images, features, targets)[0]
+        yield
     finally:
-        rpn.training = mode
+        model.train(was_training)
 
 
 def _images(model, batch):
@@ -105,7 +112,7 @@ def _update(accumulators, model, heads, batch, rois):
         elif isinstance(head, AdaRandHeadsMixin):
             targets = [x["instances"].to(model.device) for x in batch]
             needed = head.statistics_need_proposals(rois)
-            proposals = _training_proposals(model, images, features, targets) if needed else None
+            proposals = model.proposal_generator(images, features, targets)[0] if needed else None
             rows.update(head.statistics_rows(features, proposals, targets, rois))
         else:
             raise TypeError(f"the statistics pass knows ROI heads and semantic-segmentation heads; "
@@ -128,14 +135,10 @@ def collect_box_head_stats(model: torch.nn.Module, loader: Iterable[list[dict[st
                          "AdaRandDeepLabV3PlusHead or AdaRandDeepLabV3Head)")
     heads = adarand_heads(model)
     accumulators = {reg: ClassStatsAccumulator(reg.regularizer.num_classes) for reg in regs}
-    was_training = model.training
-    model.eval()
-    try:
-        with EventStorage():
-            for batch in loader:
-                _update(accumulators, model, heads, batch, rois)
-    finally:
-        model.train(was_training)
+    proposals = any(isinstance(h, AdaRandHeadsMixin) and h.statistics_need_proposals(rois) for h in heads)
+    with statistics_modes(model, proposals), EventStorage():
+        for batch in loader:
+            _update(accumulators, model, heads, batch, rois)
     return [_finalize(accumulators[reg], reg, rois, allow_missing, extractor, meta or {}, class_names, stuff_names)
             for reg in regs]
 
