@@ -184,7 +184,12 @@ def compute_box_head_stats(cfg: CfgNode, model: torch.nn.Module,
 
 def stats_path(cfg: CfgNode) -> str:
     """STATS_FILE, or the cache OUTPUT_DIR/adarand_stats.pt when it is empty."""
-    return cfg.MODEL.ADARAND.STATS_FILE or os.path.join(cfg.OUTPUT_DIR, STATS_NAME)
+    return stats_file(cfg.MODEL.ADARAND, cfg.OUTPUT_DIR)
+
+
+def stats_file(options: Mapping[str, Any], output_dir: str) -> str:
+    """:func:`stats_path` from the ``MODEL.ADARAND`` keys and the run's output directory (any config kind)."""
+    return options["STATS_FILE"] or os.path.join(output_dir, STATS_NAME)
 
 
 def branch_path(path: str, reg: Any) -> str:
@@ -213,11 +218,27 @@ def stats_identity(cfg: CfgNode) -> dict[str, Any]:
 
 def lazy_stats_identity(cfg: Any) -> dict[str, Any]:
     """:func:`stats_identity` of a LazyConfig: its initial checkpoint, its statistics loader (as YAML), the
-    ``adarand`` keys (:func:`adarand_keys_identity`) and :func:`lazy_roi_sampler_identity`."""
+    ``adarand`` keys (:func:`adarand_keys_identity`; the ROI heads', else the semantic-segmentation head's),
+    :func:`lazy_roi_sampler_identity` and :func:`lazy_sem_seg_identity`."""
     from omegaconf import OmegaConf
 
+    model = cfg.model
+    roi_heads = "roi_heads" in model and "adarand" in model.roi_heads
+    keys = model.roi_heads.adarand if roi_heads else model.sem_seg_head.adarand
     return {"weights": cfg.train.init_checkpoint, "stats_loader": OmegaConf.to_yaml(cfg.dataloader.stats),
-            **adarand_keys_identity(cfg.model.roi_heads.adarand), **lazy_roi_sampler_identity(cfg)}
+            **adarand_keys_identity(keys), **(lazy_roi_sampler_identity(cfg) if roi_heads else {}),
+            **lazy_sem_seg_identity(cfg)}
+
+
+def lazy_sem_seg_identity(cfg: Any) -> dict[str, Any]:
+    """:func:`sem_seg_identity` of a LazyConfig: its semantic-segmentation head (the class), its input features
+    and ignore value; empty without an AdaRand one."""
+    head = cfg.model.get("sem_seg_head")
+    if head is None or "adarand" not in head:
+        return {}
+    target = head._target_
+    return {"sem_seg_head": target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}",
+            "sem_seg_in_features": sorted(head.get("input_shape", {})), "ignore_value": head.get("ignore_value")}
 
 
 def adarand_keys_identity(a: Mapping[str, Any]) -> dict[str, Any]:
@@ -291,20 +312,27 @@ def init_prior(cfg: CfgNode, model: torch.nn.Module) -> list[ClassStats] | None:
     cached. Returns the statistics used (one per regularized box branch), or None when the
     method needs none.
     """
-    return init_prior_from(model, stats_path(cfg), required=bool(cfg.MODEL.ADARAND.STATS_FILE),
-                           compute=lambda: compute_box_head_stats(cfg, model), identity=stats_identity(cfg),
-                           allow_missing=cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES)
+    return init_prior_from(model, cfg.MODEL.ADARAND, cfg.OUTPUT_DIR, compute=lambda: compute_box_head_stats(cfg, model),
+                           identity=stats_identity(cfg))
 
 
-def init_prior_from(model: torch.nn.Module, path: str, required: bool, compute: Callable[[], list[ClassStats]],
-                    identity: Mapping[str, Any] | None = None, allow_missing: bool = False) -> list[ClassStats] | None:
-    """Load each branch's statistics from ``path`` (see :func:`branch_path`), or ``compute()`` and save them.
+def init_prior_from(model: torch.nn.Module, options: Mapping[str, Any], output_dir: str,
+                    compute: Callable[[], list[ClassStats]],
+                    identity: Mapping[str, Any] | None = None) -> list[ClassStats] | None:
+    """:func:`init_prior` of any config kind (``tools/lazyconfig_train_net.py`` calls it with a LazyConfig's):
+    load each branch's statistics from :func:`stats_file` (see :func:`branch_path`), or ``compute()`` and save them.
 
-    ``required``: the user gave ``path``; a missing file, or one produced by other weights or
-    data (``identity`` plus the weights' hash, see :mod:`adarand.runs.stats_cache`), is an error
-    instead of a cache miss. ``allow_missing`` (ALLOW_MISSING_CLASSES): False refuses a file with
-    classes of no sample, as ``compute`` refuses them.
+    Args:
+        model: the model whose regularized branches need statistics.
+        options: the ``MODEL.ADARAND`` keys. A given STATS_FILE that is missing, or produced by other weights or
+            data (``identity`` plus the weights' hash, see :mod:`adarand.runs.stats_cache`), is an error instead of a
+            cache miss; ALLOW_MISSING_CLASSES False refuses a file with classes of no sample, as ``compute``
+            refuses them.
+        output_dir: the run's, where the statistics are cached when STATS_FILE is empty.
+        compute: ``() ->`` every branch's statistics (:func:`collect_box_head_stats`' list), run on the first miss.
+        identity: what the statistics depend on besides the weights.
     """
+    path, required = stats_file(options, output_dir), bool(options["STATS_FILE"])
     regs = regularizations(model)
     if not any(reg.regularizer.needs_stats for reg in regs):
         return None
@@ -313,7 +341,7 @@ def init_prior_from(model: torch.nn.Module, path: str, required: bool, compute: 
     stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(weights, identity, reg),
                                    lambda i=i: compute_all()[i], explicit=required,  # type: ignore[misc]
                                    num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
-                                   save=comm.is_main_process(), allow_missing=allow_missing)
+                                   save=comm.is_main_process(), allow_missing=options["ALLOW_MISSING_CLASSES"])
              for i, reg in enumerate(regs)]
     comm.synchronize()
     for reg, st in zip(regs, stats):

@@ -22,6 +22,9 @@ UNTAKEN = (
     "take_sampled_rows() yourself"
 )
 
+# A regularized head is given its built regularization(s) (from_config) or the MODEL.ADARAND keys (a LazyConfig).
+BUILT_OR_KEYS = "{head} takes {built} (built) or adarand (the MODEL.ADARAND keys), exactly one"
+
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside DistributedDataParallel / DataParallel (or the model itself)."""

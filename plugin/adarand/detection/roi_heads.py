@@ -33,7 +33,7 @@ from torch import nn
 from adarand.seeding import run_seed
 
 from .box_branch import BoxRegularization, build_box_regularizations, image_categories
-from .regularized import UNTAKEN, unwrap
+from .regularized import BUILT_OR_KEYS, UNTAKEN, unwrap
 
 STATS_ROIS = ("gt", "proposals")
 # Where checkpoints written before the head owned its regularizations hold them: under the predictor
@@ -104,12 +104,13 @@ class AdaRandHeadsMixin:
                  adarand: Mapping[str, Any] | None = None, prior_total_steps: int | None = None,
                  noise_seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        if (box_regularizations is None) == (adarand is None):
-            raise TypeError(f"{type(self).__name__} takes box_regularizations (built) or adarand (the MODEL.ADARAND "
-                            "keys), exactly one")
         if box_regularizations is None:
+            if adarand is None:
+                raise TypeError(BUILT_OR_KEYS.format(head=type(self).__name__, built="box_regularizations"))
             box_regularizations = build_box_regularizations(adarand, self.num_classes, _as_list(self.box_head),
                                                             prior_total_steps, noise_seed)
+        elif adarand is not None:
+            raise TypeError(BUILT_OR_KEYS.format(head=type(self).__name__, built="box_regularizations"))
         self.adarand = nn.ModuleDict({str(k): branch for k, branch in sorted(box_regularizations.items())})
         self.sampled_rows: Dict[BoxRegularization, BoxRows] = {}
 

@@ -29,7 +29,7 @@ from detectron2.projects.deeplab import DeepLabV3Head, DeepLabV3PlusHead
 from adarand.seeding import run_seed
 
 from .dense_branch import DenseRegularization, PixelRows, build_dense_regularization
-from .regularized import UNTAKEN
+from .regularized import BUILT_OR_KEYS, UNTAKEN
 
 
 class AdaRandSemSegMixin:
@@ -56,13 +56,14 @@ class AdaRandSemSegMixin:
                  adarand: Mapping[str, Any] | None = None, prior_total_steps: int | None = None,
                  noise_seed: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if (dense_regularization is None) == (adarand is None):
-            raise TypeError(f"{type(self).__name__} takes dense_regularization (built) or adarand (the "
-                            "MODEL.ADARAND keys), exactly one")
         if dense_regularization is None:
+            if adarand is None:
+                raise TypeError(BUILT_OR_KEYS.format(head=type(self).__name__, built="dense_regularization"))
             dense_regularization = build_dense_regularization(
                 adarand, self.predictor.out_channels, self.ignore_value, self.predictor.in_channels,
                 prior_total_steps, noise_seed)
+        elif adarand is not None:
+            raise TypeError(BUILT_OR_KEYS.format(head=type(self).__name__, built="dense_regularization"))
         self.adarand = dense_regularization
         self.sampled_rows: Dict[DenseRegularization, PixelRows] = {}
 

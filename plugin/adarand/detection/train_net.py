@@ -17,7 +17,7 @@ from adarand.runs.resume import DET_SAFE_RESUME_KEYS, add_resume_arguments
 
 from .checkpoint import SafeDetectionCheckpointer
 from .run_setup import setup_cfg
-from .trainer import AdaRandDetectionTrainer, check_weights
+from .trainer import AdaRandDetectionTrainer, load_weights_and_prior
 
 
 def main(args: Any) -> Any:
@@ -29,9 +29,8 @@ def main(args: Any) -> Any:
     cfg = setup_cfg(args, claim_output=not args.eval_only)
     if args.eval_only:
         model = AdaRandDetectionTrainer.build_model(cfg)
-        check_weights(cfg.MODEL.WEIGHTS)
-        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, exact_shapes=True).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_weights_and_prior(SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, exact_shapes=True),
+                               cfg.MODEL.WEIGHTS, args.resume, init_prior=None)  # the start of a run, without prior init
         res = AdaRandDetectionTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

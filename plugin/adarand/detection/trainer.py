@@ -43,8 +43,7 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> Data
         if cfg.TEST.VIS_NUM_IMAGES > 0:
             raise ValueError(f"TEST.VIS_NUM_IMAGES draws detections; {dataset_name} is a semantic-segmentation set: "
                              "set it to 0 (tools/visualize.py draws segmentations)")
-        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
-                               sem_seg_loading_fn=read_label_png)
+        return sem_seg_evaluator(dataset_name, output_folder)
     fast = has_fast_coco_eval()
     if kind == "pascal_voc":
         evaluators = [COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=fast),
@@ -58,6 +57,12 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> Data
         evaluators.append(PredictionDrawer(dataset_name, os.path.join(output_folder, "vis", dataset_name),
                                            cfg.TEST.VIS_NUM_IMAGES, cfg.TEST.VIS_SCORE_THRESH))
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+def sem_seg_evaluator(dataset_name: str, output_dir: str | None = None) -> SemSegEvaluator:
+    """Detectron2's ``SemSegEvaluator`` (mIoU, fwIoU, mACC, pACC) reading the ground truth with
+    :func:`read_label_png` (LazyConfigs build it by this name)."""
+    return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_dir, sem_seg_loading_fn=read_label_png)
 
 
 def read_label_png(path: str, dtype: Any = int) -> np.ndarray:
@@ -86,7 +91,7 @@ def check_weights(path: str) -> None:
                            "Download it elsewhere and pass the local file as MODEL.WEIGHTS.") from e
 
 
-def load_weights_and_prior(checkpointer: Any, weights: str, resume: bool, init_prior: Callable[[], Any],
+def load_weights_and_prior(checkpointer: Any, weights: str, resume: bool, init_prior: Callable[[], Any] | None,
                            load: Callable[..., Any] | None = None) -> bool:
     """The start of a run, one rule for both trainers: resume from the checkpoint (its prior kept,
     checked) or check and load ``weights``, then initialise the prior (Eq. 9-10).
