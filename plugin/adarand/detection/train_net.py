@@ -30,7 +30,7 @@ def main(args: Any) -> Any:
     if args.eval_only:
         model = AdaRandDetectionTrainer.build_model(cfg)
         load_weights_and_prior(SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, exact_shapes=True),
-                               cfg.MODEL.WEIGHTS, args.resume, init_prior=None)  # the start of a run, without prior init
+                               cfg.MODEL.WEIGHTS, args.resume, init_prior=None)  # as a run starts, without the prior
         res = AdaRandDetectionTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -1,4 +1,5 @@
-"""``AdaRandDetectionTrainer``: DefaultTrainer with VOC/COCO/semantic-segmentation evaluators, the prior hook and prior init."""
+"""``AdaRandDetectionTrainer``: DefaultTrainer with VOC/COCO/semantic-segmentation evaluators, the prior hook and
+prior init."""
 import os
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
