@@ -87,7 +87,7 @@ def test_each_branch_has_its_own_stream_seeded_from_the_run_seed(tmp_path):
         assert generator.initial_seed() == stream_seed(NOISE, 11, 0, *name_keys(branch.name))
     assert box.regularizer.noise_generator is not dense.regularizer.noise_generator
     state = model.state_dict()
-    for prefix in ("roi_heads.box_predictor.adarand.", "sem_seg_head.adarand."):
+    for prefix in ("roi_heads.adarand.0.", "sem_seg_head.adarand."):
         assert int(state[prefix + "noise_seed"]) == 11 and prefix + "noise_state" in state
     torch.manual_seed(1234)
     assert run_seed(-1) == 1234 and run_seed(7) == 7  # SEED -1: the seed Detectron2's default_setup gave torch

@@ -62,7 +62,7 @@ def test_payload_weights_are_refused_by_eval_only(fake_voc, tmp_path):
 
 
 def test_payload_last_checkpoint_is_refused_on_resume(fake_voc, tmp_path):
-    from adarand.detection import AdaRandTrainer
+    from adarand.detection import AdaRandDetectionTrainer
 
     marker = tmp_path / "marker"
     write_payload_checkpoint(tmp_path / "model_0000001.pth", marker)
@@ -70,24 +70,24 @@ def test_payload_last_checkpoint_is_refused_on_resume(fake_voc, tmp_path):
     cfg = tiny_cfg(tmp_path)
     cfg.freeze()
     with pytest.raises(UnsafeFileError, match="model_0000001.pth"):
-        AdaRandTrainer(cfg).resume_or_load(resume=True)
+        AdaRandDetectionTrainer(cfg).resume_or_load(resume=True)
     assert not marker.exists()
 
 
 def test_non_finite_prior_in_the_checkpoint_is_refused_on_resume(fake_voc, tmp_path):
     """Issue 28, item 12: a checkpoint whose prior holds NaN is refused by --resume, naming the file."""
-    from adarand.detection import AdaRandTrainer
+    from adarand.detection import AdaRandDetectionTrainer
     from adarand.prior import NonFinitePriorError
 
     cfg = tiny_cfg(tmp_path)
     state = _model(cfg).state_dict()
-    mu = next(k for k in state if k.endswith("adarand.regularizer.prior.mu"))
+    mu = next(k for k in state if k.startswith("roi_heads.adarand.") and k.endswith(".regularizer.prior.mu"))
     state[mu][3, 1] = math.nan
     torch.save({"model": state, "iteration": 1}, tmp_path / "model_0000001.pth")
     (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
     cfg.freeze()
     with pytest.raises(NonFinitePriorError, match=f"model_0000001.pth: the prior state {mu} holds 1 NaN/Inf"):
-        AdaRandTrainer(cfg).resume_or_load(resume=True)
+        AdaRandDetectionTrainer(cfg).resume_or_load(resume=True)
 
 
 # ------------------------------------------------------------------ 2. divergence
@@ -160,7 +160,7 @@ def test_statistics_with_missing_classes_are_refused_unless_allowed(seed0_stats,
 
 def test_statistics_computed_ahead_are_accepted_by_the_trainer(fake_voc, tmp_path):
     """compute_prior.py's workflow: statistics of MODEL.WEIGHTS, then training with STATS_FILE."""
-    from adarand.detection import AdaRandTrainer
+    from adarand.detection import AdaRandDetectionTrainer
 
     cfg = tiny_cfg(tmp_path)
     SafeDetectionCheckpointer(_model(cfg, seed=5), str(tmp_path)).save("pretrained")
@@ -172,7 +172,7 @@ def test_statistics_computed_ahead_are_accepted_by_the_trainer(fake_voc, tmp_pat
     stats.save(tmp_path / "stats.pt")
     cfg = tiny_cfg(tmp_path / "train", **{"MODEL.WEIGHTS": weights, "MODEL.ADARAND.STATS_FILE": str(tmp_path / "stats.pt")})
     cfg.freeze()
-    trainer = AdaRandTrainer(cfg)
+    trainer = AdaRandDetectionTrainer(cfg)
     trainer.resume_or_load(resume=False)
     expected = torch.load(tmp_path / "stats.pt", weights_only=True)["mean"]
     torch.testing.assert_close(box_regularizations(trainer.model)[0].regularizer.prior.mu, expected)

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 from detectron2.config import LazyConfig
-from tiny import REPO, write_tiny_lazy_config
+from tiny import LAZY_SEM_SEG_CONFIG, REPO, write_tiny_lazy_config, write_tiny_lazy_sem_seg_config
 
 import adarand
-from adarand.detection import AdaRandROIHeads
+from adarand.detection import AdaRandROIHeads, AdaRandSemSegFPNHead
 
-PREFIX = "roi_heads.box_predictor.adarand.regularizer."
+PREFIX = "roi_heads.adarand.0.regularizer."
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "detection", "*_*.py"))))
@@ -130,3 +130,35 @@ def test_lazy_resume_with_another_experiment_is_refused_before_writing(fake_voc,
         log[-3000:]
     assert "train.max_iter" not in log.split("refusing to resume")[1].split("A resume may change")[0]  # safe
     assert {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n != ".lock"} == before
+
+
+# ------------------------------------------- issue 29: a semantic-segmentation LazyConfig
+
+SEM_SEG_PRIOR = "sem_seg_head.adarand.regularizer.prior."
+
+
+def test_shipped_semantic_fpn_lazy_config_loads():
+    cfg = LazyConfig.load(LAZY_SEM_SEG_CONFIG)
+    assert cfg.model.sem_seg_head._target_ is AdaRandSemSegFPNHead and cfg.model.sem_seg_head.num_classes == 21
+    assert cfg.model.sem_seg_head.adarand.METHOD == "adarand"
+    assert cfg.model.sem_seg_head.prior_total_steps == cfg.train.max_iter
+    assert cfg.dataloader.train.dataset.names == "voc_2012_sem_seg_train"
+    assert cfg.dataloader.stats.dataset_names == cfg.dataloader.train.dataset.names
+
+
+@pytest.mark.slow
+def test_tiny_semantic_fpn_lazy_run_trains_steps_the_prior_and_evaluates(fake_voc, tmp_path):
+    out = tmp_path / "out"
+    config = write_tiny_lazy_sem_seg_config(tmp_path / "tiny_sem_seg.py", out)
+    _run(config, fake_voc)
+    stats = adarand.ClassStats.load(str(out / "adarand_stats_sem_seg.pt"), num_classes=21, feat_dim=32)
+    final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    assert int(final[SEM_SEG_PRIOR + "optimizer.num_steps"]) == 4  # stepped after each of the 4 iterations
+    assert stats.count.sum() > 0 and not torch.equal(final[SEM_SEG_PRIOR + "mu"], stats.mean)
+    with open(out / "metrics.json") as f:
+        metrics = [json.loads(line) for line in f]
+    assert all(m["loss_adarand_sem_seg"] > 0 for m in metrics if "loss_adarand_sem_seg" in m)
+    assert sum("adarand/sem_seg/prior_loss" in m for m in metrics) == 2  # SCALE_LOG_PERIOD 2 of 4 iterations
+
+    log = _run(config, fake_voc, "--eval-only", f"train.init_checkpoint={out / 'model_final.pth'}")
+    assert "copypaste: Task: sem_seg" in log and "mIoU" in log

@@ -21,7 +21,7 @@ def test_panoptic_fpn_trains_both_heads_each_with_its_own_prior(tmp_path):
     assert isinstance(model.roi_heads, AdaRandROIHeads) and isinstance(model.sem_seg_head, AdaRandSemSegFPNHead)
     box, dense = regularizations(model)
     assert isinstance(box, BoxRegularization) and isinstance(dense, DenseRegularization)
-    assert box is model.roi_heads.box_predictor.adarand and dense is model.sem_seg_head.adarand
+    assert box is model.roi_heads.adarand["0"] and dense is model.sem_seg_head.adarand
     assert box.regularizer.prior is not dense.regularizer.prior
     assert (box.regularizer.num_classes, dense.regularizer.num_classes) == (THINGS, STUFF)
 

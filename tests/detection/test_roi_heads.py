@@ -14,10 +14,11 @@ from tiny import tiny_cfg
 
 import adarand
 from adarand.detection import (
-    AdaRandPriorHook, AdaRandTrainer, BoxRegularization, box_regularizations, check_capable, compute_box_head_stats,
+    AdaRandPriorHook, AdaRandDetectionTrainer, BoxRegularization, box_regularizations, check_method_has_heads, compute_box_head_stats,
     init_prior,
 )
-from adarand.detection.box_branch import IGNORE_INDEX, SingleCategoryMapper
+from adarand.detection.box_branch import IGNORE_INDEX
+from adarand.detection.mapper import SingleCategoryMapper
 
 CASCADE = {"MODEL.ROI_HEADS.NAME": "AdaRandCascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True}
 
@@ -133,7 +134,7 @@ def test_image_labels_refuse_a_multi_category_image_by_name(fake_voc, tmp_path):
     with pytest.raises(ValueError, match="needs single-category images; .*2012_0000"):
         init_prior(cfg, build_model(cfg))  # the statistics pass reads every image first
     assert not os.path.exists(tmp_path / "adarand_stats.pt")
-    loader = AdaRandTrainer.build_train_loader(cfg)
+    loader = AdaRandDetectionTrainer.build_train_loader(cfg)
     with pytest.raises(ValueError, match="needs single-category images; .*2012_0000"):
         for _ in zip(range(20), loader):
             pass
@@ -171,8 +172,8 @@ def test_training_without_the_prior_hook_is_an_error_naming_it(fake_voc, tmp_pat
 def test_method_without_a_capable_head_is_an_error(fake_voc, tmp_path):
     cfg = tiny_cfg(tmp_path, **{"MODEL.ROI_HEADS.NAME": "StandardROIHeads"})
     with pytest.raises(ValueError, match="METHOD is 'adarand' but no head of the model \\({'roi_heads': 'StandardROIHeads'}\\)"):
-        AdaRandTrainer.build_model(cfg)
-    check_capable("none", build_model(cfg))  # plain fine-tuning needs no such head
+        AdaRandDetectionTrainer.build_model(cfg)
+    check_method_has_heads("none", build_model(cfg))  # plain fine-tuning needs no such head
 
 
 @pytest.mark.parametrize("stages, names", [("all", ["stage0", "stage1", "stage2"]), ("last", ["stage2"])])
@@ -194,7 +195,7 @@ def test_cascade_regularizes_the_chosen_stages(fake_voc, tmp_path, stages, names
 
 def test_regularizer_state_is_in_the_model_but_not_trained(fake_voc, tmp_path):
     model = build_model(tiny_cfg(tmp_path))
-    prefix = "roi_heads.box_predictor.adarand.regularizer."
+    prefix = "roi_heads.adarand.0.regularizer."
     keys = [k for k in model.state_dict() if k.startswith(prefix)]
     assert {prefix + k for k in ("prior.mu", "prior.running_mean", "prior.optimizer.exp_avg",
                                  "prior.optimizer.num_steps")} <= set(keys)

@@ -12,19 +12,19 @@ from fake_voc import TRAIN_LAYOUTS
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
 import adarand
-from adarand.detection import AdaRandTrainer, box_regularizations, compute_box_head_stats, prior_init
+from adarand.detection import AdaRandDetectionTrainer, box_regularizations, compute_box_head_stats, prior_init
 from adarand.detection.voc import VOC_CLASSES
 
 pytestmark = pytest.mark.slow
 
-PREFIX = "roi_heads.box_predictor.adarand.regularizer."
+PREFIX = "roi_heads.adarand.0.regularizer."
 PRIOR_KEYS = ("prior.mu", "prior.running_mean", "prior.sigma", "prior.optimizer.exp_avg",
               "prior.optimizer.exp_avg_sq", "prior.optimizer.num_steps")
 
 
 def _train(cfg, resume=False):
     cfg.freeze()
-    trainer = AdaRandTrainer(cfg)
+    trainer = AdaRandDetectionTrainer(cfg)
     trainer.resume_or_load(resume=resume)
     start_mu = _reg(trainer.model).prior.mu.detach().clone()
     trainer.train()
@@ -191,7 +191,7 @@ def test_cascade_trains_steps_every_prior_checkpoints_and_evaluates(fake_voc, tm
     assert [b.stage for b in branches] == ([0, 1, 2] if stages == "all" else [2])
     saved = torch.load(os.path.join(tmp_path, "model_final.pth"), map_location="cpu", weights_only=True)["model"]
     for b in branches:
-        key = f"roi_heads.box_predictor.{b.stage}.adarand.regularizer."
+        key = f"roi_heads.adarand.{b.stage}.regularizer."
         assert int(b.regularizer.prior.optimizer.num_steps) == 3
         torch.testing.assert_close(saved[key + "prior.mu"], b.regularizer.prior.mu)
         stats_file = os.path.join(tmp_path, f"adarand_stats_stage{b.stage}.pt")
@@ -265,7 +265,7 @@ def test_image_labels_train_end_to_end(fake_voc, tmp_path):
 def test_trainer_without_prior_initialisation_refuses_before_the_first_step(fake_voc, tmp_path):
     cfg = tiny_cfg(tmp_path, max_iter=2)
     cfg.freeze()
-    trainer = AdaRandTrainer(cfg)  # resume_or_load (which initialises the prior) never called
+    trainer = AdaRandDetectionTrainer(cfg)  # resume_or_load (which initialises the prior) never called
     with pytest.raises(RuntimeError, match="not initialised.*compute_prior.py.*init_prior"):
         trainer.train()
     assert trainer.iter == 0 and not os.path.exists(tmp_path / "model_final.pth")
@@ -275,11 +275,11 @@ def test_resume_from_a_checkpoint_without_prior_does_not_advise_stats_file(fake_
     """Issue 20, item 10: on --resume the statistics are not read, so the error must not point at STATS_FILE."""
     cfg = tiny_cfg(tmp_path, max_iter=2)
     cfg.freeze()
-    model = AdaRandTrainer.build_model(cfg)
+    model = AdaRandDetectionTrainer.build_model(cfg)
     state = {k: v for k, v in model.state_dict().items() if ".adarand." not in k}  # e.g. a FT run's checkpoint
     torch.save({"model": state, "iteration": 0}, tmp_path / "model_0000000.pth")
     (tmp_path / "last_checkpoint").write_text("model_0000000.pth")
     with pytest.raises(RuntimeError, match=r"not initialised: the checkpoint .*model_0000000.pth that --resume "
                                            r"continues holds no prior.*run without --resume") as err:
-        AdaRandTrainer(cfg).resume_or_load(resume=True)
+        AdaRandDetectionTrainer(cfg).resume_or_load(resume=True)
     assert "pass them as MODEL.ADARAND.STATS_FILE" not in str(err.value)

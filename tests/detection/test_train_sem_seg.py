@@ -10,7 +10,7 @@ import torch
 from tiny import REPO, SEM_SEG_CONFIG, TINY_SEM_SEG, tiny_opts, tiny_sem_seg_cfg
 
 import adarand
-from adarand.detection import AdaRandTrainer, regularizations
+from adarand.detection import AdaRandDetectionTrainer, regularizations
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def test_resume_restores_the_prior_exactly(runs, fake_voc):
         f.write("model_0000001.pth")
     cfg = tiny_sem_seg_cfg(folder, max_iter=4, **{"MODEL.ADARAND.ALLOW_MISSING_CLASSES": True})
     cfg.freeze()
-    trainer = AdaRandTrainer(cfg)
+    trainer = AdaRandDetectionTrainer(cfg)
     trainer.resume_or_load(resume=True)
     assert trainer.start_iter == 2
     prior = dict(regularizations(trainer.model)[0].regularizer.prior.state_dict())

@@ -19,7 +19,7 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from tiny import BASE_CONFIG, REPO, tiny_cfg, tiny_opts
 
-from adarand.detection import AdaRandTrainer, register_voc_sem_seg
+from adarand.detection import AdaRandDetectionTrainer, register_voc_sem_seg
 from adarand.detection.visualize import (GAP, TITLE_HEIGHT, class_colors, draw_predictions,
                                          draw_sem_seg_ground_truth, draw_sem_seg_predictions, hidden_classes,
                                          load_predictions, save_png, visualize_dataset)
@@ -56,7 +56,7 @@ def evaluated(fake_voc, tmp_path_factory):
                                        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0, "TEST.VIS_NUM_IMAGES": 2,
                                        "TEST.VIS_SCORE_THRESH": 0.0})
     cfg.freeze()
-    trainer = AdaRandTrainer(cfg)
+    trainer = AdaRandDetectionTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     return out, out / "inference" / "instances_predictions.pth"

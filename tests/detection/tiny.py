@@ -147,3 +147,51 @@ def tiny_batch(seed=0):
         batch.append({"image": torch.randint(0, 256, (3,) + SIZE, generator=g, dtype=torch.uint8).float(),
                       "instances": instances, "sem_seg": sem_seg, "height": SIZE[0], "width": SIZE[1]})
     return batch
+
+
+LAZY_SEM_SEG_CONFIG = os.path.join(REPO, "configs", "segmentation", "semantic_R_50_FPN_voc2012_adarand.py")
+
+TINY_LAZY_SEM_SEG = '''# The shipped Semantic FPN LazyConfig shrunk as TINY_SEM_SEG shrinks the YAML one.
+from detectron2.config import LazyConfig
+
+_base = LazyConfig.load({base!r})
+model, dataloader, optimizer, lr_multiplier, train = (
+    _base.model, _base.dataloader, _base.optimizer, _base.lr_multiplier, _base.train)
+
+_bottom_up = model.backbone.bottom_up
+_bottom_up.freeze_at = 0
+_bottom_up.stem.norm = "GN"
+_bottom_up.stages.depth = 18
+_bottom_up.stages.norm = "GN"
+del _bottom_up.stages.stride_in_1x1
+model.backbone.out_channels = 32
+model.sem_seg_head.conv_dims = 32
+model.sem_seg_head.adarand.PIXELS_PER_IMAGE = 32
+model.sem_seg_head.adarand.ALLOW_MISSING_CLASSES = True
+model.sem_seg_head.adarand.SCALE_LOG_PERIOD = 2
+
+for _loader in (dataloader.train, dataloader.test):
+    _loader.num_workers = 0
+dataloader.train.total_batch_size = 2
+dataloader.train.mapper.augmentations = [dict(dataloader.train.mapper.augmentations[0], short_edge_length=(64,), max_size=96)]
+dataloader.test.mapper.augmentations = [dict(dataloader.test.mapper.augmentations[0], short_edge_length=64, max_size=96)]
+dataloader.stats.min_size, dataloader.stats.max_size = 64, 96
+
+optimizer.lr = 0.005
+lr_multiplier.warmup_length = 0.0
+lr_multiplier.scheduler.milestones = [100, 200, 300]
+train.device = "cpu"
+train.init_checkpoint = ""
+train.max_iter = 4
+train.checkpointer.period = 2
+train.log_period = 1
+train.output_dir = {output_dir!r}
+train.seed = 0
+'''
+
+
+def write_tiny_lazy_sem_seg_config(path, output_dir):
+    """The Semantic FPN LazyConfig shrunk to a seconds-long CPU run, written to ``path``; returns its path."""
+    with open(path, "w") as f:
+        f.write(TINY_LAZY_SEM_SEG.format(base=LAZY_SEM_SEG_CONFIG, output_dir=str(output_dir)))
+    return str(path)

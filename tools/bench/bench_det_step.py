@@ -77,7 +77,8 @@ def main(argv=None):
     runs = {m: build(m, args.device, extra) for m in ("ft", "adarand")}
     measured = paired_steps(runs, batch, rounds, args.warmup, args.resamples, cuda)
     n_rois = measured["rows"]
-    reg = box_regularizations(runs["adarand"][0])[0].regularizer
+    (branch,) = box_regularizations(runs["adarand"][0])  # the one box branch of AdaRandROIHeads
+    reg = branch.regularizer
     reg_ms = time_regularizer(reg, n_rois)
     # Fine-tuning a pre-trained detector gives up to 25 % x 512 foreground ROIs an image.
     reg_ms_full = time_regularizer(reg, args.images * 128)

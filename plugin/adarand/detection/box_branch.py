@@ -8,26 +8,29 @@ and add what :meth:`~BoxRegularization.loss` returns to their losses:
 
 over the regularized ROIs (or the chosen method's term). It keeps nothing between calls but its noise
 stream (:class:`Branch`).
-Each one is a submodule of the box predictor whose input it regularizes
-(``box_predictor[.k].adarand``), so the model's checkpoints hold its state while Detectron2's
-own state-dict keys stay as they are.
+:func:`build_box_regularizations` builds one per regularized stage from the ``MODEL.ADARAND`` keys; the
+ROI heads' ``from_config`` calls it and the head owns them (``roi_heads.adarand[<stage>]``), so the
+model's checkpoints hold their state while Detectron2's own state-dict keys stay as they are.
 """
-from collections.abc import Callable
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from detectron2.layers import cat
 from torch import nn
 
-from adarand import IGNORE_INDEX
+from adarand import IGNORE_INDEX, build_regularizer_from_config
 from adarand.seeding import NoiseStream, name_keys
 
 LABELS = ("roi", "image")
+CASCADE_STAGES = ("all", "last")
 NORMALIZERS = ("regularized", "sampled")
 
 UNINITIALISED = (
     "the AdaRand prior of {where} is not initialised (the loaded weights hold no prior): compute the "
     "pre-trained head's statistics with tools/compute_prior.py and pass them as MODEL.ADARAND.STATS_FILE, "
-    "train with adarand.detection.AdaRandTrainer / tools/train_net.py / tools/lazyconfig_train_net.py "
+    "train with adarand.detection.AdaRandDetectionTrainer / tools/train_net.py / tools/lazyconfig_train_net.py "
     "(they initialise it), or call adarand.detection.init_prior(cfg, model) after loading the weights"
 )
 RESUMED_UNINITIALISED = (
@@ -36,11 +39,6 @@ RESUMED_UNINITIALISED = (
     "statistics (MODEL.ADARAND.STATS_FILE is not used); to start AdaRand from these weights, run without "
     "--resume in a new OUTPUT_DIR with MODEL.WEIGHTS {path}"
 )
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DistributedDataParallel / DataParallel (or the model itself)."""
-    return getattr(model, "module", model)
 
 
 def check_prior_initialised(regularizer: nn.Module, where: str, resumed_from: str | None = None) -> None:
@@ -186,7 +184,7 @@ def image_categories(targets: list) -> torch.Tensor:
     """Each training image's category (``"image"`` labels): its first GT class.
 
     Multi-category images fail a device-side assertion (no host sync); the trainers check the
-    data first with :class:`SingleCategoryMapper`, whose error names the file.
+    data first with :class:`~adarand.detection.mapper.SingleCategoryMapper`, whose error names the file.
 
     Args:
         targets: the images' ground truth (``Instances`` with ``gt_classes``).
@@ -205,17 +203,35 @@ def image_categories(targets: list) -> torch.Tensor:
     return firsts
 
 
-class SingleCategoryMapper:
-    """Wraps a dataset mapper: an image whose annotations have several categories is an error naming it."""
+def flat_dim(shape: Any) -> int:
+    """Length of a box-head output (a ShapeSpec) once flattened."""
+    return int(math.prod(s for s in (shape.channels, shape.height, shape.width) if s))
 
-    def __init__(self, mapper: Callable[[dict], dict]):
-        self.mapper = mapper
 
-    def __call__(self, dataset_dict: dict) -> dict:
-        categories = sorted({a["category_id"] for a in dataset_dict.get("annotations", ()) if not a.get("iscrowd", 0)})
-        if len(categories) > 1:
-            raise ValueError(f"MODEL.ADARAND.LABELS 'image' needs single-category images; "
-                             f"{dataset_dict.get('file_name', dataset_dict.get('image_id'))} has categories "
-                             f"{categories} (train on a single-category split such as voc_2012_seg_train_single, "
-                             "or use LABELS 'roi')")
-        return self.mapper(dataset_dict)
+def build_box_regularizations(adarand: Mapping[str, Any], num_classes: int, box_heads: Sequence[nn.Module],
+                              prior_total_steps: int | None = None,
+                              noise_seed: int | None = None) -> dict[int, BoxRegularization]:
+    """The regularizations of an ROI head's box branch, ``{stage: BoxRegularization}``, from the ``MODEL.ADARAND``
+    keys: the stages ``CASCADE_STAGES`` picks among ``box_heads`` (one for ``StandardROIHeads``), each with its own
+    regularizer on the flattened box-head output.
+
+    Args:
+        adarand: the ``MODEL.ADARAND`` keys (a CfgNode, or a LazyConfig's dict from ``adarand_options``).
+        num_classes: the detector's foreground classes K. box_heads: the box head of each stage, in order.
+        prior_total_steps: length of the prior optimizer's cosine schedule (SOLVER.MAX_ITER).
+        noise_seed: the run's seed for the branches' noise streams, ``run_seed(SEED)`` (default
+            ``torch.initial_seed()``).
+    """
+    stages = adarand["CASCADE_STAGES"]
+    if stages not in CASCADE_STAGES:
+        raise ValueError(f"MODEL.ADARAND.CASCADE_STAGES must be one of {CASCADE_STAGES}; got {stages!r}")
+    chosen = range(len(box_heads)) if stages == "all" else [len(box_heads) - 1]
+    background = bool(adarand["REGULARIZE_BACKGROUND"])
+    branches = {}
+    for k in chosen:
+        regularizer = build_regularizer_from_config(adarand, num_classes + int(background),
+                                                    flat_dim(box_heads[k].output_shape), prior_total_steps)
+        branches[k] = BoxRegularization(regularizer, num_classes, adarand["LABELS"], background, stage=k,
+                                        name=f"stage{k}" if len(box_heads) > 1 else "",
+                                        normalizer=adarand["NORMALIZER"], seed=noise_seed)
+    return branches

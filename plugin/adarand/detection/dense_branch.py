@@ -13,13 +13,13 @@ method's noise come from the branch's own generator (:class:`~adarand.detection.
 from torch's global RNG. It keeps nothing between calls but that stream; it is a submodule of its head, so the
 model's checkpoints hold its prior and its stream.
 """
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
 
 from adarand import build_regularizer_from_config
 from adarand.dense import PixelSampling, cell_labels, cell_rows
-from adarand.seeding import run_seed
 
 from .box_branch import Branch, check_prior_initialised
 
@@ -82,11 +82,20 @@ class DenseRegularization(Branch):
         return PixelRows(*cell_rows(features, labels))
 
 
-def build_dense_regularization(cfg: Any, feat_dim: int, name: str = "sem_seg") -> DenseRegularization:
-    """The :class:`DenseRegularization` of a semantic-segmentation head on ``feat_dim`` features, from
-    ``MODEL.ADARAND`` (method, pixel keys), ``MODEL.SEM_SEG_HEAD`` (NUM_CLASSES, IGNORE_VALUE) and
-    SOLVER.MAX_ITER (the prior's schedule); its noise stream is seeded from SEED (:func:`adarand.seeding.run_seed`)."""
-    a, head = cfg.MODEL.ADARAND, cfg.MODEL.SEM_SEG_HEAD
-    regularizer = build_regularizer_from_config(a, head.NUM_CLASSES, feat_dim, cfg.SOLVER.MAX_ITER)
-    return DenseRegularization(regularizer, PixelSampling(head.IGNORE_VALUE, a.PIXELS_PER_IMAGE, a.PIXEL_BALANCE),
-                               name, run_seed(cfg.SEED))
+def build_dense_regularization(adarand: Mapping[str, Any], num_classes: int, ignore_value: int, feat_dim: int,
+                               prior_total_steps: int | None = None, noise_seed: int | None = None,
+                               name: str = "sem_seg") -> DenseRegularization:
+    """The :class:`DenseRegularization` of a semantic-segmentation head on ``feat_dim`` features.
+
+    Args:
+        adarand: the ``MODEL.ADARAND`` keys (method, pixel keys; a CfgNode or a LazyConfig's dict).
+        num_classes, ignore_value: the head's (``MODEL.SEM_SEG_HEAD.NUM_CLASSES``, ``IGNORE_VALUE``).
+        feat_dim: D, the channels its predictor reads.
+        prior_total_steps: length of the prior's schedule (SOLVER.MAX_ITER).
+        noise_seed: the run's seed for the noise stream, :func:`adarand.seeding.run_seed` of SEED (default
+            ``torch.initial_seed()``).
+        name: the branch's name (:class:`DenseRegularization`).
+    """
+    regularizer = build_regularizer_from_config(adarand, num_classes, feat_dim, prior_total_steps)
+    sampling = PixelSampling(ignore_value, adarand["PIXELS_PER_IMAGE"], adarand["PIXEL_BALANCE"])
+    return DenseRegularization(regularizer, sampling, name, noise_seed)

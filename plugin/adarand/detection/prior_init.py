@@ -13,9 +13,10 @@ With ``REGULARIZE_BACKGROUND`` the background class (index NUM_CLASSES) gets the
 the background proposals the ROI sampler draws, as in training. Under torch.distributed
 each rank reads its shard and the sums are all-reduced.
 """
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,10 +33,9 @@ from adarand import ClassStats, ClassStatsAccumulator
 from adarand.runs.resume import flatten
 from adarand.runs.stats_cache import extractor_identity, load_or_compute_stats, stamp_identity, statistics_identity
 
-from .box_branch import SingleCategoryMapper, unwrap
-from .mapper import NamedErrorsMapper
 from .dense_branch import DenseRegularization
-from .regularized import adarand_heads, regularizations
+from .mapper import NamedErrorsMapper, SingleCategoryMapper
+from .regularized import adarand_heads, regularizations, unwrap
 from .roi_heads import AdaRandHeadsMixin
 from .sem_seg_heads import AdaRandSemSegMixin
 
@@ -65,14 +65,20 @@ def stats_loader(dataset_names: Sequence[str], min_size: int, max_size: int, ima
     return build_detection_test_loader(DatasetFromList(dicts, copy=False), mapper=mapper)
 
 
-def _training_proposals(model, images, features, targets):
-    """The RPN's proposals as in training (training-mode top-k), without touching other modules."""
-    rpn = model.proposal_generator
-    mode, rpn.training = rpn.training, True
+@contextlib.contextmanager
+def statistics_modes(model: torch.nn.Module, training_proposals: bool) -> Iterator[None]:
+    """The modes of the statistics pass, set once for the whole pass and restored after it: the model in eval
+    mode (test-time normalisation, no dropout) and, with ``training_proposals``, its proposal generator's own
+    forward in training mode (training's top-k: the proposals a step's ROI sampler draws from; its anchor
+    losses are computed and dropped), its submodules left in eval mode."""
+    was_training = model.training
+    model.eval()
+    if training_proposals:
+        model.proposal_generator.training = True
     try:
-        return rpn(images, features, targets)[0]
+        yield
     finally:
-        rpn.training = mode
+        model.train(was_training)
 
 
 def _images(model, batch):
@@ -106,7 +112,7 @@ def _update(accumulators, model, heads, batch, rois):
         elif isinstance(head, AdaRandHeadsMixin):
             targets = [x["instances"].to(model.device) for x in batch]
             needed = head.statistics_need_proposals(rois)
-            proposals = _training_proposals(model, images, features, targets) if needed else None
+            proposals = model.proposal_generator(images, features, targets)[0] if needed else None
             rows.update(head.statistics_rows(features, proposals, targets, rois))
         else:
             raise TypeError(f"the statistics pass knows ROI heads and semantic-segmentation heads; "
@@ -129,14 +135,10 @@ def collect_box_head_stats(model: torch.nn.Module, loader: Iterable[list[dict[st
                          "AdaRandDeepLabV3PlusHead or AdaRandDeepLabV3Head)")
     heads = adarand_heads(model)
     accumulators = {reg: ClassStatsAccumulator(reg.regularizer.num_classes) for reg in regs}
-    was_training = model.training
-    model.eval()
-    try:
-        with EventStorage():
-            for batch in loader:
-                _update(accumulators, model, heads, batch, rois)
-    finally:
-        model.train(was_training)
+    proposals = any(isinstance(h, AdaRandHeadsMixin) and h.statistics_need_proposals(rois) for h in heads)
+    with statistics_modes(model, proposals), EventStorage():
+        for batch in loader:
+            _update(accumulators, model, heads, batch, rois)
     return [_finalize(accumulators[reg], reg, rois, allow_missing, extractor, meta or {}, class_names, stuff_names)
             for reg in regs]
 
@@ -167,11 +169,11 @@ def compute_box_head_stats(cfg: CfgNode, model: torch.nn.Module,
     """``ClassStats`` of each regularized branch on ``cfg.DATASETS.TRAIN`` (list, as :func:`collect_box_head_stats`),
     each recording its identity (:func:`branch_identity`), so a file saved from it is accepted as
     ``STATS_FILE`` by a run of the same set-up."""
-    a = cfg.MODEL.ADARAND
+    options = cfg.MODEL.ADARAND
     identity = stats_identity(cfg)
     stats = collect_box_head_stats(
-        model, loader if loader is not None else build_stats_loader(cfg), rois=a.STATS_ROIS,
-        allow_missing=a.ALLOW_MISSING_CLASSES, extractor=f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.WEIGHTS or 'random init'})",
+        model, loader if loader is not None else build_stats_loader(cfg), rois=options.STATS_ROIS,
+        allow_missing=options.ALLOW_MISSING_CLASSES, extractor=f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.WEIGHTS or 'random init'})",
         meta={"datasets": list(cfg.DATASETS.TRAIN)},
         class_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []),
         stuff_names=MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("stuff_classes", []))
@@ -182,7 +184,12 @@ def compute_box_head_stats(cfg: CfgNode, model: torch.nn.Module,
 
 def stats_path(cfg: CfgNode) -> str:
     """STATS_FILE, or the cache OUTPUT_DIR/adarand_stats.pt when it is empty."""
-    return cfg.MODEL.ADARAND.STATS_FILE or os.path.join(cfg.OUTPUT_DIR, STATS_NAME)
+    return stats_file(cfg.MODEL.ADARAND, cfg.OUTPUT_DIR)
+
+
+def stats_file(options: Mapping[str, Any], output_dir: str) -> str:
+    """:func:`stats_path` from the ``MODEL.ADARAND`` keys and the run's output directory (any config kind)."""
+    return options["STATS_FILE"] or os.path.join(output_dir, STATS_NAME)
 
 
 def branch_path(path: str, reg: Any) -> str:
@@ -211,11 +218,27 @@ def stats_identity(cfg: CfgNode) -> dict[str, Any]:
 
 def lazy_stats_identity(cfg: Any) -> dict[str, Any]:
     """:func:`stats_identity` of a LazyConfig: its initial checkpoint, its statistics loader (as YAML), the
-    ``adarand`` keys (:func:`adarand_keys_identity`) and :func:`lazy_roi_sampler_identity`."""
+    ``adarand`` keys (:func:`adarand_keys_identity`; the ROI heads', else the semantic-segmentation head's),
+    :func:`lazy_roi_sampler_identity` and :func:`lazy_sem_seg_identity`."""
     from omegaconf import OmegaConf
 
+    model = cfg.model
+    roi_heads = "roi_heads" in model and "adarand" in model.roi_heads
+    keys = model.roi_heads.adarand if roi_heads else model.sem_seg_head.adarand
     return {"weights": cfg.train.init_checkpoint, "stats_loader": OmegaConf.to_yaml(cfg.dataloader.stats),
-            **adarand_keys_identity(cfg.model.roi_heads.adarand), **lazy_roi_sampler_identity(cfg)}
+            **adarand_keys_identity(keys), **(lazy_roi_sampler_identity(cfg) if roi_heads else {}),
+            **lazy_sem_seg_identity(cfg)}
+
+
+def lazy_sem_seg_identity(cfg: Any) -> dict[str, Any]:
+    """:func:`sem_seg_identity` of a LazyConfig: its semantic-segmentation head (the class), its input features
+    and ignore value; empty without an AdaRand one."""
+    head = cfg.model.get("sem_seg_head")
+    if head is None or "adarand" not in head:
+        return {}
+    target = head._target_
+    return {"sem_seg_head": target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}",
+            "sem_seg_in_features": sorted(head.get("input_shape", {})), "ignore_value": head.get("ignore_value")}
 
 
 def adarand_keys_identity(a: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,20 +312,27 @@ def init_prior(cfg: CfgNode, model: torch.nn.Module) -> list[ClassStats] | None:
     cached. Returns the statistics used (one per regularized box branch), or None when the
     method needs none.
     """
-    return init_prior_from(model, stats_path(cfg), required=bool(cfg.MODEL.ADARAND.STATS_FILE),
-                           compute=lambda: compute_box_head_stats(cfg, model), identity=stats_identity(cfg),
-                           allow_missing=cfg.MODEL.ADARAND.ALLOW_MISSING_CLASSES)
+    return init_prior_from(model, cfg.MODEL.ADARAND, cfg.OUTPUT_DIR, compute=lambda: compute_box_head_stats(cfg, model),
+                           identity=stats_identity(cfg))
 
 
-def init_prior_from(model: torch.nn.Module, path: str, required: bool, compute: Callable[[], list[ClassStats]],
-                    identity: Mapping[str, Any] | None = None, allow_missing: bool = False) -> list[ClassStats] | None:
-    """Load each branch's statistics from ``path`` (see :func:`branch_path`), or ``compute()`` and save them.
+def init_prior_from(model: torch.nn.Module, options: Mapping[str, Any], output_dir: str,
+                    compute: Callable[[], list[ClassStats]],
+                    identity: Mapping[str, Any] | None = None) -> list[ClassStats] | None:
+    """:func:`init_prior` of any config kind (``tools/lazyconfig_train_net.py`` calls it with a LazyConfig's):
+    load each branch's statistics from :func:`stats_file` (see :func:`branch_path`), or ``compute()`` and save them.
 
-    ``required``: the user gave ``path``; a missing file, or one produced by other weights or
-    data (``identity`` plus the weights' hash, see :mod:`adarand.runs.stats_cache`), is an error
-    instead of a cache miss. ``allow_missing`` (ALLOW_MISSING_CLASSES): False refuses a file with
-    classes of no sample, as ``compute`` refuses them.
+    Args:
+        model: the model whose regularized branches need statistics.
+        options: the ``MODEL.ADARAND`` keys. A given STATS_FILE that is missing, or produced by other weights or
+            data (``identity`` plus the weights' hash, see :mod:`adarand.runs.stats_cache`), is an error instead of a
+            cache miss; ALLOW_MISSING_CLASSES False refuses a file with classes of no sample, as ``compute``
+            refuses them.
+        output_dir: the run's, where the statistics are cached when STATS_FILE is empty.
+        compute: ``() ->`` every branch's statistics (:func:`collect_box_head_stats`' list), run on the first miss.
+        identity: what the statistics depend on besides the weights.
     """
+    path, required = stats_file(options, output_dir), bool(options["STATS_FILE"])
     regs = regularizations(model)
     if not any(reg.regularizer.needs_stats for reg in regs):
         return None
@@ -311,7 +341,7 @@ def init_prior_from(model: torch.nn.Module, path: str, required: bool, compute: 
     stats = [load_or_compute_stats(branch_path(path, reg), branch_identity(weights, identity, reg),
                                    lambda i=i: compute_all()[i], explicit=required,  # type: ignore[misc]
                                    num_classes=reg.regularizer.num_classes, feat_dim=reg.regularizer.feat_dim,
-                                   save=comm.is_main_process(), allow_missing=allow_missing)
+                                   save=comm.is_main_process(), allow_missing=options["ALLOW_MISSING_CLASSES"])
              for i, reg in enumerate(regs)]
     comm.synchronize()
     for reg, st in zip(regs, stats):

@@ -15,14 +15,20 @@ from typing import Any
 
 import torch
 
-from .box_branch import unwrap
-
 UNTAKEN = (
     "{head}: the rows regularized by the previous training forward were never taken, so the prior never adapts: "
     "register adarand.detection.AdaRandPriorHook in the trainer (it steps the prior after every optimizer step; "
-    "AdaRandTrainer and tools/lazyconfig_train_net.py do), or step each regularizations() regularizer on "
+    "AdaRandDetectionTrainer and tools/lazyconfig_train_net.py do), or step each regularizations() regularizer on "
     "take_sampled_rows() yourself"
 )
+
+# A regularized head is given its built regularization(s) (from_config) or the MODEL.ADARAND keys (a LazyConfig).
+BUILT_OR_KEYS = "{head} takes {built} (built) or adarand (the MODEL.ADARAND keys), exactly one"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel / DataParallel (or the model itself)."""
+    return getattr(model, "module", model)
 
 
 def is_regularized_head(module: torch.nn.Module) -> bool:
@@ -40,7 +46,7 @@ def regularizations(model: torch.nn.Module) -> list[Any]:
     return [branch for head in adarand_heads(model) for branch in head.regularizations()]
 
 
-def check_capable(method: str, model: torch.nn.Module) -> None:
+def check_method_has_heads(method: str, model: torch.nn.Module) -> None:
     """A regularizer is configured (``method`` != none) but no head of the model applies it."""
     if method != "none" and not regularizations(model):
         model = unwrap(model)

@@ -1,15 +1,16 @@
 """AdaRand on Detectron2's ROI heads: the box branch hands its features to the regularizer explicitly.
 
-:class:`AdaRandHeadsMixin` goes before a Detectron2 ROI-heads class in the bases. After the
-head is built it gives the box predictor (``StandardROIHeads``), or the predictors of the
-cascade stages chosen by ``CASCADE_STAGES`` (``CascadeROIHeads``: ``"all"`` or ``"last"``), a
-:class:`~adarand.detection.box_branch.BoxRegularization` (``box_predictor[.k].adarand``, so
-its whole state, prior and prior optimizer, is in every model checkpoint). A training
-forward, as ``CascadeROIHeads._run_stage`` passes its data:
+:class:`AdaRandHeadsMixin` goes before a Detectron2 ROI-heads class in the bases. Its ``from_config``
+builds, beside Detectron2's box head and predictor, a
+:class:`~adarand.detection.box_branch.BoxRegularization` for the box predictor (``StandardROIHeads``),
+or for each cascade stage chosen by ``CASCADE_STAGES`` (``CascadeROIHeads``: ``"all"`` or ``"last"``),
+and passes them to ``__init__``: the head owns them as ``roi_heads.adarand[<stage>]``, so their whole
+state (prior, prior optimizer, noise stream) is in every model checkpoint. A training forward, as
+``CascadeROIHeads._run_stage`` passes its data:
 
     forward -> label_and_sample_proposals -> _forward_box(features, proposals, targets)
       _box_stages: per stage, its ROIs -> box_pooler -> box_head -> features F_k -> box_predictor
-      _stage_losses: the predictor's losses, plus loss_adarand = branch.loss(F_k, labels_k)
+      _stage_losses: the predictor's losses, plus loss_adarand = adarand[k].loss(F_k, labels_k)
     -> (losses, rows): the losses go back to the trainer (only ``loss_*`` tensors); the rows
        {branch: (F_k detached, labels_k)} become :attr:`AdaRandHeadsMixin.sampled_rows`, the record the
        prior hook takes after the optimizer step (the protocol of :mod:`adarand.detection.regularized`).
@@ -17,31 +18,27 @@ forward, as ``CascadeROIHeads._run_stage`` passes its data:
 Inference is Detectron2's own. :meth:`AdaRandHeadsMixin.statistics_rows` gives the prior's
 statistics pass the same box-head features without computing any loss.
 """
-import math
+import re
+from collections.abc import Mapping
 from typing import Any, Dict, NamedTuple
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads import CascadeROIHeads
-from detectron2.modeling.roi_heads.cascade_rcnn import _ScaleGradient
 from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from adarand import build_regularizer_from_config
 from adarand.seeding import run_seed
 
-from .box_branch import BoxRegularization, image_categories, unwrap
-from .regularized import UNTAKEN
+from .box_branch import BoxRegularization, build_box_regularizations, image_categories
+from .regularized import BUILT_OR_KEYS, UNTAKEN, unwrap
 
-CASCADE_STAGES = ("all", "last")
 STATS_ROIS = ("gt", "proposals")
-
-
-def flat_dim(shape: Any) -> int:
-    """Length of a box-head output (a ShapeSpec) once flattened."""
-    return int(math.prod(s for s in (shape.channels, shape.height, shape.width) if s))
+# Where checkpoints written before the head owned its regularizations hold them: under the predictor
+# (``box_predictor.adarand.*``; cascade ``box_predictor.<k>.adarand.*``).
+_PREDICTOR_KEY = re.compile(r"box_predictor\.(?:(?P<stage>\d+)\.)?adarand\.(?P<rest>.+)")
 
 
 def _as_list(module):
@@ -65,10 +62,10 @@ class BoxRows(NamedTuple):
     labels: torch.Tensor  # N labels, IGNORE_INDEX where not regularized
 
 
-def _branch(stage):
-    """The stage predictor's regularization, or None."""
-    branch = getattr(stage.predictor, "adarand", None)
-    return branch if isinstance(branch, BoxRegularization) else None
+def _scale(factor):
+    """A tensor hook multiplying the gradient by ``factor``: what Detectron2's cascade does with its private
+    ``_ScaleGradient`` (identity forward, gradient times ``factor``), through the public ``Tensor.register_hook``."""
+    return lambda grad: grad * factor
 
 
 def _rows(stage, branch, targets, categories):
@@ -84,11 +81,16 @@ class AdaRandHeadsMixin:
     ``_forward_box``), as :class:`AdaRandCascadeROIHeads` does.
 
     Args (besides the head's own):
-        adarand: the ``MODEL.ADARAND`` keys (a dict or CfgNode).
-        prior_total_steps: length of the prior optimizer's cosine schedule (SOLVER.MAX_ITER).
-        noise_seed: the run's seed for the branches' noise streams, ``run_seed(SEED)`` (default ``torch.initial_seed()``).
+        box_regularizations: ``{stage: BoxRegularization}`` (:func:`build_box_regularizations`; ``from_config``
+            builds them from ``MODEL.ADARAND``, SOLVER.MAX_ITER and SEED).
+        adarand, prior_total_steps, noise_seed: instead of ``box_regularizations``, as a LazyConfig gives them
+            (``roi_heads.adarand`` holds the ``MODEL.ADARAND`` keys): :func:`build_box_regularizations`'
+            arguments, built with the head's own box heads.
 
     Attributes:
+        adarand: the regularizations, an ``nn.ModuleDict`` keyed by the stage's index (``"0"`` for
+            ``StandardROIHeads``). Checkpoints written when they sat in the predictors
+            (``box_predictor[.k].adarand``) load into them.
         sampled_rows: the record of the last training forward with gradients enabled,
             ``{branch: BoxRows}`` for each regularization, features detached; empty once taken
             (:meth:`take_sampled_rows`) or before the first such forward. Such a forward while a
@@ -98,36 +100,42 @@ class AdaRandHeadsMixin:
     """
 
     @configurable
-    def __init__(self, *, adarand: dict, prior_total_steps: int | None = None, noise_seed: int | None = None,
-                 **kwargs: Any):
+    def __init__(self, *, box_regularizations: Mapping[int, BoxRegularization] | None = None,
+                 adarand: Mapping[str, Any] | None = None, prior_total_steps: int | None = None,
+                 noise_seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        stages = adarand.get("CASCADE_STAGES", "last")
-        if stages not in CASCADE_STAGES:
-            raise ValueError(f"MODEL.ADARAND.CASCADE_STAGES must be one of {CASCADE_STAGES}; got {stages!r}")
-        predictors, heads = _as_list(self.box_predictor), _as_list(self.box_head)
-        chosen = range(len(predictors)) if stages == "all" else [len(predictors) - 1]
-        background = bool(adarand["REGULARIZE_BACKGROUND"])
-        for k in chosen:
-            regularizer = build_regularizer_from_config(adarand, self.num_classes + int(background),
-                                                        flat_dim(heads[k].output_shape), prior_total_steps)
-            name = f"stage{k}" if len(predictors) > 1 else ""
-            predictors[k].adarand = BoxRegularization(regularizer, self.num_classes, adarand.get("LABELS", "roi"),
-                                                      background, stage=k, name=name,
-                                                      normalizer=adarand.get("NORMALIZER", "sampled"), seed=noise_seed)
+        if box_regularizations is None:
+            if adarand is None:
+                raise TypeError(BUILT_OR_KEYS.format(head=type(self).__name__, built="box_regularizations"))
+            box_regularizations = build_box_regularizations(adarand, self.num_classes, _as_list(self.box_head),
+                                                            prior_total_steps, noise_seed)
+        elif adarand is not None:
+            raise TypeError(BUILT_OR_KEYS.format(head=type(self).__name__, built="box_regularizations"))
+        self.adarand = nn.ModuleDict({str(k): branch for k, branch in sorted(box_regularizations.items())})
         self.sampled_rows: Dict[BoxRegularization, BoxRows] = {}
 
     @classmethod
     def from_config(cls, cfg: Any, input_shape: Any) -> dict:
         ret = super().from_config(cfg, input_shape)
-        ret["adarand"] = dict(cfg.MODEL.ADARAND)
-        ret["prior_total_steps"] = cfg.SOLVER.MAX_ITER
-        ret["noise_seed"] = run_seed(cfg.SEED)
+        box_heads = ret["box_heads"] if "box_heads" in ret else [ret["box_head"]]  # CascadeROIHeads: one a stage
+        ret["box_regularizations"] = build_box_regularizations(cfg.MODEL.ADARAND, ret["num_classes"], box_heads,
+                                                               cfg.SOLVER.MAX_ITER, run_seed(cfg.SEED))
         return ret
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix + "box_predictor.")]:  # an older checkpoint's
+            match = _PREDICTOR_KEY.fullmatch(key[len(prefix):])
+            if match:
+                state_dict[f"{prefix}adarand.{match['stage'] or 0}.{match['rest']}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def regularizations(self) -> list[BoxRegularization]:
-        """The regularizations of this head's box predictors, in stage order."""
-        return [p.adarand for p in _as_list(self.box_predictor)
-                if isinstance(getattr(p, "adarand", None), BoxRegularization)]
+        """The regularizations of this head's box branch, in stage order."""
+        return list(self.adarand.values())
+
+    def _stage_branch(self, stage: int) -> BoxRegularization | None:
+        """The regularization of box stage ``stage``, or None."""
+        return self.adarand[str(stage)] if str(stage) in self.adarand else None
 
     def take_sampled_rows(self) -> dict:
         """The record of the last training forward (:attr:`sampled_rows`), which is then forgotten.
@@ -156,8 +164,9 @@ class AdaRandHeadsMixin:
         losses.update(self._forward_keypoint(features, proposals))
         return proposals, losses
 
-    def _box_stages(self, features, proposals, targets):
-        """The box branch on the sampled ROIs, as a training step runs it: a list of :class:`BoxStage`."""
+    def _box_stages(self, features, proposals, targets, statistics=False):
+        """The box branch on the sampled ROIs, as a training step runs it: a list of :class:`BoxStage`
+        (``statistics``: for the statistics pass, in eval mode; the same here)."""
         box_features = self.box_head(self.box_pooler([features[f] for f in self.box_in_features],
                                                       [p.proposal_boxes for p in proposals]))
         return [BoxStage(0, self.box_predictor, proposals, box_features, self.box_predictor(box_features))]
@@ -174,7 +183,7 @@ class AdaRandHeadsMixin:
         ``{branch: BoxRows}`` ({} for a stage without one; ``categories``: :meth:`_image_categories` of
         ``targets``, when computed already)."""
         losses = stage.predictor.losses(stage.predictions, stage.proposals)
-        branch = _branch(stage)
+        branch = self._stage_branch(stage.index)
         if branch is None:
             return losses, {}
         rows = _rows(stage, branch, targets, categories)
@@ -188,7 +197,9 @@ class AdaRandHeadsMixin:
             return super()._forward_box(features, proposals)
         (stage,) = self._box_stages(features, proposals, targets)
         losses, rows = self._stage_losses(stage, targets, self._image_categories(targets))
-        if self.train_on_pred_boxes:  # the mask head then trains on the predicted boxes (Detectron2's option)
+        # Detectron2's option: the mask head then trains on the predicted boxes. Its lines, as in
+        # StandardROIHeads._forward_box, which holds them inline: calling it would run the box branch again.
+        if self.train_on_pred_boxes:
             with torch.no_grad():
                 boxes = self.box_predictor.predict_boxes_for_gt_classes(stage.predictions, proposals)
                 for p, b in zip(proposals, boxes):
@@ -222,10 +233,10 @@ class AdaRandHeadsMixin:
         if rois not in STATS_ROIS:
             raise ValueError(f"MODEL.ADARAND.STATS_ROIS must be one of {STATS_ROIS}; got {rois!r}")
         if self.statistics_need_proposals(rois):
-            stages = self._box_stages(features, self.label_and_sample_proposals(proposals, targets), targets)
+            stages = self._box_stages(features, self.label_and_sample_proposals(proposals, targets), targets,
+                                      statistics=True)
             categories = self._image_categories(targets)
-            sampled = {branch: _rows(stage, branch, targets, categories)
-                       for stage, branch in zip(stages, map(_branch, stages)) if branch is not None}
+            sampled = {reg: _rows(stages[reg.stage], reg, targets, categories) for reg in self.regularizations()}
         if rois == "proposals":
             return sampled
         box_heads = _as_list(self.box_head)
@@ -250,8 +261,9 @@ class AdaRandROIHeads(AdaRandHeadsMixin, StandardROIHeads):
 class AdaRandCascadeROIHeads(AdaRandHeadsMixin, CascadeROIHeads):
     """CascadeROIHeads whose stages (CASCADE_STAGES) are regularized (``loss_adarand_stage{k}``)."""
 
-    def _box_stages(self, features, proposals, targets):
-        """Each stage on the ROIs of the previous one's predicted boxes, matched to the targets at its IoU."""
+    def _box_stages(self, features, proposals, targets, statistics=False):
+        """Each stage on the ROIs of the previous one's predicted boxes, matched to the targets at its IoU
+        (``statistics``: for the statistics pass, in eval mode, where Detectron2 keeps the empty boxes)."""
         features = [features[f] for f in self.box_in_features]
         image_sizes = [p.image_size for p in proposals]
         stages = []
@@ -260,12 +272,12 @@ class AdaRandCascadeROIHeads(AdaRandHeadsMixin, CascadeROIHeads):
                 last = stages[-1]
                 proposals = self._create_proposals_from_boxes(
                     last.predictor.predict_boxes(last.predictions, last.proposals), image_sizes)
-                if not self.training:  # the statistics pass: drop the empty boxes, as training does
+                if statistics:  # drop the empty boxes, as _create_proposals_from_boxes does in training
                     proposals = [p[p.proposal_boxes.nonempty()] for p in proposals]
                 proposals = self._match_and_label_boxes(proposals, k, targets)
             pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
-            if self.training:  # the stages' losses add up, each stage's gradient into the features is scaled
-                pooled = _ScaleGradient.apply(pooled, 1.0 / self.num_cascade_stages)
+            if pooled.requires_grad:  # the stages' losses add up: each stage's gradient into the features is
+                pooled.register_hook(_scale(1.0 / self.num_cascade_stages))  # scaled, as Detectron2's _run_stage does
             box_features = self.box_head[k](pooled)
             stages.append(BoxStage(k, self.box_predictor[k], proposals, box_features,
                                    self.box_predictor[k](box_features)))

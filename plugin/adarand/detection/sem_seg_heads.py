@@ -2,7 +2,8 @@
 
 Each head is Detectron2's, split into ``dense_features`` (everything before the predictor) and the
 ``predictor``, with a :class:`~adarand.detection.dense_branch.DenseRegularization` built in
-``from_config`` and owned as ``head.adarand`` (so checkpoints hold its prior). A training forward,
+``from_config``, passed to ``__init__`` and owned as ``head.adarand`` (so checkpoints hold its prior), as
+:class:`~adarand.detection.roi_heads.AdaRandHeadsMixin` owns its box regularizations. A training forward,
 as ``SemanticSegmentor`` and ``PanopticFPN`` call it with the padded ground truth:
 
     forward(features, targets) -> dense_features -> F (B x D x H x W) -> predictor -> logits
@@ -14,6 +15,7 @@ as ``SemanticSegmentor`` and ``PanopticFPN`` call it with the padded ground trut
 Inference is Detectron2's own. :meth:`AdaRandSemSegMixin.statistics_rows` gives the statistics pass
 every labelled cell of the same features without computing any loss.
 """
+from collections.abc import Mapping
 from typing import Any, Dict
 
 import torch
@@ -24,8 +26,10 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from detectron2.projects.deeplab import DeepLabV3Head, DeepLabV3PlusHead
 
+from adarand.seeding import run_seed
+
 from .dense_branch import DenseRegularization, PixelRows, build_dense_regularization
-from .regularized import UNTAKEN
+from .regularized import BUILT_OR_KEYS, UNTAKEN
 
 
 class AdaRandSemSegMixin:
@@ -35,7 +39,11 @@ class AdaRandSemSegMixin:
     :meth:`feature_channels`.
 
     Args (besides the head's own):
-        adarand: the head's :class:`DenseRegularization` (:func:`build_dense_regularization`).
+        dense_regularization: the head's :class:`DenseRegularization` (:func:`build_dense_regularization`;
+            ``from_config`` builds it from ``MODEL.ADARAND``, ``MODEL.SEM_SEG_HEAD``, SOLVER.MAX_ITER and SEED).
+        adarand, prior_total_steps, noise_seed: instead of ``dense_regularization``, as a LazyConfig gives them
+            (``sem_seg_head.adarand`` holds the ``MODEL.ADARAND`` keys): built on the predictor's input, over its
+            classes, with the head's ignore value.
 
     Attributes:
         sampled_rows: the record of the last training forward with gradients enabled,
@@ -44,16 +52,33 @@ class AdaRandSemSegMixin:
     """
 
     @configurable
-    def __init__(self, *args: Any, adarand: DenseRegularization, **kwargs: Any):
+    def __init__(self, *args: Any, dense_regularization: DenseRegularization | None = None,
+                 adarand: Mapping[str, Any] | None = None, prior_total_steps: int | None = None,
+                 noise_seed: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.adarand = adarand
+        if dense_regularization is None:
+            if adarand is None:
+                raise TypeError(BUILT_OR_KEYS.format(head=type(self).__name__, built="dense_regularization"))
+            dense_regularization = build_dense_regularization(
+                adarand, self.predictor.out_channels, self.ignore_value, self.predictor.in_channels,
+                prior_total_steps, noise_seed)
+        elif adarand is not None:
+            raise TypeError(BUILT_OR_KEYS.format(head=type(self).__name__, built="dense_regularization"))
+        self.adarand = dense_regularization
         self.sampled_rows: Dict[DenseRegularization, PixelRows] = {}
 
     @classmethod
     def from_config(cls, cfg: Any, input_shape: Dict[str, ShapeSpec]) -> dict:
         ret = super().from_config(cfg, input_shape)
-        ret["adarand"] = build_dense_regularization(cfg, cls.feature_channels(cfg))
+        ret["dense_regularization"] = cls._build_dense_regularization(cfg)
         return ret
+
+    @classmethod
+    def _build_dense_regularization(cls, cfg: Any) -> DenseRegularization:
+        """The head's :class:`DenseRegularization` under ``cfg``."""
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return build_dense_regularization(cfg.MODEL.ADARAND, head.NUM_CLASSES, head.IGNORE_VALUE,
+                                          cls.feature_channels(cfg), cfg.SOLVER.MAX_ITER, run_seed(cfg.SEED))
 
     @classmethod
     def feature_channels(cls, cfg: Any) -> int:
@@ -142,7 +167,7 @@ class AdaRandDeepLabV3Head(AdaRandSemSegMixin, DeepLabV3Head):
     @classmethod
     def from_config(cls, cfg: Any, input_shape: Dict[str, ShapeSpec]) -> dict:
         return {"cfg": cfg, "input_shape": input_shape,
-                "adarand": build_dense_regularization(cfg, cls.feature_channels(cfg))}
+                "dense_regularization": cls._build_dense_regularization(cfg)}
 
     @classmethod
     def feature_channels(cls, cfg: Any) -> int:

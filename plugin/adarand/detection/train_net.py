@@ -16,8 +16,8 @@ from detectron2.utils import comm
 from adarand.runs.resume import DET_SAFE_RESUME_KEYS, add_resume_arguments
 
 from .checkpoint import SafeDetectionCheckpointer
-from .configure import setup_cfg
-from .trainer import AdaRandTrainer, check_weights
+from .run_setup import setup_cfg
+from .trainer import AdaRandDetectionTrainer, load_weights_and_prior
 
 
 def main(args: Any) -> Any:
@@ -28,16 +28,15 @@ def main(args: Any) -> Any:
     """
     cfg = setup_cfg(args, claim_output=not args.eval_only)
     if args.eval_only:
-        model = AdaRandTrainer.build_model(cfg)
-        check_weights(cfg.MODEL.WEIGHTS)
-        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, exact_shapes=True).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
-        res = AdaRandTrainer.test(cfg, model)
+        model = AdaRandDetectionTrainer.build_model(cfg)
+        load_weights_and_prior(SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, exact_shapes=True),
+                               cfg.MODEL.WEIGHTS, args.resume, init_prior=None)  # as a run starts, without the prior
+        res = AdaRandDetectionTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
 
-    trainer = AdaRandTrainer(cfg)
+    trainer = AdaRandDetectionTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -1,4 +1,5 @@
-"""``AdaRandTrainer``: DefaultTrainer with VOC/COCO/semantic-segmentation evaluators, the prior hook and prior init."""
+"""``AdaRandDetectionTrainer``: DefaultTrainer with VOC/COCO/semantic-segmentation evaluators, the prior hook and
+prior init."""
 import os
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -14,12 +15,11 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvalua
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from .box_branch import SingleCategoryMapper
 from .checkpoint import SafeDetectionCheckpointer
 from .hooks import AdaRandPriorHook
-from .mapper import NamedErrorsMapper
+from .mapper import NamedErrorsMapper, SingleCategoryMapper
 from .prior_init import init_prior
-from .regularized import check_capable, check_initialised
+from .regularized import check_method_has_heads, check_initialised
 
 
 def has_fast_coco_eval() -> bool:
@@ -44,8 +44,7 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> Data
         if cfg.TEST.VIS_NUM_IMAGES > 0:
             raise ValueError(f"TEST.VIS_NUM_IMAGES draws detections; {dataset_name} is a semantic-segmentation set: "
                              "set it to 0 (tools/visualize.py draws segmentations)")
-        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
-                               sem_seg_loading_fn=read_label_png)
+        return sem_seg_evaluator(dataset_name, output_folder)
     fast = has_fast_coco_eval()
     if kind == "pascal_voc":
         evaluators = [COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=fast),
@@ -59,6 +58,12 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_folder: str) -> Data
         evaluators.append(PredictionDrawer(dataset_name, os.path.join(output_folder, "vis", dataset_name),
                                            cfg.TEST.VIS_NUM_IMAGES, cfg.TEST.VIS_SCORE_THRESH))
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+def sem_seg_evaluator(dataset_name: str, output_dir: str | None = None) -> SemSegEvaluator:
+    """Detectron2's ``SemSegEvaluator`` (mIoU, fwIoU, mACC, pACC) reading the ground truth with
+    :func:`read_label_png` (LazyConfigs build it by this name)."""
+    return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_dir, sem_seg_loading_fn=read_label_png)
 
 
 def read_label_png(path: str, dtype: Any = int) -> np.ndarray:
@@ -87,7 +92,7 @@ def check_weights(path: str) -> None:
                            "Download it elsewhere and pass the local file as MODEL.WEIGHTS.") from e
 
 
-def load_weights_and_prior(checkpointer: Any, weights: str, resume: bool, init_prior: Callable[[], Any],
+def load_weights_and_prior(checkpointer: Any, weights: str, resume: bool, init_prior: Callable[[], Any] | None,
                            load: Callable[..., Any] | None = None) -> bool:
     """The start of a run, one rule for both trainers: resume from the checkpoint (its prior kept,
     checked) or check and load ``weights``, then initialise the prior (Eq. 9-10).
@@ -135,7 +140,7 @@ def insert_prior_hook(hook_list: list[Any], prior_hook: Any) -> list[Any]:
     return hook_list
 
 
-class AdaRandTrainer(DefaultTrainer):
+class AdaRandDetectionTrainer(DefaultTrainer):
     """Fine-tunes with an AdaRand ROI head: prior initialised at start, stepped after every step."""
 
     checkpointer: Any  # DefaultTrainer's, swapped for the safe one in build_hooks
@@ -143,7 +148,7 @@ class AdaRandTrainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
         model = super().build_model(cfg)
-        check_capable(cfg.MODEL.ADARAND.METHOD, model)
+        check_method_has_heads(cfg.MODEL.ADARAND.METHOD, model)
         return model
 
     @classmethod
@@ -172,4 +177,4 @@ class AdaRandTrainer(DefaultTrainer):
         """Resume (prior restored from the checkpoint) or load MODEL.WEIGHTS and initialise the prior."""
         load_weights_and_prior(self.checkpointer, self.cfg.MODEL.WEIGHTS, resume,
                                lambda: init_prior(self.cfg, self.model),
-                               load=lambda: super(AdaRandTrainer, self).resume_or_load(resume=resume))
+                               load=lambda: super(AdaRandDetectionTrainer, self).resume_or_load(resume=resume))

@@ -29,7 +29,7 @@ from torch import nn
 
 from adarand import IGNORE_INDEX
 
-from adarand.detection.box_branch import unwrap
+from adarand.detection.regularized import unwrap
 from adarand.detection.roi_heads import box_regularizations
 
 PREFIX = "probe/"
@@ -132,12 +132,12 @@ def probe_rows(storage):
 
 
 def seeded_trainer(cfg, trainer_class=None):
-    """A trainer (default ``AdaRandTrainer``) built and loaded after seeding every RNG with
+    """A trainer (default ``AdaRandDetectionTrainer``) built and loaded after seeding every RNG with
     ``cfg.SEED`` (what ``default_setup`` does in ``tools/train_net.py``), prior initialised."""
     from detectron2.utils.env import seed_all_rng
 
     if trainer_class is None:
-        from adarand.detection.trainer import AdaRandTrainer as trainer_class
+        from adarand.detection.trainer import AdaRandDetectionTrainer as trainer_class
     seed_all_rng(cfg.SEED)
     trainer = trainer_class(cfg)
     trainer.resume_or_load(resume=False)

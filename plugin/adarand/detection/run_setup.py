@@ -22,7 +22,7 @@ from adarand.runs.resume import (
     record_changes,
 )
 
-from .config import add_adarand_config, check_adarand_config
+from .config_keys import add_adarand_config, check_adarand_config
 from .mobilenet_fpn import add_mobilenet_config
 
 
