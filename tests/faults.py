@@ -24,7 +24,7 @@ def write_payload_checkpoint(path, marker):
 
 HOLDER = """
 import sys
-from adarand.runs.files import lock_output_dir
+from adarand.runs.output_dir import lock_output_dir
 lock_output_dir(sys.argv[1])
 print("locked", flush=True)
 sys.stdin.read()  # hold until the test closes stdin
@@ -41,7 +41,7 @@ def hold_lock(directory):
 
 LEFT_BEHIND = """
 import os, sys
-from adarand.runs.files import lock_output_dir
+from adarand.runs.output_dir import lock_output_dir
 lock_output_dir(sys.argv[1])
 if os.fork() == 0:  # the child shares the lock, as a forked data-loader worker does
     sys.stdin.read()  # hold until the test closes stdin
@@ -63,7 +63,7 @@ def lock_left_behind(directory):
 
 KILLED_WRITER = """
 import os, signal, sys
-from adarand.runs.files import atomic_write
+from adarand.files import atomic_write
 with atomic_write(sys.argv[1]) as f:
     f.write(b"partial checkpoint")
     f.flush()
@@ -72,7 +72,7 @@ with atomic_write(sys.argv[1]) as f:
 
 
 def killed_during_save(path):
-    """A process killed while :func:`adarand.runs.files.atomic_write` writes ``path``: returns the temporary file's name
+    """A process killed while :func:`adarand.files.atomic_write` writes ``path``: returns the temporary file's name
     it left beside ``path``."""
     before = set(os.listdir(os.path.dirname(path)))
     proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], timeout=120)

@@ -28,7 +28,7 @@ import time
 from adarand_projects.paper.paired import results_markdown
 from adarand.classification.run_log import read_jsonl, read_results
 from adarand_projects.paper.paper_table import mean_std
-from adarand.runs.files import write_text
+from adarand.files import write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLS_METHODS = [("ft", "FT"), ("fnp", "FNP"), ("randreg-normal", "RandReg N(0,1)"), ("randreg-cp", "RandReg-CP"),

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .ops.common import IGNORE_INDEX
 from .distributed import all_reduce_sum_
-from .runs.files import load_torch, save_torch
+from .files import load_torch, save_torch
 from .checks import check_finite
 
 FORMAT_VERSION = 1
@@ -135,7 +135,7 @@ class ClassStats:
 
         Raises:
             ValueError: naming ``path``: not a statistics file, truncated, an entry missing, other
-                C or D, a non-finite mean/std or a negative std. :class:`adarand.runs.files.UnsafeFileError`: a
+                C or D, a non-finite mean/std or a negative std. :class:`adarand.files.UnsafeFileError`: a
                 pickled payload.
         """
         data = load_torch(path, what="class statistics file")

@@ -9,8 +9,9 @@ import sys
 import pytest
 import torch
 
-from adarand.runs import files
-from adarand.runs.files import OutputDirInUse, UnsafeFileError
+from adarand import files
+from adarand.files import UnsafeFileError
+from adarand.runs.output_dir import OutputDirInUse
 
 from adarand.classification import cli as train_cls
 from adarand.classification.trainer import ClassificationTrainer

@@ -20,7 +20,8 @@ from adarand.detection import (
     SafeDetectionCheckpointer, box_regularizations, compute_box_head_stats, prior_init, setup_cfg,
 )
 from adarand.detection.voc import load_voc_detection
-from adarand.runs.files import OutputDirInUse, UnsafeFileError
+from adarand.files import UnsafeFileError
+from adarand.runs.output_dir import OutputDirInUse
 
 from faults import Payload, hold_lock, write_payload_checkpoint  # noqa: E402
 

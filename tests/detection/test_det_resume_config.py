@@ -10,7 +10,7 @@ from faults import killed_during_save
 from tiny import BASE_CONFIG, tiny_cfg, tiny_opts
 
 from adarand.detection import setup_cfg
-from adarand.runs.files import release_output_dir
+from adarand.runs.output_dir import release_output_dir
 from adarand.runs.resume import DET_SAFE_RESUME_KEYS, ConfigChanged, add_resume_arguments
 
 

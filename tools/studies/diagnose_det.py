@@ -23,7 +23,7 @@ import statistics
 
 from adarand.detection import load_detection_cfg, register_voc
 from adarand_projects.stability.diagnose import loss_sharpness, run_diagnosis, seeded_trainer
-from adarand.runs.files import write_json, write_text
+from adarand.files import write_json, write_text
 
 
 def parse_method(spec):

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from adarand.runs.files import save_figure  # noqa: E402
+from adarand.files import save_figure  # noqa: E402
 
 CAP = 1e8
 

@@ -1,8 +1,8 @@
 """Checkpoints of the classification trainer and the random-number-generator state they carry.
 
-Checkpoints are written with :func:`adarand.runs.files.save_torch` (unique temporary file,
+Checkpoints are written with :func:`adarand.files.save_torch` (unique temporary file,
 fsync, rename: a run killed mid-write leaves the previous checkpoint intact) and read with
-:func:`adarand.runs.files.load_torch` (``weights_only=True``: nothing in a checkpoint can execute
+:func:`adarand.files.load_torch` (``weights_only=True``: nothing in a checkpoint can execute
 code). RNG states are stored as tensors and plain Python types for that reason.
 """
 import random
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adarand.runs.files import load_torch
+from adarand.files import load_torch
 
 
 def _numpy_state() -> dict:

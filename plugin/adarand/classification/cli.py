@@ -24,8 +24,8 @@ import torch.distributed as dist
 from fvcore.common.config import CfgNode
 
 from adarand.distributed import init_from_env, is_distributed, rank
-from adarand.runs.files import OutputDirInUse, UnsafeFileError, claim_output_dir, release_output_dir, write_json, \
-    write_text
+from adarand.files import UnsafeFileError, write_json, write_text
+from adarand.runs.output_dir import OutputDirInUse, claim_output_dir, release_output_dir
 from adarand.prior import NonFinitePriorError
 from adarand.runs.resume import CLS_SAFE_RESUME_KEYS, ConfigChanged, add_resume_arguments, cfg_as_recorded, \
     checked_resume_changes, history_header, record_changes

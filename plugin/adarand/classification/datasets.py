@@ -171,11 +171,11 @@ def _cifar10_class():
     from torchvision.datasets import cifar
 
     class AllowListCIFAR10(CIFAR10):
-        """CIFAR10 whose meta file is unpickled by ``adarand.runs.files.load_pickle`` (plain data only,
+        """CIFAR10 whose meta file is unpickled by ``adarand.files.load_pickle`` (plain data only,
         nothing executed), after torchvision's md5 check."""
 
         def _load_meta(self):
-            from adarand.runs.files import load_pickle
+            from adarand.files import load_pickle
 
             path = os.path.join(self.root, self.base_folder, self.meta["filename"])
             if not cifar.check_integrity(path, self.meta["md5"]):

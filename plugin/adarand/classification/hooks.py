@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import adarand
 from adarand.distributed import all_reduce_sum_
-from adarand.runs.files import save_torch
+from adarand.files import save_torch
 
 from .steps import accumulate_step_
 from .run_log import RunLog, epoch_line

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from fvcore.common.config import CfgNode
 
-from adarand.runs.files import save_torch, write_json
+from adarand.files import save_torch, write_json
 
 from .evaluation import Evaluation
 from .storage import TrainingStorage

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from adarand.runs.files import append_line, write_text
+from adarand.files import append_line, write_text
 
 # metrics.jsonl keys written before the one logging vocabulary (docs/logging.md), and their names now
 FORMER_KEYS = {"train_reg": "adarand/loss", "reg_skipped_batches": "adarand/skipped_batches"}

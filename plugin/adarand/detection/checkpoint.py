@@ -1,6 +1,6 @@
 """``SafeDetectionCheckpointer``: Detectron2's checkpointer, reading nothing that can execute code.
 
-- ``.pth`` and other torch files: ``torch.load(weights_only=True)`` (:func:`adarand.runs.files.load_torch`);
+- ``.pth`` and other torch files: ``torch.load(weights_only=True)`` (:func:`adarand.files.load_torch`);
   a file holding other objects is refused with an error naming it.
 - ``.pkl`` (Detectron2 / Caffe2 model zoo): unpickled with an allow-list of numpy array
   and plain-container constructors only, so a payload cannot run.
@@ -9,7 +9,7 @@
   checkpoint of another class count) is an error naming the file and the shapes, where Detectron2 would
   skip it with a warning and evaluate that layer untrained.
 - Saving: refuses a model with NaN/Inf weights (``FloatingPointError``) and writes through
-  :func:`adarand.runs.files.save_torch` (unique temporary file, fsync, rename), so a crash or a
+  :func:`adarand.files.save_torch` (unique temporary file, fsync, rename), so a crash or a
   full disk never leaves half a checkpoint. ``save_dir`` must be a local directory.
 """
 import os
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from adarand.runs.files import load_pickle, load_torch, save_torch, write_text
+from adarand.files import load_pickle, load_torch, save_torch, write_text
 from adarand.runs.finite_guard import check_finite_weights
 from adarand.prior import naming_checkpoint
 

@@ -33,7 +33,7 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torchvision.models import mobilenet_v2
 
-from adarand.runs.files import load_torch, save_torch
+from adarand.files import load_torch, save_torch
 
 # (name, first block, end block, output channels, stride) of torchvision's MobileNetV2 features.
 STAGES = (

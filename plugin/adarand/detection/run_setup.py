@@ -16,7 +16,8 @@ from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from adarand.runs.files import claim_output_dir, write_text
+from adarand.files import write_text
+from adarand.runs.output_dir import claim_output_dir
 from adarand.runs.resume import (
     DET_SAFE_RESUME_KEYS, cfg_as_recorded, checked_resume_changes, history_header, read_recorded_config,
     record_changes,

@@ -39,7 +39,7 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from tqdm.auto import tqdm
 
-from adarand.runs.files import UnsafeFileError, load_torch, save_image
+from adarand.files import UnsafeFileError, load_torch, save_image
 
 from .voc import _read_index_png
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from adarand.runs.files import save_image
+from adarand.files import save_image
 
 from .voc import VOC_CLASSES, VOID, _read_ids, _read_index_png, _register, datasets_root
 

@@ -31,7 +31,7 @@ from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..attach import attach, with_total_steps
-from ..runs.files import load_torch, save_torch
+from ..files import load_torch, save_torch
 
 STATE_NAME = "adarand.pt"
 

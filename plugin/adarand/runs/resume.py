@@ -17,7 +17,8 @@ import os
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
-from .files import release_output_dir, write_json
+from ..files import write_json
+from .output_dir import release_output_dir
 
 HISTORY_NAME = "config_history.json"
 

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from adarand.runs.files import write_text
+from adarand.files import write_text
 
 
 def write_report(path, report, table, summary):

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from adarand.runs.files import write_json
+from adarand.files import write_json
 
 from adarand.detection.voc import VOC_CLASSES, VOID
 from .voc_writer import SUBDIRS, voc_dirs, write_image_lists, write_sample

@@ -3,7 +3,7 @@
 ``<voc>/JPEGImages/<id>.jpg``, ``Annotations/<id>.xml`` (VOC's fields; boxes 1-based, inclusive),
 ``SegmentationObject/<id>.png`` and ``SegmentationClass/<id>.png`` (palette PNGs with VOC's colour
 map: instance index / class index + 1, 255 = void), ``ImageSets/{Main,Segmentation}/<split>.txt``.
-Every file is written atomically (:mod:`adarand.runs.files`).
+Every file is written atomically (:mod:`adarand.files`).
 """
 import os
 import xml.etree.ElementTree as ET
@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from adarand.detection.voc_sem_seg import voc_palette
-from adarand.runs.files import save_image, write_text
+from adarand.files import save_image, write_text
 
 SUBDIRS = {"jpg": "JPEGImages", "xml": "Annotations", "obj": "SegmentationObject", "cls": "SegmentationClass",
            "main": os.path.join("ImageSets", "Main"), "seg": os.path.join("ImageSets", "Segmentation")}

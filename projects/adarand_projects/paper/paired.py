@@ -347,7 +347,7 @@ def plot(entries, path, baseline, metric="test_top1", ci="t"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from adarand.runs.files import save_figure
+    from adarand.files import save_figure
 
     panels, colors = {}, {}
     for title, label, comparison in entries:

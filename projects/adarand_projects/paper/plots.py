@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 import torch  # noqa: E402
 
-from adarand.runs.files import load_torch, save_figure  # noqa: E402
+from adarand.files import load_torch, save_figure  # noqa: E402
 
 from adarand.classification.run_log import read_metrics, read_results  # noqa: E402
 

@@ -88,7 +88,7 @@ def check_all(runs, repo_root="."):
 def settle_differing_runs(status, cfgs, rerun=False):
     """Runs recorded with another config than the grid's (:func:`differing_runs`): listed and refused
     (False), or, with ``rerun``, moved aside so that they run again (True; their ``status`` becomes new)."""
-    from adarand.runs.files import move_aside
+    from adarand.runs.output_dir import move_aside
 
     differing = differing_runs(status, cfgs)
     for run, why in differing.items():

@@ -9,7 +9,7 @@ import os
 import sys
 
 from adarand.classification.run_log import find_results, read_results, result_metric
-from adarand.runs.files import write_text
+from adarand.files import write_text
 from adarand.runs.resume import read_recorded_config
 
 from . import grid, paired, paper_table

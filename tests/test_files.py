@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import adarand
-from adarand.runs import files
+from adarand import files
+from adarand.runs import output_dir
 from adarand.runs.finite_guard import FiniteGuard, check_finite_weights
 from adarand.runs.stats_cache import load_or_compute_stats, state_dict_digest
 
@@ -131,13 +132,13 @@ def test_concurrent_appends_never_interleave(tmp_path):
 def test_lock_keeps_a_second_process_out_and_dies_with_it(tmp_path):
     holder = hold_lock(tmp_path)
     try:
-        with pytest.raises(files.OutputDirInUse, match="in use by another process"):
-            files.lock_output_dir(tmp_path)
+        with pytest.raises(output_dir.OutputDirInUse, match="in use by another process"):
+            output_dir.lock_output_dir(tmp_path)
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
-    files.lock_output_dir(tmp_path)  # the lock died with its process: no stale lock
-    files.release_output_dir(tmp_path)
+    output_dir.lock_output_dir(tmp_path)  # the lock died with its process: no stale lock
+    output_dir.release_output_dir(tmp_path)
 
 
 @pytest.mark.slow
@@ -146,16 +147,16 @@ def test_lock_names_its_holder_and_a_holder_that_is_no_longer_running(tmp_path):
     another process", with no pid."""
     holder = hold_lock(tmp_path)
     try:
-        with pytest.raises(files.OutputDirInUse, match=rf"in use by another process \(pid {holder.pid} holds "):
-            files.lock_output_dir(tmp_path)
+        with pytest.raises(output_dir.OutputDirInUse, match=rf"in use by another process \(pid {holder.pid} holds "):
+            output_dir.lock_output_dir(tmp_path)
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
     pid, child = lock_left_behind(tmp_path / "left")
     try:
-        with pytest.raises(files.OutputDirInUse, match=rf"locked by a process left behind by pid {pid}, which took "
+        with pytest.raises(output_dir.OutputDirInUse, match=rf"locked by a process left behind by pid {pid}, which took "
                                                        r".*\.lock and is no longer running"):
-            files.lock_output_dir(tmp_path / "left")
+            output_dir.lock_output_dir(tmp_path / "left")
     finally:
         child.close()
 
@@ -170,9 +171,9 @@ def test_claim_removes_the_temporary_file_of_a_save_killed_midway_and_nothing_el
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     (tmp_path / ".link.abcdefgh.tmp").symlink_to(tmp_path / "notes.tmp")  # not a regular file
-    with caplog.at_level(logging.WARNING, logger="adarand.runs.files"):
-        files.claim_output_dir(tmp_path, resume=True, checkpoint_names=("last.pth",))
-    files.release_output_dir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="adarand.runs.output_dir"):
+        output_dir.claim_output_dir(tmp_path, resume=True, checkpoint_names=("last.pth",))
+    output_dir.release_output_dir(tmp_path)
     assert not (tmp_path / left).exists() and all((tmp_path / name).exists() for name in kept)
     assert (tmp_path / ".link.abcdefgh.tmp").is_symlink()
     assert f"removed 1 temporary file(s) an interrupted save left in {tmp_path}: {left}" in caplog.text
@@ -180,10 +181,10 @@ def test_claim_removes_the_temporary_file_of_a_save_killed_midway_and_nothing_el
 
 def test_claim_refuses_another_runs_directory_unless_resuming(tmp_path):
     (tmp_path / "last.pth").write_bytes(b"")
-    with pytest.raises(files.OutputDirInUse, match="--resume.*new OUTPUT_DIR"):
-        files.claim_output_dir(tmp_path, resume=False, checkpoint_names=("last.pth",))
-    files.claim_output_dir(tmp_path, resume=True, checkpoint_names=("last.pth",))
-    files.release_output_dir(tmp_path)
+    with pytest.raises(output_dir.OutputDirInUse, match="--resume.*new OUTPUT_DIR"):
+        output_dir.claim_output_dir(tmp_path, resume=False, checkpoint_names=("last.pth",))
+    output_dir.claim_output_dir(tmp_path, resume=True, checkpoint_names=("last.pth",))
+    output_dir.release_output_dir(tmp_path)
 
 
 def test_move_aside_takes_the_first_free_name_and_keeps_the_contents(tmp_path):
@@ -191,7 +192,7 @@ def test_move_aside_takes_the_first_free_name_and_keeps_the_contents(tmp_path):
     (tmp_path / "run.old1").mkdir()
     run.mkdir()
     (run / "results.json").write_text("{}")
-    assert files.move_aside(str(run)) == f"{run}.old2"
+    assert output_dir.move_aside(str(run)) == f"{run}.old2"
     assert not run.exists() and (tmp_path / "run.old2" / "results.json").read_text() == "{}"
 
 
