@@ -7,7 +7,7 @@ and add what :meth:`~BoxRegularization.loss` returns to their losses:
     loss_adarand = lambda * mean_{i,d} (f_id - r_id)^2,  r_i ~ N(mu_{y_i}, sigma_{y_i}^2)
 
 over the regularized ROIs (or the chosen method's term). It keeps nothing between calls but its noise
-stream (:class:`Branch`).
+stream (:class:`~adarand.detection.branch.Branch`).
 :func:`build_box_regularizations` builds one per regularized stage from the ``MODEL.ADARAND`` keys; the
 ROI heads' ``from_config`` calls it and the head owns them (``roi_heads.adarand[<stage>]``), so the
 model's checkpoints hold their state while Detectron2's own state-dict keys stay as they are.
@@ -21,63 +21,12 @@ from detectron2.layers import cat
 from torch import nn
 
 from adarand import IGNORE_INDEX, build_regularizer_from_config
-from adarand.seeding import NoiseStream, name_keys
+
+from .branch import Branch, check_prior_initialised
 
 LABELS = ("roi", "image")
 CASCADE_STAGES = ("all", "last")
 NORMALIZERS = ("regularized", "sampled")
-
-UNINITIALISED = (
-    "the AdaRand prior of {where} is not initialised (the loaded weights hold no prior): compute the "
-    "pre-trained head's statistics with tools/compute_prior.py and pass them as MODEL.ADARAND.STATS_FILE, "
-    "train with adarand.detection.AdaRandDetectionTrainer / tools/train_net.py / tools/lazyconfig_train_net.py "
-    "(they initialise it), or call adarand.detection.init_prior(cfg, model) after loading the weights"
-)
-RESUMED_UNINITIALISED = (
-    "the AdaRand prior of {where} is not initialised: the checkpoint {path} that --resume continues holds "
-    "no prior (written by a run without AdaRand?). A resumed run keeps its checkpoint's prior and reads no "
-    "statistics (MODEL.ADARAND.STATS_FILE is not used); to start AdaRand from these weights, run without "
-    "--resume in a new OUTPUT_DIR with MODEL.WEIGHTS {path}"
-)
-
-
-def check_prior_initialised(regularizer: nn.Module, where: str, resumed_from: str | None = None) -> None:
-    """Raise the error saying how to initialise ``regularizer``'s prior when it needs statistics and has none
-    (``where``: the branch, for the message; ``resumed_from``: the checkpoint a resume loaded)."""
-    prior = getattr(regularizer, "prior", None)
-    if regularizer.needs_stats and prior is not None and not prior.initialized:
-        message = RESUMED_UNINITIALISED if resumed_from else UNINITIALISED
-        raise RuntimeError(message.format(where=where, path=resumed_from))
-
-
-class Branch(nn.Module):
-    """A regularization of a Detectron2 head (the box and dense branches): its ``regularizer`` and ``name``, and the
-    regularizer's own noise stream (:class:`adarand.seeding.NoiseStream`, keyed by the name), from which the
-    method's noise and a dense head's pixel draw come, so they never shift torch's global RNG (the ROI sampler,
-    dropout) away from a run without AdaRand; its seed and state are in the model's checkpoints
-    (``<prefix>noise_seed``, ``noise_state``), so ``--resume`` continues it.
-
-    Args:
-        regularizer: an ``adarand.Regularizer``. name: the branch's name (see the subclasses).
-        seed: the run's seed (:func:`adarand.seeding.run_seed` of SEED; default ``torch.initial_seed()``).
-    """
-
-    def __init__(self, regularizer: nn.Module, name: str, seed: int | None = None):
-        super().__init__()
-        self.regularizer, self.name = regularizer, name
-        self.noise_stream = NoiseStream(regularizer, seed, name_keys(name))
-
-    def noise_generator(self, device: torch.device) -> torch.Generator | None:
-        """The branch's generator on ``device`` (made at the first draw); its regularizer draws from it."""
-        return self.noise_stream.generator(device)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        self.noise_stream.save(destination, prefix)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self.noise_stream.load(state_dict, prefix)  # (no keys in checkpoints from before the noise had its stream)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class BoxRegularization(Branch):
@@ -97,7 +46,7 @@ class BoxRegularization(Branch):
             the regularized ROIs.
         stage: index of the box head feeding this predictor (cascade stage; 0 otherwise).
         name: suffix of the logged scalars (``""``, or ``"stage2"``).
-        seed: the run's seed, for the noise stream (:class:`Branch`).
+        seed: the run's seed, for the noise stream (:class:`~adarand.detection.branch.Branch`).
     """
 
     ROWS = "rois"  # what one row is, in the logged names (adarand/num_rois)

@@ -9,7 +9,7 @@ centre, ignore pixels not regularized) and returns
     loss_adarand_sem_seg = lambda * mean_{i,d} (f_id - r_id)^2,  r_i ~ N(mu_{y_i}, sigma_{y_i}^2)
 
 over the drawn cells (or the chosen method's term), with the rows it used. The pixel draw and the
-method's noise come from the branch's own generator (:class:`~adarand.detection.box_branch.Branch`), never
+method's noise come from the branch's own generator (:class:`~adarand.detection.branch.Branch`), never
 from torch's global RNG. It keeps nothing between calls but that stream; it is a submodule of its head, so the
 model's checkpoints hold its prior and its stream.
 """
@@ -21,7 +21,7 @@ import torch
 from adarand import build_regularizer_from_config
 from adarand.dense import PixelSampling, cell_labels, cell_rows
 
-from .box_branch import Branch, check_prior_initialised
+from .branch import Branch, check_prior_initialised
 
 
 class PixelRows(NamedTuple):
@@ -40,7 +40,7 @@ class DenseRegularization(Branch):
             balance).
         name: the branch's name: suffix of the loss (``loss_adarand_<name>``), prefix of the logged scalars
             (``adarand/<name>/...``), suffix of its statistics file.
-        seed: the run's seed, for the noise stream (:class:`~adarand.detection.box_branch.Branch`).
+        seed: the run's seed, for the noise stream (:class:`~adarand.detection.branch.Branch`).
     """
 
     ROWS = "pixels"  # what one row is, in the logged names (adarand/<name>/num_pixels)
