@@ -41,42 +41,28 @@ def tiny_cfg(output_dir, config_file=BASE_CONFIG, **extra):
 
 LAZY_CONFIG = os.path.join(REPO, "configs", "detection", "mask_rcnn_R_50_FPN_voc2012_single_adarand.py")
 
-TINY_LAZY = '''# The shipped LazyConfig shrunk to a seconds-long CPU run (what tiny_opts does for the YAML configs).
 # Helper names start with _ so that LazyConfig.load does not take them for config sections.
-from detectron2.config import LazyConfig
+_LAZY_HEAD = '''from detectron2.config import LazyConfig
 from detectron2.layers import ShapeSpec
 
 _base = LazyConfig.load({base!r})
 model, dataloader, optimizer, lr_multiplier, train = (
     _base.model, _base.dataloader, _base.optimizer, _base.lr_multiplier, _base.train)
 
-_bottom_up = model.backbone.bottom_up
+'''
+_LAZY_BACKBONE = '''_bottom_up = model.backbone.bottom_up
 _bottom_up.freeze_at = 0
 _bottom_up.stem.norm = "GN"
 _bottom_up.stages.depth = 18
 _bottom_up.stages.norm = "GN"
 del _bottom_up.stages.stride_in_1x1
 model.backbone.out_channels = 32
-model.proposal_generator.head.in_channels = 32
-model.proposal_generator.pre_nms_topk = (200, 200)
-model.proposal_generator.post_nms_topk = (64, 32)
-_heads = model.roi_heads
-_heads.batch_size_per_image = 32
-_heads.box_head.input_shape = ShapeSpec(channels=32, height=7, width=7)
-_heads.box_head.fc_dims = [64, 64]
-_heads.box_predictor.input_shape = ShapeSpec(channels=64)
-_heads.box_predictor.test_score_thresh = 0.0
-_heads.box_predictor.test_topk_per_image = 20
-_heads.mask_head.input_shape = ShapeSpec(channels=32, width=14, height=14)
-_heads.mask_head.conv_dims = [16, 16]
-_heads.adarand.SCALE_LOG_PERIOD = 2
-
-for _loader in (dataloader.train, dataloader.test):
+'''
+_LAZY_TRAINING = '''for _loader in (dataloader.train, dataloader.test):
     _loader.num_workers = 0
 dataloader.train.total_batch_size = 2
 dataloader.train.mapper.augmentations = [dict(dataloader.train.mapper.augmentations[0], short_edge_length=(64,), max_size=96)]
 dataloader.test.mapper.augmentations = [dict(dataloader.test.mapper.augmentations[0], short_edge_length=64, max_size=96)]
-dataloader.test.dataset.names = "voc_2012_seg_val"
 dataloader.stats.min_size, dataloader.stats.max_size = 64, 96
 
 optimizer.lr = 0.005
@@ -90,6 +76,24 @@ train.log_period = 1
 train.output_dir = {output_dir!r}
 train.seed = 0
 '''
+
+TINY_LAZY = ("# The shipped LazyConfig shrunk to a seconds-long CPU run (what tiny_opts does for the YAML configs).\n" + _LAZY_HEAD + _LAZY_BACKBONE + '''model.proposal_generator.head.in_channels = 32
+model.proposal_generator.pre_nms_topk = (200, 200)
+model.proposal_generator.post_nms_topk = (64, 32)
+_heads = model.roi_heads
+_heads.batch_size_per_image = 32
+_heads.box_head.input_shape = ShapeSpec(channels=32, height=7, width=7)
+_heads.box_head.fc_dims = [64, 64]
+_heads.box_predictor.input_shape = ShapeSpec(channels=64)
+_heads.box_predictor.test_score_thresh = 0.0
+_heads.box_predictor.test_topk_per_image = 20
+_heads.mask_head.input_shape = ShapeSpec(channels=32, width=14, height=14)
+_heads.mask_head.conv_dims = [16, 16]
+_heads.adarand.SCALE_LOG_PERIOD = 2
+
+'''
+             + _LAZY_TRAINING + '''dataloader.test.dataset.names = "voc_2012_seg_val"
+''')
 
 
 def write_tiny_lazy_config(path, output_dir, base=LAZY_CONFIG):
@@ -151,43 +155,13 @@ def tiny_batch(seed=0):
 
 LAZY_SEM_SEG_CONFIG = os.path.join(REPO, "configs", "segmentation", "semantic_R_50_FPN_voc2012_adarand.py")
 
-TINY_LAZY_SEM_SEG = '''# The shipped Semantic FPN LazyConfig shrunk as TINY_SEM_SEG shrinks the YAML one.
-from detectron2.config import LazyConfig
-
-_base = LazyConfig.load({base!r})
-model, dataloader, optimizer, lr_multiplier, train = (
-    _base.model, _base.dataloader, _base.optimizer, _base.lr_multiplier, _base.train)
-
-_bottom_up = model.backbone.bottom_up
-_bottom_up.freeze_at = 0
-_bottom_up.stem.norm = "GN"
-_bottom_up.stages.depth = 18
-_bottom_up.stages.norm = "GN"
-del _bottom_up.stages.stride_in_1x1
-model.backbone.out_channels = 32
-model.sem_seg_head.conv_dims = 32
+TINY_LAZY_SEM_SEG = ("# The shipped Semantic FPN LazyConfig shrunk as TINY_SEM_SEG shrinks the YAML one.\n"
+                     + _LAZY_HEAD + _LAZY_BACKBONE + '''model.sem_seg_head.conv_dims = 32
 model.sem_seg_head.adarand.PIXELS_PER_IMAGE = 32
 model.sem_seg_head.adarand.ALLOW_MISSING_CLASSES = True
 model.sem_seg_head.adarand.SCALE_LOG_PERIOD = 2
 
-for _loader in (dataloader.train, dataloader.test):
-    _loader.num_workers = 0
-dataloader.train.total_batch_size = 2
-dataloader.train.mapper.augmentations = [dict(dataloader.train.mapper.augmentations[0], short_edge_length=(64,), max_size=96)]
-dataloader.test.mapper.augmentations = [dict(dataloader.test.mapper.augmentations[0], short_edge_length=64, max_size=96)]
-dataloader.stats.min_size, dataloader.stats.max_size = 64, 96
-
-optimizer.lr = 0.005
-lr_multiplier.warmup_length = 0.0
-lr_multiplier.scheduler.milestones = [100, 200, 300]
-train.device = "cpu"
-train.init_checkpoint = ""
-train.max_iter = 4
-train.checkpointer.period = 2
-train.log_period = 1
-train.output_dir = {output_dir!r}
-train.seed = 0
-'''
+''' + _LAZY_TRAINING)
 
 
 def write_tiny_lazy_sem_seg_config(path, output_dir):
