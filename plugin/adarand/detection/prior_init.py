@@ -203,13 +203,13 @@ def branch_path(path: str, reg: Any) -> str:
 
 def stats_identity(cfg: CfgNode) -> dict[str, Any]:
     """What the box-head statistics depend on besides the weights (a plain dict: add a key for any new setting)."""
-    a = cfg.MODEL.ADARAND
+    options = cfg.MODEL.ADARAND
     return {
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "backbone": cfg.MODEL.BACKBONE.NAME,
         "roi_heads": cfg.MODEL.ROI_HEADS.NAME, "box_head": cfg.MODEL.ROI_BOX_HEAD.NAME, "weights": cfg.MODEL.WEIGHTS,
         "datasets": list(cfg.DATASETS.TRAIN),
         "dataset_dirs": [os.path.abspath(str(MetadataCatalog.get(d).get("dirname", ""))) for d in cfg.DATASETS.TRAIN],
-        "max_images": a.STATS_MAX_IMAGES, **adarand_keys_identity(a),
+        "max_images": options.STATS_MAX_IMAGES, **adarand_keys_identity(options),
         "transform": f"ResizeShortestEdge({cfg.INPUT.MIN_SIZE_TEST}, {cfg.INPUT.MAX_SIZE_TEST}) {cfg.INPUT.FORMAT} "
                      f"mean={list(cfg.MODEL.PIXEL_MEAN)} std={list(cfg.MODEL.PIXEL_STD)}",
         **roi_sampler_identity(cfg), **sem_seg_identity(cfg),
@@ -241,10 +241,11 @@ def lazy_sem_seg_identity(cfg: Any) -> dict[str, Any]:
             "sem_seg_in_features": sorted(head.get("input_shape", {})), "ignore_value": head.get("ignore_value")}
 
 
-def adarand_keys_identity(a: Mapping[str, Any]) -> dict[str, Any]:
+def adarand_keys_identity(options: Mapping[str, Any]) -> dict[str, Any]:
     """The ``MODEL.ADARAND`` keys that decide which rows the statistics are taken on (a CfgNode, or a
     LazyConfig's ``model.roi_heads.adarand``)."""
-    return {"stats_rois": a["STATS_ROIS"], "labels": a["LABELS"], "regularize_background": a["REGULARIZE_BACKGROUND"]}
+    return {"stats_rois": options["STATS_ROIS"], "labels": options["LABELS"],
+            "regularize_background": options["REGULARIZE_BACKGROUND"]}
 
 
 def sem_seg_identity(cfg: CfgNode) -> dict[str, Any]:
@@ -262,8 +263,8 @@ def roi_sampler_identity(cfg: CfgNode) -> dict[str, Any]:
     proposals (``STATS_ROIS proposals``, or the background regularized): the ROI heads' matcher
     (IoU thresholds and labels), sampling (batch size per image, positive fraction, ground truth
     appended), the cascade's IoUs, and the proposal generator (RPN and anchors). Empty otherwise."""
-    a = cfg.MODEL.ADARAND
-    if a.STATS_ROIS != "proposals" and not a.REGULARIZE_BACKGROUND:
+    options = cfg.MODEL.ADARAND
+    if options.STATS_ROIS != "proposals" and not options.REGULARIZE_BACKGROUND:
         return {}
     m = cfg.MODEL
     matching = ("IOU_THRESHOLDS", "IOU_LABELS", "BATCH_SIZE_PER_IMAGE", "POSITIVE_FRACTION", "PROPOSAL_APPEND_GT",
@@ -280,8 +281,8 @@ def lazy_roi_sampler_identity(cfg: Any) -> dict[str, Any]:
     proposal generator, as YAML (empty when the statistics are taken on ground-truth boxes only)."""
     from omegaconf import OmegaConf
 
-    heads, a = cfg.model.roi_heads, cfg.model.roi_heads.adarand
-    if a["STATS_ROIS"] != "proposals" and not a["REGULARIZE_BACKGROUND"]:
+    heads, options = cfg.model.roi_heads, cfg.model.roi_heads.adarand
+    if options["STATS_ROIS"] != "proposals" and not options["REGULARIZE_BACKGROUND"]:
         return {}
     sampling = {k: heads.get(k) for k in ("batch_size_per_image", "positive_fraction", "proposal_append_gt",
                                           "num_classes")}
